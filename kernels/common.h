@@ -1,0 +1,23 @@
+// kernels/common.h: what every kernel family shares.
+//
+// Conventions (see the design notes in README.md):
+//  * kernels work on raw pointers plus a shape struct and own nothing;
+//  * argument order: outputs first, then inputs, then the shape, then (cuda::) the stream;
+//  * activations are NHWC float32, conv filters KRSC (out, kh, kw, in);
+//  * every backward takes an explicit GradMode: overwrite the gradient buffer or add into it
+//    (fan-out points such as the residual identity and the encoder skips accumulate).
+#pragma once
+
+#include <cstdint>
+
+namespace unetcu {
+
+enum class GradMode { overwrite, accumulate };
+
+// Writes `value` into *dst honouring the gradient mode; used by every cpu:: backward so the
+// overwrite/accumulate rule lives in one place.
+inline void store_grad(float* dst, float value, GradMode mode) {
+  if (mode == GradMode::accumulate) *dst += value; else *dst = value;
+}
+
+}  // namespace unetcu

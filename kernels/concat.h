@@ -1,0 +1,25 @@
+// kernels/concat.h: channel concatenation of two NHWC tensors with the same n, h, w:
+//   y[row][0..ca) = a[row][..], y[row][ca..ca+cb) = b[row][..], rows = n*h*w.
+// smp concatenates [upsampled, skip] in that order.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common.h"
+
+namespace unetcu {
+
+struct ConcatShape {
+  int64_t rows = 0;
+  int ca = 0, cb = 0;
+};
+
+namespace cpu {
+
+void concat_forward(float* y, const float* a, const float* b, const ConcatShape& sh);
+// Splits dy back; da or db may be null (no gradient wanted there).
+void concat_backward(float* da, float* db, const float* dy, const ConcatShape& sh,
+                     GradMode mode_a, GradMode mode_b);
+
+}  // namespace cpu
+}  // namespace unetcu

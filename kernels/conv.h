@@ -1,0 +1,54 @@
+// kernels/conv.h: 2-D convolution, NHWC activations, KRSC filters, no groups, no dilation.
+//
+//   x  : [n][h][w][c]          input
+//   wt : [k][r][s][c]          filters
+//   y  : [n][p][q][k]          output, p = (h + 2*pad - r)/stride + 1, q likewise
+//   bias (optional, may be null): [k]
+//
+// The cpu:: functions are the reference (im2col + BLAS sgemm, one image at a time so the
+// column buffer stays small). On a GPU the convolutions go through cuDNN (kernels/cudnn/);
+// only the bias gradient has a hand-written CUDA kernel.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/common.h"
+
+namespace unetcu {
+
+struct ConvShape {
+  int n = 0, h = 0, w = 0, c = 0;  // input
+  int k = 0, r = 0, s = 0;         // filters
+  int stride = 1, pad = 0;
+  int p = 0, q = 0;                // output height, width
+
+  static ConvShape make(int n, int h, int w, int c, int k, int r, int s, int stride, int pad) {
+    ConvShape sh;
+    sh.n = n; sh.h = h; sh.w = w; sh.c = c; sh.k = k; sh.r = r; sh.s = s;
+    sh.stride = stride; sh.pad = pad;
+    sh.p = (h + 2 * pad - r) / stride + 1;
+    sh.q = (w + 2 * pad - s) / stride + 1;
+    return sh;
+  }
+  int64_t x_size() const { return int64_t(n) * h * w * c; }
+  int64_t y_size() const { return int64_t(n) * p * q * k; }
+  int64_t w_size() const { return int64_t(k) * r * s * c; }
+};
+
+namespace cpu {
+
+// y = conv(x, wt) (+ bias). `bias` may be null.
+void conv2d_forward(float* y, const float* x, const float* wt, const float* bias,
+                    const ConvShape& sh);
+// dx (+)= conv_transpose(dy, wt)
+void conv2d_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                          GradMode mode);
+// dwt (+)= correlation of x with dy, summed over the batch
+void conv2d_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
+                            GradMode mode);
+// dbias[k] (+)= sum over n, p, q of dy
+void conv2d_backward_bias(float* dbias, const float* dy, const ConvShape& sh, GradMode mode);
+
+}  // namespace cpu
+}  // namespace unetcu

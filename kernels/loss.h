@@ -1,0 +1,62 @@
+// kernels/loss.h: sigmoid + batch Dice loss from logits (smp DiceLoss, mode="binary",
+// from_logits=True, smooth=0, eps=1e-7), and per-image confusion counts for the IoU metric.
+//
+// Dice is a *batch* Dice: the sums run over every image and pixel together.
+//   p = sigmoid(x); Sp = sum p; St = sum t; I = sum p*t; den = (Sp + St)/2
+//   loss = (1 - I / max(den, 1e-7)) * (St > 0)
+// targets are uint8 0/1 of the same count as the logits (one channel).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common.h"
+
+namespace unetcu {
+
+// The three sums the loss and its gradient need, accumulated in double.
+struct DiceSums {
+  double sum_p = 0, sum_t = 0, intersection = 0;
+};
+
+// smp's eps: the Dice denominator is clamped to at least this.
+constexpr double kDiceEps = 1e-7;
+
+// The loss value from the sums (host or device code alike).
+inline double dice_loss_from_sums(const DiceSums& s) {
+  if (!(s.sum_t > 0)) return 0.0;
+  double den = 0.5 * (s.sum_p + s.sum_t);
+  return 1.0 - s.intersection / (den > kDiceEps ? den : kDiceEps);
+}
+
+// Per-image confusion counts, prediction = sigmoid(logit) > 0.5 (strict, as smp's example).
+struct ConfusionCounts {
+  int64_t tp = 0, fp = 0, fn = 0, tn = 0;
+};
+
+namespace cpu {
+
+// loss: one float; sums: the DiceSums used (needed by backward).
+void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
+                       int64_t count);
+// dlogits (+)= dloss * dL/dx. dloss is the upstream gradient of the scalar loss (1 in training).
+void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
+                        const DiceSums& sums, int64_t count, float dloss, GradMode mode);
+
+// counts: [n_images]; each image has `pixels` logits and targets.
+void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
+                      int n_images, int64_t pixels);
+
+}  // namespace cpu
+
+// micro-imagewise IoU of one image: tp/(tp+fp+fn), 1.0 when the denominator is 0.
+inline double image_iou(const ConfusionCounts& c) {
+  int64_t den = c.tp + c.fp + c.fn;
+  return den == 0 ? 1.0 : double(c.tp) / double(den);
+}
+// Dice of one image: 2tp/(2tp+fp+fn), 1.0 when the denominator is 0.
+inline double image_dice(const ConfusionCounts& c) {
+  int64_t den = 2 * c.tp + c.fp + c.fn;
+  return den == 0 ? 1.0 : 2.0 * double(c.tp) / double(den);
+}
+
+}  // namespace unetcu

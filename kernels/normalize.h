@@ -1,0 +1,20 @@
+// kernels/normalize.h: uint8 RGB NHWC images -> float network input,
+//   x = (img / 255 - mean[c]) / std[c], with the ImageNet statistics smp uses for resnet34.
+#pragma once
+
+#include <cstdint>
+
+namespace unetcu {
+
+struct NormalizeParams {
+  float mean[3] = {0.485f, 0.456f, 0.406f};
+  float std[3] = {0.229f, 0.224f, 0.225f};
+};
+
+namespace cpu {
+
+// pixels = n*h*w; img and x have 3 channels.
+void normalize_input(float* x, const uint8_t* img, int64_t pixels, const NormalizeParams& prm);
+
+}  // namespace cpu
+}  // namespace unetcu

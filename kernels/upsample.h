@@ -1,0 +1,22 @@
+// kernels/upsample.h: nearest-neighbour 2x upsampling, NHWC.
+//   x: [n][h][w][c] -> y: [n][2h][2w][c], y[n][i][j][c] = x[n][i/2][j/2][c].
+// Backward sums each 2x2 block of dy.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/common.h"
+
+namespace unetcu {
+
+struct UpsampleShape {
+  int n = 0, h = 0, w = 0, c = 0;  // input
+};
+
+namespace cpu {
+
+void upsample2x_forward(float* y, const float* x, const UpsampleShape& sh);
+void upsample2x_backward(float* dx, const float* dy, const UpsampleShape& sh, GradMode mode);
+
+}  // namespace cpu
+}  // namespace unetcu
