@@ -1,0 +1,1 @@
+// data/anchor.cpp: placeholder until the data sources land.

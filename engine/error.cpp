@@ -1,0 +1,2 @@
+// engine/error.cpp: anchors the engine library (error.h is header-only).
+#include "engine/error.h"

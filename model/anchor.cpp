@@ -1,0 +1,1 @@
+// model/anchor.cpp: placeholder until the model sources land.
