@@ -1,0 +1,45 @@
+// tests/torch/torch_util.h: moving data between our NHWC/KRSC buffers and LibTorch's
+// NCHW/OIHW tensors, for the comparison tests.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace unetcu::test {
+
+// [n][h][w][c] buffer -> NCHW tensor (a copy), optionally requiring grad.
+template <typename T>
+torch::Tensor nhwc_to_torch(const std::vector<T>& v, int n, int h, int w, int c, bool grad = false) {
+  auto dtype = std::is_same_v<T, double> ? torch::kFloat64 : torch::kFloat32;
+  auto t = torch::from_blob(const_cast<T*>(v.data()), {n, h, w, c}, dtype)
+               .permute({0, 3, 1, 2}).contiguous().clone();
+  return grad ? t.requires_grad_(true) : t;
+}
+
+// NCHW tensor -> [n][h][w][c] buffer.
+template <typename T = float>
+std::vector<T> torch_to_nhwc(const torch::Tensor& t) {
+  auto dtype = std::is_same_v<T, double> ? torch::kFloat64 : torch::kFloat32;
+  auto c = t.detach().to(dtype).permute({0, 2, 3, 1}).contiguous();
+  return std::vector<T>(c.data_ptr<T>(), c.data_ptr<T>() + c.numel());
+}
+
+// Any contiguous tensor -> flat buffer in its own order.
+template <typename T = float>
+std::vector<T> torch_to_vector(const torch::Tensor& t) {
+  auto dtype = std::is_same_v<T, double> ? torch::kFloat64 : torch::kFloat32;
+  auto c = t.detach().to(dtype).contiguous();
+  return std::vector<T>(c.data_ptr<T>(), c.data_ptr<T>() + c.numel());
+}
+
+// KRSC filters <-> OIHW tensor.
+template <typename T>
+torch::Tensor krsc_to_torch(const std::vector<T>& v, int k, int r, int s, int c, bool grad = false) {
+  return nhwc_to_torch(v, k, r, s, c, grad);
+}
+template <typename T = float>
+std::vector<T> torch_to_krsc(const torch::Tensor& t) { return torch_to_nhwc<T>(t); }
+
+}  // namespace unetcu::test
