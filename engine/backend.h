@@ -1,0 +1,92 @@
+// engine/backend.h: the device interface the graph executor and the trainer run on.
+//
+// One Backend per device kind: CpuBackend (kernels/cpu) and CudaBackend (kernels/cuda +
+// cuDNN natively, or kernels/cuda under the SIMT emulator with convolutions through the CPU
+// reference). Every op takes device pointers and the kernel shape structs, in the kernels'
+// argument order, and is asynchronous on CUDA (stream order); nothing here allocates except
+// alloc(), which the memory plan calls once, before any step.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "kernels/adam.h"
+#include "kernels/batchnorm.h"
+#include "kernels/concat.h"
+#include "kernels/conv.h"
+#include "kernels/loss.h"
+#include "kernels/normalize.h"
+#include "kernels/pool.h"
+#include "kernels/upsample.h"
+
+namespace unetcu {
+
+enum class DeviceKind { cpu, cuda };
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceKind kind() const = 0;
+  virtual std::string describe() const = 0;
+
+  // Memory: device allocations (aligned to 256 bytes) and host<->device copies.
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void release(void* ptr) = 0;
+  virtual void zero(void* dst, size_t bytes) = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+
+  // Ops (see the kernel headers for the exact semantics).
+  virtual void normalize_input(float* x, const uint8_t* img, int64_t pixels,
+                               const NormalizeParams& prm) = 0;
+  virtual void conv_forward(float* y, const float* x, const float* wt, const float* bias,
+                            const ConvShape& sh) = 0;
+  virtual void conv_backward_data(float* dx, const float* dy, const float* wt,
+                                  const ConvShape& sh, GradMode mode) = 0;
+  virtual void conv_backward_filter(float* dwt, const float* dy, const float* x,
+                                    const ConvShape& sh, GradMode mode) = 0;
+  virtual void conv_backward_bias(float* dbias, const float* dy, const ConvShape& sh,
+                                  GradMode mode) = 0;
+  virtual void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
+                                       float* running_mean, float* running_var, const float* x,
+                                       const float* gamma, const float* beta,
+                                       const BatchNormShape& sh, float momentum, float eps) = 0;
+  virtual void batchnorm_eval_forward(float* y, const float* x, const float* gamma,
+                                      const float* beta, const float* running_mean,
+                                      const float* running_var, const BatchNormShape& sh,
+                                      float eps) = 0;
+  virtual void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
+                                  const float* x, const float* gamma, const float* save_mean,
+                                  const float* save_invstd, const BatchNormShape& sh,
+                                  GradMode dx_mode, GradMode param_mode) = 0;
+  virtual void relu_forward(float* y, const float* x, int64_t count) = 0;
+  virtual void relu_backward(float* dx, const float* dy, const float* y, int64_t count,
+                             GradMode mode) = 0;
+  virtual void add_relu_forward(float* y, const float* a, const float* b, int64_t count) = 0;
+  virtual void maxpool_forward(float* y, int32_t* argmax, const float* x,
+                               const MaxPoolShape& sh) = 0;
+  virtual void maxpool_backward(float* dx, const float* dy, const int32_t* argmax,
+                                const MaxPoolShape& sh, GradMode mode) = 0;
+  virtual void upsample2x_forward(float* y, const float* x, const UpsampleShape& sh) = 0;
+  virtual void upsample2x_backward(float* dx, const float* dy, const UpsampleShape& sh,
+                                   GradMode mode) = 0;
+  virtual void concat_forward(float* y, const float* a, const float* b, const ConcatShape& sh) = 0;
+  virtual void concat_backward(float* da, float* db, const float* dy, const ConcatShape& sh,
+                               GradMode mode_a, GradMode mode_b) = 0;
+
+  // Loss and metrics write device-resident results (loss: 1 float, sums: 1 DiceSums,
+  // counts: n_images ConfusionCounts); the trainer downloads them when it needs them.
+  virtual void dice_loss_forward(float* loss, DiceSums* sums, const float* logits,
+                                 const uint8_t* target, int64_t count) = 0;
+  virtual void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
+                                  const DiceSums* sums, int64_t count) = 0;
+  virtual void confusion_counts(ConfusionCounts* counts, const float* logits,
+                                const uint8_t* target, int n_images, int64_t pixels) = 0;
+  // One Adam step over the flat arenas; `t` is the step number after the increment (>= 1).
+  virtual void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                         int64_t count, const AdamConfig& cfg, int64_t t) = 0;
+};
+
+}  // namespace unetcu

@@ -1,0 +1,128 @@
+// engine/executor.cpp: static memory plan and the forward/backward walk over the graph.
+#include "engine/executor.h"
+
+#include "engine/error.h"
+
+namespace unetcu {
+namespace {
+// Offsets are kept 64-float (256-byte) aligned so every buffer suits vector loads on a GPU.
+int64_t round_up(int64_t v) { return (v + 63) / 64 * 64; }
+}  // namespace
+
+Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(graph) {
+  const auto& acts = graph.acts();
+  const auto& nodes = graph.nodes();
+  int64_t cursor = 0;
+  value_off_.assign(acts.size(), -1);
+  grad_off_.assign(acts.size(), -1);
+  save_off_.assign(nodes.size(), -1);
+  for (size_t a = 0; a < acts.size(); ++a) {
+    value_off_[a] = cursor;
+    cursor += round_up(acts[a].numel());
+    if (int(a) != graph.input()) {  // the image needs no gradient
+      grad_off_[a] = cursor;
+      cursor += round_up(acts[a].numel());
+    }
+  }
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& nd = nodes[i];
+    if (nd.op == OpKind::batchnorm) {
+      save_off_[i] = cursor;
+      cursor += round_up(2 * int64_t(nd.bn.c));
+    } else if (nd.op == OpKind::maxpool) {
+      save_off_[i] = cursor;  // int32 argmax, same size as a float
+      cursor += round_up(acts[nd.out].numel());
+    }
+  }
+  bytes_ = size_t(cursor) * sizeof(float);
+  base_ = static_cast<float*>(be_.alloc(bytes_));
+}
+
+Executor::~Executor() { be_.release(base_); }
+
+void Executor::forward(const float* params, float* running, bool train) {
+  const auto& acts = graph_.acts();
+  const auto& nodes = graph_.nodes();
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& nd = nodes[i];
+    float* y = value(nd.out);
+    switch (nd.op) {
+      case OpKind::conv:
+        be_.conv_forward(y, value(nd.in0), params + nd.weight,
+                         nd.bias >= 0 ? params + nd.bias : nullptr, nd.conv);
+        break;
+      case OpKind::batchnorm: {
+        float* save = base_ + save_off_[i];
+        if (train)
+          be_.batchnorm_train_forward(y, save, save + nd.bn.c, running + nd.running_mean,
+                                      running + nd.running_var, value(nd.in0), params + nd.gamma,
+                                      params + nd.beta, nd.bn, kBatchNormMomentum, kBatchNormEps);
+        else
+          be_.batchnorm_eval_forward(y, value(nd.in0), params + nd.gamma, params + nd.beta,
+                                     running + nd.running_mean, running + nd.running_var, nd.bn,
+                                     kBatchNormEps);
+        break;
+      }
+      case OpKind::relu:
+        be_.relu_forward(y, y, acts[nd.out].numel());
+        break;
+      case OpKind::add_relu:
+        be_.add_relu_forward(y, value(nd.in0), value(nd.in1), acts[nd.out].numel());
+        break;
+      case OpKind::maxpool:
+        be_.maxpool_forward(y, reinterpret_cast<int32_t*>(base_ + save_off_[i]), value(nd.in0),
+                            nd.pool);
+        break;
+      case OpKind::upsample:
+        be_.upsample2x_forward(y, value(nd.in0), nd.up);
+        break;
+      case OpKind::concat:
+        be_.concat_forward(y, value(nd.in0), value(nd.in1), nd.cat);
+        break;
+    }
+  }
+}
+
+void Executor::backward(const float* params, float* grads) {
+  const auto& acts = graph_.acts();
+  const auto& nodes = graph_.nodes();
+  const int input = graph_.input();
+  for (size_t ii = nodes.size(); ii-- > 0;) {
+    const Node& nd = nodes[ii];
+    const float* dy = grad(nd.out);
+    switch (nd.op) {
+      case OpKind::conv:
+        be_.conv_backward_filter(grads + nd.weight, dy, value(nd.in0), nd.conv, GradMode::overwrite);
+        if (nd.bias >= 0) be_.conv_backward_bias(grads + nd.bias, dy, nd.conv, GradMode::overwrite);
+        if (nd.in0 != input)
+          be_.conv_backward_data(grad(nd.in0), dy, params + nd.weight, nd.conv, nd.mode0);
+        break;
+      case OpKind::batchnorm: {
+        const float* save = base_ + save_off_[ii];
+        be_.batchnorm_backward(grad(nd.in0), grads + nd.gamma, grads + nd.beta, dy, value(nd.in0),
+                               params + nd.gamma, save, save + nd.bn.c, nd.bn, nd.mode0,
+                               GradMode::overwrite);
+        break;
+      }
+      case OpKind::relu:
+        be_.relu_backward(grad(nd.out), dy, value(nd.out), acts[nd.out].numel(), GradMode::overwrite);
+        break;
+      case OpKind::add_relu:
+        be_.relu_backward(grad(nd.in0), dy, value(nd.out), acts[nd.out].numel(), nd.mode0);
+        be_.relu_backward(grad(nd.in1), dy, value(nd.out), acts[nd.out].numel(), nd.mode1);
+        break;
+      case OpKind::maxpool:
+        be_.maxpool_backward(grad(nd.in0), dy, reinterpret_cast<const int32_t*>(base_ + save_off_[ii]),
+                             nd.pool, nd.mode0);
+        break;
+      case OpKind::upsample:
+        be_.upsample2x_backward(grad(nd.in0), dy, nd.up, nd.mode0);
+        break;
+      case OpKind::concat:
+        be_.concat_backward(grad(nd.in0), grad(nd.in1), dy, nd.cat, nd.mode0, nd.mode1);
+        break;
+    }
+  }
+}
+
+}  // namespace unetcu

@@ -1,1 +1,0 @@
-// model/anchor.cpp: placeholder until the model sources land.

@@ -1,0 +1,158 @@
+// model/session.cpp: ModelSession (see session.h).
+#include "model/session.h"
+
+#include "engine/error.h"
+
+namespace unetcu {
+
+struct ModelSession::PerBatch {
+  Unet unet;
+  std::unique_ptr<Executor> exec;
+  uint8_t* images = nullptr;  // device staging for the uint8 batch
+  uint8_t* masks = nullptr;
+  float* loss = nullptr;
+  DiceSums* sums = nullptr;
+  ConfusionCounts* counts = nullptr;
+};
+
+ModelSession::ModelSession(Backend& backend, int image_h, int image_w, const AdamConfig& adam)
+    : be_(backend), spec_(unet_spec()), h_(image_h), w_(image_w), adam_(adam) {
+  build_unet(1, h_, w_);  // validates the input size before anything is allocated
+  const size_t pbytes = size_t(spec_.param_count) * sizeof(float);
+  params_ = static_cast<float*>(be_.alloc(pbytes));
+  grads_ = static_cast<float*>(be_.alloc(pbytes));
+  exp_avg_ = static_cast<float*>(be_.alloc(pbytes));
+  exp_avg_sq_ = static_cast<float*>(be_.alloc(pbytes));
+  running_ = static_cast<float*>(be_.alloc(size_t(spec_.running_count) * sizeof(float)));
+  be_.zero(grads_, pbytes);
+  be_.zero(exp_avg_, pbytes);
+  be_.zero(exp_avg_sq_, pbytes);
+  num_batches_tracked_.assign(spec_.bns.size(), 0);
+}
+
+ModelSession::~ModelSession() {
+  for (auto& [n, pb] : batches_) {
+    pb->exec.reset();
+    for (void* p : {(void*)pb->images, (void*)pb->masks, (void*)pb->loss, (void*)pb->sums,
+                    (void*)pb->counts})
+      be_.release(p);
+  }
+  for (float* p : {params_, grads_, exp_avg_, exp_avg_sq_, running_}) be_.release(p);
+}
+
+void ModelSession::set_state(const HostModelState& s) {
+  if (int64_t(s.params.size()) != spec_.param_count ||
+      int64_t(s.running.size()) != spec_.running_count ||
+      s.num_batches_tracked.size() != spec_.bns.size())
+    fail("model state has the wrong size");
+  be_.upload(params_, s.params.data(), s.params.size() * sizeof(float));
+  be_.upload(running_, s.running.data(), s.running.size() * sizeof(float));
+  num_batches_tracked_ = s.num_batches_tracked;
+}
+
+HostModelState ModelSession::state() const {
+  HostModelState s;
+  s.params.resize(size_t(spec_.param_count));
+  s.running.resize(size_t(spec_.running_count));
+  be_.download(s.params.data(), params_, s.params.size() * sizeof(float));
+  be_.download(s.running.data(), running_, s.running.size() * sizeof(float));
+  s.num_batches_tracked = num_batches_tracked_;
+  return s;
+}
+
+void ModelSession::set_optimizer(const HostOptimizerState& s) {
+  if (int64_t(s.exp_avg.size()) != spec_.param_count ||
+      int64_t(s.exp_avg_sq.size()) != spec_.param_count)
+    fail("optimizer state has the wrong size");
+  be_.upload(exp_avg_, s.exp_avg.data(), s.exp_avg.size() * sizeof(float));
+  be_.upload(exp_avg_sq_, s.exp_avg_sq.data(), s.exp_avg_sq.size() * sizeof(float));
+  adam_step_ = s.step;
+}
+
+HostOptimizerState ModelSession::optimizer() const {
+  HostOptimizerState s;
+  s.exp_avg.resize(size_t(spec_.param_count));
+  s.exp_avg_sq.resize(size_t(spec_.param_count));
+  be_.download(s.exp_avg.data(), exp_avg_, s.exp_avg.size() * sizeof(float));
+  be_.download(s.exp_avg_sq.data(), exp_avg_sq_, s.exp_avg_sq.size() * sizeof(float));
+  s.step = adam_step_;
+  return s;
+}
+
+std::vector<float> ModelSession::gradients() const {
+  std::vector<float> g(size_t(spec_.param_count));
+  be_.download(g.data(), grads_, g.size() * sizeof(float));
+  return g;
+}
+
+ModelSession::PerBatch& ModelSession::batch(int n) {
+  auto it = batches_.find(n);
+  if (it != batches_.end()) return *it->second;
+  auto pb = std::make_unique<PerBatch>();
+  pb->unet = build_unet(n, h_, w_);
+  pb->exec = std::make_unique<Executor>(be_, pb->unet.graph);
+  const size_t pixels = size_t(n) * h_ * w_;
+  pb->images = static_cast<uint8_t*>(be_.alloc(pixels * 3));
+  pb->masks = static_cast<uint8_t*>(be_.alloc(pixels));
+  pb->loss = static_cast<float*>(be_.alloc(sizeof(float)));
+  pb->sums = static_cast<DiceSums*>(be_.alloc(sizeof(DiceSums)));
+  pb->counts = static_cast<ConfusionCounts*>(be_.alloc(sizeof(ConfusionCounts) * n));
+  auto& ref = *pb;
+  batches_[n] = std::move(pb);
+  return ref;
+}
+
+void ModelSession::forward_input(PerBatch& pb, const uint8_t* images, const uint8_t* masks,
+                                 int n, bool train) {
+  const int64_t pixels = int64_t(n) * h_ * w_;
+  be_.upload(pb.images, images, size_t(pixels) * 3);
+  if (masks) be_.upload(pb.masks, masks, size_t(pixels));
+  const Graph& g = pb.unet.graph;
+  be_.normalize_input(pb.exec->value(g.input()), pb.images, pixels, NormalizeParams{});
+  pb.exec->forward(params_, running_, train);
+}
+
+StepResult ModelSession::read_results(PerBatch& pb, int n) {
+  StepResult r;
+  r.counts.resize(size_t(n));
+  be_.download(&r.loss, pb.loss, sizeof(float));
+  be_.download(r.counts.data(), pb.counts, sizeof(ConfusionCounts) * size_t(n));
+  return r;
+}
+
+StepResult ModelSession::train_step(const uint8_t* images, const uint8_t* masks, int n) {
+  PerBatch& pb = batch(n);
+  const Graph& g = pb.unet.graph;
+  const int64_t pixels = int64_t(n) * h_ * w_;
+  forward_input(pb, images, masks, n, true);
+  const float* logits = pb.exec->value(g.output());
+  be_.dice_loss_forward(pb.loss, pb.sums, logits, pb.masks, pixels);
+  be_.confusion_counts(pb.counts, logits, pb.masks, n, int64_t(h_) * w_);
+  be_.dice_loss_backward(pb.exec->grad(g.output()), logits, pb.masks, pb.sums, pixels);
+  pb.exec->backward(params_, grads_);
+  ++adam_step_;
+  be_.adam_step(params_, exp_avg_, exp_avg_sq_, grads_, spec_.param_count, adam_, adam_step_);
+  for (auto& t : num_batches_tracked_) ++t;
+  return read_results(pb, n);
+}
+
+StepResult ModelSession::eval_step(const uint8_t* images, const uint8_t* masks, int n) {
+  PerBatch& pb = batch(n);
+  const Graph& g = pb.unet.graph;
+  const int64_t pixels = int64_t(n) * h_ * w_;
+  forward_input(pb, images, masks, n, false);
+  const float* logits = pb.exec->value(g.output());
+  be_.dice_loss_forward(pb.loss, pb.sums, logits, pb.masks, pixels);
+  be_.confusion_counts(pb.counts, logits, pb.masks, n, int64_t(h_) * w_);
+  return read_results(pb, n);
+}
+
+std::vector<float> ModelSession::predict(const uint8_t* images, int n) {
+  PerBatch& pb = batch(n);
+  forward_input(pb, images, nullptr, n, false);
+  std::vector<float> logits(size_t(n) * h_ * w_);
+  be_.download(logits.data(), pb.exec->value(pb.unet.graph.output()), logits.size() * sizeof(float));
+  return logits;
+}
+
+}  // namespace unetcu

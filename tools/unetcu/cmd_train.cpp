@@ -1,0 +1,277 @@
+// tools/unetcu/cmd_train.cpp: `unetcu train [DATA]` and `unetcu eval DATA --weights CKPT`.
+//
+// train: split (seeded), then per epoch: shuffled training batches (BatchNorm in train mode),
+// validation (eval mode), one line appended to metrics.jsonl, last.safetensors (with Adam state
+// and the training position, for --resume) and best.safetensors (best val_iou, weights only);
+// at the end the best weights are evaluated on the test split into test.json.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "data/batch.h"
+#include "data/split.h"
+#include "data/synth.h"
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/fileio.h"
+#include "engine/json.h"
+#include "model/checkpoint.h"
+#include "tools/unetcu/args.h"
+#include "tools/unetcu/commands.h"
+#include "tools/unetcu/progress.h"
+
+namespace fs = std::filesystem;
+
+namespace unetcu::cli {
+namespace {
+
+// The demo: a small generated set and a short run at 64x64, minutes on a laptop CPU.
+constexpr int kDemoImages = 160;
+constexpr const char* kDemoDir = "runs/demo-data";
+
+std::string ensure_demo_data() {
+  bool present = false;
+  try {
+    present = data::find_pairs(kDemoDir).size() == size_t(kDemoImages);
+  } catch (const Error&) {
+  }
+  if (!present) {
+    std::fprintf(stderr, "demo: no DATA given; generating %d HAM10000-like images in %s ...\n",
+                 kDemoImages, kDemoDir);
+    data::synth_dataset(kDemoDir, kDemoImages, 0);
+  } else {
+    std::fprintf(stderr, "demo: no DATA given; using the generated images in %s\n", kDemoDir);
+  }
+  return kDemoDir;
+}
+
+json::Value metrics_json(const EvalResult& r, const std::string& prefix) {
+  json::Object o;
+  o.emplace_back(prefix + "loss", r.loss);
+  o.emplace_back(prefix + "iou", r.iou);
+  o.emplace_back(prefix + "dice", r.dice);
+  o.emplace_back(prefix + "n_images", r.n_images);
+  return o;
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  std::ofstream f(path, std::ios::app);
+  f << line << "\n";
+  f.flush();
+  if (!f) fail("cannot write ", path);
+}
+
+std::string state_path(const std::string& dir, const char* file) { return (fs::path(dir) / file).string(); }
+
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  Args a("train", "train [DATA] [options]");
+  a.option("epochs", "20", "number of epochs");
+  a.option("batch-size", "16", "images per training step");
+  a.option("image-size", "128", "training resolution (a multiple of 32)");
+  a.option("lr", "1e-4", "Adam learning rate");
+  a.option("device", "auto", "auto, cpu or cuda");
+  a.option("seed", "0", "seed for initialisation, split and shuffling");
+  a.option("out", "runs/train", "run folder (config.json, metrics.jsonl, checkpoints, test.json)");
+  a.option("limit", "0", "use only the first N image/mask pairs (0: all)");
+  a.option("val-frac", "0.025", "fraction of images for validation");
+  a.option("test-frac", "0.025", "fraction of images for the final test");
+  a.option("weights", "", "start from these weights (safetensors) instead of a fresh init");
+  a.flag("resume", "continue the run in --out from its last.safetensors");
+  a.flag("no-tf32", "CUDA: full fp32 convolutions (no TF32 tensor cores)");
+  if (!a.parse(argc, argv, 2)) return 0;
+  if (a.positional().size() > 1) fail("unetcu train: expected at most one DATA folder");
+
+  const bool demo = a.positional().empty();
+  const std::string data_dir = demo ? ensure_demo_data() : a.positional()[0];
+  const int epochs = int(a.has("epochs") || !demo ? a.integer("epochs", 1, 100000) : 5);
+  const int image_size = int(a.has("image-size") || !demo ? a.integer("image-size", 32, 4096) : 64);
+  if (image_size % 32 != 0) fail("--image-size must be a multiple of 32, got ", image_size);
+  const int batch_size = int(a.integer("batch-size", 1, 4096));
+  const double lr = a.number("lr", 0.0, 1.0);
+  const uint64_t seed = uint64_t(a.integer("seed", 0, INT64_MAX));
+  const std::string out = demo && !a.has("out") ? std::string("runs/demo") : a.str("out");
+  const double val_frac = a.number("val-frac", 0.0, 0.9), test_frac = a.number("test-frac", 0.0, 0.9);
+
+  BackendOptions bopt;
+  bopt.tf32 = !a.flag_set("no-tf32");
+  auto backend = make_backend(a.str("device"), bopt);
+  std::fprintf(stderr, "device: %s\n", backend->describe().c_str());
+
+  data::Dataset ds = load_folder(data_dir, image_size, int(a.integer("limit", 0, INT32_MAX)));
+  data::Split split = data::split_random(ds.n, seed, val_frac, test_frac);
+  std::fprintf(stderr, "split: %zu train, %zu val, %zu test (seed %llu)\n", split.train.size(),
+               split.val.size(), split.test.size(), (unsigned long long)seed);
+
+  fs::create_directories(out);
+  const std::string last_path = state_path(out, "last.safetensors"),
+                    best_path = state_path(out, "best.safetensors"),
+                    metrics_path = state_path(out, "metrics.jsonl");
+
+  AdamConfig adam;
+  adam.lr = float(lr);
+  ModelSession session(*backend, image_size, image_size, adam);
+  const ModelSpec& spec = session.spec();
+  int start_epoch = 0;
+  double best_iou = -1;
+  int best_epoch = 0;
+  if (a.flag_set("resume")) {
+    if (!fs::exists(last_path)) fail("--resume: ", last_path, " does not exist");
+    LoadedCheckpoint ck = load_checkpoint(last_path, spec);
+    if (!ck.has_optimizer) fail("--resume: ", last_path, " has no optimizer state");
+    session.set_state(ck.model);
+    session.set_optimizer(ck.optimizer);
+    start_epoch = std::stoi(ck.metadata_value("epoch", "0"));
+    best_iou = std::stod(ck.metadata_value("best_val_iou", "-1"));
+    best_epoch = std::stoi(ck.metadata_value("best_epoch", "0"));
+    std::fprintf(stderr, "resume: %s after epoch %d\n", last_path.c_str(), start_epoch);
+  } else {
+    if (a.str("weights").empty()) {
+      session.set_state(initial_state(spec, seed));
+    } else {
+      session.set_state(load_checkpoint(a.str("weights"), spec).model);
+      std::fprintf(stderr, "weights: %s\n", a.str("weights").c_str());
+    }
+    std::ofstream(metrics_path, std::ios::trunc);
+  }
+
+  // config.json: every option's value, plus what was derived from them.
+  json::Object cfg;
+  cfg.emplace_back("command", "train");
+  cfg.emplace_back("data", data_dir);
+  for (const auto& [k, v] : a.values()) cfg.emplace_back(k, v);
+  cfg.emplace_back("epochs_used", epochs);
+  cfg.emplace_back("image_size_used", image_size);
+  cfg.emplace_back("device_used", backend->describe());
+  cfg.emplace_back("git_commit", git_commit());
+  cfg.emplace_back("n_images", ds.n);
+  cfg.emplace_back("n_train", int64_t(split.train.size()));
+  cfg.emplace_back("n_val", int64_t(split.val.size()));
+  cfg.emplace_back("n_test", int64_t(split.test.size()));
+  write_file_atomic(state_path(out, "config.json"), json::dump_pretty(cfg) + "\n");
+
+  data::BatchIterator it(ds, split.train, batch_size, seed, true);
+  std::vector<uint8_t> images(size_t(batch_size) * ds.image_bytes()), masks(size_t(batch_size) * ds.mask_bytes());
+  for (int epoch = start_epoch; epoch < epochs; ++epoch) {
+    it.set_epoch(epoch);
+    auto t0 = std::chrono::steady_clock::now();
+    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), it.num_batches());
+    double loss_sum = 0, iou_sum = 0;
+    long seen = 0;
+    for (int b = 0; b < it.num_batches(); ++b) {
+      int n = it.fill(b, images.data(), masks.data());
+      StepResult r = session.train_step(images.data(), masks.data(), n);
+      if (!std::isfinite(r.loss))
+        fail("training diverged: the loss is ", r.loss, " at epoch ", epoch + 1, " batch ", b + 1,
+             "; try a smaller --lr");
+      loss_sum += r.loss;
+      for (const auto& c : r.counts) iou_sum += image_iou(c);
+      seen += n;
+      progress.update(b + 1, seen, loss_sum / (b + 1), iou_sum / seen);
+    }
+    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EvalResult val = evaluate(session, ds, split.val, batch_size, "  validate");
+    const double epoch_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    json::Object m;
+    m.emplace_back("epoch", epoch + 1);
+    m.emplace_back("train_loss", loss_sum / it.num_batches());
+    m.emplace_back("train_iou", iou_sum / double(seen));
+    m.emplace_back("val_loss", val.loss);
+    m.emplace_back("val_iou", val.iou);
+    m.emplace_back("val_dice", val.dice);
+    m.emplace_back("images_per_sec", double(seen) / train_seconds);
+    m.emplace_back("epoch_seconds", epoch_seconds);
+    append_line(metrics_path, json::dump(json::Value(m)));
+    progress.finish("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs) +
+                    ": train loss " + json::format_double(loss_sum / it.num_batches()) +
+                    "  val loss " + json::format_double(val.loss) + "  val iou " +
+                    json::format_double(val.iou) + "  (" + format_duration(epoch_seconds) + ")");
+
+    HostModelState state = session.state();
+    if (val.iou > best_iou) {
+      best_iou = val.iou;
+      best_epoch = epoch + 1;
+      save_checkpoint(best_path, spec, state, nullptr,
+                      {{"epoch", std::to_string(epoch + 1)}, {"val_iou", json::format_double(val.iou)},
+                       {"seed", std::to_string(seed)}, {"image_size", std::to_string(image_size)}});
+    }
+    HostOptimizerState opt = session.optimizer();
+    save_checkpoint(last_path, spec, state, &opt,
+                    {{"epoch", std::to_string(epoch + 1)}, {"step", std::to_string(opt.step)},
+                     {"seed", std::to_string(seed)}, {"image_size", std::to_string(image_size)},
+                     {"best_val_iou", json::format_double(best_iou)},
+                     {"best_epoch", std::to_string(best_epoch)}});
+  }
+
+  // Final test with the best weights.
+  EvalResult test;
+  if (fs::exists(best_path)) {
+    session.set_state(load_checkpoint(best_path, spec).model);
+    test = evaluate(session, ds, split.test, batch_size, "  test");
+  }
+  json::Object t;
+  t.emplace_back("test_iou", test.iou);
+  t.emplace_back("test_dice", test.dice);
+  t.emplace_back("test_loss", test.loss);
+  t.emplace_back("n_images", test.n_images);
+  t.emplace_back("checkpoint", "best.safetensors");
+  t.emplace_back("best_epoch", best_epoch);
+  write_file_atomic(state_path(out, "test.json"), json::dump_pretty(t) + "\n");
+  std::fprintf(stderr, "test: iou %.4f  dice %.4f  on %d images (best epoch %d); run folder %s\n",
+               test.iou, test.dice, test.n_images, best_epoch, out.c_str());
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  Args a("eval", "eval DATA --weights CKPT [options]");
+  a.option("weights", "", "checkpoint (safetensors) to evaluate");
+  a.option("split", "test", "test, val or all");
+  a.option("image-size", "", "resolution (default: the checkpoint's, else 128)");
+  a.option("batch-size", "16", "images per step");
+  a.option("seed", "", "split seed (default: the checkpoint's, else 0)");
+  a.option("val-frac", "0.025", "validation fraction used at training");
+  a.option("test-frac", "0.025", "test fraction used at training");
+  a.option("limit", "0", "use only the first N pairs (as at training)");
+  a.option("device", "auto", "auto, cpu or cuda");
+  if (!a.parse(argc, argv, 2)) return 0;
+  if (a.positional().size() != 1) fail("unetcu eval: expected one DATA folder");
+  if (a.str("weights").empty()) fail("unetcu eval: --weights CKPT is required");
+  const std::string which = a.str("split");
+  if (which != "test" && which != "val" && which != "all")
+    fail("--split must be test, val or all, got '", which, "'");
+
+  const ModelSpec& spec = unet_spec();
+  LoadedCheckpoint ck = load_checkpoint(a.str("weights"), spec);
+  const int image_size = a.str("image-size").empty()
+                             ? std::stoi(ck.metadata_value("image_size", "128"))
+                             : int(a.integer("image-size", 32, 4096));
+  const uint64_t seed = a.str("seed").empty() ? std::stoull(ck.metadata_value("seed", "0"))
+                                              : uint64_t(a.integer("seed", 0, INT64_MAX));
+  auto backend = make_backend(a.str("device"));
+  data::Dataset ds = load_folder(a.positional()[0], image_size, int(a.integer("limit", 0, INT32_MAX)));
+  std::vector<int> indices;
+  if (which == "all") {
+    for (int i = 0; i < ds.n; ++i) indices.push_back(i);
+  } else {
+    data::Split split = data::split_random(ds.n, seed, a.number("val-frac", 0, 0.9), a.number("test-frac", 0, 0.9));
+    indices = which == "test" ? split.test : split.val;
+  }
+  ModelSession session(*backend, image_size, image_size);
+  session.set_state(ck.model);
+  EvalResult r = evaluate(session, ds, indices, int(a.integer("batch-size", 1, 4096)), "eval");
+  json::Object o;
+  o.emplace_back("iou", r.iou);
+  o.emplace_back("dice", r.dice);
+  o.emplace_back("loss", r.loss);
+  o.emplace_back("n_images", r.n_images);
+  std::printf("%s\n", json::dump(json::Value(o)).c_str());
+  return 0;
+}
+
+}  // namespace unetcu::cli
