@@ -37,5 +37,78 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta,
                         const float* save_mean, const float* save_invstd,
                         const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode);
 
+// Double-precision twins of the above, for the finite-difference gradient checks.
+void batchnorm_train_forward(double* y, double* save_mean, double* save_invstd,
+                             double* running_mean, double* running_var,
+                             const double* x, const double* gamma, const double* beta,
+                             const BatchNormShape& sh, double momentum, double eps);
+void batchnorm_eval_forward(double* y, const double* x, const double* gamma, const double* beta,
+                            const double* running_mean, const double* running_var,
+                            const BatchNormShape& sh, double eps);
+void batchnorm_backward(double* dx, double* dgamma, double* dbeta,
+                        const double* dy, const double* x, const double* gamma,
+                        const double* save_mean, const double* save_invstd,
+                        const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode);
+
 }  // namespace cpu
+
+// CUDA kernels (kernels/cuda/batchnorm.cu), asynchronous on `stream`. The per-channel sums are
+// deterministic two-stage reductions through `workspace` (device memory of at least
+// batchnorm_workspace_bytes(sh) bytes, 8-byte aligned; contents need not be initialised and
+// are scratch after the call). Results do not depend on thread timing.
+namespace cuda {
+
+size_t batchnorm_workspace_bytes(const BatchNormShape& sh);
+
+void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
+                             float* running_mean, float* running_var,
+                             const float* x, const float* gamma, const float* beta,
+                             const BatchNormShape& sh, float momentum, float eps,
+                             void* workspace, cudaStream_t stream);
+void batchnorm_eval_forward(float* y, const float* x, const float* gamma, const float* beta,
+                            const float* running_mean, const float* running_var,
+                            const BatchNormShape& sh, float eps, cudaStream_t stream);
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta,
+                        const float* dy, const float* x, const float* gamma,
+                        const float* save_mean, const float* save_invstd,
+                        const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode,
+                        void* workspace, cudaStream_t stream);
+
+// Fused with the ReLU that follows a BatchNorm: y = relu(bn(x)). The backward takes dy, the
+// gradient of that relu output, and y itself (its mask y > 0); it equals relu_backward followed
+// by batchnorm_backward without the intermediate tensor.
+void batchnorm_relu_train_forward(float* y, float* save_mean, float* save_invstd,
+                                  float* running_mean, float* running_var,
+                                  const float* x, const float* gamma, const float* beta,
+                                  const BatchNormShape& sh, float momentum, float eps,
+                                  void* workspace, cudaStream_t stream);
+void batchnorm_relu_eval_forward(float* y, const float* x, const float* gamma, const float* beta,
+                                 const float* running_mean, const float* running_var,
+                                 const BatchNormShape& sh, float eps, cudaStream_t stream);
+void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta,
+                             const float* dy, const float* y, const float* x, const float* gamma,
+                             const float* save_mean, const float* save_invstd,
+                             const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode,
+                             void* workspace, cudaStream_t stream);
+
+// The end of a BasicBlock fused: y = relu(bn(x) + residual). The backward also writes the
+// residual's gradient, dresidual (+)= dy * (y > 0).
+void batchnorm_add_relu_train_forward(float* y, float* save_mean, float* save_invstd,
+                                      float* running_mean, float* running_var,
+                                      const float* x, const float* residual, const float* gamma,
+                                      const float* beta, const BatchNormShape& sh,
+                                      float momentum, float eps, void* workspace,
+                                      cudaStream_t stream);
+void batchnorm_add_relu_eval_forward(float* y, const float* x, const float* residual,
+                                     const float* gamma, const float* beta,
+                                     const float* running_mean, const float* running_var,
+                                     const BatchNormShape& sh, float eps, cudaStream_t stream);
+void batchnorm_add_relu_backward(float* dx, float* dresidual, float* dgamma, float* dbeta,
+                                 const float* dy, const float* y, const float* x,
+                                 const float* gamma, const float* save_mean,
+                                 const float* save_invstd, const BatchNormShape& sh,
+                                 GradMode dx_mode, GradMode dresidual_mode, GradMode param_mode,
+                                 void* workspace, cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace unetcu

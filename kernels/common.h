@@ -8,7 +8,13 @@
 //    (fan-out points such as the residual identity and the encoder skips accumulate).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+// The CUDA stream handle, declared exactly as the CUDA runtime declares it, so that the cuda::
+// declarations in the kernel headers compile in translation units that never include CUDA.
+struct CUstream_st;
+typedef CUstream_st* cudaStream_t;
 
 namespace unetcu {
 

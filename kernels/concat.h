@@ -21,5 +21,20 @@ void concat_forward(float* y, const float* a, const float* b, const ConcatShape&
 void concat_backward(float* da, float* db, const float* dy, const ConcatShape& sh,
                      GradMode mode_a, GradMode mode_b);
 
+// Double versions, for finite-difference gradient checks.
+void concat_forward(double* y, const double* a, const double* b, const ConcatShape& sh);
+void concat_backward(double* da, double* db, const double* dy, const ConcatShape& sh,
+                     GradMode mode_a, GradMode mode_b);
+
 }  // namespace cpu
+
+// CUDA kernels (kernels/cuda/concat.cu), asynchronous on `stream`; same results as above.
+namespace cuda {
+
+void concat_forward(float* y, const float* a, const float* b, const ConcatShape& sh,
+                    cudaStream_t stream);
+void concat_backward(float* da, float* db, const float* dy, const ConcatShape& sh,
+                     GradMode mode_a, GradMode mode_b, cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace unetcu

@@ -50,5 +50,28 @@ void conv2d_backward_filter(float* dwt, const float* dy, const float* x, const C
 // dbias[k] (+)= sum over n, p, q of dy
 void conv2d_backward_bias(float* dbias, const float* dy, const ConvShape& sh, GradMode mode);
 
+// Double-precision twins of the above, for the finite-difference gradient checks.
+void conv2d_forward(double* y, const double* x, const double* wt, const double* bias,
+                    const ConvShape& sh);
+void conv2d_backward_data(double* dx, const double* dy, const double* wt, const ConvShape& sh,
+                          GradMode mode);
+void conv2d_backward_filter(double* dwt, const double* dy, const double* x, const ConvShape& sh,
+                            GradMode mode);
+void conv2d_backward_bias(double* dbias, const double* dy, const ConvShape& sh, GradMode mode);
+
 }  // namespace cpu
+
+// CUDA kernels for the bias (kernels/cuda/conv_bias.cu), asynchronous on `stream`; the
+// convolutions themselves are cuDNN calls (kernels/cudnn/).
+namespace cuda {
+
+// y[n][p][q][k] += bias[k]: the bias of conv2d_forward, applied after a bias-free convolution.
+void conv2d_add_bias(float* y, const float* bias, const ConvShape& sh, cudaStream_t stream);
+// dbias[k] (+)= sum over n, p, q of dy: a deterministic two-stage reduction through
+// `workspace` (at least conv2d_backward_bias_workspace_bytes(sh), 8-byte aligned, scratch).
+size_t conv2d_backward_bias_workspace_bytes(const ConvShape& sh);
+void conv2d_backward_bias(float* dbias, const float* dy, const ConvShape& sh, GradMode mode,
+                          void* workspace, cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace unetcu

@@ -42,6 +42,12 @@ void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const u
 void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
                         const DiceSums& sums, int64_t count, float dloss, GradMode mode);
 
+// Double versions, for finite-difference gradient checks.
+void dice_loss_forward(double* loss, DiceSums* sums, const double* logits, const uint8_t* target,
+                       int64_t count);
+void dice_loss_backward(double* dlogits, const double* logits, const uint8_t* target,
+                        const DiceSums& sums, int64_t count, double dloss, GradMode mode);
+
 // counts: [n_images]; each image has `pixels` logits and targets.
 void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
                       int n_images, int64_t pixels);
@@ -59,4 +65,39 @@ inline double image_dice(const ConfusionCounts& c) {
   return den == 0 ? 1.0 : 2.0 * double(c.tp) / double(den);
 }
 
+
+// CUDA kernels (kernels/cuda/loss.cu), asynchronous on `stream`. Every pointer is device
+// memory, the DiceSums included: the forward leaves the sums and the loss on the device and
+// the backward reads the sums from there, so a captured step never waits for the host. The
+// sums are deterministic two-stage reductions through `workspace` (at least the matching
+// *_workspace_bytes, 8-byte aligned, scratch).
+namespace cuda {
+
+size_t dice_loss_workspace_bytes(int64_t count);
+void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
+                       int64_t count, void* workspace, cudaStream_t stream);
+void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
+                        const DiceSums* sums, int64_t count, float dloss, GradMode mode,
+                        cudaStream_t stream);
+
+size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels);
+void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
+                      int n_images, int64_t pixels, void* workspace, cudaStream_t stream);
+
+// Running sums over an epoch, kept on the device; zero it (all bytes 0) at the start of an
+// epoch. Micro-imagewise IoU = iou_sum / images; micro IoU = tp / (tp + fp + fn).
+struct EpochTotals {
+  double loss_sum = 0;  // sum of batch losses
+  int64_t batches = 0;  // batches whose loss was added
+  double iou_sum = 0;   // sum of image_iou over the images
+  double dice_sum = 0;  // sum of image_dice over the images
+  int64_t images = 0;
+  int64_t tp = 0, fp = 0, fn = 0, tn = 0;
+};
+// Adds one batch: its loss (may be null: not counted) and its per-image counts, in image
+// order, so the totals are the same on every run.
+void epoch_totals_accumulate(EpochTotals* totals, const float* loss,
+                             const ConfusionCounts* counts, int n_images, cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace unetcu

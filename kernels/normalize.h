@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "kernels/common.h"
+
 namespace unetcu {
 
 struct NormalizeParams {
@@ -17,4 +19,12 @@ namespace cpu {
 void normalize_input(float* x, const uint8_t* img, int64_t pixels, const NormalizeParams& prm);
 
 }  // namespace cpu
+
+// CUDA kernel (kernels/cuda/normalize.cu), asynchronous on `stream`; same results as above.
+namespace cuda {
+
+void normalize_input(float* x, const uint8_t* img, int64_t pixels, const NormalizeParams& prm,
+                     cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace unetcu

@@ -29,5 +29,21 @@ void maxpool_forward(float* y, int32_t* argmax, const float* x, const MaxPoolSha
 void maxpool_backward(float* dx, const float* dy, const int32_t* argmax, const MaxPoolShape& sh,
                       GradMode mode);
 
+// Double-precision twins of the above, for the finite-difference gradient checks.
+void maxpool_forward(double* y, int32_t* argmax, const double* x, const MaxPoolShape& sh);
+void maxpool_backward(double* dx, const double* dy, const int32_t* argmax,
+                      const MaxPoolShape& sh, GradMode mode);
+
 }  // namespace cpu
+
+// CUDA kernels (kernels/cuda/pool.cu), asynchronous on `stream`; same results as above (the
+// backward sums the covering windows in the same order).
+namespace cuda {
+
+void maxpool_forward(float* y, int32_t* argmax, const float* x, const MaxPoolShape& sh,
+                     cudaStream_t stream);
+void maxpool_backward(float* dx, const float* dy, const int32_t* argmax, const MaxPoolShape& sh,
+                      GradMode mode, cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace unetcu

@@ -18,5 +18,18 @@ namespace cpu {
 void upsample2x_forward(float* y, const float* x, const UpsampleShape& sh);
 void upsample2x_backward(float* dx, const float* dy, const UpsampleShape& sh, GradMode mode);
 
+// Double versions, for finite-difference gradient checks.
+void upsample2x_forward(double* y, const double* x, const UpsampleShape& sh);
+void upsample2x_backward(double* dx, const double* dy, const UpsampleShape& sh, GradMode mode);
+
 }  // namespace cpu
+
+// CUDA kernels (kernels/cuda/upsample.cu), asynchronous on `stream`; same results as above.
+namespace cuda {
+
+void upsample2x_forward(float* y, const float* x, const UpsampleShape& sh, cudaStream_t stream);
+void upsample2x_backward(float* dx, const float* dy, const UpsampleShape& sh, GradMode mode,
+                         cudaStream_t stream);
+
+}  // namespace cuda
 }  // namespace unetcu

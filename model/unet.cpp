@@ -121,7 +121,7 @@ void init_unet(float* params, float* running, const ModelSpec& spec, uint64_t se
     const ParamEntry& e = spec.params[i];
     float* dst = params + e.offset;
     // Each tensor draws from its own stream, so adding a tensor never shifts the others.
-    Rng rng(seed, i);
+    Rng rng(derive_seed(seed, i));
     switch (e.init) {
       case InitKind::ones:
         for (int64_t j = 0; j < e.count; ++j) dst[j] = 1.0f;

@@ -4,6 +4,24 @@
 
 #include <torch/torch.h>
 
+// LibTorch pulls in glog, whose CHECK* macros replace doctest's (and abort on failure).
+// Point them back at doctest's assertions.
+#include <doctest/doctest.h>
+#undef CHECK
+#undef CHECK_EQ
+#undef CHECK_NE
+#undef CHECK_LT
+#undef CHECK_LE
+#undef CHECK_GT
+#undef CHECK_GE
+#define CHECK DOCTEST_CHECK
+#define CHECK_EQ DOCTEST_CHECK_EQ
+#define CHECK_NE DOCTEST_CHECK_NE
+#define CHECK_LT DOCTEST_CHECK_LT
+#define CHECK_LE DOCTEST_CHECK_LE
+#define CHECK_GT DOCTEST_CHECK_GT
+#define CHECK_GE DOCTEST_CHECK_GE
+
 #include <cstdint>
 #include <vector>
 
@@ -23,7 +41,7 @@ template <typename T = float>
 std::vector<T> torch_to_nhwc(const torch::Tensor& t) {
   auto dtype = std::is_same_v<T, double> ? torch::kFloat64 : torch::kFloat32;
   auto c = t.detach().to(dtype).permute({0, 2, 3, 1}).contiguous();
-  return std::vector<T>(c.data_ptr<T>(), c.data_ptr<T>() + c.numel());
+  return std::vector<T>(c.template data_ptr<T>(), c.template data_ptr<T>() + c.numel());
 }
 
 // Any contiguous tensor -> flat buffer in its own order.
@@ -31,7 +49,7 @@ template <typename T = float>
 std::vector<T> torch_to_vector(const torch::Tensor& t) {
   auto dtype = std::is_same_v<T, double> ? torch::kFloat64 : torch::kFloat32;
   auto c = t.detach().to(dtype).contiguous();
-  return std::vector<T>(c.data_ptr<T>(), c.data_ptr<T>() + c.numel());
+  return std::vector<T>(c.template data_ptr<T>(), c.template data_ptr<T>() + c.numel());
 }
 
 // KRSC filters <-> OIHW tensor.

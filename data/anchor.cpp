@@ -1,1 +1,0 @@
-// data/anchor.cpp: placeholder until the data sources land.
