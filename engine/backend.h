@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/error.h"
 #include "kernels/adam.h"
 #include "kernels/batchnorm.h"
 #include "kernels/concat.h"
@@ -37,6 +38,19 @@ class Backend {
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;
+
+  // The per-step input copy: every part lands in device memory before the next op runs, and
+  // the host buffers may be reused as soon as this returns. CUDA stages the parts through
+  // pinned, double-buffered host memory on a copy stream that the compute stream waits for;
+  // the default is plain uploads.
+  struct HostToDevice {
+    void* dst;
+    const void* src;
+    size_t bytes;
+  };
+  virtual void upload_batch(const HostToDevice* parts, int count) {
+    for (int i = 0; i < count; ++i) upload(parts[i].dst, parts[i].src, parts[i].bytes);
+  }
 
   // Ops (see the kernel headers for the exact semantics).
   virtual void normalize_input(float* x, const uint8_t* img, int64_t pixels,
@@ -84,9 +98,32 @@ class Backend {
                                   const DiceSums* sums, int64_t count) = 0;
   virtual void confusion_counts(ConfusionCounts* counts, const float* logits,
                                 const uint8_t* target, int n_images, int64_t pixels) = 0;
-  // One Adam step over the flat arenas; `t` is the step number after the increment (>= 1).
+
+  // Adam's configuration and step counter t (updates done so far) are held by the backend, on
+  // the device for CUDA, so that a training step captured once as a CUDA graph reads the
+  // current learning rate and t at every replay. Set them before the first step and whenever
+  // they change (a resumed run, a learning-rate schedule), outside a capture. A captured step
+  // keeps the betas and eps it was captured with; lr and t are read when it runs.
+  virtual void set_adam(const AdamConfig& cfg, int64_t t) = 0;
+  // t += 1, then one Adam update over the flat arenas with the stored configuration.
   virtual void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
-                         int64_t count, const AdamConfig& cfg, int64_t t) = 0;
+                         int64_t count) = 0;
+
+  // CUDA graphs. Where supports_graphs(), the ops issued between begin_capture() and
+  // end_capture() are recorded instead of run, and launch_graph(id) runs them again, with the
+  // same pointers and shapes, as one launch. Nothing may allocate, synchronise or copy through
+  // pageable host memory while capturing; abort_capture() ends a capture that failed half way
+  // (ignoring further errors) so the backend stays usable. Graphs live as long as the backend.
+  virtual bool supports_graphs() const { return false; }
+  virtual void begin_capture() { unsupported("begin_capture"); }
+  virtual int end_capture() { unsupported("end_capture"); }
+  virtual void abort_capture() {}
+  virtual void launch_graph(int id) { unsupported("launch_graph"); }
+
+ protected:
+  [[noreturn]] void unsupported(const char* what) const {
+    fail(describe(), ": ", what, " needs a backend with CUDA graphs");
+  }
 };
 
 }  // namespace unetcu

@@ -117,10 +117,18 @@ class CpuBackend final : public Backend {
                         int n_images, int64_t pixels) override {
     cpu::confusion_counts(counts, logits, target, n_images, pixels);
   }
-  void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
-                 int64_t count, const AdamConfig& cfg, int64_t t) override {
-    cpu::adam_step(param, exp_avg, exp_avg_sq, grad, count, cfg, t);
+  void set_adam(const AdamConfig& cfg, int64_t t) override {
+    adam_cfg_ = cfg;
+    adam_t_ = t;
   }
+  void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                 int64_t count) override {
+    cpu::adam_step(param, exp_avg, exp_avg_sq, grad, count, adam_cfg_, ++adam_t_);
+  }
+
+ private:
+  AdamConfig adam_cfg_;
+  int64_t adam_t_ = 0;
 };
 
 }  // namespace

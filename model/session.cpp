@@ -1,18 +1,32 @@
 // model/session.cpp: ModelSession (see session.h).
 #include "model/session.h"
 
+#include <cstring>
+#include <exception>
+#include <iostream>
+
 #include "engine/error.h"
 
 namespace unetcu {
+
+// Where the step's results sit in PerBatch::results: the loss at 0, the per-image counts from
+// here on, so that one download brings both back.
+constexpr size_t kCountsOffset = 64;
 
 struct ModelSession::PerBatch {
   Unet unet;
   std::unique_ptr<Executor> exec;
   uint8_t* images = nullptr;  // device staging for the uint8 batch
   uint8_t* masks = nullptr;
-  float* loss = nullptr;
   DiceSums* sums = nullptr;
-  ConfusionCounts* counts = nullptr;
+  unsigned char* results = nullptr;
+  int train_steps = 0;        // train steps run at this batch size
+  int graph = -1;             // the captured train step (-1: none yet, -2: capture failed)
+
+  float* loss() const { return reinterpret_cast<float*>(results); }
+  ConfusionCounts* counts() const {
+    return reinterpret_cast<ConfusionCounts*>(results + kCountsOffset);
+  }
 };
 
 ModelSession::ModelSession(Backend& backend, int image_h, int image_w, const AdamConfig& adam)
@@ -33,8 +47,7 @@ ModelSession::ModelSession(Backend& backend, int image_h, int image_w, const Ada
 ModelSession::~ModelSession() {
   for (auto& [n, pb] : batches_) {
     pb->exec.reset();
-    for (void* p : {(void*)pb->images, (void*)pb->masks, (void*)pb->loss, (void*)pb->sums,
-                    (void*)pb->counts})
+    for (void* p : {(void*)pb->images, (void*)pb->masks, (void*)pb->sums, (void*)pb->results})
       be_.release(p);
   }
   for (float* p : {params_, grads_, exp_avg_, exp_avg_sq_, running_}) be_.release(p);
@@ -66,6 +79,9 @@ void ModelSession::set_optimizer(const HostOptimizerState& s) {
     fail("optimizer state has the wrong size");
   be_.upload(exp_avg_, s.exp_avg.data(), s.exp_avg.size() * sizeof(float));
   be_.upload(exp_avg_sq_, s.exp_avg_sq.data(), s.exp_avg_sq.size() * sizeof(float));
+  // The backend already counts this session's steps; it is told only when the count changes
+  // (a resumed run), so replayed graphs keep advancing t on the device by themselves.
+  if (s.step != adam_step_) adam_dirty_ = true;
   adam_step_ = s.step;
 }
 
@@ -94,44 +110,92 @@ ModelSession::PerBatch& ModelSession::batch(int n) {
   const size_t pixels = size_t(n) * h_ * w_;
   pb->images = static_cast<uint8_t*>(be_.alloc(pixels * 3));
   pb->masks = static_cast<uint8_t*>(be_.alloc(pixels));
-  pb->loss = static_cast<float*>(be_.alloc(sizeof(float)));
   pb->sums = static_cast<DiceSums*>(be_.alloc(sizeof(DiceSums)));
-  pb->counts = static_cast<ConfusionCounts*>(be_.alloc(sizeof(ConfusionCounts) * n));
+  pb->results =
+      static_cast<unsigned char*>(be_.alloc(kCountsOffset + sizeof(ConfusionCounts) * n));
   auto& ref = *pb;
   batches_[n] = std::move(pb);
   return ref;
 }
 
-void ModelSession::forward_input(PerBatch& pb, const uint8_t* images, const uint8_t* masks,
-                                 int n, bool train) {
-  const int64_t pixels = int64_t(n) * h_ * w_;
-  be_.upload(pb.images, images, size_t(pixels) * 3);
-  if (masks) be_.upload(pb.masks, masks, size_t(pixels));
+int ModelSession::captured_graphs() const {
+  int count = 0;
+  for (const auto& [n, pb] : batches_) count += pb->graph >= 0;
+  return count;
+}
+
+void ModelSession::upload_inputs(PerBatch& pb, const uint8_t* images, const uint8_t* masks,
+                                 int n) {
+  const size_t pixels = size_t(n) * h_ * w_;
+  const Backend::HostToDevice parts[2] = {{pb.images, images, pixels * 3},
+                                          {pb.masks, masks, pixels}};
+  be_.upload_batch(parts, masks ? 2 : 1);
+}
+
+// Everything of a training step after the upload, issued to the backend: run now, or recorded
+// into a CUDA graph. Nothing here may touch the host.
+void ModelSession::issue_train_step(PerBatch& pb, int n) {
   const Graph& g = pb.unet.graph;
+  const int64_t pixels = int64_t(n) * h_ * w_;
   be_.normalize_input(pb.exec->value(g.input()), pb.images, pixels, NormalizeParams{});
-  pb.exec->forward(params_, running_, train);
+  pb.exec->forward(params_, running_, true);
+  const float* logits = pb.exec->value(g.output());
+  be_.dice_loss_forward(pb.loss(), pb.sums, logits, pb.masks, pixels);
+  be_.confusion_counts(pb.counts(), logits, pb.masks, n, int64_t(h_) * w_);
+  be_.dice_loss_backward(pb.exec->grad(g.output()), logits, pb.masks, pb.sums, pixels);
+  pb.exec->backward(params_, grads_);
+  be_.adam_step(params_, exp_avg_, exp_avg_sq_, grads_, spec_.param_count);
+}
+
+void ModelSession::issue_eval_step(PerBatch& pb, int n) {
+  const Graph& g = pb.unet.graph;
+  const int64_t pixels = int64_t(n) * h_ * w_;
+  be_.normalize_input(pb.exec->value(g.input()), pb.images, pixels, NormalizeParams{});
+  pb.exec->forward(params_, running_, false);
 }
 
 StepResult ModelSession::read_results(PerBatch& pb, int n) {
+  std::vector<unsigned char> host(kCountsOffset + sizeof(ConfusionCounts) * size_t(n));
+  be_.download(host.data(), pb.results, host.size());
   StepResult r;
+  std::memcpy(&r.loss, host.data(), sizeof(float));
   r.counts.resize(size_t(n));
-  be_.download(&r.loss, pb.loss, sizeof(float));
-  be_.download(r.counts.data(), pb.counts, sizeof(ConfusionCounts) * size_t(n));
+  std::memcpy(r.counts.data(), host.data() + kCountsOffset, sizeof(ConfusionCounts) * size_t(n));
   return r;
 }
 
 StepResult ModelSession::train_step(const uint8_t* images, const uint8_t* masks, int n) {
   PerBatch& pb = batch(n);
-  const Graph& g = pb.unet.graph;
-  const int64_t pixels = int64_t(n) * h_ * w_;
-  forward_input(pb, images, masks, n, true);
-  const float* logits = pb.exec->value(g.output());
-  be_.dice_loss_forward(pb.loss, pb.sums, logits, pb.masks, pixels);
-  be_.confusion_counts(pb.counts, logits, pb.masks, n, int64_t(h_) * w_);
-  be_.dice_loss_backward(pb.exec->grad(g.output()), logits, pb.masks, pb.sums, pixels);
-  pb.exec->backward(params_, grads_);
+  if (adam_dirty_) {
+    be_.set_adam(adam_, adam_step_);
+    adam_dirty_ = false;
+  }
+  upload_inputs(pb, images, masks, n);
+  if (pb.graph >= 0) {
+    be_.launch_graph(pb.graph);
+  } else if (pb.graph == -1 && pb.train_steps > 0 && use_graphs_ && be_.supports_graphs()) {
+    // The eager first step chose the algorithms and sized the workspaces; this one records.
+    // Nothing runs during a capture, so a capture that fails leaves the state untouched and
+    // this batch size simply stays eager.
+    bool captured = false;
+    be_.begin_capture();
+    try {
+      issue_train_step(pb, n);
+      pb.graph = be_.end_capture();
+      captured = true;
+    } catch (const std::exception& e) {
+      be_.abort_capture();
+      pb.graph = -2;
+      std::cerr << "warning: capturing the training step (batch " << n
+                << ") as a CUDA graph failed, it runs eagerly: " << e.what() << "\n";
+    }
+    if (captured) be_.launch_graph(pb.graph);
+    else issue_train_step(pb, n);
+  } else {
+    issue_train_step(pb, n);
+  }
+  ++pb.train_steps;
   ++adam_step_;
-  be_.adam_step(params_, exp_avg_, exp_avg_sq_, grads_, spec_.param_count, adam_, adam_step_);
   for (auto& t : num_batches_tracked_) ++t;
   return read_results(pb, n);
 }
@@ -140,16 +204,18 @@ StepResult ModelSession::eval_step(const uint8_t* images, const uint8_t* masks, 
   PerBatch& pb = batch(n);
   const Graph& g = pb.unet.graph;
   const int64_t pixels = int64_t(n) * h_ * w_;
-  forward_input(pb, images, masks, n, false);
+  upload_inputs(pb, images, masks, n);
+  issue_eval_step(pb, n);
   const float* logits = pb.exec->value(g.output());
-  be_.dice_loss_forward(pb.loss, pb.sums, logits, pb.masks, pixels);
-  be_.confusion_counts(pb.counts, logits, pb.masks, n, int64_t(h_) * w_);
+  be_.dice_loss_forward(pb.loss(), pb.sums, logits, pb.masks, pixels);
+  be_.confusion_counts(pb.counts(), logits, pb.masks, n, int64_t(h_) * w_);
   return read_results(pb, n);
 }
 
 std::vector<float> ModelSession::predict(const uint8_t* images, int n) {
   PerBatch& pb = batch(n);
-  forward_input(pb, images, nullptr, n, false);
+  upload_inputs(pb, images, nullptr, n);
+  issue_eval_step(pb, n);
   std::vector<float> logits(size_t(n) * h_ * w_);
   be_.download(logits.data(), pb.exec->value(pb.unet.graph.output()), logits.size() * sizeof(float));
   return logits;

@@ -12,68 +12,13 @@
 #include "kernels/normalize.h"
 #include "model/checkpoint.h"
 #include "model/session.h"
+#include "bench/libtorch_unet.h"
 #include "test_util.h"
 #include "torch/torch_util.h"
 
 using namespace unetcu;
-namespace F = torch::nn::functional;
 
 namespace {
-
-// smp's Unet(resnet34) as LibTorch ops over a name -> tensor map (PyTorch layouts).
-struct TorchUnet {
-  std::map<std::string, torch::Tensor> p, buf;
-
-  torch::Tensor conv(const torch::Tensor& x, const std::string& name, int stride, int pad) {
-    auto bias = p.count(name + ".bias") ? p[name + ".bias"] : torch::Tensor();
-    return torch::conv2d(x, p[name + ".weight"], bias, stride, pad);
-  }
-  torch::Tensor bn(const torch::Tensor& x, const std::string& pre) {
-    return torch::batch_norm(x, p[pre + ".weight"], p[pre + ".bias"], buf[pre + ".running_mean"],
-                             buf[pre + ".running_var"], true, 0.1, 1e-5, false);
-  }
-  torch::Tensor block(const torch::Tensor& x, const std::string& pre, int stride) {
-    auto y = torch::relu(bn(conv(x, pre + ".conv1", stride, 1), pre + ".bn1"));
-    y = bn(conv(y, pre + ".conv2", 1, 1), pre + ".bn2");
-    auto idn = p.count(pre + ".downsample.0.weight")
-                   ? bn(conv(x, pre + ".downsample.0", stride, 0), pre + ".downsample.1")
-                   : x;
-    return torch::relu(y + idn);
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    auto f1 = torch::relu(bn(conv(x, "encoder.conv1", 2, 3), "encoder.bn1"));
-    auto y = torch::max_pool2d(f1, 3, 2, 1);
-    std::vector<torch::Tensor> feats = {x, f1};
-    const int blocks[4] = {3, 4, 6, 3};
-    for (int l = 0; l < 4; ++l) {
-      for (int i = 0; i < blocks[l]; ++i)
-        y = block(y, "encoder.layer" + std::to_string(l + 1) + "." + std::to_string(i),
-                  (i == 0 && l > 0) ? 2 : 1);
-      feats.push_back(y);
-    }
-    const int skips[5] = {4, 3, 2, 1, -1};
-    for (int i = 0; i < 5; ++i) {
-      const std::string pre = "decoder.blocks." + std::to_string(i);
-      y = F::interpolate(y, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2, 2}).mode(torch::kNearest));
-      if (skips[i] >= 0) y = torch::cat({y, feats[size_t(skips[i])]}, 1);
-      y = torch::relu(bn(conv(y, pre + ".conv1.0", 1, 1), pre + ".conv1.1"));
-      y = torch::relu(bn(conv(y, pre + ".conv2.0", 1, 1), pre + ".conv2.1"));
-    }
-    return conv(y, "segmentation_head.0", 1, 1);
-  }
-};
-
-// smp DiceLoss(mode="binary", from_logits=True).
-torch::Tensor dice_loss(const torch::Tensor& logits, const torch::Tensor& target) {
-  auto n = logits.size(0);
-  auto prob = torch::log_sigmoid(logits).exp().reshape({n, 1, -1});
-  auto t = target.reshape({n, 1, -1});
-  auto inter = (prob * t).sum(std::vector<int64_t>{0, 2});
-  auto card = (prob + t).sum(std::vector<int64_t>{0, 2});
-  auto score = 2.0 * inter / card.clamp_min(1e-7);
-  auto loss = (1 - score) * (t.sum(std::vector<int64_t>{0, 2}) > 0).to(torch::kFloat32);
-  return loss.mean();
-}
 
 // Relative L2 error of one tensor, ours (our layout) against torch's (converted).
 double rel_err(const float* ours, const std::vector<float>& ref) {
@@ -114,22 +59,8 @@ TEST_CASE("whole UNet training step and 3 Adam steps match LibTorch (batch 2, 64
   cpu::normalize_input(xin.data(), images.data(), int64_t(N) * H * W, NormalizeParams{});
 
   // LibTorch model from the same initial weights.
-  TorchUnet tu;
-  std::vector<float> oihw(init.params.size());
-  for (const auto& e : spec.params) {
-    std::vector<float> v(init.params.begin() + e.offset, init.params.begin() + e.offset + e.count);
-    if (e.kind == ParamKind::conv_weight) {
-      krsc_to_oihw(oihw.data(), v.data(), e.torch_shape);
-      v.assign(oihw.begin(), oihw.begin() + e.count);
-    }
-    tu.p[e.name] = torch::from_blob(v.data(), e.torch_shape, torch::kFloat32).clone().requires_grad_(true);
-  }
-  for (const auto& bn : spec.bns) {
-    tu.buf[bn.prefix + ".running_mean"] = torch::zeros({bn.c});
-    tu.buf[bn.prefix + ".running_var"] = torch::ones({bn.c});
-  }
-  std::vector<torch::Tensor> plist;
-  for (const auto& e : spec.params) plist.push_back(tu.p[e.name]);
+  auto tu = bench::LibTorchUnet::from_state(spec, init);
+  std::vector<torch::Tensor> plist = tu.parameters(spec);
   torch::optim::Adam opt(plist, torch::optim::AdamOptions(1e-4));
   auto x = test::nhwc_to_torch(xin, N, H, W, 3);
   std::vector<float> mask_f(masks.begin(), masks.end());
@@ -149,7 +80,7 @@ TEST_CASE("whole UNet training step and 3 Adam steps match LibTorch (batch 2, 64
   for (int step = 0; step < 3; ++step) {
     opt.zero_grad();
     auto logits = tu.forward(x);
-    auto loss = dice_loss(logits, target);
+    auto loss = bench::libtorch_dice_loss(logits, target);
     loss.backward();
 
     StepResult ours = session.train_step(images.data(), masks.data(), N);
@@ -211,7 +142,7 @@ TEST_CASE("whole UNet training step and 3 Adam steps match LibTorch (batch 2, 64
   // Steps 2 and 3 start from weights that differ by the flips above; at batch 2 the 2x2
   // layer4 maps make later gradients sensitive to them, so beyond the first update the
   // comparison is the loss (checked each step above, and once more after the third update).
-  auto loss4 = dice_loss(tu.forward(x), target).item<float>();
+  auto loss4 = bench::libtorch_dice_loss(tu.forward(x), target).item<float>();
   StepResult ours4 = session.train_step(images.data(), masks.data(), N);
   MESSAGE("loss after 3 updates: ours " << ours4.loss << " libtorch " << loss4);
   CHECK(ours4.loss == doctest::Approx(loss4).epsilon(1e-3));

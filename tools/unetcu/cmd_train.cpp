@@ -49,15 +49,6 @@ std::string ensure_demo_data() {
   return kDemoDir;
 }
 
-json::Value metrics_json(const EvalResult& r, const std::string& prefix) {
-  json::Object o;
-  o.emplace_back(prefix + "loss", r.loss);
-  o.emplace_back(prefix + "iou", r.iou);
-  o.emplace_back(prefix + "dice", r.dice);
-  o.emplace_back(prefix + "n_images", r.n_images);
-  return o;
-}
-
 void append_line(const std::string& path, const std::string& line) {
   std::ofstream f(path, std::ios::app);
   f << line << "\n";
@@ -114,7 +105,7 @@ int cmd_train(int argc, char** argv) {
                     metrics_path = state_path(out, "metrics.jsonl");
 
   AdamConfig adam;
-  adam.lr = float(lr);
+  adam.lr = lr;
   ModelSession session(*backend, image_size, image_size, adam);
   const ModelSpec& spec = session.spec();
   int start_epoch = 0;

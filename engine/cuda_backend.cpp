@@ -1,0 +1,485 @@
+// engine/cuda_backend.cpp: CudaBackend, the Backend on a CUDA device (see cuda_backend.h).
+//
+// One source, two builds (engine/CMakeLists.txt):
+//   native      nvcc, libcudart, cuDNN: the ops are the kernels/cuda kernels, the convolutions
+//               cuDNN calls (kernels/cudnn);
+//   emulated    g++ with kernels/simt/simt.h force-included (it defines UNETCU_SIMT): the same
+//               kernels run on the CPU, and the convolutions run the cpu:: reference as host
+//               work in stream order, recorded as host-function nodes while a graph is being
+//               captured so that a replay runs them between the right kernels. cuDNN is never
+//               faked.
+//
+// Streams: every op runs on one non-blocking compute stream. The per-step batch upload
+// (upload_batch) runs on a copy stream from pinned, double-buffered host staging; the compute
+// stream waits for it through an event, and the copy stream first waits for the compute work
+// already issued, so a batch never overwrites device staging an earlier step still reads. Other
+// copies go through the compute stream: a plain cudaMemcpy would use the legacy stream, which
+// does not order with non-blocking streams.
+//
+// Memory: device allocations are cudaMalloc calls checked with the size asked and a hint
+// (a smaller --batch-size). The workspaces of the reductions (BatchNorm, conv bias, Dice,
+// confusion counts) and of cuDNN come from one scratch buffer, used by one op at a time since
+// all run on one stream. It is sized by the eager first step of each batch size and grows only
+// outside a capture; a buffer that a captured graph may still use is kept (retired) until the
+// backend goes, because graphs hold raw pointers.
+//
+// Adam: the step counter, the learning rate and the step's scalars live in device memory
+// (kernels/adam.h), so a replayed graph advances t on the device and reads the current lr.
+//
+// UNETCU_SYNC=1: every kernel launch synchronises and checks (kernels/cuda/launch.h); this file
+// does the same after its own asynchronous work (cuDNN calls, copies, graph launches), outside
+// captures.
+#include "engine/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstring>
+#include <sstream>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/cuda/check.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/elementwise.h"
+#if !defined(UNETCU_SIMT)
+#include "kernels/cudnn/conv_cudnn.h"
+#endif
+
+namespace unetcu {
+namespace {
+
+size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Adam's device-resident state: read and advanced by the kernels, set by set_adam.
+struct AdamDeviceState {
+  int64_t t = 0;
+  double lr = 0;
+  AdamStepScalars scalars;
+};
+
+#if defined(UNETCU_SIMT)
+// One convolution of the cpu:: reference, run as host work on the compute stream.
+struct HostConv {
+  enum class Kind { forward, backward_data, backward_filter } kind;
+  float* out;
+  const float* a;     // x (forward, filter) or dy (data)
+  const float* b;     // wt (forward, data) or dy (filter)
+  const float* bias;  // forward only; may be null
+  ConvShape sh;
+  GradMode mode;
+
+  static void run(void* self) {
+    const HostConv& c = *static_cast<const HostConv*>(self);
+    switch (c.kind) {
+      case Kind::forward: cpu::conv2d_forward(c.out, c.a, c.b, c.bias, c.sh); break;
+      case Kind::backward_data: cpu::conv2d_backward_data(c.out, c.a, c.b, c.sh, c.mode); break;
+      case Kind::backward_filter: cpu::conv2d_backward_filter(c.out, c.b, c.a, c.sh, c.mode); break;
+    }
+  }
+};
+#endif
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const BackendOptions& opt) : opt_(opt) {
+    int device = 0;
+    UNETCU_CUDA_CHECK(cudaGetDevice(&device));
+    cudaDeviceProp prop;
+    UNETCU_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
+    UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+    UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
+    for (Staging& s : staging_)
+      UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
+    adam_ = static_cast<AdamDeviceState*>(alloc(sizeof(AdamDeviceState)));
+    set_adam(AdamConfig{}, 0);
+
+    std::ostringstream os;
+    os << "cuda: " << prop.name << " (sm_" << prop.major << prop.minor << ", "
+       << (prop.totalGlobalMem >> 20) << " MiB), ";
+#if defined(UNETCU_SIMT)
+    os << "kernels emulated on the CPU, convolutions on the CPU reference";
+#else
+    conv_ = std::make_unique<cudnn::ConvRunner>(compute_, cudnn::ConvOptions{opt.tf32});
+    os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
+#endif
+    description_ = os.str();
+  }
+
+  // No exceptions from here: errors at teardown have nowhere useful to go.
+  ~CudaBackend() override {
+    abort_capture();
+    (void)cudaStreamSynchronize(copy_);
+    (void)cudaStreamSynchronize(compute_);
+#if !defined(UNETCU_SIMT)
+    conv_.reset();
+#endif
+    for (GraphEntry& g : graphs_) {
+      (void)cudaGraphExecDestroy(g.exec);
+      (void)cudaGraphDestroy(g.graph);
+    }
+    for (void* p : retired_) (void)cudaFree(p);
+    if (scratch_) (void)cudaFree(scratch_);
+    (void)cudaFree(adam_);
+    for (Staging& s : staging_) {
+      if (s.host) (void)cudaFreeHost(s.host);
+      (void)cudaEventDestroy(s.copied);
+    }
+    (void)cudaEventDestroy(compute_mark_);
+    (void)cudaStreamDestroy(copy_);
+    (void)cudaStreamDestroy(compute_);
+    (void)cudaGetLastError();
+  }
+
+  DeviceKind kind() const override { return DeviceKind::cuda; }
+  std::string describe() const override { return description_; }
+
+  // ---- memory ------------------------------------------------------------------------------
+
+  void* alloc(size_t bytes) override {
+    not_capturing("alloc");
+    void* p = nullptr;
+    // cudaMalloc aligns to 256 bytes, as the Backend contract asks.
+    UNETCU_CUDA_CHECK_ALLOC(cudaMalloc(&p, bytes > 0 ? bytes : 1), bytes);
+    return p;
+  }
+  void release(void* ptr) override {
+    if (ptr) (void)cudaFree(ptr);  // called from destructors: nothing to report to
+  }
+  void zero(void* dst, size_t bytes) override {
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, compute_));
+    after_async("cudaMemsetAsync");
+  }
+  // Pageable host memory: the copy is ordered on the compute stream and finished on return,
+  // so the caller may reuse its buffer.
+  void upload(void* dst, const void* src, size_t bytes) override {
+    not_capturing("upload");
+    UNETCU_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, compute_));
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+  void download(void* dst, const void* src, size_t bytes) override {
+    not_capturing("download");
+    UNETCU_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, compute_));
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+  void synchronize() override {
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
+  }
+
+  void upload_batch(const HostToDevice* parts, int count) override {
+    not_capturing("upload_batch");
+    Staging& slot = staging_[next_staging_];
+    next_staging_ = (next_staging_ + 1) % kStagingSlots;
+    // This pinned buffer was last used two batches ago: its copies must be done before it is
+    // refilled. The other slot's copies may still be in flight (double buffering).
+    if (slot.used) UNETCU_CUDA_CHECK(cudaEventSynchronize(slot.copied));
+    size_t total = 0;
+    for (int i = 0; i < count; ++i) total += round_up_256(parts[i].bytes);
+    if (total > slot.capacity) {
+      if (slot.host) UNETCU_CUDA_CHECK(cudaFreeHost(slot.host));
+      slot.host = nullptr;
+      slot.capacity = 0;
+      UNETCU_CUDA_CHECK_ALLOC(cudaMallocHost(&slot.host, total), total);
+      slot.capacity = total;
+    }
+    UNETCU_CUDA_CHECK(cudaEventRecord(compute_mark_, compute_));
+    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(copy_, compute_mark_, 0));
+    size_t offset = 0;
+    for (int i = 0; i < count; ++i) {
+      unsigned char* staged = static_cast<unsigned char*>(slot.host) + offset;
+      std::memcpy(staged, parts[i].src, parts[i].bytes);
+      UNETCU_CUDA_CHECK(cudaMemcpyAsync(parts[i].dst, staged, parts[i].bytes,
+                                        cudaMemcpyHostToDevice, copy_));
+      offset += round_up_256(parts[i].bytes);
+    }
+    UNETCU_CUDA_CHECK(cudaEventRecord(slot.copied, copy_));
+    slot.used = true;
+    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, slot.copied, 0));
+    if (sync_every_launch()) UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
+  }
+
+  // ---- ops ---------------------------------------------------------------------------------
+
+  void normalize_input(float* x, const uint8_t* img, int64_t pixels,
+                       const NormalizeParams& prm) override {
+    cuda::normalize_input(x, img, pixels, prm, compute_);
+  }
+
+  void conv_forward(float* y, const float* x, const float* wt, const float* bias,
+                    const ConvShape& sh) override {
+#if defined(UNETCU_SIMT)
+    host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite});
+#else
+    void* workspace = scratch(conv_->prepare_forward(sh, x, wt));
+    conv_->forward(y, x, wt, sh, workspace, scratch_bytes_);
+    after_async("cuDNN convolution forward");
+    if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
+#endif
+  }
+  void conv_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                          GradMode mode) override {
+#if defined(UNETCU_SIMT)
+    host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode});
+#else
+    void* workspace = scratch(conv_->prepare_backward_data(sh, dy, wt));
+    conv_->backward_data(dx, dy, wt, sh, mode, workspace, scratch_bytes_);
+    after_async("cuDNN convolution backward data");
+#endif
+  }
+  void conv_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
+                            GradMode mode) override {
+#if defined(UNETCU_SIMT)
+    host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode});
+#else
+    void* workspace = scratch(conv_->prepare_backward_filter(sh, dy, x));
+    conv_->backward_filter(dwt, dy, x, sh, mode, workspace, scratch_bytes_);
+    after_async("cuDNN convolution backward filter");
+#endif
+  }
+  void conv_backward_bias(float* dbias, const float* dy, const ConvShape& sh,
+                          GradMode mode) override {
+    cuda::conv2d_backward_bias(dbias, dy, sh, mode,
+                               scratch(cuda::conv2d_backward_bias_workspace_bytes(sh)), compute_);
+  }
+
+  void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
+                               float* running_mean, float* running_var, const float* x,
+                               const float* gamma, const float* beta, const BatchNormShape& sh,
+                               float momentum, float eps) override {
+    cuda::batchnorm_train_forward(y, save_mean, save_invstd, running_mean, running_var, x, gamma,
+                                  beta, sh, momentum, eps,
+                                  scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+  }
+  void batchnorm_eval_forward(float* y, const float* x, const float* gamma, const float* beta,
+                              const float* running_mean, const float* running_var,
+                              const BatchNormShape& sh, float eps) override {
+    cuda::batchnorm_eval_forward(y, x, gamma, beta, running_mean, running_var, sh, eps, compute_);
+  }
+  void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
+                          const float* x, const float* gamma, const float* save_mean,
+                          const float* save_invstd, const BatchNormShape& sh, GradMode dx_mode,
+                          GradMode param_mode) override {
+    cuda::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd, sh, dx_mode,
+                             param_mode, scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+  }
+
+  void relu_forward(float* y, const float* x, int64_t count) override {
+    cuda::relu_forward(y, x, count, compute_);
+  }
+  void relu_backward(float* dx, const float* dy, const float* y, int64_t count,
+                     GradMode mode) override {
+    cuda::relu_backward(dx, dy, y, count, mode, compute_);
+  }
+  void add_relu_forward(float* y, const float* a, const float* b, int64_t count) override {
+    cuda::add_relu_forward(y, a, b, count, compute_);
+  }
+  void maxpool_forward(float* y, int32_t* argmax, const float* x,
+                       const MaxPoolShape& sh) override {
+    cuda::maxpool_forward(y, argmax, x, sh, compute_);
+  }
+  void maxpool_backward(float* dx, const float* dy, const int32_t* argmax,
+                        const MaxPoolShape& sh, GradMode mode) override {
+    cuda::maxpool_backward(dx, dy, argmax, sh, mode, compute_);
+  }
+  void upsample2x_forward(float* y, const float* x, const UpsampleShape& sh) override {
+    cuda::upsample2x_forward(y, x, sh, compute_);
+  }
+  void upsample2x_backward(float* dx, const float* dy, const UpsampleShape& sh,
+                           GradMode mode) override {
+    cuda::upsample2x_backward(dx, dy, sh, mode, compute_);
+  }
+  void concat_forward(float* y, const float* a, const float* b, const ConcatShape& sh) override {
+    cuda::concat_forward(y, a, b, sh, compute_);
+  }
+  void concat_backward(float* da, float* db, const float* dy, const ConcatShape& sh,
+                       GradMode mode_a, GradMode mode_b) override {
+    cuda::concat_backward(da, db, dy, sh, mode_a, mode_b, compute_);
+  }
+
+  void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
+                         int64_t count) override {
+    cuda::dice_loss_forward(loss, sums, logits, target, count,
+                            scratch(cuda::dice_loss_workspace_bytes(count)), compute_);
+  }
+  void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
+                          const DiceSums* sums, int64_t count) override {
+    cuda::dice_loss_backward(dlogits, logits, target, sums, count, 1.0f, GradMode::overwrite,
+                             compute_);
+  }
+  void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
+                        int n_images, int64_t pixels) override {
+    cuda::confusion_counts(counts, logits, target, n_images, pixels,
+                           scratch(cuda::confusion_counts_workspace_bytes(n_images, pixels)),
+                           compute_);
+  }
+
+  void set_adam(const AdamConfig& cfg, int64_t t) override {
+    not_capturing("set_adam");
+    adam_cfg_ = cfg;
+    AdamDeviceState state;
+    state.t = t;
+    state.lr = cfg.lr;
+    // The scalars are recomputed from t and lr by every step; only t and lr are uploaded.
+    upload(adam_, &state, offsetof(AdamDeviceState, scalars));
+  }
+  void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                 int64_t count) override {
+    cuda::adam_advance_step(&adam_->t, &adam_->scalars, adam_cfg_, &adam_->lr, compute_);
+    cuda::adam_step(param, exp_avg, exp_avg_sq, grad, count, &adam_->scalars, compute_);
+  }
+
+  // ---- CUDA graphs -------------------------------------------------------------------------
+
+  bool supports_graphs() const override { return true; }
+
+  void begin_capture() override {
+    if (capturing_) fail("begin_capture: a capture is already under way");
+    // Thread-local mode: a loader thread using CUDA meanwhile does not invalidate the capture,
+    // while this thread's forbidden calls still do.
+    UNETCU_CUDA_CHECK(cudaStreamBeginCapture(compute_, cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+  }
+
+  int end_capture() override {
+    if (!capturing_) fail("end_capture without begin_capture");
+    capturing_ = false;
+    GraphEntry entry;
+    UNETCU_CUDA_CHECK(cudaStreamEndCapture(compute_, &entry.graph));
+    const cudaError_t error = cudaGraphInstantiate(&entry.exec, entry.graph, 0);
+    if (error != cudaSuccess) {
+      (void)cudaGraphDestroy(entry.graph);
+      cuda_fail(error, "cudaGraphInstantiate", __FILE__, __LINE__);
+    }
+#if defined(UNETCU_SIMT)
+    entry.host_convs = std::move(captured_convs_);
+    captured_convs_.clear();
+#endif
+    graphs_.push_back(std::move(entry));
+    return int(graphs_.size()) - 1;
+  }
+
+  void abort_capture() override {
+    if (!capturing_) return;
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(compute_, &graph) == cudaSuccess && graph != nullptr)
+      (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+#if defined(UNETCU_SIMT)
+    captured_convs_.clear();
+#endif
+  }
+
+  void launch_graph(int id) override {
+    not_capturing("launch_graph");
+    if (id < 0 || id >= int(graphs_.size())) fail("launch_graph: no graph ", id);
+    UNETCU_CUDA_CHECK(cudaGraphLaunch(graphs_[size_t(id)].exec, compute_));
+    after_async("cudaGraphLaunch");
+  }
+
+ private:
+  static constexpr int kStagingSlots = 2;
+  struct Staging {
+    void* host = nullptr;  // pinned
+    size_t capacity = 0;
+    cudaEvent_t copied = nullptr;  // recorded on the copy stream after this slot's copies
+    bool used = false;
+  };
+
+  struct GraphEntry {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+#if defined(UNETCU_SIMT)
+    std::vector<std::unique_ptr<HostConv>> host_convs;  // the host nodes' arguments
+#endif
+  };
+
+  void not_capturing(const char* what) const {
+    if (capturing_)
+      fail(what, " was called while a CUDA graph is being captured (a bug in the caller: "
+                 "only stream-ordered device work may be captured)");
+  }
+
+  // UNETCU_SYNC=1: waits for the compute stream so a fault is reported here, at its cause.
+  void after_async(const char* what) {
+    if (!sync_every_launch() || capturing_) return;
+    const cudaError_t error = cudaStreamSynchronize(compute_);
+    if (error != cudaSuccess)
+      cuda_fail(error, what, __FILE__, __LINE__, "found by UNETCU_SYNC=1 right after this call");
+  }
+
+  // The shared workspace, at least `bytes` long (see the file comment).
+  void* scratch(size_t bytes) {
+    if (bytes <= scratch_bytes_) return scratch_;
+    if (capturing_) {
+      std::ostringstream os;
+      os << "a workspace of " << bytes << " bytes is needed while a CUDA graph is being "
+         << "captured, but only " << scratch_bytes_ << " were sized by the eager step (a bug: "
+         << "the captured step must repeat an eager one)";
+      fail(os.str());
+    }
+    const size_t grown = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
+    void* fresh = alloc(grown);
+    if (scratch_) {
+      if (graphs_.empty()) {
+        UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
+        UNETCU_CUDA_CHECK(cudaFree(scratch_));
+      } else {
+        retired_.push_back(scratch_);
+      }
+    }
+    scratch_ = fresh;
+    scratch_bytes_ = grown;
+    return scratch_;
+  }
+
+#if defined(UNETCU_SIMT)
+  // The emulator runs every stream synchronously in issue order, so running the convolution
+  // now is running it in stream order; during a capture it becomes a host node of the graph.
+  void host_conv(const HostConv& call) {
+    if (!capturing_) {
+      HostConv copy = call;
+      HostConv::run(&copy);
+      return;
+    }
+    captured_convs_.push_back(std::make_unique<HostConv>(call));
+    UNETCU_CUDA_CHECK(cudaLaunchHostFunc(compute_, &HostConv::run, captured_convs_.back().get()));
+  }
+  std::vector<std::unique_ptr<HostConv>> captured_convs_;
+#else
+  std::unique_ptr<cudnn::ConvRunner> conv_;
+#endif
+
+  BackendOptions opt_;
+  std::string description_;
+  cudaStream_t compute_ = nullptr, copy_ = nullptr;
+  cudaEvent_t compute_mark_ = nullptr;
+  Staging staging_[kStagingSlots];
+  int next_staging_ = 0;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+  std::vector<void*> retired_;
+  AdamDeviceState* adam_ = nullptr;
+  AdamConfig adam_cfg_;
+  bool capturing_ = false;
+  std::vector<GraphEntry> graphs_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& opt) {
+  return std::make_unique<CudaBackend>(opt);
+}
+
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();  // no driver or no device: not an error for --device auto
+    return 0;
+  }
+  return count;
+}
+
+}  // namespace unetcu

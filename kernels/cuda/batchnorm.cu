@@ -1,0 +1,393 @@
+// kernels/cuda/batchnorm.cu: BatchNorm2d over NHWC rows (PyTorch semantics), plus the fusions
+// with the ReLU that follows it (y = relu(bn(x))) and with the residual add + ReLU that ends a
+// BasicBlock (y = relu(bn(x) + residual)).
+//
+// Train forward: reduce_rows (common.cuh) sums d = x - x[row 0] and d^2 per channel in double
+// (the shift keeps E[d^2] - E[d]^2 free of cancellation, as the CPU reference does); its
+// epilogue forms mean/invstd, updates the running statistics and stores gamma*invstd in the
+// workspace; then one streaming pass writes y. Backward: reduce_rows sums dy and dy*(x - mean);
+// the epilogue writes dgamma/dbeta and per-channel coefficients a, b, d; then one pass writes
+// dx = a*dy + b*(x - mean) + d. With a fused ReLU, dy is masked by y > 0 on the fly.
+//
+// Memory traffic (float elements of the [rows][c] tensor): forward reads x twice and writes y
+// once; backward reads dy and x (and y when fused) twice and writes dx. The second read needs a
+// grid-wide barrier first (the statistics), so it is a second kernel; at this network's sizes
+// (<= 16 MB per activation at batch 16, 128x128) it is mostly served by the H100's 50 MB L2.
+// The partials are row_blocks (<= 1024) doubles per channel and sum, small next to the tensor.
+#include "kernels/batchnorm.h"
+
+#include "kernels/cuda/common.cuh"
+
+namespace unetcu::cuda {
+namespace {
+
+using detail::load_vec;
+using detail::relu;
+using detail::RowTiling;
+using detail::store_vec;
+using detail::Vec;
+
+// ---- reductions ------------------------------------------------------------------------------
+
+struct StatsSrc {
+  const float* x;
+  int c;
+  struct Column {
+    const float* x;
+    int64_t c;
+    int col;
+    double shift;
+    __device__ void add(double (&acc)[2], int64_t row) const {
+      const double d = double(x[row * c + col]) - shift;
+      acc[0] += d;
+      acc[1] += d * d;
+    }
+  };
+  __device__ Column column(int, int col) const { return Column{x, c, col, double(x[col])}; }
+};
+
+struct StatsEpilogue {
+  float* save_mean;
+  float* save_invstd;
+  float* running_mean;
+  float* running_var;
+  float* scale;  // workspace: gamma * invstd, for the normalising pass
+  const float* x;
+  const float* gamma;
+  int64_t rows;
+  double momentum, eps;
+  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
+    const double n = double(rows);
+    const double mean_shifted = sum[0] / n;
+    double var = sum[1] / n - mean_shifted * mean_shifted;
+    var = var > 0.0 ? var : 0.0;
+    const double mean = double(x[ch]) + mean_shifted;
+    const double invstd = 1.0 / sqrt(var + eps);
+    // PyTorch needs n > 1 in training; the guard only avoids an infinity.
+    const double unbias = rows > 1 ? n / (n - 1.0) : 1.0;
+    save_mean[ch] = float(mean);
+    save_invstd[ch] = float(invstd);
+    running_mean[ch] = float((1.0 - momentum) * double(running_mean[ch]) + momentum * mean);
+    running_var[ch] = float((1.0 - momentum) * double(running_var[ch]) + momentum * var * unbias);
+    scale[ch] = float(double(gamma[ch]) * invstd);
+  }
+};
+
+// dy, masked by y > 0 when the ReLU is fused (y == nullptr: no ReLU).
+__device__ inline float masked_grad(const float* dy, const float* y, int64_t i) {
+  return (y == nullptr || y[i] > 0.0f) ? dy[i] : 0.0f;
+}
+
+struct GradSrc {
+  const float* dy;
+  const float* y;
+  const float* x;
+  const float* save_mean;
+  int c;
+  struct Column {
+    const float* dy;
+    const float* y;
+    const float* x;
+    int64_t c;
+    int col;
+    double mean;
+    __device__ void add(double (&acc)[2], int64_t row) const {
+      const int64_t i = row * c + col;
+      const double g = double(masked_grad(dy, y, i));
+      acc[0] += g;
+      acc[1] += g * (double(x[i]) - mean);
+    }
+  };
+  __device__ Column column(int, int col) const {
+    return Column{dy, y, x, c, col, double(save_mean[col])};
+  }
+};
+
+// With xhat = (x - mean) * invstd: dbeta = sum dy, dgamma = sum dy*xhat and
+// dx = gamma*invstd * (dy - dbeta/n - xhat*dgamma/n) = a*dy + b*(x - mean) + d.
+struct GradEpilogue {
+  float* dgamma;
+  float* dbeta;
+  float* coef;  // workspace: a[c], b[c], d[c]
+  const float* gamma;
+  const float* save_invstd;
+  int64_t rows;
+  int c;
+  bool accumulate_params;
+  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
+    const double n = double(rows);
+    const double invstd = double(save_invstd[ch]);
+    const double sum_dy = sum[0];
+    const double sum_dy_xhat = sum[1] * invstd;
+    const double g = double(gamma[ch]) * invstd;
+    coef[ch] = float(g);
+    coef[c + ch] = float(-g * invstd * sum_dy_xhat / n);
+    coef[2 * c + ch] = float(-g * sum_dy / n);
+    dgamma[ch] = float(accumulate_params ? double(dgamma[ch]) + sum_dy_xhat : sum_dy_xhat);
+    dbeta[ch] = float(accumulate_params ? double(dbeta[ch]) + sum_dy : sum_dy);
+  }
+};
+
+// ---- streaming passes ------------------------------------------------------------------------
+
+template <int V>
+__device__ inline Vec<float, V> channel_values(const float* p, int col) {
+  Vec<float, V> out;
+  for (int k = 0; k < V; ++k) out.v[k] = p[col * V + k];
+  return out;
+}
+
+// y = (x - mean) * scale + beta (+ residual) (then relu). `scale` is gamma*invstd from the
+// workspace in training; in eval (scale == nullptr) it is formed from the running variance.
+// (x - mean)*scale rather than x*scale + shift: no cancellation when |mean| >> std.
+template <int V>
+struct Normalize {
+  float* y;
+  const float* x;
+  const float* residual;  // may be null
+  const float* mean;
+  const float* scale;     // null in eval
+  const float* gamma;
+  const float* running_var;
+  const float* beta;
+  int64_t cols;           // in units of V channels
+  double eps;
+  bool apply_relu;
+  struct Column {
+    float* y;
+    const float* x;
+    const float* residual;
+    int64_t cols;
+    int col;
+    bool apply_relu;
+    Vec<float, V> mean, scale, beta;
+    __device__ void operator()(int64_t row) const {
+      const int64_t i = row * cols + col;
+      auto v = load_vec<V>(x, i);
+      for (int k = 0; k < V; ++k) v.v[k] = (v.v[k] - mean.v[k]) * scale.v[k] + beta.v[k];
+      if (residual) {
+        const auto r = load_vec<V>(residual, i);
+        for (int k = 0; k < V; ++k) v.v[k] += r.v[k];
+      }
+      if (apply_relu)
+        for (int k = 0; k < V; ++k) v.v[k] = relu(v.v[k]);
+      store_vec<V>(y, i, v);
+    }
+  };
+  __device__ Column column(int col) const {
+    Column out{y, x, residual, cols, col, apply_relu, channel_values<V>(mean, col), {},
+               channel_values<V>(beta, col)};
+    if (scale) {
+      out.scale = channel_values<V>(scale, col);
+    } else {
+      for (int k = 0; k < V; ++k) {
+        const int ch = col * V + k;
+        out.scale.v[k] = float(double(gamma[ch]) / sqrt(double(running_var[ch]) + eps));
+      }
+    }
+    return out;
+  }
+};
+
+// dx (+)= a*g + b*(x - mean) + d with g = dy masked by y > 0 (y null: unmasked); with the
+// residual fused, dresidual (+)= g as well.
+template <int V>
+struct GradApply {
+  float* dx;
+  float* dresidual;  // may be null
+  const float* dy;
+  const float* y;    // may be null
+  const float* x;
+  const float* save_mean;
+  const float* coef;
+  int64_t cols;      // in units of V channels
+  int c;
+  bool accumulate_dx, accumulate_dresidual;
+  struct Column {
+    float* dx;
+    float* dresidual;
+    const float* dy;
+    const float* y;
+    const float* x;
+    int64_t cols;
+    int col;
+    bool accumulate_dx, accumulate_dresidual;
+    Vec<float, V> mean, a, b, d;
+    __device__ void operator()(int64_t row) const {
+      const int64_t i = row * cols + col;
+      auto g = load_vec<V>(dy, i);
+      if (y) {
+        const auto out = load_vec<V>(y, i);
+        for (int k = 0; k < V; ++k) g.v[k] = out.v[k] > 0.0f ? g.v[k] : 0.0f;
+      }
+      const auto xv = load_vec<V>(x, i);
+      Vec<float, V> r;
+      for (int k = 0; k < V; ++k) r.v[k] = a.v[k] * g.v[k] + b.v[k] * (xv.v[k] - mean.v[k]) + d.v[k];
+      if (accumulate_dx) {
+        const auto old = load_vec<V>(dx, i);
+        for (int k = 0; k < V; ++k) r.v[k] = old.v[k] + r.v[k];
+      }
+      store_vec<V>(dx, i, r);
+      if (dresidual) {
+        if (accumulate_dresidual) {
+          const auto old = load_vec<V>(dresidual, i);
+          for (int k = 0; k < V; ++k) g.v[k] = old.v[k] + g.v[k];
+        }
+        store_vec<V>(dresidual, i, g);
+      }
+    }
+  };
+  __device__ Column column(int col) const {
+    return Column{dx, dresidual, dy, y, x, cols, col, accumulate_dx, accumulate_dresidual,
+                  channel_values<V>(save_mean, col), channel_values<V>(coef, col),
+                  channel_values<V>(coef + c, col), channel_values<V>(coef + 2 * c, col)};
+  }
+};
+
+// ---- host side -------------------------------------------------------------------------------
+
+RowTiling stats_tiling(const BatchNormShape& sh) { return detail::reduce_tiling(sh.rows, sh.c); }
+
+// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float].
+double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
+float* coefs_of(void* workspace, const BatchNormShape& sh) {
+  const size_t offset = detail::align256(stats_tiling(sh).partial_count(2) * sizeof(double));
+  return reinterpret_cast<float*>(static_cast<char*>(workspace) + offset);
+}
+
+void normalize_pass(float* y, const float* x, const float* residual, const float* mean,
+                    const float* scale, const float* gamma, const float* running_var,
+                    const float* beta, const BatchNormShape& sh, float eps, bool apply_relu,
+                    cudaStream_t stream) {
+  if (sh.c % 4 == 0 && detail::all_vec4(y, x, residual)) {
+    detail::map_rows(Normalize<4>{y, x, residual, mean, scale, gamma, running_var, beta,
+                                  sh.c / 4, double(eps), apply_relu},
+                     sh.rows, sh.c / 4, stream);
+  } else {
+    detail::map_rows(Normalize<1>{y, x, residual, mean, scale, gamma, running_var, beta, sh.c,
+                                  double(eps), apply_relu},
+                     sh.rows, sh.c, stream);
+  }
+}
+
+void train_forward(float* y, float* save_mean, float* save_invstd, float* running_mean,
+                   float* running_var, const float* x, const float* residual, const float* gamma,
+                   const float* beta, const BatchNormShape& sh, float momentum, float eps,
+                   bool apply_relu, void* workspace, cudaStream_t stream) {
+  if (sh.c <= 0) return;
+  float* scale = coefs_of(workspace, sh);
+  detail::reduce_rows<2>(StatsSrc{x, sh.c},
+                         StatsEpilogue{save_mean, save_invstd, running_mean, running_var, scale,
+                                       x, gamma, sh.rows, double(momentum), double(eps)},
+                         stats_tiling(sh), partials_of(workspace), stream);
+  normalize_pass(y, x, residual, save_mean, scale, nullptr, nullptr, beta, sh, eps, apply_relu,
+                 stream);
+}
+
+void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
+              const float* y, const float* x, const float* gamma, const float* save_mean,
+              const float* save_invstd, const BatchNormShape& sh, GradMode dx_mode,
+              GradMode dresidual_mode, GradMode param_mode, void* workspace,
+              cudaStream_t stream) {
+  if (sh.c <= 0) return;
+  float* coef = coefs_of(workspace, sh);
+  detail::reduce_rows<2>(GradSrc{dy, y, x, save_mean, sh.c},
+                         GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c,
+                                      param_mode == GradMode::accumulate},
+                         stats_tiling(sh), partials_of(workspace), stream);
+  const bool acc_dx = dx_mode == GradMode::accumulate;
+  const bool acc_res = dresidual_mode == GradMode::accumulate;
+  if (sh.c % 4 == 0 && detail::all_vec4(dx, dresidual, dy, y, x)) {
+    detail::map_rows(GradApply<4>{dx, dresidual, dy, y, x, save_mean, coef, sh.c / 4, sh.c,
+                                  acc_dx, acc_res},
+                     sh.rows, sh.c / 4, stream);
+  } else {
+    detail::map_rows(GradApply<1>{dx, dresidual, dy, y, x, save_mean, coef, sh.c, sh.c, acc_dx,
+                                  acc_res},
+                     sh.rows, sh.c, stream);
+  }
+}
+
+}  // namespace
+
+size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
+  return detail::align256(stats_tiling(sh).partial_count(2) * sizeof(double)) +
+         detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
+}
+
+void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
+                             float* running_mean, float* running_var, const float* x,
+                             const float* gamma, const float* beta, const BatchNormShape& sh,
+                             float momentum, float eps, void* workspace, cudaStream_t stream) {
+  train_forward(y, save_mean, save_invstd, running_mean, running_var, x, nullptr, gamma, beta, sh,
+                momentum, eps, false, workspace, stream);
+}
+
+void batchnorm_relu_train_forward(float* y, float* save_mean, float* save_invstd,
+                                  float* running_mean, float* running_var, const float* x,
+                                  const float* gamma, const float* beta, const BatchNormShape& sh,
+                                  float momentum, float eps, void* workspace,
+                                  cudaStream_t stream) {
+  train_forward(y, save_mean, save_invstd, running_mean, running_var, x, nullptr, gamma, beta, sh,
+                momentum, eps, true, workspace, stream);
+}
+
+void batchnorm_add_relu_train_forward(float* y, float* save_mean, float* save_invstd,
+                                      float* running_mean, float* running_var, const float* x,
+                                      const float* residual, const float* gamma,
+                                      const float* beta, const BatchNormShape& sh, float momentum,
+                                      float eps, void* workspace, cudaStream_t stream) {
+  train_forward(y, save_mean, save_invstd, running_mean, running_var, x, residual, gamma, beta,
+                sh, momentum, eps, true, workspace, stream);
+}
+
+void batchnorm_eval_forward(float* y, const float* x, const float* gamma, const float* beta,
+                            const float* running_mean, const float* running_var,
+                            const BatchNormShape& sh, float eps, cudaStream_t stream) {
+  normalize_pass(y, x, nullptr, running_mean, nullptr, gamma, running_var, beta, sh, eps, false,
+                 stream);
+}
+
+void batchnorm_relu_eval_forward(float* y, const float* x, const float* gamma, const float* beta,
+                                 const float* running_mean, const float* running_var,
+                                 const BatchNormShape& sh, float eps, cudaStream_t stream) {
+  normalize_pass(y, x, nullptr, running_mean, nullptr, gamma, running_var, beta, sh, eps, true,
+                 stream);
+}
+
+void batchnorm_add_relu_eval_forward(float* y, const float* x, const float* residual,
+                                     const float* gamma, const float* beta,
+                                     const float* running_mean, const float* running_var,
+                                     const BatchNormShape& sh, float eps, cudaStream_t stream) {
+  normalize_pass(y, x, residual, running_mean, nullptr, gamma, running_var, beta, sh, eps, true,
+                 stream);
+}
+
+void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                        const float* gamma, const float* save_mean, const float* save_invstd,
+                        const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode,
+                        void* workspace, cudaStream_t stream) {
+  backward(dx, nullptr, dgamma, dbeta, dy, nullptr, x, gamma, save_mean, save_invstd, sh, dx_mode,
+           GradMode::overwrite, param_mode, workspace, stream);
+}
+
+void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
+                             const float* y, const float* x, const float* gamma,
+                             const float* save_mean, const float* save_invstd,
+                             const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode,
+                             void* workspace, cudaStream_t stream) {
+  backward(dx, nullptr, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh, dx_mode,
+           GradMode::overwrite, param_mode, workspace, stream);
+}
+
+void batchnorm_add_relu_backward(float* dx, float* dresidual, float* dgamma, float* dbeta,
+                                 const float* dy, const float* y, const float* x,
+                                 const float* gamma, const float* save_mean,
+                                 const float* save_invstd, const BatchNormShape& sh,
+                                 GradMode dx_mode, GradMode dresidual_mode, GradMode param_mode,
+                                 void* workspace, cudaStream_t stream) {
+  backward(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh, dx_mode,
+           dresidual_mode, param_mode, workspace, stream);
+}
+
+}  // namespace unetcu::cuda

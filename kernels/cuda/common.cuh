@@ -1,0 +1,272 @@
+// kernels/cuda/common.cuh: what the hand-written CUDA kernels share: launch geometry, vector
+// loads and stores, and three kernel skeletons that every op family plugs a small functor into:
+//
+//   map_flat    a grid-stride loop over a flat array, float4-wide when the pointers allow;
+//   map_rows    a [rows][cols] walk where each thread owns one column (an NHWC channel, or a
+//               channel of one pixel column) and strides down the rows, so per-column constants
+//               (BatchNorm statistics, a bias, a window offset) load once per thread;
+//   reduce_rows the deterministic per-column sum over rows: stage 1 writes one partial per
+//               (column, row block) into a caller workspace, stage 2 adds them in a fixed order
+//               and hands the totals to an epilogue. No atomics: the addition tree depends only
+//               on the shape, so results are bit-identical run to run and under any schedule.
+//
+// Every .cu file is compiled twice: by nvcc for the GPU and by g++ under the SIMT emulator
+// (kernels/simt/). Only what the emulator runs is used here: no inline PTX, no CUB, no
+// cooperative groups. Header-level device functions are `inline` (the emulator drops
+// __forceinline__), and kernels are templates, so the header can be included by several files.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/common.h"
+#include "kernels/cuda/launch.h"
+
+#if defined(__CUDACC__)
+#define UNETCU_UNROLL_4 _Pragma("unroll 4")
+#else
+#define UNETCU_UNROLL_4
+#endif
+
+namespace unetcu::cuda::detail {
+
+// 256 threads per block everywhere: 8 blocks fill an H100 SM (2048 threads), and 256 is the
+// size of the shared reduction buffers below.
+constexpr int kThreads = 256;
+// Grid cap for the map kernels: 2048 blocks x 256 threads is about two waves of resident
+// threads on an H100 (132 SMs), enough outstanding loads to cover DRAM latency; beyond it each
+// thread loops, amortising its index set-up over several elements.
+constexpr int kMaxBlocks = 2048;
+// Stage-1 blocks of a reduction: about one full wave (132 SMs x 8). Few enough that the
+// partials (at most kReduceBlocks per column) stay small next to the data they summarise.
+constexpr int kReduceBlocks = 1024;
+// A reduction thread sums at least this many rows before the block tree, so small inputs
+// use few blocks and few partials.
+constexpr int kMinRowsPerThread = 8;
+
+template <typename T>
+inline bool aligned_for_vec4(const T* p) {
+  return (reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T))) == 0;
+}
+
+// True when every pointer allows 4-element vector access (16 bytes for floats, 4 for bytes);
+// null pointers do not count.
+template <typename... T>
+inline bool all_vec4(const T*... p) {
+  return ((p == nullptr || aligned_for_vec4(p)) && ...);
+}
+
+// ---- vectors ---------------------------------------------------------------------------------
+
+// V consecutive elements moved as one access: Vec<float, 4> compiles to a 128-bit load/store.
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Vec {
+  T v[V];
+};
+
+template <int V, typename T>
+__device__ inline Vec<T, V> load_vec(const T* p, int64_t i) {
+  return reinterpret_cast<const Vec<T, V>*>(p)[i];
+}
+template <int V, typename T>
+__device__ inline void store_vec(T* p, int64_t i, const Vec<T, V>& x) {
+  reinterpret_cast<Vec<T, V>*>(p)[i] = x;
+}
+
+// The vector width a functor is called with: map_flat calls op(Width<4>{}, i) on the aligned
+// body and op(Width<1>{}, i) on the tail.
+template <int V>
+using Width = std::integral_constant<int, V>;
+
+// PyTorch's relu: `v < 0 ? 0 : v` lets a NaN through instead of hiding it behind a zero.
+__device__ inline float relu(float v) { return v < 0.0f ? 0.0f : v; }
+
+// ---- map_flat --------------------------------------------------------------------------------
+
+// Grid-stride over `count` elements: element groups of 4 (vector index i covers 4i..4i+3) when
+// `vec4`, then the scalar tail. Consecutive threads take consecutive groups, so each warp moves
+// 512 contiguous bytes per access: fully coalesced.
+template <class F>
+__device__ inline void grid_stride(int64_t count, bool vec4, const F& f) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  int64_t tail = 0;
+  if (vec4) {
+    const int64_t groups = count / 4;
+    for (int64_t i = first; i < groups; i += stride) f(Width<4>{}, i);
+    tail = groups * 4;
+  }
+  for (int64_t i = tail + first; i < count; i += stride) f(Width<1>{}, i);
+}
+
+template <class Op>
+__global__ void __launch_bounds__(kThreads) map_flat_kernel(Op op, int64_t count, bool vec4) {
+  grid_stride(count, vec4, op);
+}
+
+// Blocks of kThreads for a grid_stride loop over `count` elements.
+inline int flat_blocks(int64_t count, bool vec4) {
+  const int64_t items = vec4 ? (count + 3) / 4 : count;
+  const int64_t wanted = (items + kThreads - 1) / kThreads;
+  return int(wanted < 1 ? 1 : (wanted < kMaxBlocks ? wanted : kMaxBlocks));
+}
+
+template <class Op>
+inline void map_flat(const Op& op, int64_t count, bool vec4, cudaStream_t stream) {
+  if (count <= 0) return;
+  UNETCU_LAUNCH((map_flat_kernel<Op>), flat_blocks(count, vec4), kThreads, 0, stream)(op, count,
+                                                                                     vec4);
+}
+
+// ---- row tiling ------------------------------------------------------------------------------
+
+// How a [batches][rows][cols] array (cols contiguous) is cut into blocks: a block covers `tile`
+// consecutive columns of `lanes` rows (tile * lanes <= kThreads), grid = (tiles, row_blocks,
+// batches). A warp therefore reads whole row segments, or several short rows back to back,
+// which is contiguous memory whatever the column count.
+struct RowTiling {
+  int64_t rows = 0;
+  int cols = 0, batches = 1;
+  int tile = 1, lanes = 1, tiles = 1, row_blocks = 1;
+
+  // Threads of the stage-2 reduction block: enough to cover the row blocks, a power of two.
+  int finalize_threads() const {
+    int t = 32;
+    while (t < row_blocks && t < kThreads) t *= 2;
+    return t;
+  }
+  // Doubles of reduction partials for `nv` sums per column.
+  size_t partial_count(int nv) const {
+    return size_t(nv) * size_t(batches) * size_t(cols) * size_t(row_blocks);
+  }
+};
+
+inline RowTiling row_tiling(int64_t rows, int cols, int batches, int64_t min_rows_per_thread,
+                            int block_budget) {
+  RowTiling t;
+  t.rows = rows;
+  t.cols = cols;
+  t.batches = batches;
+  t.tile = cols < kThreads ? (cols > 0 ? cols : 1) : kThreads;
+  t.lanes = kThreads / t.tile;
+  t.tiles = ((cols > 0 ? cols : 1) + t.tile - 1) / t.tile;
+  const int64_t wanted = (rows + t.lanes * min_rows_per_thread - 1) / (t.lanes * min_rows_per_thread);
+  int64_t cap = block_budget / (int64_t(t.tiles) * batches);
+  if (cap < 1) cap = 1;
+  t.row_blocks = int(wanted < 1 ? 1 : (wanted > cap ? cap : wanted));
+  return t;
+}
+inline RowTiling map_tiling(int64_t rows, int cols) {
+  return row_tiling(rows, cols, 1, 1, kMaxBlocks);
+}
+inline RowTiling reduce_tiling(int64_t rows, int cols, int batches = 1) {
+  return row_tiling(rows, cols, batches, kMinRowsPerThread, kReduceBlocks);
+}
+
+// ---- map_rows --------------------------------------------------------------------------------
+
+// Op::column(col) builds the per-thread state for one column; calling it with a row index
+// processes that (row, col) element.
+template <class Op>
+__global__ void __launch_bounds__(kThreads) map_rows_kernel(Op op, RowTiling t) {
+  const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
+  const int lane = int(threadIdx.x) / t.tile;
+  if (col >= t.cols) return;  // no barrier in this kernel, so leaving early is safe
+  const auto column = op.column(col);
+  const int64_t step = int64_t(t.lanes) * gridDim.y;
+  for (int64_t r = int64_t(blockIdx.y) * t.lanes + lane; r < t.rows; r += step) column(r);
+}
+
+template <class Op>
+inline void map_rows(const Op& op, int64_t rows, int cols, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;
+  const RowTiling t = map_tiling(rows, cols);
+  UNETCU_LAUNCH((map_rows_kernel<Op>), dim3(t.tiles, t.row_blocks), t.tile * t.lanes, 0,
+                stream)(op, t);
+}
+
+// ---- reduce_rows -----------------------------------------------------------------------------
+
+// Sums vals[] over the `lanes` threads of a block that share a column (thread indices col,
+// col + tile, col + 2*tile, ...); the totals are valid in the lane-0 threads. A fixed binary
+// tree over the lane index: the result depends only on (tile, lanes), never on timing.
+// Called once per kernel (the buffer is not fenced for reuse).
+template <typename T, int NV>
+__device__ inline void reduce_lanes(T (&vals)[NV], int tile, int lanes) {
+  __shared__ T buf[NV][kThreads];
+  const int tid = int(threadIdx.x);
+  const int lane = tid / tile;
+  for (int v = 0; v < NV; ++v) buf[v][tid] = vals[v];
+  __syncthreads();
+  int half = 1;
+  while (half < lanes) half *= 2;
+  for (half /= 2; half > 0; half /= 2) {
+    // Only the first step can have lane + half >= lanes (lanes not a power of two); later
+    // steps read lanes already folded.
+    if (lane < half && lane + half < lanes)
+      for (int v = 0; v < NV; ++v) buf[v][tid] += buf[v][tid + half * tile];
+    __syncthreads();
+  }
+  for (int v = 0; v < NV; ++v) vals[v] = buf[v][tid];
+}
+
+// Stage 1: block (x, y, z) sums rows y*lanes + lane, stepping by lanes*row_blocks, of its
+// column tile in batch z, and writes partials[v][z][col][y].
+template <int NV, class Src>
+__global__ void __launch_bounds__(kThreads) reduce_rows_partial_kernel(double* partials, Src src,
+                                                                       RowTiling t) {
+  const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
+  const int lane = int(threadIdx.x) / t.tile;
+  const int batch = int(blockIdx.z);
+  double acc[NV] = {};
+  if (col < t.cols) {
+    const auto column = src.column(batch, col);
+    const int64_t step = int64_t(t.lanes) * gridDim.y;
+    // Unrolled by four so that four rows' loads can be issued before their additions (which
+    // stay in row order): with 1024 blocks that keeps enough bytes in flight per SM to cover
+    // DRAM latency.
+    UNETCU_UNROLL_4
+    for (int64_t r = int64_t(blockIdx.y) * t.lanes + lane; r < t.rows; r += step)
+      column.add(acc, r);
+  }
+  reduce_lanes<double, NV>(acc, t.tile, t.lanes);
+  if (lane == 0 && col < t.cols) {
+    for (int v = 0; v < NV; ++v) {
+      const size_t at = ((size_t(v) * t.batches + batch) * t.cols + col) * t.row_blocks + blockIdx.y;
+      partials[at] = acc[v];
+    }
+  }
+}
+
+// Stage 2: block (col, batch) adds its row_blocks partials (contiguous, so the loads coalesce)
+// over a fixed tree and calls epilogue(batch, col, totals) once.
+template <int NV, class Epilogue>
+__global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue epilogue,
+                                                                     const double* partials,
+                                                                     RowTiling t) {
+  const int col = int(blockIdx.x);
+  const int batch = int(blockIdx.y);
+  double acc[NV] = {};
+  for (int rb = int(threadIdx.x); rb < t.row_blocks; rb += int(blockDim.x))
+    for (int v = 0; v < NV; ++v)
+      acc[v] += partials[((size_t(v) * t.batches + batch) * t.cols + col) * t.row_blocks + rb];
+  reduce_lanes<double, NV>(acc, 1, int(blockDim.x));
+  if (threadIdx.x == 0) epilogue(batch, col, acc);
+}
+
+// Src::column(batch, col) builds per-thread state whose add(double (&acc)[NV], row) adds the
+// NV quantities of one element. `partials` holds t.partial_count(NV) doubles.
+template <int NV, class Src, class Epilogue>
+inline void reduce_rows(const Src& src, const Epilogue& epilogue, const RowTiling& t,
+                        double* partials, cudaStream_t stream) {
+  UNETCU_LAUNCH((reduce_rows_partial_kernel<NV, Src>), dim3(t.tiles, t.row_blocks, t.batches),
+                t.tile * t.lanes, 0, stream)(partials, src, t);
+  UNETCU_LAUNCH((reduce_rows_final_kernel<NV, Epilogue>), dim3(t.cols, t.batches),
+                t.finalize_threads(), 0, stream)(epilogue, partials, t);
+}
+
+// Workspace layout helper: `bytes` rounded up so that a following region stays 256-aligned.
+inline size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+}  // namespace unetcu::cuda::detail

@@ -1,0 +1,217 @@
+// kernels/cuda/loss.cu: sigmoid + batch Dice loss (forward, backward), per-image confusion
+// counts and on-device epoch totals; the math is spec sections 7 and 8.
+//
+// Nothing here needs the host between kernels, so a captured CUDA graph replays a whole step:
+// the forward leaves the DiceSums and the loss in device memory, the backward reads the sums
+// from there, and the metrics accumulate on the device.
+//
+//   dice forward     reduce_rows (common.cuh) over the flat logits: sums of p, t and p*t in
+//                    double, stage-1 partials in the workspace, a fixed-order stage 2 whose
+//                    epilogue writes the sums and the loss. Reads 5 bytes per pixel once.
+//   dice backward    one streaming pass (float4 logits + 4 target bytes per step); each thread
+//                    forms the two gradient coefficients from the device sums once.
+//   confusion counts reduce_rows with one batch per image; 0/1 counts are exact in double.
+#include "kernels/loss.h"
+
+#include <cmath>
+
+#include "kernels/cuda/common.cuh"
+
+namespace unetcu::cuda {
+namespace {
+
+using detail::load_vec;
+using detail::store_vec;
+using detail::Vec;
+
+// sigmoid(x) and sigmoid(-x) without cancellation: from e = exp(-|x|) <= 1, sigmoid(|x|) =
+// 1/(1+e) and sigmoid(-|x|) = e/(1+e). 1 - p would round to 0 for large logits; this does not,
+// matching the derivative smp's exp(logsigmoid(x)) gets from autograd.
+struct SigmoidPair {
+  float p, q;  // sigmoid(x), sigmoid(-x)
+};
+__device__ inline SigmoidPair sigmoid_pair(float x) {
+  const float e = expf(-fabsf(x));
+  const float big = 1.0f / (1.0f + e);
+  const float small = e * big;
+  return x >= 0.0f ? SigmoidPair{big, small} : SigmoidPair{small, big};
+}
+
+// The device twin of dice_loss_from_sums (loss.h), which is host-only.
+__device__ inline double dice_loss_value(const DiceSums& s) {
+  if (!(s.sum_t > 0)) return 0.0;
+  const double den = 0.5 * (s.sum_p + s.sum_t);
+  return 1.0 - s.intersection / (den > kDiceEps ? den : kDiceEps);
+}
+
+struct DiceSrc {
+  const float* logits;
+  const uint8_t* target;
+  struct Column {
+    const float* logits;
+    const uint8_t* target;
+    __device__ void add(double (&acc)[3], int64_t i) const {
+      const double p = double(sigmoid_pair(logits[i]).p);
+      const double t = target[i] ? 1.0 : 0.0;
+      acc[0] += p;
+      acc[1] += t;
+      acc[2] += p * t;
+    }
+  };
+  __device__ Column column(int, int) const { return Column{logits, target}; }
+};
+
+struct DiceEpilogue {
+  float* loss;
+  DiceSums* sums;
+  __device__ void operator()(int, int, const double (&acc)[3]) const {
+    DiceSums s;
+    s.sum_p = acc[0];
+    s.sum_t = acc[1];
+    s.intersection = acc[2];
+    *sums = s;
+    *loss = float(dice_loss_value(s));
+  }
+};
+
+// score = I / max(den, eps), den = (Sp + St)/2, differentiated as autograd does smp's form:
+// dL/dp_i = coef_t * t_i + coef_1 with coef_t = -1/den and coef_1 = I/(2 den^2); a clamped den
+// passes no gradient through den; no positive pixel in the batch means a zero gradient.
+__global__ void __launch_bounds__(detail::kThreads)
+    dice_backward_kernel(float* dlogits, const float* logits, const uint8_t* target,
+                         const DiceSums* sums, int64_t count, float dloss, bool accumulate,
+                         bool vec4) {
+  const DiceSums s = *sums;
+  double coef_t = 0.0, coef_1 = 0.0;
+  if (s.sum_t > 0) {
+    const double den = 0.5 * (s.sum_p + s.sum_t);
+    if (den >= kDiceEps) {
+      coef_t = -1.0 / den;
+      coef_1 = 0.5 * s.intersection / (den * den);
+    } else {
+      coef_t = -1.0 / kDiceEps;
+    }
+  }
+  coef_t *= double(dloss);
+  coef_1 *= double(dloss);
+  detail::grid_stride(count, vec4, [&](auto width, int64_t i) {
+    constexpr int V = decltype(width)::value;
+    const auto x = load_vec<V>(logits, i);
+    const auto t = load_vec<V>(target, i);
+    Vec<float, V> g;
+    for (int k = 0; k < V; ++k) {
+      const SigmoidPair sp = sigmoid_pair(x.v[k]);
+      const double dl_dp = t.v[k] ? coef_t + coef_1 : coef_1;
+      g.v[k] = float(dl_dp * (double(sp.p) * double(sp.q)));
+    }
+    if (accumulate) {
+      const auto old = load_vec<V>(dlogits, i);
+      for (int k = 0; k < V; ++k) g.v[k] = old.v[k] + g.v[k];
+    }
+    store_vec<V>(dlogits, i, g);
+  });
+}
+
+// The smp example's mask, logits.sigmoid() > 0.5 in float32 with a strict comparison and the
+// sigmoid formed as PyTorch forms it: logits in (0, ~1.2e-7) round to exactly 0.5 and count as
+// negative, so this is not x > 0.
+__device__ inline bool predicted_positive(float x) { return 1.0f / (1.0f + expf(-x)) > 0.5f; }
+
+struct ConfusionSrc {
+  const float* logits;
+  const uint8_t* target;
+  int64_t pixels;
+  struct Column {
+    const float* logits;
+    const uint8_t* target;
+    __device__ void add(double (&acc)[3], int64_t i) const {
+      const bool pred = predicted_positive(logits[i]);
+      const bool truth = target[i] != 0;
+      acc[0] += (pred && truth) ? 1.0 : 0.0;
+      acc[1] += (pred && !truth) ? 1.0 : 0.0;
+      acc[2] += (!pred && truth) ? 1.0 : 0.0;
+    }
+  };
+  __device__ Column column(int image, int) const {
+    return Column{logits + image * pixels, target + image * pixels};
+  }
+};
+
+struct ConfusionEpilogue {
+  ConfusionCounts* counts;
+  int64_t pixels;
+  __device__ void operator()(int image, int, const double (&acc)[3]) const {
+    ConfusionCounts c;
+    c.tp = int64_t(acc[0]);
+    c.fp = int64_t(acc[1]);
+    c.fn = int64_t(acc[2]);
+    c.tn = pixels - c.tp - c.fp - c.fn;
+    counts[image] = c;
+  }
+};
+
+// One thread, images in order: the totals are the same on every run.
+__global__ void epoch_totals_kernel(EpochTotals* totals, const float* loss,
+                                    const ConfusionCounts* counts, int n_images) {
+  EpochTotals t = *totals;
+  if (loss) {
+    t.loss_sum += double(*loss);
+    t.batches += 1;
+  }
+  for (int i = 0; i < n_images; ++i) {
+    const ConfusionCounts c = counts[i];
+    // image_iou / image_dice (loss.h) are host-only; same definitions, zero division = 1.
+    const int64_t iou_den = c.tp + c.fp + c.fn;
+    const int64_t dice_den = 2 * c.tp + c.fp + c.fn;
+    t.iou_sum += iou_den == 0 ? 1.0 : double(c.tp) / double(iou_den);
+    t.dice_sum += dice_den == 0 ? 1.0 : 2.0 * double(c.tp) / double(dice_den);
+    t.tp += c.tp;
+    t.fp += c.fp;
+    t.fn += c.fn;
+    t.tn += c.tn;
+  }
+  t.images += n_images;
+  *totals = t;
+}
+
+}  // namespace
+
+size_t dice_loss_workspace_bytes(int64_t count) {
+  return detail::reduce_tiling(count, 1).partial_count(3) * sizeof(double);
+}
+
+void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
+                       int64_t count, void* workspace, cudaStream_t stream) {
+  detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
+                         detail::reduce_tiling(count, 1), static_cast<double*>(workspace),
+                         stream);
+}
+
+void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
+                        const DiceSums* sums, int64_t count, float dloss, GradMode mode,
+                        cudaStream_t stream) {
+  if (count <= 0) return;
+  const bool vec4 = detail::all_vec4(dlogits, logits, target);
+  UNETCU_LAUNCH(dice_backward_kernel, detail::flat_blocks(count, vec4), detail::kThreads, 0,
+                stream)(
+      dlogits, logits, target, sums, count, dloss, mode == GradMode::accumulate, vec4);
+}
+
+size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels) {
+  return detail::reduce_tiling(pixels, 1, n_images).partial_count(3) * sizeof(double);
+}
+
+void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
+                      int n_images, int64_t pixels, void* workspace, cudaStream_t stream) {
+  if (n_images <= 0) return;
+  detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels}, ConfusionEpilogue{counts, pixels},
+                         detail::reduce_tiling(pixels, 1, n_images),
+                         static_cast<double*>(workspace), stream);
+}
+
+void epoch_totals_accumulate(EpochTotals* totals, const float* loss,
+                             const ConfusionCounts* counts, int n_images, cudaStream_t stream) {
+  UNETCU_LAUNCH(epoch_totals_kernel, 1, 1, 0, stream)(totals, loss, counts, n_images);
+}
+
+}  // namespace unetcu::cuda

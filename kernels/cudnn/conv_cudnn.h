@@ -1,0 +1,85 @@
+// kernels/cudnn/conv_cudnn.h: the convolutions on a GPU, through cuDNN. The one translation unit
+// that talks to cuDNN (conv_cudnn.cpp) sits behind this header, so nothing else includes
+// cudnn.h. GPU builds only: cuDNN is never faked, and under the SIMT emulator the engine runs
+// the cpu:: reference behind the same Backend interface instead.
+//
+// Layouts are kernels/conv.h's: activations NHWC float32, filters KRSC, which is exactly cuDNN's
+// NHWC filter format (K, R, S, C with C fastest), so no transposition happens anywhere.
+//
+// Algorithms are chosen once per (ConvShape, direction) and cached:
+//   * measured: cudnnFind*AlgorithmEx runs every candidate on scratch buffers of the real shape
+//     (the inputs are the real tensors, the output a temporary buffer, so an accumulating
+//     gradient is never clobbered), with a search workspace of at most a quarter of the free
+//     device memory (capped at 1 GiB);
+//   * among the candidates that succeeded, the fastest deterministic one is taken: a training
+//     run should be repeatable bit for bit on one GPU (backward-data ALGO_0 and backward-filter
+//     ALGO_0/ALGO_3 accumulate with atomics). Only when no deterministic candidate exists does
+//     the fastest non-deterministic one serve, and report() says so;
+//   * when the measured search itself fails (usually: not enough memory for its buffers),
+//     cuDNN's heuristics (cudnnGet*Algorithm_v7) choose with the same preference.
+// The choice needs the stream to be idle of captures: the first call of a shape must come
+// from an eager step (ModelSession runs the first step of each batch size eagerly).
+//
+// TF32: with ConvOptions::tf32 (the default, as PyTorch's allow_tf32 for cuDNN) the math type is
+// CUDNN_DEFAULT_MATH, which lets cuDNN use TF32 tensor cores for float32 on sm_80 and newer;
+// without it, CUDNN_FMA_MATH keeps every product in full float32.
+//
+// Errors: every cuDNN call is checked; a failure throws CudnnError naming the call, file:line,
+// cudnnGetErrorString's text, cuDNN's own last-error detail and a hint.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/conv.h"
+
+namespace unetcu::cudnn {
+
+class CudnnError : public std::runtime_error {
+ public:
+  explicit CudnnError(const std::string& message) : std::runtime_error(message) {}
+};
+
+struct ConvOptions {
+  bool tf32 = true;  // float32 convolutions may use TF32 tensor cores
+};
+
+// "cuDNN 9.19.0 (headers 9.19.0)": the library loaded at run time and the one compiled against.
+std::string version();
+
+// One cuDNN handle bound to one stream, and the algorithm cache. Not thread-safe: one per
+// compute stream. Every call is asynchronous on that stream.
+class ConvRunner {
+ public:
+  ConvRunner(cudaStream_t stream, const ConvOptions& options);
+  ~ConvRunner();
+  ConvRunner(const ConvRunner&) = delete;
+  ConvRunner& operator=(const ConvRunner&) = delete;
+
+  // The workspace bytes the call with these arguments needs; the first call for a shape chooses
+  // its algorithm (see the file comment), which runs convolutions on the given inputs.
+  size_t prepare_forward(const ConvShape& sh, const float* x, const float* wt);
+  size_t prepare_backward_data(const ConvShape& sh, const float* dy, const float* wt);
+  size_t prepare_backward_filter(const ConvShape& sh, const float* dy, const float* x);
+
+  // y = conv(x, wt) (no bias: the engine adds it with cuda::conv2d_add_bias).
+  void forward(float* y, const float* x, const float* wt, const ConvShape& sh, void* workspace,
+               size_t workspace_bytes);
+  // dx (+)= conv_transpose(dy, wt)
+  void backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                     GradMode mode, void* workspace, size_t workspace_bytes);
+  // dwt (+)= correlation of x with dy, summed over the batch
+  void backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
+                       GradMode mode, void* workspace, size_t workspace_bytes);
+
+  // One line per chosen algorithm: shape, direction, algorithm, math, workspace, measured time.
+  std::string report() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace unetcu::cudnn

@@ -1,0 +1,66 @@
+// kernels/simt/control.h: the host-side knobs of the SIMT emulator (schedule, workers, device
+// memory, counters) and the launch entry point that simt.h's launcher calls.
+//
+// Plain C++ (no CUDA keyword macros), so a test or tool compiled normally can include it next to
+// <cuda_runtime.h> and steer emulated launches. Everything here is about the emulator; the CUDA
+// runtime functions themselves keep their real declarations from the CUDA headers.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace unetcu {
+namespace simt {
+
+// The order in which the fibers (CUDA threads) of a block run between barriers. Tests run every
+// kernel under both and require bit-identical outputs: a missing __syncthreads or a read of
+// another thread's unwritten value then shows as a difference.
+enum class Schedule { forward, reverse };
+
+// Process-wide settings read at the start of each launch. The environment gives the defaults:
+// UNETCU_SIMT_SCHEDULE=forward|reverse, UNETCU_SIMT_WORKERS=n, UNETCU_SIMT_MEMORY_MB=n.
+void set_schedule(Schedule schedule);
+Schedule schedule();
+// Blocks are handed to `n` OS threads (the caller plus n-1 pool threads); 1 is deterministic
+// even with float atomics. n <= 0 restores the default.
+void set_workers(int n);
+int workers();
+// The device memory the emulator pretends to have: cudaMalloc beyond it fails with
+// cudaErrorMemoryAllocation and cudaMemGetInfo reports it (default 16 GiB; 0 restores it).
+void set_memory_limit(size_t bytes);
+
+// Totals since the last reset_counters(), summed over all workers.
+struct Counters {
+  uint64_t launches = 0;          // kernel launches executed (a graph replay counts its kernels)
+  uint64_t blocks = 0;
+  uint64_t threads = 0;
+  uint64_t barriers = 0;          // completed __syncthreads, one per block per barrier
+  uint64_t warp_collectives = 0;  // completed shuffles/votes/__syncwarp, one per lane group
+  uint64_t poisoned_reads = 0;    // shuffle reads of a lane that did not take part
+};
+Counters counters();
+void reset_counters();
+
+// One kernel launch, type-erased by simt.h's launcher: `invoke(closure)` runs the kernel body for
+// the current CUDA thread. The closure owns a copy of the arguments, so a launch recorded during
+// stream capture can be replayed after the caller's variables are gone.
+struct KernelCall {
+  void (*invoke)(const void* closure) = nullptr;
+  std::shared_ptr<const void> closure;
+  const void* kernel = nullptr;  // the kernel's address, the key of cudaFuncSetAttribute
+  dim3 grid, block;
+  size_t shared_bytes = 0;
+  const char* name = "";         // kernel expression and launch site, for error messages
+  const char* file = "";
+  int line = 0;
+};
+
+// Runs the launch now, or records it when `stream` is being captured. A bad configuration
+// returns an error (also kept for cudaGetLastError) without running anything, as on a GPU.
+cudaError_t launch(KernelCall call, cudaStream_t stream);
+
+}  // namespace simt
+}  // namespace unetcu

@@ -1,0 +1,503 @@
+// kernels/simt/simt.h: the SIMT emulator's kernel-side header. It lets a CUDA source file
+// (kernels/cuda/*.cu) compile with g++ and run on the CPU. It is force-included
+// (`g++ -include kernels/simt/simt.h`) by unetcu_add_emulated_library(), never included by hand.
+// Design notes: design/simt-emulator.md.
+//
+// ---- Build ---------------------------------------------------------------------------------
+//   unetcu_add_emulated_library(<target> SOURCES a.cu b.cu ... [ASAN] [LIBS lib ...])
+//     (kernels/simt/CMakeLists.txt) makes a static library of the .cu files built for the
+//     emulator: one generated wrapper .cpp per .cu, g++ with this header force-included, linked
+//     to `unetcu_simt` (ASAN: `unetcu_simt_asan`, which adds -fsanitize=address for everything
+//     linking it). Host code that calls the CUDA runtime links `unetcu_simt` instead of
+//     libcudart. Only the CUDA headers are needed: it builds with UNETCU_CUDA=OFF.
+//
+// ---- How a kernel runs ---------------------------------------------------------------------
+//   Every CUDA thread of a block is a fiber with its own stack; all fibers of a block run on one
+//   OS thread, so `__shared__` is `thread_local` and each block sees its own copy. A fiber runs
+//   until it blocks (barrier, warp collective) or finishes, then hands control straight to the
+//   next runnable fiber in schedule order (forward or reverse). The blocks of a grid are handed
+//   to N worker threads from an atomic counter (N = 1 by default). A launch returns when every
+//   block has run: streams are synchronous.
+//
+// ---- What a kernel may use -----------------------------------------------------------------
+//   keywords   __global__ __device__ __host__ __launch_bounds__(...) -> nothing;
+//              __forceinline__ -> inline (device helpers in headers stay one definition);
+//              __shared__ -> thread_local; __constant__, __grid_constant__ -> nothing.
+//   built-ins  threadIdx, blockIdx, blockDim, gridDim: thread-local globals (not macros, so
+//              CUDA headers' struct members with those names still compile); warpSize = 32.
+//   barriers   __syncthreads(), __syncthreads_count/_and/_or(pred): generation-counted, and
+//              remember their file:line. Threads at different __syncthreads (divergent
+//              barrier), a thread exiting while others wait at one or reaching one after another
+//              exited, and a deadlock (no thread can proceed) abort the process with a report
+//              naming the kernel, block, threads and source lines.
+//   warps      __syncwarp, __shfl_sync, __shfl_up_sync, __shfl_down_sync, __shfl_xor_sync (any
+//              trivially copyable type of at most 8 bytes; PTX shfl.sync rules, width segments
+//              included), __ballot_sync, __any_sync, __all_sync, __activemask,
+//              __reduce_add/min/max_sync (int, unsigned). A lane waits for the live lanes of
+//              its mask (exited lanes do not count). Reading a lane that did not take part
+//              returns poison (all bits set: NaN for floats) and is counted. A lane outside its
+//              own mask, a bad width, or lanes of one mask at different collectives abort.
+//   atomics    atomicAdd, atomicSub, atomicAnd/Or/Xor, atomicExch, atomicCAS, atomicMax/Min on
+//              int, unsigned, long long, unsigned long long; atomicAdd on float and double;
+//              atomicExch on float; atomicInc/Dec. Real (relaxed) atomics, safe across workers.
+//              __threadfence, __threadfence_block, __threadfence_system: full fences.
+//   math       __expf __exp10f __logf __log2f __log10f __powf __sinf __cosf __tanf __sincosf
+//              __fdividef fdividef rsqrtf rsqrt __saturatef __frcp_rn __fsqrt_rn
+//              __fadd/__fsub/__fmul/__fdiv_rn __fmaf_rn __dadd_rn __dmul_rn __fma_rn,
+//              __float2int_rn/rz/ru/rd __float2uint_rn/rz __float2ll_rn __double2int_rn
+//              __int2float_rn __uint2float_rn __ll2float_rn __double2float_rn,
+//              __float_as_int/uint __int/uint_as_float __double_as_longlong __longlong_as_double,
+//              __popc(ll) __clz(ll) __ffs(ll) __brev __mulhi __umulhi __mul24 __umul24, and
+//              global min/max for the arithmetic types. They map to exact std math, so results
+//              differ from a GPU's fast-math versions in the last bits. __half/__nv_bfloat16
+//              come from the CUDA headers (host versions work under g++). __trap() aborts.
+//   memory     __ldg, __ldcg, __ldcs, __stcg, __stcs: plain loads and stores. Dynamic shared
+//              memory only through UNETCU_DYNAMIC_SHARED(type, name) (kernels/cuda/launch.h): a
+//              227 KB buffer per worker whose requested bytes are filled with 0xFF before each
+//              block (the rest is poisoned under ASan). Static __shared__ variables keep what
+//              the previous block on the same worker left.
+//   launches   UNETCU_LAUNCH(kernel, grid, block, smem_bytes, stream)(args...) from
+//              kernels/cuda/launch.h; a template kernel goes in parentheses:
+//              UNETCU_LAUNCH((kern<float, 4>), ...). The arguments are converted to the
+//              kernel's parameter types and copied, as <<<>>> does. The configuration is checked
+//              as an H100 would (block <= 1024 threads, x, y <= 1024, z <= 64; grid.y, grid.z
+//              <= 65535; dynamic shared memory <= 48 KB, or <= 227 KB after
+//              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, n)).
+//
+// ---- Host side -----------------------------------------------------------------------------
+//   CUDA runtime   the unetcu_simt library implements, with the real declarations of
+//                  <cuda_runtime_api.h> (CUDA 13): cudaMalloc/Free (exact-size host memory
+//                  filled with 0xFF, range-checked by the memcpy/memset functions),
+//                  cudaMallocHost/HostAlloc/FreeHost, cudaMallocAsync/FreeAsync, cudaMemcpy(2D)
+//                  (Async), cudaMemset(Async), cudaMemGetInfo, cudaGetLastError,
+//                  cudaPeekAtLastError, cudaGetErrorString/Name, cudaDeviceSynchronize,
+//                  cudaGetDeviceCount (1: the emulator reports one device, "SIMT emulator",
+//                  with H100 limits, so the CUDA backend runs in tests), cudaSetDevice,
+//                  cudaGetDevice, cudaGetDeviceProperties, cudaDeviceGetAttribute,
+//                  cudaRuntime/DriverGetVersion, cudaFuncSetAttribute, cudaStreamCreate
+//                  (WithFlags), cudaStreamDestroy/Synchronize/Query/WaitEvent, cudaEventCreate
+//                  (WithFlags), cudaEventRecord/Synchronize/Query/ElapsedTime/Destroy,
+//                  cudaStreamBeginCapture/EndCapture/IsCapturing/GetCaptureInfo,
+//                  cudaThreadExchangeStreamCaptureMode, cudaGraphInstantiate,
+//                  cudaGraphLaunch, cudaGraphGetNodes (count only), cudaGraphExecDestroy,
+//                  cudaGraphDestroy, cudaLaunchHostFunc. Streams run synchronously in issue
+//                  order. During stream capture, kernel launches, memcpy/memset-async and host
+//                  functions are recorded (arguments by value) and cudaGraphLaunch replays them
+//                  in order; a stream waiting on an event recorded in the capture joins it.
+//                  Calls a GPU forbids during capture (cudaMalloc/Free, synchronous copies,
+//                  synchronising a capturing stream, the legacy stream) fail and invalidate the
+//                  capture. Errors are kept per thread for cudaGetLastError, each with an
+//                  explanation that kernels/cuda/check.h appends to its message.
+//   control.h      unetcu::simt::set_schedule(Schedule::forward | reverse), set_workers(n),
+//                  set_memory_limit(bytes), counters() / reset_counters() (launches, blocks,
+//                  threads, barriers, warp collectives, poisoned shuffle reads). Environment
+//                  defaults: UNETCU_SIMT_SCHEDULE, UNETCU_SIMT_WORKERS, UNETCU_SIMT_MEMORY_MB.
+//
+// ---- What it cannot run ----------------------------------------------------------------------
+//   Tensor cores, inline PTX, cp.async/TMA, CUB/Thrust device code, cooperative grid sync,
+//   textures, dynamic parallelism (aborts), __constant__ set through cudaMemcpyToSymbol,
+//   `extern __shared__` written directly (link error: use UNETCU_DYNAMIC_SHARED), spin-waits on
+//   another thread of the same block (they hang), and anything about speed. The weak memory
+//   model is not modelled. Device functions defined in headers must be inline (or
+//   __forceinline__/static): without nvcc's device/host split they are ordinary functions.
+//   Emulated code is for executables (initial-exec TLS), not for shared libraries.
+#pragma once
+
+#define UNETCU_SIMT 1
+
+// Defined before the CUDA headers: their host_defines.h keeps existing definitions when the
+// compiler is not nvcc.
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ thread_local
+#define __launch_bounds__(...)
+
+#include <cuda_runtime.h>
+
+// host_defines.h redefines __forceinline__ for g++ as always_inline; inline is what an emulated
+// device function needs (one definition across translation units) and never fails to compile.
+#undef __forceinline__
+#define __forceinline__ inline
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "kernels/simt/control.h"
+
+// ---- built-in variables ---------------------------------------------------------------------
+// __thread rather than thread_local: no dynamic initialisation, so reads need no TLS wrapper call.
+extern __thread uint3 threadIdx;
+extern __thread uint3 blockIdx;
+extern __thread dim3 blockDim;
+extern __thread dim3 gridDim;
+constexpr int warpSize = 32;
+
+namespace unetcu {
+namespace simt {
+namespace detail {
+
+// Start of the current block's dynamic shared memory (UNETCU_DYNAMIC_SHARED).
+extern __thread unsigned char* dynamic_shared_base;
+
+enum class Collective : uint8_t {
+  shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, sync, reduce_add, reduce_min,
+  reduce_max
+};
+
+// Blocks the calling fiber until every thread of the block arrives; returns the number of threads
+// whose `predicate` was non-zero.
+int sync_block(int predicate, const char* file, int line);
+// Deposits `value` for this lane, waits for the live lanes of `mask`, and returns this lane's
+// result (64 bits: the raw bytes of a shuffled value, a ballot mask, or a reduction).
+uint64_t warp_collective(Collective op, unsigned mask, uint64_t value, int arg, int width,
+                         const char* file, int line);
+unsigned active_mask();
+[[noreturn]] void trap(const char* file, int line);
+
+template <typename T>
+inline uint64_t to_bits(T value) {
+  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8,
+                "warp shuffles move trivially copyable values of at most 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  return bits;
+}
+
+template <typename T>
+inline T from_bits(uint64_t bits) {
+  T value;
+  std::memcpy(static_cast<void*>(&value), &bits, sizeof(T));
+  return value;
+}
+
+template <typename To, typename From>
+inline To bit_cast(From value) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast between types of different sizes");
+  return from_bits<To>(to_bits(value));
+}
+
+// float/double atomics have no fetch-add instruction: compare-and-swap on the value's bytes.
+template <typename T, typename Op>
+inline T atomic_update(T* address, Op op) {
+  T old;
+  __atomic_load(address, &old, __ATOMIC_RELAXED);
+  T desired = op(old);
+  while (!__atomic_compare_exchange(address, &old, &desired, true, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED)) {
+    desired = op(old);
+  }
+  return old;
+}
+
+}  // namespace detail
+
+// Binds a kernel to its launch configuration; operator() copies the arguments and launches.
+// Created by UNETCU_LAUNCH (kernels/cuda/launch.h), not by hand.
+template <typename... Params>
+class Launcher {
+ public:
+  using Kernel = void (*)(Params...);
+
+  Launcher(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+           const char* name, const char* file, int line)
+      : kernel_(kernel), stream_(stream) {
+    call_.kernel = reinterpret_cast<const void*>(kernel);
+    call_.grid = grid;
+    call_.block = block;
+    call_.shared_bytes = shared_bytes;
+    call_.name = name;
+    call_.file = file;
+    call_.line = line;
+  }
+
+  template <typename... Args>
+  void operator()(Args&&... args) {
+    static_assert(sizeof...(Args) == sizeof...(Params), "wrong number of kernel arguments");
+    call_.closure = std::make_shared<const Closure>(
+        Closure{kernel_, std::tuple<std::decay_t<Params>...>(std::forward<Args>(args)...)});
+    call_.invoke = &invoke;
+    launch(std::move(call_), stream_);
+  }
+
+ private:
+  struct Closure {
+    Kernel kernel;
+    std::tuple<std::decay_t<Params>...> args;
+  };
+  // Each CUDA thread gets its own copy of the parameters, as on a GPU.
+  static void invoke(const void* closure) {
+    const Closure& c = *static_cast<const Closure*>(closure);
+    std::apply(c.kernel, c.args);
+  }
+
+  Kernel kernel_;
+  cudaStream_t stream_;
+  KernelCall call_;
+};
+
+template <typename... Params>
+Launcher<Params...> launcher(void (*kernel)(Params...), dim3 grid, dim3 block,
+                             size_t shared_bytes, cudaStream_t stream, const char* name,
+                             const char* file, int line) {
+  return Launcher<Params...>(kernel, grid, block, shared_bytes, stream, name, file, line);
+}
+
+}  // namespace simt
+}  // namespace unetcu
+
+// cuda_runtime.h declares the typed overload only for nvcc: `cudaFuncSetAttribute(kernel, ...)`.
+template <typename T>
+inline cudaError_t cudaFuncSetAttribute(T* entry, cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(entry), attr, value);
+}
+
+// ---- barriers and warp collectives ----------------------------------------------------------
+// The trailing file/line parameters are filled at the call site, so reports name the kernel line.
+inline void __syncthreads(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  unetcu::simt::detail::sync_block(0, file, line);
+}
+inline int __syncthreads_count(int predicate, const char* file = __builtin_FILE(),
+                               int line = __builtin_LINE()) {
+  return unetcu::simt::detail::sync_block(predicate != 0, file, line);
+}
+inline int __syncthreads_and(int predicate, const char* file = __builtin_FILE(),
+                             int line = __builtin_LINE()) {
+  return unetcu::simt::detail::sync_block(predicate != 0, file, line) ==
+         static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
+}
+inline int __syncthreads_or(int predicate, const char* file = __builtin_FILE(),
+                            int line = __builtin_LINE()) {
+  return unetcu::simt::detail::sync_block(predicate != 0, file, line) != 0;
+}
+
+inline void __syncwarp(unsigned mask = 0xffffffffu, const char* file = __builtin_FILE(),
+                       int line = __builtin_LINE()) {
+  unetcu::simt::detail::warp_collective(unetcu::simt::detail::Collective::sync, mask, 0, 0,
+                                        warpSize, file, line);
+}
+
+template <typename T>
+inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize,
+                     const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  return from_bits<T>(warp_collective(Collective::shfl_idx, mask, to_bits(var), src_lane, width,
+                                      file, line));
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+                        const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  return from_bits<T>(warp_collective(Collective::shfl_up, mask, to_bits(var),
+                                      static_cast<int>(delta), width, file, line));
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
+                          const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  return from_bits<T>(warp_collective(Collective::shfl_down, mask, to_bits(var),
+                                      static_cast<int>(delta), width, file, line));
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize,
+                         const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  return from_bits<T>(warp_collective(Collective::shfl_xor, mask, to_bits(var), lane_mask, width,
+                                      file, line));
+}
+
+inline unsigned __ballot_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
+                              int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  return static_cast<unsigned>(
+      warp_collective(Collective::ballot, mask, predicate != 0, 0, warpSize, file, line));
+}
+inline int __any_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
+                      int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  return static_cast<int>(
+      warp_collective(Collective::any, mask, predicate != 0, 0, warpSize, file, line));
+}
+inline int __all_sync(unsigned mask, int predicate, const char* file = __builtin_FILE(),
+                      int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  return static_cast<int>(
+      warp_collective(Collective::all, mask, predicate != 0, 0, warpSize, file, line));
+}
+// Lanes of the calling warp that have not exited: the emulator has no divergence to report.
+inline unsigned __activemask() { return unetcu::simt::detail::active_mask(); }
+
+#define UNETCU_SIMT_WARP_REDUCE(fn, op, T)                                                   \
+  inline T fn(unsigned mask, T value, const char* file = __builtin_FILE(),                   \
+              int line = __builtin_LINE()) {                                                 \
+    using namespace unetcu::simt::detail;                                                    \
+    return from_bits<T>(                                                                     \
+        warp_collective(Collective::op, mask, to_bits(value),                                \
+                        std::is_signed<T>::value ? 1 : 0, warpSize, file, line));            \
+  }
+UNETCU_SIMT_WARP_REDUCE(__reduce_add_sync, reduce_add, unsigned)
+UNETCU_SIMT_WARP_REDUCE(__reduce_add_sync, reduce_add, int)
+UNETCU_SIMT_WARP_REDUCE(__reduce_min_sync, reduce_min, unsigned)
+UNETCU_SIMT_WARP_REDUCE(__reduce_min_sync, reduce_min, int)
+UNETCU_SIMT_WARP_REDUCE(__reduce_max_sync, reduce_max, unsigned)
+UNETCU_SIMT_WARP_REDUCE(__reduce_max_sync, reduce_max, int)
+#undef UNETCU_SIMT_WARP_REDUCE
+
+inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __threadfence_system() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+inline void __trap(const char* file = __builtin_FILE(), int line = __builtin_LINE()) {
+  unetcu::simt::detail::trap(file, line);
+}
+
+// ---- atomics ---------------------------------------------------------------------------------
+#define UNETCU_SIMT_ATOMIC_INT(T)                                                             \
+  inline T atomicAdd(T* a, T v) { return __atomic_fetch_add(a, v, __ATOMIC_RELAXED); }      \
+  inline T atomicSub(T* a, T v) { return __atomic_fetch_sub(a, v, __ATOMIC_RELAXED); }      \
+  inline T atomicAnd(T* a, T v) { return __atomic_fetch_and(a, v, __ATOMIC_RELAXED); }      \
+  inline T atomicOr(T* a, T v) { return __atomic_fetch_or(a, v, __ATOMIC_RELAXED); }        \
+  inline T atomicXor(T* a, T v) { return __atomic_fetch_xor(a, v, __ATOMIC_RELAXED); }      \
+  inline T atomicExch(T* a, T v) { return __atomic_exchange_n(a, v, __ATOMIC_RELAXED); }    \
+  inline T atomicCAS(T* a, T compare, T v) {                                                 \
+    __atomic_compare_exchange_n(a, &compare, v, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED); \
+    return compare;                                                                          \
+  }                                                                                          \
+  inline T atomicMax(T* a, T v) {                                                            \
+    return unetcu::simt::detail::atomic_update(a, [v](T old) { return old < v ? v : old; }); \
+  }                                                                                          \
+  inline T atomicMin(T* a, T v) {                                                            \
+    return unetcu::simt::detail::atomic_update(a, [v](T old) { return v < old ? v : old; }); \
+  }
+UNETCU_SIMT_ATOMIC_INT(int)
+UNETCU_SIMT_ATOMIC_INT(unsigned)
+UNETCU_SIMT_ATOMIC_INT(long long)
+UNETCU_SIMT_ATOMIC_INT(unsigned long long)
+#undef UNETCU_SIMT_ATOMIC_INT
+
+inline float atomicAdd(float* a, float v) {
+  return unetcu::simt::detail::atomic_update(a, [v](float old) { return old + v; });
+}
+inline double atomicAdd(double* a, double v) {
+  return unetcu::simt::detail::atomic_update(a, [v](double old) { return old + v; });
+}
+inline float atomicExch(float* a, float v) {
+  float old;
+  __atomic_exchange(a, &v, &old, __ATOMIC_RELAXED);
+  return old;
+}
+inline unsigned atomicInc(unsigned* a, unsigned limit) {
+  return unetcu::simt::detail::atomic_update(
+      a, [limit](unsigned old) { return old >= limit ? 0u : old + 1; });
+}
+inline unsigned atomicDec(unsigned* a, unsigned limit) {
+  return unetcu::simt::detail::atomic_update(
+      a, [limit](unsigned old) { return (old == 0 || old > limit) ? limit : old - 1; });
+}
+
+// ---- loads and stores ------------------------------------------------------------------------
+template <typename T> inline T __ldg(const T* p) { return *p; }
+template <typename T> inline T __ldcg(const T* p) { return *p; }
+template <typename T> inline T __ldcs(const T* p) { return *p; }
+template <typename T> inline void __stcg(T* p, T v) { *p = v; }
+template <typename T> inline void __stcs(T* p, T v) { *p = v; }
+
+// ---- math intrinsics -------------------------------------------------------------------------
+inline float __expf(float x) { return std::exp(x); }
+inline float __exp10f(float x) { return std::pow(10.0f, x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __log2f(float x) { return std::log2(x); }
+inline float __log10f(float x) { return std::log10(x); }
+inline float __powf(float x, float y) { return std::pow(x, y); }
+inline float __sinf(float x) { return std::sin(x); }
+inline float __cosf(float x) { return std::cos(x); }
+inline float __tanf(float x) { return std::tan(x); }
+inline void __sincosf(float x, float* s, float* c) { *s = std::sin(x); *c = std::cos(x); }
+inline float __fdividef(float x, float y) { return x / y; }
+inline float fdividef(float x, float y) { return x / y; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __saturatef(float x) { return x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f; }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fsqrt_rn(float x) { return std::sqrt(x); }
+inline float __fadd_rn(float x, float y) { return x + y; }
+inline float __fsub_rn(float x, float y) { return x - y; }
+inline float __fmul_rn(float x, float y) { return x * y; }
+inline float __fdiv_rn(float x, float y) { return x / y; }
+inline float __fmaf_rn(float x, float y, float z) { return std::fma(x, y, z); }
+inline double __dadd_rn(double x, double y) { return x + y; }
+inline double __dmul_rn(double x, double y) { return x * y; }
+inline double __fma_rn(double x, double y, double z) { return std::fma(x, y, z); }
+
+inline int __float2int_rn(float x) { return static_cast<int>(std::nearbyint(x)); }
+inline int __float2int_rz(float x) { return static_cast<int>(x); }
+inline int __float2int_ru(float x) { return static_cast<int>(std::ceil(x)); }
+inline int __float2int_rd(float x) { return static_cast<int>(std::floor(x)); }
+inline unsigned __float2uint_rn(float x) { return static_cast<unsigned>(std::nearbyint(x)); }
+inline unsigned __float2uint_rz(float x) { return static_cast<unsigned>(x); }
+inline long long __float2ll_rn(float x) { return static_cast<long long>(std::nearbyint(x)); }
+inline int __double2int_rn(double x) { return static_cast<int>(std::nearbyint(x)); }
+inline float __int2float_rn(int x) { return static_cast<float>(x); }
+inline float __uint2float_rn(unsigned x) { return static_cast<float>(x); }
+inline float __ll2float_rn(long long x) { return static_cast<float>(x); }
+inline float __double2float_rn(double x) { return static_cast<float>(x); }
+
+inline int __float_as_int(float x) { return unetcu::simt::detail::bit_cast<int>(x); }
+inline unsigned __float_as_uint(float x) { return unetcu::simt::detail::bit_cast<unsigned>(x); }
+inline float __int_as_float(int x) { return unetcu::simt::detail::bit_cast<float>(x); }
+inline float __uint_as_float(unsigned x) { return unetcu::simt::detail::bit_cast<float>(x); }
+inline long long __double_as_longlong(double x) {
+  return unetcu::simt::detail::bit_cast<long long>(x);
+}
+inline double __longlong_as_double(long long x) {
+  return unetcu::simt::detail::bit_cast<double>(x);
+}
+
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline int __clzll(long long x) {
+  return x == 0 ? 64 : __builtin_clzll(static_cast<unsigned long long>(x));
+}
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __ffsll(long long x) { return __builtin_ffsll(x); }
+inline unsigned __brev(unsigned x) {
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i) r |= ((x >> i) & 1u) << (31 - i);
+  return r;
+}
+inline int __mulhi(int x, int y) {
+  return static_cast<int>((static_cast<long long>(x) * y) >> 32);
+}
+inline unsigned __umulhi(unsigned x, unsigned y) {
+  return static_cast<unsigned>((static_cast<unsigned long long>(x) * y) >> 32);
+}
+inline int __mul24(int x, int y) { return x * y; }
+inline unsigned __umul24(unsigned x, unsigned y) { return x * y; }
+
+// CUDA device code has global min/max for the arithmetic types, mixed signedness included.
+#define UNETCU_SIMT_MIN_MAX(T)                           \
+  inline T min(T a, T b) { return a < b ? a : b; }       \
+  inline T max(T a, T b) { return a < b ? b : a; }
+UNETCU_SIMT_MIN_MAX(int)
+UNETCU_SIMT_MIN_MAX(unsigned)
+UNETCU_SIMT_MIN_MAX(long)
+UNETCU_SIMT_MIN_MAX(unsigned long)
+UNETCU_SIMT_MIN_MAX(long long)
+UNETCU_SIMT_MIN_MAX(unsigned long long)
+#undef UNETCU_SIMT_MIN_MAX
+inline unsigned min(int a, unsigned b) { return min(static_cast<unsigned>(a), b); }
+inline unsigned max(int a, unsigned b) { return max(static_cast<unsigned>(a), b); }
+inline unsigned min(unsigned a, int b) { return min(a, static_cast<unsigned>(b)); }
+inline unsigned max(unsigned a, int b) { return max(a, static_cast<unsigned>(b)); }
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+inline double min(float a, double b) { return std::fmin(a, b); }
+inline double max(float a, double b) { return std::fmax(a, b); }
+inline double min(double a, float b) { return std::fmin(a, b); }
+inline double max(double a, float b) { return std::fmax(a, b); }

@@ -1,0 +1,209 @@
+// tests/cpu/test_cli.cpp: the unetcu tool end to end: synth -> train -> eval on the CPU, the
+// run folder's contents, reproducibility of metrics.jsonl, resume, init determinism, and the
+// clear errors for bad input (non-zero exit, the file named, nothing half-written).
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/dataset.h"
+#include "data/split.h"
+#include "engine/fileio.h"
+#include "engine/json.h"
+
+namespace fs = std::filesystem;
+using namespace unetcu;
+
+namespace {
+
+struct RunResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+RunResult run_tool(const std::string& args) {
+  const std::string cmd = std::string(UNETCU_TEST_BIN_DIR) + "/unetcu " + args + " 2>&1";
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("unetcu_cli_" + name + "_" + std::to_string(getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string str(const std::string& sub = "") const { return (sub.empty() ? path : path / sub).string(); }
+};
+
+std::vector<json::Value> read_jsonl(const std::string& path) {
+  std::vector<json::Value> out;
+  std::istringstream in(read_file(path));
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(json::parse(line, path));
+  return out;
+}
+
+// metrics.jsonl without the timing fields, for bit-exact comparison between runs.
+std::string metrics_without_timing(const std::string& path) {
+  std::string out;
+  for (auto v : read_jsonl(path)) {
+    json::Object kept;
+    for (const auto& [k, val] : v.as_object())
+      if (k != "images_per_sec" && k != "epoch_seconds") kept.emplace_back(k, val);
+    out += json::dump(json::Value(kept)) + "\n";
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("train on generated data: loss falls, IoU beats trivial predictors, run folder complete") {
+  TempDir t("train");
+  REQUIRE(run_tool("synth " + t.str("data") + " --count 96 --seed 3").status == 0);
+  const std::string common = t.str("data") + " --device cpu --image-size 64 --batch-size 8 --lr 1e-3 "
+                             "--val-frac 0.2 --test-frac 0.05 --seed 1 ";
+  RunResult r = run_tool("train " + common + "--epochs 8 --out " + t.str("run"));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  for (const char* f : {"config.json", "metrics.jsonl", "last.safetensors", "best.safetensors", "test.json"})
+    CHECK_MESSAGE(fs::exists(t.path / "run" / f), f);
+
+  auto metrics = read_jsonl(t.str("run/metrics.jsonl"));
+  REQUIRE(metrics.size() == 8);
+  for (const char* k : {"epoch", "train_loss", "train_iou", "val_loss", "val_iou", "images_per_sec"})
+    CHECK_MESSAGE(metrics[0].find(k) != nullptr, k);
+  const double first_loss = metrics.front().at("train_loss").as_double();
+  const double last_loss = metrics.back().at("train_loss").as_double();
+  CHECK(last_loss < first_loss - 0.1);
+
+  // Trivial predictors on the same validation images: all background scores 0 on every image
+  // with a lesion (all generated images have one); all lesion scores the lesion's area
+  // fraction. A model that learnt nothing but "lesion somewhere" sits at or below the better
+  // of the two; require a margin of 0.1 IoU above it, well beyond the spread of the 19
+  // validation images' mean.
+  auto samples = data::find_pairs(t.str("data"));
+  data::Dataset ds = data::load_dataset(samples, 64);
+  data::Split split = data::split_random(ds.n, 1, 0.2, 0.05);
+  double all_fg = 0;
+  for (int i : split.val) {
+    int64_t pos = 0;
+    for (size_t p = 0; p < ds.mask_bytes(); ++p) pos += ds.mask(i)[p];
+    all_fg += pos == 0 ? 0.0 : double(pos) / double(ds.mask_bytes());
+  }
+  all_fg /= double(split.val.size());
+  double best_val = 0;
+  for (auto& m : metrics) best_val = std::max(best_val, m.at("val_iou").as_double());
+  MESSAGE("best val_iou " << best_val << ", all-lesion predictor " << all_fg << ", first loss "
+          << first_loss << ", last loss " << last_loss);
+  CHECK(best_val > all_fg + 0.1);
+
+  json::Value test = json::parse(read_file(t.str("run/test.json")));
+  CHECK(test.at("n_images").as_int64() == int64_t(split.test.size()));
+  CHECK(test.at("test_iou").as_double() >= 0.0);
+
+  // eval prints one JSON object on stdout; on the validation split it reproduces the best
+  // epoch's val_iou from best.safetensors.
+  RunResult e = run_tool("eval " + t.str("data") + " --weights " + t.str("run/best.safetensors") +
+                         " --split val --val-frac 0.2 --test-frac 0.05 --device cpu 2>/dev/null");
+  INFO(e.output);
+  REQUIRE(e.status == 0);
+  json::Value ev = json::parse(e.output.substr(e.output.find('{')));
+  CHECK(ev.at("iou").as_double() == doctest::Approx(best_val).epsilon(1e-12));
+  CHECK(ev.at("n_images").as_int64() == int64_t(split.val.size()));
+}
+
+TEST_CASE("same seed, same metrics; resume continues exactly") {
+  TempDir t("determinism");
+  REQUIRE(run_tool("synth " + t.str("data") + " --count 24 --seed 5").status == 0);
+  const std::string common = "train " + t.str("data") + " --device cpu --image-size 32 --batch-size 4 "
+                             "--val-frac 0.2 --test-frac 0.1 --seed 2 ";
+  RunResult a = run_tool(common + "--epochs 3 --out " + t.str("a"));
+  RunResult b = run_tool(common + "--epochs 3 --out " + t.str("b"));
+  INFO(a.output);
+  REQUIRE(a.status == 0);
+  REQUIRE(b.status == 0);
+  const std::string ma = metrics_without_timing(t.str("a/metrics.jsonl"));
+  CHECK(ma == metrics_without_timing(t.str("b/metrics.jsonl")));
+  CHECK(read_file(t.str("a/last.safetensors")) == read_file(t.str("b/last.safetensors")));
+
+  // 2 epochs, then --resume to 3: the same metrics and the same final checkpoint.
+  REQUIRE(run_tool(common + "--epochs 2 --out " + t.str("c")).status == 0);
+  RunResult c = run_tool(common + "--epochs 3 --resume --out " + t.str("c"));
+  INFO(c.output);
+  REQUIRE(c.status == 0);
+  CHECK(metrics_without_timing(t.str("c/metrics.jsonl")) == ma);
+  CHECK(read_file(t.str("c/last.safetensors")) == read_file(t.str("a/last.safetensors")));
+}
+
+TEST_CASE("init: the same seed gives the same bytes") {
+  TempDir t("init");
+  REQUIRE(run_tool("init --seed 4 --out " + t.str("a.safetensors")).status == 0);
+  REQUIRE(run_tool("init --seed 4 --out " + t.str("b.safetensors")).status == 0);
+  REQUIRE(run_tool("init --seed 5 --out " + t.str("c.safetensors")).status == 0);
+  CHECK(read_file(t.str("a.safetensors")) == read_file(t.str("b.safetensors")));
+  CHECK(read_file(t.str("a.safetensors")) != read_file(t.str("c.safetensors")));
+}
+
+TEST_CASE("bad input: clear errors naming the file, non-zero exit, nothing half-written") {
+  TempDir t("bad");
+  auto expect_error = [&](const std::string& args, const std::string& must_contain) {
+    RunResult r = run_tool(args);
+    INFO(args << "\n" << r.output);
+    CHECK(r.status != 0);
+    CHECK(r.output.find("error") != std::string::npos);
+    CHECK(r.output.find(must_contain) != std::string::npos);
+  };
+  const std::string train = " --device cpu --image-size 32 --epochs 1 --out " + t.str("run");
+
+  expect_error("train " + t.str("nowhere") + train, t.str("nowhere"));
+  fs::create_directories(t.path / "empty" / "images");
+  fs::create_directories(t.path / "empty" / "masks");
+  expect_error("train " + t.str("empty") + train, "empty");
+
+  REQUIRE(run_tool("synth " + t.str("d") + " --count 4 --width 64 --height 48").status == 0);
+  // An image without a mask.
+  fs::copy_file(t.path / "d" / "images" / "ISIC_0000000.jpg", t.path / "d" / "images" / "ISIC_9999999.jpg");
+  expect_error("train " + t.str("d") + train, "ISIC_9999999");
+  fs::remove(t.path / "d" / "images" / "ISIC_9999999.jpg");
+  // A corrupt image.
+  {
+    std::string bytes = read_file(t.str("d/images/ISIC_0000001.jpg"));
+    write_file_atomic(t.str("d/images/ISIC_0000001.jpg"), bytes.substr(0, 40));
+  }
+  expect_error("train " + t.str("d") + train, "ISIC_0000001.jpg");
+  REQUIRE(run_tool("synth " + t.str("d") + " --count 4 --width 64 --height 48").status == 0);
+  // A mask whose size differs from its image.
+  REQUIRE(run_tool("synth " + t.str("other") + " --count 1 --width 40 --height 40").status == 0);
+  fs::copy_file(t.path / "other" / "masks" / "ISIC_0000000_segmentation.png",
+                t.path / "d" / "masks" / "ISIC_0000002_segmentation.png", fs::copy_options::overwrite_existing);
+  expect_error("train " + t.str("d") + train, "ISIC_0000002_segmentation.png");
+  REQUIRE(run_tool("synth " + t.str("d") + " --count 4 --width 64 --height 48").status == 0);
+  // Too few images for the split.
+  REQUIRE(run_tool("synth " + t.str("two") + " --count 2 --width 64 --height 48").status == 0);
+  expect_error("train " + t.str("two") + train, "too few images");
+  // Options.
+  expect_error("train " + t.str("d") + " --image-size 100 --device cpu", "multiple of 32");
+  expect_error("train " + t.str("d") + " --bogus 1", "--bogus");
+  expect_error("train " + t.str("d") + " --epochs many", "--epochs");
+  expect_error("eval " + t.str("d") + " --weights " + t.str("missing.safetensors"), "missing.safetensors");
+  // None of the failures above left a checkpoint behind.
+  CHECK_FALSE(fs::exists(t.path / "run" / "last.safetensors"));
+  CHECK_FALSE(fs::exists(t.path / "run" / "best.safetensors"));
+}

@@ -1,0 +1,269 @@
+// tests/emu/test_batchnorm.cpp: the BatchNorm kernels (kernels/cuda/batchnorm.cu), plain and
+// fused with ReLU / residual add + ReLU, against kernels/cpu (the fused ones against the
+// composition of the reference ops).
+//
+// Tolerances. The per-channel sums are doubles in both implementations, added in different
+// orders (CPU: 2048-row chunks; CUDA: row blocks and a tree), so mean, invstd, the running
+// statistics, dgamma and dbeta agree to double precision before the one rounding to float:
+// at most 1 float ulp apart (rtol 1e-6). y: the reference forms x*scale + shift with
+// shift = beta - mean*scale, the kernel (x - mean)*scale + beta; each is within a few ulp of
+// the largest intermediate (|x*scale|, |mean*scale| <= ~20 here), so 1e-5 absolute plus 1e-5
+// relative. dx = a*dy + b*(x - mean) + d with float coefficients from the double sums: the
+// same formula, so differences stay at the ulp level of the terms (<= ~10): 1e-5 absolute.
+#include "kernel_test.h"
+#include "kernels/batchnorm.h"
+#include "kernels/elementwise.h"
+
+namespace unetcu::test {
+namespace {
+
+struct BnCase {
+  int n, h, w, c;
+  size_t shift;  // misaligns the activations (scalar path)
+};
+// Smallest valid (2 rows), odd channel counts (scalar path), several row blocks per channel
+// (2046 rows of 16 channels), c > 256 (two channel tiles, the second partial), and the
+// vectorised c % 4 == 0 shapes.
+constexpr BnCase kCases[] = {{1, 1, 2, 3, 0},   {2, 5, 7, 3, 0},   {2, 9, 11, 16, 0},
+                             {2, 33, 31, 16, 0}, {1, 8, 8, 64, 0}, {3, 4, 4, 300, 0},
+                             {2, 16, 16, 20, 0}, {2, 9, 11, 16, 1}};
+
+constexpr float kMomentum = 0.1f, kEps = 1e-5f;
+
+enum class Fusion { none, relu, add_relu };
+std::string fusion_name(Fusion f) {
+  return f == Fusion::none ? "none" : (f == Fusion::relu ? "relu" : "add_relu");
+}
+
+struct BnData {
+  BatchNormShape sh;
+  std::vector<float> x, residual, gamma, beta, running_mean, running_var;
+};
+
+BnData make_data(const BnCase& bc, uint64_t seed) {
+  BnData d;
+  d.sh.rows = int64_t(bc.n) * bc.h * bc.w;
+  d.sh.c = bc.c;
+  const size_t count = size_t(d.sh.rows) * size_t(bc.c);
+  // An offset mean (about 3) makes the shifted-sum variance formula matter.
+  d.x = random_vector<float>(count, seed, 2.0, 4.0);
+  d.residual = random_vector<float>(count, seed + 1, -1.0, 1.0);
+  d.gamma = random_vector<float>(size_t(bc.c), seed + 2, 0.5, 1.5);
+  d.beta = random_vector<float>(size_t(bc.c), seed + 3, -0.5, 0.5);
+  d.running_mean = random_vector<float>(size_t(bc.c), seed + 4, -0.5, 0.5);
+  d.running_var = random_vector<float>(size_t(bc.c), seed + 5, 0.5, 1.5);
+  return d;
+}
+
+// The reference composition for each fusion: bn, then relu or add+relu.
+void reference_train_forward(std::vector<float>& y, std::vector<float>& mean,
+                             std::vector<float>& invstd, std::vector<float>& rm,
+                             std::vector<float>& rv, const BnData& d, Fusion f) {
+  y.assign(d.x.size(), 0.0f);
+  mean.assign(size_t(d.sh.c), 0.0f);
+  invstd.assign(size_t(d.sh.c), 0.0f);
+  rm = d.running_mean;
+  rv = d.running_var;
+  cpu::batchnorm_train_forward(y.data(), mean.data(), invstd.data(), rm.data(), rv.data(),
+                               d.x.data(), d.gamma.data(), d.beta.data(), d.sh, kMomentum, kEps);
+  const int64_t count = int64_t(y.size());
+  if (f == Fusion::relu) cpu::relu_forward(y.data(), y.data(), count);
+  if (f == Fusion::add_relu) cpu::add_relu_forward(y.data(), y.data(), d.residual.data(), count);
+}
+
+TEST_CASE("cuda batchnorm train forward (plain and fused) matches the reference") {
+  for (const BnCase& bc : kCases) {
+    for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
+      CAPTURE(bc.n);
+      CAPTURE(bc.h);
+      CAPTURE(bc.w);
+      CAPTURE(bc.c);
+      CAPTURE(bc.shift);
+      CAPTURE(fusion_name(f));
+      const BnData d = make_data(bc, 100 + uint64_t(bc.c));
+      std::vector<float> y, mean, invstd, rm, rv;
+      reference_train_forward(y, mean, invstd, rm, rv, d, f);
+
+      const Outputs out = run_deterministic([&] {
+        DeviceBuffer<float> dx(d.x, bc.shift), dres(d.residual, bc.shift), dy(d.x.size(), bc.shift);
+        DeviceBuffer<float> dgamma(d.gamma), dbeta(d.beta), drm(d.running_mean), drv(d.running_var);
+        DeviceBuffer<float> dmean(size_t(bc.c)), dinvstd(size_t(bc.c));
+        DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+        dy.poison();
+        dmean.poison();
+        dinvstd.poison();
+        ws.poison();
+        if (f == Fusion::none) {
+          cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
+                                        dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
+                                        ws.get(), nullptr);
+        } else if (f == Fusion::relu) {
+          cuda::batchnorm_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
+                                             drv.get(), dx.get(), dgamma.get(), dbeta.get(), d.sh,
+                                             kMomentum, kEps, ws.get(), nullptr);
+        } else {
+          cuda::batchnorm_add_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
+                                                 drv.get(), dx.get(), dres.get(), dgamma.get(),
+                                                 dbeta.get(), d.sh, kMomentum, kEps, ws.get(),
+                                                 nullptr);
+        }
+        sync_device();
+        Outputs o;
+        o.add("y", dy);
+        o.add("save_mean", dmean);
+        o.add("save_invstd", dinvstd);
+        o.add("running_mean", drm);
+        o.add("running_var", drv);
+        o.add("workspace", ws);  // only its guards matter; its bytes must be deterministic too
+        return o;
+      });
+      check_close(out.get<float>("y"), y, 1e-5, 1e-5, "y");
+      check_close(out.get<float>("save_mean"), mean, 1e-7, 1e-6, "save_mean");
+      check_close(out.get<float>("save_invstd"), invstd, 0.0, 1e-6, "save_invstd");
+      check_close(out.get<float>("running_mean"), rm, 1e-7, 1e-6, "running_mean");
+      check_close(out.get<float>("running_var"), rv, 0.0, 1e-6, "running_var");
+    }
+  }
+}
+
+TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference") {
+  for (const BnCase& bc : kCases) {
+    for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
+      CAPTURE(bc.n);
+      CAPTURE(bc.h);
+      CAPTURE(bc.w);
+      CAPTURE(bc.c);
+      CAPTURE(bc.shift);
+      CAPTURE(fusion_name(f));
+      const BnData d = make_data(bc, 200 + uint64_t(bc.c));
+      std::vector<float> y(d.x.size());
+      cpu::batchnorm_eval_forward(y.data(), d.x.data(), d.gamma.data(), d.beta.data(),
+                                  d.running_mean.data(), d.running_var.data(), d.sh, kEps);
+      if (f == Fusion::relu) cpu::relu_forward(y.data(), y.data(), int64_t(y.size()));
+      if (f == Fusion::add_relu)
+        cpu::add_relu_forward(y.data(), y.data(), d.residual.data(), int64_t(y.size()));
+
+      const Outputs out = run_deterministic([&] {
+        DeviceBuffer<float> dx(d.x, bc.shift), dres(d.residual, bc.shift), dy(d.x.size(), bc.shift);
+        DeviceBuffer<float> dgamma(d.gamma), dbeta(d.beta), drm(d.running_mean), drv(d.running_var);
+        dy.poison();
+        if (f == Fusion::none) {
+          cuda::batchnorm_eval_forward(dy.get(), dx.get(), dgamma.get(), dbeta.get(), drm.get(),
+                                       drv.get(), d.sh, kEps, nullptr);
+        } else if (f == Fusion::relu) {
+          cuda::batchnorm_relu_eval_forward(dy.get(), dx.get(), dgamma.get(), dbeta.get(),
+                                            drm.get(), drv.get(), d.sh, kEps, nullptr);
+        } else {
+          cuda::batchnorm_add_relu_eval_forward(dy.get(), dx.get(), dres.get(), dgamma.get(),
+                                                dbeta.get(), drm.get(), drv.get(), d.sh, kEps,
+                                                nullptr);
+        }
+        sync_device();
+        Outputs o;
+        o.add("y", dy);
+        o.add("running_mean", drm);  // eval must leave the statistics alone
+        o.add("running_var", drv);
+        return o;
+      });
+      check_close(out.get<float>("y"), y, 1e-5, 1e-5, "y");
+      check_same_bits(out.get<float>("running_mean"), d.running_mean, "running_mean untouched");
+      check_same_bits(out.get<float>("running_var"), d.running_var, "running_var untouched");
+    }
+  }
+}
+
+TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in all grad modes") {
+  for (const BnCase& bc : kCases) {
+    for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
+      for (GradMode dx_mode : kGradModes) {
+        // The parameter and residual modes cycle with the dx mode's opposite, so every mode of
+        // every output is covered without a full product.
+        const GradMode other = dx_mode == GradMode::overwrite ? GradMode::accumulate
+                                                              : GradMode::overwrite;
+        const GradMode param_mode = other, res_mode = other;
+        CAPTURE(bc.n);
+        CAPTURE(bc.h);
+        CAPTURE(bc.w);
+        CAPTURE(bc.c);
+        CAPTURE(bc.shift);
+        CAPTURE(fusion_name(f));
+        CAPTURE(mode_name(dx_mode));
+        const BnData d = make_data(bc, 300 + uint64_t(bc.c));
+        // Forward reference: the saved statistics and the (fused) output whose mask backward uses.
+        std::vector<float> y, mean, invstd, rm, rv;
+        reference_train_forward(y, mean, invstd, rm, rv, d, f);
+        const size_t count = d.x.size();
+        const auto dy = random_vector<float>(count, 301);
+        const auto dx0 = random_vector<float>(count, 302);
+        const auto dres0 = random_vector<float>(count, 303);
+        const auto dgamma0 = random_vector<float>(size_t(bc.c), 304);
+        const auto dbeta0 = random_vector<float>(size_t(bc.c), 305);
+
+        // Reference composition: mask dy by the relu output, then the plain backward; with the
+        // residual fused, the masked gradient also flows into dresidual.
+        std::vector<float> g = dy;
+        if (f != Fusion::none) cpu::relu_backward(g.data(), dy.data(), y.data(), int64_t(count),
+                                                  GradMode::overwrite);
+        std::vector<float> want_dx = dx0, want_dgamma = dgamma0, want_dbeta = dbeta0;
+        std::vector<float> want_dres = dres0;
+        cpu::batchnorm_backward(want_dx.data(), want_dgamma.data(), want_dbeta.data(), g.data(),
+                                d.x.data(), d.gamma.data(), mean.data(), invstd.data(), d.sh,
+                                dx_mode, param_mode);
+        if (f == Fusion::add_relu) {
+          for (size_t i = 0; i < count; ++i)
+            want_dres[i] = res_mode == GradMode::accumulate ? dres0[i] + g[i] : g[i];
+        }
+
+        const Outputs out = run_deterministic([&] {
+          DeviceBuffer<float> ddy(dy, bc.shift), dyv(y, bc.shift), dx(d.x, bc.shift);
+          DeviceBuffer<float> ddx(dx0, bc.shift), ddres(dres0, bc.shift);
+          DeviceBuffer<float> dgamma(d.gamma), dmean(mean), dinvstd(invstd);
+          DeviceBuffer<float> ddgamma(dgamma0), ddbeta(dbeta0);
+          DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+          ws.poison();
+          if (dx_mode == GradMode::overwrite) ddx.poison();
+          if (param_mode == GradMode::overwrite) {
+            ddgamma.poison();
+            ddbeta.poison();
+          }
+          if (res_mode == GradMode::overwrite) ddres.poison();
+          if (f == Fusion::none) {
+            cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(), dx.get(),
+                                     dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
+                                     param_mode, ws.get(), nullptr);
+          } else if (f == Fusion::relu) {
+            cuda::batchnorm_relu_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(),
+                                          dyv.get(), dx.get(), dgamma.get(), dmean.get(),
+                                          dinvstd.get(), d.sh, dx_mode, param_mode, ws.get(),
+                                          nullptr);
+          } else {
+            cuda::batchnorm_add_relu_backward(ddx.get(), ddres.get(), ddgamma.get(), ddbeta.get(),
+                                              ddy.get(), dyv.get(), dx.get(), dgamma.get(),
+                                              dmean.get(), dinvstd.get(), d.sh, dx_mode, res_mode,
+                                              param_mode, ws.get(), nullptr);
+          }
+          sync_device();
+          Outputs o;
+          o.add("dx", ddx);
+          o.add("dgamma", ddgamma);
+          o.add("dbeta", ddbeta);
+          o.add("dresidual", ddres);
+          return o;
+        });
+        check_close(out.get<float>("dx"), want_dx, 1e-5, 1e-5, "dx");
+        check_close(out.get<float>("dgamma"), want_dgamma, 1e-6, 1e-6, "dgamma");
+        check_close(out.get<float>("dbeta"), want_dbeta, 1e-6, 1e-6, "dbeta");
+        if (f == Fusion::add_relu) {
+          check_same_bits(out.get<float>("dresidual"), want_dres, "dresidual");
+        } else {
+          // Not written without the residual fusion: the poison (or the initial values) stays.
+          const auto dres = out.get<float>("dresidual");
+          if (res_mode == GradMode::accumulate) check_same_bits(dres, dres0, "dresidual untouched");
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace unetcu::test

@@ -1,0 +1,289 @@
+// tests/simt/simt_test_kernels.cu: small CUDA kernels that exercise the SIMT emulator: barriers,
+// warp shuffles and votes, atomics, dynamic shared memory, and deliberately faulty kernels.
+// Plain CUDA: it builds with nvcc as well as for the emulator.
+#include "tests/simt/simt_test_kernels.h"
+
+#include "kernels/cuda/launch.h"
+
+namespace simt_test {
+namespace {
+
+constexpr unsigned kFull = 0xffffffffu;
+
+__global__ void block_sum_tree_kernel(float* out, const float* in, int n) {
+  __shared__ float partial[1024];
+  const int t = threadIdx.x;
+  const int i = blockIdx.x * blockDim.x + t;
+  partial[t] = i < n ? in[i] : 0.0f;
+  __syncthreads();
+  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+    if (t < stride) partial[t] += partial[t + stride];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = partial[0];
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(kFull, v, offset);
+  return v;
+}
+
+__global__ void block_sum_shuffle_kernel(float* out, const float* in, int n) {
+  __shared__ float warp_partial[32];
+  const int t = threadIdx.x;
+  const int i = blockIdx.x * blockDim.x + t;
+  float v = warp_sum(i < n ? in[i] : 0.0f);
+  if (t % 32 == 0) warp_partial[t / 32] = v;
+  __syncthreads();
+  if (t < 32) {
+    v = t < static_cast<int>(blockDim.x / 32) ? warp_partial[t] : 0.0f;
+    v = warp_sum(v);
+    if (t == 0) out[blockIdx.x] = v;
+  }
+}
+
+__global__ void shuffles_kernel(int* out, const int* src, int delta, int lane_mask, int width) {
+  const int lane = threadIdx.x;
+  const int v = 100 + lane;
+  out[0 * 32 + lane] = __shfl_sync(kFull, v, src[lane], width);
+  out[1 * 32 + lane] = __shfl_up_sync(kFull, v, delta, width);
+  out[2 * 32 + lane] = __shfl_down_sync(kFull, v, delta, width);
+  out[3 * 32 + lane] = __shfl_xor_sync(kFull, v, lane_mask, width);
+}
+
+__global__ void votes_kernel(unsigned* out, const int* pred) {
+  const int t = threadIdx.x;
+  const int p = pred[t];
+  out[3 * t] = __ballot_sync(kFull, p);
+  out[3 * t + 1] = __any_sync(kFull, p);
+  out[3 * t + 2] = __all_sync(kFull, p);
+}
+
+__global__ void warp_reductions_kernel(int* out, const int* values) {
+  const int t = threadIdx.x;
+  const int v = values[t];
+  const unsigned live = __activemask();
+  out[4 * t] = __reduce_add_sync(live, v);
+  out[4 * t + 1] = __reduce_min_sync(live, v);
+  out[4 * t + 2] = __reduce_max_sync(live, v);
+  __syncwarp(live);
+  out[4 * t + 3] = static_cast<int>(live);
+}
+
+__global__ void barrier_votes_kernel(int* counts, const int* pred) {
+  const int t = threadIdx.x;
+  const int count = __syncthreads_count(pred[t]);
+  const int all = __syncthreads_and(pred[t]);
+  const int any = __syncthreads_or(pred[t]);
+  if (t == 0) {
+    counts[0] = count;
+    counts[1] = all;
+    counts[2] = any;
+  }
+}
+
+__device__ void cas_add(unsigned long long* target, unsigned long long amount) {
+  unsigned long long seen = *target;
+  for (;;) {
+    const unsigned long long old = atomicCAS(target, seen, seen + amount);
+    if (old == seen) return;
+    seen = old;
+  }
+}
+
+__global__ void atomics_kernel(float* fsum, int* isum, int* imax, unsigned long long* casum) {
+  const int tid = blockIdx.x * blockDim.x + threadIdx.x;
+  atomicAdd(fsum, 1.0f);
+  atomicAdd(isum, 1);
+  atomicMax(imax, tid + 1);
+  cas_add(casum, 2);
+}
+
+__global__ void reverse_blocks_kernel(float* out, const float* in, int n) {
+  UNETCU_DYNAMIC_SHARED(float, tile);
+  const int t = threadIdx.x;
+  const int base = blockIdx.x * blockDim.x;
+  if (base + t < n) tile[t] = in[base + t];
+  __syncthreads();
+  const int from = blockDim.x - 1 - t;
+  if (base + t < n && base + from < n) out[base + t] = tile[from];
+}
+
+__global__ void read_dynamic_shared_kernel(unsigned* out) {
+  UNETCU_DYNAMIC_SHARED(unsigned, words);
+  out[threadIdx.x] = words[threadIdx.x];
+}
+
+__global__ void use_dynamic_shared_kernel() {
+  UNETCU_DYNAMIC_SHARED(unsigned char, bytes);
+  if (threadIdx.x == 0) bytes[0] = 1;
+}
+
+__global__ void missing_barrier_kernel(float* out) {
+  UNETCU_DYNAMIC_SHARED(float, tile);
+  const int t = threadIdx.x;
+  tile[t] = static_cast<float>(t);
+  out[t] = tile[(t + 1) % blockDim.x];  // a race: no __syncthreads between write and read
+}
+
+__global__ void index_3d_kernel(int* out) {
+  const int block = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  const int thread = (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
+  const int per_block = blockDim.x * blockDim.y * blockDim.z;
+  out[block * per_block + thread] = block * per_block + thread;
+}
+
+__global__ void axpy_kernel(float* y, const float* x, float a, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = a * x[i] + y[i];
+}
+
+__global__ void deadlock_kernel() {
+  // Lane 0 shuffles with lane 1, but lane 1 waits at the block barrier, which lane 0 never reaches.
+  if (threadIdx.x == 0) {
+    (void)__shfl_sync(0x3u, 1, 1);
+  } else {
+    __syncthreads();
+  }
+}
+
+__global__ void early_exit_kernel() {
+  if (threadIdx.x == 5) return;
+  __syncthreads();
+}
+
+__global__ void divergent_barrier_kernel() {
+  if (threadIdx.x < 16) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+}
+
+__global__ void out_of_bounds_kernel(float* data, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i <= n) data[i] = 1.0f;  // the bug: <= instead of <
+}
+
+__global__ void shuffle_outside_own_mask_kernel() {
+  const unsigned mask = threadIdx.x == 5 ? 0x3u : kFull;
+  (void)__shfl_sync(mask, 1, 0);
+}
+
+__global__ void poisoned_shuffle_kernel(float* out) {
+  const int lane = threadIdx.x;
+  if (lane < 16) out[lane] = __shfl_sync(0x0000ffffu, static_cast<float>(lane), lane + 16);
+}
+
+__global__ void empty_kernel() {}
+
+__global__ void touch_kernel(int* out) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i] = i;
+}
+
+__global__ void touch_with_barriers_kernel(int* out, int barriers) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  for (int b = 0; b < barriers; ++b) __syncthreads();
+  out[i] = i;
+}
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+void block_sum_tree(float* out, const float* in, int n, int block, cudaStream_t stream) {
+  UNETCU_LAUNCH(block_sum_tree_kernel, ceil_div(n, block), block, 0, stream)(out, in, n);
+}
+
+void block_sum_shuffle(float* out, const float* in, int n, int block, cudaStream_t stream) {
+  UNETCU_LAUNCH(block_sum_shuffle_kernel, ceil_div(n, block), block, 0, stream)(out, in, n);
+}
+
+void shuffles(int* out, const int* src, int delta, int lane_mask, int width,
+              cudaStream_t stream) {
+  UNETCU_LAUNCH(shuffles_kernel, 1, 32, 0, stream)(out, src, delta, lane_mask, width);
+}
+
+void votes(unsigned* out, const int* pred, int threads, cudaStream_t stream) {
+  UNETCU_LAUNCH(votes_kernel, 1, threads, 0, stream)(out, pred);
+}
+
+void warp_reductions(int* out, const int* values, int threads, cudaStream_t stream) {
+  UNETCU_LAUNCH(warp_reductions_kernel, 1, threads, 0, stream)(out, values);
+}
+
+void barrier_votes(int* counts, const int* pred, int threads, cudaStream_t stream) {
+  UNETCU_LAUNCH(barrier_votes_kernel, 1, threads, 0, stream)(counts, pred);
+}
+
+void atomics(float* fsum, int* isum, int* imax, unsigned long long* casum, int blocks,
+             cudaStream_t stream) {
+  UNETCU_LAUNCH(atomics_kernel, blocks, 256, 0, stream)(fsum, isum, imax, casum);
+}
+
+void reverse_blocks(float* out, const float* in, int n, int block, cudaStream_t stream) {
+  UNETCU_LAUNCH(reverse_blocks_kernel, ceil_div(n, block), block, block * sizeof(float),
+                stream)(out, in, n);
+}
+
+void read_dynamic_shared(unsigned* out, int words, cudaStream_t stream) {
+  UNETCU_LAUNCH(read_dynamic_shared_kernel, 1, words, words * sizeof(unsigned), stream)(out);
+}
+
+void use_dynamic_shared(size_t smem_bytes, cudaStream_t stream) {
+  UNETCU_LAUNCH(use_dynamic_shared_kernel, 1, 32, smem_bytes, stream)();
+}
+
+void allow_dynamic_shared(int bytes) {
+  UNETCU_CUDA_CHECK(cudaFuncSetAttribute(use_dynamic_shared_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+}
+
+void missing_barrier(float* out, int block, cudaStream_t stream) {
+  UNETCU_LAUNCH(missing_barrier_kernel, 1, block, block * sizeof(float), stream)(out);
+}
+
+void index_3d(int* out, dim3 grid, dim3 block, cudaStream_t stream) {
+  UNETCU_LAUNCH(index_3d_kernel, grid, block, 0, stream)(out);
+}
+
+void axpy(float* y, const float* x, float a, int n, cudaStream_t stream) {
+  UNETCU_LAUNCH(axpy_kernel, ceil_div(n, 128), 128, 0, stream)(y, x, a, n);
+}
+
+void deadlock(cudaStream_t stream) { UNETCU_LAUNCH(deadlock_kernel, 1, 64, 0, stream)(); }
+
+void early_exit_before_barrier(cudaStream_t stream) {
+  UNETCU_LAUNCH(early_exit_kernel, 1, 64, 0, stream)();
+}
+
+void divergent_barrier(cudaStream_t stream) {
+  UNETCU_LAUNCH(divergent_barrier_kernel, 1, 64, 0, stream)();
+}
+
+void out_of_bounds_write(float* data, int n, cudaStream_t stream) {
+  UNETCU_LAUNCH(out_of_bounds_kernel, ceil_div(n + 1, 64), 64, 0, stream)(data, n);
+}
+
+void shuffle_outside_own_mask(cudaStream_t stream) {
+  UNETCU_LAUNCH(shuffle_outside_own_mask_kernel, 1, 32, 0, stream)();
+}
+
+void poisoned_shuffle(float* out, cudaStream_t stream) {
+  UNETCU_LAUNCH(poisoned_shuffle_kernel, 1, 32, 0, stream)(out);
+}
+
+void launch_config(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream) {
+  UNETCU_LAUNCH(empty_kernel, grid, block, smem_bytes, stream)();
+}
+
+void touch(int* out, int blocks, int threads, cudaStream_t stream) {
+  UNETCU_LAUNCH(touch_kernel, blocks, threads, 0, stream)(out);
+}
+
+void touch_with_barriers(int* out, int blocks, int threads, int barriers, cudaStream_t stream) {
+  UNETCU_LAUNCH(touch_with_barriers_kernel, blocks, threads, 0, stream)(out, barriers);
+}
+
+}  // namespace simt_test

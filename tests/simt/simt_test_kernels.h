@@ -1,0 +1,78 @@
+// tests/simt/simt_test_kernels.h: host entry points of the kernels that exercise the SIMT
+// emulator (simt_test_kernels.cu). Pointers are device memory; each function launches on
+// `stream` through UNETCU_LAUNCH, so a bad configuration throws unetcu::CudaError.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace simt_test {
+
+// out[b] = sum of in[b*block .. b*block+block) by a shared-memory tree (block: a power of two
+// <= 1024), grid = ceil(n / block). Elements past n count as 0.
+void block_sum_tree(float* out, const float* in, int n, int block, cudaStream_t stream);
+// The same sums with warp shuffles (__shfl_down_sync) and one shared array of warp partials.
+void block_sum_shuffle(float* out, const float* in, int n, int block, cudaStream_t stream);
+
+// One warp of 32 lanes; lane i contributes value[i] = 100 + i. For every lane:
+//   out[0*32+i] = __shfl_sync(full, v, src[i], width)
+//   out[1*32+i] = __shfl_up_sync(full, v, delta, width)
+//   out[2*32+i] = __shfl_down_sync(full, v, delta, width)
+//   out[3*32+i] = __shfl_xor_sync(full, v, lane_mask, width)
+void shuffles(int* out, const int* src, int delta, int lane_mask, int width, cudaStream_t stream);
+
+// `threads` threads (one or more warps); predicate for thread t = pred[t]. Per thread:
+// out[3*t] = __ballot_sync(full, p), out[3*t+1] = __any_sync, out[3*t+2] = __all_sync.
+void votes(unsigned* out, const int* pred, int threads, cudaStream_t stream);
+
+// `threads` threads; per thread t (values[t] signed): out[4*t] = __reduce_add_sync,
+// out[4*t+1] = __reduce_min_sync, out[4*t+2] = __reduce_max_sync over its warp's live lanes, and
+// out[4*t+3] = __activemask() after a __syncwarp.
+void warp_reductions(int* out, const int* values, int threads, cudaStream_t stream);
+
+// counts[0] = __syncthreads_count(pred), counts[1] = __syncthreads_and, counts[2] = _or, for
+// one block of `threads` threads with predicate pred[t].
+void barrier_votes(int* counts, const int* pred, int threads, cudaStream_t stream);
+
+// `blocks` x 256 threads: *fsum += 1.0f, *isum += 1, *imax = max(tid+1), and a CAS-loop add of 2
+// into *casum, by every thread.
+void atomics(float* fsum, int* isum, int* imax, unsigned long long* casum, int blocks,
+             cudaStream_t stream);
+
+// Reverses each block's slice of `in` (block threads) through dynamic shared memory.
+void reverse_blocks(float* out, const float* in, int n, int block, cudaStream_t stream);
+// out[t] = the dynamic shared word at t as the block starts (0xFFFFFFFF when poisoned).
+void read_dynamic_shared(unsigned* out, int words, cudaStream_t stream);
+// A kernel with `smem_bytes` of dynamic shared memory; nothing else.
+void use_dynamic_shared(size_t smem_bytes, cudaStream_t stream);
+// Sets the kernel attribute that allows `bytes` of dynamic shared memory for use_dynamic_shared.
+void allow_dynamic_shared(int bytes);
+
+// A racy kernel: thread t writes tile[t] then reads tile[t+1] without a barrier.
+void missing_barrier(float* out, int block, cudaStream_t stream);
+
+// out[t] = linear id recomputed from threadIdx/blockIdx of a 3-D launch (grid x block).
+void index_3d(int* out, dim3 grid, dim3 block, cudaStream_t stream);
+
+// y[i] = a * x[i] + y[i] for n elements (the kernel captured into a graph in the tests).
+void axpy(float* y, const float* x, float a, int n, cudaStream_t stream);
+
+// Faulty kernels, each aborting the process with a report; run them in a child process.
+void deadlock(cudaStream_t stream);               // a warp shuffle against a __syncthreads
+void early_exit_before_barrier(cudaStream_t stream);
+void divergent_barrier(cudaStream_t stream);
+void out_of_bounds_write(float* data, int n, cudaStream_t stream);  // writes data[n]
+void shuffle_outside_own_mask(cudaStream_t stream);  // lane 5 passes a mask without lane 5
+
+// One warp: lanes 0..15 shuffle with mask 0x0000ffff from lane+16, which is not in the mask;
+// out[lane] receives the (poisoned) value for lanes < 16.
+void poisoned_shuffle(float* out, cudaStream_t stream);
+
+// Launches with an arbitrary configuration (for the launch checks).
+void launch_config(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream);
+
+// One launch of blocks x threads doing nothing but writing out[i] = i; the speed baseline.
+void touch(int* out, int blocks, int threads, cudaStream_t stream);
+// The same launch with `barriers` __syncthreads per thread.
+void touch_with_barriers(int* out, int blocks, int threads, int barriers, cudaStream_t stream);
+
+}  // namespace simt_test

@@ -1,0 +1,445 @@
+// tests/simt/test_simt_kernels.cpp: the SIMT emulator running real kernels: barriers, warp
+// shuffles and votes, atomics, dynamic shared memory, schedules, workers, and the reports for
+// faulty kernels (deadlock, early exit, divergent barrier, poisoned shuffle, launch checks).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+#include "kernels/simt/control.h"
+#include "tests/simt/simt_test_kernels.h"
+#include "tests/simt/simt_test_util.h"
+
+using simt_test::DeviceArray;
+using unetcu::simt::Schedule;
+
+namespace {
+
+std::vector<float> random_floats(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<double> block_sums(const std::vector<float>& in, int block) {
+  std::vector<double> sums((in.size() + block - 1) / block, 0.0);
+  for (size_t i = 0; i < in.size(); ++i) sums[i / block] += in[i];
+  return sums;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+uint32_t bits_of(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, sizeof(b));
+  return b;
+}
+
+// Workers and schedule go back to their defaults after each test that changes them.
+struct RestoreSettings {
+  ~RestoreSettings() {
+    unetcu::simt::set_workers(1);
+    unetcu::simt::set_schedule(Schedule::forward);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("simt: shared-memory tree reduction, both schedules bit-identical") {
+  const int n = 10000, block = 256;
+  const std::vector<float> in = random_floats(n, 1);
+  DeviceArray<float> d_in(in);
+  DeviceArray<float> d_out((n + block - 1) / block);
+  bool identical = false;
+  const std::vector<float> out = simt_test::run_both_schedules(
+      d_out, [&] { simt_test::block_sum_tree(d_out.get(), d_in.get(), n, block, nullptr); },
+      &identical);
+  CHECK(identical);
+  const std::vector<double> expected = block_sums(in, block);
+  for (size_t b = 0; b < expected.size(); ++b) {
+    CHECK(out[b] == doctest::Approx(expected[b]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("simt: warp-shuffle reduction matches the tree, both schedules bit-identical") {
+  const int n = 5000;
+  const std::vector<float> in = random_floats(n, 2);
+  DeviceArray<float> d_in(in);
+  for (int block : {32, 96, 256, 1024}) {
+    CAPTURE(block);
+    DeviceArray<float> d_out((n + block - 1) / block);
+    bool identical = false;
+    const std::vector<float> out = simt_test::run_both_schedules(
+        d_out, [&] { simt_test::block_sum_shuffle(d_out.get(), d_in.get(), n, block, nullptr); },
+        &identical);
+    CHECK(identical);
+    const std::vector<double> expected = block_sums(in, block);
+    for (size_t b = 0; b < expected.size(); ++b) {
+      CHECK(out[b] == doctest::Approx(expected[b]).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("simt: shuffles follow the CUDA rules for every width") {
+  // The documented semantics, written independently of the emulator's PTX formulation.
+  std::vector<int> src(32);
+  for (int lane = 0; lane < 32; ++lane) src[lane] = (lane * 7 + 3) % 40;  // some beyond 31
+  DeviceArray<int> d_src(src);
+  DeviceArray<int> d_out(4 * 32);
+  for (int width : {32, 16, 8, 4, 2, 1}) {
+    for (int delta : {1, 3, 8}) {
+      for (int lane_mask : {1, 5, 16}) {
+        CAPTURE(width);
+        CAPTURE(delta);
+        CAPTURE(lane_mask);
+        unetcu::simt::reset_counters();
+        simt_test::shuffles(d_out.get(), d_src.get(), delta, lane_mask, width, nullptr);
+        const std::vector<int> out = d_out.read();
+        for (int lane = 0; lane < 32; ++lane) {
+          CAPTURE(lane);
+          const int segment = lane / width * width, in_segment = lane % width;
+          CHECK(out[lane] == 100 + segment + src[lane] % width);
+          CHECK(out[32 + lane] == 100 + (in_segment >= delta ? lane - delta : lane));
+          CHECK(out[64 + lane] == 100 + (in_segment + delta < width ? lane + delta : lane));
+          const int partner = lane ^ lane_mask;
+          CHECK(out[96 + lane] == 100 + (partner < segment + width ? partner : lane));
+        }
+        CHECK(unetcu::simt::counters().poisoned_reads == 0);
+        CHECK(unetcu::simt::counters().warp_collectives == 4);
+      }
+    }
+  }
+}
+
+TEST_CASE("simt: ballot, any and all per warp") {
+  const int threads = 64;
+  std::vector<int> pred(threads, 7);                                  // warp 0: all true
+  for (int t = 32; t < threads; ++t) pred[t] = (t % 3 == 0) ? 1 : 0;  // warp 1: mixed
+  DeviceArray<int> d_pred(pred);
+  DeviceArray<unsigned> d_out(3 * threads);
+  bool identical = false;
+  const std::vector<unsigned> out = simt_test::run_both_schedules(
+      d_out, [&] { simt_test::votes(d_out.get(), d_pred.get(), threads, nullptr); }, &identical);
+  CHECK(identical);
+  unsigned ballot1 = 0;
+  for (int lane = 0; lane < 32; ++lane) ballot1 |= (pred[32 + lane] != 0 ? 1u : 0u) << lane;
+  for (int t = 0; t < threads; ++t) {
+    CAPTURE(t);
+    if (t < 32) {
+      CHECK(out[3 * t] == 0xffffffffu);
+      CHECK(out[3 * t + 1] == 1);
+      CHECK(out[3 * t + 2] == 1);
+    } else {
+      CHECK(out[3 * t] == ballot1);
+      CHECK(out[3 * t + 1] == 1);
+      CHECK(out[3 * t + 2] == 0);
+    }
+  }
+}
+
+TEST_CASE("simt: warp reductions, __activemask and __syncwarp with a partial last warp") {
+  const int threads = 40;  // warp 1 has 8 live lanes
+  std::vector<int> values(threads);
+  for (int t = 0; t < threads; ++t) values[t] = (t * 37) % 23 - 11;
+  DeviceArray<int> d_values(values);
+  DeviceArray<int> d_out(4 * threads);
+  bool identical = false;
+  const std::vector<int> out = simt_test::run_both_schedules(
+      d_out, [&] { simt_test::warp_reductions(d_out.get(), d_values.get(), threads, nullptr); },
+      &identical);
+  CHECK(identical);
+  for (int t = 0; t < threads; ++t) {
+    CAPTURE(t);
+    const int first = t / 32 * 32, last = std::min(first + 32, threads);
+    int sum = 0, lo = values[first], hi = values[first];
+    for (int u = first; u < last; ++u) {
+      sum += values[u];
+      lo = std::min(lo, values[u]);
+      hi = std::max(hi, values[u]);
+    }
+    CHECK(out[4 * t] == sum);
+    CHECK(out[4 * t + 1] == lo);
+    CHECK(out[4 * t + 2] == hi);
+    CHECK(static_cast<unsigned>(out[4 * t + 3]) == (t < 32 ? 0xffffffffu : 0xffu));
+  }
+}
+
+TEST_CASE("simt: __syncthreads_count/and/or with a partial last warp") {
+  const int threads = 100;
+  std::vector<int> pred(threads);
+  for (int t = 0; t < threads; ++t) pred[t] = t % 4 == 0;
+  DeviceArray<int> d_pred(pred);
+  DeviceArray<int> d_counts(3);
+  simt_test::barrier_votes(d_counts.get(), d_pred.get(), threads, nullptr);
+  std::vector<int> counts = d_counts.read();
+  CHECK(counts[0] == 25);
+  CHECK(counts[1] == 0);
+  CHECK(counts[2] == 1);
+  DeviceArray<int> all_true(std::vector<int>(threads, 1));
+  simt_test::barrier_votes(d_counts.get(), all_true.get(), threads, nullptr);
+  counts = d_counts.read();
+  CHECK(counts[0] == threads);
+  CHECK(counts[1] == 1);
+  CHECK(counts[2] == 1);
+}
+
+TEST_CASE("simt: atomics across many blocks and several workers") {
+  RestoreSettings restore;
+  const int blocks = 50, total = blocks * 256;
+  for (int workers : {1, 2, 4}) {
+    CAPTURE(workers);
+    unetcu::simt::set_workers(workers);
+    DeviceArray<float> fsum(std::vector<float>{0.0f});
+    DeviceArray<int> isum(std::vector<int>{0});
+    DeviceArray<int> imax(std::vector<int>{0});
+    DeviceArray<unsigned long long> casum(std::vector<unsigned long long>{0});
+    simt_test::atomics(fsum.get(), isum.get(), imax.get(), casum.get(), blocks, nullptr);
+    CHECK(fsum.read()[0] == static_cast<float>(total));  // integers: exact in any order
+    CHECK(isum.read()[0] == total);
+    CHECK(imax.read()[0] == total);
+    CHECK(casum.read()[0] == 2ull * total);
+  }
+}
+
+TEST_CASE("simt: several workers give the bits of one") {
+  RestoreSettings restore;
+  const int n = 100000, block = 128;
+  const std::vector<float> in = random_floats(n, 3);
+  DeviceArray<float> d_in(in);
+  DeviceArray<float> d_out((n + block - 1) / block);
+  simt_test::block_sum_shuffle(d_out.get(), d_in.get(), n, block, nullptr);
+  const std::vector<float> one = d_out.read();
+  for (int workers : {2, 3}) {
+    unetcu::simt::set_workers(workers);
+    unetcu::simt::reset_counters();
+    simt_test::block_sum_shuffle(d_out.get(), d_in.get(), n, block, nullptr);
+    CHECK(same_bits(d_out.read(), one));
+    const unetcu::simt::Counters c = unetcu::simt::counters();
+    CHECK(c.blocks == (n + block - 1) / block);
+    CHECK(c.threads == uint64_t((n + block - 1) / block) * block);
+    CHECK(c.barriers == c.blocks);
+  }
+}
+
+TEST_CASE("simt: dynamic shared memory is per block and starts poisoned") {
+  const int n = 1000, block = 128;
+  std::vector<float> in(n);
+  for (int i = 0; i < n; ++i) in[i] = static_cast<float>(i);
+  DeviceArray<float> d_in(in);
+  DeviceArray<float> d_out(std::vector<float>(n, -1.0f));
+  simt_test::reverse_blocks(d_out.get(), d_in.get(), n, block, nullptr);
+  const std::vector<float> out = d_out.read();
+  for (int i = 0; i < (n / block) * block; ++i) {
+    const int base = i / block * block;
+    CHECK(out[i] == in[base + block - 1 - (i - base)]);
+  }
+
+  DeviceArray<unsigned> words(256);
+  simt_test::read_dynamic_shared(words.get(), 256, nullptr);
+  for (unsigned w : words.read()) CHECK(w == 0xffffffffu);
+}
+
+TEST_CASE("simt: a missing __syncthreads shows as a schedule difference") {
+  const int block = 64;
+  DeviceArray<float> out(block);
+  bool identical = true;
+  simt_test::run_both_schedules(out, [&] { simt_test::missing_barrier(out.get(), block, nullptr); },
+                                &identical);
+  CHECK_FALSE(identical);
+}
+
+TEST_CASE("simt: 3-D grids and blocks map threadIdx/blockIdx like CUDA") {
+  const dim3 grid(3, 2, 2), block(4, 3, 2);
+  const int total = 3 * 2 * 2 * 4 * 3 * 2;
+  DeviceArray<int> out(total);
+  simt_test::index_3d(out.get(), grid, block, nullptr);
+  const std::vector<int> got = out.read();
+  for (int i = 0; i < total; ++i) CHECK(got[i] == i);
+}
+
+TEST_CASE("simt: a shuffle from a lane outside the mask reads poison and is counted") {
+  DeviceArray<float> out(32);
+  unetcu::simt::reset_counters();
+  simt_test::poisoned_shuffle(out.get(), nullptr);
+  const std::vector<float> got = out.read();
+  for (int lane = 0; lane < 16; ++lane) {
+    CHECK(std::isnan(got[lane]));
+    CHECK(bits_of(got[lane]) == 0xffffffffu);
+  }
+  CHECK(unetcu::simt::counters().poisoned_reads == 16);
+}
+
+TEST_CASE("simt: a deadlock aborts naming where each thread waits") {
+  for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
+    bool aborted = false;
+    const std::string report = simt_test::run_in_child(
+        [&] {
+          unetcu::simt::set_schedule(schedule);
+          simt_test::deadlock(nullptr);
+        },
+        &aborted);
+    CAPTURE(report);
+    CHECK(aborted);
+    CHECK(report.find("deadlock") != std::string::npos);
+    CHECK(report.find("63 thread(s) wait at __syncthreads at tests/simt/simt_test_kernels.cu:") !=
+          std::string::npos);
+    CHECK(report.find("1 thread(s) wait at __shfl_sync (mask 0x3)") != std::string::npos);
+    CHECK(report.find("deadlock_kernel") != std::string::npos);
+  }
+}
+
+TEST_CASE("simt: a thread exiting before a __syncthreads aborts") {
+  for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
+    bool aborted = false;
+    const std::string report = simt_test::run_in_child(
+        [&] {
+          unetcu::simt::set_schedule(schedule);
+          simt_test::early_exit_before_barrier(nullptr);
+        },
+        &aborted);
+    CAPTURE(report);
+    CHECK(aborted);
+    CHECK(report.find("thread (5,0,0) exited while") != std::string::npos);
+    CHECK(report.find("early return before a barrier") != std::string::npos);
+  }
+}
+
+TEST_CASE("simt: threads at different __syncthreads abort as a divergent barrier") {
+  for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
+    bool aborted = false;
+    const std::string report = simt_test::run_in_child(
+        [&] {
+          unetcu::simt::set_schedule(schedule);
+          simt_test::divergent_barrier(nullptr);
+        },
+        &aborted);
+    CAPTURE(report);
+    CHECK(aborted);
+    CHECK(report.find("divergent __syncthreads") != std::string::npos);
+    CHECK(report.find("divergent_barrier_kernel") != std::string::npos);
+  }
+}
+
+TEST_CASE("simt: a lane passing a mask without itself aborts") {
+  bool aborted = false;
+  const std::string report =
+      simt_test::run_in_child([] { simt_test::shuffle_outside_own_mask(nullptr); }, &aborted);
+  CAPTURE(report);
+  CHECK(aborted);
+  CHECK(report.find("thread (5,0,0) (lane 5) called __shfl_sync") != std::string::npos);
+  CHECK(report.find("does not include its own lane") != std::string::npos);
+}
+
+TEST_CASE("simt: launch configuration errors name the kernel, the limit and the call site") {
+  auto message_of = [](const std::function<void()>& launch, cudaError_t* code) {
+    try {
+      launch();
+    } catch (const unetcu::CudaError& e) {
+      *code = e.code();
+      return std::string(e.what());
+    }
+    *code = cudaSuccess;
+    return std::string();
+  };
+  cudaError_t code = cudaSuccess;
+  std::string message = message_of([] { simt_test::launch_config(1, 2048, 0, nullptr); }, &code);
+  CAPTURE(message);
+  CHECK(code == cudaErrorInvalidConfiguration);
+  CHECK(message.find("empty_kernel<<<(1,1,1), (2048,1,1), 0 B>>>") != std::string::npos);
+  CHECK(message.find("tests/simt/simt_test_kernels.cu:") != std::string::npos);
+  CHECK(message.find("at most 1024 threads") != std::string::npos);
+
+  message_of([] { simt_test::launch_config(1, dim3(32, 32, 2), 0, nullptr); }, &code);
+  CHECK(code == cudaErrorInvalidConfiguration);
+  message_of([] { simt_test::launch_config(1, dim3(1, 1, 65), 0, nullptr); }, &code);
+  CHECK(code == cudaErrorInvalidConfiguration);
+  message_of([] { simt_test::launch_config(dim3(1, 70000), 32, 0, nullptr); }, &code);
+  CHECK(code == cudaErrorInvalidConfiguration);
+  message_of([] { simt_test::launch_config(0, 32, 0, nullptr); }, &code);
+  CHECK(code == cudaErrorInvalidConfiguration);
+  message = message_of([] { simt_test::launch_config(1, 32, 300 * 1024, nullptr); }, &code);
+  CHECK(code == cudaErrorInvalidValue);
+  CHECK(message.find("227 KB") != std::string::npos);
+
+  // Above 48 KB a kernel needs the opt-in attribute, as on a GPU.
+  message = message_of([] { simt_test::use_dynamic_shared(64 * 1024, nullptr); }, &code);
+  CHECK(code == cudaErrorInvalidValue);
+  CHECK(message.find("cudaFuncSetAttribute") != std::string::npos);
+  simt_test::allow_dynamic_shared(64 * 1024);
+  CHECK_NOTHROW(simt_test::use_dynamic_shared(64 * 1024, nullptr));
+
+  // The error was consumed by the check: the next launch is clean.
+  CHECK(cudaPeekAtLastError() == cudaSuccess);
+  CHECK_NOTHROW(simt_test::launch_config(2, 32, 0, nullptr));
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+TEST_CASE("simt: AddressSanitizer catches a kernel writing past its buffer") {
+  bool aborted = false;
+  const std::string report = simt_test::run_in_child(
+      [] {
+        const int n = 100;
+        DeviceArray<float> data(n);
+        simt_test::out_of_bounds_write(data.get(), n, nullptr);
+      },
+      &aborted);
+  CAPTURE(report);
+  CHECK(report.find("heap-buffer-overflow") != std::string::npos);
+  CHECK(report.find("out_of_bounds_kernel") != std::string::npos);
+}
+#endif
+
+// Not run by default: `unetcu_simt_tests -tc='*speed*' --no-skip` prints the cost per thread,
+// as CPU time (all workers together), which a busy machine does not inflate, and wall time.
+TEST_CASE("simt: speed" * doctest::skip()) {
+  struct Cost {
+    double cpu_ns, wall_ns;
+  };
+  auto measure = [](const std::function<void()>& run) {
+    run();  // warm: stacks mapped, pages touched
+    const int reps = 3;
+    const std::clock_t cpu_start = std::clock();
+    const auto wall_start = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) run();
+    const double wall = std::chrono::duration<double, std::nano>(
+                            std::chrono::steady_clock::now() - wall_start).count();
+    const double cpu = double(std::clock() - cpu_start) * 1e9 / CLOCKS_PER_SEC;
+    return Cost{cpu / reps, wall / reps};
+  };
+  const int blocks = 4096, threads = 256, n = blocks * threads;
+  DeviceArray<int> out(n);
+  const std::vector<float> in = random_floats(n, 4);
+  DeviceArray<float> d_in(in);
+  DeviceArray<float> sums(blocks);
+  for (int workers : {1, 2}) {
+    unetcu::simt::set_workers(workers);
+    const Cost plain = measure([&] { simt_test::touch(out.get(), blocks, threads, nullptr); });
+    const Cost barriers = measure(
+        [&] { simt_test::touch_with_barriers(out.get(), blocks, threads, 4, nullptr); });
+    const Cost tree =
+        measure([&] { simt_test::block_sum_tree(sums.get(), d_in.get(), n, threads, nullptr); });
+    const Cost shuffle = measure(
+        [&] { simt_test::block_sum_shuffle(sums.get(), d_in.get(), n, threads, nullptr); });
+    MESSAGE(workers << " worker(s), " << blocks << " x " << threads << " threads, CPU time: "
+                    << plain.cpu_ns / n << " ns/thread launched, "
+                    << (barriers.cpu_ns - plain.cpu_ns) / n / 4
+                    << " ns/thread per __syncthreads; 1M-element sums: tree "
+                    << tree.cpu_ns / 1e6 << " ms, shuffle " << shuffle.cpu_ns / 1e6
+                    << " ms. Wall time: " << plain.wall_ns / n << " ns/thread, tree "
+                    << tree.wall_ns / 1e6 << " ms, shuffle " << shuffle.wall_ns / 1e6 << " ms");
+  }
+  unetcu::simt::set_workers(1);
+}

@@ -1,0 +1,271 @@
+// tests/simt/test_simt_runtime.cpp: the emulator's CUDA runtime: poisoned allocations, range
+// checks, the out-of-memory message, device queries, events, and stream capture + graph replay
+// (including the calls a GPU forbids during capture).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/check.h"
+#include "kernels/simt/control.h"
+#include "tests/simt/simt_test_kernels.h"
+#include "tests/simt/simt_test_util.h"
+
+using simt_test::DeviceArray;
+
+namespace {
+
+// Runs a statement expected to throw CudaError; returns the message (empty if nothing thrown).
+template <typename F>
+std::string cuda_error_of(F&& body, cudaError_t* code) {
+  try {
+    body();
+  } catch (const unetcu::CudaError& e) {
+    *code = e.code();
+    return e.what();
+  }
+  *code = cudaSuccess;
+  return std::string();
+}
+
+void CUDART_CB count_call(void* counter) { ++*static_cast<int*>(counter); }
+
+}  // namespace
+
+TEST_CASE("simt runtime: cudaMalloc returns memory poisoned with 0xFF") {
+  DeviceArray<float> a(1000);
+  const std::vector<float> v = a.read();
+  for (float x : v) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    CHECK(bits == 0xffffffffu);
+    CHECK(std::isnan(x));
+  }
+  void* p = reinterpret_cast<void*>(1);
+  CHECK(cudaMalloc(&p, 0) == cudaSuccess);
+  CHECK(p == nullptr);
+  CHECK(cudaFree(nullptr) == cudaSuccess);
+}
+
+TEST_CASE("simt runtime: bad frees and out-of-range copies fail with an explanation") {
+  void* p = nullptr;
+  REQUIRE(cudaMalloc(&p, 64) == cudaSuccess);
+  REQUIRE(cudaFree(p) == cudaSuccess);
+  cudaError_t code = cudaSuccess;
+  std::string message = cuda_error_of([&] { UNETCU_CUDA_CHECK(cudaFree(p)); }, &code);
+  CHECK(code == cudaErrorInvalidValue);
+  CHECK(message.find("did not return (or already freed)") != std::string::npos);
+  CHECK(cudaGetLastError() == cudaSuccess);  // cleared by the check
+
+  DeviceArray<float> a(16);
+  std::vector<float> host(32, 1.0f);
+  message = cuda_error_of(
+      [&] {
+        UNETCU_CUDA_CHECK(
+            cudaMemcpy(a.get(), host.data(), 32 * sizeof(float), cudaMemcpyHostToDevice));
+      },
+      &code);
+  CHECK(code == cudaErrorInvalidValue);
+  CHECK(message.find("overruns its 64-byte allocation") != std::string::npos);
+  message = cuda_error_of(
+      [&] {
+        UNETCU_CUDA_CHECK(
+            cudaMemcpy(host.data(), host.data() + 16, 4, cudaMemcpyDeviceToHost));
+      },
+      &code);
+  CHECK(message.find("is not device memory") != std::string::npos);
+  CHECK(cudaMemset(a.get() + 8, 0, 8 * sizeof(float)) == cudaSuccess);
+  CHECK(cudaMemset(a.get() + 8, 0, 9 * sizeof(float)) == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaGetLastError() == cudaSuccess);
+}
+
+TEST_CASE("simt runtime: out of memory says how much was asked and what to do") {
+  unetcu::simt::set_memory_limit(size_t{1} << 20);
+  size_t free_bytes = 0, total_bytes = 0;
+  REQUIRE(cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess);
+  CHECK(total_bytes == size_t{1} << 20);
+  void* p = nullptr;
+  const size_t bytes = size_t{2} << 20;
+  cudaError_t code = cudaSuccess;
+  const std::string message =
+      cuda_error_of([&] { UNETCU_CUDA_CHECK_ALLOC(cudaMalloc(&p, bytes), bytes); }, &code);
+  CAPTURE(message);
+  CHECK(code == cudaErrorMemoryAllocation);
+  CHECK(message.find("cudaErrorMemoryAllocation (out of memory) in cudaMalloc(&p, bytes) at "
+                     "tests/simt/test_simt_runtime.cpp:") != std::string::npos);
+  CHECK(message.find("asked for 2 MiB (2097152 bytes)") != std::string::npos);
+  CHECK(message.find("free of 1 MiB") != std::string::npos);
+  CHECK(message.find("try a smaller --batch-size") != std::string::npos);
+  unetcu::simt::set_memory_limit(0);
+  REQUIRE(cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess);
+  CHECK(total_bytes > size_t{1} << 20);
+}
+
+TEST_CASE("simt runtime: one emulated device with H100 limits") {
+  int count = 0;
+  REQUIRE(cudaGetDeviceCount(&count) == cudaSuccess);
+  CHECK(count == 1);
+  CHECK(cudaSetDevice(0) == cudaSuccess);
+  CHECK(cudaSetDevice(1) == cudaErrorInvalidDevice);
+  (void)cudaGetLastError();
+  cudaDeviceProp prop;
+  REQUIRE(cudaGetDeviceProperties(&prop, 0) == cudaSuccess);
+  CHECK(std::string(prop.name) == "SIMT emulator");
+  CHECK(prop.warpSize == 32);
+  CHECK(prop.maxThreadsPerBlock == 1024);
+  CHECK(prop.sharedMemPerBlockOptin == 227 * 1024);
+  CHECK(prop.major == 9);
+  int smem = 0;
+  CHECK(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0) == cudaSuccess);
+  CHECK(smem == 227 * 1024);
+  CHECK(std::string(cudaGetErrorName(cudaErrorInvalidValue)) == "cudaErrorInvalidValue");
+  CHECK(std::string(cudaGetErrorString(cudaErrorMemoryAllocation)) == "out of memory");
+
+  cudaError_t code = cudaSuccess;
+  const std::string message = cuda_error_of([] { UNETCU_CUDA_CHECK(cudaSetDevice(3)); }, &code);
+  CHECK(message.find("cudaErrorInvalidDevice (invalid device ordinal) in cudaSetDevice(3) at "
+                     "tests/simt/test_simt_runtime.cpp:") != std::string::npos);
+}
+
+TEST_CASE("simt runtime: streams and events") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  cudaEvent_t start = nullptr, stop = nullptr, untimed = nullptr;
+  REQUIRE(cudaEventCreate(&start) == cudaSuccess);
+  REQUIRE(cudaEventCreate(&stop) == cudaSuccess);
+  REQUIRE(cudaEventCreateWithFlags(&untimed, cudaEventDisableTiming) == cudaSuccess);
+  CHECK(cudaEventRecord(start, stream) == cudaSuccess);
+  DeviceArray<float> y(std::vector<float>(1000, 1.0f));
+  DeviceArray<float> x(std::vector<float>(1000, 2.0f));
+  simt_test::axpy(y.get(), x.get(), 0.5f, 1000, stream);
+  CHECK(cudaEventRecord(stop, stream) == cudaSuccess);
+  CHECK(cudaEventRecord(untimed, stream) == cudaSuccess);
+  CHECK(cudaStreamWaitEvent(nullptr, stop, 0) == cudaSuccess);
+  CHECK(cudaEventSynchronize(stop) == cudaSuccess);
+  CHECK(cudaEventQuery(stop) == cudaSuccess);
+  CHECK(cudaStreamQuery(stream) == cudaSuccess);
+  float ms = -1.0f;
+  CHECK(cudaEventElapsedTime(&ms, start, stop) == cudaSuccess);
+  CHECK(ms >= 0.0f);
+  CHECK(cudaEventElapsedTime(&ms, start, untimed) == cudaErrorInvalidResourceHandle);
+  (void)cudaGetLastError();
+  CHECK(y.read()[999] == 2.0f);  // streams run in issue order: done by the time we look
+  CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+  CHECK(cudaDeviceSynchronize() == cudaSuccess);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  cudaEventDestroy(untimed);
+  cudaStreamDestroy(stream);
+}
+
+TEST_CASE("simt runtime: stream capture records work that graph replay runs") {
+  const int n = 1000;
+  cudaStream_t stream = nullptr, side = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  REQUIRE(cudaStreamCreate(&side) == cudaSuccess);
+  cudaEvent_t fork = nullptr, join = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming) == cudaSuccess);
+  REQUIRE(cudaEventCreateWithFlags(&join, cudaEventDisableTiming) == cudaSuccess);
+  DeviceArray<float> y(std::vector<float>(n, 5.0f));
+  DeviceArray<float> x(std::vector<float>(n, 1.0f));
+  std::vector<float> host(n, -1.0f);
+  int host_calls = 0;
+  unetcu::simt::reset_counters();
+
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  REQUIRE(cudaStreamIsCapturing(stream, &status) == cudaSuccess);
+  CHECK(status == cudaStreamCaptureStatusActive);
+  UNETCU_CUDA_CHECK(cudaMemsetAsync(y.get(), 0, n * sizeof(float), stream));
+  simt_test::axpy(y.get(), x.get(), 2.0f, n, stream);
+  // Fork onto a second stream and join back, as a multi-stream step would.
+  UNETCU_CUDA_CHECK(cudaEventRecord(fork, stream));
+  UNETCU_CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
+  simt_test::axpy(y.get(), x.get(), 1.0f, n, side);
+  UNETCU_CUDA_CHECK(cudaEventRecord(join, side));
+  UNETCU_CUDA_CHECK(cudaStreamWaitEvent(stream, join, 0));
+  UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, count_call, &host_calls));
+  UNETCU_CUDA_CHECK(
+      cudaMemcpyAsync(host.data(), y.get(), n * sizeof(float), cudaMemcpyDeviceToHost, stream));
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  REQUIRE(graph != nullptr);
+
+  // Nothing ran during capture.
+  CHECK(y.read()[0] == 5.0f);
+  CHECK(host[0] == -1.0f);
+  CHECK(host_calls == 0);
+  CHECK(unetcu::simt::counters().launches == 0);
+  size_t nodes = 0;
+  CHECK(cudaGraphGetNodes(graph, nullptr, &nodes) == cudaSuccess);
+  CHECK(nodes == 5);
+  REQUIRE(cudaStreamIsCapturing(side, &status) == cudaSuccess);
+  CHECK(status == cudaStreamCaptureStatusNone);
+
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaSuccess);  // the executable graph keeps its own copy
+  for (int replay = 1; replay <= 2; ++replay) {
+    std::fill(host.begin(), host.end(), -1.0f);
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    CHECK(host_calls == replay);
+    CHECK(unetcu::simt::counters().launches == 2u * replay);
+    for (float v : host) CHECK(v == 3.0f);  // memset then 0 + 2*1 + 1*1, every replay
+  }
+  CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  cudaStreamDestroy(side);
+  cudaStreamDestroy(stream);
+}
+
+TEST_CASE("simt runtime: calls a GPU forbids during capture invalidate it") {
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  DeviceArray<float> y(std::vector<float>(64, 0.0f));
+  DeviceArray<float> x(std::vector<float>(64, 1.0f));
+  cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(1);
+
+  SUBCASE("cudaMalloc in global mode") {
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, 16) == cudaErrorStreamCaptureUnsupported);
+    CHECK(cudaStreamEndCapture(stream, &graph) == cudaErrorStreamCaptureInvalidated);
+    CHECK(graph == nullptr);
+  }
+  SUBCASE("a launch on the legacy stream") {
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    cudaError_t code = cudaSuccess;
+    const std::string message =
+        cuda_error_of([&] { simt_test::axpy(y.get(), x.get(), 1.0f, 64, nullptr); }, &code);
+    CHECK(code == cudaErrorStreamCaptureImplicit);
+    CHECK(message.find("legacy default stream") != std::string::npos);
+    CHECK(cudaStreamEndCapture(stream, &graph) == cudaErrorStreamCaptureInvalidated);
+    CHECK(y.read()[0] == 0.0f);
+  }
+  SUBCASE("synchronising the capturing stream") {
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    CHECK(cudaStreamSynchronize(stream) == cudaErrorStreamCaptureUnsupported);
+    CHECK(cudaStreamEndCapture(stream, &graph) == cudaErrorStreamCaptureInvalidated);
+  }
+  SUBCASE("relaxed mode allows allocation") {
+    REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed) == cudaSuccess);
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    REQUIRE(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess);
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, 16) == cudaSuccess);
+    CHECK(cudaFree(p) == cudaSuccess);
+    REQUIRE(cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess);
+    CHECK(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  }
+  (void)cudaGetLastError();
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, 16) == cudaSuccess);  // no capture left behind
+  cudaFree(p);
+  cudaStreamDestroy(stream);
+}

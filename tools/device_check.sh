@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# tools/device_check.sh OUTDIR: the whole GPU check on a bare GPU machine, in one call
+# (design/gpu-check.md). Run tools/stage_device_deps.sh on a development machine first: the
+# build takes stb, doctest, Google Benchmark and OpenBLAS from .device-deps/.
+#
+#   1. prints what the machine has (GPU, driver, nvcc, cuDNN, PyTorch), so a failed run still
+#      says why;
+#   2. configures the CUDA build (sm_90, LibTorch from the torch package, cuDNN from the pip
+#      package when there is one, the staged dependencies) and builds it with all cores;
+#   3. runs every test with ctest, the GPU tests included;
+#   4. runs the CPU-vs-GPU training-step check on its own, for its numbers;
+#   5. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
+#      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
+#      and the graph captures);
+#   6. runs the benchmark binaries that the build made, briefly;
+#   7. prints a short table last. Full logs go to OUTDIR.
+# A failing phase is recorded and the next phases still run. Environment knobs:
+# UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps).
+set -uo pipefail
+
+if [ $# -ne 1 ]; then
+  echo "usage: tools/device_check.sh OUTDIR" >&2
+  exit 2
+fi
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
+build=${UNETCU_DEVICE_BUILD:-$root/build-device}
+deps=${UNETCU_DEPS:-$root/.device-deps}
+jobs=$(nproc)
+multiarch=$(gcc -print-multiarch 2>/dev/null || true)
+multiarch=${multiarch:-x86_64-linux-gnu}
+started=$(date +%s)
+
+rows=()
+row() { rows+=("$(printf '%-26s %-8s %s' "$1" "$2" "$3")"); }
+elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
+# run NAME TIMEOUT_S CMD...: runs CMD with its output in OUTDIR/NAME.log; returns its status.
+run() {
+  local name=$1 limit=$2
+  shift 2
+  timeout --kill-after=10 "$limit" "$@" > "$out/$name.log" 2>&1
+}
+
+# ---- 1. the machine ---------------------------------------------------------------------------
+{
+  echo "== GPU"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader ||
+    echo "nvidia-smi failed: no usable GPU or driver"
+  echo "== nvcc"
+  nvcc --version 2>&1 | tail -2 || echo "nvcc not found"
+  echo "== python / torch"
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+    "cudnn", torch.backends.cudnn.version(), "gpu", torch.cuda.is_available())' 2>&1 ||
+    echo "torch not importable"
+  echo "== cuDNN"
+  python3 -c 'import nvidia.cudnn as m; print("pip package:", list(m.__path__)[0])' 2>/dev/null ||
+    echo "pip package: none"
+  for h in /usr/local/cuda/include/cudnn_version.h /usr/include/cudnn_version.h \
+           /usr/include/x86_64-linux-gnu/cudnn_version.h; do
+    [ -e "$h" ] && echo "system: $h $(grep -E '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' "$h" |
+      awk '{printf "%s%s", sep, $3; sep="."}')"
+  done
+  echo "== cores: $jobs"
+} 2>&1 | tee "$out/machine.txt"
+
+gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
+row "GPU, driver" "$([ -n "$gpu" ] && echo ok || echo MISSING)" "${gpu:-no nvidia-smi}"
+row "nvcc" "" "$(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo none)"
+
+torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)' 2>/dev/null || true)
+py_cudnn=$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0])' 2>/dev/null || true)
+# One cuDNN in every process: the one the torch package loads, when there is one.
+cudnn_args=()
+if [ -n "$py_cudnn" ]; then
+  cudnn_args=(-DUNETCU_CUDNN_ROOT="$py_cudnn" -DUNETCU_PY_CUDNN="$py_cudnn")
+fi
+export LD_LIBRARY_PATH="$deps/lib:$deps/lib/$multiarch${py_cudnn:+:$py_cudnn/lib}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -d "$deps" ] || echo "warning: $deps is missing: run tools/stage_device_deps.sh first" >&2
+
+# ---- 2. configure and build -------------------------------------------------------------------
+t=$(date +%s)
+generator=()
+command -v ninja > /dev/null && generator=(-G Ninja)
+if run configure 180 cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+     -DUNETCU_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DUNETCU_ASAN=OFF \
+     -DUNETCU_DEPS_DIR="$deps" ${torch_prefix:+-DCMAKE_PREFIX_PATH="$torch_prefix"} \
+     "${cudnn_args[@]}"; then
+  cudnn_found=$(grep -E 'cuDNN +:' "$out/configure.log" | sed 's/.*: *//')
+  row "configure" ok "$(elapsed "$t"); cuDNN ${cudnn_found:-?}"
+else
+  row "configure" FAILED "$(elapsed "$t"); see configure.log"
+fi
+grep -A12 'unetcu configuration' "$out/configure.log" || true
+
+t=$(date +%s)
+if run build 420 cmake --build "$build" -j "$jobs"; then
+  row "build" ok "$(elapsed "$t") on $jobs cores"
+else
+  row "build" FAILED "$(elapsed "$t"); see build.log: $(grep -m1 -E 'error|FAILED' "$out/build.log" | cut -c1-80)"
+fi
+
+# ---- 3. every test ----------------------------------------------------------------------------
+t=$(date +%s)
+run ctest 300 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 240
+summary=$(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)
+skipped=$(grep -c -E '\*\*\*Skipped|Not Run' "$out/ctest.log" || true)
+row "ctest" "$(grep -q '100% tests passed' "$out/ctest.log" && echo ok || echo FAILED)" \
+  "$(elapsed "$t"); ${summary:-no summary}; $skipped skipped"
+
+# ---- 4. the CPU-vs-GPU training step, for its numbers ------------------------------------------
+t=$(date +%s)
+step_bin=$build/tests/backend/unetcu_backend_cuda_tests
+if [ -x "$step_bin" ] && run step_check 240 "$step_bin" -s; then
+  grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/step_check.log" |
+    awk '{printf "%s%s", sep, $NF; sep=", "}')
+  row "cpu-vs-gpu step" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
+else
+  row "cpu-vs-gpu step" FAILED "$(elapsed "$t"); see step_check.log"
+fi
+
+# ---- 5. training on generated data ------------------------------------------------------------
+unetcu=$build/unetcu
+data=$out/synth-data
+if [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --width 256 --height 192; then
+  for mode in tf32 fp32; do
+    t=$(date +%s)
+    extra=()
+    [ "$mode" = fp32 ] && extra=(--no-tf32)
+    run_dir=$out/train-$mode
+    rm -rf "$run_dir"
+    if run "train-$mode" 240 "$unetcu" train "$data" --device cuda --batch-size 16 \
+         --image-size 128 --epochs 3 --val-frac 0.03 --test-frac 0.03 --out "$run_dir" \
+         "${extra[@]}"; then
+      ips=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"images_per_sec": *[0-9.e+-]*' |
+        sed 's/.*: *//')
+      loss=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"train_loss": *[0-9.e+-]*' |
+        sed 's/.*: *//')
+      row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}"
+    else
+      row "train b16 128px $mode" FAILED "$(elapsed "$t"); see train-$mode.log"
+    fi
+  done
+else
+  row "train" FAILED "no unetcu binary or synth failed; see synth.log"
+fi
+
+# ---- 6. benchmarks ----------------------------------------------------------------------------
+benches=$(find "$build" -maxdepth 2 -type f -name 'bench_*' -perm -u+x 2>/dev/null | sort)
+if [ -n "$benches" ]; then
+  ok=0 failed=0
+  for b in $benches; do
+    if run "$(basename "$b")" 120 "$b" --benchmark_min_time=0.05; then ok=$((ok + 1)); else failed=$((failed + 1)); fi
+  done
+  row "benchmarks" "$([ $failed -eq 0 ] && echo ok || echo FAILED)" "$ok ran, $failed failed (logs bench_*.log)"
+else
+  row "benchmarks" skipped "none built"
+fi
+
+# ---- 7. the table -----------------------------------------------------------------------------
+{
+  echo
+  echo "unetcu device check ($(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ), $(elapsed "$started") total; logs in $out)"
+  printf '%s\n' "${rows[@]}"
+} | tee "$out/summary.txt"
