@@ -179,10 +179,12 @@ int cmd_train(int argc, char** argv) {
     m.emplace_back("images_per_sec", double(seen) / train_seconds);
     m.emplace_back("epoch_seconds", epoch_seconds);
     append_line(metrics_path, json::dump(json::Value(m)));
-    progress.finish("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs) +
-                    ": train loss " + json::format_double(loss_sum / it.num_batches()) +
-                    "  val loss " + json::format_double(val.loss) + "  val iou " +
-                    json::format_double(val.iou) + "  (" + format_duration(epoch_seconds) + ")");
+    char summary[256];
+    std::snprintf(summary, sizeof summary,
+                  "epoch %d/%d: train loss %.4f iou %.4f | val loss %.4f iou %.4f dice %.4f | %.1f img/s (%s)",
+                  epoch + 1, epochs, loss_sum / it.num_batches(), iou_sum / double(seen), val.loss,
+                  val.iou, val.dice, double(seen) / train_seconds, format_duration(epoch_seconds).c_str());
+    progress.finish(summary);
 
     HostModelState state = session.state();
     if (val.iou > best_iou) {
