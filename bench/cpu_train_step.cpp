@@ -4,7 +4,7 @@
 // ratio ours / LibTorch last. Before timing, both run one step from the same weights and batch
 // and their losses must agree, so a fast wrong engine cannot post a number.
 //
-//   bench_cpu_train_step [--batch N] [--size S] [benchmark flags...]
+//   bench_cpu_train_step [--batch N] [--size S] [--threads T] [benchmark flags...]
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <thread>
 
 #include "engine/cpu_backend.h"
 #include "kernels/normalize.h"
@@ -27,7 +28,7 @@ using namespace unetcu;
 
 namespace {
 
-int g_batch = 16, g_size = 128;
+int g_batch = 16, g_size = 128, g_threads = 0;
 
 struct Batch {
   std::vector<uint8_t> images, masks;
@@ -127,14 +128,19 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) g_batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--size") && i + 1 < argc) g_size = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = std::atoi(argv[++i]);
     else rest.push_back(argv[i]);
   }
+  // Debian's LibTorch lowers OpenMP to one thread when it loads, so the thread count is set
+  // here, for both engines, from --threads or the machine's cores.
+  if (g_threads <= 0) g_threads = int(std::thread::hardware_concurrency());
+  omp_set_num_threads(g_threads);
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   std::printf("training step: batch %d, %dx%d, fp32, %d threads\n", g_batch, g_size, g_size, omp_get_max_threads());
   benchmark::RegisterBenchmark("unetcu/train_step", BM_unetcu_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 #ifdef UNETCU_WITH_TORCH
-  at::set_num_threads(omp_get_max_threads());
+  at::set_num_threads(g_threads);
   if (!validate()) return 1;
   benchmark::RegisterBenchmark("libtorch/train_step", BM_libtorch_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 #endif

@@ -17,13 +17,17 @@ namespace {
 // the double additions, and therefore the result, never changes.
 constexpr int64_t kRowsPerChunk = 2048;
 
+// Below this many elements a pass runs on one thread: a parallel region's start and end cost
+// more than such a pass, and the 4x4 and 8x8 maps are that small.
+constexpr int64_t kMinParallelWork = int64_t(1) << 16;
+
 // sums[j][c] = sum over rows of the j-th quantity that add_row(row, acc) adds into acc[j][c].
 template <int kSums, typename AddRow>
 void channel_sums(double* sums, int64_t rows, int c, AddRow add_row) {
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   const int64_t width = int64_t(kSums) * c;
   std::vector<double> partial(size_t(chunks * width), 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     double* acc = partial.data() + chunk * width;
     const int64_t end = std::min(rows, (chunk + 1) * kRowsPerChunk);
@@ -41,7 +45,7 @@ void affine(T* y, const T* x, const std::vector<T>& scale, const std::vector<T>&
   const int c_count = sh.c;
   const T* sc = scale.data();
   const T* sf = shift.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (sh.rows * c_count >= kMinParallelWork)
   for (int64_t row = 0; row < sh.rows; ++row) {
     const T* xr = x + row * c_count;
     T* yr = y + row * c_count;
@@ -69,7 +73,8 @@ void train_forward_impl(T* y, T* save_mean, T* save_invstd, T* running_mean, T* 
   const double n = double(sh.rows);
   // PyTorch needs n > 1 in training; the callers guarantee it, the guard only avoids inf.
   const double unbias = sh.rows > 1 ? n / (n - 1) : 1.0;
-  std::vector<T> scale(static_cast<size_t>(c_count)), shift(static_cast<size_t>(c_count));
+  const size_t channels = size_t(c_count);
+  std::vector<T> scale(channels), shift(channels);
   for (int c = 0; c < c_count; ++c) {
     const double mean_shifted = sums[size_t(c)] / n;
     const double var = std::max(sums[size_t(c_count + c)] / n - mean_shifted * mean_shifted, 0.0);
@@ -88,7 +93,8 @@ void train_forward_impl(T* y, T* save_mean, T* save_invstd, T* running_mean, T* 
 template <typename T>
 void eval_forward_impl(T* y, const T* x, const T* gamma, const T* beta, const T* running_mean,
                        const T* running_var, const BatchNormShape& sh, double eps) {
-  std::vector<T> scale(static_cast<size_t>(sh.c)), shift(static_cast<size_t>(sh.c));
+  const size_t channels = size_t(sh.c);
+  std::vector<T> scale(channels), shift(channels);
   for (int c = 0; c < sh.c; ++c) {
     const double s = double(gamma[c]) / std::sqrt(double(running_var[c]) + eps);
     scale[size_t(c)] = T(s);
@@ -116,8 +122,9 @@ void backward_impl(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T*
   });
   const double n = double(sh.rows);
   // dx = a*dy + b*(x - mean) + d per channel.
-  const size_t channels = static_cast<size_t>(c_count);
+  const size_t channels = size_t(c_count);
   std::vector<T> a(channels), b(channels), d(channels);
+  const bool accumulate_params = param_mode == GradMode::accumulate;
   for (int c = 0; c < c_count; ++c) {
     const double invstd = double(save_invstd[c]);
     const double sum_dy = sums[size_t(c)];
@@ -126,20 +133,19 @@ void backward_impl(T* dx, T* dgamma, T* dbeta, const T* dy, const T* x, const T*
     a[size_t(c)] = T(g);
     b[size_t(c)] = T(-g * invstd * sum_dy_xhat / n);
     d[size_t(c)] = T(-g * sum_dy / n);
-    const bool acc = param_mode == GradMode::accumulate;
-    dgamma[c] = T(acc ? double(dgamma[c]) + sum_dy_xhat : sum_dy_xhat);
-    dbeta[c] = T(acc ? double(dbeta[c]) + sum_dy : sum_dy);
+    dgamma[c] = T(accumulate_params ? double(dgamma[c]) + sum_dy_xhat : sum_dy_xhat);
+    dbeta[c] = T(accumulate_params ? double(dbeta[c]) + sum_dy : sum_dy);
   }
   const T* pa = a.data();
   const T* pb = b.data();
   const T* pd = d.data();
-  const bool acc = dx_mode == GradMode::accumulate;
-#pragma omp parallel for schedule(static)
+  const bool accumulate_dx = dx_mode == GradMode::accumulate;
+#pragma omp parallel for schedule(static) if (sh.rows * c_count >= kMinParallelWork)
   for (int64_t row = 0; row < sh.rows; ++row) {
     const T* xr = x + row * c_count;
     const T* dyr = dy + row * c_count;
     T* dxr = dx + row * c_count;
-    if (acc) {
+    if (accumulate_dx) {
       for (int c = 0; c < c_count; ++c)
         dxr[c] += pa[c] * dyr[c] + pb[c] * (xr[c] - save_mean[c]) + pd[c];
     } else {

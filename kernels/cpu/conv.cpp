@@ -22,9 +22,9 @@
 // other works) cost more than they gain: on two cores the convolutions ran up to several
 // times slower that way. Layers with many column tiles give each thread whole tiles (its own
 // im2col and GEMM, cache-local, one parallel region per call); the others share each tile,
-// with the GEMM cut into blocks of output rows or columns. Either way an output element is
-// one BLAS dot product over the full inner dimension, and the filter gradient's sum over
-// tiles has a fixed order, so no result depends on the number of threads.
+// with the GEMM cut into blocks of output rows or columns. Every cut (tiles, GEMM blocks,
+// filter-gradient lanes) and every order of summation depends on the shape only, never on
+// the number of threads, so a run is reproducible bit for bit with any thread count.
 #include "kernels/conv.h"
 
 #include <cblas.h>
@@ -40,6 +40,10 @@ namespace {
 // Column-tile budget: a few MB keeps a tile in the last-level cache between im2col and GEMM,
 // while still giving the GEMM thousands of rows per call (1, 2 and 4 MB timed alike).
 constexpr size_t kTileBytes = size_t(4) << 20;
+
+// Below this much work (values copied, or multiply-adds / 16) a loop or GEMM runs on one
+// thread: a parallel region's start and end cost more than such a piece.
+constexpr int64_t kMinParallelWork = int64_t(1) << 16;
 
 void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
           const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
@@ -65,8 +69,12 @@ void single_threaded_blas() {
 }
 
 // Row-major C[m][n] = op(A) op(B) + beta C, with C's rows (or its columns, when it is wider
-// than tall) cut into one block per OpenMP thread. Blocks start at multiples of 16, the
-// width of the BLAS micro-kernels.
+// than tall) cut into up to kGemmBlocks blocks that the threads share out. The cut depends on
+// the shape only: OpenBLAS rounds a row differently depending on where the rows around it
+// are cut, so a cut per thread would make the result depend on the thread count. Blocks
+// start at multiples of 16, the width of the BLAS micro-kernels.
+constexpr int64_t kGemmBlocks = 4;
+
 template <typename T>
 void parallel_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n, int64_t k,
                    const T* a, int64_t lda, const T* b, int64_t ldb, T beta, T* c,
@@ -74,8 +82,10 @@ void parallel_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int64_t m, int64_t n,
   const bool split_rows = m >= n;
   const int64_t extent = split_rows ? m : n;
   constexpr int64_t kAlign = 16;
-  const int64_t parts = std::clamp<int64_t>(extent / (2 * kAlign), 1, omp_get_max_threads());
-#pragma omp parallel for schedule(static) num_threads(int(parts))
+  const int64_t parts = m * n * k < 16 * kMinParallelWork
+                            ? 1
+                            : std::clamp<int64_t>(extent / (2 * kAlign), 1, kGemmBlocks);
+#pragma omp parallel for schedule(dynamic, 1) if (parts > 1)
   for (int64_t part = 0; part < parts; ++part) {
     const int64_t i0 = part == 0 ? 0 : (extent * part / parts) / kAlign * kAlign;
     const int64_t i1 = part + 1 == parts ? extent : (extent * (part + 1) / parts) / kAlign * kAlign;
@@ -120,7 +130,7 @@ Patches patches_of(const ConvShape& sh) {
 template <typename T>
 void im2col(T* col, const T* src, const Patches& g, int64_t m0, int64_t m1) {
   const int64_t sc = int64_t(g.s) * g.c, width = g.r * sc, pq = int64_t(g.p) * g.q;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((m1 - m0) * width >= kMinParallelWork)
   for (int64_t m = m0; m < m1; ++m) {
     const int64_t img = m / pq, pix = m % pq;
     const int op = int(pix / g.q), oq = int(pix % g.q);
@@ -157,7 +167,7 @@ void col2im(T* dx, const T* dcol, int n_images, const ConvShape& sh, GradMode mo
   const int64_t rsc = int64_t(sh.r) * sh.s * sh.c;
   const int64_t rows = int64_t(n_images) * sh.h;
   const int c_count = sh.c;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * sh.w * rsc >= kMinParallelWork)
   for (int64_t row = 0; row < rows; ++row) {
     const int img = int(row / sh.h), ih = int(row % sh.h);
     T* dx_row = dx + row * sh.w * sh.c;
@@ -192,13 +202,14 @@ int64_t tile_rows(int64_t width, int64_t rows) {
 }
 
 // A layer with at least this many column tiles gives every thread whole tiles of its own
-// (im2col and GEMM in one thread, one parallel region per call); a smaller one shares each
-// tile between the threads (parallel im2col, then a GEMM split by output blocks).
+// (im2col and GEMM in one thread, one parallel region per call) and sums its filter gradient
+// in this many lanes; a smaller one shares each tile between the threads (parallel im2col,
+// then a GEMM split by output blocks).
 constexpr int64_t kLanes = 4;
 
 // out[M][n_out] = col(g, src) * B + beta out, B given as [n_out][width] (b_trans) or
-// [width][n_out]. Each output row is one GEMM row, whatever the tiling or thread, so the
-// result never depends on either.
+// [width][n_out]. Tiles and GEMM blocks depend on the shape only, so the result does not
+// depend on which thread computes what.
 template <typename T>
 void patches_times(T* out, int64_t n_out, const T* src, const Patches& g, const T* b,
                    bool b_trans, T beta) {
@@ -239,7 +250,7 @@ void forward_impl(T* y, const T* x, const T* wt, const T* bias, const ConvShape&
   T beta = 0;
   if (bias) {
     // Preloading the bias lets the GEMM add it for free (beta = 1) instead of another pass.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * sh.k >= kMinParallelWork)
     for (int64_t i = 0; i < rows; ++i)
       for (int k = 0; k < sh.k; ++k) y[i * sh.k + k] = bias[k];
     beta = 1;
@@ -275,7 +286,7 @@ void backward_data_impl(T* dx, const T* dy, const T* wt, const ConvShape& sh, Gr
   const int64_t rs = int64_t(sh.r) * sh.s, rsc = rs * sh.c;
   if (flipped_is_cheaper(sh)) {
     T* flipped = scratch<T>(1, size_t(rs * sh.k * sh.c));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rs * sh.k * sh.c >= kMinParallelWork)
     for (int64_t tap = 0; tap < rs; ++tap)
       for (int k = 0; k < sh.k; ++k)
         std::memcpy(flipped + (tap * sh.k + k) * sh.c, wt + k * rsc + (rs - 1 - tap) * sh.c,
@@ -325,7 +336,7 @@ void backward_filter_impl(T* dwt, const T* dy, const T* x, const ConvShape& sh,
       }
     }
     const bool accumulate = mode == GradMode::accumulate;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (kLanes * out_size >= kMinParallelWork)
     for (int64_t i = 0; i < out_size; ++i) {
       T sum = accumulate ? dwt[i] : T(0);
       for (int64_t lane = 0; lane < kLanes; ++lane) sum += partial[lane * out_size + i];

@@ -14,11 +14,15 @@ namespace {
 
 constexpr int kWindow = 3, kStride = 2, kPad = 1;
 
+// Below this many elements a pass runs on one thread: a parallel region's start and end cost
+// more than such a pass.
+constexpr int64_t kMinParallelWork = int64_t(1) << 16;
+
 template <typename T>
 void forward_impl(T* y, int32_t* argmax, const T* x, const MaxPoolShape& sh) {
   const int c_count = sh.c;
   const int64_t rows = int64_t(sh.n) * sh.p;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * sh.q * c_count >= kMinParallelWork)
   for (int64_t row = 0; row < rows; ++row) {
     const int img = int(row / sh.p), op = int(row % sh.p);
     const T* x_img = x + int64_t(img) * sh.h * sh.w * c_count;
@@ -55,7 +59,7 @@ void backward_impl(T* dx, const T* dy, const int32_t* argmax, const MaxPoolShape
                    GradMode mode) {
   const int c_count = sh.c;
   const int64_t rows = int64_t(sh.n) * sh.h;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * sh.w * c_count >= kMinParallelWork)
   for (int64_t row = 0; row < rows; ++row) {
     const int img = int(row / sh.h), ih = int(row % sh.h);
     // Windows op whose rows op*2-1 .. op*2+1 contain ih.

@@ -121,16 +121,20 @@ struct Choice {
   float time_ms = -1.0f;  // measured time; negative when chosen by heuristics
 };
 
-// Fastest deterministic successful candidate, else the fastest successful one. Results come
-// sorted fastest first (measured) or best first (heuristics).
+// Fastest deterministic usable candidate, else the fastest usable one. Results come sorted
+// fastest first (measured) or best first (heuristics). A candidate that would convert float32
+// data to half precision (ALLOW_CONVERSION) is never usable: this engine trains in float32.
 template <typename Perf>
 bool pick(const Perf* results, int count, bool measured, Choice* out) {
+  auto usable = [](const Perf& p) {
+    return p.status == CUDNN_STATUS_SUCCESS &&
+           p.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+  };
   const Perf* best = nullptr;
   for (int i = 0; i < count && best == nullptr; ++i)
-    if (results[i].status == CUDNN_STATUS_SUCCESS && results[i].determinism == CUDNN_DETERMINISTIC)
-      best = &results[i];
+    if (usable(results[i]) && results[i].determinism == CUDNN_DETERMINISTIC) best = &results[i];
   for (int i = 0; i < count && best == nullptr; ++i)
-    if (results[i].status == CUDNN_STATUS_SUCCESS) best = &results[i];
+    if (usable(results[i])) best = &results[i];
   if (best == nullptr) return false;
   out->algo = int(best->algo);
   out->math = best->mathType;

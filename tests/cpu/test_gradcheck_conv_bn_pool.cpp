@@ -371,11 +371,13 @@ void with_threads(int threads, Fn fn) {
   omp_set_num_threads(before);
 }
 
-// Runs BatchNorm, a strided convolution and max-pool forward and backward; returns every output.
+// Runs BatchNorm, two convolutions and max-pool forward and backward, at sizes large enough
+// for every threaded path (several BatchNorm chunks, per-thread column tiles and filter-gradient
+// lanes, shared tiles with split GEMMs, col2im); returns every output.
 template <typename T>
 std::vector<std::vector<T>> run_all_ops() {
-  // Several BatchNorm chunks and uneven row splits between threads.
-  const BatchNormShape bn{5 * 33 * 35, 5};
+  std::vector<std::vector<T>> out;
+  const BatchNormShape bn{5 * 33 * 35, 16};
   const auto x = random_vector<T>(size_t(bn.rows * bn.c), 600, -1.0, 3.0);
   const auto gamma = random_vector<T>(size_t(bn.c), 601, 0.5, 1.5);
   const auto beta = random_vector<T>(size_t(bn.c), 602);
@@ -388,24 +390,29 @@ std::vector<std::vector<T>> run_all_ops() {
   cpu::batchnorm_backward(dx.data(), dg.data(), db.data(), dy.data(), x.data(), gamma.data(),
                           mean.data(), invstd.data(), bn, GradMode::overwrite,
                           GradMode::overwrite);
+  out.insert(out.end(), {y, mean, invstd, rm, rv, dx, dg, db});
 
-  const ConvShape cs = ConvShape::make(3, 9, 11, 5, 6, 3, 3, 2, 1);
-  const auto cx = random_vector<T>(size_t(cs.x_size()), 604);
-  const auto cw = random_vector<T>(size_t(cs.w_size()), 605);
-  const auto cdy = random_vector<T>(size_t(cs.y_size()), 606);
-  std::vector<T> cy(size_t(cs.y_size())), cdx(cx.size()), cdw(cw.size());
-  cpu::conv2d_forward(cy.data(), cx.data(), cw.data(), nullptr, cs);
-  cpu::conv2d_backward_data(cdx.data(), cdy.data(), cw.data(), cs, GradMode::overwrite);
-  cpu::conv2d_backward_filter(cdw.data(), cdy.data(), cx.data(), cs, GradMode::overwrite);
+  for (const ConvShape& cs : {ConvShape::make(2, 128, 128, 16, 8, 3, 3, 1, 1),
+                              ConvShape::make(3, 33, 31, 24, 20, 3, 3, 2, 1)}) {
+    const auto cx = random_vector<T>(size_t(cs.x_size()), 604);
+    const auto cw = random_vector<T>(size_t(cs.w_size()), 605);
+    const auto cdy = random_vector<T>(size_t(cs.y_size()), 606);
+    std::vector<T> cy(size_t(cs.y_size())), cdx(cx.size()), cdw(cw.size());
+    cpu::conv2d_forward(cy.data(), cx.data(), cw.data(), nullptr, cs);
+    cpu::conv2d_backward_data(cdx.data(), cdy.data(), cw.data(), cs, GradMode::overwrite);
+    cpu::conv2d_backward_filter(cdw.data(), cdy.data(), cx.data(), cs, GradMode::overwrite);
+    out.insert(out.end(), {cy, cdx, cdw});
+  }
 
-  const MaxPoolShape ps = MaxPoolShape::make(3, 13, 10, 4);
+  const MaxPoolShape ps = MaxPoolShape::make(4, 64, 63, 16);
   const auto px = random_vector<T>(size_t(ps.n) * ps.h * ps.w * ps.c, 607);
   const auto pdy = random_vector<T>(size_t(ps.n) * ps.p * ps.q * ps.c, 608);
   std::vector<T> py(pdy.size()), pdx(px.size());
   std::vector<int32_t> parg(pdy.size());
   cpu::maxpool_forward(py.data(), parg.data(), px.data(), ps);
   cpu::maxpool_backward(pdx.data(), pdy.data(), parg.data(), ps, GradMode::overwrite);
-  return {y, mean, invstd, rm, rv, dx, dg, db, cy, cdx, cdw, py, pdx};
+  out.insert(out.end(), {py, pdx});
+  return out;
 }
 
 // Doubles too: a float result can hide a thread-dependent order of double additions.
