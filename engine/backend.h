@@ -30,6 +30,9 @@ class Backend {
   virtual ~Backend() = default;
   virtual DeviceKind kind() const = 0;
   virtual std::string describe() const = 0;
+  // What the backend decided while running, for logs (CUDA: the cuDNN algorithm chosen for each
+  // convolution shape); empty when there is nothing to tell.
+  virtual std::string choices() const { return std::string(); }
 
   // Memory: device allocations (aligned to 256 bytes) and host<->device copies.
   virtual void* alloc(size_t bytes) = 0;

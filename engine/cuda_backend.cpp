@@ -82,7 +82,7 @@ struct HostConv {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const BackendOptions& opt) : opt_(opt) {
+  explicit CudaBackend(const BackendOptions& opt) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop;
@@ -134,6 +134,9 @@ class CudaBackend final : public Backend {
 
   DeviceKind kind() const override { return DeviceKind::cuda; }
   std::string describe() const override { return description_; }
+#if !defined(UNETCU_SIMT)
+  std::string choices() const override { return conv_->report(); }
+#endif
 
   // ---- memory ------------------------------------------------------------------------------
 
@@ -452,7 +455,6 @@ class CudaBackend final : public Backend {
   std::unique_ptr<cudnn::ConvRunner> conv_;
 #endif
 
-  BackendOptions opt_;
   std::string description_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   cudaEvent_t compute_mark_ = nullptr;

@@ -98,5 +98,5 @@ echo "# total ${size} MiB" >> "$manifest"
 cat "$manifest"
 echo "staged into $out (${size} MiB)"
 if [ "$size" -gt 60 ]; then
-  echo "warning: ${size} MiB is a lot to carry with the working tree" >&2
+  echo "warning: ${size} MiB is a lot to copy to the GPU machine with the working tree" >&2
 fi

@@ -14,7 +14,8 @@
 //   * among the candidates that succeeded, the fastest deterministic one is taken: a training
 //     run should be repeatable bit for bit on one GPU (backward-data ALGO_0 and backward-filter
 //     ALGO_0/ALGO_3 accumulate with atomics). Only when no deterministic candidate exists does
-//     the fastest non-deterministic one serve, and report() says so;
+//     the fastest non-deterministic one serve, and report() says so. Candidates that would
+//     convert float32 data to half precision are never taken;
 //   * when the measured search itself fails (usually: not enough memory for its buffers),
 //     cuDNN's heuristics (cudnnGet*Algorithm_v7) choose with the same preference.
 // The choice needs the stream to be idle of captures: the first call of a shape must come

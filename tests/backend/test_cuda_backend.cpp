@@ -18,8 +18,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <string>
+#include <tuple>
 
 #include "engine/cpu_backend.h"
 #include "engine/cuda_backend.h"
@@ -123,16 +125,18 @@ const Run& cuda_run(bool graphs) {
   auto found = runs.find(graphs);
   if (found != runs.end()) return found->second;
   const Run& start = cpu_run();
-  return runs[graphs] = run_session(*backend, graphs, &start);
+  Run& run = runs[graphs] = run_session(*backend, graphs, &start);
+  if (!backend->choices().empty()) MESSAGE(backend->describe() << "\n" << backend->choices());
+  return run;
 }
 
 // Bounds that depend on the build: natively cuDNN adds more rounding noise (unmeasured here),
 // hence more values within noise of a ReLU/maxpool/threshold discontinuity.
 #if defined(UNETCU_TEST_EMULATED)
-constexpr double kGradGlobal = 2e-2, kGradTensor = 5e-2, kFarFraction = 1e-2;
+constexpr double kGradGlobal = 3e-2, kGradTensor = 8e-2, kFarFraction = 1e-2;
 constexpr int64_t kCountFlips = 2;
 #else
-constexpr double kGradGlobal = 5e-2, kGradTensor = 1e-1, kFarFraction = 2e-2;
+constexpr double kGradGlobal = 5e-2, kGradTensor = 1.5e-1, kFarFraction = 2e-2;
 constexpr int64_t kCountFlips = 8;
 #endif
 
@@ -182,19 +186,18 @@ bool same_counts(const std::vector<ConfusionCounts>& a, const std::vector<Confus
 }  // namespace
 
 // Why these bounds and not fp32 rounding. The emulated backend runs the CPU reference's
-// convolutions, but its BatchNorm and reduction kernels round differently from the reference
-// (a different summation order), so activations differ by ~1e-5 relative by the logits;
-// natively cuDNN's algorithms add more. ReLU and maxpool are discontinuous: a pre-activation
-// within that noise of 0 is masked by one backend and not the other. At this size one such flip
-// in the last 64x64 decoder ReLU was observed to move every gradient upstream of it by ~0.5%
-// (global relative L2 4.9e-3 at step 1, while the head's gradients agree to 2e-6); the
-// whole-model LibTorch test (tests/torch/test_unet_vs_libtorch.cpp) sees the same. So
-// gradients are compared as relative L2 error, over all parameters and per tensor, with room
-// for a few flips; a wiring or kernel bug gives errors of order 1. Adam turns a gradient whose
-// sign flips into an update 2 lr away, so parameters are compared by how many values moved
-// differently by more than half a step: 0.14% of them after that step-1 flip, hence the 1%
-// bound (the same factor over the observation as the gradient bound). Steps without a flip
-// agree far closer (observed at step 3: gradients 1.5e-5, no value half a step apart).
+// convolutions, but its BatchNorm and reduction kernels add in another order, so activations
+// differ by ~1e-5 relative by the logits; natively cuDNN's algorithms add more. ReLU and maxpool
+// are discontinuous: a pre-activation within that noise of 0 is masked by one backend and not
+// the other, and the gradients upstream of it move by up to ~1% (the whole-model LibTorch test,
+// tests/torch/test_unet_vs_libtorch.cpp, sees the same). Observed here, global relative L2 per
+// step: 7.8e-4, 8.2e-3, 1.6e-3 (worst tensor 1.7e-2); with an earlier set of CPU kernels one
+// flip in the last 64x64 decoder ReLU gave 4.9e-3 while the head's gradients agreed to 2e-6.
+// So gradients are compared as relative L2, over all parameters and per tensor, with room for a
+// few flips; a wiring or kernel bug gives errors of order 1. Adam turns a gradient whose sign
+// flips into an update 2 lr away, so parameters are compared by how many values moved
+// differently by more than half a step: observed 0.02% and, with the earlier kernels, 0.14%,
+// hence the 1% bound.
 TEST_CASE("CUDA backend training steps match the CPU backend (UNet, batch 2, 64x64)") {
   const Run& cpu = cpu_run();
   const Run& gpu = cuda_run(true);
@@ -284,6 +287,41 @@ TEST_CASE("CUDA graph replay equals eager execution bit for bit") {
     CHECK(b.optimizer.step == step + 1);
   }
   CHECK(same_bytes(graph.logits, eager.logits));
+}
+
+// A partial last batch gets its own graph, graphs of two batch sizes replay in turn, and a
+// learning-rate change reaches the replays (the graph reads lr from the device). 32x32 keeps it
+// cheap. Bit for bit against eager execution on the same backend.
+TEST_CASE("CUDA graphs per batch size, with a learning-rate change, equal eager execution") {
+  // 2 eager, 2 captured, 1 eager, 1 captured, 2 replayed with the new learning rate.
+  const int sizes[] = {2, 2, 1, 1, 2};
+  const int h = 32, w = 32;
+  auto run = [&](bool graphs) {
+    static Backend* const backend = cuda_backend().release();  // see cuda_run
+    ModelSession session(*backend, h, w);
+    session.set_state(initial_state(unet_spec(), kInitSeed));
+    session.set_cuda_graphs(graphs);
+    std::vector<float> losses;
+    for (size_t i = 0; i < std::size(sizes); ++i) {
+      if (i == 4) session.set_learning_rate(3e-4);
+      const int n = sizes[i];
+      std::vector<uint8_t> images(size_t(n) * h * w * 3), masks(size_t(n) * h * w);
+      auto rnd = test::random_vector<double>(images.size(), 200 + i, 0, 255.99);
+      for (size_t k = 0; k < images.size(); ++k) images[k] = uint8_t(rnd[k]);
+      for (size_t k = 0; k < masks.size(); ++k) masks[k] = (k / 7 + i) % 3 == 0;
+      losses.push_back(session.train_step(images.data(), masks.data(), n).loss);
+    }
+    return std::make_tuple(losses, session.state(), session.optimizer(), session.captured_graphs());
+  };
+  const auto [loss_g, state_g, opt_g, graphs_g] = run(true);
+  const auto [loss_e, state_e, opt_e, graphs_e] = run(false);
+  CHECK(graphs_g == 2);
+  CHECK(graphs_e == 0);
+  CHECK(same_bytes(loss_g, loss_e));
+  CHECK(same_bytes(state_g.params, state_e.params));
+  CHECK(same_bytes(state_g.running, state_e.running));
+  CHECK(same_bytes(opt_g.exp_avg_sq, opt_e.exp_avg_sq));
+  CHECK(opt_g.step == int64_t(std::size(sizes)));
 }
 
 #if defined(UNETCU_TEST_EMULATED)
