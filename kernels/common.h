@@ -16,6 +16,13 @@
 struct CUstream_st;
 typedef CUstream_st* cudaStream_t;
 
+// Small helpers that both host code and CUDA kernels call (one definition for both).
+#ifdef __CUDACC__
+#define UNETCU_HOST_DEVICE __host__ __device__
+#else
+#define UNETCU_HOST_DEVICE
+#endif
+
 namespace unetcu {
 
 enum class GradMode { overwrite, accumulate };

@@ -21,8 +21,8 @@ struct DiceSums {
 // smp's eps: the Dice denominator is clamped to at least this.
 constexpr double kDiceEps = 1e-7;
 
-// The loss value from the sums (host or device code alike).
-inline double dice_loss_from_sums(const DiceSums& s) {
+// The loss value from the sums (host and device code alike).
+UNETCU_HOST_DEVICE inline double dice_loss_from_sums(const DiceSums& s) {
   if (!(s.sum_t > 0)) return 0.0;
   double den = 0.5 * (s.sum_p + s.sum_t);
   return 1.0 - s.intersection / (den > kDiceEps ? den : kDiceEps);
@@ -55,12 +55,12 @@ void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_
 }  // namespace cpu
 
 // micro-imagewise IoU of one image: tp/(tp+fp+fn), 1.0 when the denominator is 0.
-inline double image_iou(const ConfusionCounts& c) {
+UNETCU_HOST_DEVICE inline double image_iou(const ConfusionCounts& c) {
   int64_t den = c.tp + c.fp + c.fn;
   return den == 0 ? 1.0 : double(c.tp) / double(den);
 }
 // Dice of one image: 2tp/(2tp+fp+fn), 1.0 when the denominator is 0.
-inline double image_dice(const ConfusionCounts& c) {
+UNETCU_HOST_DEVICE inline double image_dice(const ConfusionCounts& c) {
   int64_t den = 2 * c.tp + c.fp + c.fn;
   return den == 0 ? 1.0 : 2.0 * double(c.tp) / double(den);
 }

@@ -37,13 +37,6 @@ __device__ inline SigmoidPair sigmoid_pair(float x) {
   return x >= 0.0f ? SigmoidPair{big, small} : SigmoidPair{small, big};
 }
 
-// The device twin of dice_loss_from_sums (loss.h), which is host-only.
-__device__ inline double dice_loss_value(const DiceSums& s) {
-  if (!(s.sum_t > 0)) return 0.0;
-  const double den = 0.5 * (s.sum_p + s.sum_t);
-  return 1.0 - s.intersection / (den > kDiceEps ? den : kDiceEps);
-}
-
 struct DiceSrc {
   const float* logits;
   const uint8_t* target;
@@ -70,7 +63,7 @@ struct DiceEpilogue {
     s.sum_t = acc[1];
     s.intersection = acc[2];
     *sums = s;
-    *loss = float(dice_loss_value(s));
+    *loss = float(dice_loss_from_sums(s));
   }
 };
 
@@ -160,11 +153,8 @@ __global__ void epoch_totals_kernel(EpochTotals* totals, const float* loss,
   }
   for (int i = 0; i < n_images; ++i) {
     const ConfusionCounts c = counts[i];
-    // image_iou / image_dice (loss.h) are host-only; same definitions, zero division = 1.
-    const int64_t iou_den = c.tp + c.fp + c.fn;
-    const int64_t dice_den = 2 * c.tp + c.fp + c.fn;
-    t.iou_sum += iou_den == 0 ? 1.0 : double(c.tp) / double(iou_den);
-    t.dice_sum += dice_den == 0 ? 1.0 : 2.0 * double(c.tp) / double(dice_den);
+    t.iou_sum += image_iou(c);
+    t.dice_sum += image_dice(c);
     t.tp += c.tp;
     t.fp += c.fp;
     t.fn += c.fn;
