@@ -146,7 +146,11 @@ Dataset load_dataset(const std::vector<Sample>& samples, int size, const LoadOpt
   Dataset ds;
   ds.n = int(samples.size());
   ds.size = size;
-  for (const auto& s : samples) ds.stems.push_back(s.stem);
+  for (const auto& s : samples) {
+    ds.stems.push_back(s.stem);
+    ds.lesion_ids.push_back(s.lesion_id);
+    ds.dxs.push_back(s.dx);
+  }
   ds.images.resize(size_t(ds.n) * ds.image_bytes());
   ds.masks.resize(size_t(ds.n) * ds.mask_bytes());
 

@@ -21,6 +21,10 @@ struct Sample {
   std::string stem;        // file name without extension, e.g. ISIC_0024306
   std::string image_path;  // DIR/images/<stem>.<ext>
   std::string mask_path;   // DIR/masks/<stem>_segmentation.png
+  // From the dataset's metadata when it has any (HAM10000_metadata.csv, GroundTruth.csv);
+  // empty when unknown. lesion_id groups images of one lesion for the lesion split.
+  std::string lesion_id;
+  std::string dx;          // diagnosis: mel, nv, bcc, akiec, bkl, df, vasc
 };
 
 // Lists the pairs under dir, sorted by stem (byte order), so the result is the same on every
@@ -33,6 +37,8 @@ struct Dataset {
   int n = 0;     // number of images
   int size = 0;  // every image and mask is size x size
   std::vector<std::string> stems;
+  std::vector<std::string> lesion_ids;  // per image, from Sample::lesion_id ("" if unknown)
+  std::vector<std::string> dxs;         // per image, from Sample::dx ("" if unknown)
   std::vector<uint8_t> images;  // n * size * size * 3, RGB
   std::vector<uint8_t> masks;   // n * size * size, values 0 or 1
   // Masks whose pixels were not all 0/255 (or all 0/1) and were therefore thresholded at 128.

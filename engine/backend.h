@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "engine/error.h"
@@ -41,6 +42,29 @@ class Backend {
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;
+
+  // Host memory that the device copies to and from asynchronously (page-locked on CUDA): the
+  // loader's batch ring and the step results live in it. The default, 256-byte aligned
+  // ordinary memory, suits a backend whose copies are plain memcpy.
+  virtual void* alloc_host(size_t bytes) {
+    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    if (!p) fail("out of host memory allocating ", bytes, " bytes; try a smaller --batch-size");
+    return p;
+  }
+  virtual void release_host(void* ptr) { std::free(ptr); }
+  // A device -> host copy in stream order that does not wait: host_dst (from alloc_host) holds
+  // the data once a marker recorded after this call is reached. The default copies at once.
+  virtual void download_async(void* host_dst, const void* src, size_t bytes) {
+    download(host_dst, src, bytes);
+  }
+  // Markers are points in the backend's stream of work, so the host can ask whether work it
+  // issued has finished without waiting for everything (CUDA events). record_marker(id) places
+  // marker id after everything issued so far; marker_reached(id) does not block; wait_marker(id)
+  // does. A marker never recorded counts as reached. The defaults suit a synchronous backend.
+  virtual int create_marker() { return 0; }
+  virtual void record_marker(int /*id*/) {}
+  virtual bool marker_reached(int /*id*/) { return true; }
+  virtual void wait_marker(int /*id*/) {}
 
   // The per-step input copy: every part lands in device memory before the next op runs, and
   // the host buffers may be reused as soon as this returns. CUDA stages the parts through
@@ -78,6 +102,64 @@ class Backend {
                                   const float* x, const float* gamma, const float* save_mean,
                                   const float* save_invstd, const BatchNormShape& sh,
                                   GradMode dx_mode, GradMode param_mode) = 0;
+  // BatchNorm fused with the ReLU after it, y = relu(bn(x)), and with the end of a residual
+  // block, y = relu(bn(x) + residual) (kernels/batchnorm.h, cuda::batchnorm_relu_* and
+  // cuda::batchnorm_add_relu_*). A backend offers them when fusing saves it memory traffic; the
+  // executor then uses them instead of the separate BatchNorm and ReLU ops. The backwards take
+  // dy of the fused output and y itself (its mask y > 0).
+  virtual bool fuses_batchnorm_relu() const { return false; }
+  virtual void batchnorm_relu_train_forward(float* /*y*/, float* /*save_mean*/,
+                                            float* /*save_invstd*/, float* /*running_mean*/,
+                                            float* /*running_var*/, const float* /*x*/,
+                                            const float* /*gamma*/, const float* /*beta*/,
+                                            const BatchNormShape& /*sh*/, float /*momentum*/,
+                                            float /*eps*/) {
+    no_fusion();
+  }
+  virtual void batchnorm_relu_eval_forward(float* /*y*/, const float* /*x*/,
+                                           const float* /*gamma*/, const float* /*beta*/,
+                                           const float* /*running_mean*/,
+                                           const float* /*running_var*/,
+                                           const BatchNormShape& /*sh*/, float /*eps*/) {
+    no_fusion();
+  }
+  virtual void batchnorm_relu_backward(float* /*dx*/, float* /*dgamma*/, float* /*dbeta*/,
+                                       const float* /*dy*/, const float* /*y*/,
+                                       const float* /*x*/, const float* /*gamma*/,
+                                       const float* /*save_mean*/, const float* /*save_invstd*/,
+                                       const BatchNormShape& /*sh*/, GradMode /*dx_mode*/,
+                                       GradMode /*param_mode*/) {
+    no_fusion();
+  }
+  virtual void batchnorm_add_relu_train_forward(float* /*y*/, float* /*save_mean*/,
+                                                float* /*save_invstd*/, float* /*running_mean*/,
+                                                float* /*running_var*/, const float* /*x*/,
+                                                const float* /*residual*/, const float* /*gamma*/,
+                                                const float* /*beta*/,
+                                                const BatchNormShape& /*sh*/,
+                                                float /*momentum*/, float /*eps*/) {
+    no_fusion();
+  }
+  virtual void batchnorm_add_relu_eval_forward(float* /*y*/, const float* /*x*/,
+                                               const float* /*residual*/,
+                                               const float* /*gamma*/, const float* /*beta*/,
+                                               const float* /*running_mean*/,
+                                               const float* /*running_var*/,
+                                               const BatchNormShape& /*sh*/, float /*eps*/) {
+    no_fusion();
+  }
+  virtual void batchnorm_add_relu_backward(float* /*dx*/, float* /*dresidual*/,
+                                           float* /*dgamma*/, float* /*dbeta*/,
+                                           const float* /*dy*/, const float* /*y*/,
+                                           const float* /*x*/, const float* /*gamma*/,
+                                           const float* /*save_mean*/,
+                                           const float* /*save_invstd*/,
+                                           const BatchNormShape& /*sh*/, GradMode /*dx_mode*/,
+                                           GradMode /*dresidual_mode*/,
+                                           GradMode /*param_mode*/) {
+    no_fusion();
+  }
+
   virtual void relu_forward(float* y, const float* x, int64_t count) = 0;
   virtual void relu_backward(float* dx, const float* dy, const float* y, int64_t count,
                              GradMode mode) = 0;
@@ -126,6 +208,10 @@ class Backend {
  protected:
   [[noreturn]] void unsupported(const char* what) const {
     fail(describe(), ": ", what, " needs a backend with CUDA graphs");
+  }
+  [[noreturn]] void no_fusion() const {
+    fail(describe(), ": fused BatchNorm+ReLU called on a backend without it (a bug: check "
+         "fuses_batchnorm_relu() first)");
   }
 };
 

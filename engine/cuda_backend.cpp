@@ -122,6 +122,7 @@ class CudaBackend final : public Backend {
     for (void* p : retired_) (void)cudaFree(p);
     if (scratch_) (void)cudaFree(scratch_);
     (void)cudaFree(adam_);
+    for (cudaEvent_t e : markers_) (void)cudaEventDestroy(e);
     for (Staging& s : staging_) {
       if (s.host) (void)cudaFreeHost(s.host);
       (void)cudaEventDestroy(s.copied);
@@ -170,6 +171,43 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
   }
+
+  void* alloc_host(size_t bytes) override {
+    not_capturing("alloc_host");
+    void* p = nullptr;
+    UNETCU_CUDA_CHECK_ALLOC(cudaHostAlloc(&p, bytes > 0 ? bytes : 1, cudaHostAllocDefault), bytes);
+    return p;
+  }
+  void release_host(void* ptr) override {
+    if (ptr) (void)cudaFreeHost(ptr);  // called from destructors: nothing to report to
+  }
+  void download_async(void* host_dst, const void* src, size_t bytes) override {
+    not_capturing("download_async");
+    UNETCU_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, compute_));
+    after_async("cudaMemcpyAsync (device to host)");
+  }
+
+  int create_marker() override {
+    not_capturing("create_marker");
+    cudaEvent_t e = nullptr;
+    UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    markers_.push_back(e);
+    return int(markers_.size()) - 1;
+  }
+  void record_marker(int id) override {
+    not_capturing("record_marker");
+    UNETCU_CUDA_CHECK(cudaEventRecord(marker(id), compute_));
+  }
+  bool marker_reached(int id) override {
+    const cudaError_t status = cudaEventQuery(marker(id));
+    if (status == cudaErrorNotReady) {
+      (void)cudaGetLastError();  // "not ready" is an answer, not an error to keep
+      return false;
+    }
+    UNETCU_CUDA_CHECK(status);
+    return true;
+  }
+  void wait_marker(int id) override { UNETCU_CUDA_CHECK(cudaEventSynchronize(marker(id))); }
 
   void upload_batch(const HostToDevice* parts, int count) override {
     not_capturing("upload_batch");
@@ -266,6 +304,62 @@ class CudaBackend final : public Backend {
                           GradMode param_mode) override {
     cuda::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd, sh, dx_mode,
                              param_mode, scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+  }
+
+  // The fused kernels read x once and write y once where BatchNorm then ReLU would write and
+  // re-read the activation in between (and add_relu a third tensor).
+  bool fuses_batchnorm_relu() const override { return true; }
+  void batchnorm_relu_train_forward(float* y, float* save_mean, float* save_invstd,
+                                    float* running_mean, float* running_var, const float* x,
+                                    const float* gamma, const float* beta,
+                                    const BatchNormShape& sh, float momentum,
+                                    float eps) override {
+    cuda::batchnorm_relu_train_forward(y, save_mean, save_invstd, running_mean, running_var, x,
+                                       gamma, beta, sh, momentum, eps,
+                                       scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+  }
+  void batchnorm_relu_eval_forward(float* y, const float* x, const float* gamma,
+                                   const float* beta, const float* running_mean,
+                                   const float* running_var, const BatchNormShape& sh,
+                                   float eps) override {
+    cuda::batchnorm_relu_eval_forward(y, x, gamma, beta, running_mean, running_var, sh, eps,
+                                      compute_);
+  }
+  void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
+                               const float* y, const float* x, const float* gamma,
+                               const float* save_mean, const float* save_invstd,
+                               const BatchNormShape& sh, GradMode dx_mode,
+                               GradMode param_mode) override {
+    cuda::batchnorm_relu_backward(dx, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh,
+                                  dx_mode, param_mode,
+                                  scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+  }
+  void batchnorm_add_relu_train_forward(float* y, float* save_mean, float* save_invstd,
+                                        float* running_mean, float* running_var, const float* x,
+                                        const float* residual, const float* gamma,
+                                        const float* beta, const BatchNormShape& sh,
+                                        float momentum, float eps) override {
+    cuda::batchnorm_add_relu_train_forward(y, save_mean, save_invstd, running_mean, running_var,
+                                           x, residual, gamma, beta, sh, momentum, eps,
+                                           scratch(cuda::batchnorm_workspace_bytes(sh)),
+                                           compute_);
+  }
+  void batchnorm_add_relu_eval_forward(float* y, const float* x, const float* residual,
+                                       const float* gamma, const float* beta,
+                                       const float* running_mean, const float* running_var,
+                                       const BatchNormShape& sh, float eps) override {
+    cuda::batchnorm_add_relu_eval_forward(y, x, residual, gamma, beta, running_mean, running_var,
+                                          sh, eps, compute_);
+  }
+  void batchnorm_add_relu_backward(float* dx, float* dresidual, float* dgamma, float* dbeta,
+                                   const float* dy, const float* y, const float* x,
+                                   const float* gamma, const float* save_mean,
+                                   const float* save_invstd, const BatchNormShape& sh,
+                                   GradMode dx_mode, GradMode dresidual_mode,
+                                   GradMode param_mode) override {
+    cuda::batchnorm_add_relu_backward(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean,
+                                      save_invstd, sh, dx_mode, dresidual_mode, param_mode,
+                                      scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
   }
 
   void relu_forward(float* y, const float* x, int64_t count) override {
@@ -399,6 +493,11 @@ class CudaBackend final : public Backend {
 #endif
   };
 
+  cudaEvent_t marker(int id) const {
+    if (id < 0 || id >= int(markers_.size())) fail("no marker ", id);
+    return markers_[size_t(id)];
+  }
+
   void not_capturing(const char* what) const {
     if (capturing_)
       fail(what, " was called while a CUDA graph is being captured (a bug in the caller: "
@@ -467,6 +566,7 @@ class CudaBackend final : public Backend {
   AdamConfig adam_cfg_;
   bool capturing_ = false;
   std::vector<GraphEntry> graphs_;
+  std::vector<cudaEvent_t> markers_;
 };
 
 }  // namespace

@@ -36,6 +36,73 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
   }
   bytes_ = size_t(cursor) * sizeof(float);
   base_ = static_cast<float*>(be_.alloc(bytes_));
+
+  // Consumers per activation, to fuse a BatchNorm into an add_relu only when nothing else
+  // reads the BatchNorm's output (the fused op never writes it).
+  std::vector<int> readers(acts.size(), 0);
+  for (const Node& nd : nodes) {
+    if (nd.op == OpKind::relu) continue;  // in place: same tensor, not another reader
+    if (nd.in0 >= 0) ++readers[size_t(nd.in0)];
+    if (nd.in1 >= 0) ++readers[size_t(nd.in1)];
+  }
+  const bool fuse = be_.fuses_batchnorm_relu();
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    Step st{int(i)};
+    if (fuse && nodes[i].op == OpKind::batchnorm && i + 1 < nodes.size()) {
+      const Node& next = nodes[i + 1];
+      const int out = nodes[i].out;
+      if (next.op == OpKind::relu && next.in0 == out) st.fusion = Fusion::bn_relu;
+      else if (next.op == OpKind::add_relu && (next.in0 == out) != (next.in1 == out) &&
+               readers[size_t(out)] == 1)
+        st.fusion = Fusion::bn_add_relu;
+    }
+    steps_.push_back(st);
+    if (st.fusion != Fusion::none) ++i;  // the next node is part of this step
+  }
+}
+
+void Executor::run_fused_forward(const Step& st, const float* params, float* running,
+                                 bool train) {
+  const Node& bn = graph_.nodes()[size_t(st.node)];
+  const Node& next = graph_.nodes()[size_t(st.node) + 1];
+  float* save = base_ + save_off_[size_t(st.node)];
+  const float *x = value(bn.in0), *gamma = params + bn.gamma, *beta = params + bn.beta;
+  float *rm = running + bn.running_mean, *rv = running + bn.running_var;
+  if (st.fusion == Fusion::bn_relu) {
+    float* y = value(bn.out);  // the ReLU is in place on the BatchNorm's output
+    if (train)
+      be_.batchnorm_relu_train_forward(y, save, save + bn.bn.c, rm, rv, x, gamma, beta, bn.bn,
+                                       kBatchNormMomentum, kBatchNormEps);
+    else
+      be_.batchnorm_relu_eval_forward(y, x, gamma, beta, rm, rv, bn.bn, kBatchNormEps);
+    return;
+  }
+  const float* residual = value(next.in0 == bn.out ? next.in1 : next.in0);
+  float* y = value(next.out);
+  if (train)
+    be_.batchnorm_add_relu_train_forward(y, save, save + bn.bn.c, rm, rv, x, residual, gamma,
+                                         beta, bn.bn, kBatchNormMomentum, kBatchNormEps);
+  else
+    be_.batchnorm_add_relu_eval_forward(y, x, residual, gamma, beta, rm, rv, bn.bn, kBatchNormEps);
+}
+
+void Executor::run_fused_backward(const Step& st, const float* params, float* grads) {
+  const Node& bn = graph_.nodes()[size_t(st.node)];
+  const Node& next = graph_.nodes()[size_t(st.node) + 1];
+  const float* save = base_ + save_off_[size_t(st.node)];
+  const float *x = value(bn.in0), *gamma = params + bn.gamma;
+  if (st.fusion == Fusion::bn_relu) {
+    be_.batchnorm_relu_backward(grad(bn.in0), grads + bn.gamma, grads + bn.beta, grad(bn.out),
+                                value(bn.out), x, gamma, save, save + bn.bn.c, bn.bn, bn.mode0,
+                                GradMode::overwrite);
+    return;
+  }
+  const bool bn_first = next.in0 == bn.out;
+  const int residual = bn_first ? next.in1 : next.in0;
+  be_.batchnorm_add_relu_backward(grad(bn.in0), grad(residual), grads + bn.gamma, grads + bn.beta,
+                                  grad(next.out), value(next.out), x, gamma, save,
+                                  save + bn.bn.c, bn.bn, bn.mode0,
+                                  bn_first ? next.mode1 : next.mode0, GradMode::overwrite);
 }
 
 Executor::~Executor() { be_.release(base_); }
@@ -43,7 +110,12 @@ Executor::~Executor() { be_.release(base_); }
 void Executor::forward(const float* params, float* running, bool train) {
   const auto& acts = graph_.acts();
   const auto& nodes = graph_.nodes();
-  for (size_t i = 0; i < nodes.size(); ++i) {
+  for (const Step& st : steps_) {
+    if (st.fusion != Fusion::none) {
+      run_fused_forward(st, params, running, train);
+      continue;
+    }
+    const size_t i = size_t(st.node);
     const Node& nd = nodes[i];
     float* y = value(nd.out);
     switch (nd.op) {
@@ -87,7 +159,13 @@ void Executor::backward(const float* params, float* grads) {
   const auto& acts = graph_.acts();
   const auto& nodes = graph_.nodes();
   const int input = graph_.input();
-  for (size_t ii = nodes.size(); ii-- > 0;) {
+  for (size_t si = steps_.size(); si-- > 0;) {
+    const Step& st = steps_[si];
+    if (st.fusion != Fusion::none) {
+      run_fused_backward(st, params, grads);
+      continue;
+    }
+    const size_t ii = size_t(st.node);
     const Node& nd = nodes[ii];
     const float* dy = grad(nd.out);
     switch (nd.op) {

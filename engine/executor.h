@@ -6,6 +6,12 @@
 // gradient that the loss wrote into grad(graph.output()). Parameter gradients are written in
 // overwrite mode: every parameter is used exactly once in this network, so no zeroing pass is
 // needed.
+//
+// On a backend that fuses BatchNorm with ReLU (Backend::fuses_batchnorm_relu), a BatchNorm
+// followed directly by the ReLU on its output, or by the add_relu that ends a residual block
+// when the BatchNorm's output feeds nothing else, runs as one fused op forward and backward.
+// The gradient writes keep their overwrite/accumulate modes: the two nodes are adjacent, so no
+// other write falls between them in either order.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +37,12 @@ class Executor {
   float* value(int act) const { return base_ + value_off_[act]; }
   float* grad(int act) const { return base_ + grad_off_[act]; }
   const Graph& graph() const { return graph_; }
+  // BatchNorms run fused with the ReLU or add_relu after them (for tests and logs).
+  int fused_ops() const {
+    int count = 0;
+    for (const Step& st : steps_) count += st.fusion != Fusion::none;
+    return count;
+  }
   size_t bytes() const { return bytes_; }
 
  private:
@@ -40,6 +52,15 @@ class Executor {
   size_t bytes_ = 0;
   std::vector<int64_t> value_off_, grad_off_;  // per activation, in floats
   std::vector<int64_t> save_off_;              // per node: BN mean/invstd or maxpool argmax
+  // What forward/backward run: one node, or a BatchNorm (node) fused with the next node.
+  enum class Fusion { none, bn_relu, bn_add_relu };
+  struct Step {
+    int node;
+    Fusion fusion = Fusion::none;
+  };
+  std::vector<Step> steps_;
+  void run_fused_forward(const Step& st, const float* params, float* running, bool train);
+  void run_fused_backward(const Step& st, const float* params, float* grads);
 };
 
 // BatchNorm constants from the spec (PyTorch defaults).

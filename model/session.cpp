@@ -45,6 +45,12 @@ ModelSession::ModelSession(Backend& backend, int image_h, int image_w, const Ada
 }
 
 ModelSession::~ModelSession() {
+  // In-flight copies may still target the result slots: let them land before freeing.
+  try {
+    be_.synchronize();
+  } catch (const std::exception&) {
+  }
+  for (ResultSlot& slot : slots_) be_.release_host(slot.host);
   for (auto& [n, pb] : batches_) {
     pb->exec.reset();
     for (void* p : {(void*)pb->images, (void*)pb->masks, (void*)pb->sums, (void*)pb->results})
@@ -157,14 +163,63 @@ void ModelSession::issue_eval_step(PerBatch& pb, int n) {
 StepResult ModelSession::read_results(PerBatch& pb, int n) {
   std::vector<unsigned char> host(kCountsOffset + sizeof(ConfusionCounts) * size_t(n));
   be_.download(host.data(), pb.results, host.size());
-  StepResult r;
-  std::memcpy(&r.loss, host.data(), sizeof(float));
-  r.counts.resize(size_t(n));
-  std::memcpy(r.counts.data(), host.data() + kCountsOffset, sizeof(ConfusionCounts) * size_t(n));
-  return r;
+  return parse_results(host.data(), n);
 }
 
 StepResult ModelSession::train_step(const uint8_t* images, const uint8_t* masks, int n) {
+  if (pending_train_results() > 0)
+    fail("train_step: ", pending_train_results(), " submitted steps' results are still "
+         "pending (a bug in the caller: collect them with next_train_result first)");
+  submit_train_step(images, masks, n);
+  StepResult r;
+  next_train_result(r, true);
+  return r;
+}
+
+StepResult ModelSession::parse_results(const unsigned char* host, int n) {
+  StepResult r;
+  std::memcpy(&r.loss, host, sizeof(float));
+  r.counts.resize(size_t(n));
+  std::memcpy(r.counts.data(), host + kCountsOffset, sizeof(ConfusionCounts) * size_t(n));
+  return r;
+}
+
+void ModelSession::collect_oldest(StepResult& out) {
+  ResultSlot& slot = slots_[oldest_];
+  be_.wait_marker(slot.marker);
+  out = parse_results(slot.host, slot.n);
+  oldest_ = (oldest_ + 1) % kResultsInFlight;
+  --in_flight_;
+}
+
+bool ModelSession::next_train_result(StepResult& out, bool wait) {
+  if (!ready_.empty()) {
+    out = std::move(ready_.front());
+    ready_.pop_front();
+    return true;
+  }
+  if (in_flight_ == 0) return false;
+  if (!wait && !be_.marker_reached(slots_[oldest_].marker)) return false;
+  collect_oldest(out);
+  return true;
+}
+
+void ModelSession::submit_train_step(const uint8_t* images, const uint8_t* masks, int n) {
+  if (in_flight_ == kResultsInFlight) {  // the ring is full: keep the oldest results aside
+    ready_.emplace_back();
+    collect_oldest(ready_.back());
+  }
+  ResultSlot& slot = slots_[(oldest_ + in_flight_) % kResultsInFlight];
+  const size_t result_bytes = kCountsOffset + sizeof(ConfusionCounts) * size_t(n);
+  if (slot.capacity < result_bytes) {
+    be_.release_host(slot.host);
+    slot.host = nullptr;
+    slot.capacity = 0;
+    slot.host = static_cast<unsigned char*>(be_.alloc_host(result_bytes));
+    slot.capacity = result_bytes;
+  }
+  if (slot.marker < 0) slot.marker = be_.create_marker();
+
   PerBatch& pb = batch(n);
   if (adam_dirty_) {
     be_.set_adam(adam_, adam_step_);
@@ -197,7 +252,10 @@ StepResult ModelSession::train_step(const uint8_t* images, const uint8_t* masks,
   ++pb.train_steps;
   ++adam_step_;
   for (auto& t : num_batches_tracked_) ++t;
-  return read_results(pb, n);
+  be_.download_async(slot.host, pb.results, result_bytes);
+  be_.record_marker(slot.marker);
+  slot.n = n;
+  ++in_flight_;
 }
 
 StepResult ModelSession::eval_step(const uint8_t* images, const uint8_t* masks, int n) {

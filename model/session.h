@@ -7,13 +7,20 @@
 // On a backend with CUDA graphs, train_step runs the first step of each batch size eagerly
 // (the backend chooses convolution algorithms and sizes its workspaces), captures the second
 // as one graph (normalise through Adam and the counts) and replays that graph from then on;
-// only the batch upload, before the launch, and the results download, after it, stay outside.
-// The loss and counts are downloaded at the end of every step, which waits for the step (one
-// host synchronisation per step). A backend serves one session at a time: it holds the Adam
-// state this session sets.
+// only the batch upload, before the launch, and the results copy, after it, stay outside.
+//
+// The loss and counts stay on the device and come back asynchronously: submit_train_step
+// issues the step and a stream-ordered copy of its results into page-locked host memory, and
+// returns without waiting for the device; next_train_result hands the results back in
+// submission order once they have arrived (the trainer's progress bar reads them a step or two
+// late). Up to kResultsInFlight steps may be in flight; submitting one more first waits for the
+// oldest, whose results are kept until asked for. train_step is submit + wait, with nothing
+// else pending. A backend serves
+// one session at a time: it holds the Adam state this session sets.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <vector>
@@ -63,8 +70,14 @@ class ModelSession {
   // Training steps captured as CUDA graphs so far (one per batch size); for tests and logs.
   int captured_graphs() const;
 
-  // images: n*h*w*3 uint8 RGB; masks: n*h*w uint8 0/1 (host memory).
+  // images: n*h*w*3 uint8 RGB; masks: n*h*w uint8 0/1 (host memory, reusable on return).
   StepResult train_step(const uint8_t* images, const uint8_t* masks, int n);
+  // The asynchronous form (see the file comment). next_train_result returns false when no
+  // result is pending, or when `wait` is false and the oldest has not arrived yet.
+  static constexpr int kResultsInFlight = 3;
+  void submit_train_step(const uint8_t* images, const uint8_t* masks, int n);
+  bool next_train_result(StepResult& out, bool wait);
+  int pending_train_results() const { return int(ready_.size()) + in_flight_; }
   StepResult eval_step(const uint8_t* images, const uint8_t* masks, int n);
   // Logits (n*h*w floats, host) with BatchNorm in eval mode.
   std::vector<float> predict(const uint8_t* images, int n);
@@ -83,6 +96,15 @@ class ModelSession {
   void issue_train_step(PerBatch& pb, int n);
   void issue_eval_step(PerBatch& pb, int n);
   StepResult read_results(PerBatch& pb, int n);
+  // Pinned host copies of in-flight steps' results, used as a ring.
+  struct ResultSlot {
+    unsigned char* host = nullptr;
+    size_t capacity = 0;
+    int marker = -1;
+    int n = 0;
+  };
+  void collect_oldest(StepResult& out);  // waits for the oldest in-flight slot
+  static StepResult parse_results(const unsigned char* host, int n);
 
   Backend& be_;
   const ModelSpec& spec_;
@@ -95,6 +117,9 @@ class ModelSession {
   float *params_ = nullptr, *grads_ = nullptr, *exp_avg_ = nullptr, *exp_avg_sq_ = nullptr,
         *running_ = nullptr;
   std::map<int, std::unique_ptr<PerBatch>> batches_;
+  ResultSlot slots_[kResultsInFlight];
+  int oldest_ = 0, in_flight_ = 0;   // ring position of the oldest in-flight slot, and count
+  std::deque<StepResult> ready_;     // collected early (ring full), not yet handed back
 };
 
 }  // namespace unetcu

@@ -154,17 +154,27 @@ int cmd_train(int argc, char** argv) {
     Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), it.num_batches());
     double loss_sum = 0, iou_sum = 0;
     long seen = 0;
+    int done = 0;  // steps whose results have come back
+    // Results arrive asynchronously (a step or two behind on a GPU), in order.
+    auto collect = [&](bool wait) {
+      StepResult r;
+      while (session.next_train_result(r, wait)) {
+        ++done;
+        if (!std::isfinite(r.loss))
+          fail("training diverged: the loss is ", r.loss, " at epoch ", epoch + 1, " batch ",
+               done, "; try a smaller --lr");
+        loss_sum += r.loss;
+        for (const auto& c : r.counts) iou_sum += image_iou(c);
+        seen += long(r.counts.size());
+        progress.update(done, seen, loss_sum / done, iou_sum / double(seen));
+      }
+    };
     for (int b = 0; b < it.num_batches(); ++b) {
       int n = it.fill(b, images.data(), masks.data());
-      StepResult r = session.train_step(images.data(), masks.data(), n);
-      if (!std::isfinite(r.loss))
-        fail("training diverged: the loss is ", r.loss, " at epoch ", epoch + 1, " batch ", b + 1,
-             "; try a smaller --lr");
-      loss_sum += r.loss;
-      for (const auto& c : r.counts) iou_sum += image_iou(c);
-      seen += n;
-      progress.update(b + 1, seen, loss_sum / (b + 1), iou_sum / seen);
+      session.submit_train_step(images.data(), masks.data(), n);
+      collect(false);
     }
+    collect(true);
     const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EvalResult val = evaluate(session, ds, split.val, batch_size, "  validate");
     const double epoch_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
