@@ -66,16 +66,19 @@ class Backend {
   virtual bool marker_reached(int /*id*/) { return true; }
   virtual void wait_marker(int /*id*/) {}
 
-  // The per-step input copy: every part lands in device memory before the next op runs, and
-  // the host buffers may be reused as soon as this returns. CUDA stages the parts through
-  // pinned, double-buffered host memory on a copy stream that the compute stream waits for;
-  // the default is plain uploads.
+  // The per-step input copy: every part lands in device memory before the next op runs.
+  // By default the host buffers may be reused as soon as this returns: CUDA stages the parts
+  // through its own pinned, double-buffered host memory on a copy stream that the compute
+  // stream waits for. With `pinned_src` the sources are alloc_host memory that the caller
+  // leaves untouched until a marker recorded after the step is reached, and CUDA copies
+  // straight from them (no staging copy). The default is plain uploads.
   struct HostToDevice {
     void* dst;
     const void* src;
     size_t bytes;
   };
-  virtual void upload_batch(const HostToDevice* parts, int count) {
+  virtual void upload_batch(const HostToDevice* parts, int count, bool pinned_src = false) {
+    (void)pinned_src;
     for (int i = 0; i < count; ++i) upload(parts[i].dst, parts[i].src, parts[i].bytes);
   }
 

@@ -10,7 +10,8 @@
 //               faked.
 //
 // Streams: every op runs on one non-blocking compute stream. The per-step batch upload
-// (upload_batch) runs on a copy stream from pinned, double-buffered host staging; the compute
+// (upload_batch) runs on a copy stream, from the loader's page-locked batch buffers or else
+// through pinned, double-buffered host staging; the compute
 // stream waits for it through an event, and the copy stream first waits for the compute work
 // already issued, so a batch never overwrites device staging an earlier step still reads. Other
 // copies go through the compute stream: a plain cudaMemcpy would use the legacy stream, which
@@ -90,6 +91,7 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
+    UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&direct_copied_, cudaEventDisableTiming));
     for (Staging& s : staging_)
       UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
     adam_ = static_cast<AdamDeviceState*>(alloc(sizeof(AdamDeviceState)));
@@ -128,6 +130,7 @@ class CudaBackend final : public Backend {
       (void)cudaEventDestroy(s.copied);
     }
     (void)cudaEventDestroy(compute_mark_);
+    (void)cudaEventDestroy(direct_copied_);
     (void)cudaStreamDestroy(copy_);
     (void)cudaStreamDestroy(compute_);
     (void)cudaGetLastError();
@@ -209,8 +212,20 @@ class CudaBackend final : public Backend {
   }
   void wait_marker(int id) override { UNETCU_CUDA_CHECK(cudaEventSynchronize(marker(id))); }
 
-  void upload_batch(const HostToDevice* parts, int count) override {
+  void upload_batch(const HostToDevice* parts, int count, bool pinned_src) override {
     not_capturing("upload_batch");
+    if (pinned_src) {
+      // Straight from the caller's page-locked buffers, which it keeps until the step is done.
+      UNETCU_CUDA_CHECK(cudaEventRecord(compute_mark_, compute_));
+      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(copy_, compute_mark_, 0));
+      for (int i = 0; i < count; ++i)
+        UNETCU_CUDA_CHECK(cudaMemcpyAsync(parts[i].dst, parts[i].src, parts[i].bytes,
+                                          cudaMemcpyHostToDevice, copy_));
+      UNETCU_CUDA_CHECK(cudaEventRecord(direct_copied_, copy_));
+      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, direct_copied_, 0));
+      if (sync_every_launch()) UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
+      return;
+    }
     Staging& slot = staging_[next_staging_];
     next_staging_ = (next_staging_ + 1) % kStagingSlots;
     // This pinned buffer was last used two batches ago: its copies must be done before it is
@@ -557,6 +572,7 @@ class CudaBackend final : public Backend {
   std::string description_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   cudaEvent_t compute_mark_ = nullptr;
+  cudaEvent_t direct_copied_ = nullptr;  // after a pinned_src upload's copies
   Staging staging_[kStagingSlots];
   int next_staging_ = 0;
   void* scratch_ = nullptr;

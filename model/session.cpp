@@ -131,11 +131,11 @@ int ModelSession::captured_graphs() const {
 }
 
 void ModelSession::upload_inputs(PerBatch& pb, const uint8_t* images, const uint8_t* masks,
-                                 int n) {
+                                 int n, bool pinned) {
   const size_t pixels = size_t(n) * h_ * w_;
   const Backend::HostToDevice parts[2] = {{pb.images, images, pixels * 3},
                                           {pb.masks, masks, pixels}};
-  be_.upload_batch(parts, masks ? 2 : 1);
+  be_.upload_batch(parts, masks ? 2 : 1, pinned);
 }
 
 // Everything of a training step after the upload, issued to the backend: run now, or recorded
@@ -204,7 +204,8 @@ bool ModelSession::next_train_result(StepResult& out, bool wait) {
   return true;
 }
 
-void ModelSession::submit_train_step(const uint8_t* images, const uint8_t* masks, int n) {
+void ModelSession::submit_train_step(const uint8_t* images, const uint8_t* masks, int n,
+                                     bool pinned_inputs) {
   if (in_flight_ == kResultsInFlight) {  // the ring is full: keep the oldest results aside
     ready_.emplace_back();
     collect_oldest(ready_.back());
@@ -225,7 +226,7 @@ void ModelSession::submit_train_step(const uint8_t* images, const uint8_t* masks
     be_.set_adam(adam_, adam_step_);
     adam_dirty_ = false;
   }
-  upload_inputs(pb, images, masks, n);
+  upload_inputs(pb, images, masks, n, pinned_inputs);
   if (pb.graph >= 0) {
     be_.launch_graph(pb.graph);
   } else if (pb.graph == -1 && pb.train_steps > 0 && use_graphs_ && be_.supports_graphs()) {

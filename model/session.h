@@ -75,7 +75,11 @@ class ModelSession {
   // The asynchronous form (see the file comment). next_train_result returns false when no
   // result is pending, or when `wait` is false and the oldest has not arrived yet.
   static constexpr int kResultsInFlight = 3;
-  void submit_train_step(const uint8_t* images, const uint8_t* masks, int n);
+  // With pinned_inputs, images and masks are Backend::alloc_host memory that the caller leaves
+  // untouched until this step's result has come back from next_train_result; the device then
+  // copies straight from them. Otherwise they may be reused on return.
+  void submit_train_step(const uint8_t* images, const uint8_t* masks, int n,
+                         bool pinned_inputs = false);
   bool next_train_result(StepResult& out, bool wait);
   int pending_train_results() const { return int(ready_.size()) + in_flight_; }
   StepResult eval_step(const uint8_t* images, const uint8_t* masks, int n);
@@ -92,7 +96,8 @@ class ModelSession {
  private:
   struct PerBatch;
   PerBatch& batch(int n);
-  void upload_inputs(PerBatch& pb, const uint8_t* images, const uint8_t* masks, int n);
+  void upload_inputs(PerBatch& pb, const uint8_t* images, const uint8_t* masks, int n,
+                     bool pinned = false);
   void issue_train_step(PerBatch& pb, int n);
   void issue_eval_step(PerBatch& pb, int n);
   StepResult read_results(PerBatch& pb, int n);

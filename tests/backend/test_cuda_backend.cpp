@@ -341,7 +341,8 @@ TEST_CASE("the CUDA executor fuses BatchNorm with the ReLU or add_relu after it"
 // The asynchronous path: steps submitted back to back (more than the results ring holds, so
 // the oldest results are set aside while later steps are issued), collected afterwards, give
 // the results of one-at-a-time train_step calls, in order, bit for bit; a mixed-up slot or a
-// result read before its copy landed would not.
+// result read before its copy landed would not. The same with inputs uploaded straight from
+// page-locked buffers.
 TEST_CASE("submitted training steps give train_step's results, in order") {
   const int sizes[] = {2, 2, 1, 2, 1, 2};
   static_assert(std::size(sizes) > ModelSession::kResultsInFlight + 1);
@@ -381,12 +382,46 @@ TEST_CASE("submitted training steps give train_step's results, in order") {
     CHECK(session.pending_train_results() == 0);
     CHECK_FALSE(session.next_train_result(r, false));
   }
+  // Inputs in page-locked buffers that the device copies straight from (the loader's ring):
+  // each step's buffers stay untouched until its result is back, then they are refilled.
+  std::vector<StepResult> pinned;
+  {
+    ModelSession session(*backend, h, w);
+    session.set_state(initial_state(unet_spec(), kInitSeed));
+    const int max_n = *std::max_element(std::begin(sizes), std::end(sizes));
+    struct Held { uint8_t *images, *masks; };
+    std::vector<Held> ring;
+    for (int k = 0; k < ModelSession::kResultsInFlight; ++k)
+      ring.push_back({static_cast<uint8_t*>(backend->alloc_host(size_t(max_n) * h * w * 3)),
+                      static_cast<uint8_t*>(backend->alloc_host(size_t(max_n) * h * w))});
+    std::vector<uint8_t> images, masks;
+    StepResult r;
+    for (size_t i = 0; i < std::size(sizes); ++i) {
+      if (i >= ring.size()) {  // buffer i % ring.size() is reused: its step must be done
+        REQUIRE(session.next_train_result(r, true));
+        pinned.push_back(r);
+      }
+      const Held& buf = ring[i % ring.size()];
+      batch(i, images, masks);
+      std::memcpy(buf.images, images.data(), images.size());
+      std::memcpy(buf.masks, masks.data(), masks.size());
+      session.submit_train_step(buf.images, buf.masks, sizes[i], true);
+    }
+    while (session.next_train_result(r, true)) pinned.push_back(r);
+    for (const Held& buf : ring) {
+      backend->release_host(buf.images);
+      backend->release_host(buf.masks);
+    }
+  }
   REQUIRE(submitted.size() == one_by_one.size());
+  REQUIRE(pinned.size() == one_by_one.size());
   for (size_t i = 0; i < submitted.size(); ++i) {
     CAPTURE(i);
     CHECK(submitted[i].counts.size() == size_t(sizes[i]));
     CHECK(std::memcmp(&submitted[i].loss, &one_by_one[i].loss, sizeof(float)) == 0);
     CHECK(same_counts(submitted[i].counts, one_by_one[i].counts));
+    CHECK(std::memcmp(&pinned[i].loss, &one_by_one[i].loss, sizeof(float)) == 0);
+    CHECK(same_counts(pinned[i].counts, one_by_one[i].counts));
   }
   // The steps differ, so a repeated or shifted result would show.
   CHECK(one_by_one[0].loss != one_by_one[1].loss);
