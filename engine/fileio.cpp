@@ -32,6 +32,10 @@ void sync_folder(const std::string& folder) {
 }  // namespace
 
 void write_file_atomic(const std::string& path, const void* data, size_t n) {
+  write_file_atomic(path, std::vector<ByteRange>{{data, n}});
+}
+
+void write_file_atomic(const std::string& path, const std::vector<ByteRange>& pieces) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot write ", path, ": cannot create ", tmp, ": ", std::strerror(errno));
@@ -43,16 +47,18 @@ void write_file_atomic(const std::string& path, const void* data, size_t n) {
     ::unlink(tmp.c_str());
     fail("cannot write ", path, ": ", what, ": ", std::strerror(err));
   };
-  const char* p = static_cast<const char*>(data);
-  size_t left = n;
-  while (left > 0) {
-    ssize_t w = ::write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      abandon("write failed");
+  for (const ByteRange& piece : pieces) {
+    const char* p = static_cast<const char*>(piece.data);
+    size_t left = piece.n;
+    while (left > 0) {
+      ssize_t w = ::write(fd, p, left);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        abandon("write failed");
+      }
+      p += w;
+      left -= size_t(w);
     }
-    p += w;
-    left -= size_t(w);
   }
   if (::fsync(fd) != 0) abandon("fsync failed");
   if (::close(fd) != 0) {

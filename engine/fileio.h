@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 namespace unetcu {
 
@@ -13,6 +14,14 @@ namespace unetcu {
 // an Error names the path and the system's reason.
 void write_file_atomic(const std::string& path, const void* data, size_t n);
 void write_file_atomic(const std::string& path, const std::string& bytes);
+
+// The same for a file made of pieces written one after another (a header, then blocks that
+// already sit in memory, such as a decoded data set), without joining them in one buffer first.
+struct ByteRange {
+  const void* data;
+  size_t n;
+};
+void write_file_atomic(const std::string& path, const std::vector<ByteRange>& pieces);
 
 // The whole file as bytes. Errors say whether the file is missing, unreadable or a directory.
 std::string read_file(const std::string& path);

@@ -33,8 +33,16 @@ struct LoadedCheckpoint {
 
 // Loads a unetcu checkpoint or any smp/PyTorch state_dict saved as safetensors (a missing
 // "optimizer." part just means no optimizer state). Missing, extra or mis-shaped tensors are
-// all listed in one error naming the file.
+// all listed in one error naming the file. Float tensors may be F32, F16, BF16 or F64 (converted
+// to float32); num_batches_tracked may be absent (taken as 0), as PyTorch allows.
 LoadedCheckpoint load_checkpoint(const std::string& path, const ModelSpec& spec);
+
+// Overwrites the encoder part of `model` (the 108 encoder parameters and 36 BatchNorms' running
+// statistics) with a torchvision or timm ResNet-34 state_dict saved as safetensors: the keys
+// are smp's encoder keys without "encoder." (conv1.weight, bn1.running_mean, layer1.0...), and
+// the classifier fc.* is ignored. The decoder and head keep what `model` holds. Errors as
+// load_checkpoint's.
+void load_encoder_weights(const std::string& path, const ModelSpec& spec, HostModelState& model);
 
 // A freshly initialised model state (init_unet with `seed`).
 HostModelState initial_state(const ModelSpec& spec, uint64_t seed);

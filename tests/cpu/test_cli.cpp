@@ -16,40 +16,16 @@
 #include "data/split.h"
 #include "engine/fileio.h"
 #include "engine/json.h"
+#include "cli_util.h"
 
 namespace fs = std::filesystem;
 using namespace unetcu;
 
 namespace {
 
-struct RunResult {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-RunResult run_tool(const std::string& args) {
-  const std::string cmd = std::string(UNETCU_TEST_BIN_DIR) + "/unetcu " + args + " 2>&1";
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("unetcu_cli_" + name + "_" + std::to_string(getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string str(const std::string& sub = "") const { return (sub.empty() ? path : path / sub).string(); }
-};
+using test::RunResult;
+using test::run_tool;
+using test::TempDir;
 
 std::vector<json::Value> read_jsonl(const std::string& path) {
   std::vector<json::Value> out;
@@ -207,4 +183,66 @@ TEST_CASE("bad input: clear errors naming the file, non-zero exit, nothing half-
   // None of the failures above left a checkpoint behind.
   CHECK_FALSE(fs::exists(t.path / "run" / "last.safetensors"));
   CHECK_FALSE(fs::exists(t.path / "run" / "best.safetensors"));
+}
+
+TEST_CASE("cli: stats prints the table and writes stats.json and the SVG plots") {
+  TempDir t("stats");
+  REQUIRE(run_tool("synth " + t.str("d") + " --count 5 --width 40 --height 32").status == 0);
+  write_file_atomic(t.str("d/HAM10000_metadata.csv"),
+                    "lesion_id,image_id,dx\nHAM_1,ISIC_0000000,nv\nHAM_1,ISIC_0000001,nv\n"
+                    "HAM_2,ISIC_0000002,mel\nHAM_3,ISIC_0000003,bcc\nHAM_4,ISIC_0000004,nv\n");
+  const RunResult r = run_tool("stats " + t.str("d") + " --out " + t.str("out"));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(r.output.find("layout kaggle") != std::string::npos);
+  CHECK(r.output.find("pairs                 5") != std::string::npos);
+  CHECK(r.output.find("image sizes           40x32: 5") != std::string::npos);
+  CHECK(r.output.find("diagnosis nv          3 (60.0%)") != std::string::npos);
+  CHECK(r.output.find("lesions               4 (images per lesion: 3 with 1, 1 with 2)") !=
+        std::string::npos);
+  const json::Value s = json::parse(read_file(t.str("out/stats.json")), "stats.json");
+  CHECK(s.at("n_pairs").as_int64() == 5);
+  CHECK(s.at("diagnoses").at("mel").as_int64() == 1);
+  CHECK(s.at("lesion_fraction_per_image").as_object().size() == 5);
+  int64_t in_histogram = 0;
+  for (const auto& v : s.at("lesion_fraction").at("histogram").as_array()) in_histogram += v.as_int64();
+  CHECK(in_histogram == 5);
+  for (const char* svg : {"out/lesion_fraction.svg", "out/diagnosis.svg"}) {
+    const std::string text = read_file(t.str(svg));
+    CHECK(text.rfind("<svg", 0) == 0);
+    CHECK(text.find("</svg>") != std::string::npos);
+  }
+
+  // Unpaired and unreadable files are reported, not fatal.
+  fs::copy_file(t.path / "d" / "images" / "ISIC_0000000.jpg", t.path / "d" / "images" / "ISIC_0000009.jpg");
+  write_file_atomic(t.str("d/masks/ISIC_0000001_segmentation.png"), "");
+  const RunResult bad = run_tool("stats " + t.str("d"));
+  INFO(bad.output);
+  REQUIRE(bad.status == 0);
+  CHECK(bad.output.find("unpaired files        1") != std::string::npos);
+  CHECK(bad.output.find("ISIC_0000009.jpg") != std::string::npos);
+  CHECK(bad.output.find("unusable pairs        1") != std::string::npos);
+  CHECK(bad.output.find("ISIC_0000001_segmentation.png: empty file") != std::string::npos);
+
+  const RunResult missing = run_tool("stats " + t.str("nowhere"));
+  CHECK(missing.status == 1);
+  CHECK(missing.output.find("unetcu: error: data folder not found") != std::string::npos);
+}
+
+TEST_CASE("cli: train --skip-bad leaves out an unreadable pair and trains on the rest") {
+  TempDir t("skipbad");
+  REQUIRE(run_tool("synth " + t.str("d") + " --count 6 --width 48 --height 32").status == 0);
+  write_file_atomic(t.str("d/images/ISIC_0000003.jpg"), "not a picture");
+  const std::string train = "train " + t.str("d") +
+                            " --device cpu --image-size 32 --epochs 1 --batch-size 2"
+                            " --val-frac 0.2 --test-frac 0.2 --out " + t.str("run");
+  const RunResult plain = run_tool(train);
+  CHECK(plain.status == 1);
+  CHECK(plain.output.find("ISIC_0000003.jpg") != std::string::npos);
+  const RunResult skip = run_tool(train + " --skip-bad");
+  INFO(skip.output);
+  CHECK(skip.status == 0);
+  CHECK(skip.output.find("warning: --skip-bad: left out 1 of 6 pairs") != std::string::npos);
+  CHECK(skip.output.find("ISIC_0000003.jpg") != std::string::npos);
+  CHECK(fs::exists(t.path / "run" / "test.json"));
 }

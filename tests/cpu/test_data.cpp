@@ -23,6 +23,7 @@
 #include "data/split.h"
 #include "data/synth.h"
 #include "engine/error.h"
+#include "cpu/data_files.h"
 
 namespace fs = std::filesystem;
 using namespace unetcu;
@@ -30,39 +31,7 @@ using namespace unetcu::data;
 
 namespace {
 
-// A fresh folder under the system temp folder, removed with everything in it on destruction.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("unetcu_test_data_" + std::to_string(getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-};
-
-std::vector<uint8_t> file_bytes(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)),
-                              std::istreambuf_iterator<char>());
-}
-
-void touch(const fs::path& p, const std::string& content = "") {
-  std::ofstream f(p, std::ios::binary);
-  f << content;
-}
-
-// Writes a PNG with any channel count (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
-void write_png(const fs::path& p, int w, int h, int channels, const std::vector<uint8_t>& px) {
-  REQUIRE(px.size() == size_t(w) * h * channels);
-  REQUIRE(stbi_write_png(p.string().c_str(), w, h, channels, px.data(), w * channels));
-}
+using namespace unetcu::test;
 
 // A folder in the find_pairs layout with empty images/ and masks/.
 struct PairDir : TempDir {
@@ -75,21 +44,6 @@ struct PairDir : TempDir {
     return path / "masks" / (stem + "_segmentation.png");
   }
 };
-
-// The message of the unetcu::Error that f throws ("" when it throws nothing).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const unetcu::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 }  // namespace
 
@@ -374,7 +328,7 @@ TEST_CASE("load_dataset: decoding errors name the file") {
     write_png(d.mask("text"), w, h, 1, mask);
     const std::string e = error_of([&] { load_dataset(find_pairs(d.str()), 4); });
     CHECK(contains(e, "text.png"));
-    CHECK(contains(e, "not a JPEG or PNG"));
+    CHECK(contains(e, "not a JPEG, PNG or BMP"));
   }
   SUBCASE("mask size differs from the image size") {
     write_jpeg(d.image("odd.jpg").string(), w, h, rgb.data(), 90);
@@ -421,9 +375,9 @@ TEST_CASE("load_dataset: channels are converted and masks binarised") {
   for (int i = 0; i < 4; ++i) zero_one[i] = 1;
   write_png(d.mask("zeroone"), w, h, 1, zero_one);
 
-  int warnings = 0;
+  std::vector<std::string> warnings;
   LoadOptions opt;
-  opt.warn = [&](const std::string&) { ++warnings; };
+  opt.warn = [&](const std::string& msg) { warnings.push_back(msg); };
   const Dataset ds = load_dataset(find_pairs(d.str()), w, opt);  // same size: no resampling
   REQUIRE(ds.n == 3);
   CHECK(ds.stems == std::vector<std::string>{"grey", "rgba", "zeroone"});
@@ -437,7 +391,10 @@ TEST_CASE("load_dataset: channels are converted and masks binarised") {
     CHECK(ds.mask(2)[i] == (i < 4 ? 1 : 0));
   }
   CHECK(ds.n_nonbinary_masks == 0);
-  CHECK(warnings == 0);
+  // The all-lesion mask of "grey" has lesion in its four corners: the only warning.
+  REQUIRE(warnings.size() == 1);
+  CHECK(contains(warnings[0], "1 of 3 masks have all four corners marked as lesion"));
+  CHECK(ds.report.inverted == std::vector<std::string>{"grey"});
 }
 
 TEST_CASE("load_dataset: non-binary masks are thresholded at 128 with one warning") {
@@ -451,7 +408,7 @@ TEST_CASE("load_dataset: non-binary masks are thresholded at 128 with one warnin
     write_png(d.mask(stem), w, h, 1, soft);
   }
   write_png(d.image("clean.png"), w, h, 3, rgb);
-  write_png(d.mask("clean"), w, h, 1, std::vector<uint8_t>(w * h, 255));
+  write_png(d.mask("clean"), w, h, 1, std::vector<uint8_t>(w * h, 0));
 
   std::vector<std::string> warnings;
   LoadOptions opt;
@@ -494,8 +451,247 @@ TEST_CASE("load_dataset: output order and bytes do not depend on the thread coun
   two.threads = 2;
   const Dataset a = load_dataset(pairs, 48, one), b = load_dataset(pairs, 48, two);
   CHECK(a.stems == b.stems);
-  CHECK(a.images == b.images);
-  CHECK(a.masks == b.masks);
+  const size_t image_block = size_t(a.n) * a.image_bytes();
+  const size_t mask_block = size_t(a.n) * a.mask_bytes();
+  CHECK(std::equal(a.image(0), a.image(0) + image_block, b.image(0)));
+  CHECK(std::equal(a.mask(0), a.mask(0) + mask_block, b.mask(0)));
+}
+
+// ---- formats, bit depths, limits ------------------------------------------------------------
+
+TEST_CASE("image: BMP, 16-bit PNG, grey and RGBA are decoded to 8-bit RGB") {
+  TempDir t;
+  const int w = 5, h = 4;
+  std::vector<uint8_t> rgb(size_t(w) * h * 3);
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 37 + 11);
+  const fs::path bmp = t.path / "a.BMP";
+  REQUIRE(stbi_write_bmp(bmp.string().c_str(), w, h, 3, rgb.data()));
+  CHECK(read_image(bmp.string(), 3).pixels == rgb);
+  const ImageInfo bmp_info = read_image_info(bmp.string());
+  CHECK(std::string(bmp_info.format) == "BMP");
+  CHECK((bmp_info.width == w && bmp_info.height == h && bmp_info.bits == 8));
+  CHECK(has_image_extension("a.BMP"));
+  CHECK(has_image_extension("b.JpEg"));
+  CHECK(!has_image_extension("c.tif"));
+  CHECK(!has_image_extension("LICENSE.txt"));
+
+  // 16-bit RGB: the high byte is kept, so 0x0100..0x01FF all become 1 and 0xFFFF becomes 255.
+  std::vector<uint16_t> wide(size_t(w) * h * 3);
+  for (size_t i = 0; i < wide.size(); ++i) wide[i] = uint16_t(i * 3001 + 255);
+  const fs::path png16 = t.path / "wide.png";
+  write_bytes(png16, png16_bytes(w, h, 3, wide));
+  const Image img = read_image(png16.string(), 3);
+  REQUIRE(img.pixels.size() == wide.size());
+  for (size_t i = 0; i < wide.size(); ++i) CHECK(img.pixels[i] == uint8_t(wide[i] >> 8));
+  CHECK(read_image_info(png16.string()).bits == 16);
+
+  // 16-bit grey becomes RGB with the grey value (high byte) in every channel.
+  std::vector<uint16_t> grey16(size_t(w) * h);
+  for (size_t i = 0; i < grey16.size(); ++i) grey16[i] = uint16_t(65535 - i * 2000);
+  const fs::path g16 = t.path / "grey16.png";
+  write_bytes(g16, png16_bytes(w, h, 1, grey16));
+  const Image g = read_image(g16.string(), 3);
+  for (size_t i = 0; i < grey16.size(); ++i)
+    CHECK((g.pixels[3 * i] == grey16[i] >> 8 && g.pixels[3 * i + 1] == grey16[i] >> 8 &&
+           g.pixels[3 * i + 2] == grey16[i] >> 8));
+
+  // RGBA 16-bit: alpha is dropped.
+  std::vector<uint16_t> rgba16(size_t(w) * h * 4, 0x4000);
+  for (size_t i = 3; i < rgba16.size(); i += 4) rgba16[i] = 0x1234;
+  write_bytes(t.path / "rgba16.png", png16_bytes(w, h, 4, rgba16));
+  CHECK(read_image((t.path / "rgba16.png").string(), 3).pixels ==
+        std::vector<uint8_t>(size_t(w) * h * 3, 0x40));
+}
+
+TEST_CASE("mask: 8- and 16-bit masks are binarised at half range; 0/1 labels kept") {
+  TempDir t;
+  const int w = 4, h = 2;
+  auto mask_of = [&](const std::vector<uint16_t>& v) {
+    const fs::path p = t.path / "m.png";
+    write_bytes(p, png16_bytes(w, h, 1, v));
+    return read_mask(p.string());
+  };
+  const Mask full = mask_of({0, 65535, 65535, 0, 0, 0, 65535, 65535});
+  CHECK(!full.thresholded);
+  CHECK(full.pixels == std::vector<uint8_t>{0, 255, 255, 0, 0, 0, 255, 255});
+  const Mask labels = mask_of({0, 1, 1, 0, 0, 0, 0, 1});
+  CHECK(!labels.thresholded);
+  CHECK(labels.pixels == std::vector<uint8_t>{0, 255, 255, 0, 0, 0, 0, 255});
+  const Mask soft = mask_of({0, 32767, 32768, 65535, 100, 40000, 2, 65534});
+  CHECK(soft.thresholded);
+  CHECK(soft.pixels == std::vector<uint8_t>{0, 0, 255, 255, 0, 255, 0, 255});
+
+  // 8 bits: 0/1 labels and a soft mask.
+  write_png(t.path / "e.png", w, h, 1, {0, 1, 0, 1, 1, 1, 0, 0});
+  CHECK(read_mask((t.path / "e.png").string()).pixels ==
+        std::vector<uint8_t>{0, 255, 0, 255, 255, 255, 0, 0});
+  write_png(t.path / "s.png", w, h, 1, {127, 128, 0, 255, 3, 200, 1, 0});
+  const Mask soft8 = read_mask((t.path / "s.png").string());
+  CHECK(soft8.thresholded);
+  CHECK(soft8.pixels == std::vector<uint8_t>{0, 255, 0, 255, 0, 255, 0, 0});
+
+  // 3 of 8 lesion pixels; corners (0,0),(3,0),(0,1),(3,1) are 0,255,255,0: not all lesion.
+  CHECK(soft8.lesion_fraction() == doctest::Approx(3.0 / 8.0));
+  CHECK(!soft8.corners_all_lesion());
+  const Mask ring = mask_of({65535, 0, 0, 65535, 65535, 0, 0, 65535});
+  CHECK(ring.corners_all_lesion());
+  CHECK(ring.lesion_fraction() == doctest::Approx(0.5));
+}
+
+TEST_CASE("image: images above the pixel limit are refused from the header") {
+  TempDir t;
+  // A PNG whose header says 20000 x 10000 (200 megapixels); its data is one tiny row, which is
+  // never read: the limit is checked before decoding.
+  const fs::path p = t.path / "huge.png";
+  write_bytes(p, png16_bytes(1, 1, 1, {0}, 20000, 10000));
+  for (const auto& e : {error_of([&] { read_image(p.string(), 3); }),
+                        error_of([&] { read_mask(p.string()); }),
+                        error_of([&] { read_image_info(p.string()); })}) {
+    CHECK(contains(e, "huge.png"));
+    CHECK(contains(e, "too large: 20000x10000 = 200 megapixels"));
+  }
+}
+
+TEST_CASE("image: JPEG Huffman tables that would make stb_image read or write out of bounds") {
+  // SOI, then a DHT segment whose 16 code counts are 17 each (272 codes: stb_image 2.27 has room
+  // for 256 and would write past its table), the 272 symbol bytes, EOI.
+  std::vector<uint8_t> jpeg = {0xFF, 0xD8, 0xFF, 0xC4, 0x01, 0x23, 0x00};
+  for (int i = 0; i < 16; ++i) jpeg.push_back(17);
+  for (int i = 0; i < 272; ++i) jpeg.push_back(uint8_t(i));
+  jpeg.insert(jpeg.end(), {0xFF, 0xD9});
+  TempDir t;
+  const fs::path p = t.path / "dht.jpg";
+  write_bytes(p, jpeg);
+  for (const auto& e : {error_of([&] { read_image(p.string(), 3); }),
+                        error_of([&] { read_mask(p.string()); }),
+                        error_of([&] { read_image_info(p.string()); })}) {
+    CHECK(contains(e, "dht.jpg"));
+    CHECK(contains(e, "more than 256 codes"));
+  }
+  // Cut inside the counts: stb reads the missing ones as 0, and the two present already make 510.
+  write_bytes(p, {0xFF, 0xD8, 0xFF, 0xC4, 0x00, 0x1F, 0x00, 0xFF, 0xFF});
+  CHECK(contains(error_of([&] { read_image(p.string(), 3); }), "more than 256 codes"));
+  // A scan that decodes with a table no DHT defined (stb would read uninitialised memory).
+  write_bytes(p, {0xFF, 0xD8,                                                        // SOI
+                  0xFF, 0xC0, 0x00, 0x0B, 8, 0x00, 0x01, 0x00, 0x01, 1, 1, 0x11, 0,  // SOF0 1x1
+                  0xFF, 0xDA, 0x00, 0x08, 1, 1, 0x00, 0, 63, 0,                     // SOS
+                  0x00, 0xFF, 0xD9});
+  CHECK(contains(error_of([&] { read_image(p.string(), 3); }), "Huffman table never defined"));
+  // The same segment with 256 codes is not refused by this check (stb then finds no frame).
+  jpeg[7] = 1;  // counts 1 + 15 * 17 = 256
+  jpeg.erase(jpeg.begin() + 23, jpeg.begin() + 23 + 16);
+  jpeg[4] = 0x01;
+  jpeg[5] = 0x13;  // 2 + 17 + 256
+  write_bytes(p, jpeg);
+  const std::string e = error_of([&] { read_image(p.string(), 3); });
+  CHECK(contains(e, "dht.jpg"));
+  CHECK(!contains(e, "more than 256 codes"));
+}
+
+TEST_CASE("load_dataset: 16-bit PNG images and masks") {
+  PairDir d;
+  const int w = 4, h = 4;
+  std::vector<uint16_t> rgb16(size_t(w) * h * 3), mask16(size_t(w) * h, 0);
+  for (size_t i = 0; i < rgb16.size(); ++i) rgb16[i] = uint16_t(i * 1300);
+  for (int i = 5; i < 11; ++i) mask16[size_t(i)] = 65535;
+  write_bytes(d.image("wide.png"), png16_bytes(w, h, 3, rgb16));
+  write_bytes(d.mask("wide"), png16_bytes(w, h, 1, mask16));
+  const Dataset ds = load_dataset(find_pairs(d.str()), w);
+  REQUIRE(ds.n == 1);
+  for (size_t i = 0; i < rgb16.size(); ++i) CHECK(ds.image(0)[i] == uint8_t(rgb16[i] >> 8));
+  for (int i = 0; i < w * h; ++i) CHECK(ds.mask(0)[i] == (i >= 5 && i < 11 ? 1 : 0));
+  CHECK(ds.n_nonbinary_masks == 0);
+}
+
+TEST_CASE("load_dataset: skip_bad leaves out unusable pairs with one warning") {
+  PairDir d;
+  const int w = 6, h = 5;
+  std::vector<uint8_t> rgb(size_t(w) * h * 3), mask(size_t(w) * h, 0);
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i);
+  mask[size_t(w) + 2] = 255;
+  for (const char* stem : {"a", "c", "f"}) {
+    write_png(d.image(std::string(stem) + ".png"), w, h, 3, rgb);
+    write_png(d.mask(stem), w, h, 1, mask);
+  }
+  touch(d.image("b.jpg"));  // zero bytes
+  write_png(d.mask("b"), w, h, 1, mask);
+  write_png(d.image("d.png"), w, h, 3, rgb);  // truncated mask
+  write_png(d.mask("d"), w, h, 1, mask);
+  const auto whole = file_bytes(d.mask("d"));
+  write_bytes(d.mask("d"), std::vector<uint8_t>(whole.begin(), whole.begin() + 40));
+  write_png(d.image("e.png"), w, h, 3, rgb);  // mask of another size
+  write_png(d.mask("e"), w + 1, h, 1, std::vector<uint8_t>(size_t(w + 1) * h, 0));
+
+  const auto pairs = find_pairs(d.str());
+  REQUIRE(pairs.size() == 6);
+  const std::string e = error_of([&] { load_dataset(pairs, 4); });
+  CHECK(contains(e, "b.jpg"));
+  CHECK(contains(e, "and 2 more files failed"));
+
+  std::vector<std::string> warnings;
+  LoadOptions opt;
+  opt.skip_bad = true;
+  opt.warn = [&](const std::string& msg) { warnings.push_back(msg); };
+  const Dataset ds = load_dataset(pairs, 4, opt);
+  CHECK(ds.stems == std::vector<std::string>{"a", "c", "f"});
+  REQUIRE(ds.report.skipped.size() == 3);
+  CHECK(contains(ds.report.skipped[0], "b.jpg"));
+  CHECK(contains(ds.report.skipped[0], "0 bytes"));
+  CHECK(contains(ds.report.skipped[1], "d_segmentation.png"));
+  CHECK(contains(ds.report.skipped[2], "e_segmentation.png"));
+  CHECK(contains(ds.report.skipped[2], "mask 7x5 but image 6x5"));
+  REQUIRE(warnings.size() == 1);
+  CHECK(contains(warnings[0], "left out 3 of 6 pairs"));
+  CHECK(contains(warnings[0], "b.jpg"));
+
+  // The pairs kept hold the same bytes as loading only them.
+  const Dataset good = load_dataset({pairs[0], pairs[2], pairs[5]}, 4);
+  CHECK(std::equal(ds.image(0), ds.image(0) + 3 * ds.image_bytes(), good.image(0)));
+  CHECK(std::equal(ds.mask(0), ds.mask(0) + 3 * ds.mask_bytes(), good.mask(0)));
+
+  // Nothing usable is an error even with skip_bad.
+  const std::string none = error_of([&] { load_dataset({pairs[1], pairs[3]}, 4, opt); });
+  CHECK(contains(none, "none of the 2 pairs can be used"));
+  CHECK(contains(none, "b.jpg"));
+}
+
+TEST_CASE("load_dataset: masks with four lesion corners are reported; flipped only on request") {
+  PairDir d;
+  const int w = 4, h = 4;
+  // "inv": lesion everywhere except the 2x2 centre, the typical look of a swapped mask.
+  std::vector<uint8_t> inverted(size_t(w) * h, 255);
+  for (int y = 1; y < 3; ++y)
+    for (int x = 1; x < 3; ++x) inverted[size_t(y) * w + x] = 0;
+  std::vector<uint8_t> normal(size_t(w) * h, 0);
+  normal[5] = 255;
+  write_png(d.image("inv.png"), w, h, 3, std::vector<uint8_t>(size_t(w) * h * 3, 9));
+  write_png(d.mask("inv"), w, h, 1, inverted);
+  write_png(d.image("ok.png"), w, h, 3, std::vector<uint8_t>(size_t(w) * h * 3, 9));
+  write_png(d.mask("ok"), w, h, 1, normal);
+
+  std::vector<std::string> warnings;
+  LoadOptions opt;
+  opt.warn = [&](const std::string& msg) { warnings.push_back(msg); };
+  const Dataset kept = load_dataset(find_pairs(d.str()), w, opt);
+  CHECK(kept.report.inverted == std::vector<std::string>{"inv"});
+  CHECK(!kept.report.inverted_fixed);
+  REQUIRE(warnings.size() == 1);
+  CHECK(contains(warnings[0], "1 of 2 masks have all four corners marked as lesion"));
+  CHECK(contains(warnings[0], "inv"));
+  CHECK(contains(warnings[0], "--fix-inverted-masks"));
+  for (int i = 0; i < w * h; ++i) CHECK(kept.mask(0)[i] == (inverted[size_t(i)] ? 1 : 0));
+
+  warnings.clear();
+  opt.fix_inverted = true;
+  const Dataset fixed = load_dataset(find_pairs(d.str()), w, opt);
+  CHECK(fixed.report.inverted == std::vector<std::string>{"inv"});
+  CHECK(fixed.report.inverted_fixed);
+  REQUIRE(warnings.size() == 1);
+  CHECK(contains(warnings[0], "flipped"));
+  for (int i = 0; i < w * h; ++i) {
+    CHECK(fixed.mask(0)[i] == (inverted[size_t(i)] ? 0 : 1));
+    CHECK(fixed.mask(1)[i] == (normal[size_t(i)] ? 1 : 0));  // the normal mask is untouched
+  }
 }
 
 // ---- split ----------------------------------------------------------------------------------
@@ -551,11 +747,10 @@ Dataset indexed_dataset(int n, int size) {
   Dataset ds;
   ds.n = n;
   ds.size = size;
-  ds.images.resize(size_t(n) * ds.image_bytes());
-  ds.masks.resize(size_t(n) * ds.mask_bytes());
+  ds.allocate();
   for (int i = 0; i < n; ++i) {
-    std::fill_n(ds.images.begin() + i * ds.image_bytes(), ds.image_bytes(), uint8_t(i));
-    std::fill_n(ds.masks.begin() + i * ds.mask_bytes(), ds.mask_bytes(), uint8_t(i % 2));
+    std::fill_n(ds.writable_image(i), ds.image_bytes(), uint8_t(i));
+    std::fill_n(ds.writable_mask(i), ds.mask_bytes(), uint8_t(i % 2));
     ds.stems.push_back(std::to_string(i));
   }
   return ds;

@@ -1,18 +1,21 @@
 // tools/unetcu/cmd_train.cpp: `unetcu train [DATA]` and `unetcu eval DATA --weights CKPT`.
 //
-// train: split (seeded), then per epoch: shuffled training batches (BatchNorm in train mode),
-// validation (eval mode), one line appended to metrics.jsonl, last.safetensors (with Adam state
-// and the training position, for --resume) and best.safetensors (best val_iou, weights only);
+// train: split (seeded, kept in split.json and read back on --resume), then per epoch:
+// shuffled training batches from the prefetching loader (data/loader.h; --augment), submitted
+// without waiting for the device (BatchNorm in train mode), validation (eval mode), one line
+// appended to metrics.jsonl, last.safetensors (with Adam state and the training position, for
+// --resume) and best.safetensors (best val_iou, weights only);
 // at the end the best weights are evaluated on the test split into test.json.
 #include <sys/stat.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 
-#include "data/batch.h"
+#include "data/loader.h"
 #include "data/split.h"
 #include "data/synth.h"
 #include "engine/device.h"
@@ -72,9 +75,14 @@ int cmd_train(int argc, char** argv) {
   a.option("limit", "0", "use only the first N image/mask pairs (0: all)");
   a.option("val-frac", "0.025", "fraction of images for validation");
   a.option("test-frac", "0.025", "fraction of images for the final test");
+  a.option("split", "random", "random (image by image) or lesion (no lesion_id in two parts)");
   a.option("weights", "", "start from these weights (safetensors) instead of a fresh init");
+  a.option("encoder-weights", "", "torchvision ResNet-34 state_dict (safetensors) for the encoder");
+  a.flag("augment", "random flips and quarter turns of the training images (and masks)");
+  a.option("workers", "2", "threads assembling training batches");
   a.flag("resume", "continue the run in --out from its last.safetensors");
   a.flag("no-tf32", "CUDA: full fp32 convolutions (no TF32 tensor cores)");
+  add_data_options(a);
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.positional().size() > 1) fail("unetcu train: expected at most one DATA folder");
 
@@ -88,18 +96,30 @@ int cmd_train(int argc, char** argv) {
   const uint64_t seed = uint64_t(a.integer("seed", 0, INT64_MAX));
   const std::string out = demo && !a.has("out") ? std::string("runs/demo") : a.str("out");
   const double val_frac = a.number("val-frac", 0.0, 0.9), test_frac = a.number("test-frac", 0.0, 0.9);
+  const bool augment = a.flag_set("augment");
+  const int workers = int(a.integer("workers", 1, 64));
 
   BackendOptions bopt;
   bopt.tf32 = !a.flag_set("no-tf32");
   auto backend = make_backend(a.str("device"), bopt);
   std::fprintf(stderr, "device: %s\n", backend->describe().c_str());
 
-  data::Dataset ds = load_folder(data_dir, image_size, int(a.integer("limit", 0, INT32_MAX)));
-  data::Split split = data::split_random(ds.n, seed, val_frac, test_frac);
-  std::fprintf(stderr, "split: %zu train, %zu val, %zu test (seed %llu)\n", split.train.size(),
-               split.val.size(), split.test.size(), (unsigned long long)seed);
-
+  data::Dataset ds = load_folder(data_dir, image_size, int(a.integer("limit", 0, INT32_MAX)), data_options(a));
+  // The split is made once and kept in the run folder as names; --resume reads it back, so a
+  // run goes on with the images it started with.
+  const std::string split_path = state_path(out, "split.json");
+  const bool split_recorded = a.flag_set("resume") && fs::exists(split_path);
+  const data::Split split =
+      split_recorded ? data::split_from_json(read_file(split_path), split_path, ds.stems)
+                     : make_split(a.str("split"), ds, seed, val_frac, test_frac);
+  const std::string split_made = split_recorded ? "as recorded in " + split_path : a.str("split");
   fs::create_directories(out);
+  if (!split_recorded)
+    write_file_atomic(split_path, data::split_to_json(split, ds.stems,
+                                                      {a.str("split"), seed, val_frac, test_frac}));
+  std::fprintf(stderr, "split: %zu train, %zu val, %zu test (%s, seed %llu)\n", split.train.size(),
+               split.val.size(), split.test.size(), split_made.c_str(), (unsigned long long)seed);
+
   const std::string last_path = state_path(out, "last.safetensors"),
                     best_path = state_path(out, "best.safetensors"),
                     metrics_path = state_path(out, "metrics.jsonl");
@@ -123,7 +143,12 @@ int cmd_train(int argc, char** argv) {
     std::fprintf(stderr, "resume: %s after epoch %d\n", last_path.c_str(), start_epoch);
   } else {
     if (a.str("weights").empty()) {
-      session.set_state(initial_state(spec, seed));
+      HostModelState init = initial_state(spec, seed);
+      if (!a.str("encoder-weights").empty()) {
+        load_encoder_weights(a.str("encoder-weights"), spec, init);
+        std::fprintf(stderr, "encoder weights: %s\n", a.str("encoder-weights").c_str());
+      }
+      session.set_state(init);
     } else {
       session.set_state(load_checkpoint(a.str("weights"), spec).model);
       std::fprintf(stderr, "weights: %s\n", a.str("weights").c_str());
@@ -146,19 +171,35 @@ int cmd_train(int argc, char** argv) {
   cfg.emplace_back("n_test", int64_t(split.test.size()));
   write_file_atomic(state_path(out, "config.json"), json::dump_pretty(cfg) + "\n");
 
-  data::BatchIterator it(ds, split.train, batch_size, seed, true);
-  std::vector<uint8_t> images(size_t(batch_size) * ds.image_bytes()), masks(size_t(batch_size) * ds.mask_bytes());
+  // Worker threads assemble the batches into page-locked buffers (on CUDA) that the device
+  // copies straight from; a batch's buffer goes back to the loader when its step's results
+  // have come back, so at most kResultsInFlight are held while the workers fill the rest.
+  data::LoaderOptions lopt;
+  lopt.batch_size = batch_size;
+  lopt.seed = seed;
+  lopt.augment = augment;
+  lopt.workers = workers;
+  lopt.ring = ModelSession::kResultsInFlight + workers + 1;
+  lopt.epoch = start_epoch;
+  Backend* const be = backend.get();
+  lopt.allocator = {[be](size_t bytes) { return be->alloc_host(bytes); },
+                    [be](void* p) { be->release_host(p); }};
+  data::Loader loader(ds, split.train, lopt);
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
-    it.set_epoch(epoch);
+    loader.start_epoch(epoch);
     auto t0 = std::chrono::steady_clock::now();
-    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), it.num_batches());
+    const int n_batches = loader.num_batches();
+    Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), n_batches);
     double loss_sum = 0, iou_sum = 0;
     long seen = 0;
     int done = 0;  // steps whose results have come back
+    std::deque<data::LoaderBatch> held;  // batches of the steps still in flight, in order
     // Results arrive asynchronously (a step or two behind on a GPU), in order.
     auto collect = [&](bool wait) {
       StepResult r;
       while (session.next_train_result(r, wait)) {
+        loader.release(held.front());
+        held.pop_front();
         ++done;
         if (!std::isfinite(r.loss))
           fail("training diverged: the loss is ", r.loss, " at epoch ", epoch + 1, " batch ",
@@ -169,9 +210,9 @@ int cmd_train(int argc, char** argv) {
         progress.update(done, seen, loss_sum / done, iou_sum / double(seen));
       }
     };
-    for (int b = 0; b < it.num_batches(); ++b) {
-      int n = it.fill(b, images.data(), masks.data());
-      session.submit_train_step(images.data(), masks.data(), n);
+    while (data::LoaderBatch b = loader.next()) {
+      session.submit_train_step(b.images, b.masks, b.n, true);
+      held.push_back(b);
       collect(false);
     }
     collect(true);
@@ -181,7 +222,7 @@ int cmd_train(int argc, char** argv) {
 
     json::Object m;
     m.emplace_back("epoch", epoch + 1);
-    m.emplace_back("train_loss", loss_sum / it.num_batches());
+    m.emplace_back("train_loss", loss_sum / n_batches);
     m.emplace_back("train_iou", iou_sum / double(seen));
     m.emplace_back("val_loss", val.loss);
     m.emplace_back("val_iou", val.iou);
@@ -192,7 +233,7 @@ int cmd_train(int argc, char** argv) {
     char summary[256];
     std::snprintf(summary, sizeof summary,
                   "epoch %d/%d: train loss %.4f iou %.4f | val loss %.4f iou %.4f dice %.4f | %.1f img/s (%s)",
-                  epoch + 1, epochs, loss_sum / it.num_batches(), iou_sum / double(seen), val.loss,
+                  epoch + 1, epochs, loss_sum / n_batches, iou_sum / double(seen), val.loss,
                   val.iou, val.dice, double(seen) / train_seconds, format_duration(epoch_seconds).c_str());
     progress.finish(summary);
 
@@ -238,10 +279,12 @@ int cmd_eval(int argc, char** argv) {
   a.option("image-size", "", "resolution (default: the checkpoint's, else 128)");
   a.option("batch-size", "16", "images per step");
   a.option("seed", "", "split seed (default: the checkpoint's, else 0)");
+  a.option("split-from", "", "a run's split.json: evaluate its test/val images (not --seed)");
   a.option("val-frac", "0.025", "validation fraction used at training");
   a.option("test-frac", "0.025", "test fraction used at training");
   a.option("limit", "0", "use only the first N pairs (as at training)");
   a.option("device", "auto", "auto, cpu or cuda");
+  add_data_options(a);
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.positional().size() != 1) fail("unetcu eval: expected one DATA folder");
   if (a.str("weights").empty()) fail("unetcu eval: --weights CKPT is required");
@@ -257,12 +300,15 @@ int cmd_eval(int argc, char** argv) {
   const uint64_t seed = a.str("seed").empty() ? std::stoull(ck.metadata_value("seed", "0"))
                                               : uint64_t(a.integer("seed", 0, INT64_MAX));
   auto backend = make_backend(a.str("device"));
-  data::Dataset ds = load_folder(a.positional()[0], image_size, int(a.integer("limit", 0, INT32_MAX)));
+  data::Dataset ds = load_folder(a.positional()[0], image_size, int(a.integer("limit", 0, INT32_MAX)), data_options(a));
   std::vector<int> indices;
   if (which == "all") {
     for (int i = 0; i < ds.n; ++i) indices.push_back(i);
   } else {
-    data::Split split = data::split_random(ds.n, seed, a.number("val-frac", 0, 0.9), a.number("test-frac", 0, 0.9));
+    const std::string from = a.str("split-from");
+    data::Split split = from.empty() ? data::split_random(ds.n, seed, a.number("val-frac", 0, 0.9),
+                                                          a.number("test-frac", 0, 0.9))
+                                     : data::split_from_json(read_file(from), from, ds.stems);
     indices = which == "test" ? split.test : split.val;
   }
   ModelSession session(*backend, image_size, image_size);

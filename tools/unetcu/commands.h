@@ -5,14 +5,19 @@
 #include <vector>
 
 #include "data/dataset.h"
+#include "data/split.h"
 #include "model/session.h"
 
 namespace unetcu::cli {
 
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_predict(int argc, char** argv);
 int cmd_init(int argc, char** argv);
 int cmd_synth(int argc, char** argv);
+int cmd_stats(int argc, char** argv);
+
+class Args;
 
 // Metrics of one pass over a list of images with BatchNorm in eval mode.
 struct EvalResult {
@@ -24,8 +29,32 @@ struct EvalResult {
 EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::vector<int>& indices,
                     int batch_size, const std::string& label);
 
+// Where the data is and what to do with bad files: --images, --masks, --mask-suffix (every
+// command that reads a dataset) and --skip-bad, --fix-inverted-masks, --cache-dir, --no-cache
+// (train, eval).
+struct DataOptions {
+  data::SourceOptions source;
+  bool skip_bad = false;
+  bool fix_inverted = false;
+  std::string cache_dir;  // decoded-image cache folder (--cache-dir); "" with --no-cache
+};
+void add_source_options(Args& a);
+void add_data_options(Args& a);  // the source options plus the two flags
+data::SourceOptions source_options(const Args& a);
+DataOptions data_options(const Args& a);
+
+// Detects the layout of a dataset folder and pairs its files, printing the layout, notes and
+// metadata to stderr. With skip_unpaired, unpaired files are left out with one warning.
+data::Pairing find_folder_pairs(const std::string& dir, const data::SourceOptions& source,
+                                bool skip_unpaired);
+
 // Finds and decodes a dataset folder at `size`, printing what it found to stderr.
-data::Dataset load_folder(const std::string& dir, int size, int limit);
+// Decoding goes through the cache in opt.cache_dir (data/cache.h) unless that is empty.
+data::Dataset load_folder(const std::string& dir, int size, int limit, const DataOptions& opt);
+
+// The train/val/test split of `method` ("random" or "lesion", data/split.h) for ds.
+data::Split make_split(const std::string& method, const data::Dataset& ds, uint64_t seed,
+                       double val_frac, double test_frac);
 
 // The source revision this binary was built from ("unknown" outside a git checkout).
 const char* git_commit();

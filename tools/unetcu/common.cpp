@@ -3,6 +3,8 @@
 #include <cstdio>
 
 #include "data/batch.h"
+#include "data/cache.h"
+#include "tools/unetcu/args.h"
 #include "tools/unetcu/commands.h"
 #include "tools/unetcu/progress.h"
 
@@ -16,20 +18,104 @@ const char* git_commit() {
 #endif
 }
 
-data::Dataset load_folder(const std::string& dir, int size, int limit) {
-  auto samples = data::find_pairs(dir);
+void add_source_options(Args& a) {
+  a.option("images", "", "image folder, instead of detecting the layout (relative to DATA)");
+  a.option("masks", "", "mask folder, with --images (relative to DATA)");
+  a.option("mask-suffix", "_segmentation",
+           "a mask is <stem><suffix>.png|.jpg|.bmp ('' when named like its image)");
+}
+
+void add_data_options(Args& a) {
+  add_source_options(a);
+  a.flag("skip-bad", "leave out unreadable, corrupt or unpaired files with a warning");
+  a.flag("fix-inverted-masks", "flip masks whose four corners are all lesion");
+  a.option("cache-dir", "", "cache of decoded images (default $XDG_CACHE_HOME/unetcu, else ~/.cache/unetcu)");
+  a.flag("no-cache", "decode every image, neither reading nor writing the cache");
+}
+
+data::SourceOptions source_options(const Args& a) {
+  data::SourceOptions opt;
+  opt.images = a.str("images");
+  opt.masks = a.str("masks");
+  if (a.has("mask-suffix")) opt.mask_suffix = a.str("mask-suffix");
+  return opt;
+}
+
+DataOptions data_options(const Args& a) {
+  DataOptions opt;
+  opt.source = source_options(a);
+  opt.skip_bad = a.flag_set("skip-bad");
+  opt.fix_inverted = a.flag_set("fix-inverted-masks");
+  if (!a.flag_set("no-cache"))
+    opt.cache_dir = a.str("cache-dir").empty() ? data::default_cache_dir() : a.str("cache-dir");
+  return opt;
+}
+
+namespace {
+
+void warn(const std::string& msg) { std::fprintf(stderr, "warning: %s\n", msg.c_str()); }
+
+}  // namespace
+
+data::Pairing find_folder_pairs(const std::string& dir, const data::SourceOptions& source,
+                                bool skip_unpaired) {
+  const data::DataSource src = data::detect_source(dir, source);
+  std::fprintf(stderr, "data: layout %s: %s in %s\n", src.layout.c_str(), src.description.c_str(),
+               src.root.c_str());
+  for (const auto& note : src.notes) std::fprintf(stderr, "data: note: %s\n", note.c_str());
+  data::Pairing pairs = data::pair_files(src, skip_unpaired);
+  for (const auto* csv : {&src.metadata_csv, &src.groundtruth_csv})
+    if (!csv->empty()) std::fprintf(stderr, "data: metadata from %s\n", csv->c_str());
+  if (pairs.n_without_metadata > 0)
+    warn(std::to_string(pairs.n_without_metadata) + " of " + std::to_string(pairs.samples.size()) +
+         " images have no row in the metadata (no lesion id or diagnosis for them)");
+  if (!pairs.unpaired.empty()) {
+    warn("left out " + std::to_string(pairs.unpaired.size()) +
+         " files without a partner (image without mask or mask without image): " +
+         data::list_names(pairs.unpaired));
+  }
+  return pairs;
+}
+
+data::Dataset load_folder(const std::string& dir, int size, int limit, const DataOptions& opt) {
+  auto samples = find_folder_pairs(dir, opt.source, opt.skip_bad).samples;
   const size_t found = samples.size();
   if (limit > 0 && size_t(limit) < samples.size()) samples.resize(size_t(limit));
-  std::fprintf(stderr, "data: %zu image/mask pairs in %s%s; decoding at %dx%d...\n", found,
-               dir.c_str(), samples.size() < found ? (" (using the first " + std::to_string(samples.size()) + ")").c_str() : "",
+  std::fprintf(stderr, "data: %zu image/mask pairs%s; decoding at %dx%d...\n", found,
+               samples.size() < found ? (" (using the first " + std::to_string(samples.size()) + ")").c_str() : "",
                size, size);
   auto t0 = std::chrono::steady_clock::now();
-  data::LoadOptions opt;
-  opt.warn = [](const std::string& msg) { std::fprintf(stderr, "warning: %s\n", msg.c_str()); };
-  data::Dataset ds = data::load_dataset(samples, size, opt);
+  data::LoadOptions lopt;
+  lopt.warn = warn;
+  lopt.skip_bad = opt.skip_bad;
+  lopt.fix_inverted = opt.fix_inverted;
+  if (opt.cache_dir.empty()) {
+    data::Dataset ds = data::load_dataset(samples, size, lopt);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "data: decoded %d images in %.1f s\n", ds.n, s);
+    return ds;
+  }
+  data::CacheReport report;
+  data::Dataset ds = data::load_cached(
+      samples, size, opt.cache_dir, lopt, &report, [](const data::CacheReport& r) {
+        std::fprintf(stderr, "cache: building %s (%s)\n", r.path.c_str(), r.reason.c_str());
+      });
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "data: decoded %d images in %.1f s\n", ds.n, s);
+  using Outcome = data::CacheReport::Outcome;
+  if (report.outcome == Outcome::kHit) {
+    std::fprintf(stderr, "cache: hit %s (%d images in %.2f s)\n", report.path.c_str(), ds.n, s);
+  } else {
+    if (report.outcome == Outcome::kNotWritten) warn("cache not written: " + report.reason);
+    std::fprintf(stderr, "data: decoded %d images in %.1f s\n", ds.n, s);
+  }
   return ds;
+}
+
+data::Split make_split(const std::string& method, const data::Dataset& ds, uint64_t seed,
+                       double val_frac, double test_frac) {
+  if (method == "random") return data::split_random(ds.n, seed, val_frac, test_frac);
+  if (method == "lesion") return data::split_lesion(ds.lesion_ids, seed, val_frac, test_frac);
+  fail("--split must be random or lesion, got '", method, "'");
 }
 
 EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::vector<int>& indices,

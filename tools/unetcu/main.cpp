@@ -17,7 +17,9 @@ void usage() {
       "commands:\n"
       "  train [DATA]            train (no DATA: generate a small demo set and train briefly)\n"
       "  eval DATA --weights F   evaluate a checkpoint; prints JSON\n"
+      "  predict --weights F INPUT... --out DIR   masks (and overlays, probabilities) for images\n"
       "  init --seed S --out F   write smp-initialised weights as safetensors\n"
+      "  stats DATA [--out DIR]  what a dataset holds: sizes, diagnoses, lesion area, odd masks\n"
       "  synth OUT --count N     generate a HAM10000-like dataset\n");
 }
 
@@ -32,7 +34,9 @@ int main(int argc, char** argv) {
   try {
     if (!std::strcmp(cmd, "train")) return unetcu::cli::cmd_train(argc, argv);
     if (!std::strcmp(cmd, "eval")) return unetcu::cli::cmd_eval(argc, argv);
+    if (!std::strcmp(cmd, "predict")) return unetcu::cli::cmd_predict(argc, argv);
     if (!std::strcmp(cmd, "init")) return unetcu::cli::cmd_init(argc, argv);
+    if (!std::strcmp(cmd, "stats")) return unetcu::cli::cmd_stats(argc, argv);
     if (!std::strcmp(cmd, "synth")) return unetcu::cli::cmd_synth(argc, argv);
     std::fprintf(stderr, "unetcu: error: unknown command '%s'\n\n", cmd);
     usage();

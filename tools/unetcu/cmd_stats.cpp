@@ -1,0 +1,232 @@
+// tools/unetcu/cmd_stats.cpp: `unetcu stats DATA [--out DIR]`: what is in a dataset folder.
+//
+// stdout: a text table (pairs, image sizes, diagnoses, lesion-fraction summary and histogram,
+// empty / possibly inverted / non-binary masks, lesions and images per lesion, unusable files).
+// With --out DIR: DIR/stats.json (the same numbers plus every image's lesion fraction),
+// DIR/lesion_fraction.svg (the histogram: the recipe's exploratory plot) and, when diagnoses are
+// known, DIR/diagnosis.svg. Unpaired and unreadable files are reported, not fatal: the command
+// is meant for looking at a folder before training on it.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+
+#include "data/stats.h"
+#include "engine/error.h"
+#include "engine/fileio.h"
+#include "engine/json.h"
+#include "tools/unetcu/args.h"
+#include "tools/unetcu/commands.h"
+
+namespace fs = std::filesystem;
+
+namespace unetcu::cli {
+namespace {
+
+std::string percent(double fraction, int decimals = 1) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.*f%%", decimals, 100.0 * fraction);
+  return buf;
+}
+
+std::string bin_label(int k, int bins) {
+  return percent(double(k) / bins, 0) + "-" + percent(double(k + 1) / bins, 0);
+}
+
+// One "label  value" line of the table.
+void row(std::ostringstream& os, const std::string& label, const std::string& value) {
+  os << label << std::string(label.size() < 22 ? 22 - label.size() : 1, ' ') << value << "\n";
+}
+
+std::string count_and_names(const std::vector<std::string>& names) {
+  return names.empty() ? "0" : std::to_string(names.size()) + ": " + data::list_names(names);
+}
+
+std::string table(const data::DatasetStats& st, size_t unpaired) {
+  std::ostringstream os;
+  row(os, "pairs", std::to_string(st.n_pairs));
+  row(os, "unpaired files", std::to_string(unpaired));
+  row(os, "unusable pairs", std::to_string(st.unusable.size()));
+  std::string sizes;
+  for (const auto& [size, count] : st.image_sizes)
+    sizes += (sizes.empty() ? "" : ", ") + size + ": " + std::to_string(count);
+  row(os, "image sizes", sizes.empty() ? "-" : sizes);
+  for (const auto& [dx, count] : st.diagnoses)
+    row(os, "diagnosis " + dx,
+        std::to_string(count) + " (" + percent(double(count) / std::max(st.n_pairs, 1)) + ")");
+  char summary[160];
+  std::snprintf(summary, sizeof summary, "mean %.4f  median %.4f  min %.4f  max %.4f",
+                st.fraction_mean, st.fraction_median, st.fraction_min, st.fraction_max);
+  row(os, "lesion fraction", summary);
+  const int bins = int(st.fraction_histogram.size());
+  const int peak = std::max(1, *std::max_element(st.fraction_histogram.begin(),
+                                                 st.fraction_histogram.end()));
+  for (int k = 0; k < bins; ++k) {
+    const int count = st.fraction_histogram[size_t(k)];
+    std::string line = std::to_string(count);
+    const std::string bar(size_t((count * 40 + peak - 1) / peak), '#');
+    if (!bar.empty()) line += std::string(line.size() < 7 ? 7 - line.size() : 1, ' ') + bar;
+    row(os, "  " + bin_label(k, bins), line);
+  }
+  row(os, "empty masks", count_and_names(st.empty_masks));
+  row(os, "possibly inverted", count_and_names(st.inverted_masks));
+  row(os, "non-binary masks", count_and_names(st.nonbinary_masks));
+  if (st.n_lesions > 0) {
+    std::string per;
+    for (const auto& [images, lesions] : st.images_per_lesion)
+      per += (per.empty() ? "" : ", ") + std::to_string(lesions) + " with " +
+             std::to_string(images);
+    row(os, "lesions", std::to_string(st.n_lesions) + " (images per lesion: " + per + ")");
+  } else {
+    row(os, "lesions", "unknown (no lesion ids in the metadata)");
+  }
+  for (const auto& e : st.unusable) row(os, "unusable", e);
+  return os.str();
+}
+
+json::Value counts_json(const std::vector<std::pair<std::string, int>>& counts) {
+  json::Object o;
+  for (const auto& [label, count] : counts) o.emplace_back(label, count);
+  return o;
+}
+
+json::Value names_json(const std::vector<std::string>& names) {
+  json::Array a;
+  for (const auto& n : names) a.push_back(n);
+  return a;
+}
+
+std::string stats_json(const data::DatasetStats& st, const data::Pairing& pairs,
+                       const std::string& dir) {
+  json::Object o;
+  o.emplace_back("data", dir);
+  o.emplace_back("n_pairs", st.n_pairs);
+  o.emplace_back("n_usable", st.n_usable);
+  o.emplace_back("unpaired_files", names_json(pairs.unpaired));
+  o.emplace_back("unusable", names_json(st.unusable));
+  o.emplace_back("image_sizes", counts_json(st.image_sizes));
+  o.emplace_back("diagnoses", counts_json(st.diagnoses));
+  json::Object fraction;
+  fraction.emplace_back("mean", st.fraction_mean);
+  fraction.emplace_back("median", st.fraction_median);
+  fraction.emplace_back("min", st.fraction_min);
+  fraction.emplace_back("max", st.fraction_max);
+  json::Array hist;
+  for (int c : st.fraction_histogram) hist.push_back(c);
+  fraction.emplace_back("histogram", hist);
+  o.emplace_back("lesion_fraction", fraction);
+  o.emplace_back("empty_masks", names_json(st.empty_masks));
+  o.emplace_back("possibly_inverted_masks", names_json(st.inverted_masks));
+  o.emplace_back("nonbinary_masks", names_json(st.nonbinary_masks));
+  o.emplace_back("n_lesions", st.n_lesions);
+  json::Object per_lesion;
+  for (const auto& [images, lesions] : st.images_per_lesion)
+    per_lesion.emplace_back(std::to_string(images), lesions);
+  o.emplace_back("lesions_by_image_count", per_lesion);
+  json::Object per_image;
+  for (size_t i = 0; i < st.stems.size(); ++i)
+    per_image.emplace_back(st.stems[i], st.lesion_fraction[i]);
+  o.emplace_back("lesion_fraction_per_image", per_image);
+  return json::dump_pretty(o) + "\n";
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '<') out += "&lt;";
+    else if (c == '>') out += "&gt;";
+    else if (c == '&') out += "&amp;";
+    else out += c;
+  }
+  return out;
+}
+
+// A vertical bar chart as a standalone SVG: one bar per label, count axis from 0 with about five
+// round ticks, the count written above each bar.
+std::string bar_chart_svg(const std::string& title, const std::string& x_title,
+                          const std::vector<std::string>& labels, const std::vector<int>& counts) {
+  const int width = 760, height = 420, left = 60, right = 20, top = 40, bottom = 80;
+  const double plot_w = width - left - right, plot_h = height - top - bottom;
+  const int peak = std::max(1, counts.empty() ? 1 : *std::max_element(counts.begin(), counts.end()));
+  int step = 1;  // 1, 2, 5, 10, 20, 50, ... so that there are at most 5 ticks
+  for (int mult = 0; peak / step > 5; ++mult) step = (mult % 3 == 1 ? step * 5 / 2 : step * 2);
+  const double y_max = double((peak + step - 1) / step * step);
+  auto y_of = [&](double v) { return top + plot_h * (1.0 - v / y_max); };
+
+  std::ostringstream os;
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+     << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+     << "<text x=\"" << width / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">"
+     << xml_escape(title) << "</text>\n";
+  for (int v = 0; v <= int(y_max); v += step) {
+    const double y = y_of(v);
+    os << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << y << "\" y2=\""
+       << y << "\" stroke=\"#ddd\"/>\n"
+       << "<text x=\"" << left - 6 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">" << v
+       << "</text>\n";
+  }
+  const double slot = labels.empty() ? plot_w : plot_w / double(labels.size());
+  for (size_t k = 0; k < labels.size(); ++k) {
+    const double x = left + slot * double(k), y = y_of(counts[k]);
+    os << "<rect x=\"" << x + slot * 0.1 << "\" y=\"" << y << "\" width=\"" << slot * 0.8
+       << "\" height=\"" << top + plot_h - y << "\" fill=\"#4a78a8\"/>\n"
+       << "<text x=\"" << x + slot / 2 << "\" y=\"" << y - 3 << "\" text-anchor=\"middle\" "
+       << "font-size=\"10\">" << counts[k] << "</text>\n"
+       << "<text transform=\"translate(" << x + slot / 2 << "," << top + plot_h + 10
+       << ") rotate(45)\" font-size=\"10\">" << xml_escape(labels[k]) << "</text>\n";
+  }
+  os << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << top + plot_h
+     << "\" y2=\"" << top + plot_h << "\" stroke=\"black\"/>\n"
+     << "<text x=\"" << width / 2 << "\" y=\"" << height - 8 << "\" text-anchor=\"middle\">"
+     << xml_escape(x_title) << "</text>\n"
+     << "<text transform=\"translate(16," << top + plot_h / 2
+     << ") rotate(-90)\" text-anchor=\"middle\">images</text>\n</svg>\n";
+  return os.str();
+}
+
+}  // namespace
+
+int cmd_stats(int argc, char** argv) {
+  Args a("stats", "stats DATA [--out DIR]");
+  a.option("out", "", "also write DIR/stats.json, DIR/lesion_fraction.svg, DIR/diagnosis.svg");
+  a.option("bins", "20", "bins of the lesion-fraction histogram");
+  add_source_options(a);
+  if (!a.parse(argc, argv, 2)) return 0;
+  if (a.positional().size() != 1) fail("unetcu stats: expected one DATA folder");
+  const std::string dir = a.positional()[0];
+
+  const data::Pairing pairs = find_folder_pairs(dir, source_options(a), true);
+  data::StatsOptions opt;
+  opt.bins = int(a.integer("bins", 1, 1000));
+  const data::DatasetStats st = data::compute_stats(pairs.samples, opt);
+  std::fputs(table(st, pairs.unpaired.size()).c_str(), stdout);
+
+  const std::string out = a.str("out");
+  if (out.empty()) return 0;
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) fail("cannot create ", out, ": ", ec.message());
+  write_file_atomic((fs::path(out) / "stats.json").string(), stats_json(st, pairs, dir));
+  std::vector<std::string> bin_labels;
+  for (int k = 0; k < opt.bins; ++k) bin_labels.push_back(bin_label(k, opt.bins));
+  write_file_atomic((fs::path(out) / "lesion_fraction.svg").string(),
+                    bar_chart_svg("Lesion area as a fraction of the image (" +
+                                      std::to_string(st.n_usable) + " images)",
+                                  "lesion fraction", bin_labels, st.fraction_histogram));
+  std::vector<std::string> dx_labels;
+  std::vector<int> dx_counts;
+  for (const auto& [dx, count] : st.diagnoses)
+    if (dx != "unknown") {
+      dx_labels.push_back(dx);
+      dx_counts.push_back(count);
+    }
+  if (!dx_labels.empty())
+    write_file_atomic((fs::path(out) / "diagnosis.svg").string(),
+                      bar_chart_svg("Diagnoses (" + std::to_string(st.n_pairs) + " images)",
+                                    "diagnosis", dx_labels, dx_counts));
+  std::fprintf(stderr, "stats: wrote %s\n", out.c_str());
+  return 0;
+}
+
+}  // namespace unetcu::cli
