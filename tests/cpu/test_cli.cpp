@@ -106,19 +106,33 @@ TEST_CASE("train on generated data: loss falls, IoU beats trivial predictors, ru
   CHECK(ev.at("n_images").as_int64() == int64_t(split.val.size()));
 }
 
-TEST_CASE("same seed, same metrics; resume continues exactly") {
+TEST_CASE("same seed, same metrics whatever the loader's worker count; resume continues exactly") {
   TempDir t("determinism");
   REQUIRE(run_tool("synth " + t.str("data") + " --count 24 --seed 5").status == 0);
   const std::string common = "train " + t.str("data") + " --device cpu --image-size 32 --batch-size 4 "
-                             "--val-frac 0.2 --test-frac 0.1 --seed 2 ";
+                             "--val-frac 0.2 --test-frac 0.1 --seed 2 --cache-dir " + t.str("cache") + " ";
   RunResult a = run_tool(common + "--epochs 2 --out " + t.str("a"));
-  RunResult b = run_tool(common + "--epochs 2 --out " + t.str("b"));
+  RunResult b = run_tool(common + "--epochs 2 --workers 1 --out " + t.str("b"));
   INFO(a.output);
   REQUIRE(a.status == 0);
   REQUIRE(b.status == 0);
+  // The first run decoded into the cache; the second read it back.
+  CHECK(a.output.find("cache: building") != std::string::npos);
+  CHECK(b.output.find("cache: hit") != std::string::npos);
   const std::string ma = metrics_without_timing(t.str("a/metrics.jsonl"));
   CHECK(ma == metrics_without_timing(t.str("b/metrics.jsonl")));
   CHECK(read_file(t.str("a/last.safetensors")) == read_file(t.str("b/last.safetensors")));
+
+  // Augmented batches depend on the seed alone too, and do change the training.
+  RunResult g1 = run_tool(common + "--epochs 1 --augment --workers 1 --out " + t.str("g1"));
+  RunResult g3 = run_tool(common + "--epochs 1 --augment --workers 3 --out " + t.str("g3"));
+  REQUIRE(g1.status == 0);
+  REQUIRE(g3.status == 0);
+  CHECK(read_file(t.str("g1/last.safetensors")) == read_file(t.str("g3/last.safetensors")));
+  CHECK(metrics_without_timing(t.str("g1/metrics.jsonl")) ==
+        metrics_without_timing(t.str("g3/metrics.jsonl")));
+  CHECK(read_jsonl(t.str("g1/metrics.jsonl"))[0].at("train_loss").as_double() !=
+        read_jsonl(t.str("a/metrics.jsonl"))[0].at("train_loss").as_double());
 
   // 1 epoch, then --resume to 2: the same metrics and the same final checkpoint.
   REQUIRE(run_tool(common + "--epochs 1 --out " + t.str("c")).status == 0);
