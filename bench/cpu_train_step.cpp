@@ -10,12 +10,9 @@
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <map>
 #include <memory>
-#include <thread>
 
+#include "bench/bench_util.h"
 #include "engine/cpu_backend.h"
 #include "kernels/normalize.h"
 #include "model/checkpoint.h"
@@ -28,7 +25,7 @@ using namespace unetcu;
 
 namespace {
 
-int g_batch = 16, g_size = 128, g_threads = 0;
+int g_batch = 16, g_size = 128;
 
 struct Batch {
   std::vector<uint8_t> images, masks;
@@ -53,8 +50,6 @@ Batch make_batch() {
   b.mask_f.assign(b.masks.begin(), b.masks.end());
   return b;
 }
-
-std::map<std::string, double> g_ms;  // benchmark name -> ms per step
 
 void BM_unetcu_step(benchmark::State& state) {
   Batch b = make_batch();
@@ -110,45 +105,26 @@ bool validate() {
 }
 #endif
 
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const auto& r : runs)
-      if (r.run_type == Run::RT_Iteration || r.aggregate_name == "median")
-        g_ms[r.run_name.function_name] = r.GetAdjustedRealTime() *
-                                   (r.time_unit == benchmark::kMillisecond ? 1.0 : r.time_unit == benchmark::kMicrosecond ? 1e-3 : 1e-6);
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<char*> rest = {argv[0]};
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) g_batch = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--size") && i + 1 < argc) g_size = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) g_threads = std::atoi(argv[++i]);
-    else rest.push_back(argv[i]);
-  }
-  // Debian's LibTorch lowers OpenMP to one thread when it loads, so the thread count is set
-  // here, for both engines, from --threads or the machine's cores.
-  if (g_threads <= 0) g_threads = int(std::thread::hardware_concurrency());
-  omp_set_num_threads(g_threads);
-  int n = int(rest.size());
-  benchmark::Initialize(&n, rest.data());
+  const bench::Options opt = bench::parse_options(argc, argv);
+  g_batch = opt.batch;
+  g_size = opt.size;
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
   std::printf("training step: batch %d, %dx%d, fp32, %d threads\n", g_batch, g_size, g_size, omp_get_max_threads());
-  benchmark::RegisterBenchmark("unetcu/train_step", BM_unetcu_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+  benchmark::RegisterBenchmark("train_step/ours", BM_unetcu_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 #ifdef UNETCU_WITH_TORCH
-  at::set_num_threads(g_threads);
   if (!validate()) return 1;
-  benchmark::RegisterBenchmark("libtorch/train_step", BM_libtorch_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
+  benchmark::RegisterBenchmark("train_step/libtorch", BM_libtorch_step)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 #endif
-  RatioReporter reporter;
+  bench::RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
-  if (g_ms.count("unetcu/train_step") && g_ms.count("libtorch/train_step"))
+  auto& ms = reporter.ms;
+  if (ms.count("train_step/ours") && ms.count("train_step/libtorch"))
     std::printf("\nratio ours/LibTorch (time per step): %.3f  (ours %.1f ms, LibTorch %.1f ms)\n",
-                g_ms["unetcu/train_step"] / g_ms["libtorch/train_step"], g_ms["unetcu/train_step"],
-                g_ms["libtorch/train_step"]);
+                ms["train_step/ours"] / ms["train_step/libtorch"], ms["train_step/ours"],
+                ms["train_step/libtorch"]);
   return 0;
 }

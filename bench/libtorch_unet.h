@@ -46,9 +46,11 @@ struct LibTorchUnet {
     auto bias = p.count(name + ".bias") ? p[name + ".bias"] : torch::Tensor();
     return torch::conv2d(x, p[name + ".weight"], bias, stride, pad);
   }
+  // cuDNN's BatchNorm where PyTorch would use it (torch.backends.cudnn.enabled; GPU only).
   torch::Tensor bn(const torch::Tensor& x, const std::string& pre) {
     return torch::batch_norm(x, p[pre + ".weight"], p[pre + ".bias"], buf[pre + ".running_mean"],
-                             buf[pre + ".running_var"], train, 0.1, 1e-5, false);
+                             buf[pre + ".running_var"], train, 0.1, 1e-5,
+                             at::globalContext().userEnabledCuDNN());
   }
   torch::Tensor block(const torch::Tensor& x, const std::string& pre, int stride) {
     auto y = torch::relu(bn(conv(x, pre + ".conv1", stride, 1), pre + ".bn1"));

@@ -14,8 +14,10 @@
 #      and the graph captures);
 #   5. runs every other test with ctest, the GPU tests included (the GPU numbers come first,
 #      so that a slow CPU test cannot use up the time they need);
-#   6. runs the benchmark binaries that the build made, briefly;
-#   7. prints a short table last. Full logs go to OUTDIR.
+#   6. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs LibTorch),
+#      the PyTorch + smp reference step (bench/reference/train_smp.py) when smp is importable,
+#      and the CPU benchmark binaries briefly;
+#   7. prints a short table last, with the GPU ops' per-family ratios. Full logs go to OUTDIR.
 # A failing phase is recorded and the next phases still run; each phase has a time limit, cut
 # to what is left of the whole budget, so the table always gets printed. Environment knobs:
 # UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps),
@@ -166,15 +168,44 @@ row "ctest" "$(grep -q '100% tests passed' "$out/ctest.log" && echo ok || echo F
   "$(elapsed "$t"); ${summary:-no summary}; $skipped skipped"
 
 # ---- 6. benchmarks ----------------------------------------------------------------------------
-benches=$(find "$build" -maxdepth 2 -type f -name 'bench_*' -perm -u+x 2>/dev/null | sort)
+# The GPU suite first (bench_cuda_ops: every op and the training step, ours vs LibTorch CUDA),
+# then the PyTorch + smp reference step in its modes, then the other benchmark binaries briefly.
+gpu_bench=$build/bench/bench_cuda_ops
+if [ -x "$gpu_bench" ]; then
+  t=$(date +%s)
+  if run bench_cuda_ops 240 "$gpu_bench" --runs 30; then
+    all=$(grep -E '^all ' "$out/bench_cuda_ops.log" | awk '{print "ours " $2 " ms, LibTorch " $3 " ms, ratio " $4}')
+    row "gpu ops vs LibTorch" ok "$(elapsed "$t"); one step's worth of ops: ${all:-ours only}"
+  else
+    row "gpu ops vs LibTorch" FAILED "$(elapsed "$t"); see bench_cuda_ops.log"
+  fi
+  step=$(grep -E '^training step:' "$out/bench_cuda_ops.log" | sed 's/^training step: //')
+  [ -n "$step" ] && row "gpu train step b16 128px" "" "$step"
+else
+  row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
+fi
+if python3 -c 'import segmentation_models_pytorch' 2> /dev/null; then
+  t=$(date +%s)
+  # torch.compile last: its compilation is the slowest, and each mode's line is printed as it ends.
+  run smp_bench 240 python3 "$root/bench/reference/train_smp.py" --bench --device cuda \
+    --modes eager,channels_last_bf16,cuda_graph,compile
+  smp_status=$?
+  smp=$(sed -n 's/^\([a-z_0-9]*\): median .*, \([0-9.]*\) images\/s.*/\1 \2 img\/s/p' "$out/smp_bench.log" |
+    paste -sd, - | sed 's/,/, /g')
+  row "pytorch+smp step" "$([ $smp_status -eq 0 ] && echo ok || echo FAILED)" \
+    "$(elapsed "$t"); ${smp:-no mode finished}; see smp_bench.log"
+else
+  row "pytorch+smp step" skipped "segmentation_models_pytorch not importable"
+fi
+benches=$(find "$build" -maxdepth 2 -type f -name 'bench_cpu_*' -perm -u+x 2>/dev/null | sort)
 if [ -n "$benches" ]; then
   ok=0 failed=0
   for b in $benches; do
     if run "$(basename "$b")" 120 "$b" --benchmark_min_time=0.05; then ok=$((ok + 1)); else failed=$((failed + 1)); fi
   done
-  row "benchmarks" "$([ $failed -eq 0 ] && echo ok || echo FAILED)" "$ok ran, $failed failed (logs bench_*.log)"
+  row "cpu benchmarks" "$([ $failed -eq 0 ] && echo ok || echo FAILED)" "$ok ran, $failed failed (logs bench_*.log)"
 else
-  row "benchmarks" skipped "none built"
+  row "cpu benchmarks" skipped "none built"
 fi
 
 # ---- 7. the table -----------------------------------------------------------------------------
@@ -182,4 +213,8 @@ fi
   echo
   echo "unetcu device check ($(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ), $(elapsed "$started") total; logs in $out)"
   printf '%s\n' "${rows[@]}"
+  if [ -f "$out/bench_cuda_ops.log" ]; then
+    echo
+    sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
+  fi
 } | tee "$out/summary.txt"
