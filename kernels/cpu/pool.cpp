@@ -76,7 +76,12 @@ void backward_impl(T* dx, const T* dy, const int32_t* argmax, const MaxPoolShape
           const int64_t at = ((int64_t(img) * sh.p + op) * sh.q + oq) * c_count;
           const T* g = dy + at;
           const int32_t* a = argmax + at;
-          for (int c = 0; c < c_count; ++c) out[c] += a[c] == pos ? g[c] : T(0);
+          // g[c] is loaded whether or not it was chosen: a load under the condition is control
+          // flow, and the loop would not vectorise.
+          for (int c = 0; c < c_count; ++c) {
+            const T v = g[c];
+            out[c] += a[c] == pos ? v : T(0);
+          }
         }
       }
     }
