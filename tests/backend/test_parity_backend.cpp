@@ -4,9 +4,18 @@
 //
 // Built into both backend test executables (tests/backend/CMakeLists.txt): under the emulator
 // (kernels/cuda on the SIMT emulator, convolutions on the cpu:: reference) it runs at 64x64
-// only, since 128x128 costs four times as much there; natively on a GPU at both sizes with the
-// backend's default TF32 convolutions, as `unetcu train` runs them. Without a GPU the native
-// executable prints "SKIPPED: no GPU" (tests/emu/gpu_main.cpp) before any test runs.
+// only, since 128x128 costs four times as much there; natively on a GPU at both sizes with
+// cuDNN in full fp32 (TF32 off), so that both are held to the CPU backend's fp32 bounds. Without
+// a GPU the native executable prints "SKIPPED: no GPU" (tests/emu/gpu_main.cpp) before any
+// test runs.
+//
+// Why not TF32 here: measured on an H200 (2026-11-26), TF32 convolutions put the logits 3.8e-3 /
+// 8.3e-3 (64 / 128) relative from smp's fp32 ones and the gradient norms 1.7e-2 / 2.7e-2
+// overall, while single gradient elements moved up to 1.05 of their tensor's RMS and ~19% of
+// the sampled updates ended more than one lr apart: rounding every product to a 10-bit mantissa,
+// not a defect, since the same run with TF32 off (NVIDIA_TF32_OVERRIDE=0) met the fp32 bounds
+// (logits 1.7e-5 / 3.5e-5, worst sample 0.037 of the RMS). Element-wise parity is therefore
+// checked in fp32; TF32's agreement is a figure in bench/RESULTS.md.
 #include <doctest/doctest.h>
 
 #include "engine/cuda_backend.h"
@@ -16,23 +25,14 @@ using namespace unetcu;
 
 namespace {
 
-#if defined(UNETCU_TEST_EMULATED)
-// The emulator runs the CPU reference's convolutions; its BatchNorm, loss and reduction kernels
-// sum in another order (tests/backend/test_cuda_backend.cpp: activations ~1e-5 relative by the
-// logits), so the CPU backend's fp32 reasoning and bounds apply (tests/parity_fixture.h).
+// Both runs compare fp32 convolutions: the emulator's are the CPU reference; natively cuDNN's
+// with TF32 off. Their BatchNorm, loss and reduction kernels sum in another order than the CPU
+// (tests/backend/test_cuda_backend.cpp: activations ~1e-5 relative by the logits), so the CPU
+// backend's fp32 reasoning and bounds apply (tests/parity_fixture.h).
 const test::ParityTolerances& kTolerances = test::kFp32Tolerances;
+#if defined(UNETCU_TEST_EMULATED)
 const int kSizes[] = {64};
 #else
-// TF32 rounds each convolution input to a 10-bit mantissa (relative 2^-11 ~ 5e-4 per product;
-// sums of many products average it down, BatchNorm renormalises each layer), so logits and the
-// loss agree to ~1e-3 rather than ~1e-5, and more pre-activations fall within noise of a
-// ReLU/maxpool discontinuity, which widens the gradient and update bounds as in
-// test_cuda_backend.cpp's native bounds. Not yet measured on a GPU: a run that fails these
-// should report its printed errors before anyone loosens them.
-const test::ParityTolerances kTolerances = {
-    /*logits*/ 1e-2, /*loss*/ 2e-3, /*later_losses*/ 5e-3,
-    /*grad_global*/ 5e-2, /*grad_tensor*/ 1.5e-1, /*grad_sample*/ 3e-1,
-    /*running*/ 5e-3, /*update_tensor*/ 2e-1, /*update_far*/ 1e-1};
 const int kSizes[] = {64, 128};
 #endif
 
@@ -40,7 +40,9 @@ const int kSizes[] = {64, 128};
 
 TEST_CASE("CUDA backend reproduces PyTorch + smp: logits, loss, gradients, running stats, 3 Adam steps") {
   // Never destroyed: at exit the CUDA runtime (or the emulator's) may already be torn down.
-  static Backend* const backend = make_cuda_backend(BackendOptions{}).release();
+  BackendOptions opt;
+  opt.tf32 = false;  // see the file comment
+  static Backend* const backend = make_cuda_backend(opt).release();
   for (int size : kSizes) {
     CAPTURE(size);
     test::check_parity(test::run_parity(*backend, size), size, kTolerances);
