@@ -380,4 +380,102 @@ inline bool print_table(const RecordingReporter& rep, const char* title) {
   return all_ok;
 }
 
+// ---- the pairs of the op families both suites time ---------------------------------------------
+// bench_cpu_ops and bench_cuda_ops build their own cases (their kernels, their peers) for the
+// same pairs: the keys, shapes, counts, work and seeds come from here, so the two tables line up.
+// Each for_each_* calls make(info, ...what the case needs..., seed) once per pair and returns
+// the seed it reached, for a suite that registers more pairs after them.
+
+enum class ConvDir { forward, backward_data, backward_filter };
+
+// make(PairInfo, ConvShape, bool bias, ConvDir, uint64_t seed)
+template <class Make>
+uint64_t for_each_conv_pair(const Graph& g, Make make) {
+  const struct {
+    ConvDir dir;
+    const char* name;
+  } dirs[] = {{ConvDir::forward, "conv.fwd"},
+              {ConvDir::backward_data, "conv.bwd_data"},
+              {ConvDir::backward_filter, "conv.bwd_filter"}};
+  uint64_t seed = 1000;
+  for (const auto& d : dirs) {
+    for (const LayerShape& ls : distinct_shapes(g, OpKind::conv)) {
+      // The image needs no gradient: neither PyTorch nor our engine computes it.
+      if (d.dir == ConvDir::backward_data && !ls.input_needs_grad) continue;
+      const ConvShape sh = ls.node.conv;
+      PairInfo p;
+      p.key = std::string(d.name) + "/" + ls.node.name;
+      p.shape = describe(sh);
+      p.count = ls.count;
+      p.kind = Work::flop;
+      p.work = 2.0 * sh.n * sh.k * sh.c * sh.r * sh.s * sh.p * sh.q;
+      make(p, sh, ls.node.bias >= 0, d.dir, seed += 10);
+    }
+  }
+  return seed;
+}
+
+// "16x32x32x64", for the table.
+inline std::string describe(const ActInfo& a) {
+  return std::to_string(a.n) + "x" + std::to_string(a.h) + "x" + std::to_string(a.w) + "x" +
+         std::to_string(a.c);
+}
+
+enum class BnOp { train_forward, backward, eval_forward };
+
+// make(PairInfo, ActInfo, BnOp, uint64_t seed)
+template <class Make>
+uint64_t for_each_batchnorm_pair(const Graph& g, Make make) {
+  const struct {
+    BnOp op;
+    const char* name;
+    double bytes_per_value;
+  } ops[] = {{BnOp::train_forward, "bn.train_fwd", 8},
+             {BnOp::backward, "bn.bwd", 12},
+             {BnOp::eval_forward, "bn.eval_fwd", 8}};
+  uint64_t seed = 5000;
+  for (const auto& o : ops) {
+    for (const LayerShape& ls : distinct_shapes(g, OpKind::batchnorm)) {
+      const ActInfo a = g.acts()[size_t(ls.node.out)];
+      // One value per channel (a small --batch/--size): PyTorch refuses to train BatchNorm there.
+      if (int64_t(a.n) * a.h * a.w < 2) continue;
+      PairInfo p;
+      p.key = std::string(o.name) + "/" + ls.node.name;
+      p.shape = describe(a);
+      p.count = ls.count;
+      p.work = o.bytes_per_value * double(a.numel());
+      make(p, a, o.op, seed += 10);
+    }
+  }
+  return seed;
+}
+
+enum class EltOp { relu_forward, relu_backward, add_relu_forward };
+
+// make(PairInfo, EltOp, int64_t values, uint64_t seed)
+template <class Make>
+uint64_t for_each_elementwise_pair(const Graph& g, Make make) {
+  const struct {
+    EltOp op;
+    OpKind kind;
+    const char* name;
+    double bytes_per_value;
+  } ops[] = {{EltOp::relu_forward, OpKind::relu, "relu.fwd", 8},
+             {EltOp::relu_backward, OpKind::relu, "relu.bwd", 12},
+             {EltOp::add_relu_forward, OpKind::add_relu, "add_relu.fwd", 12}};
+  uint64_t seed = 7000;
+  for (const auto& o : ops) {
+    for (const LayerShape& ls : distinct_shapes(g, o.kind)) {
+      const ActInfo a = g.acts()[size_t(ls.node.out)];
+      PairInfo p;
+      p.key = std::string(o.name) + "/" + (ls.node.name.empty() ? a.name : ls.node.name);
+      p.shape = std::to_string(a.numel()) + " values";
+      p.count = ls.count;
+      p.work = o.bytes_per_value * double(a.numel());
+      make(p, o.op, a.numel(), seed += 10);
+    }
+  }
+  return seed;
+}
+
 }  // namespace unetcu::bench

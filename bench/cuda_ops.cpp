@@ -206,7 +206,6 @@ void register_gpu_pair(PairInfo info, Factory make) {
 
 // ---- convolution --------------------------------------------------------------------------
 
-enum class ConvDir { forward, backward_data, backward_filter };
 
 struct ConvCase : OpCase {
   ConvShape sh;
@@ -319,35 +318,13 @@ struct ConvCase : OpCase {
 };
 
 void register_convs(const Graph& g) {
-  const struct {
-    ConvDir dir;
-    const char* name;
-  } dirs[] = {{ConvDir::forward, "conv.fwd"},
-              {ConvDir::backward_data, "conv.bwd_data"},
-              {ConvDir::backward_filter, "conv.bwd_filter"}};
-  uint64_t seed = 1000;
-  for (const auto& d : dirs) {
-    for (const LayerShape& ls : distinct_shapes(g, OpKind::conv)) {
-      if (d.dir == ConvDir::backward_data && !ls.input_needs_grad) continue;
-      const ConvShape sh = ls.node.conv;
-      const bool bias = ls.node.bias >= 0;
-      PairInfo p;
-      p.key = std::string(d.name) + "/" + ls.node.name;
-      p.shape = describe(sh);
-      p.count = ls.count;
-      p.kind = Work::flop;
-      p.work = 2.0 * sh.n * sh.k * sh.c * sh.r * sh.s * sh.p * sh.q;
-      const ConvDir dir = d.dir;
-      const uint64_t s = seed += 10;
-      register_gpu_pair(
-          p, [sh, bias, dir, s] { return std::make_unique<ConvCase>(sh, bias, dir, s); });
-    }
-  }
+  for_each_conv_pair(g, [](const PairInfo& p, ConvShape sh, bool bias, ConvDir dir, uint64_t s) {
+    register_gpu_pair(p, [sh, bias, dir, s] { return std::make_unique<ConvCase>(sh, bias, dir, s); });
+  });
 }
 
 // ---- BatchNorm ----------------------------------------------------------------------------
 
-enum class BnOp { train_forward, backward, eval_forward };
 
 struct BnCase : OpCase {
   BatchNormShape sh;
@@ -618,30 +595,10 @@ struct FusedBnCase : OpCase {
 };
 
 void register_batchnorms(const Graph& g) {
-  const struct {
-    BnOp op;
-    const char* name;
-    double bytes_per_value;
-  } ops[] = {{BnOp::train_forward, "bn.train_fwd", 8},
-             {BnOp::backward, "bn.bwd", 12},
-             {BnOp::eval_forward, "bn.eval_fwd", 8}};
-  uint64_t seed = 5000;
-  for (const auto& o : ops) {
-    for (const LayerShape& ls : distinct_shapes(g, OpKind::batchnorm)) {
-      const ActInfo a = g.acts()[size_t(ls.node.out)];
-      // One value per channel (a small --batch/--size): PyTorch refuses to train BatchNorm there.
-      if (int64_t(a.n) * a.h * a.w < 2) continue;
-      PairInfo p;
-      p.key = std::string(o.name) + "/" + ls.node.name;
-      p.shape = std::to_string(a.n) + "x" + std::to_string(a.h) + "x" + std::to_string(a.w) + "x" +
-                std::to_string(a.c);
-      p.count = ls.count;
-      p.work = o.bytes_per_value * double(a.numel());
-      const BnOp op = o.op;
-      const uint64_t s = seed += 10;
-      register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
-    }
-  }
+  uint64_t seed = for_each_batchnorm_pair(g, [](const PairInfo& p, ActInfo a, BnOp op, uint64_t s) {
+    register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
+  });
+  // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
   // The fused forms at the shapes of the ReLUs and add+ReLUs they replace.
   const struct {
     FusedOp op;
@@ -659,8 +616,7 @@ void register_batchnorms(const Graph& g) {
       if (int64_t(a.n) * a.h * a.w < 2) continue;
       PairInfo p;
       p.key = std::string(o.name) + "/" + (ls.node.name.empty() ? a.name : ls.node.name);
-      p.shape = std::to_string(a.n) + "x" + std::to_string(a.h) + "x" + std::to_string(a.w) + "x" +
-                std::to_string(a.c);
+      p.shape = describe(a);
       p.count = ls.count;
       p.work = o.bytes_per_value * double(a.numel());
       const FusedOp op = o.op;
@@ -672,7 +628,6 @@ void register_batchnorms(const Graph& g) {
 
 // ---- elementwise, spatial -----------------------------------------------------------------
 
-enum class EltOp { relu_forward, relu_backward, add_relu_forward };
 
 struct EltCase : OpCase {
   EltOp op;
@@ -733,29 +688,9 @@ struct EltCase : OpCase {
 };
 
 void register_elementwise(const Graph& g) {
-  const struct {
-    EltOp op;
-    OpKind kind;
-    const char* name;
-    double bytes_per_value;
-  } ops[] = {{EltOp::relu_forward, OpKind::relu, "relu.fwd", 8},
-             {EltOp::relu_backward, OpKind::relu, "relu.bwd", 12},
-             {EltOp::add_relu_forward, OpKind::add_relu, "add_relu.fwd", 12}};
-  uint64_t seed = 7000;
-  for (const auto& o : ops) {
-    for (const LayerShape& ls : distinct_shapes(g, o.kind)) {
-      const ActInfo a = g.acts()[size_t(ls.node.out)];
-      PairInfo p;
-      p.key = std::string(o.name) + "/" + (ls.node.name.empty() ? a.name : ls.node.name);
-      p.shape = std::to_string(a.numel()) + " values";
-      p.count = ls.count;
-      p.work = o.bytes_per_value * double(a.numel());
-      const EltOp op = o.op;
-      const int64_t n = a.numel();
-      const uint64_t s = seed += 10;
-      register_gpu_pair(p, [op, n, s] { return std::make_unique<EltCase>(op, n, s); });
-    }
-  }
+  for_each_elementwise_pair(g, [](const PairInfo& p, EltOp op, int64_t n, uint64_t s) {
+    register_gpu_pair(p, [op, n, s] { return std::make_unique<EltCase>(op, n, s); });
+  });
 }
 
 // Max-pool, upsample and concat forward and backward: data movement, identical results.

@@ -214,45 +214,43 @@ class CudaBackend final : public Backend {
 
   void upload_batch(const HostToDevice* parts, int count, bool pinned_src) override {
     not_capturing("upload_batch");
-    if (pinned_src) {
-      // Straight from the caller's page-locked buffers, which it keeps until the step is done.
-      UNETCU_CUDA_CHECK(cudaEventRecord(compute_mark_, compute_));
-      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(copy_, compute_mark_, 0));
-      for (int i = 0; i < count; ++i)
-        UNETCU_CUDA_CHECK(cudaMemcpyAsync(parts[i].dst, parts[i].src, parts[i].bytes,
-                                          cudaMemcpyHostToDevice, copy_));
-      UNETCU_CUDA_CHECK(cudaEventRecord(direct_copied_, copy_));
-      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, direct_copied_, 0));
-      if (sync_every_launch()) UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
-      return;
-    }
-    Staging& slot = staging_[next_staging_];
-    next_staging_ = (next_staging_ + 1) % kStagingSlots;
-    // This pinned buffer was last used two batches ago: its copies must be done before it is
-    // refilled. The other slot's copies may still be in flight (double buffering).
-    if (slot.used) UNETCU_CUDA_CHECK(cudaEventSynchronize(slot.copied));
-    size_t total = 0;
-    for (int i = 0; i < count; ++i) total += round_up_256(parts[i].bytes);
-    if (total > slot.capacity) {
-      if (slot.host) UNETCU_CUDA_CHECK(cudaFreeHost(slot.host));
-      slot.host = nullptr;
-      slot.capacity = 0;
-      UNETCU_CUDA_CHECK_ALLOC(cudaMallocHost(&slot.host, total), total);
-      slot.capacity = total;
+    // Pinned sources are copied from directly (the caller keeps them until the step is done);
+    // others are staged through a pinned slot first.
+    Staging* slot = nullptr;
+    if (!pinned_src) {
+      slot = &staging_[next_staging_];
+      next_staging_ = (next_staging_ + 1) % kStagingSlots;
+      // This pinned buffer was last used two batches ago: its copies must be done before it is
+      // refilled. The other slot's copies may still be in flight (double buffering).
+      if (slot->used) UNETCU_CUDA_CHECK(cudaEventSynchronize(slot->copied));
+      size_t total = 0;
+      for (int i = 0; i < count; ++i) total += round_up_256(parts[i].bytes);
+      if (total > slot->capacity) {
+        if (slot->host) UNETCU_CUDA_CHECK(cudaFreeHost(slot->host));
+        slot->host = nullptr;
+        slot->capacity = 0;
+        UNETCU_CUDA_CHECK_ALLOC(cudaMallocHost(&slot->host, total), total);
+        slot->capacity = total;
+      }
     }
     UNETCU_CUDA_CHECK(cudaEventRecord(compute_mark_, compute_));
     UNETCU_CUDA_CHECK(cudaStreamWaitEvent(copy_, compute_mark_, 0));
     size_t offset = 0;
     for (int i = 0; i < count; ++i) {
-      unsigned char* staged = static_cast<unsigned char*>(slot.host) + offset;
-      std::memcpy(staged, parts[i].src, parts[i].bytes);
-      UNETCU_CUDA_CHECK(cudaMemcpyAsync(parts[i].dst, staged, parts[i].bytes,
+      const void* src = parts[i].src;
+      if (slot) {
+        unsigned char* staged = static_cast<unsigned char*>(slot->host) + offset;
+        std::memcpy(staged, parts[i].src, parts[i].bytes);
+        src = staged;
+        offset += round_up_256(parts[i].bytes);
+      }
+      UNETCU_CUDA_CHECK(cudaMemcpyAsync(parts[i].dst, src, parts[i].bytes,
                                         cudaMemcpyHostToDevice, copy_));
-      offset += round_up_256(parts[i].bytes);
     }
-    UNETCU_CUDA_CHECK(cudaEventRecord(slot.copied, copy_));
-    slot.used = true;
-    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, slot.copied, 0));
+    cudaEvent_t copied = slot ? slot->copied : direct_copied_;
+    UNETCU_CUDA_CHECK(cudaEventRecord(copied, copy_));
+    if (slot) slot->used = true;
+    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, copied, 0));
     if (sync_every_launch()) UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
   }
 
