@@ -21,7 +21,9 @@
 //  * convolutions with TF32 (the default, as PyTorch's cuDNN default): each input is rounded to
 //    11 significant bits (error 2^-11 relative, or 2^-10 where cuDNN truncates), so a sum of
 //    random-sign products errs by ~2^-10 of rms(y) per element; 2^-7 = 8 such units covers the
-//    largest of millions of elements. Without TF32: fp32's 8 eps sqrt(L) as on the CPU;
+//    largest of millions of elements. Without TF32, and for the one-output-channel head, whose
+//    hand-written kernels (kernels/cuda/conv_narrow.cu, as the engine runs them) are always
+//    fp32: fp32's 8 eps sqrt(L) as on the CPU;
 //  * the step: the first-step loss against our CPU engine, 1e-4 relative in fp32 and 1e-2 with
 //    TF32 (36 TF32 convolutions in the forward move the logits by ~1e-3 relative; a wrong layer
 //    moves the loss by O(1)).
@@ -211,6 +213,7 @@ struct ConvCase : OpCase {
   ConvShape sh;
   bool has_bias;
   ConvDir dir;
+  bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
   Dev<unsigned char> ws, bias_ws;
@@ -220,7 +223,8 @@ struct ConvCase : OpCase {
   std::vector<int64_t> bias_sizes;
 #endif
 
-  ConvCase(const ConvShape& s, bool b, ConvDir d, uint64_t seed) : sh(s), has_bias(b), dir(d) {
+  ConvCase(const ConvShape& s, bool b, ConvDir d, uint64_t seed)
+      : sh(s), has_bias(b), dir(d), narrow(cuda::conv2d_narrow_applies(s)) {
     x = random_floats(size_t(sh.x_size()), seed);
     wt = random_floats(size_t(sh.w_size()), seed + 1);
     bias = random_floats(size_t(sh.k), seed + 2);
@@ -234,12 +238,17 @@ struct ConvCase : OpCase {
                                                             : sh.w_size()));
     dbias = Dev<float>(size_t(sh.k));
     switch (dir) {
-      case ConvDir::forward: ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get()); break;
+      case ConvDir::forward:
+        if (narrow) break;
+        ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get());
+        break;
       case ConvDir::backward_data:
+        if (narrow) break;
         ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get());
         break;
       case ConvDir::backward_filter:
-        ws_bytes = g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get());
+        ws_bytes = narrow ? cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)
+                          : g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get());
         break;
     }
     ws = Dev<unsigned char>(ws_bytes);
@@ -253,6 +262,10 @@ struct ConvCase : OpCase {
 #endif
   }
   void ours() override {
+    if (narrow) {
+      narrow_ours();
+      return;
+    }
     switch (dir) {
       case ConvDir::forward:
         g_conv->forward(out.get(), dx_in.get(), dwt.get(), sh, ws.get(), ws_bytes);
@@ -265,6 +278,26 @@ struct ConvCase : OpCase {
       case ConvDir::backward_filter:
         g_conv->backward_filter(out.get(), ddy.get(), dx_in.get(), sh, GradMode::overwrite,
                                 ws.get(), ws_bytes);
+        if (has_bias)
+          cuda::conv2d_backward_bias(dbias.get(), ddy.get(), sh, GradMode::overwrite, bias_ws.get(),
+                                     g_stream);
+        break;
+    }
+  }
+  // The engine's path for one-output-channel shapes (CudaBackend): kernels/cuda, no cuDNN.
+  void narrow_ours() {
+    switch (dir) {
+      case ConvDir::forward:
+        cuda::conv2d_narrow_forward(out.get(), dx_in.get(), dwt.get(),
+                                    has_bias ? dbias_in.get() : nullptr, sh, g_stream);
+        break;
+      case ConvDir::backward_data:
+        cuda::conv2d_narrow_backward_data(out.get(), ddy.get(), dwt.get(), sh,
+                                          GradMode::overwrite, g_stream);
+        break;
+      case ConvDir::backward_filter:
+        cuda::conv2d_narrow_backward_filter(out.get(), ddy.get(), dx_in.get(), sh,
+                                            GradMode::overwrite, ws.get(), g_stream);
         if (has_bias)
           cuda::conv2d_backward_bias(dbias.get(), ddy.get(), sh, GradMode::overwrite, bias_ws.get(),
                                      g_stream);
@@ -304,7 +337,7 @@ struct ConvCase : OpCase {
         L = double(sh.n) * sh.p * sh.q;
         break;
     }
-    const double tol = g_tf32 ? 1.0 / 128 : 8 * kEps * std::sqrt(L);
+    const double tol = g_tf32 && !narrow ? 1.0 / 128 : 8 * kEps * std::sqrt(L);
     Check c = compare(got.data(), want.data(), want.size(), tol, "output");
     if (dir == ConvDir::backward_filter && has_bias) {
       std::vector<float> want_bias(size_t(sh.k));
@@ -1109,6 +1142,110 @@ void register_loss_and_optimizer(const Options& o) {
   register_gpu_pair(adam, [] { return std::make_unique<AdamCase>(13000); });
 }
 
+// ---- the card's copy bandwidth ------------------------------------------------------------
+
+// A device-to-device cudaMemcpyAsync: the reference the memory-bound kernels are held to (at
+// least 70% of it at the UNet's largest shapes). Its size is the largest memory-bound pair's
+// traffic, so the copy is not flattered by a size that fits the L2 cache.
+struct CopyCase : OpCase {
+  size_t bytes;
+  Dev<unsigned char> src, dst;
+  explicit CopyCase(size_t b) : bytes(b), dst(b) {
+    std::vector<unsigned char> host(b);
+    for (size_t i = 0; i < b; ++i) host[i] = static_cast<unsigned char>(i * 131 + 7);
+    src = Dev<unsigned char>(host);
+  }
+  void ours() override {
+    UNETCU_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src.get(), bytes, cudaMemcpyDeviceToDevice,
+                                      g_stream));
+  }
+  void torch() override {}
+  Check check() override {
+    ours();
+    const auto got = dst.host(), want = src.host();
+    return compare(got.data(), want.data(), want.size(), 0.0, "copied bytes");
+  }
+};
+
+constexpr const char* kCopyKey = "limits/copy_d2d";
+constexpr size_t kBigCopyBytes = size_t(256) << 20;
+
+// The family of a pair key: "bn.train_fwd" of "bn.train_fwd/encoder.bn1".
+std::string family_of(const std::string& key) { return key.substr(0, key.find('/')); }
+
+// The largest pair of each family of memory-bound ops (work counted in bytes), in
+// registration order.
+std::vector<const PairInfo*> largest_memory_bound() {
+  std::vector<const PairInfo*> out;
+  for (const PairInfo& p : pairs()) {
+    if (p.kind != Work::bytes || !p.in_totals) continue;
+    auto same = std::find_if(out.begin(), out.end(), [&](const PairInfo* q) {
+      return family_of(q->key) == family_of(p.key);
+    });
+    if (same == out.end())
+      out.push_back(&p);
+    else if (p.work > (*same)->work)
+      *same = &p;
+  }
+  return out;
+}
+
+void register_copy(const std::string& key, size_t bytes) {
+  PairInfo p;
+  p.key = key;
+  p.shape = std::to_string(bytes) + " B read + written";
+  p.work = 2.0 * double(bytes);
+  p.in_totals = false;
+  register_pair(p, [bytes] { return std::make_unique<CopyCase>(bytes); }, time_on_gpu, false,
+                true);
+}
+
+// Registered after every other memory-bound pair: one 256 MiB copy (the card's sustained
+// rate), and per memory-bound family a copy of as many bytes as its largest pair moves (half
+// read, half written), which pays the same launch and tail costs: the kernel's reference.
+void register_copies() {
+  std::vector<std::pair<std::string, size_t>> copies{
+      {std::string(kCopyKey) + "/256MiB", kBigCopyBytes}};
+  for (const PairInfo* p : largest_memory_bound())  // collected first: registering adds pairs
+    copies.emplace_back(std::string(kCopyKey) + "/" + family_of(p->key),
+                        std::max<size_t>(size_t(p->work / 2) / 256 * 256, 256));
+  for (const auto& [key, bytes] : copies) register_copy(key, bytes);
+}
+
+// Each family of memory-bound ops at its largest shape: our rate as a share of the copy of the
+// same size. The kernels' bytes are what they must move at least (bench's PairInfo work), so a
+// share near 100% means the kernel is as fast as its traffic allows.
+void print_bandwidth(const RecordingReporter& rep) {
+  auto rate = [&](const std::string& key, double work) {
+    auto t = rep.ms.find(key);
+    return t == rep.ms.end() || t->second <= 0 ? 0.0 : work / (t->second * 1e-3);
+  };
+  const double big = rate(std::string(kCopyKey) + "/256MiB/ours", 2.0 * kBigCopyBytes);
+  if (big <= 0) return;
+  std::printf("\nmemory-bound ops at their largest shape vs a device-to-device copy of as many "
+              "bytes (256 MiB copy: %.1f GB/s; target: 70%% or more)\n",
+              big * 1e-9);
+  std::printf("%-52s %-30s %9s %9s %11s %11s %8s\n", "op / layer", "shape", "MB moved",
+              "ours ms", "ours GB/s", "copy GB/s", "of copy");
+  int below = 0, compared = 0;
+  for (const PairInfo* p : largest_memory_bound()) {
+    if (!p->checked || !p->check.ok) continue;
+    const double ours = rate(p->key + "/ours", p->work);
+    const std::string copy_key = std::string(kCopyKey) + "/" + family_of(p->key);
+    double copy = 0;
+    for (const PairInfo& c : pairs())
+      if (c.key == copy_key) copy = rate(copy_key + "/ours", c.work);
+    if (ours <= 0 || copy <= 0) continue;
+    const double share = ours / copy;
+    ++compared;
+    below += share < 0.7;
+    std::printf("%-52s %-30s %9.2f %9.4f %11.1f %11.1f %7.1f%%%s\n", p->key.c_str(),
+                p->shape.c_str(), p->work * 1e-6, rep.ms.at(p->key + "/ours"), ours * 1e-9,
+                copy * 1e-9, 100 * share, share < 0.7 ? "  below" : "");
+  }
+  std::printf("%d of %d families below 70%% of the copy\n", below, compared);
+}
+
 // ---- the whole training step --------------------------------------------------------------
 
 struct StepCase : OpCase {
@@ -1174,6 +1311,8 @@ struct StepCase : OpCase {
     while (session->next_train_result(pending, true)) {
     }
     const float got = session->train_step(images.data(), masks.data(), batch).loss;
+    std::printf("cuDNN algorithms of the training step (chosen in its first step):\n%s",
+                backend->choices().c_str());
     auto cpu = make_cpu_backend();
     ModelSession ref(*cpu, size, size);
     ref.set_state(init);
@@ -1227,6 +1366,7 @@ int main(int argc, char** argv) {
   register_elementwise(net.graph);
   register_spatial(net.graph);
   register_loss_and_optimizer(o);
+  register_copies();
   PairInfo step;
   step.key = std::string(g_tf32 ? "train_step.tf32" : "train_step.fp32") + "/whole";
   step.shape =
@@ -1244,6 +1384,10 @@ int main(int argc, char** argv) {
   const bool ok = print_table(
       reporter,
       "ours vs LibTorch on the GPU, per op (ratio = time ours / time LibTorch; < 1: ours faster)");
+  print_bandwidth(reporter);
+  std::printf("\ncuDNN algorithms chosen for the convolution pairs above (the training step's "
+              "own choices are printed by its check)\n%s",
+              g_conv->report().c_str());
   const std::string key = step.key;
   if (reporter.ms.count(key + "/ours"))
     std::printf("\ntraining step: ours %.1f images/s",

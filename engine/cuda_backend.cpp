@@ -2,7 +2,8 @@
 //
 // One source, two builds (engine/CMakeLists.txt):
 //   native      nvcc, libcudart, cuDNN: the ops are the kernels/cuda kernels, the convolutions
-//               cuDNN calls (kernels/cudnn);
+//               cuDNN calls (kernels/cudnn) except the one-output-channel head's, which are
+//               kernels/cuda's narrow kernels in both builds;
 //   emulated    g++ with kernels/simt/simt.h force-included (it defines UNETCU_SIMT): the same
 //               kernels run on the CPU, and the convolutions run the cpu:: reference as host
 //               work in stream order, recorded as host-function nodes while a graph is being
@@ -261,8 +262,14 @@ class CudaBackend final : public Backend {
     cuda::normalize_input(x, img, pixels, prm, compute_);
   }
 
+  // One-output-channel convolutions (the segmentation head) run hand-written kernels in both
+  // builds (kernels/cuda/conv_narrow.cu); the others cuDNN natively, the reference emulated.
   void conv_forward(float* y, const float* x, const float* wt, const float* bias,
                     const ConvShape& sh) override {
+    if (cuda::conv2d_narrow_applies(sh)) {
+      cuda::conv2d_narrow_forward(y, x, wt, bias, sh, compute_);
+      return;
+    }
 #if defined(UNETCU_SIMT)
     host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite});
 #else
@@ -274,6 +281,10 @@ class CudaBackend final : public Backend {
   }
   void conv_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                           GradMode mode) override {
+    if (cuda::conv2d_narrow_applies(sh)) {
+      cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, compute_);
+      return;
+    }
 #if defined(UNETCU_SIMT)
     host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode});
 #else
@@ -284,6 +295,12 @@ class CudaBackend final : public Backend {
   }
   void conv_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                             GradMode mode) override {
+    if (cuda::conv2d_narrow_applies(sh)) {
+      cuda::conv2d_narrow_backward_filter(
+          dwt, dy, x, sh, mode, scratch(cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)),
+          compute_);
+      return;
+    }
 #if defined(UNETCU_SIMT)
     host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode});
 #else

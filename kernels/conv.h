@@ -6,8 +6,9 @@
 //   bias (optional, may be null): [k]
 //
 // The cpu:: functions are the reference (im2col + BLAS sgemm, one image at a time so the
-// column buffer stays small). On a GPU the convolutions go through cuDNN (kernels/cudnn/);
-// only the bias gradient has a hand-written CUDA kernel.
+// column buffer stays small). On a GPU the convolutions go through cuDNN (kernels/cudnn/),
+// except the one-output-channel ones (the segmentation head), which have hand-written kernels
+// like the bias and its gradient.
 #pragma once
 
 #include <cstddef>
@@ -61,9 +62,27 @@ void conv2d_backward_bias(double* dbias, const double* dy, const ConvShape& sh, 
 
 }  // namespace cpu
 
-// CUDA kernels for the bias (kernels/cuda/conv_bias.cu), asynchronous on `stream`; the
-// convolutions themselves are cuDNN calls (kernels/cudnn/).
+// CUDA kernels for the bias (kernels/cuda/conv_bias.cu) and for the narrow convolutions
+// (kernels/cuda/conv_narrow.cu), asynchronous on `stream`; the other convolutions are cuDNN
+// calls (kernels/cudnn/).
 namespace cuda {
+
+// True for the shapes the narrow kernels take: one output channel, stride 1, at most 9 filter
+// taps (r * s), any padding and channel count. The engine sends these to the kernels below
+// instead of cuDNN, whose NHWC kernels leave most of each tile idle at k = 1.
+bool conv2d_narrow_applies(const ConvShape& sh);
+// y = conv(x, wt) (+ bias), for a shape conv2d_narrow_applies to. Full fp32 (no TF32).
+void conv2d_narrow_forward(float* y, const float* x, const float* wt, const float* bias,
+                           const ConvShape& sh, cudaStream_t stream);
+// dx (+)= conv_transpose(dy, wt)
+void conv2d_narrow_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                                 GradMode mode, cudaStream_t stream);
+// dwt (+)= correlation of x with dy over the batch: a deterministic two-stage reduction in
+// double through `workspace` (conv2d_narrow_backward_filter_workspace_bytes(sh), scratch).
+size_t conv2d_narrow_backward_filter_workspace_bytes(const ConvShape& sh);
+void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
+                                   const ConvShape& sh, GradMode mode, void* workspace,
+                                   cudaStream_t stream);
 
 // y[n][p][q][k] += bias[k]: the bias of conv2d_forward, applied after a bias-free convolution.
 void conv2d_add_bias(float* y, const float* bias, const ConvShape& sh, cudaStream_t stream);

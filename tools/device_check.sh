@@ -186,6 +186,9 @@ if [ -x "$gpu_bench" ]; then
   fi
   step=$(grep -E '^training step:' "$out/bench_cuda_ops.log" | sed 's/^training step: //')
   [ -n "$step" ] && row "gpu train step b16 128px" "" "$step"
+  below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
+  copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
+  [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
 else
   row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
 fi
@@ -219,5 +222,13 @@ row "ctest (cuda kernels)" "$(grep -q '100% tests passed' "$out/ctest.log" && ec
   if [ -f "$out/bench_cuda_ops.log" ]; then
     echo
     sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
+    echo
+    sed -n '/^memory-bound ops/,/families below/p' "$out/bench_cuda_ops.log"
+  fi
+  # Where the convolution time goes: cuDNN's choice per shape (and the runner-up timings).
+  if [ -f "$out/train-tf32/algorithms.txt" ]; then
+    echo
+    echo "cuDNN algorithms of the tf32 training run (train-tf32/algorithms.txt):"
+    cat "$out/train-tf32/algorithms.txt"
   fi
 } | tee "$out/summary.txt"

@@ -121,27 +121,34 @@ struct Choice {
   float time_ms = -1.0f;  // measured time; negative when chosen by heuristics
 };
 
-// Fastest deterministic usable candidate, else the fastest usable one. Results come sorted
-// fastest first (measured) or best first (heuristics). A candidate that would convert float32
-// data to half precision (ALLOW_CONVERSION) is never usable: this engine trains in float32.
+// The candidates a choice may take, in cuDNN's order (fastest first when measured, best first
+// from the heuristics): those that ran, and only the deterministic ones when there are any (a
+// training run should repeat bit for bit on one GPU; backward-data ALGO_0 and backward-filter
+// ALGO_0/ALGO_3 accumulate with atomics). A candidate that would convert float32 data to half
+// precision (ALLOW_CONVERSION) is never usable: this engine trains in float32.
 template <typename Perf>
-bool pick(const Perf* results, int count, bool measured, Choice* out) {
-  auto usable = [](const Perf& p) {
-    return p.status == CUDNN_STATUS_SUCCESS &&
-           p.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
-  };
-  const Perf* best = nullptr;
-  for (int i = 0; i < count && best == nullptr; ++i)
-    if (usable(results[i]) && results[i].determinism == CUDNN_DETERMINISTIC) best = &results[i];
-  for (int i = 0; i < count && best == nullptr; ++i)
-    if (usable(results[i])) best = &results[i];
-  if (best == nullptr) return false;
-  out->algo = int(best->algo);
-  out->math = best->mathType;
-  out->deterministic = best->determinism == CUDNN_DETERMINISTIC;
-  out->time_ms = measured ? best->time : -1.0f;
-  return true;
+std::vector<Choice> candidates(const Perf* results, int count, bool measured) {
+  std::vector<Choice> all, deterministic;
+  for (int i = 0; i < count; ++i) {
+    const Perf& p = results[i];
+    if (p.status != CUDNN_STATUS_SUCCESS || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+      continue;
+    Choice c;
+    c.algo = int(p.algo);
+    c.math = p.mathType;
+    c.deterministic = p.determinism == CUDNN_DETERMINISTIC;
+    c.time_ms = measured ? p.time : -1.0f;
+    all.push_back(c);
+    if (c.deterministic) deterministic.push_back(c);
+  }
+  return deterministic.empty() ? all : deterministic;
 }
+
+// cudnnFind times each candidate once, and a choice is kept for the whole run, so the fastest
+// few are timed again (median of kRetimeRuns after a warm-up run) before one is taken: a single
+// run of a kernel of a few microseconds is at the mercy of clocks and first-launch costs.
+constexpr int kRetimeCandidates = 4;
+constexpr int kRetimeRuns = 5;
 
 // Device memory for the search, freed at scope exit.
 struct Scratch {
@@ -185,6 +192,7 @@ struct Plan {
   cudnnConvolutionDescriptor_t conv = nullptr;
   Choice choice;
   bool measured = false;
+  std::vector<Choice> timed;  // the candidates timed again, fastest first (for report())
   size_t workspace = 0;
 
   Plan() = default;
@@ -272,7 +280,89 @@ struct ConvRunner::Impl {
       if (ws->try_alloc(want)) return;
   }
 
-  // Chooses the algorithm of one direction: measured search first, heuristics as the fallback.
+  // The workspace `algo` needs for this plan in the convolution descriptor's current math type.
+  size_t workspace_for(const Plan& plan, Dir d, int algo, const std::string& what) const {
+    size_t bytes = 0;
+    if (d == Dir::forward) {
+      UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionForwardWorkspaceSize(
+                                 handle, plan.x, plan.w, plan.conv, plan.y,
+                                 cudnnConvolutionFwdAlgo_t(algo), &bytes), what);
+    } else if (d == Dir::backward_data) {
+      UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionBackwardDataWorkspaceSize(
+                                 handle, plan.w, plan.y, plan.conv, plan.x,
+                                 cudnnConvolutionBwdDataAlgo_t(algo), &bytes), what);
+    } else {
+      UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                                 handle, plan.x, plan.y, plan.conv, plan.w,
+                                 cudnnConvolutionBwdFilterAlgo_t(algo), &bytes), what);
+    }
+    return bytes;
+  }
+
+  // One overwriting run of `algo` into `out` (the search's scratch output); `a`, `b` as plan().
+  cudnnStatus_t run_once(const Plan& plan, Dir d, int algo, const float* a, const float* b,
+                         void* out, void* ws, size_t ws_bytes) const {
+    const float alpha = 1.0f, beta = 0.0f;
+    if (d == Dir::forward)
+      return cudnnConvolutionForward(handle, &alpha, plan.x, a, plan.w, b, plan.conv,
+                                     cudnnConvolutionFwdAlgo_t(algo), ws, ws_bytes, &beta, plan.y,
+                                     out);
+    if (d == Dir::backward_data)
+      return cudnnConvolutionBackwardData(handle, &alpha, plan.w, b, plan.y, a, plan.conv,
+                                          cudnnConvolutionBwdDataAlgo_t(algo), ws, ws_bytes,
+                                          &beta, plan.x, out);
+    return cudnnConvolutionBackwardFilter(handle, &alpha, plan.x, b, plan.y, a, plan.conv,
+                                          cudnnConvolutionBwdFilterAlgo_t(algo), ws, ws_bytes,
+                                          &beta, plan.w, out);
+  }
+
+  // Times the first kRetimeCandidates of `list` again (see kRetimeRuns) and puts those that
+  // ran first, fastest first; a candidate that fails or needs more than the search workspace
+  // is dropped from the timing (it keeps its place after the timed ones).
+  void retime(Plan& plan, Dir d, const float* a, const float* b, void* out, const Scratch& ws,
+              std::vector<Choice>* list, const std::string& what) {
+    cudaEvent_t start = nullptr, stop = nullptr;
+    UNETCU_CUDA_CHECK(cudaEventCreate(&start));
+    UNETCU_CUDA_CHECK(cudaEventCreate(&stop));
+    std::vector<Choice> timed, rest;
+    for (size_t i = 0; i < list->size(); ++i) {
+      Choice c = (*list)[i];
+      bool ok = int(i) < kRetimeCandidates;
+      if (ok) {
+        UNETCU_CUDNN_CHECK_FOR(cudnnSetConvolutionMathType(plan.conv, c.math), what);
+        ok = workspace_for(plan, d, c.algo, what) <= ws.bytes &&
+             run_once(plan, d, c.algo, a, b, out, ws.ptr, ws.bytes) == CUDNN_STATUS_SUCCESS;
+      }
+      std::vector<float> ms;
+      for (int r = 0; ok && r < kRetimeRuns; ++r) {
+        UNETCU_CUDA_CHECK(cudaEventRecord(start, stream));
+        ok = run_once(plan, d, c.algo, a, b, out, ws.ptr, ws.bytes) == CUDNN_STATUS_SUCCESS;
+        UNETCU_CUDA_CHECK(cudaEventRecord(stop, stream));
+        UNETCU_CUDA_CHECK(cudaEventSynchronize(stop));
+        float t = 0;
+        UNETCU_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+        ms.push_back(t);
+      }
+      if (ok) {
+        std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+        c.time_ms = ms[ms.size() / 2];
+        timed.push_back(c);
+      } else {
+        (void)cudaGetLastError();  // a candidate that failed leaves no error behind
+        rest.push_back(c);
+      }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    std::stable_sort(timed.begin(), timed.end(),
+                     [](const Choice& x, const Choice& y) { return x.time_ms < y.time_ms; });
+    plan.timed = timed;
+    timed.insert(timed.end(), rest.begin(), rest.end());
+    *list = timed;
+  }
+
+  // Chooses the algorithm of one direction: measured search (cudnnFind, then the fastest few
+  // timed again) first, heuristics as the fallback.
   // `a` and `b` are the direction's inputs in the kernel order (fwd: x, wt; bwd-data: dy, wt;
   // bwd-filter: dy, x).
   Plan& plan(const ConvShape& sh, Dir d, const float* a, const float* b) {
@@ -287,7 +377,7 @@ struct ConvRunner::Impl {
                               : d == Dir::backward_data ? sh.x_size()
                                                         : sh.w_size();
     Scratch out, ws;
-    bool chosen = false;
+    std::vector<Choice> list;
     if (out.try_alloc(size_t(out_count) * sizeof(float))) {
       search_workspace(&ws);
       int returned = 0;
@@ -297,74 +387,63 @@ struct ConvRunner::Impl {
         status = cudnnFindConvolutionForwardAlgorithmEx(
             handle, plan->x, a, plan->w, b, plan->conv, plan->y, out.ptr,
             CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, ws.ptr, ws.bytes);
-        chosen = status == CUDNN_STATUS_SUCCESS && pick(perf, returned, true, &plan->choice);
+        if (status == CUDNN_STATUS_SUCCESS) list = candidates(perf, returned, true);
       } else if (d == Dir::backward_data) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         status = cudnnFindConvolutionBackwardDataAlgorithmEx(
             handle, plan->w, b, plan->y, a, plan->conv, plan->x, out.ptr,
             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, ws.ptr, ws.bytes);
-        chosen = status == CUDNN_STATUS_SUCCESS && pick(perf, returned, true, &plan->choice);
+        if (status == CUDNN_STATUS_SUCCESS) list = candidates(perf, returned, true);
       } else {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         status = cudnnFindConvolutionBackwardFilterAlgorithmEx(
             handle, plan->x, b, plan->y, a, plan->conv, plan->w, out.ptr,
             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf, ws.ptr, ws.bytes);
-        chosen = status == CUDNN_STATUS_SUCCESS && pick(perf, returned, true, &plan->choice);
+        if (status == CUDNN_STATUS_SUCCESS) list = candidates(perf, returned, true);
       }
       // A failed search leaves cuDNN usable; the heuristics below decide instead. The CUDA
       // runtime's sticky-free last error is cleared so it does not surface at the next launch.
       if (status != CUDNN_STATUS_SUCCESS) (void)cudaGetLastError();
+      if (!list.empty()) retime(*plan, d, a, b, out.ptr, ws, &list, what);
     }
-    plan->measured = chosen;
-    if (!chosen) {
+    plan->measured = !list.empty();
+    if (list.empty()) {
+      UNETCU_CUDNN_CHECK_FOR(cudnnSetConvolutionMathType(plan->conv, requested_math()), what);
       int returned = 0;
       if (d == Dir::forward) {
         cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
         UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionForwardAlgorithm_v7(
                                    handle, plan->x, plan->w, plan->conv, plan->y,
                                    CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf), what);
-        chosen = pick(perf, returned, false, &plan->choice);
+        list = candidates(perf, returned, false);
       } else if (d == Dir::backward_data) {
         cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
         UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionBackwardDataAlgorithm_v7(
                                    handle, plan->w, plan->y, plan->conv, plan->x,
                                    CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf), what);
-        chosen = pick(perf, returned, false, &plan->choice);
+        list = candidates(perf, returned, false);
       } else {
         cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
         UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
                                    handle, plan->x, plan->y, plan->conv, plan->w,
                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned, perf), what);
-        chosen = pick(perf, returned, false, &plan->choice);
+        list = candidates(perf, returned, false);
       }
-      if (!chosen)
+      if (list.empty())
         throw CudnnError("cuDNN offers no working algorithm for the " + what +
                          " convolution. Hint: try --no-tf32 or another image size");
     }
+    plan->choice = list.front();
 
     // Run with the math type the choice was made with, except that TF32 stays off when it
     // was not allowed.
     if (options.tf32) {
       UNETCU_CUDNN_CHECK_FOR(cudnnSetConvolutionMathType(plan->conv, plan->choice.math), what);
     } else {
+      UNETCU_CUDNN_CHECK_FOR(cudnnSetConvolutionMathType(plan->conv, CUDNN_FMA_MATH), what);
       plan->choice.math = CUDNN_FMA_MATH;
     }
-    if (d == Dir::forward) {
-      UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionForwardWorkspaceSize(
-                                 handle, plan->x, plan->w, plan->conv, plan->y,
-                                 cudnnConvolutionFwdAlgo_t(plan->choice.algo), &plan->workspace),
-                             what);
-    } else if (d == Dir::backward_data) {
-      UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionBackwardDataWorkspaceSize(
-                                 handle, plan->w, plan->y, plan->conv, plan->x,
-                                 cudnnConvolutionBwdDataAlgo_t(plan->choice.algo),
-                                 &plan->workspace), what);
-    } else {
-      UNETCU_CUDNN_CHECK_FOR(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-                                 handle, plan->x, plan->y, plan->conv, plan->w,
-                                 cudnnConvolutionBwdFilterAlgo_t(plan->choice.algo),
-                                 &plan->workspace), what);
-    }
+    plan->workspace = workspace_for(*plan, d, plan->choice.algo, what);
     Plan& ref = *plan;
     plans[Key{sh, d}] = std::move(plan);
     return ref;
@@ -452,6 +531,12 @@ std::string ConvRunner::report() const {
     if (plan->measured) os << " B, " << c.time_ms << " ms measured";
     else os << " B, heuristic";
     if (!c.deterministic) os << ", NON-DETERMINISTIC (no deterministic algorithm worked)";
+    if (plan->timed.size() > 1) {
+      os << "; also timed:";
+      for (size_t i = 1; i < plan->timed.size(); ++i)
+        os << " " << algo_name(key.dir, plan->timed[i].algo) << " ("
+           << math_name(plan->timed[i].math) << ") " << plan->timed[i].time_ms << " ms";
+    }
     os << "\n";
   }
   return os.str();

@@ -10,7 +10,8 @@
 //   * measured: cudnnFind*AlgorithmEx runs every candidate on scratch buffers of the real shape
 //     (the inputs are the real tensors, the output a temporary buffer, so an accumulating
 //     gradient is never clobbered), with a search workspace of at most a quarter of the free
-//     device memory (capped at 1 GiB);
+//     device memory (capped at 1 GiB); cuDNN times each candidate once, so the fastest four
+//     are timed again (median of 5 runs after a warm-up) and that order decides;
 //   * among the candidates that succeeded, the fastest deterministic one is taken: a training
 //     run should be repeatable bit for bit on one GPU (backward-data ALGO_0 and backward-filter
 //     ALGO_0/ALGO_3 accumulate with atomics). Only when no deterministic candidate exists does
@@ -75,7 +76,8 @@ class ConvRunner {
   void backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                        GradMode mode, void* workspace, size_t workspace_bytes);
 
-  // One line per chosen algorithm: shape, direction, algorithm, math, workspace, measured time.
+  // One line per chosen algorithm: shape, direction, algorithm, math, workspace, measured time,
+  // and the other candidates timed again with their times.
   std::string report() const;
 
  private:

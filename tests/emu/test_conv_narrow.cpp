@@ -1,0 +1,190 @@
+// tests/emu/test_conv_narrow.cpp: the one-output-channel convolution kernels
+// (kernels/cuda/conv_narrow.cu) against the double-precision reference convolution.
+//
+// Each element gets its own error bound from how the kernel sums (bounds in the style of
+// Higham's gamma_n = n u / (1 - n u), u = 2^-24), with |terms| from the same reference run on
+// |inputs|:
+//   forward          L = r*s*c fused multiply-adds in float, then the bias: (L + 1) u |terms|;
+//   backward-data    at most r*s in float, then the old value when accumulating;
+//   backward-filter  exact products summed in double, rounded to float once: u |result| plus
+//                    the double sum's own n 2^-53 |terms|.
+// A wrong tap, channel or border moves an element by about one product (~0.1 here), orders of
+// magnitude above these bounds.
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "kernel_test.h"
+#include "kernels/conv.h"
+
+namespace unetcu::test {
+namespace {
+
+constexpr double kU = 1.0 / (1 << 24);  // float unit roundoff
+
+struct NarrowCase {
+  ConvShape sh;
+  size_t shift;  // misaligns every buffer: the scalar path for any c
+};
+
+const NarrowCase kNarrowCases[] = {
+    {ConvShape::make(2, 9, 7, 16, 1, 3, 3, 1, 1), 0},   // the head's shape, small: float4 path
+    {ConvShape::make(2, 9, 7, 16, 1, 3, 3, 1, 1), 1},   // the same misaligned: scalar path
+    {ConvShape::make(2, 7, 5, 3, 1, 3, 3, 1, 1), 0},    // c % 4 != 0
+    {ConvShape::make(1, 1, 1, 8, 1, 3, 3, 1, 1), 0},    // 1x1 image: 8 of 9 taps in padding
+    {ConvShape::make(1, 6, 5, 4, 1, 1, 3, 1, 1), 0},    // 1x3 filter, output taller than input
+    {ConvShape::make(2, 8, 8, 5, 1, 3, 3, 1, 0), 0},    // no padding: output smaller
+    {ConvShape::make(3, 4, 4, 12, 1, 1, 1, 1, 0), 0},   // 1x1 filter
+    {ConvShape::make(4, 32, 32, 16, 1, 3, 3, 1, 1), 0}  // 4,096 pixels: 64 filter blocks
+};
+
+std::string case_name(const NarrowCase& nc) {
+  const ConvShape& sh = nc.sh;
+  std::ostringstream os;
+  os << "n" << sh.n << " " << sh.h << "x" << sh.w << "x" << sh.c << ", " << sh.r << "x" << sh.s
+     << " pad " << sh.pad << ", shift " << nc.shift;
+  return os.str();
+}
+
+std::vector<double> widen(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+std::vector<double> magnitude(const std::vector<float>& v) {
+  std::vector<double> a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(double(v[i]));
+  return a;
+}
+
+// Every |got - want| within its bound; the report names the worst elements.
+void check_bounded(const std::vector<float>& got, const std::vector<double>& want,
+                   const std::vector<double>& bound, const std::string& what) {
+  REQUIRE(got.size() == want.size());
+  size_t bad = 0, worst = 0;
+  double worst_ratio = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(double(got[i]) - want[i]);
+    const double ratio = err / bound[i];
+    if (!(err <= bound[i])) ++bad;
+    if (!(ratio <= worst_ratio)) {
+      worst_ratio = ratio;
+      worst = i;
+    }
+  }
+  CHECK_MESSAGE(bad == 0, what << ": " << bad << " of " << got.size()
+                               << " elements outside their bound; worst [" << worst << "] got "
+                               << got[worst] << " want " << want[worst] << " bound "
+                               << bound[worst]);
+}
+
+TEST_CASE("cuda conv2d_narrow_applies takes one output channel at stride 1 with <= 9 taps") {
+  CHECK(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 3, 3, 1, 1)));
+  CHECK(cuda::conv2d_narrow_applies(ConvShape::make(1, 5, 5, 1, 1, 1, 1, 1, 0)));
+  CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 2, 3, 3, 1, 1)));
+  CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 3, 3, 2, 1)));
+  CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 5, 5, 1, 2)));
+}
+
+TEST_CASE("cuda narrow conv forward, with and without bias, is within its float bound") {
+  for (const NarrowCase& nc : kNarrowCases) {
+    const ConvShape& sh = nc.sh;
+    const std::string name = case_name(nc);
+    CAPTURE(name);
+    REQUIRE(cuda::conv2d_narrow_applies(sh));
+    const auto x = random_vector<float>(size_t(sh.x_size()), 900);
+    const auto wt = random_vector<float>(size_t(sh.w_size()), 901);
+    const auto bias = random_vector<float>(1, 902);
+    for (bool with_bias : {false, true}) {
+      CAPTURE(with_bias);
+      const std::vector<double> b = widen(bias), b_abs = magnitude(bias);
+      std::vector<double> want(size_t(sh.y_size())), terms(want.size());
+      cpu::conv2d_forward(want.data(), widen(x).data(), widen(wt).data(),
+                          with_bias ? b.data() : nullptr, sh);
+      cpu::conv2d_forward(terms.data(), magnitude(x).data(), magnitude(wt).data(),
+                          with_bias ? b_abs.data() : nullptr, sh);
+      const double L = double(sh.r) * sh.s * sh.c + 1;
+      std::vector<double> bound(want.size());
+      for (size_t i = 0; i < bound.size(); ++i) bound[i] = L * kU / (1 - L * kU) * terms[i];
+
+      const Outputs out = run_deterministic([&] {
+        DeviceBuffer<float> dx(x, nc.shift), dwt(wt, nc.shift), db(bias, nc.shift),
+            dy(size_t(sh.y_size()), nc.shift);
+        dy.poison();
+        cuda::conv2d_narrow_forward(dy.get(), dx.get(), dwt.get(), with_bias ? db.get() : nullptr,
+                                    sh, nullptr);
+        sync_device();
+        Outputs o;
+        o.add("y", dy);
+        return o;
+      });
+      check_bounded(out.get<float>("y"), want, bound, "narrow forward y");
+    }
+  }
+}
+
+TEST_CASE("cuda narrow conv backward-data is within its float bound in both grad modes") {
+  for (const NarrowCase& nc : kNarrowCases) {
+    const ConvShape& sh = nc.sh;
+    for (GradMode mode : kGradModes) {
+      const std::string name = case_name(nc) + ", " + mode_name(mode);
+      CAPTURE(name);
+      const auto dy = random_vector<float>(size_t(sh.y_size()), 910);
+      const auto wt = random_vector<float>(size_t(sh.w_size()), 911);
+      const auto dx0 = random_vector<float>(size_t(sh.x_size()), 912);
+      std::vector<double> want = widen(dx0), terms = magnitude(dx0);
+      cpu::conv2d_backward_data(want.data(), widen(dy).data(), widen(wt).data(), sh, mode);
+      cpu::conv2d_backward_data(terms.data(), magnitude(dy).data(), magnitude(wt).data(), sh,
+                                mode);
+      const double L = double(sh.r) * sh.s + 1;
+      std::vector<double> bound(want.size());
+      for (size_t i = 0; i < bound.size(); ++i) bound[i] = L * kU / (1 - L * kU) * terms[i];
+
+      const Outputs out = run_deterministic([&] {
+        DeviceBuffer<float> ddy(dy, nc.shift), dwt(wt, nc.shift), ddx(dx0, nc.shift);
+        if (mode == GradMode::overwrite) ddx.poison();
+        cuda::conv2d_narrow_backward_data(ddx.get(), ddy.get(), dwt.get(), sh, mode, nullptr);
+        sync_device();
+        Outputs o;
+        o.add("dx", ddx);
+        return o;
+      });
+      check_bounded(out.get<float>("dx"), want, bound, "narrow backward-data dx");
+    }
+  }
+}
+
+TEST_CASE("cuda narrow conv backward-filter rounds the double sum once, in both grad modes") {
+  for (const NarrowCase& nc : kNarrowCases) {
+    const ConvShape& sh = nc.sh;
+    for (GradMode mode : kGradModes) {
+      const std::string name = case_name(nc) + ", " + mode_name(mode);
+      CAPTURE(name);
+      const auto dy = random_vector<float>(size_t(sh.y_size()), 920);
+      const auto x = random_vector<float>(size_t(sh.x_size()), 921);
+      const auto dw0 = random_vector<float>(size_t(sh.w_size()), 922);
+      std::vector<double> want = widen(dw0), terms = magnitude(dw0);
+      cpu::conv2d_backward_filter(want.data(), widen(dy).data(), widen(x).data(), sh, mode);
+      cpu::conv2d_backward_filter(terms.data(), magnitude(dy).data(), magnitude(x).data(), sh,
+                                  mode);
+      const double n = double(sh.n) * sh.p * sh.q + 1;
+      std::vector<double> bound(want.size());
+      for (size_t i = 0; i < bound.size(); ++i)
+        bound[i] = kU * std::fabs(want[i]) + 2 * n * 0x1p-53 * terms[i] + 1e-30;
+
+      const Outputs out = run_deterministic([&] {
+        DeviceBuffer<float> ddy(dy, nc.shift), dx(x, nc.shift), ddw(dw0, nc.shift);
+        DeviceBuffer<unsigned char> ws(cuda::conv2d_narrow_backward_filter_workspace_bytes(sh));
+        ws.poison();
+        if (mode == GradMode::overwrite) ddw.poison();
+        cuda::conv2d_narrow_backward_filter(ddw.get(), ddy.get(), dx.get(), sh, mode, ws.get(),
+                                            nullptr);
+        sync_device();
+        Outputs o;
+        o.add("dwt", ddw);
+        o.add("workspace", ws);
+        return o;
+      });
+      check_bounded(out.get<float>("dwt"), want, bound, "narrow backward-filter dwt");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace unetcu::test
