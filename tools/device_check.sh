@@ -15,10 +15,13 @@
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
-#      LibTorch) and the PyTorch + smp reference step (bench/reference/train_smp.py) when smp
-#      is importable;
+#      LibTorch, the memory-bound ops against equal-size device copies; then the convolutions
+#      and the step again with UNETCU_CUDNN_GRAPH=0) and the PyTorch + smp reference step
+#      (bench/reference/train_smp.py) when smp is importable;
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
-#   7. prints a short table last, with the GPU ops' per-family ratios. Full logs go to OUTDIR.
+#   7. prints a short table last, with the GPU ops' per-family ratios, the memory-bound table
+#      and the cuDNN algorithm of every convolution of the TF32 training run. Full logs go to
+#      OUTDIR.
 # A failing phase is recorded and the next phases still run; each phase has a time limit, cut
 # to what is left of the whole budget, so the table always gets printed. Environment knobs:
 # UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps),
@@ -189,6 +192,18 @@ if [ -x "$gpu_bench" ]; then
   below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
+  # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
+  # engines bring (the per-family rows above are with them).
+  t=$(date +%s)
+  if run bench_cuda_ops_nograph 120 env UNETCU_CUDNN_GRAPH=0 "$gpu_bench" --runs 30 \
+       --benchmark_filter='^(conv[.]|train_step)'; then
+    conv=$(sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops_nograph.log" |
+      awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
+    step=$(grep -E '^training step:' "$out/bench_cuda_ops_nograph.log" | sed 's/^training step: //')
+    row "graph API off" ok "$(elapsed "$t"); ours ms: ${conv:-none}; step: ${step:-none}"
+  else
+    row "graph API off" FAILED "$(elapsed "$t"); see bench_cuda_ops_nograph.log"
+  fi
 else
   row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
 fi

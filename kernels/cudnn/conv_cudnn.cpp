@@ -11,7 +11,12 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <tuple>
 #include <vector>
@@ -184,6 +189,86 @@ struct Key {
   }
 };
 
+// ---- the graph API ----------------------------------------------------------------------
+//
+// cudnnFind*AlgorithmEx ranks the descriptor API's eight algorithm families. cuDNN's graph API
+// (cudnnBackend*) reaches every engine cuDNN has for a convolution, ranked by its heuristics
+// (mode A); PyTorch runs cuDNN that way, and on an H200 our descriptor-API forward lost to
+// LibTorch's by 1.51x overall and 5.6x on layer1's 3x3 64->64 (bench/RESULTS.md). So every
+// measured shape also builds graph-API plans for the heuristics' best engines and times them
+// as the descriptor-API candidates are timed. The path is optional: a graph engine serves only
+// when it is faster and its output agrees with the descriptor-API algorithm's on the real
+// inputs (a layout or attribute mistake would show there); any failure on the way leaves the
+// descriptor-API choice in place, and report() says what happened. UNETCU_CUDNN_GRAPH=0 turns
+// the path off (to compare, or to rule it out).
+//
+// Engines are filtered as the descriptor-API candidates are: none that is non-deterministic,
+// converts float32 inputs down or reduces in lower precision, no tensor cores without TF32,
+// and none that compiles kernels at run time (seconds per shape at start-up).
+
+// Tensors are declared 16-byte aligned (what vectorised engines need); a call whose pointers
+// are not runs the descriptor-API algorithm instead.
+constexpr int64_t kGraphAlignment = 16;
+// Engines of the heuristics' ranking built and timed per shape and output scale.
+constexpr int kGraphCandidates = 4;
+
+bool graph_api_enabled() {
+  const char* v = std::getenv("UNETCU_CUDNN_GRAPH");
+  return v == nullptr || std::string(v) != "0";
+}
+
+bool graph_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kGraphAlignment == 0; }
+
+// One owned backend descriptor.
+class Desc {
+ public:
+  explicit Desc(cudnnBackendDescriptorType_t type) {
+    status_ = cudnnBackendCreateDescriptor(type, &d_);
+    if (status_ != CUDNN_STATUS_SUCCESS) d_ = nullptr;
+  }
+  ~Desc() {
+    if (d_) cudnnBackendDestroyDescriptor(d_);
+  }
+  Desc(Desc&& o) noexcept : d_(o.d_), status_(o.status_) { o.d_ = nullptr; }
+  Desc& operator=(Desc&& o) noexcept {
+    std::swap(d_, o.d_);
+    std::swap(status_, o.status_);
+    return *this;
+  }
+  Desc(const Desc&) = delete;
+  Desc& operator=(const Desc&) = delete;
+  cudnnBackendDescriptor_t get() const { return d_; }
+  cudnnBackendDescriptor_t* addr() { return &d_; }
+  cudnnStatus_t created() const { return status_; }
+
+ private:
+  cudnnBackendDescriptor_t d_ = nullptr;
+  cudnnStatus_t status_ = CUDNN_STATUS_SUCCESS;
+};
+
+// Remembers the first failing call of a graph-API build; later calls are skipped.
+struct Steps {
+  std::string failed;
+  bool ok() const { return failed.empty(); }
+  bool operator()(cudnnStatus_t status, const char* what) {
+    if (ok() && status != CUDNN_STATUS_SUCCESS)
+      failed = std::string(what) + ": " + cudnnGetErrorString(status);
+    return ok();
+  }
+};
+
+// One finalized graph-API execution plan and what it stands on (the plan refers to its engine
+// configuration, and that to the operation graph and its tensors).
+struct GraphPlan {
+  std::shared_ptr<std::vector<Desc>> graph;  // tensors, convolution, operation, graph
+  std::unique_ptr<Desc> config;
+  std::unique_ptr<Desc> exec;
+  int64_t engine = -1;  // cuDNN's global engine index
+  bool tensor_core = false;
+  size_t workspace = 0;
+  float time_ms = -1.0f;
+};
+
 // The descriptors and the chosen algorithm of one (shape, direction). Each direction has its
 // own convolution descriptor because the math type found best may differ between them.
 struct Plan {
@@ -193,7 +278,11 @@ struct Plan {
   Choice choice;
   bool measured = false;
   std::vector<Choice> timed;  // the candidates timed again, fastest first (for report())
-  size_t workspace = 0;
+  // Graph-API plans that beat the choice above, for output scale 0 (overwrite) and 1
+  // (accumulate: backward directions only); null where none did. graph_note says why not.
+  std::unique_ptr<GraphPlan> graph[2];
+  std::string graph_note;
+  size_t workspace = 0;  // the most any of the plans above needs
 
   Plan() = default;
   Plan(const Plan&) = delete;
@@ -225,6 +314,7 @@ struct ConvRunner::Impl {
   ConvOptions options;
   cudnnHandle_t handle = nullptr;
   std::map<Key, std::unique_ptr<Plan>> plans;
+  cudaEvent_t timing_start = nullptr, timing_stop = nullptr;  // made by the first time_runs
 
   cudnnMathType_t requested_math() const { return options.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH; }
 
@@ -299,10 +389,10 @@ struct ConvRunner::Impl {
     return bytes;
   }
 
-  // One overwriting run of `algo` into `out` (the search's scratch output); `a`, `b` as plan().
+  // One run of the descriptor-API `algo`: out = conv + beta * out. `a`, `b` as plan().
   cudnnStatus_t run_once(const Plan& plan, Dir d, int algo, const float* a, const float* b,
-                         void* out, void* ws, size_t ws_bytes) const {
-    const float alpha = 1.0f, beta = 0.0f;
+                         void* out, void* ws, size_t ws_bytes, float beta = 0.0f) const {
+    const float alpha = 1.0f;
     if (d == Dir::forward)
       return cudnnConvolutionForward(handle, &alpha, plan.x, a, plan.w, b, plan.conv,
                                      cudnnConvolutionFwdAlgo_t(algo), ws, ws_bytes, &beta, plan.y,
@@ -316,49 +406,381 @@ struct ConvRunner::Impl {
                                           &beta, plan.w, out);
   }
 
-  // Times the first kRetimeCandidates of `list` again (see kRetimeRuns) and puts those that
-  // ran first, fastest first; a candidate that fails or needs more than the search workspace
-  // is dropped from the timing (it keeps its place after the timed ones).
+  // The median time of kRetimeRuns runs of `run` after one warm-up run, in ms; negative when a
+  // run fails (its error is cleared so that it does not surface at a later launch).
+  float time_runs(const std::function<cudnnStatus_t()>& run) {
+    if (!timing_start) {
+      UNETCU_CUDA_CHECK(cudaEventCreate(&timing_start));
+      UNETCU_CUDA_CHECK(cudaEventCreate(&timing_stop));
+    }
+    bool ok = run() == CUDNN_STATUS_SUCCESS;
+    std::vector<float> ms;
+    for (int r = 0; ok && r < kRetimeRuns; ++r) {
+      UNETCU_CUDA_CHECK(cudaEventRecord(timing_start, stream));
+      ok = run() == CUDNN_STATUS_SUCCESS;
+      UNETCU_CUDA_CHECK(cudaEventRecord(timing_stop, stream));
+      UNETCU_CUDA_CHECK(cudaEventSynchronize(timing_stop));
+      float t = 0;
+      UNETCU_CUDA_CHECK(cudaEventElapsedTime(&t, timing_start, timing_stop));
+      ms.push_back(t);
+    }
+    if (!ok) {
+      (void)cudaGetLastError();
+      return -1.0f;
+    }
+    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
+    return ms[ms.size() / 2];
+  }
+
+  // Times the first kRetimeCandidates of `list` again and puts those that ran first, fastest
+  // first; a candidate that fails or needs more than the search workspace is dropped from the
+  // timing (it keeps its place after the timed ones).
   void retime(Plan& plan, Dir d, const float* a, const float* b, void* out, const Scratch& ws,
               std::vector<Choice>* list, const std::string& what) {
-    cudaEvent_t start = nullptr, stop = nullptr;
-    UNETCU_CUDA_CHECK(cudaEventCreate(&start));
-    UNETCU_CUDA_CHECK(cudaEventCreate(&stop));
     std::vector<Choice> timed, rest;
     for (size_t i = 0; i < list->size(); ++i) {
       Choice c = (*list)[i];
-      bool ok = int(i) < kRetimeCandidates;
-      if (ok) {
+      float ms = -1.0f;
+      if (int(i) < kRetimeCandidates) {
         UNETCU_CUDNN_CHECK_FOR(cudnnSetConvolutionMathType(plan.conv, c.math), what);
-        ok = workspace_for(plan, d, c.algo, what) <= ws.bytes &&
-             run_once(plan, d, c.algo, a, b, out, ws.ptr, ws.bytes) == CUDNN_STATUS_SUCCESS;
+        if (workspace_for(plan, d, c.algo, what) <= ws.bytes)
+          ms = time_runs([&] { return run_once(plan, d, c.algo, a, b, out, ws.ptr, ws.bytes); });
       }
-      std::vector<float> ms;
-      for (int r = 0; ok && r < kRetimeRuns; ++r) {
-        UNETCU_CUDA_CHECK(cudaEventRecord(start, stream));
-        ok = run_once(plan, d, c.algo, a, b, out, ws.ptr, ws.bytes) == CUDNN_STATUS_SUCCESS;
-        UNETCU_CUDA_CHECK(cudaEventRecord(stop, stream));
-        UNETCU_CUDA_CHECK(cudaEventSynchronize(stop));
-        float t = 0;
-        UNETCU_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
-        ms.push_back(t);
-      }
-      if (ok) {
-        std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-        c.time_ms = ms[ms.size() / 2];
+      if (ms >= 0) {
+        c.time_ms = ms;
         timed.push_back(c);
       } else {
-        (void)cudaGetLastError();  // a candidate that failed leaves no error behind
         rest.push_back(c);
       }
     }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
     std::stable_sort(timed.begin(), timed.end(),
                      [](const Choice& x, const Choice& y) { return x.time_ms < y.time_ms; });
     plan.timed = timed;
     timed.insert(timed.end(), rest.begin(), rest.end());
     *list = timed;
+  }
+
+  // ---- graph API (see the section comment above GraphPlan) ----
+
+  // The device pointers of one call by tensor unique id: 1 x or dx, 2 w or dw, 3 y or dy.
+  static void graph_pointers(Dir d, const float* a, const float* b, void* out, void* (&ptrs)[3]) {
+    void* pa = const_cast<float*>(a);
+    void* pb = const_cast<float*>(b);
+    if (d == Dir::forward) {  // a x, b w, out y
+      ptrs[0] = pa, ptrs[1] = pb, ptrs[2] = out;
+    } else if (d == Dir::backward_data) {  // a dy, b w, out dx
+      ptrs[0] = out, ptrs[1] = pb, ptrs[2] = pa;
+    } else {  // a dy, b x, out dw
+      ptrs[0] = pb, ptrs[1] = out, ptrs[2] = pa;
+    }
+  }
+
+  cudnnStatus_t execute_graph(const GraphPlan& g, Dir d, const float* a, const float* b, void* out,
+                              void* ws) const {
+    Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    if (pack.created() != CUDNN_STATUS_SUCCESS) return pack.created();
+    const int64_t uids[3] = {1, 2, 3};
+    void* ptrs[3];
+    graph_pointers(d, a, b, out, ptrs);
+    cudnnStatus_t st = cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                                                CUDNN_TYPE_INT64, 3, uids);
+    if (st == CUDNN_STATUS_SUCCESS)
+      st = cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+                                    CUDNN_TYPE_VOID_PTR, 3, ptrs);
+    if (st == CUDNN_STATUS_SUCCESS)
+      st = cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                                    CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack.get());
+    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(handle, g.exec->get(), pack.get());
+    return st;
+  }
+
+  // The finalized operation graph of one direction with output scale `beta`, NHWC tensors as
+  // the descriptor API's (filters KRSC, which is the same strides with k for n).
+  std::shared_ptr<std::vector<Desc>> build_graph(const ConvShape& sh, Dir d, float beta,
+                                                 Steps& st) const {
+    auto keep = std::make_shared<std::vector<Desc>>();
+    keep->reserve(6);
+    auto make = [&](cudnnBackendDescriptorType_t type) -> cudnnBackendDescriptor_t {
+      keep->emplace_back(type);
+      st(keep->back().created(), "cudnnBackendCreateDescriptor");
+      return keep->back().get();
+    };
+    auto set = [&](cudnnBackendDescriptor_t desc, cudnnBackendAttributeName_t name,
+                   cudnnBackendAttributeType_t type, int64_t count, const void* values,
+                   const char* what) {
+      if (st.ok()) st(cudnnBackendSetAttribute(desc, name, type, count, values), what);
+    };
+    auto finalize = [&](cudnnBackendDescriptor_t desc, const char* what) {
+      if (st.ok()) st(cudnnBackendFinalize(desc), what);
+    };
+    const cudnnDataType_t type = CUDNN_DATA_FLOAT;
+    auto tensor = [&](int64_t id, int64_t n, int64_t c, int64_t h, int64_t w) {
+      cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+      const int64_t dims[4] = {n, c, h, w};
+      const int64_t strides[4] = {h * w * c, 1, w * c, c};
+      set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "tensor data type");
+      set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, "tensor dimensions");
+      set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides, "tensor strides");
+      set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &id, "tensor id");
+      set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &kGraphAlignment,
+          "tensor alignment");
+      finalize(t, "tensor finalize");
+      return t;
+    };
+    cudnnBackendDescriptor_t x = tensor(1, sh.n, sh.c, sh.h, sh.w);
+    cudnnBackendDescriptor_t w = tensor(2, sh.k, sh.c, sh.r, sh.s);
+    cudnnBackendDescriptor_t y = tensor(3, sh.n, sh.k, sh.p, sh.q);
+
+    cudnnBackendDescriptor_t conv = make(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+    const int64_t spatial = 2, pad[2] = {sh.pad, sh.pad}, dilation[2] = {1, 1},
+                  stride[2] = {sh.stride, sh.stride};
+    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+    set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial, "spatial dims");
+    set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "compute type");
+    set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode, "mode");
+    set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad, "pre-padding");
+    set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad, "post-padding");
+    set(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dilation, "dilations");
+    set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride, "strides");
+    finalize(conv, "convolution finalize");
+
+    // The operation's attribute names by direction: the tensor with unique id 1, 2, 3, the
+    // convolution, alpha, beta.
+    struct OpAttrs {
+      cudnnBackendDescriptorType_t type;
+      cudnnBackendAttributeName_t t1, t2, t3, conv, alpha, beta;
+    };
+    static const OpAttrs kForward{CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA};
+    static const OpAttrs kBackwardData{CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
+                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA};
+    static const OpAttrs kBackwardFilter{
+        CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
+        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
+        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
+        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA};
+    const OpAttrs& at = d == Dir::forward         ? kForward
+                        : d == Dir::backward_data ? kBackwardData
+                                                  : kBackwardFilter;
+    const float alpha = 1.0f;
+    cudnnBackendDescriptor_t op = make(at.type);
+    set(op, at.t1, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "operation x / dx");
+    set(op, at.t2, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w, "operation w / dw");
+    set(op, at.t3, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "operation y / dy");
+    set(op, at.conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv, "operation convolution");
+    set(op, at.alpha, CUDNN_TYPE_FLOAT, 1, &alpha, "operation alpha");
+    set(op, at.beta, CUDNN_TYPE_FLOAT, 1, &beta, "operation beta");
+    finalize(op, "operation finalize");
+
+    cudnnBackendDescriptor_t graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+    set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op, "graph ops");
+    // The handle attribute is deprecated in recent cuDNN 9 releases (it may be refused there,
+    // which is harmless) but required by earlier ones.
+    if (st.ok())
+      (void)cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1,
+                                     &handle);
+    finalize(graph, "operation graph finalize");
+    return keep;
+  }
+
+  // Finalized execution plans for the heuristics' best usable engines (at most
+  // kGraphCandidates, each needing at most `ws_limit` bytes), best first.
+  std::vector<GraphPlan> graph_candidates(const ConvShape& sh, Dir d, float beta, size_t ws_limit,
+                                          std::string* why) const {
+    std::vector<GraphPlan> out;
+    Steps st;
+    std::shared_ptr<std::vector<Desc>> graph = build_graph(sh, d, beta, st);
+    Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+    st(heur.created(), "create heuristics");
+    const cudnnBackendDescriptor_t op_graph = graph->empty() ? nullptr : graph->back().get();
+    const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
+    if (st.ok())
+      st(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op_graph),
+         "heuristics graph");
+    if (st.ok())
+      st(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1,
+                                  &mode),
+         "heuristics mode");
+    if (st.ok()) st(cudnnBackendFinalize(heur.get()), "heuristics finalize");
+    int64_t count = 0;
+    if (st.ok())
+      st(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
+         "heuristics result count");
+    std::vector<std::unique_ptr<Desc>> configs;
+    std::vector<cudnnBackendDescriptor_t> raw;
+    for (int64_t i = 0; st.ok() && i < count; ++i) {
+      configs.push_back(std::make_unique<Desc>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+      st(configs.back()->created(), "create engine config");
+      raw.push_back(configs.back()->get());
+    }
+    int64_t returned = 0;
+    if (st.ok() && count > 0)
+      st(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()),
+         "heuristics results");
+    if (!st.ok()) {
+      *why = "graph API: " + st.failed;
+      return out;
+    }
+    int skipped = 0;
+    for (int64_t i = 0; i < returned && int(out.size()) < kGraphCandidates; ++i) {
+      Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      int64_t n = 0, index = -1;
+      cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+      cudnnBackendBehaviorNote_t behavior[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+      int64_t n_notes = 0, n_behavior = 0;
+      if (engine.created() != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(configs[size_t(i)]->get(), CUDNN_ATTR_ENGINECFG_ENGINE,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                                   engine.addr()) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
+                                   &n, &index) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                                   CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
+                                   &n_notes, notes) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE,
+                                   CUDNN_TYPE_BEHAVIOR_NOTE, CUDNN_BEHAVIOR_NOTE_TYPE_COUNT,
+                                   &n_behavior, behavior) != CUDNN_STATUS_SUCCESS) {
+        ++skipped;
+        continue;
+      }
+      bool usable = true, tensor_core = false;
+      for (int64_t k = 0; k < n_notes; ++k) {
+        switch (notes[k]) {
+          case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC:
+          case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
+          case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
+            usable = false;
+            break;
+          case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
+            tensor_core = true;
+            usable = usable && options.tf32;  // float32 on tensor cores is TF32
+            break;
+          default:
+            break;
+        }
+      }
+      for (int64_t k = 0; k < n_behavior; ++k)
+        if (behavior[k] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) usable = false;
+      if (!usable) {
+        ++skipped;
+        continue;
+      }
+      GraphPlan g;
+      g.graph = graph;
+      g.engine = index;
+      g.tensor_core = tensor_core;
+      g.config = std::move(configs[size_t(i)]);
+      g.exec = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+      const cudnnBackendDescriptor_t cfg = g.config->get();
+      int64_t ws = 0;
+      if (g.exec->created() != CUDNN_STATUS_SUCCESS) {
+        ++skipped;
+        continue;
+      }
+      (void)cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                     CUDNN_TYPE_HANDLE, 1, &handle);  // as the graph's handle
+      if (cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendFinalize(g.exec->get()) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                   CUDNN_TYPE_INT64, 1, &n, &ws) != CUDNN_STATUS_SUCCESS ||
+          ws < 0 || size_t(ws) > ws_limit) {
+        ++skipped;
+        continue;
+      }
+      g.workspace = size_t(ws);
+      out.push_back(std::move(g));
+    }
+    if (out.empty()) {
+      std::ostringstream os;
+      os << "graph API: none of " << returned << " engines usable (" << skipped
+         << " filtered out or failed to build)";
+      *why = os.str();
+    }
+    return out;
+  }
+
+  // The fastest graph-API plan for output scale `beta` when it beats the descriptor-API choice
+  // (timed the same way) and agrees with its output on the real inputs; null otherwise, with
+  // the reason appended to plan.graph_note. `out`, `ref` are scratch outputs of the right size.
+  std::unique_ptr<GraphPlan> choose_graph(const ConvShape& sh, Dir d, float beta, Plan& plan,
+                                          const float* a, const float* b, void* out, void* ref,
+                                          size_t out_bytes, const Scratch& ws) {
+    std::string why;
+    std::vector<GraphPlan> cands = graph_candidates(sh, d, beta, ws.bytes, &why);
+    std::unique_ptr<GraphPlan> best;
+    for (GraphPlan& g : cands) {
+      g.time_ms = time_runs([&] { return execute_graph(g, d, a, b, out, ws.ptr); });
+      if (g.time_ms >= 0 && (!best || g.time_ms < best->time_ms))
+        best = std::make_unique<GraphPlan>(std::move(g));
+    }
+    const char* scale = beta == 0.0f ? "overwrite" : "accumulate";
+    auto note = [&](const std::string& text) {
+      plan.graph_note += std::string(plan.graph_note.empty() ? "" : "; ") + scale + ": " + text;
+    };
+    if (!best) {
+      note(why.empty() ? "graph API: no engine ran" : why);
+      return nullptr;
+    }
+    if (best->time_ms >= plan.choice.time_ms) {
+      std::ostringstream os;
+      os << "graph engine " << best->engine << " " << best->time_ms << " ms, not faster";
+      note(os.str());
+      return nullptr;
+    }
+    // Both outputs start from the same values (what `beta` scales), then each adds its result.
+    const size_t count = out_bytes / sizeof(float);
+    std::vector<float> got(count), want(count);
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(out, 0x3e, out_bytes, stream));
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(ref, 0x3e, out_bytes, stream));
+    const cudnnStatus_t ran_ref =
+        run_once(plan, d, plan.choice.algo, a, b, ref, ws.ptr, ws.bytes, beta);
+    const cudnnStatus_t ran = execute_graph(*best, d, a, b, out, ws.ptr);
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (ran_ref != CUDNN_STATUS_SUCCESS || ran != CUDNN_STATUS_SUCCESS) {
+      (void)cudaGetLastError();
+      note("graph engine could not be checked against the descriptor API");
+      return nullptr;
+    }
+    UNETCU_CUDA_CHECK(cudaMemcpy(got.data(), out, out_bytes, cudaMemcpyDeviceToHost));
+    UNETCU_CUDA_CHECK(cudaMemcpy(want.data(), ref, out_bytes, cudaMemcpyDeviceToHost));
+    // Different algorithms round differently (TF32: ~1e-3 of the rms); a wrong layout or scale
+    // is off by the order of the values themselves.
+    double sum_sq = 0, worst = 0;
+    for (size_t i = 0; i < count; ++i) sum_sq += double(want[i]) * want[i];
+    const double rms = count ? std::sqrt(sum_sq / double(count)) : 0.0;
+    bool agree = true;
+    for (size_t i = 0; i < count; ++i) {
+      const double err = std::fabs(double(got[i]) - double(want[i]));
+      const double bound = (rms + std::fabs(double(want[i]))) / 32;
+      if (!(err <= bound)) agree = false;
+      if (!(err <= worst)) worst = err;
+    }
+    if (!agree) {
+      std::ostringstream os;
+      os << "graph engine " << best->engine << " DISAGREES with the descriptor API (max |error| "
+         << worst << ", rms " << rms << "): not used";
+      note(os.str());
+      return nullptr;
+    }
+    return best;
   }
 
   // Chooses the algorithm of one direction: measured search (cudnnFind, then the fastest few
@@ -376,9 +798,10 @@ struct ConvRunner::Impl {
     const int64_t out_count = d == Dir::forward ? sh.y_size()
                               : d == Dir::backward_data ? sh.x_size()
                                                         : sh.w_size();
+    const size_t out_bytes = size_t(out_count) * sizeof(float);
     Scratch out, ws;
     std::vector<Choice> list;
-    if (out.try_alloc(size_t(out_count) * sizeof(float))) {
+    if (out.try_alloc(out_bytes)) {
       search_workspace(&ws);
       int returned = 0;
       cudnnStatus_t status = CUDNN_STATUS_SUCCESS;
@@ -444,9 +867,48 @@ struct ConvRunner::Impl {
       plan->choice.math = CUDNN_FMA_MATH;
     }
     plan->workspace = workspace_for(*plan, d, plan->choice.algo, what);
+
+    // Graph-API engines, measured against the choice above: only when it was measured (the
+    // scratch buffers exist) and for aligned real inputs. Backward directions also get a plan
+    // for accumulating into their output (graph plans fix the output scale).
+    Scratch check_out;
+    if (!plan->measured) {
+      plan->graph_note = "graph API: not tried (no measured search)";
+    } else if (!graph_api_enabled()) {
+      plan->graph_note = "graph API: off (UNETCU_CUDNN_GRAPH=0)";
+    } else if (!graph_aligned(a) || !graph_aligned(b) || !graph_aligned(out.ptr)) {
+      plan->graph_note = "graph API: not tried (inputs not 16-byte aligned)";
+    } else if (!check_out.try_alloc(out_bytes)) {
+      plan->graph_note = "graph API: not tried (no memory for the output check)";
+    } else {
+      for (int accumulate = 0; accumulate < (d == Dir::forward ? 1 : 2); ++accumulate) {
+        plan->graph[accumulate] = choose_graph(sh, d, float(accumulate), *plan, a, b, out.ptr,
+                                               check_out.ptr, out_bytes, ws);
+        if (plan->graph[accumulate])
+          plan->workspace = std::max(plan->workspace, plan->graph[accumulate]->workspace);
+      }
+      // The checks ran the descriptor-API algorithm: its math type stays on the descriptor.
+    }
     Plan& ref = *plan;
     plans[Key{sh, d}] = std::move(plan);
     return ref;
+  }
+
+  // One call: the graph-API plan for its output scale when there is one and the pointers are
+  // aligned as it was built for, else the descriptor-API algorithm. Overwriting (beta 0) never
+  // reads the output, so stale NaNs in it cannot leak in.
+  void run(Dir d, const ConvShape& sh, const float* a, const float* b, float* out, GradMode mode,
+           void* ws, size_t ws_bytes) {
+    const Plan& p = chosen(sh, d, ws_bytes);
+    const int accumulate = mode == GradMode::accumulate ? 1 : 0;
+    const GraphPlan* g = p.graph[accumulate].get();
+    if (g && graph_aligned(a) && graph_aligned(b) && graph_aligned(out) && graph_aligned(ws)) {
+      UNETCU_CUDNN_CHECK_FOR(execute_graph(*g, d, a, b, out, ws), describe(sh));
+      return;
+    }
+    UNETCU_CUDNN_CHECK_FOR(run_once(p, d, p.choice.algo, a, b, out, ws, ws_bytes,
+                                    float(accumulate)),
+                           describe(sh));
   }
 
   // The plan a run needs, which prepare_* made; checks the caller's workspace.
@@ -476,6 +938,8 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
 
 ConvRunner::~ConvRunner() {
   impl_->plans.clear();
+  if (impl_->timing_start) cudaEventDestroy(impl_->timing_start);
+  if (impl_->timing_stop) cudaEventDestroy(impl_->timing_stop);
   if (impl_->handle) cudnnDestroy(impl_->handle);
 }
 
@@ -491,35 +955,17 @@ size_t ConvRunner::prepare_backward_filter(const ConvShape& sh, const float* dy,
 
 void ConvRunner::forward(float* y, const float* x, const float* wt, const ConvShape& sh,
                          void* workspace, size_t workspace_bytes) {
-  const Plan& p = impl_->chosen(sh, Dir::forward, workspace_bytes);
-  const float alpha = 1.0f, beta = 0.0f;
-  UNETCU_CUDNN_CHECK_FOR(cudnnConvolutionForward(impl_->handle, &alpha, p.x, x, p.w, wt, p.conv,
-                                                 cudnnConvolutionFwdAlgo_t(p.choice.algo),
-                                                 workspace, workspace_bytes, &beta, p.y, y),
-                         describe(sh));
+  impl_->run(Dir::forward, sh, x, wt, y, GradMode::overwrite, workspace, workspace_bytes);
 }
 
 void ConvRunner::backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                                GradMode mode, void* workspace, size_t workspace_bytes) {
-  const Plan& p = impl_->chosen(sh, Dir::backward_data, workspace_bytes);
-  // beta 0 overwrites (cuDNN then never reads dx, so stale NaNs cannot leak in); 1 accumulates.
-  const float alpha = 1.0f, beta = mode == GradMode::accumulate ? 1.0f : 0.0f;
-  UNETCU_CUDNN_CHECK_FOR(cudnnConvolutionBackwardData(
-                             impl_->handle, &alpha, p.w, wt, p.y, dy, p.conv,
-                             cudnnConvolutionBwdDataAlgo_t(p.choice.algo), workspace,
-                             workspace_bytes, &beta, p.x, dx),
-                         describe(sh));
+  impl_->run(Dir::backward_data, sh, dy, wt, dx, mode, workspace, workspace_bytes);
 }
 
 void ConvRunner::backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                                  GradMode mode, void* workspace, size_t workspace_bytes) {
-  const Plan& p = impl_->chosen(sh, Dir::backward_filter, workspace_bytes);
-  const float alpha = 1.0f, beta = mode == GradMode::accumulate ? 1.0f : 0.0f;
-  UNETCU_CUDNN_CHECK_FOR(cudnnConvolutionBackwardFilter(
-                             impl_->handle, &alpha, p.x, x, p.y, dy, p.conv,
-                             cudnnConvolutionBwdFilterAlgo_t(p.choice.algo), workspace,
-                             workspace_bytes, &beta, p.w, dwt),
-                         describe(sh));
+  impl_->run(Dir::backward_filter, sh, dy, x, dwt, mode, workspace, workspace_bytes);
 }
 
 std::string ConvRunner::report() const {
@@ -531,6 +977,12 @@ std::string ConvRunner::report() const {
     if (plan->measured) os << " B, " << c.time_ms << " ms measured";
     else os << " B, heuristic";
     if (!c.deterministic) os << ", NON-DETERMINISTIC (no deterministic algorithm worked)";
+    for (int accumulate = 0; accumulate < 2; ++accumulate)
+      if (const GraphPlan* g = plan->graph[accumulate].get())
+        os << "; " << (accumulate ? "accumulating" : "overwriting") << " runs graph engine "
+           << g->engine << (g->tensor_core ? " (tensor cores)" : "") << " " << g->time_ms
+           << " ms, workspace " << g->workspace << " B";
+    if (!plan->graph_note.empty()) os << "; " << plan->graph_note;
     if (plan->timed.size() > 1) {
       os << "; also timed:";
       for (size_t i = 1; i < plan->timed.size(); ++i)

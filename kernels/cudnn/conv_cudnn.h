@@ -18,13 +18,20 @@
 //     the fastest non-deterministic one serve, and report() says so. Candidates that would
 //     convert float32 data to half precision are never taken;
 //   * when the measured search itself fails (usually: not enough memory for its buffers),
-//     cuDNN's heuristics (cudnnGet*Algorithm_v7) choose with the same preference.
+//     cuDNN's heuristics (cudnnGet*Algorithm_v7) choose with the same preference;
+//   * after a measured search, cuDNN's graph API (cudnnBackend*, the engines PyTorch runs)
+//     builds plans for the best engines its heuristics rank, filtered by the same rules (and
+//     no run-time compiled ones), and times them the same way; one serves when it is faster
+//     and its output agrees with the descriptor-API algorithm's on the real inputs. Backward
+//     directions get one such plan per output scale (overwrite, accumulate). Any failure on
+//     the way keeps the descriptor-API algorithm; UNETCU_CUDNN_GRAPH=0 skips the graph API.
 // The choice needs the stream to be idle of captures: the first call of a shape must come
 // from an eager step (ModelSession runs the first step of each batch size eagerly).
 //
 // TF32: with ConvOptions::tf32 (the default, as PyTorch's allow_tf32 for cuDNN) the math type is
 // CUDNN_DEFAULT_MATH, which lets cuDNN use TF32 tensor cores for float32 on sm_80 and newer;
-// without it, CUDNN_FMA_MATH keeps every product in full float32.
+// without it, CUDNN_FMA_MATH keeps every product in full float32 (and graph-API engines that
+// use tensor cores are left out).
 //
 // Errors: every cuDNN call is checked; a failure throws CudnnError naming the call, file:line,
 // cudnnGetErrorString's text, cuDNN's own last-error detail and a hint.
@@ -77,7 +84,7 @@ class ConvRunner {
                        GradMode mode, void* workspace, size_t workspace_bytes);
 
   // One line per chosen algorithm: shape, direction, algorithm, math, workspace, measured time,
-  // and the other candidates timed again with their times.
+  // the graph-API engines that replace it (or why none does), and the other candidates timed.
   std::string report() const;
 
  private:
