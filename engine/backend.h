@@ -163,6 +163,14 @@ class Backend {
     no_fusion();
   }
 
+  // A convolution's weight (and bias) gradient feeds only the optimizer, so it may run beside
+  // the gradient of its input. Between fork_weight_grads() and join_weight_grads() the backend
+  // may run conv_backward_filter and conv_backward_bias concurrently with the other ops issued
+  // in between (CUDA: on a second stream); after the join every later op waits for them. The
+  // caller keeps the ops in between free of their buffers (it issues only the data gradient).
+  virtual void fork_weight_grads() {}
+  virtual void join_weight_grads() {}
+
   virtual void relu_forward(float* y, const float* x, int64_t count) = 0;
   virtual void relu_backward(float* dx, const float* dy, const float* y, int64_t count,
                              GradMode mode) = 0;

@@ -10,7 +10,11 @@
 //               captured so that a replay runs them between the right kernels. cuDNN is never
 //               faked.
 //
-// Streams: every op runs on one non-blocking compute stream. The per-step batch upload
+// Streams: every op runs on one non-blocking compute stream, except that between
+// fork_weight_grads() and join_weight_grads() the weight and bias gradients run on a side
+// stream (with its own cuDNN handle and workspace), beside the data gradient on the compute
+// stream; events fork and join the two, also inside a graph capture, where they become
+// parallel branches. The per-step batch upload
 // (upload_batch) runs on a copy stream, from the loader's page-locked batch buffers or else
 // through pinned, double-buffered host staging; the compute
 // stream waits for it through an event, and the copy stream first waits for the compute work
@@ -91,6 +95,9 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+    UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&fork_event_, cudaEventDisableTiming));
+    UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&direct_copied_, cudaEventDisableTiming));
     for (Staging& s : staging_)
@@ -105,6 +112,7 @@ class CudaBackend final : public Backend {
     os << "kernels emulated on the CPU, convolutions on the CPU reference";
 #else
     conv_ = std::make_unique<cudnn::ConvRunner>(compute_, cudnn::ConvOptions{opt.tf32});
+    side_conv_ = std::make_unique<cudnn::ConvRunner>(side_, cudnn::ConvOptions{opt.tf32});
     os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
 #endif
     description_ = os.str();
@@ -114,16 +122,19 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     abort_capture();
     (void)cudaStreamSynchronize(copy_);
+    (void)cudaStreamSynchronize(side_);
     (void)cudaStreamSynchronize(compute_);
 #if !defined(UNETCU_SIMT)
     conv_.reset();
+    side_conv_.reset();
 #endif
     for (GraphEntry& g : graphs_) {
       (void)cudaGraphExecDestroy(g.exec);
       (void)cudaGraphDestroy(g.graph);
     }
     for (void* p : retired_) (void)cudaFree(p);
-    if (scratch_) (void)cudaFree(scratch_);
+    for (Workspace* ws : {&main_ws_, &side_ws_})
+      if (ws->ptr) (void)cudaFree(ws->ptr);
     (void)cudaFree(adam_);
     for (cudaEvent_t e : markers_) (void)cudaEventDestroy(e);
     for (Staging& s : staging_) {
@@ -132,6 +143,9 @@ class CudaBackend final : public Backend {
     }
     (void)cudaEventDestroy(compute_mark_);
     (void)cudaEventDestroy(direct_copied_);
+    (void)cudaEventDestroy(fork_event_);
+    (void)cudaEventDestroy(join_event_);
+    (void)cudaStreamDestroy(side_);
     (void)cudaStreamDestroy(copy_);
     (void)cudaStreamDestroy(compute_);
     (void)cudaGetLastError();
@@ -140,7 +154,7 @@ class CudaBackend final : public Backend {
   DeviceKind kind() const override { return DeviceKind::cuda; }
   std::string describe() const override { return description_; }
 #if !defined(UNETCU_SIMT)
-  std::string choices() const override { return conv_->report(); }
+  std::string choices() const override { return conv_->report() + side_conv_->report(); }
 #endif
 
   // ---- memory ------------------------------------------------------------------------------
@@ -173,6 +187,7 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override {
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(side_));
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
   }
 
@@ -271,10 +286,10 @@ class CudaBackend final : public Backend {
       return;
     }
 #if defined(UNETCU_SIMT)
-    host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite});
+    host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite}, compute_);
 #else
     void* workspace = scratch(conv_->prepare_forward(sh, x, wt));
-    conv_->forward(y, x, wt, sh, workspace, scratch_bytes_);
+    conv_->forward(y, x, wt, sh, workspace, main_ws_.bytes);
     after_async("cuDNN convolution forward");
     if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
 #endif
@@ -286,33 +301,50 @@ class CudaBackend final : public Backend {
       return;
     }
 #if defined(UNETCU_SIMT)
-    host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode});
+    host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode}, compute_);
 #else
     void* workspace = scratch(conv_->prepare_backward_data(sh, dy, wt));
-    conv_->backward_data(dx, dy, wt, sh, mode, workspace, scratch_bytes_);
+    conv_->backward_data(dx, dy, wt, sh, mode, workspace, main_ws_.bytes);
     after_async("cuDNN convolution backward data");
 #endif
   }
   void conv_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                             GradMode mode) override {
+    const Lane lane = weight_lane();
     if (cuda::conv2d_narrow_applies(sh)) {
       cuda::conv2d_narrow_backward_filter(
-          dwt, dy, x, sh, mode, scratch(cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)),
-          compute_);
+          dwt, dy, x, sh, mode,
+          grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
 #if defined(UNETCU_SIMT)
-    host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode});
+    host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
+              lane.stream);
 #else
-    void* workspace = scratch(conv_->prepare_backward_filter(sh, dy, x));
-    conv_->backward_filter(dwt, dy, x, sh, mode, workspace, scratch_bytes_);
-    after_async("cuDNN convolution backward filter");
+    void* workspace = grow(*lane.ws, lane.conv->prepare_backward_filter(sh, dy, x));
+    lane.conv->backward_filter(dwt, dy, x, sh, mode, workspace, lane.ws->bytes);
+    after_async("cuDNN convolution backward filter", lane.stream);
 #endif
   }
   void conv_backward_bias(float* dbias, const float* dy, const ConvShape& sh,
                           GradMode mode) override {
+    const Lane lane = weight_lane();
     cuda::conv2d_backward_bias(dbias, dy, sh, mode,
-                               scratch(cuda::conv2d_backward_bias_workspace_bytes(sh)), compute_);
+                               grow(*lane.ws, cuda::conv2d_backward_bias_workspace_bytes(sh)),
+                               lane.stream);
+  }
+
+  void fork_weight_grads() override {
+    if (side_open_) fail("fork_weight_grads: the weight gradients are already forked");
+    UNETCU_CUDA_CHECK(cudaEventRecord(fork_event_, compute_));
+    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_event_, 0));
+    side_open_ = true;
+  }
+  void join_weight_grads() override {
+    if (!side_open_) fail("join_weight_grads without fork_weight_grads");
+    UNETCU_CUDA_CHECK(cudaEventRecord(join_event_, side_));
+    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, join_event_, 0));
+    side_open_ = false;
   }
 
   void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
@@ -490,6 +522,7 @@ class CudaBackend final : public Backend {
   void abort_capture() override {
     if (!capturing_) return;
     capturing_ = false;
+    side_open_ = false;  // a step that failed between fork and join
     cudaGraph_t graph = nullptr;
     if (cudaStreamEndCapture(compute_, &graph) == cudaSuccess && graph != nullptr)
       (void)cudaGraphDestroy(graph);
@@ -534,54 +567,81 @@ class CudaBackend final : public Backend {
                  "only stream-ordered device work may be captured)");
   }
 
-  // UNETCU_SYNC=1: waits for the compute stream so a fault is reported here, at its cause.
-  void after_async(const char* what) {
+  // UNETCU_SYNC=1: waits for the stream so a fault is reported here, at its cause.
+  void after_async(const char* what, cudaStream_t stream = nullptr) {
     if (!sync_every_launch() || capturing_) return;
-    const cudaError_t error = cudaStreamSynchronize(compute_);
+    const cudaError_t error = cudaStreamSynchronize(stream ? stream : compute_);
     if (error != cudaSuccess)
       cuda_fail(error, what, __FILE__, __LINE__, "found by UNETCU_SYNC=1 right after this call");
   }
 
-  // The shared workspace, at least `bytes` long (see the file comment).
-  void* scratch(size_t bytes) {
-    if (bytes <= scratch_bytes_) return scratch_;
+  // A stream's workspace (see the file comment) and what runs the weight gradients: the side
+  // stream between fork_weight_grads() and join_weight_grads(), else the compute stream.
+  struct Workspace {
+    void* ptr = nullptr;
+    size_t bytes = 0;
+  };
+  struct Lane {
+    cudaStream_t stream;
+    Workspace* ws;
+#if !defined(UNETCU_SIMT)
+    cudnn::ConvRunner* conv;
+#endif
+  };
+  Lane weight_lane() {
+#if defined(UNETCU_SIMT)
+    return side_open_ ? Lane{side_, &side_ws_} : Lane{compute_, &main_ws_};
+#else
+    return side_open_ ? Lane{side_, &side_ws_, side_conv_.get()}
+                      : Lane{compute_, &main_ws_, conv_.get()};
+#endif
+  }
+
+  // The compute stream's workspace, at least `bytes` long.
+  void* scratch(size_t bytes) { return grow(main_ws_, bytes); }
+
+  // `ws` grown to at least `bytes`: only outside a capture (the eager step sizes it). The old
+  // buffer is freed once both streams are idle, or kept while a captured graph may use it.
+  void* grow(Workspace& ws, size_t bytes) {
+    if (bytes <= ws.bytes) return ws.ptr;
     if (capturing_) {
       std::ostringstream os;
       os << "a workspace of " << bytes << " bytes is needed while a CUDA graph is being "
-         << "captured, but only " << scratch_bytes_ << " were sized by the eager step (a bug: "
+         << "captured, but only " << ws.bytes << " were sized by the eager step (a bug: "
          << "the captured step must repeat an eager one)";
       fail(os.str());
     }
     const size_t grown = (bytes + (size_t(1) << 20) - 1) & ~((size_t(1) << 20) - 1);
     void* fresh = alloc(grown);
-    if (scratch_) {
+    if (ws.ptr) {
       if (graphs_.empty()) {
+        UNETCU_CUDA_CHECK(cudaStreamSynchronize(side_));
         UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
-        UNETCU_CUDA_CHECK(cudaFree(scratch_));
+        UNETCU_CUDA_CHECK(cudaFree(ws.ptr));
       } else {
-        retired_.push_back(scratch_);
+        retired_.push_back(ws.ptr);
       }
     }
-    scratch_ = fresh;
-    scratch_bytes_ = grown;
-    return scratch_;
+    ws.ptr = fresh;
+    ws.bytes = grown;
+    return ws.ptr;
   }
 
 #if defined(UNETCU_SIMT)
   // The emulator runs every stream synchronously in issue order, so running the convolution
   // now is running it in stream order; during a capture it becomes a host node of the graph.
-  void host_conv(const HostConv& call) {
+  void host_conv(const HostConv& call, cudaStream_t stream) {
     if (!capturing_) {
       HostConv copy = call;
       HostConv::run(&copy);
       return;
     }
     captured_convs_.push_back(std::make_unique<HostConv>(call));
-    UNETCU_CUDA_CHECK(cudaLaunchHostFunc(compute_, &HostConv::run, captured_convs_.back().get()));
+    UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostConv::run, captured_convs_.back().get()));
   }
   std::vector<std::unique_ptr<HostConv>> captured_convs_;
 #else
-  std::unique_ptr<cudnn::ConvRunner> conv_;
+  std::unique_ptr<cudnn::ConvRunner> conv_, side_conv_;  // one cuDNN handle per stream
 #endif
 
   std::string description_;
@@ -590,8 +650,10 @@ class CudaBackend final : public Backend {
   cudaEvent_t direct_copied_ = nullptr;  // after a pinned_src upload's copies
   Staging staging_[kStagingSlots];
   int next_staging_ = 0;
-  void* scratch_ = nullptr;
-  size_t scratch_bytes_ = 0;
+  cudaStream_t side_ = nullptr;  // the weight gradients' stream (see fork_weight_grads)
+  cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
+  bool side_open_ = false;
+  Workspace main_ws_, side_ws_;
   std::vector<void*> retired_;
   AdamDeviceState* adam_ = nullptr;
   AdamConfig adam_cfg_;

@@ -170,10 +170,15 @@ void Executor::backward(const float* params, float* grads) {
     const float* dy = grad(nd.out);
     switch (nd.op) {
       case OpKind::conv:
+        // The weight gradients may run beside the data gradient (Backend::fork_weight_grads):
+        // neither writes what the other reads, and the join comes before any later op, which
+        // may reuse dy's or x's memory.
+        be_.fork_weight_grads();
         be_.conv_backward_filter(grads + nd.weight, dy, value(nd.in0), nd.conv, GradMode::overwrite);
         if (nd.bias >= 0) be_.conv_backward_bias(grads + nd.bias, dy, nd.conv, GradMode::overwrite);
         if (nd.in0 != input)
           be_.conv_backward_data(grad(nd.in0), dy, params + nd.weight, nd.conv, nd.mode0);
+        be_.join_weight_grads();
         break;
       case OpKind::batchnorm: {
         const float* save = base_ + save_off_[ii];

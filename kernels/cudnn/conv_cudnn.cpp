@@ -791,6 +791,9 @@ struct ConvRunner::Impl {
     auto found = plans.find(Key{sh, d});
     if (found != plans.end()) return *found->second;
     require_not_capturing(sh, d);
+    // The timings below should see the GPU to themselves: work issued earlier, on this stream
+    // or another (the engine runs weight gradients on a second stream), finishes first.
+    UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
     std::unique_ptr<Plan> plan = make_descriptors(sh);
     const std::string what = std::string(dir_name(d)) + " " + describe(sh);
 
