@@ -150,10 +150,16 @@ std::vector<Choice> candidates(const Perf* results, int count, bool measured) {
 }
 
 // cudnnFind times each candidate once, and a choice is kept for the whole run, so the fastest
-// few are timed again (median of kRetimeRuns after a warm-up run) before one is taken: a single
-// run of a kernel of a few microseconds is at the mercy of clocks and first-launch costs.
+// few are timed again before one is taken: a single run of a kernel of a few microseconds is at
+// the mercy of clocks and first-launch costs, and an event pair around one call also counts the
+// host's time to issue it (more for the graph API, which builds a variant pack per call), which
+// a captured training step never pays. So the candidate's calls are captured as a CUDA graph,
+// as the step runs them, and the graph is timed: the median of kRetimeRuns launches of
+// kCallsPerGraph calls. A candidate that cannot be captured cannot serve a captured step and is
+// dropped.
 constexpr int kRetimeCandidates = 4;
 constexpr int kRetimeRuns = 5;
+constexpr int kCallsPerGraph = 4;
 
 // Device memory for the search, freed at scope exit.
 struct Scratch {
@@ -406,28 +412,43 @@ struct ConvRunner::Impl {
                                           &beta, plan.w, out);
   }
 
-  // The median time of kRetimeRuns runs of `run` after one warm-up run, in ms; negative when a
-  // run fails (its error is cleared so that it does not surface at a later launch).
+  // The time of one call of `run` in ms, measured as described at kRetimeRuns; negative when a
+  // call fails or cannot be captured (its error is cleared so that it does not surface at a
+  // later launch).
   float time_runs(const std::function<cudnnStatus_t()>& run) {
     if (!timing_start) {
       UNETCU_CUDA_CHECK(cudaEventCreate(&timing_start));
       UNETCU_CUDA_CHECK(cudaEventCreate(&timing_stop));
     }
-    bool ok = run() == CUDNN_STATUS_SUCCESS;
-    std::vector<float> ms;
-    for (int r = 0; ok && r < kRetimeRuns; ++r) {
-      UNETCU_CUDA_CHECK(cudaEventRecord(timing_start, stream));
-      ok = run() == CUDNN_STATUS_SUCCESS;
-      UNETCU_CUDA_CHECK(cudaEventRecord(timing_stop, stream));
-      UNETCU_CUDA_CHECK(cudaEventSynchronize(timing_stop));
-      float t = 0;
-      UNETCU_CUDA_CHECK(cudaEventElapsedTime(&t, timing_start, timing_stop));
-      ms.push_back(t);
-    }
-    if (!ok) {
+    auto failed = [] {
       (void)cudaGetLastError();
       return -1.0f;
+    };
+    if (run() != CUDNN_STATUS_SUCCESS) return failed();  // warm-up, eager
+    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
+      return failed();
+    bool ok = true;
+    for (int c = 0; c < kCallsPerGraph && ok; ++c) ok = run() == CUDNN_STATUS_SUCCESS;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+    cudaGraphExec_t exec = nullptr;
+    ok = ok && ended == cudaSuccess && graph != nullptr &&
+         cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    std::vector<float> ms;
+    for (int r = -1; ok && r < kRetimeRuns; ++r) {  // r = -1: an untimed first launch
+      ok = cudaEventRecord(timing_start, stream) == cudaSuccess &&
+           cudaGraphLaunch(exec, stream) == cudaSuccess &&
+           cudaEventRecord(timing_stop, stream) == cudaSuccess &&
+           cudaEventSynchronize(timing_stop) == cudaSuccess;
+      float t = 0;
+      if (ok && r >= 0) {
+        ok = cudaEventElapsedTime(&t, timing_start, timing_stop) == cudaSuccess;
+        ms.push_back(t / kCallsPerGraph);
+      }
     }
+    if (exec) (void)cudaGraphExecDestroy(exec);
+    if (graph) (void)cudaGraphDestroy(graph);
+    if (!ok) return failed();
     std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
     return ms[ms.size() / 2];
   }

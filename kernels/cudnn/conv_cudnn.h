@@ -11,7 +11,8 @@
 //     (the inputs are the real tensors, the output a temporary buffer, so an accumulating
 //     gradient is never clobbered), with a search workspace of at most a quarter of the free
 //     device memory (capped at 1 GiB); cuDNN times each candidate once, so the fastest four
-//     are timed again (median of 5 runs after a warm-up) and that order decides;
+//     are timed again, their calls captured as a CUDA graph as the training step runs them
+//     (median of 5 launches; one that cannot be captured is dropped), and that order decides;
 //   * among the candidates that succeeded, the fastest deterministic one is taken: a training
 //     run should be repeatable bit for bit on one GPU (backward-data ALGO_0 and backward-filter
 //     ALGO_0/ALGO_3 accumulate with atomics). Only when no deterministic candidate exists does
