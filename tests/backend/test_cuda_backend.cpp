@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <string>
@@ -425,6 +426,32 @@ TEST_CASE("submitted training steps give train_step's results, in order") {
   }
   // The steps differ, so a repeated or shifted result would show.
   CHECK(one_by_one[0].loss != one_by_one[1].loss);
+}
+
+// The weight-gradient fork is a pair: a second fork, or a join without a fork, is a caller bug
+// and is refused with a message (an unmatched fork would leave later ops racing the side
+// stream). After a proper join the backend forks again.
+TEST_CASE("the CUDA backend's weight-gradient fork and join come in pairs") {
+  auto backend = cuda_backend();
+  auto message_of = [](const std::function<void()>& call) {
+    try {
+      call();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(message_of([&] { backend->join_weight_grads(); }).find("without fork_weight_grads") !=
+        std::string::npos);
+  backend->fork_weight_grads();
+  CHECK(message_of([&] { backend->fork_weight_grads(); }).find("already forked") !=
+        std::string::npos);
+  backend->join_weight_grads();
+  CHECK(message_of([&] {
+          backend->fork_weight_grads();
+          backend->join_weight_grads();
+        }) == "no error");
+  backend->synchronize();
 }
 
 #if defined(UNETCU_TEST_EMULATED)
