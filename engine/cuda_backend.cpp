@@ -24,10 +24,11 @@
 //
 // Memory: device allocations are cudaMalloc calls checked with the size asked and a hint
 // (a smaller --batch-size). The workspaces of the reductions (BatchNorm, conv bias, Dice,
-// confusion counts) and of cuDNN come from one scratch buffer, used by one op at a time since
-// all run on one stream. It is sized by the eager first step of each batch size and grows only
-// outside a capture; a buffer that a captured graph may still use is kept (retired) until the
-// backend goes, because graphs hold raw pointers.
+// confusion counts) and of cuDNN come from one scratch buffer per stream (compute, and the
+// weight gradients' side stream), used by one op at a time since each stream runs its ops in
+// order. Each is sized by the eager first step of each batch size and grows only outside a
+// capture; a buffer that a captured graph may still use is kept (retired) until the backend
+// goes, because graphs hold raw pointers.
 //
 // Adam: the step counter, the learning rate and the step's scalars live in device memory
 // (kernels/adam.h), so a replayed graph advances t on the device and reads the current lr.
