@@ -16,8 +16,8 @@
 #      and the graph captures);
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the convolutions
-#      and the step again with UNETCU_CUDNN_GRAPH=0) and the PyTorch + smp reference step
-#      (bench/reference/train_smp.py) when smp is importable;
+#      and the step again with UNETCU_CUDNN_GRAPH=0) and the PyTorch reference step
+#      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
 #   7. prints a short table last, with the GPU ops' per-family ratios, the memory-bound table
 #      and the cuDNN algorithm of every convolution of the TF32 training run. Full logs go to
@@ -194,7 +194,7 @@ fi
 
 # ---- 5. benchmarks ----------------------------------------------------------------------------
 # The GPU suite (bench_cuda_ops: every op and the training step, ours vs LibTorch CUDA), then the
-# PyTorch + smp reference step in its modes.
+# PyTorch reference step in its modes.
 gpu_bench=$build/bench/bench_cuda_ops
 if [ -x "$gpu_bench" ]; then
   t=$(date +%s)
@@ -231,7 +231,8 @@ if [ -x "$gpu_bench" ]; then
 else
   row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
 fi
-if python3 -c 'import segmentation_models_pytorch' 2> /dev/null; then
+# smp when it imports, else the same network in plain torch.nn (bench/reference/unet_replica.py).
+if [ -n "$gpu" ] && python3 -c 'import torch' 2> /dev/null; then
   t=$(date +%s)
   # torch.compile last: its compilation is the slowest, and each mode's line is printed as it ends.
   run smp_bench 240 python3 "$root/bench/reference/train_smp.py" --bench --device cuda \
@@ -239,10 +240,11 @@ if python3 -c 'import segmentation_models_pytorch' 2> /dev/null; then
   smp_status=$?
   smp=$(sed -n 's/^\([a-z_0-9]*\): median .*, \([0-9.]*\) images\/s.*/\1 \2 img\/s/p' "$out/smp_bench.log" |
     paste -sd, - | sed 's/,/, /g')
-  row "pytorch+smp step" "$([ $smp_status -eq 0 ] && echo ok || echo FAILED)" \
-    "$(elapsed "$t"); ${smp:-no mode finished}; see smp_bench.log"
+  model=$(head -1 "$out/smp_bench.log" | sed -n 's/^PyTorch [^ ]* + \(.*\): training step.*/\1/p')
+  row "pytorch step" "$([ $smp_status -eq 0 ] && echo ok || echo FAILED)" \
+    "$(elapsed "$t"); ${model:-?}: ${smp:-no mode finished}; see smp_bench.log"
 else
-  row "pytorch+smp step" skipped "segmentation_models_pytorch not importable"
+  row "pytorch step" skipped "no GPU, or torch not importable"
 fi
 # ---- 6. the native kernel tests -----------------------------------------------------------------
 t=$(date +%s)

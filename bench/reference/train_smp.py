@@ -20,6 +20,11 @@ reference that unetcu's speed and accuracy are compared with.
                    val_loss, val_iou, val_dice, images_per_sec, epoch_seconds) and OUT/test.json
                    from the best-val_iou weights, so the curves compare directly.
 
+--model replica runs the same network and loss written in plain torch.nn
+(bench/reference/unet_replica.py, identical to smp's results on the CPU: check_replica.py) where
+segmentation_models_pytorch or torchvision cannot be installed; --model auto (the default) uses
+smp when it imports.
+
 Images are resized with area averaging (PIL's box filter), masks likewise and thresholded at
 half range back to 0/1, then normalised with /255 and ImageNet's mean/std, as unetcu does. The
 batch order within an epoch is seeded but is not unetcu's. IoU is smp's micro-imagewise IoU with
@@ -107,7 +112,26 @@ def split_random(n, seed, val_frac=0.025, test_frac=0.025):
 
 # ---- the model, the loss, the metrics --------------------------------------------------------
 
-def make_model(encoder_weights, device):
+def resolve_model(kind):
+    """"smp" or "replica" for --model auto|smp|replica: auto takes smp when it imports."""
+    if kind != "auto":
+        return kind
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+        return "smp"
+    except ImportError:
+        return "replica"
+
+
+def make_model(kind, encoder_weights, device):
+    if kind == "replica":
+        # The same network in plain torch.nn (bench/reference/unet_replica.py; checked against
+        # smp by check_replica.py), for machines where smp cannot be installed.
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import unet_replica
+        if encoder_weights is not None:
+            sys.exit("train_smp.py: error: --encoder-weights imagenet needs smp (--model smp)")
+        return unet_replica.UnetResNet34().to(device), unet_replica.dice_loss
     import segmentation_models_pytorch as smp
     model = smp.Unet("resnet34", encoder_weights=encoder_weights, classes=1)
     loss_fn = smp.losses.DiceLoss("binary", from_logits=True)
@@ -160,7 +184,7 @@ def mode_unavailable(mode, device):
 
 def bench_mode(mode, args, device):
     torch.manual_seed(0)
-    model, loss_fn = make_model(None, device)
+    model, loss_fn = make_model(args.model, None, device)
     model.train()
     x, y = synthetic_batch(args.batch, args.size, device)
     autocast = mode == "channels_last_bf16"
@@ -213,7 +237,8 @@ def bench_mode(mode, args, device):
 
 
 def run_bench(args, device):
-    print(f"PyTorch {torch.__version__} + smp: training step, batch {args.batch}, {args.size}x{args.size}, "
+    model = "smp" if args.model == "smp" else "the smp replica (unet_replica.py)"
+    print(f"PyTorch {torch.__version__} + {model}: training step, batch {args.batch}, {args.size}x{args.size}, "
           f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
                                 else f", {torch.get_num_threads()} threads"), flush=True)
     rows = []
@@ -302,7 +327,7 @@ def run_train(args, device):
           file=sys.stderr, flush=True)
     torch.manual_seed(args.seed)
     weights = None if args.encoder_weights == "none" else args.encoder_weights
-    model, loss_fn = make_model(weights, device)
+    model, loss_fn = make_model(args.model, weights, device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     metrics_path = out / "metrics.jsonl"
     metrics_path.write_text("")
@@ -373,7 +398,11 @@ def main():
     ap.add_argument("--test-frac", type=float, default=0.025)
     ap.add_argument("--limit", type=int, default=0, help="--train: use only the first N pairs")
     ap.add_argument("--encoder-weights", default="none", choices=["none", "imagenet"])
+    ap.add_argument("--model", default="auto", choices=["auto", "smp", "replica"],
+                    help="smp's Unet, or the same network in plain torch.nn (unet_replica.py); "
+                         "auto: smp when it imports (default)")
     args = ap.parse_args()
+    args.model = resolve_model(args.model)
     if args.batch < 1 or args.size < 32 or args.size % 32:
         ap.error("--batch must be >= 1 and --size a positive multiple of 32")
     if args.device == "auto":
