@@ -56,6 +56,12 @@ class Encoder(nn.Module):
                 layer.append(BasicBlock(inplanes, planes, stride if b == 0 else 1))
                 inplanes = planes
             setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+        # torchvision builds a 1000-way fc here, which smp deletes; it is built and dropped so
+        # that the random stream advances as in smp, then torchvision's initialisation runs.
+        nn.Linear(512, 1000)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
         stem = self.relu(self.bn1(self.conv1(x)))
@@ -106,15 +112,13 @@ class UnetResNet34(nn.Module):
         self.encoder = Encoder()
         self.decoder = Decoder()
         self.segmentation_head = nn.Sequential(nn.Conv2d(16, 1, 3, 1, 1))
-        # smp's initialisation: kaiming-uniform (fan_in, relu) convolutions in the decoder,
-        # xavier-uniform head with zero bias, BatchNorm weight 1 / bias 0; the encoder keeps
-        # torchvision's (kaiming-normal, fan_out). Timings do not depend on it.
+        # smp's initialisation, in smp's order (modules are created in its order too, so the
+        # same seed gives the same weights: check_replica.py): the encoder's is torchvision's
+        # (above); then kaiming-uniform (fan_in, relu) decoder convolutions, and a xavier-uniform
+        # head with zero bias. BatchNorm starts at weight 1, bias 0 everywhere.
         for m in self.decoder.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, mode="fan_in", nonlinearity="relu")
-        for m in self.encoder.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         nn.init.xavier_uniform_(self.segmentation_head[0].weight)
         nn.init.zeros_(self.segmentation_head[0].bias)
 
