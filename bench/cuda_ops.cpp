@@ -359,17 +359,19 @@ void register_convs(const Graph& g) {
 // ---- BatchNorm ----------------------------------------------------------------------------
 
 
-struct BnCase : OpCase {
+// What every BatchNorm pair starts from: seeded inputs on the host, on the device and (with
+// LibTorch) as NCHW tensors, output buffers, and the reference forward on x: its output y_ref
+// and the saved statistics a backward reads.
+struct BnInputs {
   BatchNormShape sh;
-  BnOp op;
-  std::vector<float> x, gamma, beta, rm, rv, dy, mean, invstd;
-  Dev<float> dx_in, dgamma_in, dbeta_in, drm, drv, ddy, y, dmean, dinvstd, dx, dg, db;
+  std::vector<float> x, gamma, beta, rm, rv, dy, y_ref, mean, invstd;
+  Dev<float> dx_in, dgamma_in, dbeta_in, drm, drv, ddy, dmean, dinvstd, dx, dg, db;
   Dev<unsigned char> ws;
 #ifdef UNETCU_WITH_TORCH_CUDA
   torch::Tensor tx, tg, tb, trm, trv, tdy, tmean, tinvstd;
 #endif
 
-  BnCase(const ActInfo& a, BnOp o, uint64_t seed) : op(o) {
+  BnInputs(const ActInfo& a, uint64_t seed) {
     sh.rows = int64_t(a.n) * a.h * a.w;
     sh.c = a.c;
     const size_t count = size_t(sh.rows) * size_t(sh.c), c = size_t(sh.c);
@@ -379,8 +381,8 @@ struct BnCase : OpCase {
     rm = random_floats(c, seed + 3);
     rv = random_floats(c, seed + 4, 0.5, 2.0);
     dy = random_floats(count, seed + 5);
-    // The statistics a backward reads: those of the reference forward on the same x.
-    std::vector<float> y_ref(count), rm_ref = rm, rv_ref = rv;
+    std::vector<float> rm_ref = rm, rv_ref = rv;
+    y_ref.resize(count);
     mean.resize(c);
     invstd.resize(c);
     cpu::batchnorm_train_forward(y_ref.data(), mean.data(), invstd.data(), rm_ref.data(),
@@ -394,7 +396,6 @@ struct BnCase : OpCase {
     ddy = Dev<float>(dy);
     dmean = Dev<float>(mean);
     dinvstd = Dev<float>(invstd);
-    y = Dev<float>(count);
     dx = Dev<float>(count);
     dg = Dev<float>(c);
     db = Dev<float>(c);
@@ -412,6 +413,14 @@ struct BnCase : OpCase {
     tinvstd = std::get<2>(saved);
 #endif
   }
+};
+
+struct BnCase : OpCase, BnInputs {
+  BnOp op;
+  Dev<float> y;
+
+  BnCase(const ActInfo& a, BnOp o, uint64_t seed)
+      : BnInputs(a, seed), op(o), y(size_t(sh.rows) * size_t(sh.c)) {}
   void ours() override {
     switch (op) {
       case BnOp::train_forward:
@@ -460,21 +469,23 @@ struct BnCase : OpCase {
                       compare(got_dg.data(), want_dg.data(), c, tol, "dgamma"),
                       compare(got_db.data(), want_db.data(), c, tol, "dbeta")});
     }
-    std::vector<float> want(count), rm_ref = rm, rv_ref = rv, want_mean(c), want_invstd(c);
-    ours();
     if (op == BnOp::eval_forward) {
+      ours();
+      std::vector<float> want(count);
       cpu::batchnorm_eval_forward(want.data(), x.data(), gamma.data(), beta.data(), rm.data(),
                                   rv.data(), sh, kBnEps);
       const auto got = y.host();
       return compare(got.data(), want.data(), count, tol, "y");
     }
-    cpu::batchnorm_train_forward(want.data(), want_mean.data(), want_invstd.data(), rm_ref.data(),
-                                 rv_ref.data(), x.data(), gamma.data(), beta.data(), sh, kMomentum,
-                                 kBnEps);
+    // The statistics buffers hold the reference's values (a backward's inputs): NaN them first,
+    // so that the forward has to write them.
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(dmean.get(), 0xff, c * sizeof(float), g_stream));
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(dinvstd.get(), 0xff, c * sizeof(float), g_stream));
+    ours();
     const auto got = y.host(), got_mean = dmean.host(), got_invstd = dinvstd.host();
-    return combine({compare(got.data(), want.data(), count, tol, "y"),
-                    compare(got_mean.data(), want_mean.data(), c, tol, "saved mean"),
-                    compare(got_invstd.data(), want_invstd.data(), c, tol, "saved invstd")});
+    return combine({compare(got.data(), y_ref.data(), count, tol, "y"),
+                    compare(got_mean.data(), mean.data(), c, tol, "saved mean"),
+                    compare(got_invstd.data(), invstd.data(), c, tol, "saved invstd")});
   }
 };
 
@@ -484,76 +495,39 @@ struct BnCase : OpCase {
 // relu_; backward threshold_backward, then native_batch_norm_backward).
 enum class FusedOp { relu_forward, relu_backward, add_relu_forward, add_relu_backward };
 
-struct FusedBnCase : OpCase {
-  BatchNormShape sh;
+struct FusedBnCase : OpCase, BnInputs {
   FusedOp op;
   bool residual_on;
-  std::vector<float> x, residual, gamma, beta, rm, rv, dy, y, mean, invstd;
-  Dev<float> dx_in, dres_in, dgamma_in, dbeta_in, drm, drv, ddy, dy_fwd, dout, dmean, dinvstd, dx,
-      dres, dg, db;
-  Dev<unsigned char> ws;
+  std::vector<float> residual, y;  // y: the fused forward's output, whose mask a backward reads
+  Dev<float> dres_in, dy_fwd, dout, dres;
 #ifdef UNETCU_WITH_TORCH_CUDA
-  torch::Tensor tx, tres, tg, tb, trm, trv, tdy, ty, tmean, tinvstd;
+  torch::Tensor tres, ty;
 #endif
 
   FusedBnCase(const ActInfo& a, FusedOp o, uint64_t seed)
-      : op(o), residual_on(o == FusedOp::add_relu_forward || o == FusedOp::add_relu_backward) {
-    sh.rows = int64_t(a.n) * a.h * a.w;
-    sh.c = a.c;
-    const size_t count = size_t(sh.rows) * size_t(sh.c), c = size_t(sh.c);
-    x = random_floats(count, seed);
+      : BnInputs(a, seed),
+        op(o),
+        residual_on(o == FusedOp::add_relu_forward || o == FusedOp::add_relu_backward) {
+    const size_t count = x.size();
     residual = random_floats(count, seed + 6);
-    gamma = random_floats(c, seed + 1, 0.5, 1.5);
-    beta = random_floats(c, seed + 2);
-    rm = random_floats(c, seed + 3);
-    rv = random_floats(c, seed + 4, 0.5, 2.0);
-    dy = random_floats(count, seed + 5);
-    forward_reference(y, mean, invstd);  // what a backward reads
-    dx_in = Dev<float>(x);
+    y = forward_reference();
     dres_in = Dev<float>(residual);
-    dgamma_in = Dev<float>(gamma);
-    dbeta_in = Dev<float>(beta);
-    drm = Dev<float>(rm);
-    drv = Dev<float>(rv);
-    ddy = Dev<float>(dy);
     dy_fwd = Dev<float>(y);
-    dmean = Dev<float>(mean);
-    dinvstd = Dev<float>(invstd);
     dout = Dev<float>(count);
-    dx = Dev<float>(count);
     dres = Dev<float>(count);
-    dg = Dev<float>(c);
-    db = Dev<float>(c);
-    ws = Dev<unsigned char>(cuda::batchnorm_workspace_bytes(sh));
 #ifdef UNETCU_WITH_TORCH_CUDA
-    tx = cuda_nchw(x, a.n, a.h, a.w, a.c);
     tres = cuda_nchw(residual, a.n, a.h, a.w, a.c);
-    tdy = cuda_nchw(dy, a.n, a.h, a.w, a.c);
     ty = cuda_nchw(y, a.n, a.h, a.w, a.c);
-    tg = cuda_flat(gamma);
-    tb = cuda_flat(beta);
-    trm = cuda_flat(rm);
-    trv = cuda_flat(rv);
-    auto saved =
-        at::native_batch_norm(tx, tg, tb, trm.clone(), trv.clone(), true, kMomentum, kBnEps);
-    tmean = std::get<1>(saved);
-    tinvstd = std::get<2>(saved);
 #endif
   }
-  // The reference composition: y = relu(bn(x) [+ residual]), with the saved statistics.
-  void forward_reference(std::vector<float>& out, std::vector<float>& m,
-                         std::vector<float>& is) const {
-    const size_t count = x.size(), c = size_t(sh.c);
-    std::vector<float> rm_ref = rm, rv_ref = rv;
-    out.resize(count);
-    m.resize(c);
-    is.resize(c);
-    cpu::batchnorm_train_forward(out.data(), m.data(), is.data(), rm_ref.data(), rv_ref.data(),
-                                 x.data(), gamma.data(), beta.data(), sh, kMomentum, kBnEps);
+  // The reference composition: relu(bn(x) [+ residual]).
+  std::vector<float> forward_reference() const {
+    std::vector<float> out = y_ref;
     if (residual_on)
-      cpu::add_relu_forward(out.data(), out.data(), residual.data(), int64_t(count));
+      cpu::add_relu_forward(out.data(), out.data(), residual.data(), int64_t(out.size()));
     else
-      cpu::relu_forward(out.data(), out.data(), int64_t(count));
+      cpu::relu_forward(out.data(), out.data(), int64_t(out.size()));
+    return out;
   }
   void ours() override {
     switch (op) {
@@ -605,10 +579,8 @@ struct FusedBnCase : OpCase {
     const size_t count = x.size(), c = size_t(sh.c);
     ours();
     if (op == FusedOp::relu_forward || op == FusedOp::add_relu_forward) {
-      std::vector<float> want, want_mean, want_invstd;
-      forward_reference(want, want_mean, want_invstd);
       const auto got = dout.host();
-      return compare(got.data(), want.data(), count, tol, "y");
+      return compare(got.data(), y.data(), count, tol, "y");
     }
     std::vector<float> masked(count), want_dx(count), want_dg(c), want_db(c);
     cpu::relu_backward(masked.data(), dy.data(), y.data(), int64_t(count), GradMode::overwrite);

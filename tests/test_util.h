@@ -1,5 +1,5 @@
-// tests/test_util.h: helpers shared by the tests: seeded random fills and a comparison that
-// reports the worst elements when it fails.
+// tests/test_util.h: helpers shared by the tests: seeded random fills, a comparison that
+// reports the worst elements when it fails, and the message of a unetcu::Error.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -12,7 +12,25 @@
 #include <string>
 #include <vector>
 
+#include "engine/error.h"
+
 namespace unetcu::test {
+
+// The message of the unetcu::Error that f throws ("" when it throws nothing; any other
+// exception escapes and fails the test).
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const unetcu::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+inline bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 template <typename T>
 std::vector<T> random_vector(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {

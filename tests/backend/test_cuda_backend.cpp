@@ -18,7 +18,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <iterator>
 #include <map>
 #include <string>
@@ -433,24 +432,15 @@ TEST_CASE("submitted training steps give train_step's results, in order") {
 // stream). After a proper join the backend forks again.
 TEST_CASE("the CUDA backend's weight-gradient fork and join come in pairs") {
   auto backend = cuda_backend();
-  auto message_of = [](const std::function<void()>& call) {
-    try {
-      call();
-    } catch (const std::exception& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
-  CHECK(message_of([&] { backend->join_weight_grads(); }).find("without fork_weight_grads") !=
-        std::string::npos);
+  CHECK(test::contains(test::error_of([&] { backend->join_weight_grads(); }),
+                       "without fork_weight_grads"));
   backend->fork_weight_grads();
-  CHECK(message_of([&] { backend->fork_weight_grads(); }).find("already forked") !=
-        std::string::npos);
+  CHECK(test::contains(test::error_of([&] { backend->fork_weight_grads(); }), "already forked"));
   backend->join_weight_grads();
-  CHECK(message_of([&] {
+  CHECK(test::error_of([&] {
           backend->fork_weight_grads();
           backend->join_weight_grads();
-        }) == "no error");
+        }) == "");
   backend->synchronize();
 }
 

@@ -1,6 +1,6 @@
 // tests/cpu/data_files.h: helpers for the data tests that build small dataset folders on disk:
-// a self-removing temp folder, file writers (PNG with any channel count, 16-bit PNG, raw bytes),
-// and error_of() for checking the messages of unetcu::Error.
+// a self-removing temp folder and file writers (PNG with any channel count, 16-bit PNG, raw
+// bytes); error_of() and contains() come with test_util.h.
 #pragma once
 
 #include <doctest/doctest.h>
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "test_util.h"
 
 namespace unetcu::test {
 
@@ -130,21 +131,6 @@ inline std::vector<uint8_t> png16_bytes(int w, int h, int channels,
   chunk("IDAT", z);
   chunk("IEND", {});
   return out;
-}
-
-// The message of the unetcu::Error that f throws ("" when it throws nothing).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const unetcu::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-inline bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 }  // namespace unetcu::test

@@ -19,6 +19,7 @@
 #include "data/dataset.h"
 #include "data/synth.h"
 #include "engine/fileio.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace unetcu;
@@ -42,9 +43,7 @@ struct TempDir {
   }
 };
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using test::contains;
 
 bool same_pixels(const Dataset& a, const Dataset& b) {
   if (a.n != b.n || a.size != b.size) return false;

@@ -7,13 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <functional>
 
 #include "cli_util.h"
 #include "engine/error.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
 #include "model/checkpoint.h"
+#include "test_util.h"
 
 using namespace unetcu;
 
@@ -66,14 +66,7 @@ struct TorchvisionState {
   }
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 }  // namespace
 

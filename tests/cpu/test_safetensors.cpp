@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "engine/fileio.h"
 #include "engine/safetensors.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using unetcu::DType;
@@ -79,9 +80,7 @@ std::string read_error(const std::string& bytes) {
   return "";
 }
 
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
+using unetcu::test::contains;
 
 // Two F32 tensors, 'w' [2,2] and 'b' [2], data in that order; for the corruption tests.
 std::string small_valid_file() {

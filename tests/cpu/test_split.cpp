@@ -12,25 +12,15 @@
 #include "data/split.h"
 #include "engine/error.h"
 #include "engine/rng.h"
+#include "test_util.h"
 
 using namespace unetcu;
 using namespace unetcu::data;
 
 namespace {
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const unetcu::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using test::contains;
+using test::error_of;
 
 // Lesion ids shaped like HAM10000's: 7,470 lesions, 10,015 images, most lesions pictured once
 // and a few up to six times, the images of one lesion scattered over the list (as sorting by
