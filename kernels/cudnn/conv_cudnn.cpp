@@ -11,6 +11,7 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -152,8 +153,8 @@ std::vector<Choice> candidates(const Perf* results, int count, bool measured) {
 // cudnnFind times each candidate once, and a choice is kept for the whole run, so the fastest
 // few are timed again before one is taken: a single run of a kernel of a few microseconds is at
 // the mercy of clocks and first-launch costs, and an event pair around one call also counts the
-// host's time to issue it (more for the graph API, which builds a variant pack per call), which
-// a captured training step never pays. So the candidate's calls are captured as a CUDA graph,
+// host's time to issue it (more for the graph API, which first builds a variant pack), which a
+// captured training step never pays. So the candidate's calls are captured as a CUDA graph,
 // as the step runs them, and the graph is timed: the median of kRetimeRuns launches of
 // kCallsPerGraph calls. A candidate that cannot be captured cannot serve a captured step and is
 // dropped.
@@ -273,6 +274,9 @@ struct GraphPlan {
   bool tensor_core = false;
   size_t workspace = 0;
   float time_ms = -1.0f;
+  // Finalized variant packs by pointer set (tensor ids 1, 2, 3, then the workspace).
+  using Pointers = std::array<void*, 4>;
+  mutable std::map<Pointers, std::unique_ptr<Desc>> packs;
 };
 
 // The descriptors and the chosen algorithm of one (shape, direction). Each direction has its
@@ -484,7 +488,8 @@ struct ConvRunner::Impl {
   // ---- graph API (see the section comment above GraphPlan) ----
 
   // The device pointers of one call by tensor unique id: 1 x or dx, 2 w or dw, 3 y or dy.
-  static void graph_pointers(Dir d, const float* a, const float* b, void* out, void* (&ptrs)[3]) {
+  static void graph_pointers(Dir d, const float* a, const float* b, void* out,
+                             GraphPlan::Pointers& ptrs) {
     void* pa = const_cast<float*>(a);
     void* pb = const_cast<float*>(b);
     if (d == Dir::forward) {  // a x, b w, out y
@@ -496,24 +501,36 @@ struct ConvRunner::Impl {
     }
   }
 
+  // Runs plan g on these pointers. Its variant pack (the pointers, finalized) is built once
+  // per pointer set and kept: the memory plan fixes every buffer, so an eager step finds each
+  // layer's pack already made.
   cudnnStatus_t execute_graph(const GraphPlan& g, Dir d, const float* a, const float* b, void* out,
                               void* ws) const {
-    Desc pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-    if (pack.created() != CUDNN_STATUS_SUCCESS) return pack.created();
-    const int64_t uids[3] = {1, 2, 3};
-    void* ptrs[3];
+    GraphPlan::Pointers ptrs;
     graph_pointers(d, a, b, out, ptrs);
-    cudnnStatus_t st = cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
-                                                CUDNN_TYPE_INT64, 3, uids);
-    if (st == CUDNN_STATUS_SUCCESS)
-      st = cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
-                                    CUDNN_TYPE_VOID_PTR, 3, ptrs);
-    if (st == CUDNN_STATUS_SUCCESS)
-      st = cudnnBackendSetAttribute(pack.get(), CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
-                                    CUDNN_TYPE_VOID_PTR, 1, &ws);
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(pack.get());
-    if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendExecute(handle, g.exec->get(), pack.get());
-    return st;
+    ptrs[3] = ws;
+    std::unique_ptr<Desc>& pack = g.packs[ptrs];
+    if (!pack) {
+      auto made = std::make_unique<Desc>(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+      const int64_t uids[3] = {1, 2, 3};
+      cudnnStatus_t st = made->created();
+      if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(made->get(), CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                                      CUDNN_TYPE_INT64, 3, uids);
+      if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(made->get(), CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+                                      CUDNN_TYPE_VOID_PTR, 3, ptrs.data());
+      if (st == CUDNN_STATUS_SUCCESS)
+        st = cudnnBackendSetAttribute(made->get(), CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                                      CUDNN_TYPE_VOID_PTR, 1, &ptrs[3]);
+      if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(made->get());
+      if (st != CUDNN_STATUS_SUCCESS) {
+        g.packs.erase(ptrs);
+        return st;
+      }
+      pack = std::move(made);
+    }
+    return cudnnBackendExecute(handle, g.exec->get(), pack->get());
   }
 
   // The finalized operation graph of one direction with output scale `beta`, NHWC tensors as
