@@ -4,6 +4,13 @@
 // (ModelSession on the CUDA backend, CUDA graphs) beside the same network in LibTorch.
 //
 //   bench_cuda_ops [--batch N] [--size S] [--runs R] [--no-tf32] [benchmark flags...]
+//   bench_cuda_ops --profile-steps K [--batch N] [--size S] [--no-tf32]
+//
+// --profile-steps runs only our training step: three steps to choose algorithms and capture
+// the graph, then K more between cudaProfilerStart and cudaProfilerStop, so that a profiler
+// started with profiling off (ncu --profile-from-start off) sees exactly K replayed steps and
+// nothing of the set-up. tools/device_check.sh does this and tools/ncu_step_summary.py turns
+// the kernel list into a per-family table.
 //
 // Timing: each benchmark is one Google Benchmark iteration whose time is the median of R runs
 // (default 30), each timed with CUDA events on one stream after a write of twice the L2 cache
@@ -31,6 +38,7 @@
 // Peers: LibTorch runs NCHW (its default) on the same stream, with cuDNN TF32 set as ours.
 // Built without a CUDA LibTorch, only our side runs (bench/CMakeLists.txt says so).
 #include <benchmark/benchmark.h>
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -1297,10 +1305,35 @@ struct StepCase : OpCase {
 
 }  // namespace
 
+// --profile-steps: `steps` replayed training steps inside a profiler range (see the top).
+static int profile_steps(const Options& o, int steps) {
+  StepCase step(o.batch, o.size);
+  StepResult r;
+  for (int i = 0; i < 3; ++i)
+    step.session->train_step(step.images.data(), step.masks.data(), o.batch);
+  UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
+  UNETCU_CUDA_CHECK(cudaProfilerStart());
+  for (int i = 0; i < steps; ++i) {
+    step.session->submit_train_step(step.images.data(), step.masks.data(), o.batch);
+    while (step.session->next_train_result(r, false)) {
+    }
+  }
+  while (step.session->next_train_result(r, true)) {
+  }
+  UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
+  UNETCU_CUDA_CHECK(cudaProfilerStop());
+  std::printf("profiled %d training steps (batch %d, %dx%d, %s), last loss %.6f\n", steps,
+              o.batch, o.size, o.size, g_tf32 ? "TF32" : "fp32", double(r.loss));
+  return 0;
+}
+
 int main(int argc, char** argv) {
   int kept = 1;
+  int profile = 0;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--runs") && i + 1 < argc)
+    if (!std::strcmp(argv[i], "--profile-steps") && i + 1 < argc)
+      profile = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--runs") && i + 1 < argc)
       g_runs = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--no-tf32"))
       g_tf32 = false;
@@ -1319,6 +1352,7 @@ int main(int argc, char** argv) {
   }
   cudaDeviceProp prop{};
   UNETCU_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  if (profile > 0) return profile_steps(o, profile);
   UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
   g_timer = std::make_unique<GpuTimer>();
   g_conv = std::make_unique<cudnn::ConvRunner>(g_stream, cudnn::ConvOptions{g_tf32});

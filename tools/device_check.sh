@@ -19,6 +19,8 @@
 #      and the step again with UNETCU_CUDNN_GRAPH=0) and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
+#   6b. profiles 3 replayed training steps with Nsight Compute when ncu is there (each kernel's
+#      duration, summed by family: tools/ncu_step_summary.py);
 #   7. prints a short table last, with the GPU ops' per-family ratios, the memory-bound table
 #      and the cuDNN algorithm of every convolution of the TF32 training run. Full logs go to
 #      OUTDIR.
@@ -255,6 +257,23 @@ skipped=$(grep -c -E '\*\*\*Skipped|Not Run' "$out/ctest.log" || true)
 row "ctest (cuda kernels)" "$(grep -q '100% tests passed' "$out/ctest.log" && echo ok || echo FAILED)" \
   "$(elapsed "$t"); ${summary:-no summary}; $skipped skipped"
 
+# ---- 6b. where the step's time goes --------------------------------------------------------------
+# Nsight Compute's duration of every kernel of 3 replayed training steps (bench_cuda_ops
+# --profile-steps opens the profiler range after the set-up), summed by family.
+ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | tail -1)
+if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
+  row "step profile (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
+else
+  t=$(date +%s)
+  if run ncu_step 150 "$ncu_bin" --profile-from-start off --metrics gpu__time_duration.sum --csv \
+       --cache-control none --clock-control none "$gpu_bench" --profile-steps 3 &&
+     python3 "$root/tools/ncu_step_summary.py" "$out/ncu_step.log" 3 > "$out/ncu_summary.txt" 2>&1; then
+    row "step profile (ncu)" ok "$(elapsed "$t"); $(head -1 "$out/ncu_summary.txt" | sed 's/^ncu: //')"
+  else
+    row "step profile (ncu)" FAILED "$(elapsed "$t"); see ncu_step.log, ncu_summary.txt"
+  fi
+fi
+
 # ---- 7. the table -----------------------------------------------------------------------------
 {
   echo
@@ -265,6 +284,10 @@ row "ctest (cuda kernels)" "$(grep -q '100% tests passed' "$out/ctest.log" && ec
     sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
     echo
     sed -n '/^memory-bound ops/,/families below/p' "$out/bench_cuda_ops.log"
+  fi
+  if [ -s "$out/ncu_summary.txt" ]; then
+    echo
+    cat "$out/ncu_summary.txt"
   fi
   # Where the convolution time goes: cuDNN's choice per shape (and the runner-up timings).
   if [ -f "$out/train-tf32/algorithms.txt" ]; then

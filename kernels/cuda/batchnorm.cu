@@ -8,12 +8,16 @@
 // workspace; then one streaming pass writes y. Backward: reduce_rows sums dy and dy*(x - mean);
 // the epilogue writes dgamma/dbeta and per-channel coefficients a, b, d; then one pass writes
 // dx = a*dy + b*(x - mean) + d. With a fused ReLU, dy is masked by y > 0 on the fly.
+// Both the sums and the passes move four channels per access when c % 4 == 0 and the pointers
+// are 16-byte aligned (every layer of this network), one otherwise.
 //
 // Memory traffic (float elements of the [rows][c] tensor): forward reads x twice and writes y
 // once; backward reads dy and x (and y when fused) twice and writes dx. The second read needs a
 // grid-wide barrier first (the statistics), so it is a second kernel; at this network's sizes
 // (<= 16 MB per activation at batch 16, 128x128) it is mostly served by the H100's 50 MB L2.
 // The partials are row_blocks (<= 1024) doubles per channel and sum, small next to the tensor.
+// Tensors with few rows (the deep encoder layers: 256-1,024 rows at batch 16) take
+// reduce_then_map instead: one kernel, no partials, the barrier a __syncthreads.
 #include "kernels/batchnorm.h"
 
 #include "kernels/cuda/common.cuh"
@@ -29,21 +33,43 @@ using detail::Vec;
 
 // ---- reductions ------------------------------------------------------------------------------
 
+// Sums for V channels per thread (one vector column: channels col*V .. col*V + V-1); sum k of
+// channel j is acc[2*j + k].
+template <int V>
 struct StatsSrc {
   const float* x;
-  int c;
+  int64_t cols;  // in units of V channels
   struct Column {
     const float* x;
-    int64_t c;
+    int64_t cols;
     int col;
-    double shift;
-    __device__ void add(double (&acc)[2], int64_t row) const {
-      const double d = double(x[row * c + col]) - shift;
-      acc[0] += d;
-      acc[1] += d * d;
+    double shift[V];
+    __device__ void add(double (&acc)[2 * V], int64_t row) const {
+      const auto v = load_vec<V>(x, row * cols + col);
+      for (int j = 0; j < V; ++j) {
+        const double d = double(v.v[j]) - shift[j];
+        acc[2 * j] += d;
+        acc[2 * j + 1] += d * d;
+      }
     }
   };
-  __device__ Column column(int, int col) const { return Column{x, c, col, double(x[col])}; }
+  __device__ Column column(int, int col) const {
+    Column out{x, cols, col, {}};
+    for (int j = 0; j < V; ++j) out.shift[j] = double(x[col * V + j]);
+    return out;
+  }
+};
+
+// Hands each channel of a vector column its two sums: epilogues are written per channel.
+template <int V, class E>
+struct PerChannel {
+  E e;
+  __device__ void operator()(int batch, int col, const double (&sum)[2 * V]) const {
+    for (int j = 0; j < V; ++j) {
+      const double pair[2] = {sum[2 * j], sum[2 * j + 1]};
+      e(batch, col * V + j, pair);
+    }
+  }
 };
 
 struct StatsEpilogue {
@@ -73,33 +99,45 @@ struct StatsEpilogue {
   }
 };
 
-// dy, masked by y > 0 when the ReLU is fused (y == nullptr: no ReLU).
-__device__ inline float masked_grad(const float* dy, const float* y, int64_t i) {
-  return (y == nullptr || y[i] > 0.0f) ? dy[i] : 0.0f;
+// dy at vector index i, masked by y > 0 when the ReLU is fused (y null: no ReLU).
+template <int V>
+__device__ inline Vec<float, V> masked_grad(const float* dy, const float* y, int64_t i) {
+  auto g = load_vec<V>(dy, i);
+  if (y) {
+    const auto out = load_vec<V>(y, i);
+    for (int k = 0; k < V; ++k) g.v[k] = out.v[k] > 0.0f ? g.v[k] : 0.0f;
+  }
+  return g;
 }
 
+template <int V>
 struct GradSrc {
   const float* dy;
-  const float* y;
+  const float* y;  // null: no ReLU mask
   const float* x;
   const float* save_mean;
-  int c;
+  int64_t cols;    // in units of V channels
   struct Column {
     const float* dy;
     const float* y;
     const float* x;
-    int64_t c;
+    int64_t cols;
     int col;
-    double mean;
-    __device__ void add(double (&acc)[2], int64_t row) const {
-      const int64_t i = row * c + col;
-      const double g = double(masked_grad(dy, y, i));
-      acc[0] += g;
-      acc[1] += g * (double(x[i]) - mean);
+    double mean[V];
+    __device__ void add(double (&acc)[2 * V], int64_t row) const {
+      const int64_t i = row * cols + col;
+      const auto g = masked_grad<V>(dy, y, i);
+      const auto xv = load_vec<V>(x, i);
+      for (int j = 0; j < V; ++j) {
+        acc[2 * j] += double(g.v[j]);
+        acc[2 * j + 1] += double(g.v[j]) * (double(xv.v[j]) - mean[j]);
+      }
     }
   };
   __device__ Column column(int, int col) const {
-    return Column{dy, y, x, c, col, double(save_mean[col])};
+    Column out{dy, y, x, cols, col, {}};
+    for (int j = 0; j < V; ++j) out.mean[j] = double(save_mean[col * V + j]);
+    return out;
   }
 };
 
@@ -215,11 +253,7 @@ struct GradApply {
     Vec<float, V> mean, a, b, d;
     __device__ void operator()(int64_t row) const {
       const int64_t i = row * cols + col;
-      auto g = load_vec<V>(dy, i);
-      if (y) {
-        const auto out = load_vec<V>(y, i);
-        for (int k = 0; k < V; ++k) g.v[k] = out.v[k] > 0.0f ? g.v[k] : 0.0f;
-      }
+      auto g = masked_grad<V>(dy, y, i);
       const auto xv = load_vec<V>(x, i);
       Vec<float, V> r;
       for (int k = 0; k < V; ++k) r.v[k] = a.v[k] * g.v[k] + b.v[k] * (xv.v[k] - mean.v[k]) + d.v[k];
@@ -246,20 +280,49 @@ struct GradApply {
 
 // ---- host side -------------------------------------------------------------------------------
 
-RowTiling stats_tiling(const BatchNormShape& sh) { return detail::reduce_tiling(sh.rows, sh.c); }
+// The multi-block tiling of the sums at vector width V.
+RowTiling stats_tiling(const BatchNormShape& sh, int v) {
+  return detail::reduce_tiling(sh.rows, sh.c / v);
+}
+bool vectorizable(const BatchNormShape& sh) { return sh.c % 4 == 0; }
 
-// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float].
+// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float]. The
+// partials region fits either vector width (the pointers' alignment picks one at run time).
+size_t partials_bytes(const BatchNormShape& sh) {
+  size_t count = stats_tiling(sh, 1).partial_count(2);
+  if (vectorizable(sh)) {
+    const size_t vec = stats_tiling(sh, 4).partial_count(8);
+    count = vec > count ? vec : count;
+  }
+  return detail::align256(count * sizeof(double));
+}
 double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
-  const size_t offset = detail::align256(stats_tiling(sh).partial_count(2) * sizeof(double));
-  return reinterpret_cast<float*>(static_cast<char*>(workspace) + offset);
+  return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
+}
+
+// The sums (src, epilogue) and then the pass `map` over the same rows: one kernel when the rows
+// fit one block per column group, else reduce_rows and map_rows.
+template <int V, class Src, class Epilogue, class Map>
+void reduce_then_apply(const Src& src, const Epilogue& epilogue, const Map& map,
+                       const BatchNormShape& sh, void* workspace, cudaStream_t stream) {
+  const int cols = sh.c / V;
+  const PerChannel<V, Epilogue> per_channel{epilogue};
+  detail::SmallTiling small;
+  if (detail::small_tiling(sh.rows, cols, int(V * sizeof(float)), &small)) {
+    detail::reduce_then_map<2 * V>(src, per_channel, map, small, stream);
+    return;
+  }
+  detail::reduce_rows<2 * V>(src, per_channel, stats_tiling(sh, V), partials_of(workspace),
+                             stream);
+  detail::map_rows(map, sh.rows, cols, stream);
 }
 
 void normalize_pass(float* y, const float* x, const float* residual, const float* mean,
                     const float* scale, const float* gamma, const float* running_var,
                     const float* beta, const BatchNormShape& sh, float eps, bool apply_relu,
                     cudaStream_t stream) {
-  if (sh.c % 4 == 0 && detail::all_vec4(y, x, residual)) {
+  if (vectorizable(sh) && detail::all_vec4(y, x, residual)) {
     detail::map_rows(Normalize<4>{y, x, residual, mean, scale, gamma, running_var, beta,
                                   sh.c / 4, double(eps), apply_relu},
                      sh.rows, sh.c / 4, stream);
@@ -270,18 +333,46 @@ void normalize_pass(float* y, const float* x, const float* residual, const float
   }
 }
 
+template <int V>
+void train_forward_v(float* y, float* save_mean, float* save_invstd, float* running_mean,
+                     float* running_var, const float* x, const float* residual,
+                     const float* gamma, const float* beta, const BatchNormShape& sh,
+                     float momentum, float eps, bool apply_relu, void* workspace,
+                     cudaStream_t stream) {
+  float* scale = coefs_of(workspace, sh);
+  reduce_then_apply<V>(StatsSrc<V>{x, sh.c / V},
+                       StatsEpilogue{save_mean, save_invstd, running_mean, running_var, scale, x,
+                                     gamma, sh.rows, double(momentum), double(eps)},
+                       Normalize<V>{y, x, residual, save_mean, scale, nullptr, nullptr, beta,
+                                    sh.c / V, double(eps), apply_relu},
+                       sh, workspace, stream);
+}
+
 void train_forward(float* y, float* save_mean, float* save_invstd, float* running_mean,
                    float* running_var, const float* x, const float* residual, const float* gamma,
                    const float* beta, const BatchNormShape& sh, float momentum, float eps,
                    bool apply_relu, void* workspace, cudaStream_t stream) {
-  if (sh.c <= 0) return;
-  float* scale = coefs_of(workspace, sh);
-  detail::reduce_rows<2>(StatsSrc{x, sh.c},
-                         StatsEpilogue{save_mean, save_invstd, running_mean, running_var, scale,
-                                       x, gamma, sh.rows, double(momentum), double(eps)},
-                         stats_tiling(sh), partials_of(workspace), stream);
-  normalize_pass(y, x, residual, save_mean, scale, nullptr, nullptr, beta, sh, eps, apply_relu,
-                 stream);
+  if (sh.c <= 0 || sh.rows <= 0) return;
+  if (vectorizable(sh) && detail::all_vec4(y, x, residual))
+    train_forward_v<4>(y, save_mean, save_invstd, running_mean, running_var, x, residual, gamma,
+                       beta, sh, momentum, eps, apply_relu, workspace, stream);
+  else
+    train_forward_v<1>(y, save_mean, save_invstd, running_mean, running_var, x, residual, gamma,
+                       beta, sh, momentum, eps, apply_relu, workspace, stream);
+}
+
+template <int V>
+void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
+                const float* y, const float* x, const float* gamma, const float* save_mean,
+                const float* save_invstd, const BatchNormShape& sh, bool acc_dx, bool acc_res,
+                bool acc_params, void* workspace, cudaStream_t stream) {
+  float* coef = coefs_of(workspace, sh);
+  reduce_then_apply<V>(GradSrc<V>{dy, y, x, save_mean, sh.c / V},
+                       GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c,
+                                    acc_params},
+                       GradApply<V>{dx, dresidual, dy, y, x, save_mean, coef, sh.c / V, sh.c,
+                                    acc_dx, acc_res},
+                       sh, workspace, stream);
 }
 
 void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
@@ -289,30 +380,22 @@ void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const fl
               const float* save_invstd, const BatchNormShape& sh, GradMode dx_mode,
               GradMode dresidual_mode, GradMode param_mode, void* workspace,
               cudaStream_t stream) {
-  if (sh.c <= 0) return;
-  float* coef = coefs_of(workspace, sh);
-  detail::reduce_rows<2>(GradSrc{dy, y, x, save_mean, sh.c},
-                         GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c,
-                                      param_mode == GradMode::accumulate},
-                         stats_tiling(sh), partials_of(workspace), stream);
+  if (sh.c <= 0 || sh.rows <= 0) return;
   const bool acc_dx = dx_mode == GradMode::accumulate;
   const bool acc_res = dresidual_mode == GradMode::accumulate;
-  if (sh.c % 4 == 0 && detail::all_vec4(dx, dresidual, dy, y, x)) {
-    detail::map_rows(GradApply<4>{dx, dresidual, dy, y, x, save_mean, coef, sh.c / 4, sh.c,
-                                  acc_dx, acc_res},
-                     sh.rows, sh.c / 4, stream);
-  } else {
-    detail::map_rows(GradApply<1>{dx, dresidual, dy, y, x, save_mean, coef, sh.c, sh.c, acc_dx,
-                                  acc_res},
-                     sh.rows, sh.c, stream);
-  }
+  const bool acc_params = param_mode == GradMode::accumulate;
+  if (vectorizable(sh) && detail::all_vec4(dx, dresidual, dy, y, x))
+    backward_v<4>(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh,
+                  acc_dx, acc_res, acc_params, workspace, stream);
+  else
+    backward_v<1>(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh,
+                  acc_dx, acc_res, acc_params, workspace, stream);
 }
 
 }  // namespace
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
-  return detail::align256(stats_tiling(sh).partial_count(2) * sizeof(double)) +
-         detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
+  return partials_bytes(sh) + detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
 }
 
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,

@@ -9,6 +9,9 @@
 //               (column, row block) into a caller workspace, stage 2 adds them in a fixed order
 //               and hands the totals to an epilogue. No atomics: the addition tree depends only
 //               on the shape, so results are bit-identical run to run and under any schedule.
+//   reduce_then_map  for tensors with few rows: one block owns all rows of a few columns, sums
+//               them, runs the epilogue and then a map_rows-style pass over the same rows, all
+//               in one kernel (reduce_rows + map_rows take three).
 //
 // Every .cu file is compiled twice: by nvcc for the GPU and by g++ under the SIMT emulator
 // (kernels/simt/). Only what the emulator runs is used here: no inline PTX, no CUB, no
@@ -264,6 +267,82 @@ inline void reduce_rows(const Src& src, const Epilogue& epilogue, const RowTilin
                 t.tile * t.lanes, 0, stream)(partials, src, t);
   UNETCU_LAUNCH((reduce_rows_final_kernel<NV, Epilogue>), dim3(t.cols, t.batches),
                 t.finalize_threads(), 0, stream)(epilogue, partials, t);
+}
+
+// ---- reduce_then_map -------------------------------------------------------------------------
+
+// A reduction needs every row before its epilogue, so reduce_rows + map_rows is three kernels
+// and two grid-wide waits. When a block can own all the rows of its columns, the wait is a
+// __syncthreads and the whole op is one kernel: at this network's deep layers (256-1,024 rows
+// of 256-512 channels at batch 16) the three launches, not the bytes, were the cost (13-14 us
+// a BatchNorm on the H200 for 0.5-1 MB). Each thread takes at most kSmallRowsPerThread rows,
+// so a block's work stays short; larger tensors keep the multi-block path.
+constexpr int kSmallRowsPerThread = 8;
+
+struct SmallTiling {
+  int64_t rows = 0;
+  int cols = 0, tile = 1, lanes = 1, blocks = 1;
+};
+
+// The tiling for `rows` x `cols` elements of `elem_bytes` each (a column is one element of a
+// row: a channel, or V channels moved as one vector), or false when the rows do not fit one
+// block. A row segment of `tile` columns covers at least 32 bytes (one DRAM sector) where the
+// row is that wide; narrower tiles than that would waste the rest of each sector.
+inline bool small_tiling(int64_t rows, int cols, int elem_bytes, SmallTiling* t) {
+  if (rows <= 0 || cols <= 0) return false;
+  int tile = (32 + elem_bytes - 1) / elem_bytes;
+  if (tile > cols) tile = cols;
+  const int lanes = kThreads / tile;
+  if (rows > int64_t(lanes) * kSmallRowsPerThread) return false;
+  t->rows = rows;
+  t->cols = cols;
+  t->tile = tile;
+  t->lanes = lanes;
+  t->blocks = (cols + tile - 1) / tile;
+  return true;
+}
+
+// Block b owns columns [b*tile, (b+1)*tile) over all rows: Src::column(0, col).add(acc, row)
+// sums them (NV sums per column), the fixed lane tree of reduce_lanes totals them, the lane-0
+// threads call epilogue(0, col, totals), and after the barrier every thread runs
+// Map::column(col)(row) over its rows. The epilogue may write device memory that Map::column
+// reads: __syncthreads makes a block's global writes visible to the whole block.
+template <int NV, class Src, class Epilogue, class Map>
+__global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epilogue epilogue,
+                                                                   Map map, SmallTiling t) {
+  const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
+  const int lane = int(threadIdx.x) / t.tile;
+  double acc[NV] = {};
+  if (col < t.cols) {
+    const auto column = src.column(0, col);
+    // A fixed trip count with a guard lets the compiler issue all of a thread's loads first.
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int k = 0; k < kSmallRowsPerThread; ++k) {
+      const int64_t r = lane + int64_t(k) * t.lanes;
+      if (r < t.rows) column.add(acc, r);
+    }
+  }
+  reduce_lanes<double, NV>(acc, t.tile, t.lanes);
+  if (lane == 0 && col < t.cols) epilogue(0, col, acc);
+  __syncthreads();
+  if (col >= t.cols) return;  // the last barrier is behind us
+  const auto out = map.column(col);
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int k = 0; k < kSmallRowsPerThread; ++k) {
+    const int64_t r = lane + int64_t(k) * t.lanes;
+    if (r < t.rows) out(r);
+  }
+}
+
+template <int NV, class Src, class Epilogue, class Map>
+inline void reduce_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
+                            const SmallTiling& t, cudaStream_t stream) {
+  UNETCU_LAUNCH((reduce_then_map_kernel<NV, Src, Epilogue, Map>), t.blocks, t.tile * t.lanes, 0,
+                stream)(src, epilogue, map, t);
 }
 
 // Workspace layout helper: `bytes` rounded up so that a following region stays 256-aligned.
