@@ -27,7 +27,8 @@
 # A failing phase is recorded and the next phases still run; each phase has a time limit, cut
 # to what is left of the whole budget, so the table always gets printed. Environment knobs:
 # UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps),
-# UNETCU_CHECK_BUDGET (seconds for everything, default 540).
+# UNETCU_CHECK_BUDGET (seconds for everything, default 540), UNETCU_TORCH_MODES (the PyTorch
+# step's modes, default eager,channels_last_bf16,cuda_graph,compile).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -44,6 +45,9 @@ multiarch=$(gcc -print-multiarch 2>/dev/null || true)
 multiarch=${multiarch:-x86_64-linux-gnu}
 started=$(date +%s)
 budget=${UNETCU_CHECK_BUDGET:-540}
+# torch.compile last: its compilation is the slowest (about 40 s), and each mode's line is
+# printed as it ends.
+torch_modes=${UNETCU_TORCH_MODES:-eager,channels_last_bf16,cuda_graph,compile}
 if ! command -v nvcc > /dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH=/usr/local/cuda/bin:$PATH
 fi
@@ -236,9 +240,8 @@ fi
 # smp when it imports, else the same network in plain torch.nn (bench/reference/unet_replica.py).
 if [ -n "$gpu" ] && python3 -c 'import torch' 2> /dev/null; then
   t=$(date +%s)
-  # torch.compile last: its compilation is the slowest, and each mode's line is printed as it ends.
   run smp_bench 240 python3 "$root/bench/reference/train_smp.py" --bench --device cuda \
-    --modes eager,channels_last_bf16,cuda_graph,compile
+    --modes "$torch_modes"
   smp_status=$?
   smp=$(sed -n 's/^\([a-z_0-9]*\): median .*, \([0-9.]*\) images\/s.*/\1 \2 img\/s/p' "$out/smp_bench.log" |
     paste -sd, - | sed 's/,/, /g')
