@@ -106,8 +106,12 @@ class Dev {
   explicit Dev(size_t n) : n_(n) {
     if (n) UNETCU_CUDA_CHECK_ALLOC(cudaMalloc(&p_, n * sizeof(T)), n * sizeof(T));
   }
+  // cudaMemcpy from pageable memory may return before its DMA has landed, and g_stream does
+  // not wait for the legacy stream: without the synchronisation, a kernel or copy on g_stream
+  // could read the buffer's last bytes before they arrive (seen once as a failed copy check).
   explicit Dev(const std::vector<T>& host) : Dev(host.size()) {
     UNETCU_CUDA_CHECK(cudaMemcpy(p_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice));
+    UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
   }
   Dev(Dev&& o) noexcept : p_(o.p_), n_(o.n_) {
     o.p_ = nullptr;

@@ -8,8 +8,8 @@
 // workspace; then one streaming pass writes y. Backward: reduce_rows sums dy and dy*(x - mean);
 // the epilogue writes dgamma/dbeta and per-channel coefficients a, b, d; then one pass writes
 // dx = a*dy + b*(x - mean) + d. With a fused ReLU, dy is masked by y > 0 on the fly.
-// Both the sums and the passes move four channels per access when c % 4 == 0 and the pointers
-// are 16-byte aligned (every layer of this network), one otherwise.
+// The passes move four channels per access when c % 4 == 0 and the pointers are 16-byte
+// aligned (every layer of this network), one otherwise; the multi-block sums move one.
 //
 // Memory traffic (float elements of the [rows][c] tensor): forward reads x twice and writes y
 // once; backward reads dy and x (and y when fused) twice and writes dx. The second read needs a
@@ -60,15 +60,15 @@ struct StatsSrc {
   }
 };
 
-// Hands each channel of a vector column its two sums: epilogues are written per channel.
+// Hands each channel of a vector column its two sums: epilogues are written per channel, and
+// the V channels are the epilogue's parts (common.cuh), run by V threads at once.
 template <int V, class E>
 struct PerChannel {
+  static constexpr int kParts = V;
   E e;
-  __device__ void operator()(int batch, int col, const double (&sum)[2 * V]) const {
-    for (int j = 0; j < V; ++j) {
-      const double pair[2] = {sum[2 * j], sum[2 * j + 1]};
-      e(batch, col * V + j, pair);
-    }
+  __device__ void operator()(int batch, int col, int part, const double (&sum)[2 * V]) const {
+    const double pair[2] = {sum[2 * part], sum[2 * part + 1]};
+    e(batch, col * V + part, pair);
   }
 };
 
@@ -280,42 +280,39 @@ struct GradApply {
 
 // ---- host side -------------------------------------------------------------------------------
 
-// The multi-block tiling of the sums at vector width V.
-RowTiling stats_tiling(const BatchNormShape& sh, int v) {
-  return detail::reduce_tiling(sh.rows, sh.c / v);
-}
+// The multi-block sums run one channel per thread: on the H200, four channels per thread (a
+// quarter of the row blocks, and each final block's epilogue four channels in a row) made
+// these BatchNorms 3-5 us slower each.
+RowTiling stats_tiling(const BatchNormShape& sh) { return detail::reduce_tiling(sh.rows, sh.c); }
 bool vectorizable(const BatchNormShape& sh) { return sh.c % 4 == 0; }
 
-// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float]. The
-// partials region fits either vector width (the pointers' alignment picks one at run time).
-size_t partials_bytes(const BatchNormShape& sh) {
-  size_t count = stats_tiling(sh, 1).partial_count(2);
-  if (vectorizable(sh)) {
-    const size_t vec = stats_tiling(sh, 4).partial_count(8);
-    count = vec > count ? vec : count;
-  }
-  return detail::align256(count * sizeof(double));
-}
+// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float].
 double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
+size_t partials_bytes(const BatchNormShape& sh) {
+  return detail::align256(stats_tiling(sh).partial_count(2) * sizeof(double));
+}
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
   return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
 }
 
-// The sums (src, epilogue) and then the pass `map` over the same rows: one kernel when the rows
-// fit one block per column group, else reduce_rows and map_rows.
-template <int V, class Src, class Epilogue, class Map>
-void reduce_then_apply(const Src& src, const Epilogue& epilogue, const Map& map,
-                       const BatchNormShape& sh, void* workspace, cudaStream_t stream) {
-  const int cols = sh.c / V;
-  const PerChannel<V, Epilogue> per_channel{epilogue};
-  detail::SmallTiling small;
-  if (detail::small_tiling(sh.rows, cols, int(V * sizeof(float)), &small)) {
-    detail::reduce_then_map<2 * V>(src, per_channel, map, small, stream);
-    return;
+// The sums (Src<1>: one channel per thread; Src<V>: V channels per thread) with their
+// epilogue, then the pass `map` over the same rows at vector width V: one kernel,
+// reduce_then_map, when V == 4 and the rows fit one block per vector column, else reduce_rows
+// and map_rows.
+template <int V, template <int> class Src, class Epilogue, class Map>
+void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
+                       const Epilogue& epilogue, const Map& map, const BatchNormShape& sh,
+                       void* workspace, cudaStream_t stream) {
+  if constexpr (V == 4) {
+    detail::SmallTiling small;
+    if (detail::small_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &small)) {
+      detail::reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map, small,
+                                     stream);
+      return;
+    }
   }
-  detail::reduce_rows<2 * V>(src, per_channel, stats_tiling(sh, V), partials_of(workspace),
-                             stream);
-  detail::map_rows(map, sh.rows, cols, stream);
+  detail::reduce_rows<2>(scalar_src, epilogue, stats_tiling(sh), partials_of(workspace), stream);
+  detail::map_rows(map, sh.rows, sh.c / V, stream);
 }
 
 void normalize_pass(float* y, const float* x, const float* residual, const float* mean,
@@ -340,7 +337,7 @@ void train_forward_v(float* y, float* save_mean, float* save_invstd, float* runn
                      float momentum, float eps, bool apply_relu, void* workspace,
                      cudaStream_t stream) {
   float* scale = coefs_of(workspace, sh);
-  reduce_then_apply<V>(StatsSrc<V>{x, sh.c / V},
+  reduce_then_apply<V>(StatsSrc<1>{x, sh.c}, StatsSrc<V>{x, sh.c / V},
                        StatsEpilogue{save_mean, save_invstd, running_mean, running_var, scale, x,
                                      gamma, sh.rows, double(momentum), double(eps)},
                        Normalize<V>{y, x, residual, save_mean, scale, nullptr, nullptr, beta,
@@ -367,7 +364,8 @@ void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const 
                 const float* save_invstd, const BatchNormShape& sh, bool acc_dx, bool acc_res,
                 bool acc_params, void* workspace, cudaStream_t stream) {
   float* coef = coefs_of(workspace, sh);
-  reduce_then_apply<V>(GradSrc<V>{dy, y, x, save_mean, sh.c / V},
+  reduce_then_apply<V>(GradSrc<1>{dy, y, x, save_mean, sh.c},
+                       GradSrc<V>{dy, y, x, save_mean, sh.c / V},
                        GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c,
                                     acc_params},
                        GradApply<V>{dx, dresidual, dy, y, x, save_mean, coef, sh.c / V, sh.c,

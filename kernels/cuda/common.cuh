@@ -192,8 +192,8 @@ inline void map_rows(const Op& op, int64_t rows, int cols, cudaStream_t stream) 
 // ---- reduce_rows -----------------------------------------------------------------------------
 
 // Sums vals[] over the `lanes` threads of a block that share a column (thread indices col,
-// col + tile, col + 2*tile, ...); the totals are valid in the lane-0 threads. A fixed binary
-// tree over the lane index: the result depends only on (tile, lanes), never on timing.
+// col + tile, col + 2*tile, ...); every thread gets its column's totals. A fixed binary tree
+// over the lane index: the result depends only on (tile, lanes), never on timing.
 // Called once per kernel (the buffer is not fenced for reuse).
 template <typename T, int NV>
 __device__ inline void reduce_lanes(T (&vals)[NV], int tile, int lanes) {
@@ -211,7 +211,37 @@ __device__ inline void reduce_lanes(T (&vals)[NV], int tile, int lanes) {
       for (int v = 0; v < NV; ++v) buf[v][tid] += buf[v][tid + half * tile];
     __syncthreads();
   }
-  for (int v = 0; v < NV; ++v) vals[v] = buf[v][tid];
+  // Lane 0 of this thread's column is thread tid % tile; the loop's last barrier (or the one
+  // above, when lanes == 1) makes its total visible.
+  for (int v = 0; v < NV; ++v) vals[v] = buf[v][tid % tile];
+}
+
+// An epilogue may split a column's work into E::kParts independent parts (BatchNorm: the
+// channels of a vector column), which the skeletons call from as many threads at once,
+// operator()(batch, col, part, totals); an epilogue without kParts is one call,
+// operator()(batch, col, totals). Splitting matters when each part waits on its own loads and
+// stores: run one after another in one thread, four channels' worth cost ~3 us a call.
+template <class E, class = void>
+struct EpilogueParts {
+  static constexpr bool split = false;
+  static constexpr int value = 1;
+};
+template <class E>
+struct EpilogueParts<E, std::void_t<decltype(E::kParts)>> {
+  static constexpr bool split = true;
+  static constexpr int value = E::kParts;
+};
+
+// The parts first, first + stride, ... of the epilogue of one column.
+template <class E, int NV>
+__device__ inline void run_epilogue(const E& e, int batch, int col, int first, int stride,
+                                    const double (&totals)[NV]) {
+  if constexpr (EpilogueParts<E>::split) {
+    for (int part = first; part < EpilogueParts<E>::value; part += stride)
+      e(batch, col, part, totals);
+  } else {
+    if (first == 0) e(batch, col, totals);
+  }
 }
 
 // Stage 1: block (x, y, z) sums rows y*lanes + lane, stepping by lanes*row_blocks, of its
@@ -255,7 +285,7 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue ep
     for (int v = 0; v < NV; ++v)
       acc[v] += partials[((size_t(v) * t.batches + batch) * t.cols + col) * t.row_blocks + rb];
   reduce_lanes<double, NV>(acc, 1, int(blockDim.x));
-  if (threadIdx.x == 0) epilogue(batch, col, acc);
+  run_epilogue(epilogue, batch, col, int(threadIdx.x), int(blockDim.x), acc);
 }
 
 // Src::column(batch, col) builds per-thread state whose add(double (&acc)[NV], row) adds the
@@ -286,11 +316,13 @@ struct SmallTiling {
 
 // The tiling for `rows` x `cols` elements of `elem_bytes` each (a column is one element of a
 // row: a channel, or V channels moved as one vector), or false when the rows do not fit one
-// block. A row segment of `tile` columns covers at least 32 bytes (one DRAM sector) where the
-// row is that wide; narrower tiles than that would waste the rest of each sector.
+// block. A row segment of `tile` columns covers 16 bytes (a float4) where the row is that
+// wide: the most blocks, hence SMs, for the tensor, each thread's rows as short a chain of
+// loads as the cap allows. (On the H200 two float4 columns a block, 32 blocks for 256
+// channels, ran slower than the three-kernel path.)
 inline bool small_tiling(int64_t rows, int cols, int elem_bytes, SmallTiling* t) {
   if (rows <= 0 || cols <= 0) return false;
-  int tile = (32 + elem_bytes - 1) / elem_bytes;
+  int tile = (16 + elem_bytes - 1) / elem_bytes;
   if (tile > cols) tile = cols;
   const int lanes = kThreads / tile;
   if (rows > int64_t(lanes) * kSmallRowsPerThread) return false;
@@ -303,9 +335,9 @@ inline bool small_tiling(int64_t rows, int cols, int elem_bytes, SmallTiling* t)
 }
 
 // Block b owns columns [b*tile, (b+1)*tile) over all rows: Src::column(0, col).add(acc, row)
-// sums them (NV sums per column), the fixed lane tree of reduce_lanes totals them, the lane-0
-// threads call epilogue(0, col, totals), and after the barrier every thread runs
-// Map::column(col)(row) over its rows. The epilogue may write device memory that Map::column
+// sums them (NV sums per column), the fixed lane tree of reduce_lanes totals them, the
+// epilogue runs for each column (its parts spread over the column's lanes), and after the
+// barrier every thread runs Map::column(col)(row) over its rows. The epilogue may write device memory that Map::column
 // reads: __syncthreads makes a block's global writes visible to the whole block.
 template <int NV, class Src, class Epilogue, class Map>
 __global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epilogue epilogue,
@@ -325,7 +357,7 @@ __global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epil
     }
   }
   reduce_lanes<double, NV>(acc, t.tile, t.lanes);
-  if (lane == 0 && col < t.cols) epilogue(0, col, acc);
+  if (col < t.cols) run_epilogue(epilogue, 0, col, lane, t.lanes, acc);
   __syncthreads();
   if (col >= t.cols) return;  // the last barrier is behind us
   const auto out = map.column(col);
