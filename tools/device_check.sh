@@ -14,6 +14,8 @@
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
+#      Then `unetcu predict` from its weights on 8 images, on the GPU and the CPU, probabilities
+#      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the convolutions
 #      and the step again with UNETCU_CUDNN_GRAPH=0) and the PyTorch reference step
@@ -194,6 +196,39 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
       fi
     fi
   done
+  # Inference on the GPU against the CPU, from the TF32 run's best weights: the same 8 images
+  # through `unetcu predict` on both devices (fp32 convolutions on the GPU), probabilities
+  # compared. Eval-mode BatchNorm and fp32 cuDNN put them ~1e-5 apart; 1e-3 fails.
+  ckpt=$out/train-tf32/best.safetensors
+  if [ -f "$ckpt" ]; then
+    t=$(date +%s)
+    mapfile -t imgs < <(find "$data/images" -type f | sort | head -8)
+    if run predict_cuda 120 "$unetcu" predict --weights "$ckpt" "${imgs[@]}" --out "$out/predict-cuda" \
+         --device cuda --no-tf32 --probs --batch-size 8 &&
+       run predict_cpu 120 "$unetcu" predict --weights "$ckpt" "${imgs[@]}" --out "$out/predict-cpu" \
+         --device cpu --probs --batch-size 8 &&
+       python3 - "$out/predict-cuda" "$out/predict-cpu" > "$out/predict_compare.log" 2>&1 <<'PY'
+import pathlib, sys
+import numpy as np
+gpu, cpu = (pathlib.Path(d) for d in sys.argv[1:3])
+files = sorted(gpu.glob("*_probs.npy"))
+if not files:
+    sys.exit("no *_probs.npy written on the GPU")
+worst, differ, pixels = 0.0, 0, 0
+for f in files:
+    a, b = np.load(f), np.load(cpu / f.name)
+    worst = max(worst, float(np.abs(a - b).max()))
+    differ += int(((a > 0.5) != (b > 0.5)).sum())
+    pixels += a.size
+print(f"{len(files)} images; probabilities vs CPU: max |diff| {worst:.2e}; masks differ in {differ} of {pixels} pixels")
+sys.exit(0 if worst <= 1e-3 else 1)
+PY
+    then
+      row "predict --device cuda" ok "$(elapsed "$t"); $(tail -1 "$out/predict_compare.log")"
+    else
+      row "predict --device cuda" FAILED "$(elapsed "$t"); see predict_cuda.log, predict_cpu.log, predict_compare.log"
+    fi
+  fi
 else
   row "train" FAILED "no unetcu binary or synth failed; see synth.log"
 fi

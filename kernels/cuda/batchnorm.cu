@@ -16,8 +16,8 @@
 // grid-wide barrier first (the statistics), so it is a second kernel; at this network's sizes
 // (<= 16 MB per activation at batch 16, 128x128) it is mostly served by the H100's 50 MB L2.
 // The partials are row_blocks (<= 1024) doubles per channel and sum, small next to the tensor.
-// Tensors with few rows (the deep encoder layers: 256-1,024 rows at batch 16) take
-// reduce_then_map instead: one kernel, no partials, the barrier a __syncthreads.
+// Tensors with few rows (layer4: 256 rows at batch 16) take reduce_then_map instead: one
+// kernel, no partials, the barrier a __syncthreads.
 #include "kernels/batchnorm.h"
 
 #include "kernels/cuda/common.cuh"

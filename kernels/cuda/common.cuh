@@ -193,8 +193,9 @@ inline void map_rows(const Op& op, int64_t rows, int cols, cudaStream_t stream) 
 
 // Sums vals[] over the `lanes` threads of a block that share a column (thread indices col,
 // col + tile, col + 2*tile, ...); every thread gets its column's totals. A fixed binary tree
-// over the lane index: the result depends only on (tile, lanes), never on timing.
-// Called once per kernel (the buffer is not fenced for reuse).
+// over the lane index: the result depends only on (tile, lanes), never on timing. A kernel may
+// call it repeatedly (the last barrier keeps one call's reads before the next call's writes),
+// but every thread of the block must make each call.
 template <typename T, int NV>
 __device__ inline void reduce_lanes(T (&vals)[NV], int tile, int lanes) {
   __shared__ T buf[NV][kThreads];
@@ -214,6 +215,7 @@ __device__ inline void reduce_lanes(T (&vals)[NV], int tile, int lanes) {
   // Lane 0 of this thread's column is thread tid % tile; the loop's last barrier (or the one
   // above, when lanes == 1) makes its total visible.
   for (int v = 0; v < NV; ++v) vals[v] = buf[v][tid % tile];
+  __syncthreads();
 }
 
 // An epilogue may split a column's work into E::kParts independent parts (BatchNorm: the
@@ -303,11 +305,14 @@ inline void reduce_rows(const Src& src, const Epilogue& epilogue, const RowTilin
 
 // A reduction needs every row before its epilogue, so reduce_rows + map_rows is three kernels
 // and two grid-wide waits. When a block can own all the rows of its columns, the wait is a
-// __syncthreads and the whole op is one kernel: at this network's deep layers (256-1,024 rows
-// of 256-512 channels at batch 16) the three launches, not the bytes, were the cost (13-14 us
-// a BatchNorm on the H200 for 0.5-1 MB). Each thread takes at most kSmallRowsPerThread rows,
-// so a block's work stays short; larger tensors keep the multi-block path.
-constexpr int kSmallRowsPerThread = 8;
+// __syncthreads and the whole op is one kernel: at this network's deepest layer (256 rows of
+// 512 channels at batch 16) the three launches, not the bytes, were the cost (13-15 us a
+// BatchNorm on the H200 for 0.5 MB; 9-10 us as one kernel). Each thread takes at most
+// kSmallRowsPerThread rows, so a block's work stays a short chain of loads; larger tensors
+// keep the multi-block path. At 1,024 rows (layer3, four rows a thread) the one kernel gained
+// nothing on the H200 (14-17 us against 14-15, bench/RESULTS.md): hence two rows a thread,
+// 512 rows of 256 threads, at most.
+constexpr int kSmallRowsPerThread = 2;
 
 struct SmallTiling {
   int64_t rows = 0;

@@ -14,12 +14,11 @@
 //                    group's filter taps in registers (at most kMaxTaps of them) and gathers
 //                    the dy values its pixel fed;
 //   backward-filter  dwt[r][s][c] = sum over output pixels of dy * x at the tap: stage 1 gives
-//                    each block a contiguous run of output pixels and each thread one filter
-//                    element (threads of a warp read adjacent taps' channels: contiguous x),
-//                    summing in double (four interleaved sums), the pixel index stepped
-//                    without divisions; stage 2 is
-//                    common.cuh's fixed-order reduce over the blocks' partials. No atomics, so
-//                    the result does not depend on scheduling.
+//                    each block a contiguous run of output pixels and each thread V channels
+//                    of every tap (r*s*V double sums in registers: one dy and r*s x vectors
+//                    per pixel), then a fixed lane tree per tap; stage 2 is common.cuh's
+//                    fixed-order reduce over the blocks' partials. No atomics, so the result
+//                    does not depend on scheduling.
 #include "kernels/conv.h"
 
 #include "kernels/cuda/common.cuh"
@@ -33,9 +32,11 @@ using detail::Vec;
 
 // Filter taps a backward-data thread holds in registers: 3x3 is what the network needs.
 constexpr int kMaxTaps = 9;
-// Output pixels a backward-filter block sums at least: fewer blocks, fewer partials, for small
-// images; large ones get detail::kReduceBlocks blocks.
-constexpr int64_t kMinPixelsPerBlock = 64;
+// How backward-filter stage 1 is cut (filter_tiling).
+struct FilterTiling {
+  int tile = 1, lanes = 1, blocks = 1;
+  int64_t chunk = 1;
+};
 
 struct PixelIndex {
   int n, y, x;
@@ -118,50 +119,56 @@ struct NarrowBackwardData {
   }
 };
 
-// Stage 1 of backward-filter: block b sums output pixels [b * chunk, (b + 1) * chunk) for every
-// filter element (thread col, then col + blockDim.x, ...) and writes partials[col][b].
-// Four pixels a trip go into four sums, added in a fixed order at the end: one sum made every
-// load wait for the previous pixel's, and the kernel took 101 us on the H200 (Nsight Compute)
-// for 17.8 MB. The pixel index steps and the bounds checks are selects, not branches, so the
-// unrolled trip's four loads can all be in flight at once.
-constexpr int kFilterSums = 4;
-
+// Stage 1 of backward-filter. A thread owns V channels (one float4 when c % 4 == 0) of every
+// tap and walks output pixels: per pixel one dy and one x vector per tap, r*s*V double
+// multiply-adds, all into registers. Block b sums output pixels [b * chunk, (b + 1) * chunk),
+// its `lanes` threads of a channel group taking every lanes-th pixel; the lanes' sums then go
+// through reduce_lanes tap by tap, and partials[tap * c + channel][b] gets the block's total.
+// (The first version gave each thread one filter element and one x load per pixel, index
+// arithmetic and all: 101-107 us on the H200 for this 17.8 MB, bound by instructions.)
+template <int V>
 __global__ void __launch_bounds__(detail::kThreads)
     narrow_filter_partial_kernel(double* partials, const float* dy, const float* x, ConvShape sh,
-                                 int64_t chunk) {
+                                 FilterTiling ft) {
   const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
-  const int64_t first = int64_t(blockIdx.x) * chunk;
-  const int64_t last = first + chunk < pixels ? first + chunk : pixels;
-  const int cols = sh.r * sh.s * sh.c;
-  for (int col = int(threadIdx.x); col < cols; col += int(blockDim.x)) {
-    const int ch = col % sh.c, tap = col / sh.c;
-    const int dr = tap / sh.s - sh.pad, ds = tap % sh.s - sh.pad;
-    double acc[kFilterSums] = {};
-    if (first < last) {
-      PixelIndex o = split_pixel(first, sh.p, sh.q);
-      for (int64_t row = first; row < last; row += kFilterSums) {
+  const int64_t first = int64_t(blockIdx.x) * ft.chunk;
+  const int64_t last = first + ft.chunk < pixels ? first + ft.chunk : pixels;
+  const int groups = sh.c / V, taps = sh.r * sh.s;
+  const int lane = int(threadIdx.x) / ft.tile;
+  int tap_dr[kMaxTaps], tap_ds[kMaxTaps];
+  for (int t = 0; t < kMaxTaps; ++t) {
+    tap_dr[t] = t < taps ? t / sh.s - sh.pad : 0;
+    tap_ds[t] = t < taps ? t % sh.s - sh.pad : 0;
+  }
+  for (int g0 = 0; g0 < groups; g0 += ft.tile) {
+    const int g = g0 + int(threadIdx.x) % ft.tile;
+    double acc[kMaxTaps][V] = {};
+    if (g < groups) {
+      for (int64_t row = first + lane; row < last; row += ft.lanes) {
+        const PixelIndex o = split_pixel(row, sh.p, sh.q);
+        const double d = double(dy[row]);
+        const int64_t image = int64_t(o.n) * sh.h;
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-        for (int u = 0; u < kFilterSums; ++u) {
-          const int iy = o.y + dr, ix = o.x + ds;
-          const bool in = row + u < last && iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w;
-          const float g = in ? dy[row + u] : 0.0f;
-          const float v = in ? x[((int64_t(o.n) * sh.h + iy) * sh.w + ix) * sh.c + ch] : 0.0f;
-          acc[u] += double(g) * double(v);
-          // Next output pixel in row-major order.
-          const bool next_row = ++o.x == sh.q;
-          o.x = next_row ? 0 : o.x;
-          o.y += next_row ? 1 : 0;
-          const bool next_image = o.y == sh.p;
-          o.y = next_image ? 0 : o.y;
-          o.n += next_image ? 1 : 0;
+        for (int t = 0; t < kMaxTaps; ++t) {
+          const int iy = o.y + tap_dr[t], ix = o.x + tap_ds[t];
+          if (t < taps && iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w) {
+            const auto v = load_vec<V>(x, ((image + iy) * sh.w + ix) * groups + g);
+            for (int k = 0; k < V; ++k) acc[t][k] += d * double(v.v[k]);
+          }
         }
       }
     }
-    double total = acc[0];
-    for (int u = 1; u < kFilterSums; ++u) total += acc[u];
-    partials[int64_t(col) * gridDim.x + blockIdx.x] = total;
+    // `taps` is the same for the whole block, so every thread meets every barrier.
+    for (int t = 0; t < taps; ++t) {
+      double sums[V];
+      for (int k = 0; k < V; ++k) sums[k] = acc[t][k];
+      detail::reduce_lanes<double, V>(sums, ft.tile, ft.lanes);
+      if (lane == 0 && g < groups)
+        for (int k = 0; k < V; ++k)
+          partials[(int64_t(t) * sh.c + g * V + k) * gridDim.x + blockIdx.x] = sums[k];
+    }
   }
 }
 
@@ -173,23 +180,37 @@ struct FilterEpilogue {
   }
 };
 
-// The stage-1 geometry: a function of the shape alone, so the summation order is fixed.
-detail::RowTiling filter_tiling(const ConvShape& sh, int64_t* chunk) {
+// The stage-1 geometry at vector width V: a function of the shape alone, so the summation
+// order is fixed. A block is `tile` channel groups (all of them when they fit) by `lanes`
+// pixel lanes; each lane takes at least kFilterRowsPerThread pixels, so the per-tap trees run
+// once for many multiply-adds.
+constexpr int64_t kFilterRowsPerThread = 16;
+
+FilterTiling filter_tiling(const ConvShape& sh, int v) {
+  FilterTiling ft;
+  const int groups = sh.c / v;
+  ft.tile = groups < detail::kThreads ? groups : detail::kThreads;
+  ft.lanes = detail::kThreads / ft.tile;
   const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
-  int64_t blocks = (pixels + kMinPixelsPerBlock - 1) / kMinPixelsPerBlock;
+  int64_t blocks = pixels / (int64_t(ft.lanes) * kFilterRowsPerThread);
   if (blocks > detail::kReduceBlocks) blocks = detail::kReduceBlocks;
   if (blocks < 1) blocks = 1;
-  *chunk = (pixels + blocks - 1) / blocks;
+  ft.blocks = int(blocks);
+  ft.chunk = (pixels + blocks - 1) / blocks;
+  return ft;
+}
+
+// The stage-2 view of the partials: one column per filter element, one partial per block.
+detail::RowTiling final_tiling(const ConvShape& sh, const FilterTiling& ft) {
   detail::RowTiling t;
-  t.rows = pixels;
+  t.rows = int64_t(sh.n) * sh.p * sh.q;
   t.cols = sh.r * sh.s * sh.c;
-  t.row_blocks = int(blocks);
+  t.row_blocks = ft.blocks;
   return t;
 }
 
-int filter_threads(int cols) {
-  const int warps = (cols + 31) / 32;
-  return warps * 32 < detail::kThreads ? warps * 32 : detail::kThreads;
+bool filter_vec4(const ConvShape& sh, const float* x) {
+  return sh.c % 4 == 0 && (x == nullptr || detail::all_vec4(x));
 }
 
 }  // namespace
@@ -221,18 +242,29 @@ void conv2d_narrow_backward_data(float* dx, const float* dy, const float* wt, co
 }
 
 size_t conv2d_narrow_backward_filter_workspace_bytes(const ConvShape& sh) {
-  int64_t chunk = 0;
-  return filter_tiling(sh, &chunk).partial_count(1) * sizeof(double);
+  // Either width may run (the pointer's alignment decides): room for the larger.
+  int blocks = filter_tiling(sh, 1).blocks;
+  if (filter_vec4(sh, nullptr)) {
+    const int vec = filter_tiling(sh, 4).blocks;
+    blocks = vec > blocks ? vec : blocks;
+  }
+  return size_t(sh.r) * sh.s * sh.c * size_t(blocks) * sizeof(double);
 }
 
 void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
                                    const ConvShape& sh, GradMode mode, void* workspace,
                                    cudaStream_t stream) {
-  int64_t chunk = 0;
-  const detail::RowTiling t = filter_tiling(sh, &chunk);
   double* partials = static_cast<double*>(workspace);
-  UNETCU_LAUNCH(narrow_filter_partial_kernel, t.row_blocks, filter_threads(t.cols), 0,
-                stream)(partials, dy, x, sh, chunk);
+  const bool vec = filter_vec4(sh, x);
+  const FilterTiling ft = filter_tiling(sh, vec ? 4 : 1);
+  if (vec) {
+    UNETCU_LAUNCH(narrow_filter_partial_kernel<4>, ft.blocks, ft.tile * ft.lanes, 0,
+                  stream)(partials, dy, x, sh, ft);
+  } else {
+    UNETCU_LAUNCH(narrow_filter_partial_kernel<1>, ft.blocks, ft.tile * ft.lanes, 0,
+                  stream)(partials, dy, x, sh, ft);
+  }
+  const detail::RowTiling t = final_tiling(sh, ft);
   UNETCU_LAUNCH((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
                 t.finalize_threads(), 0, stream)(
       FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);

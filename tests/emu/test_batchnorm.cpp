@@ -23,9 +23,10 @@ struct BnCase {
 };
 // Smallest valid (2 rows), odd channel counts (scalar path), c > 256 (two channel tiles, the
 // second partial), and the vectorised c % 4 == 0 shapes; misaligned activations (shift 1) take
-// the scalar path. Vectorised shapes of at most 2,048 rows take the one-kernel reduce_then_map
-// (one float4 column a block, at most 8 rows a thread), the rest the multi-block reduce_rows +
-// map_rows: at width 4, 2,112 rows of 16 and 2,304 of 64 channels; at width 1, all.
+// the scalar path. Vectorised shapes of at most 512 rows take the one-kernel reduce_then_map
+// (one float4 column a block, at most 2 rows a thread; 512 rows of 20 channels is the edge),
+// the rest the multi-block reduce_rows + map_rows: at width 4, 2,112 rows of 16 and 2,304 of 64
+// channels; at width 1, all.
 constexpr BnCase kCases[] = {{1, 1, 2, 3, 0},    {2, 5, 7, 3, 0},    {2, 9, 11, 16, 0},
                              {2, 33, 32, 16, 0}, {1, 8, 8, 64, 0},   {3, 4, 4, 300, 0},
                              {2, 16, 16, 20, 0}, {2, 9, 11, 16, 1},  {2, 20, 21, 3, 0},
