@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake g++ make libstb-dev doctest-dev libopenblas-dev libbenchmark-dev libtorch-dev)
+# python3 (standard library only) runs the tools tests (tests/tools).
+packages=(cmake g++ make libstb-dev doctest-dev libopenblas-dev libbenchmark-dev libtorch-dev python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
