@@ -54,6 +54,15 @@ if ! command -v nvcc > /dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH=/usr/local/cuda/bin:$PATH
 fi
 
+# The tree this check ran: HEAD, and how many tracked files differ from it. A copied working
+# tree can carry a .git whose HEAD is older than its files; the count says so.
+tree_id() {
+  local head changed
+  head=$(git -C "$root" rev-parse --short=12 HEAD 2> /dev/null) || { echo "no git"; return; }
+  changed=$(git -C "$root" status --porcelain --untracked-files=no 2> /dev/null | wc -l)
+  if [ "$changed" -eq 0 ]; then echo "$head"; else echo "$head + $changed changed files"; fi
+}
+
 rows=()
 row() { rows+=("$(printf '%-26s %-8s %s' "$1" "$2" "$3")"); }
 elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
@@ -315,7 +324,7 @@ fi
 # ---- 7. the table -----------------------------------------------------------------------------
 {
   echo
-  echo "unetcu device check ($(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ), $(elapsed "$started") total; logs in $out)"
+  echo "unetcu device check ($(tree_id), $(date -u +%Y-%m-%dT%H:%MZ), $(elapsed "$started") total; logs in $out)"
   printf '%s\n' "${rows[@]}"
   if [ -f "$out/bench_cuda_ops.log" ]; then
     echo
