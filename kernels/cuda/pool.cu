@@ -104,7 +104,7 @@ struct PoolBackward {
   const float* dy;
   const int32_t* argmax;
   int h, w, p, q, groups;
-  int row_pairs, col_pairs;  // (h + 1) / 2, (w + 1) / 2
+  int row_pairs;  // (h + 1) / 2
   bool accumulate;
   struct Column {
     float* dx;
@@ -185,11 +185,11 @@ void maxpool_backward(float* dx, const float* dy, const int32_t* argmax, const M
   if (sh.c % 4 == 0 && detail::all_vec4(dx, dy, argmax)) {
     const int groups = sh.c / 4;
     detail::map_rows(PoolBackward<4>{dx, dy, argmax, sh.h, sh.w, sh.p, sh.q, groups, row_pairs,
-                                     col_pairs, acc},
+                                     acc},
                      rows, col_pairs * groups, stream);
   } else {
     detail::map_rows(PoolBackward<1>{dx, dy, argmax, sh.h, sh.w, sh.p, sh.q, sh.c, row_pairs,
-                                     col_pairs, acc},
+                                     acc},
                      rows, col_pairs * sh.c, stream);
   }
 }

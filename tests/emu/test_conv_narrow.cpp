@@ -53,6 +53,14 @@ std::vector<double> magnitude(const std::vector<float>& v) {
   return a;
 }
 
+// The float error bound of a sum of L rounded terms whose magnitudes add up to terms[i]:
+// gamma_L = L u / (1 - L u) times that magnitude (Higham's bound for recursive summation).
+std::vector<double> sum_bound(double L, const std::vector<double>& terms) {
+  std::vector<double> bound(terms.size());
+  for (size_t i = 0; i < bound.size(); ++i) bound[i] = L * kU / (1 - L * kU) * terms[i];
+  return bound;
+}
+
 // Every |got - want| within its bound; the report names the worst elements.
 void check_bounded(const std::vector<float>& got, const std::vector<double>& want,
                    const std::vector<double>& bound, const std::string& what) {
@@ -99,9 +107,7 @@ TEST_CASE("cuda narrow conv forward, with and without bias, is within its float 
                           with_bias ? b.data() : nullptr, sh);
       cpu::conv2d_forward(terms.data(), magnitude(x).data(), magnitude(wt).data(),
                           with_bias ? b_abs.data() : nullptr, sh);
-      const double L = double(sh.r) * sh.s * sh.c + 1;
-      std::vector<double> bound(want.size());
-      for (size_t i = 0; i < bound.size(); ++i) bound[i] = L * kU / (1 - L * kU) * terms[i];
+      const std::vector<double> bound = sum_bound(double(sh.r) * sh.s * sh.c + 1, terms);
 
       const Outputs out = run_deterministic([&] {
         DeviceBuffer<float> dx(x, nc.shift), dwt(wt, nc.shift), db(bias, nc.shift),
@@ -132,9 +138,7 @@ TEST_CASE("cuda narrow conv backward-data is within its float bound in both grad
       cpu::conv2d_backward_data(want.data(), widen(dy).data(), widen(wt).data(), sh, mode);
       cpu::conv2d_backward_data(terms.data(), magnitude(dy).data(), magnitude(wt).data(), sh,
                                 mode);
-      const double L = double(sh.r) * sh.s + 1;
-      std::vector<double> bound(want.size());
-      for (size_t i = 0; i < bound.size(); ++i) bound[i] = L * kU / (1 - L * kU) * terms[i];
+      const std::vector<double> bound = sum_bound(double(sh.r) * sh.s + 1, terms);
 
       const Outputs out = run_deterministic([&] {
         DeviceBuffer<float> ddy(dy, nc.shift), dwt(wt, nc.shift), ddx(dx0, nc.shift);

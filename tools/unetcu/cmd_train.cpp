@@ -238,8 +238,10 @@ int cmd_train(int argc, char** argv) {
     progress.finish(summary);
     // The cuDNN algorithm of every convolution, chosen during the first step: where a GPU run's
     // time goes is then visible without a profiler. Empty on the CPU.
-    if (epoch == start_epoch && !backend->choices().empty())
-      write_file_atomic(state_path(out, "algorithms.txt"), backend->choices());
+    if (epoch == start_epoch) {
+      const std::string choices = backend->choices();
+      if (!choices.empty()) write_file_atomic(state_path(out, "algorithms.txt"), choices);
+    }
 
     HostModelState state = session.state();
     if (val.iou > best_iou) {
