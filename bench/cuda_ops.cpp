@@ -272,10 +272,7 @@ struct ConvCase : OpCase {
                           : g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get());
         break;
     }
-    // The head's weight gradient is a reduction; its forward and data gradient need no
-    // workspace, and cuDNN's workspaces have no ticket area.
-    ws = narrow && dir == ConvDir::backward_filter ? reduce_workspace(ws_bytes)
-                                                   : Dev<unsigned char>(ws_bytes);
+    ws = narrow ? reduce_workspace(ws_bytes) : Dev<unsigned char>(ws_bytes);
     bias_ws = reduce_workspace(cuda::conv2d_backward_bias_workspace_bytes(sh));
 #ifdef UNETCU_WITH_TORCH_CUDA
     tx = cuda_nchw(x, sh.n, sh.h, sh.w, sh.c);

@@ -285,27 +285,22 @@ inline char* after_tickets(void* workspace) {
 
 // True in the one block of the launch that takes the last of `expected` tickets from
 // *counter; that block also resets the counter. Every thread of the block must call it, after
-// writing its share of the partials. Only thread 0 fences, between barriers: the barrier
-// orders the block's writes before its fence and ticket, and the winner's fence and barrier
-// order the others' partials before its threads' reads (the usual semaphore pattern). A
-// __threadfence in every thread (a sequentially consistent fence per warp, 8 per block) made
-// the first version of this kernel 9-13 us slower per BatchNorm on the H100 than the two
-// kernels it replaced.
+// writing its share of the partials: the fences order each thread's writes before the ticket,
+// and the winner's reads of the others' partials after it.
 __device__ inline bool last_to_arrive(unsigned* counter, unsigned expected) {
   __shared__ unsigned ticket;
+  __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x == 0) ticket = atomicAdd(counter, 1u);
+  __syncthreads();
+  const bool last = ticket == expected - 1;
+  if (last) {
     __threadfence();
-    ticket = atomicAdd(counter, 1u);
-    if (ticket == expected - 1) {
-      __threadfence();
-      // Every other block has taken its ticket, so nothing reads the counter again in this
-      // launch.
-      atomicExch(counter, 0u);
-    }
+    // Every other block has taken its ticket by now, so nothing reads the counter again
+    // in this launch.
+    if (threadIdx.x == 0) atomicExch(counter, 0u);
   }
-  __syncthreads();
-  return ticket == expected - 1;
+  return last;
 }
 
 // Thread (col, lane) of a block adds a column's values at index first + lane, first + lane +
