@@ -138,15 +138,6 @@ class Dev {
   size_t n_ = 0;
 };
 
-// A reductions' workspace (kernels/common.h): its ticket area zeroed before first use, as the
-// engine keeps it.
-Dev<unsigned char> reduce_workspace(size_t bytes) {
-  Dev<unsigned char> ws(bytes);
-  UNETCU_CUDA_CHECK(cudaMemset(ws.get(), 0, cuda::kReductionTicketBytes));
-  UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
-  return ws;
-}
-
 #ifdef UNETCU_WITH_TORCH_CUDA
 torch::Tensor cuda_nchw(const std::vector<float>& v, int n, int h, int w, int c) {
   return to_nchw(v, n, h, w, c).to(torch::kCUDA);
@@ -272,8 +263,8 @@ struct ConvCase : OpCase {
                           : g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get());
         break;
     }
-    ws = narrow ? reduce_workspace(ws_bytes) : Dev<unsigned char>(ws_bytes);
-    bias_ws = reduce_workspace(cuda::conv2d_backward_bias_workspace_bytes(sh));
+    ws = Dev<unsigned char>(ws_bytes);
+    bias_ws = Dev<unsigned char>(cuda::conv2d_backward_bias_workspace_bytes(sh));
 #ifdef UNETCU_WITH_TORCH_CUDA
     tx = cuda_nchw(x, sh.n, sh.h, sh.w, sh.c);
     tw = cuda_nchw(wt, sh.k, sh.r, sh.s, sh.c);
@@ -374,21 +365,6 @@ struct ConvCase : OpCase {
 void register_convs(const Graph& g) {
   for_each_conv_pair(g, [](const PairInfo& p, ConvShape sh, bool bias, ConvDir dir, uint64_t s) {
     register_gpu_pair(p, [sh, bias, dir, s] { return std::make_unique<ConvCase>(sh, bias, dir, s); });
-    // A probe, outside the step's totals: cuDNN runs the 3-channel stem with a generic fp32
-    // kernel (forward) and a padding pass plus an sm80 kernel (weight gradient), 69 and 113 us
-    // under Nsight Compute on the H100. The same convolution on 4 channels (the engine could
-    // add a zero channel, which changes no output) shows whether padding it ourselves pays.
-    if (sh.c == 3 && dir != ConvDir::backward_data) {
-      PairInfo probe = p;
-      probe.key = p.key.substr(0, p.key.find('/')) + "/probe.stem_padded_to_4_channels";
-      sh.c = 4;
-      probe.shape = describe(sh);
-      probe.work = p.work * 4 / 3;
-      probe.in_totals = false;
-      register_gpu_pair(probe, [sh, bias, dir, s] {
-        return std::make_unique<ConvCase>(sh, bias, dir, s + 5);
-      });
-    }
   });
 }
 
@@ -435,7 +411,7 @@ struct BnInputs {
     dx = Dev<float>(count);
     dg = Dev<float>(c);
     db = Dev<float>(c);
-    ws = reduce_workspace(cuda::batchnorm_workspace_bytes(sh));
+    ws = Dev<unsigned char>(cuda::batchnorm_workspace_bytes(sh));
 #ifdef UNETCU_WITH_TORCH_CUDA
     tx = cuda_nchw(x, a.n, a.h, a.w, a.c);
     tdy = cuda_nchw(dy, a.n, a.h, a.w, a.c);
@@ -942,8 +918,9 @@ struct LossCase : OpCase {
     dgrad = Dev<float>(size_t(count));
     dsums = Dev<DiceSums>(1);
     dcounts = Dev<ConfusionCounts>(size_t(n));
-    ws = reduce_workspace(op == LossOp::confusion ? cuda::confusion_counts_workspace_bytes(n, pixels)
-                                                  : cuda::dice_loss_workspace_bytes(count));
+    ws = Dev<unsigned char>(op == LossOp::confusion
+                                ? cuda::confusion_counts_workspace_bytes(n, pixels)
+                                : cuda::dice_loss_workspace_bytes(count));
 #ifdef UNETCU_WITH_TORCH_CUDA
     const int64_t side = int64_t(std::lround(std::sqrt(double(pixels))));
     tl = cuda_flat(logits).reshape({n, 1, side, pixels / side});

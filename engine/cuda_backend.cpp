@@ -23,14 +23,12 @@
 // does not order with non-blocking streams.
 //
 // Memory: device allocations are cudaMalloc calls checked with the size asked and a hint
-// (a smaller --batch-size). Each stream (compute, and the weight gradients' side stream) has
-// two scratch buffers, used by one op at a time since a stream runs its ops in order: one for
-// cuDNN, one for the reductions (BatchNorm, conv bias, the head's filter, Dice, confusion
-// counts). The reductions' buffer starts with ticket counters that must stay zero between ops
-// (kernels/common.h): zeroed when allocated, left zero by every reduction, never handed to
-// cuDNN. Each buffer is sized by the eager first step of each batch size and grows only
-// outside a capture; a buffer that a captured graph may still use is kept (retired) until the
-// backend goes, because graphs hold raw pointers.
+// (a smaller --batch-size). The workspaces of the reductions (BatchNorm, conv bias, Dice,
+// confusion counts) and of cuDNN come from one scratch buffer per stream (compute, and the
+// weight gradients' side stream), used by one op at a time since each stream runs its ops in
+// order. Each is sized by the eager first step of each batch size and grows only outside a
+// capture; a buffer that a captured graph may still use is kept (retired) until the backend
+// goes, because graphs hold raw pointers.
 //
 // Adam: the step counter, the learning rate and the step's scalars live in device memory
 // (kernels/adam.h), so a replayed graph advances t on the device and reads the current lr.
@@ -136,7 +134,7 @@ class CudaBackend final : public Backend {
       (void)cudaGraphDestroy(g.graph);
     }
     for (void* p : retired_) (void)cudaFree(p);
-    for (Workspace* ws : {&main_ws_, &side_ws_, &main_reduce_ws_, &side_reduce_ws_})
+    for (Workspace* ws : {&main_ws_, &side_ws_})
       if (ws->ptr) (void)cudaFree(ws->ptr);
     (void)cudaFree(adam_);
     for (cudaEvent_t e : markers_) (void)cudaEventDestroy(e);
@@ -317,8 +315,7 @@ class CudaBackend final : public Backend {
     if (cuda::conv2d_narrow_applies(sh)) {
       cuda::conv2d_narrow_backward_filter(
           dwt, dy, x, sh, mode,
-          grow(*lane.reduce_ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)),
-          lane.stream);
+          grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
 #if defined(UNETCU_SIMT)
@@ -334,8 +331,7 @@ class CudaBackend final : public Backend {
                           GradMode mode) override {
     const Lane lane = weight_lane();
     cuda::conv2d_backward_bias(dbias, dy, sh, mode,
-                               grow(*lane.reduce_ws,
-                                    cuda::conv2d_backward_bias_workspace_bytes(sh)),
+                               grow(*lane.ws, cuda::conv2d_backward_bias_workspace_bytes(sh)),
                                lane.stream);
   }
 
@@ -358,7 +354,7 @@ class CudaBackend final : public Backend {
                                float momentum, float eps) override {
     cuda::batchnorm_train_forward(y, save_mean, save_invstd, running_mean, running_var, x, gamma,
                                   beta, sh, momentum, eps,
-                                  reduce_scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+                                  scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
   }
   void batchnorm_eval_forward(float* y, const float* x, const float* gamma, const float* beta,
                               const float* running_mean, const float* running_var,
@@ -370,7 +366,7 @@ class CudaBackend final : public Backend {
                           const float* save_invstd, const BatchNormShape& sh, GradMode dx_mode,
                           GradMode param_mode) override {
     cuda::batchnorm_backward(dx, dgamma, dbeta, dy, x, gamma, save_mean, save_invstd, sh, dx_mode,
-                             param_mode, reduce_scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+                             param_mode, scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
   }
 
   // The fused kernels read x once and write y once where BatchNorm then ReLU would write and
@@ -383,7 +379,7 @@ class CudaBackend final : public Backend {
                                     float eps) override {
     cuda::batchnorm_relu_train_forward(y, save_mean, save_invstd, running_mean, running_var, x,
                                        gamma, beta, sh, momentum, eps,
-                                       reduce_scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+                                       scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
   }
   void batchnorm_relu_eval_forward(float* y, const float* x, const float* gamma,
                                    const float* beta, const float* running_mean,
@@ -399,7 +395,7 @@ class CudaBackend final : public Backend {
                                GradMode param_mode) override {
     cuda::batchnorm_relu_backward(dx, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh,
                                   dx_mode, param_mode,
-                                  reduce_scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+                                  scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
   }
   void batchnorm_add_relu_train_forward(float* y, float* save_mean, float* save_invstd,
                                         float* running_mean, float* running_var, const float* x,
@@ -408,7 +404,7 @@ class CudaBackend final : public Backend {
                                         float momentum, float eps) override {
     cuda::batchnorm_add_relu_train_forward(y, save_mean, save_invstd, running_mean, running_var,
                                            x, residual, gamma, beta, sh, momentum, eps,
-                                           reduce_scratch(cuda::batchnorm_workspace_bytes(sh)),
+                                           scratch(cuda::batchnorm_workspace_bytes(sh)),
                                            compute_);
   }
   void batchnorm_add_relu_eval_forward(float* y, const float* x, const float* residual,
@@ -426,7 +422,7 @@ class CudaBackend final : public Backend {
                                    GradMode param_mode) override {
     cuda::batchnorm_add_relu_backward(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean,
                                       save_invstd, sh, dx_mode, dresidual_mode, param_mode,
-                                      reduce_scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
+                                      scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
   }
 
   void relu_forward(float* y, const float* x, int64_t count) override {
@@ -465,7 +461,7 @@ class CudaBackend final : public Backend {
   void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
                          int64_t count) override {
     cuda::dice_loss_forward(loss, sums, logits, target, count,
-                            reduce_scratch(cuda::dice_loss_workspace_bytes(count)), compute_);
+                            scratch(cuda::dice_loss_workspace_bytes(count)), compute_);
   }
   void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
                           const DiceSums* sums, int64_t count) override {
@@ -475,7 +471,7 @@ class CudaBackend final : public Backend {
   void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
                         int n_images, int64_t pixels) override {
     cuda::confusion_counts(counts, logits, target, n_images, pixels,
-                           reduce_scratch(cuda::confusion_counts_workspace_bytes(n_images, pixels)),
+                           scratch(cuda::confusion_counts_workspace_bytes(n_images, pixels)),
                            compute_);
   }
 
@@ -585,29 +581,25 @@ class CudaBackend final : public Backend {
   struct Workspace {
     void* ptr = nullptr;
     size_t bytes = 0;
-    bool tickets = false;  // a reductions' buffer: its ticket area is zeroed when allocated
   };
   struct Lane {
     cudaStream_t stream;
     Workspace* ws;
-    Workspace* reduce_ws;
 #if !defined(UNETCU_SIMT)
     cudnn::ConvRunner* conv;
 #endif
   };
   Lane weight_lane() {
 #if defined(UNETCU_SIMT)
-    return side_open_ ? Lane{side_, &side_ws_, &side_reduce_ws_}
-                      : Lane{compute_, &main_ws_, &main_reduce_ws_};
+    return side_open_ ? Lane{side_, &side_ws_} : Lane{compute_, &main_ws_};
 #else
-    return side_open_ ? Lane{side_, &side_ws_, &side_reduce_ws_, side_conv_.get()}
-                      : Lane{compute_, &main_ws_, &main_reduce_ws_, conv_.get()};
+    return side_open_ ? Lane{side_, &side_ws_, side_conv_.get()}
+                      : Lane{compute_, &main_ws_, conv_.get()};
 #endif
   }
 
-  // The compute stream's workspaces, at least `bytes` long: cuDNN's, and the reductions'.
+  // The compute stream's workspace, at least `bytes` long.
   void* scratch(size_t bytes) { return grow(main_ws_, bytes); }
-  void* reduce_scratch(size_t bytes) { return grow(main_reduce_ws_, bytes); }
 
   // `ws` grown to at least `bytes`: only outside a capture (the eager step sizes it). The old
   // buffer is freed once both streams are idle, or kept while a captured graph may use it.
@@ -630,11 +622,6 @@ class CudaBackend final : public Backend {
       } else {
         retired_.push_back(ws.ptr);
       }
-    }
-    if (ws.tickets) {
-      // Before any op of either stream can use it: the copy's own stream, then a wait.
-      UNETCU_CUDA_CHECK(cudaMemsetAsync(fresh, 0, cuda::kReductionTicketBytes, compute_));
-      UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
     }
     ws.ptr = fresh;
     ws.bytes = grown;
@@ -668,7 +655,6 @@ class CudaBackend final : public Backend {
   cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
   bool side_open_ = false;
   Workspace main_ws_, side_ws_;
-  Workspace main_reduce_ws_{nullptr, 0, true}, side_reduce_ws_{nullptr, 0, true};
   std::vector<void*> retired_;
   AdamDeviceState* adam_ = nullptr;
   AdamConfig adam_cfg_;

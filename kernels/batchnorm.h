@@ -53,10 +53,9 @@ void batchnorm_backward(double* dx, double* dgamma, double* dbeta,
 }  // namespace cpu
 
 // CUDA kernels (kernels/cuda/batchnorm.cu), asynchronous on `stream`. The per-channel sums are
-// deterministic reductions through `workspace` (device memory of at least
-// batchnorm_workspace_bytes(sh) bytes, 8-byte aligned; it starts with the ticket area of
-// kernels/common.h, zero before the first call and left zero; the rest is scratch). Results
-// do not depend on thread timing.
+// deterministic two-stage reductions through `workspace` (device memory of at least
+// batchnorm_workspace_bytes(sh) bytes, 8-byte aligned; contents need not be initialised and
+// are scratch after the call). Results do not depend on thread timing.
 namespace cuda {
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh);

@@ -33,15 +33,4 @@ inline void store_grad(float* dst, float value, GradMode mode) {
   if (mode == GradMode::accumulate) *dst += value; else *dst = value;
 }
 
-namespace cuda {
-
-// The CUDA reductions (BatchNorm in training, conv bias and head filter gradients, Dice,
-// confusion counts) take a workspace that begins with this many bytes of ticket counters
-// (kernels/cuda/common.cuh): they must be zero before the workspace's first use, and every
-// call leaves them zero (its last block resets what it counted). The rest of a workspace is
-// scratch. A buffer shared by several reductions keeps the area zero as long as nothing else
-// (cuDNN, say) writes into it: zero it once with cudaMemset(Async) when it is allocated.
-constexpr size_t kReductionTicketBytes = 16384;
-
-}  // namespace cuda
 }  // namespace unetcu

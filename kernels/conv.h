@@ -78,8 +78,7 @@ void conv2d_narrow_forward(float* y, const float* x, const float* wt, const floa
 void conv2d_narrow_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                                  GradMode mode, cudaStream_t stream);
 // dwt (+)= correlation of x with dy over the batch: a deterministic two-stage reduction in
-// double through `workspace` (conv2d_narrow_backward_filter_workspace_bytes(sh), 8-byte
-// aligned: the ticket area of kernels/common.h, left as it was found, then scratch).
+// double through `workspace` (conv2d_narrow_backward_filter_workspace_bytes(sh), scratch).
 size_t conv2d_narrow_backward_filter_workspace_bytes(const ConvShape& sh);
 void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
                                    const ConvShape& sh, GradMode mode, void* workspace,
@@ -87,9 +86,8 @@ void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
 
 // y[n][p][q][k] += bias[k]: the bias of conv2d_forward, applied after a bias-free convolution.
 void conv2d_add_bias(float* y, const float* bias, const ConvShape& sh, cudaStream_t stream);
-// dbias[k] (+)= sum over n, p, q of dy: a deterministic reduction through `workspace` (at
-// least conv2d_backward_bias_workspace_bytes(sh), 8-byte aligned: the ticket area of
-// kernels/common.h, zero before and after, then scratch).
+// dbias[k] (+)= sum over n, p, q of dy: a deterministic two-stage reduction through
+// `workspace` (at least conv2d_backward_bias_workspace_bytes(sh), 8-byte aligned, scratch).
 size_t conv2d_backward_bias_workspace_bytes(const ConvShape& sh);
 void conv2d_backward_bias(float* dbias, const float* dy, const ConvShape& sh, GradMode mode,
                           void* workspace, cudaStream_t stream);

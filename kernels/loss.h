@@ -69,9 +69,8 @@ UNETCU_HOST_DEVICE inline double image_dice(const ConfusionCounts& c) {
 // CUDA kernels (kernels/cuda/loss.cu), asynchronous on `stream`. Every pointer is device
 // memory, the DiceSums included: the forward leaves the sums and the loss on the device and
 // the backward reads the sums from there, so a captured step never waits for the host. The
-// sums are deterministic reductions through `workspace` (at least the matching
-// *_workspace_bytes, 8-byte aligned: the ticket area of kernels/common.h, zero before and
-// after, then scratch).
+// sums are deterministic two-stage reductions through `workspace` (at least the matching
+// *_workspace_bytes, 8-byte aligned, scratch).
 namespace cuda {
 
 size_t dice_loss_workspace_bytes(int64_t count);

@@ -286,9 +286,10 @@ struct GradApply {
 RowTiling stats_tiling(const BatchNormShape& sh) { return detail::reduce_tiling(sh.rows, sh.c); }
 bool vectorizable(const BatchNormShape& sh) { return sh.c % 4 == 0; }
 
-// Workspace: [reduce_rows: tickets, partials of 2 sums][coefficients: 3 x c float].
+// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float].
+double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
 size_t partials_bytes(const BatchNormShape& sh) {
-  return detail::reduce_workspace_bytes(stats_tiling(sh), 2);
+  return detail::align256(stats_tiling(sh).partial_count(2) * sizeof(double));
 }
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
   return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
@@ -310,7 +311,7 @@ void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
       return;
     }
   }
-  detail::reduce_rows<2>(scalar_src, epilogue, stats_tiling(sh), workspace, stream);
+  detail::reduce_rows<2>(scalar_src, epilogue, stats_tiling(sh), partials_of(workspace), stream);
   detail::map_rows(map, sh.rows, sh.c / V, stream);
 }
 

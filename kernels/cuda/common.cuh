@@ -5,12 +5,10 @@
 //   map_rows    a [rows][cols] walk where each thread owns one column (an NHWC channel, or a
 //               channel of one pixel column) and strides down the rows, so per-column constants
 //               (BatchNorm statistics, a bias, a window offset) load once per thread;
-//   reduce_rows the deterministic per-column sum over rows: every block writes one partial
-//               per (column, row block) into a caller workspace, and the last block of its
-//               column tile to finish (a ticket counter tells it) adds them in a fixed order
-//               and hands the totals to an epilogue, all in one launch. The addition tree
-//               depends only on the shape, never on which block finishes last, so results are
-//               bit-identical run to run and under any schedule.
+//   reduce_rows the deterministic per-column sum over rows: stage 1 writes one partial per
+//               (column, row block) into a caller workspace, stage 2 adds them in a fixed order
+//               and hands the totals to an epilogue. No atomics: the addition tree depends only
+//               on the shape, so results are bit-identical run to run and under any schedule.
 //   reduce_then_map  for tensors with few rows: one block owns all rows of a few columns, sums
 //               them, runs the epilogue and then a map_rows-style pass over the same rows, all
 //               in one kernel (reduce_rows + map_rows take three).
@@ -61,9 +59,6 @@ template <typename... T>
 inline bool all_vec4(const T*... p) {
   return ((p == nullptr || aligned_for_vec4(p)) && ...);
 }
-
-// Workspace layout helper: `bytes` rounded up so that a following region stays 256-aligned.
-inline size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // ---- vectors ---------------------------------------------------------------------------------
 
@@ -148,11 +143,6 @@ struct RowTiling {
   size_t partial_count(int nv) const {
     return size_t(nv) * size_t(batches) * size_t(cols) * size_t(row_blocks);
   }
-  // The one-launch reduce_rows (below) sums more than kGroupBlocks row blocks in two levels:
-  // groups of kGroupBlocks, then the groups. Ticket counters: one per (batch, tile), plus one
-  // per group when there are groups.
-  UNETCU_HOST_DEVICE int groups() const;
-  int ticket_count() const;
 };
 
 inline RowTiling row_tiling(int64_t rows, int cols, int batches, int64_t min_rows_per_thread,
@@ -256,87 +246,15 @@ __device__ inline void run_epilogue(const E& e, int batch, int col, int first, i
   }
 }
 
-// ---- tickets --------------------------------------------------------------------------------
-
-// A reduction workspace (kernels/common.h: cuda::kReductionTicketBytes) begins with ticket
-// counters, zero at rest: a launch's blocks each take a ticket when their partial is written,
-// the block that draws the last one knows every partial is there, sums them and puts the
-// counter back to zero for the next launch. That replaces a second kernel (and the wait for
-// it) per reduction; on the H100 those second kernels were 78 of the step's 462, 4-5 us each.
-constexpr int kTickets = int(kReductionTicketBytes / sizeof(unsigned));
-static_assert(kReductionTicketBytes % 256 == 0, "the ticket area keeps what follows aligned");
-// Row blocks summed by one block at the first level. With 1,024 row blocks (the largest
-// BatchNorms), one finishing block would read 1,024 partials per column by itself (~1 MB for
-// 64 channels: slower than the kernel it replaces); groups of 32 make that 32 + 32.
-constexpr int kGroupBlocks = 32;
-
-UNETCU_HOST_DEVICE inline int RowTiling::groups() const {
-  return row_blocks <= kGroupBlocks ? 1 : (row_blocks + kGroupBlocks - 1) / kGroupBlocks;
-}
-inline int RowTiling::ticket_count() const {
-  const int g = groups();
-  return tiles * batches * (g > 1 ? g + 1 : 1);
-}
-
-inline unsigned* tickets_of(void* workspace) { return static_cast<unsigned*>(workspace); }
-inline char* after_tickets(void* workspace) {
-  return static_cast<char*>(workspace) + kReductionTicketBytes;
-}
-
-// True in the one block of the launch that takes the last of `expected` tickets from
-// *counter; that block also resets the counter. Every thread of the block must call it, after
-// writing its share of the partials: the fences order each thread's writes before the ticket,
-// and the winner's reads of the others' partials after it.
-__device__ inline bool last_to_arrive(unsigned* counter, unsigned expected) {
-  __shared__ unsigned ticket;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) ticket = atomicAdd(counter, 1u);
-  __syncthreads();
-  const bool last = ticket == expected - 1;
-  if (last) {
-    __threadfence();
-    // Every other block has taken its ticket by now, so nothing reads the counter again
-    // in this launch.
-    if (threadIdx.x == 0) atomicExch(counter, 0u);
-  }
-  return last;
-}
-
-// Thread (col, lane) of a block adds a column's values at index first + lane, first + lane +
-// lanes, ... below end: eight loads issued before their additions (the values were written by
-// other blocks moments ago and are read from L2, ~0.2 us each if waited on one by one).
-// __ldcg bypasses L1, which is not coherent with the other SMs' writes.
-template <int NV, class At>
-__device__ inline void sum_strided(double (&acc)[NV], int first, int end, int lanes,
-                                   const At& at) {
-  constexpr int kBatch = 8;
-  for (int i = first; i < end; i += kBatch * lanes) {
-    double v[kBatch][NV];
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
-    for (int k = 0; k < kBatch; ++k) {
-      const int j = i + k * lanes;
-      for (int n = 0; n < NV; ++n) v[k][n] = j < end ? __ldcg(at(n, j)) : 0.0;
-    }
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
-    for (int k = 0; k < kBatch; ++k)
-      for (int n = 0; n < NV; ++n) acc[n] += v[k][n];
-  }
-}
-
 // Stage 1: block (x, y, z) sums rows y*lanes + lane, stepping by lanes*row_blocks, of its
-// column tile in batch z, and writes partials[v][z][col][y] (a column's row blocks are
-// contiguous). Every thread of the block must call it.
+// column tile in batch z, and writes partials[v][z][col][y].
 template <int NV, class Src>
-__device__ inline void block_partial(double* partials, const Src& src, const RowTiling& t,
-                                     double (&acc)[NV]) {
+__global__ void __launch_bounds__(kThreads) reduce_rows_partial_kernel(double* partials, Src src,
+                                                                       RowTiling t) {
   const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
   const int lane = int(threadIdx.x) / t.tile;
   const int batch = int(blockIdx.z);
+  double acc[NV] = {};
   if (col < t.cols) {
     const auto column = src.column(batch, col);
     const int64_t step = int64_t(t.lanes) * gridDim.y;
@@ -356,13 +274,6 @@ __device__ inline void block_partial(double* partials, const Src& src, const Row
   }
 }
 
-template <int NV, class Src>
-__global__ void __launch_bounds__(kThreads) reduce_rows_partial_kernel(double* partials, Src src,
-                                                                       RowTiling t) {
-  double acc[NV] = {};
-  block_partial(partials, src, t, acc);
-}
-
 // Stage 2: block (col, batch) adds its row_blocks partials (contiguous, so the loads coalesce)
 // over a fixed tree and calls epilogue(batch, col, totals) once.
 template <int NV, class Epilogue>
@@ -379,82 +290,11 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue ep
   run_epilogue(epilogue, batch, col, int(threadIdx.x), int(blockDim.x), acc);
 }
 
-// The one-launch reduction: stage 1 as above, then the last block of each group of
-// kGroupBlocks row blocks (of one column tile and batch) adds the group's partials into
-// group_partials[v][batch][col][group], and the last group to finish adds those and runs the
-// epilogue for the tile's columns (its parts spread over each column's lanes). With at most
-// kGroupBlocks row blocks there is one level. Which block finishes depends on timing; what
-// it adds, and in which order, does not.
-template <int NV, class Src, class Epilogue>
-__global__ void __launch_bounds__(kThreads) reduce_rows_kernel(Src src, Epilogue epilogue,
-                                                               unsigned* tickets,
-                                                               double* partials,
-                                                               double* group_partials,
-                                                               RowTiling t) {
-  const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
-  const int lane = int(threadIdx.x) / t.tile;
-  const int batch = int(blockIdx.z);
-  const bool live = col < t.cols;
-  double acc[NV] = {};
-  block_partial(partials, src, t, acc);
-  const auto partial_at = [&](int v, int rb) {
-    return partials + ((size_t(v) * t.batches + batch) * t.cols + col) * t.row_blocks + rb;
-  };
-
-  const int groups = t.groups();
-  unsigned* tile_tickets =
-      tickets + (size_t(batch) * t.tiles + blockIdx.x) * size_t(groups > 1 ? groups + 1 : 1);
-  double total[NV] = {};
-  if (groups == 1) {
-    if (!last_to_arrive(tile_tickets, unsigned(t.row_blocks))) return;
-    if (live) sum_strided(total, lane, t.row_blocks, t.lanes, partial_at);
-  } else {
-    const int group = int(blockIdx.y) / kGroupBlocks;
-    const int first = group * kGroupBlocks;
-    const int end = first + kGroupBlocks < t.row_blocks ? first + kGroupBlocks : t.row_blocks;
-    if (!last_to_arrive(tile_tickets + 1 + group, unsigned(end - first))) return;
-    double part[NV] = {};
-    if (live) sum_strided(part, first + lane, end, t.lanes, partial_at);
-    reduce_lanes<double, NV>(part, t.tile, t.lanes);
-    const auto group_at = [&](int v, int g) {
-      return group_partials + ((size_t(v) * t.batches + batch) * t.cols + col) * groups + g;
-    };
-    if (lane == 0 && live)
-      for (int v = 0; v < NV; ++v) *group_at(v, group) = part[v];
-    if (!last_to_arrive(tile_tickets, unsigned(groups))) return;
-    if (live) sum_strided(total, lane, groups, t.lanes, group_at);
-  }
-  reduce_lanes<double, NV>(total, t.tile, t.lanes);
-  if (live) run_epilogue(epilogue, batch, col, lane, t.lanes, total);
-}
-
-// Bytes of a reduce_rows workspace: the tickets, the row-block partials, the group partials.
-inline size_t reduce_partials_bytes(const RowTiling& t, int nv) {
-  return align256(t.partial_count(nv) * sizeof(double));
-}
-inline size_t reduce_workspace_bytes(const RowTiling& t, int nv) {
-  const int g = t.groups();
-  const size_t group_bytes =
-      g > 1 ? align256(size_t(nv) * t.batches * size_t(t.cols) * g * sizeof(double)) : 0;
-  return kReductionTicketBytes + reduce_partials_bytes(t, nv) + group_bytes;
-}
-
 // Src::column(batch, col) builds per-thread state whose add(double (&acc)[NV], row) adds the
-// NV quantities of one element. `workspace` holds reduce_workspace_bytes(t, NV) bytes, its
-// tickets zero (they are again when the launch ends). A tiling with more tickets than the
-// area holds (thousands of images or column tiles) takes the two-kernel form.
+// NV quantities of one element. `partials` holds t.partial_count(NV) doubles.
 template <int NV, class Src, class Epilogue>
 inline void reduce_rows(const Src& src, const Epilogue& epilogue, const RowTiling& t,
-                        void* workspace, cudaStream_t stream) {
-  double* partials = reinterpret_cast<double*>(after_tickets(workspace));
-  if (t.ticket_count() <= kTickets) {
-    double* group_partials = reinterpret_cast<double*>(after_tickets(workspace) +
-                                                       reduce_partials_bytes(t, NV));
-    UNETCU_LAUNCH((reduce_rows_kernel<NV, Src, Epilogue>), dim3(t.tiles, t.row_blocks, t.batches),
-                  t.tile * t.lanes, 0, stream)(src, epilogue, tickets_of(workspace), partials,
-                                               group_partials, t);
-    return;
-  }
+                        double* partials, cudaStream_t stream) {
   UNETCU_LAUNCH((reduce_rows_partial_kernel<NV, Src>), dim3(t.tiles, t.row_blocks, t.batches),
                 t.tile * t.lanes, 0, stream)(partials, src, t);
   UNETCU_LAUNCH((reduce_rows_final_kernel<NV, Epilogue>), dim3(t.cols, t.batches),
@@ -463,8 +303,8 @@ inline void reduce_rows(const Src& src, const Epilogue& epilogue, const RowTilin
 
 // ---- reduce_then_map -------------------------------------------------------------------------
 
-// A reduction needs every row before its epilogue, so reduce_rows + map_rows is two kernels
-// (three before reduce_rows took tickets) and a grid-wide wait. When a block can own all the rows of its columns, the wait is a
+// A reduction needs every row before its epilogue, so reduce_rows + map_rows is three kernels
+// and two grid-wide waits. When a block can own all the rows of its columns, the wait is a
 // __syncthreads and the whole op is one kernel: at this network's deepest layer (256 rows of
 // 512 channels at batch 16) the three launches, not the bytes, were the cost (13-15 us a
 // BatchNorm on the H200 for 0.5 MB; 9-10 us as one kernel). Each thread takes at most
@@ -541,5 +381,8 @@ inline void reduce_then_map(const Src& src, const Epilogue& epilogue, const Map&
   UNETCU_LAUNCH((reduce_then_map_kernel<NV, Src, Epilogue, Map>), t.blocks, t.tile * t.lanes, 0,
                 stream)(src, epilogue, map, t);
 }
+
+// Workspace layout helper: `bytes` rounded up so that a following region stays 256-aligned.
+inline size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 }  // namespace unetcu::cuda::detail

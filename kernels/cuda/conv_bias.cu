@@ -77,7 +77,7 @@ void conv2d_add_bias(float* y, const float* bias, const ConvShape& sh, cudaStrea
 }
 
 size_t conv2d_backward_bias_workspace_bytes(const ConvShape& sh) {
-  return detail::reduce_workspace_bytes(bias_tiling(sh), 1);
+  return bias_tiling(sh).partial_count(1) * sizeof(double);
 }
 
 void conv2d_backward_bias(float* dbias, const float* dy, const ConvShape& sh, GradMode mode,
@@ -85,7 +85,7 @@ void conv2d_backward_bias(float* dbias, const float* dy, const ConvShape& sh, Gr
   if (sh.k <= 0) return;
   detail::reduce_rows<1>(BiasGradSrc{dy, sh.k},
                          BiasGradEpilogue{dbias, mode == GradMode::accumulate}, bias_tiling(sh),
-                         workspace, stream);
+                         static_cast<double*>(workspace), stream);
 }
 
 }  // namespace unetcu::cuda

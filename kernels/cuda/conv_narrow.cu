@@ -248,15 +248,13 @@ size_t conv2d_narrow_backward_filter_workspace_bytes(const ConvShape& sh) {
     const int vec = filter_tiling(sh, 4).blocks;
     blocks = vec > blocks ? vec : blocks;
   }
-  // The ticket area comes first although this reduction does not use it: the workspace may be
-  // shared with the reductions that do (kernels/common.h).
-  return kReductionTicketBytes + size_t(sh.r) * sh.s * sh.c * size_t(blocks) * sizeof(double);
+  return size_t(sh.r) * sh.s * sh.c * size_t(blocks) * sizeof(double);
 }
 
 void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
                                    const ConvShape& sh, GradMode mode, void* workspace,
                                    cudaStream_t stream) {
-  double* partials = reinterpret_cast<double*>(detail::after_tickets(workspace));
+  double* partials = static_cast<double*>(workspace);
   const bool vec = filter_vec4(sh, x);
   const FilterTiling ft = filter_tiling(sh, vec ? 4 : 1);
   if (vec) {

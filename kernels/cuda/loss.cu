@@ -6,9 +6,8 @@
 // from there, and the metrics accumulate on the device.
 //
 //   dice forward     reduce_rows (common.cuh) over the flat logits: sums of p, t and p*t in
-//                    double, partials in the workspace, added in a fixed order by the
-//                    launch's last block, whose epilogue writes the sums and the loss. One
-//                    kernel; reads 5 bytes per pixel once.
+//                    double, stage-1 partials in the workspace, a fixed-order stage 2 whose
+//                    epilogue writes the sums and the loss. Reads 5 bytes per pixel once.
 //   dice backward    one streaming pass (float4 logits + 4 target bytes per step); each thread
 //                    forms the two gradient coefficients from the device sums once.
 //   confusion counts reduce_rows with one batch per image; 0/1 counts are exact in double.
@@ -131,16 +130,6 @@ struct ConfusionSrc {
   }
 };
 
-// The tiling of the Dice and count sums. Their inputs are small (a batch of 16 at 128x128 is
-// 1.3 MB: a copy of it takes ~4.4 us on the H100), so the reduction is bound by latency, not
-// bytes: at the usual 8 rows a thread each thread waited on two rounds of loads (8 us for
-// the Dice sums under Nsight Compute). Two rows a thread issue every load of the launch at
-// once; the extra partials (512 here) go through reduce_rows' two-level tree.
-constexpr int64_t kLossRowsPerThread = 2;
-detail::RowTiling loss_tiling(int64_t pixels, int images) {
-  return detail::row_tiling(pixels, 1, images, kLossRowsPerThread, detail::kReduceBlocks);
-}
-
 struct ConfusionEpilogue {
   ConfusionCounts* counts;
   int64_t pixels;
@@ -178,13 +167,14 @@ __global__ void epoch_totals_kernel(EpochTotals* totals, const float* loss,
 }  // namespace
 
 size_t dice_loss_workspace_bytes(int64_t count) {
-  return detail::reduce_workspace_bytes(loss_tiling(count, 1), 3);
+  return detail::reduce_tiling(count, 1).partial_count(3) * sizeof(double);
 }
 
 void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
                        int64_t count, void* workspace, cudaStream_t stream) {
   detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
-                         loss_tiling(count, 1), workspace, stream);
+                         detail::reduce_tiling(count, 1), static_cast<double*>(workspace),
+                         stream);
 }
 
 void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
@@ -198,14 +188,15 @@ void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* targ
 }
 
 size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels) {
-  return detail::reduce_workspace_bytes(loss_tiling(pixels, n_images), 3);
+  return detail::reduce_tiling(pixels, 1, n_images).partial_count(3) * sizeof(double);
 }
 
 void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
                       int n_images, int64_t pixels, void* workspace, cudaStream_t stream) {
   if (n_images <= 0) return;
   detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels}, ConfusionEpilogue{counts, pixels},
-                         loss_tiling(pixels, n_images), workspace, stream);
+                         detail::reduce_tiling(pixels, 1, n_images),
+                         static_cast<double*>(workspace), stream);
 }
 
 void epoch_totals_accumulate(EpochTotals* totals, const float* loss,

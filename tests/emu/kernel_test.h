@@ -162,25 +162,6 @@ Outputs run_deterministic(Body&& body) {
 
 inline void sync_device() { UNETCU_CUDA_CHECK(cudaDeviceSynchronize()); }
 
-// A reduction workspace as a caller keeps one (kernels/common.h): the ticket area zero, the
-// scratch after it poisoned, so a kernel that reads scratch it did not write shows.
-inline void prepare_reduction_workspace(DeviceBuffer<unsigned char>& ws) {
-  REQUIRE(ws.size() >= cuda::kReductionTicketBytes);
-  ws.poison();
-  UNETCU_CUDA_CHECK(cudaMemset(ws.get(), 0, cuda::kReductionTicketBytes));
-}
-
-// After a reduction has finished: its tickets are back to zero, ready for the next call (a
-// finishing block that forgot to reset its counter leaves a count here).
-inline void check_tickets_reset(const DeviceBuffer<unsigned char>& ws) {
-  std::vector<unsigned char> tickets(cuda::kReductionTicketBytes);
-  UNETCU_CUDA_CHECK(
-      cudaMemcpy(tickets.data(), ws.get(), tickets.size(), cudaMemcpyDeviceToHost));
-  size_t nonzero = 0;
-  for (unsigned char b : tickets) nonzero += b != 0;
-  CHECK_MESSAGE(nonzero == 0, nonzero << " bytes of the ticket area are not zero after the call");
-}
-
 // Bit-for-bit equality (NaN equal to the same NaN), for ops whose CUDA kernel performs the
 // reference's float operations in the reference's order.
 template <typename T>
