@@ -23,6 +23,12 @@
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
 #   6b. profiles 3 replayed training steps with Nsight Compute when ncu is there (each kernel's
 #      duration, summed by family: tools/ncu_step_summary.py);
+#   6c. with UNETCU_NCU_DETAIL=REGEX, Nsight Compute's full sections (speed of light,
+#      occupancy, launch, warp states and stall reasons, scheduler, memory workload) for the
+#      first UNETCU_NCU_DETAIL_COUNT (default 12) kernels of one replayed step whose names
+#      match REGEX, into ncu_detail.log: why a kernel is slow, where durations only say that
+#      it is (a one-launch reduction once measured 2-4x slower than its two kernels, for a
+#      reason durations could not show);
 #   7. prints a short table last, with the GPU ops' per-family ratios, the memory-bound table
 #      and the cuDNN algorithm of every convolution of the TF32 training run. Full logs go to
 #      OUTDIR.
@@ -30,7 +36,8 @@
 # to what is left of the whole budget, so the table always gets printed. Environment knobs:
 # UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps),
 # UNETCU_CHECK_BUDGET (seconds for everything, default 540), UNETCU_TORCH_MODES (the PyTorch
-# step's modes, default eager,channels_last_bf16,cuda_graph,compile).
+# step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL and
+# UNETCU_NCU_DETAIL_COUNT (6c; off by default).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -318,6 +325,27 @@ else
     row "step profile (ncu)" ok "$(elapsed "$t"); $(head -1 "$out/ncu_summary.txt" | sed 's/^ncu: //')"
   else
     row "step profile (ncu)" FAILED "$(elapsed "$t"); see ncu_step.log, ncu_summary.txt"
+  fi
+fi
+
+# ---- 6c. why chosen kernels take their time (opt-in) ----------------------------------------------
+# Every section replays each kernel several times (about 40 passes), so only a few kernels.
+ncu_detail=${UNETCU_NCU_DETAIL:-}
+if [ -n "$ncu_detail" ]; then
+  if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
+    row "kernel details (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
+  else
+    t=$(date +%s)
+    if run ncu_detail 120 "$ncu_bin" --profile-from-start off -k "regex:$ncu_detail" \
+         -c "${UNETCU_NCU_DETAIL_COUNT:-12}" --section SpeedOfLight --section Occupancy \
+         --section LaunchStats --section WarpStateStats --section SchedulerStats \
+         --section MemoryWorkloadAnalysis --cache-control none --clock-control none \
+         "$gpu_bench" --profile-steps 1; then
+      row "kernel details (ncu)" ok "$(elapsed "$t"); $(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' \
+        "$out/ncu_detail.log") kernels matching '$ncu_detail' in ncu_detail.log"
+    else
+      row "kernel details (ncu)" FAILED "$(elapsed "$t"); see ncu_detail.log"
+    fi
   fi
 fi
 
