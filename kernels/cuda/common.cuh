@@ -292,6 +292,10 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue ep
 
 // Src::column(batch, col) builds per-thread state whose add(double (&acc)[NV], row) adds the
 // NV quantities of one element. `partials` holds t.partial_count(NV) doubles.
+// Two launches, on purpose: a one-launch form (each block takes a ticket from a counter and
+// the last one adds the partials, in the same fixed order) ran 2-4x slower per call on the
+// H100 and cost the step 12%, with one fence per block or one per warp (bench/RESULTS.md,
+// "Second and third H100 runs"); the cause was not found.
 template <int NV, class Src, class Epilogue>
 inline void reduce_rows(const Src& src, const Epilogue& epilogue, const RowTiling& t,
                         double* partials, cudaStream_t stream) {
