@@ -11,6 +11,16 @@
 //     with UNETCU_SYNC=1 in the environment it also synchronises the stream (outside stream
 //     capture), so an asynchronous fault is reported at the launch that caused it.
 //
+//   UNETCU_LAUNCH_COOPERATIVE(kernel, blocks, 256, smem_bytes, stream)(args...);
+//   UNETCU_GRID_SYNC();                   // inside that kernel's body, reached by every thread
+//     A cooperative launch: every block is resident at once, so the kernel may wait for all
+//     blocks at a grid-wide barrier (a one-pass reduction: sum, wait, then use the totals).
+//     nvcc: cudaLaunchKernelEx with the cooperative attribute (allowed in stream capture) and
+//     cooperative_groups::this_grid().sync(); emulator: each block on its own OS thread, and
+//     a barrier that reports blocks that finish or wait at different places. The grid must
+//     not exceed unetcu::max_cooperative_blocks(kernel, threads, smem_bytes), else the launch
+//     fails with cudaErrorCooperativeLaunchTooLarge.
+//
 //   UNETCU_DYNAMIC_SHARED(float, tile);   // inside the kernel body
 //     float* tile: the block's dynamic shared memory (the launch's smem_bytes). Under the
 //     emulator the bytes start as 0xFF so a read before a write shows.
@@ -20,6 +30,11 @@
 
 #include <cstdlib>
 #include <sstream>
+#include <utility>
+
+#if defined(__CUDACC__)
+#include <cooperative_groups.h>
+#endif
 
 #include "kernels/cuda/check.h"
 
@@ -73,18 +88,75 @@ struct LaunchSite {
 
 }  // namespace unetcu
 
-#if defined(__CUDACC__)
-
+// The statement head every launch macro shares: a one-pass for loop whose LaunchSite holds the
+// configuration (evaluated once) and runs the check after the launch expression that follows.
 // The parameters carry a prefix: a parameter named `block` would also replace the member
 // unetcu_launch_.block.
-#define UNETCU_LAUNCH(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)      \
+#define UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream) \
   for (::unetcu::LaunchSite unetcu_launch_{#unetcu_kernel,        __FILE__,                       \
                                            __LINE__,              dim3(unetcu_grid),              \
                                            dim3(unetcu_block),    size_t(unetcu_smem),            \
                                            (unetcu_stream)};                                      \
-       unetcu_launch_.pending(); unetcu_launch_.check())                                         \
+       unetcu_launch_.pending(); unetcu_launch_.check())
+
+#if defined(__CUDACC__)
+
+#define UNETCU_LAUNCH(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)      \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
   unetcu_kernel<<<unetcu_launch_.grid, unetcu_launch_.block, unetcu_launch_.shared_bytes,        \
                   unetcu_launch_.stream>>>
+
+namespace unetcu {
+
+// Launches `kernel` cooperatively with `site`'s configuration; the site's check follows.
+template <typename... Params>
+struct CooperativeLaunch {
+  void (*kernel)(Params...);
+  const LaunchSite& site;
+  template <typename... Args>
+  void operator()(Args&&... args) const {
+    cudaLaunchAttribute attribute[1] = {};
+    attribute[0].id = cudaLaunchAttributeCooperative;
+    attribute[0].val.cooperative = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = site.grid;
+    config.blockDim = site.block;
+    config.dynamicSmemBytes = site.shared_bytes;
+    config.stream = site.stream;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    // The error is also the runtime's last error, which the site's check reads.
+    (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  }
+};
+template <typename... Params>
+CooperativeLaunch<Params...> cooperative_launch(void (*kernel)(Params...), const LaunchSite& site) {
+  return CooperativeLaunch<Params...>{kernel, site};
+}
+
+// The largest grid a cooperative launch of `kernel` may have: the blocks of `threads` threads
+// and `smem_bytes` of dynamic shared memory that fit on the device at once.
+template <typename Kernel>
+inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes) {
+  int per_sm = 0, device = 0, sms = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem_bytes) !=
+          cudaSuccess ||
+      cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return per_sm * sms;
+}
+
+}  // namespace unetcu
+
+#define UNETCU_LAUNCH_COOPERATIVE(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem,         \
+                                  unetcu_stream)                                                 \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
+  ::unetcu::cooperative_launch(unetcu_kernel, unetcu_launch_)
+
+#define UNETCU_GRID_SYNC() ::cooperative_groups::this_grid().sync()
 
 // One name for every kernel, as raw bytes: extern __shared__ arrays of different element types
 // in one translation unit would otherwise be conflicting declarations.
@@ -95,14 +167,27 @@ struct LaunchSite {
 #elif defined(UNETCU_SIMT)
 
 #define UNETCU_LAUNCH(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)      \
-  for (::unetcu::LaunchSite unetcu_launch_{#unetcu_kernel,        __FILE__,                       \
-                                           __LINE__,              dim3(unetcu_grid),              \
-                                           dim3(unetcu_block),    size_t(unetcu_smem),            \
-                                           (unetcu_stream)};                                      \
-       unetcu_launch_.pending(); unetcu_launch_.check())                                         \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
   ::unetcu::simt::launcher(unetcu_kernel, unetcu_launch_.grid, unetcu_launch_.block,             \
                            unetcu_launch_.shared_bytes, unetcu_launch_.stream, #unetcu_kernel,   \
                            __FILE__, __LINE__)
+
+#define UNETCU_LAUNCH_COOPERATIVE(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem,         \
+                                  unetcu_stream)                                                 \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
+  ::unetcu::simt::launcher(unetcu_kernel, unetcu_launch_.grid, unetcu_launch_.block,             \
+                           unetcu_launch_.shared_bytes, unetcu_launch_.stream, #unetcu_kernel,   \
+                           __FILE__, __LINE__, true)
+
+#define UNETCU_GRID_SYNC() ::unetcu::simt::detail::sync_grid(__FILE__, __LINE__)
+
+namespace unetcu {
+// The emulator runs at most kMaxCooperativeBlocks blocks at once, whatever the kernel.
+template <typename Kernel>
+inline int max_cooperative_blocks(Kernel, int, size_t) {
+  return ::unetcu::simt::kMaxCooperativeBlocks;
+}
+}  // namespace unetcu
 
 #define UNETCU_DYNAMIC_SHARED(type, name) \
   type* const name = reinterpret_cast<type*>(::unetcu::simt::detail::dynamic_shared_base)

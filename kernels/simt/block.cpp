@@ -162,6 +162,74 @@ std::string xyz(const uint3& v) {
   return os.str();
 }
 
+// The grid-wide barrier of a cooperative launch. Each block runs on its own OS thread; the
+// last of a block's threads to reach UNETCU_GRID_SYNC brings the block here, and its OS thread
+// waits until every block has come (its other threads wait at the block-level part). A block
+// that finishes while others wait here would hang a GPU: it aborts with a report instead.
+class GridBarrier {
+ public:
+  GridBarrier(const KernelCall& call, uint64_t blocks) : call_(call), blocks_(blocks) {}
+
+  void arrive_and_wait(const std::string& who, const char* file, int line) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (exited_ != 0) {
+      fail(who + " reached the grid barrier at " + place(file, line) + " after " + exited_who_ +
+           " had finished: every block of a cooperative launch must reach each grid barrier");
+    }
+    if (arrived_ == 0) {
+      file_ = file;
+      line_ = line;
+      first_ = who;
+    } else if (!same_place(file, line, file_, line_)) {
+      fail("divergent grid barriers: " + who + " reached the one at " + place(file, line) +
+           " while " + first_ + " waits at " + place(file_, line_));
+    }
+    const uint64_t generation = generation_;
+    if (++arrived_ == blocks_) {
+      arrived_ = 0;
+      ++generation_;
+      wake_.notify_all();
+      return;
+    }
+    wake_.wait(lock, [&] { return generation_ != generation || exited_ != 0; });
+    // An exit while we wait has been reported (and the process aborted) by the exiting block.
+  }
+
+  void block_exited(const std::string& who) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (exited_++ == 0) exited_who_ = who;
+    if (arrived_ != 0) {
+      fail(who + " finished while " + std::to_string(arrived_) + " block(s) wait at the grid " +
+           "barrier at " + place(file_, line_) + " (e.g. " + first_ +
+           "): every block of a cooperative launch must reach each grid barrier");
+    }
+    wake_.notify_all();
+  }
+
+ private:
+  static std::string place(const char* file, int line) {
+    return std::string(file) + ":" + std::to_string(line);
+  }
+  [[noreturn, gnu::noinline, gnu::cold]] void fail(const std::string& what) const {
+    std::ostringstream os;
+    os << "unetcu simt: " << what << "\n  in kernel " << call_.name << " launched (cooperative) at "
+       << call_.file << ":" << call_.line << ", grid "
+       << xyz(uint3{call_.grid.x, call_.grid.y, call_.grid.z}) << "\n";
+    std::fputs(os.str().c_str(), stderr);
+    std::fflush(stderr);
+    std::abort();
+  }
+
+  const KernelCall& call_;
+  const uint64_t blocks_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  uint64_t arrived_ = 0, generation_ = 0, exited_ = 0;
+  const char* file_ = "";
+  int line_ = 0;
+  std::string first_, exited_who_;
+};
+
 // One per OS thread that runs blocks; all state of the block being run lives here.
 class Runner {
  public:
@@ -245,8 +313,16 @@ class Runner {
     add(g_counters.poisoned_reads, poisoned_);
   }
 
-  int sync_block(int predicate, const char* file, int line) {
+  // The grid barrier of the cooperative launch this thread runs a block of, or null.
+  void set_grid(GridBarrier* grid) { grid_ = grid; }
+
+  // `grid`: UNETCU_GRID_SYNC, a __syncthreads whose completion also waits for every block.
+  int sync_block(int predicate, const char* file, int line, bool grid = false) {
     Thread* t = current_;
+    if (grid && grid_ == nullptr) {
+      fatal(describe(t) + " reached a grid barrier at " + place(file, line) +
+            " in a kernel not launched with UNETCU_LAUNCH_COOPERATIVE (it would hang a GPU)");
+    }
     if (first_exited_ != nullptr) report_barrier_after_exit(t, file, line);
     if (barrier_arrived_ == 0) {
       barrier_file_ = file;
@@ -265,6 +341,7 @@ class Runner {
       t->line = line;
       block(t);
     } else {
+      if (grid) grid_->arrive_and_wait("block " + xyz(blockIdx), file, line);
       barrier_arrived_ = 0;
       ++barrier_generation_;
       ++barriers_;
@@ -650,6 +727,7 @@ class Runner {
   int n_ = 0;
   bool reverse_ = false;
   bool in_block_ = false;
+  GridBarrier* grid_ = nullptr;
   int done_ = 0;
   const Thread* first_exited_ = nullptr;
   Thread* current_ = nullptr;
@@ -789,6 +867,8 @@ int sync_block(int predicate, const char* file, int line) {
   return runner().sync_block(predicate, file, line);
 }
 
+void sync_grid(const char* file, int line) { runner().sync_block(0, file, line, true); }
+
 uint64_t warp_collective(Collective op, unsigned mask, uint64_t value, int arg, int width,
                          const char* file, int line) {
   return runner().warp_collective(op, mask, value, arg, width, file, line);
@@ -809,6 +889,28 @@ void run_grid(const KernelCall& call) {
   g_counters.launches.fetch_add(1, std::memory_order_relaxed);
   const uint64_t count = uint64_t{call.grid.x} * call.grid.y * call.grid.z;
   const bool reverse = schedule() == Schedule::reverse;
+  if (call.cooperative) {
+    // Every block at once, as a GPU runs a cooperative grid: one OS thread (and Runner) each,
+    // started in block order; the schedule still orders the threads within each block.
+    GridBarrier barrier(call, count);
+    std::vector<std::thread> blocks;
+    blocks.reserve(count);
+    for (uint64_t b = 0; b < count; ++b) {
+      blocks.emplace_back([&call, &barrier, reverse, b] {
+        Runner& r = runner();
+        r.set_grid(&barrier);
+        r.run_block(call, reverse, b);
+        r.set_grid(nullptr);
+        const dim3 g = call.grid;
+        barrier.block_exited("block " + xyz(uint3{static_cast<unsigned>(b % g.x),
+                                                  static_cast<unsigned>(b / g.x % g.y),
+                                                  static_cast<unsigned>(b / (uint64_t{g.x} * g.y))}));
+        r.flush_counters();
+      });
+    }
+    for (std::thread& t : blocks) t.join();
+    return;
+  }
   const int n_workers = workers();
   if (n_workers <= 1 || count <= 1) {
     std::atomic<uint64_t> next{0};

@@ -56,7 +56,15 @@ struct KernelCall {
   const char* name = "";         // kernel expression and launch site, for error messages
   const char* file = "";
   int line = 0;
+  // A cooperative launch (UNETCU_LAUNCH_COOPERATIVE): every block runs at once, each on its own
+  // OS thread, so the kernel may wait at grid-wide barriers (UNETCU_GRID_SYNC).
+  bool cooperative = false;
 };
+
+// The most blocks a cooperative launch may have under the emulator (one OS thread each); a
+// GPU's limit is its co-resident blocks (occupancy x SMs). A larger cooperative launch fails
+// with cudaErrorCooperativeLaunchTooLarge, as on a GPU.
+constexpr int kMaxCooperativeBlocks = 64;
 
 // Runs the launch now, or records it when `stream` is being captured. A bad configuration
 // returns an error (also kept for cudaGetLastError) without running anything, as on a GPU.

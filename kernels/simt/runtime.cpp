@@ -72,6 +72,8 @@ const ErrorText kErrors[] = {
      "too many resources requested for launch"},
     {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
     {cudaErrorNotSupported, "cudaErrorNotSupported", "operation not supported"},
+    {cudaErrorCooperativeLaunchTooLarge, "cudaErrorCooperativeLaunchTooLarge",
+     "too many blocks in cooperative launch"},
     {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
      "operation not permitted when stream is capturing"},
     {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
@@ -352,6 +354,13 @@ cudaError_t validate(const KernelCall& call) {
   if (g.x > 2147483647u || g.y > 65535 || g.z > 65535) {
     why << "grid (" << g.x << "," << g.y << "," << g.z << ") exceeds (2^31-1, 65535, 65535)";
     return fail(cudaErrorInvalidConfiguration, why.str());
+  }
+  const uint64_t blocks = uint64_t{g.x} * g.y * g.z;
+  if (call.cooperative && blocks > uint64_t(unetcu::simt::kMaxCooperativeBlocks)) {
+    why << "a cooperative launch of " << blocks << " blocks; the emulator runs at most "
+        << unetcu::simt::kMaxCooperativeBlocks << " at once (a GPU: its co-resident blocks, see "
+           "unetcu::max_cooperative_blocks in kernels/cuda/launch.h)";
+    return fail(cudaErrorCooperativeLaunchTooLarge, why.str());
   }
   if (call.shared_bytes > kMaxSharedBytes) {
     why << call.shared_bytes << " bytes of dynamic shared memory; a block can have at most "

@@ -30,6 +30,11 @@
 //              barrier), a thread exiting while others wait at one or reaching one after another
 //              exited, and a deadlock (no thread can proceed) abort the process with a report
 //              naming the kernel, block, threads and source lines.
+//   grid       UNETCU_GRID_SYNC() (kernels/cuda/launch.h) in a kernel launched with
+//              UNETCU_LAUNCH_COOPERATIVE: all blocks run at once, each on its own OS thread (at
+//              most kMaxCooperativeBlocks, control.h), and wait for each other there. A block
+//              that finishes while others wait, blocks at different grid barriers, and a grid
+//              barrier in an ordinary launch abort with a report.
 //   warps      __syncwarp, __shfl_sync, __shfl_up_sync, __shfl_down_sync, __shfl_xor_sync (any
 //              trivially copyable type of at most 8 bytes; PTX shfl.sync rules, width segments
 //              included), __ballot_sync, __any_sync, __all_sync, __activemask,
@@ -94,10 +99,11 @@
 //                  defaults: UNETCU_SIMT_SCHEDULE, UNETCU_SIMT_WORKERS, UNETCU_SIMT_MEMORY_MB.
 //
 // ---- What it cannot run ----------------------------------------------------------------------
-//   Tensor cores, inline PTX, cp.async/TMA, CUB/Thrust device code, cooperative grid sync,
-//   textures, dynamic parallelism (aborts), __constant__ set through cudaMemcpyToSymbol,
-//   `extern __shared__` written directly (link error: use UNETCU_DYNAMIC_SHARED), spin-waits on
-//   another thread of the same block (they hang), and anything about speed. The weak memory
+//   Tensor cores, inline PTX, cp.async/TMA, CUB/Thrust device code, cooperative groups (the
+//   grid barrier is UNETCU_GRID_SYNC, above), textures, dynamic parallelism (aborts),
+//   __constant__ set through cudaMemcpyToSymbol, `extern __shared__` written directly (link
+//   error: use UNETCU_DYNAMIC_SHARED), spin-waits on another thread of the same block, or on
+//   another block outside a cooperative launch (they hang), and anything about speed. The weak memory
 //   model is not modelled. Device functions defined in headers must be inline (or
 //   __forceinline__/static): without nvcc's device/host split they are ordinary functions.
 //   Emulated code is for executables (initial-exec TLS), not for shared libraries.
@@ -152,6 +158,9 @@ enum class Collective : uint8_t {
 // Blocks the calling fiber until every thread of the block arrives; returns the number of threads
 // whose `predicate` was non-zero.
 int sync_block(int predicate, const char* file, int line);
+// The grid-wide barrier of a cooperative launch: every thread of every block arrives before any
+// leaves (UNETCU_GRID_SYNC in kernels/cuda/launch.h).
+void sync_grid(const char* file, int line);
 // Deposits `value` for this lane, waits for the live lanes of `mask`, and returns this lane's
 // result (64 bits: the raw bytes of a shuffled value, a ballot mask, or a reduction).
 uint64_t warp_collective(Collective op, unsigned mask, uint64_t value, int arg, int width,
@@ -204,8 +213,9 @@ class Launcher {
   using Kernel = void (*)(Params...);
 
   Launcher(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
-           const char* name, const char* file, int line)
+           const char* name, const char* file, int line, bool cooperative = false)
       : kernel_(kernel), stream_(stream) {
+    call_.cooperative = cooperative;
     call_.kernel = reinterpret_cast<const void*>(kernel);
     call_.grid = grid;
     call_.block = block;
@@ -243,8 +253,9 @@ class Launcher {
 template <typename... Params>
 Launcher<Params...> launcher(void (*kernel)(Params...), dim3 grid, dim3 block,
                              size_t shared_bytes, cudaStream_t stream, const char* name,
-                             const char* file, int line) {
-  return Launcher<Params...>(kernel, grid, block, shared_bytes, stream, name, file, line);
+                             const char* file, int line, bool cooperative = false) {
+  return Launcher<Params...>(kernel, grid, block, shared_bytes, stream, name, file, line,
+                             cooperative);
 }
 
 }  // namespace simt

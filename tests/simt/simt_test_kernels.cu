@@ -147,6 +147,30 @@ __global__ void deadlock_kernel() {
   }
 }
 
+// Round r: thread 0 of block b writes slots[r][b], every block waits at the grid barrier, then
+// thread 0 of block b adds the round's slots of all blocks into out[r][b]. A barrier that let
+// a block through early would show as a sum with an unwritten (-1) slot in it.
+__global__ void grid_rounds_kernel(int* slots, int* out, int rounds) {
+  const int blocks = static_cast<int>(gridDim.x);
+  const int b = static_cast<int>(blockIdx.x);
+  for (int r = 0; r < rounds; ++r) {
+    if (threadIdx.x == 0) slots[r * blocks + b] = (r + 1) * 1000 + b;
+    UNETCU_GRID_SYNC();
+    if (threadIdx.x == 0) {
+      int sum = 0;
+      for (int k = 0; k < blocks; ++k) sum += slots[r * blocks + k];
+      out[r * blocks + b] = sum;
+    }
+  }
+}
+
+__global__ void grid_sync_kernel() { UNETCU_GRID_SYNC(); }
+
+__global__ void grid_sync_early_exit_kernel() {
+  if (blockIdx.x == 1) return;
+  UNETCU_GRID_SYNC();
+}
+
 __global__ void early_exit_kernel() {
   if (threadIdx.x == 5) return;
   __syncthreads();
@@ -253,6 +277,18 @@ void axpy(float* y, const float* x, float a, int n, cudaStream_t stream) {
 }
 
 void deadlock(cudaStream_t stream) { UNETCU_LAUNCH(deadlock_kernel, 1, 64, 0, stream)(); }
+
+void grid_rounds(int* slots, int* out, int blocks, int threads, int rounds, cudaStream_t stream) {
+  UNETCU_LAUNCH_COOPERATIVE(grid_rounds_kernel, blocks, threads, 0, stream)(slots, out, rounds);
+}
+
+void grid_sync_in_ordinary_launch(cudaStream_t stream) {
+  UNETCU_LAUNCH(grid_sync_kernel, 2, 32, 0, stream)();
+}
+
+void grid_sync_after_block_exit(cudaStream_t stream) {
+  UNETCU_LAUNCH_COOPERATIVE(grid_sync_early_exit_kernel, 4, 32, 0, stream)();
+}
 
 void early_exit_before_barrier(cudaStream_t stream) {
   UNETCU_LAUNCH(early_exit_kernel, 1, 64, 0, stream)();

@@ -56,7 +56,14 @@ void index_3d(int* out, dim3 grid, dim3 block, cudaStream_t stream);
 // y[i] = a * x[i] + y[i] for n elements (the kernel captured into a graph in the tests).
 void axpy(float* y, const float* x, float a, int n, cudaStream_t stream);
 
+// A cooperative launch of `blocks` x `threads` (UNETCU_LAUNCH_COOPERATIVE) with `rounds` grid
+// barriers: slots and out hold rounds x blocks ints; after the call out[r][b] = sum over k of
+// (r + 1) * 1000 + k for every block b.
+void grid_rounds(int* slots, int* out, int blocks, int threads, int rounds, cudaStream_t stream);
+
 // Faulty kernels, each aborting the process with a report; run them in a child process.
+void grid_sync_in_ordinary_launch(cudaStream_t stream);  // a grid barrier without cooperation
+void grid_sync_after_block_exit(cudaStream_t stream);    // block 1 returns before the barrier
 void deadlock(cudaStream_t stream);               // a warp shuffle against a __syncthreads
 void early_exit_before_barrier(cudaStream_t stream);
 void divergent_barrier(cudaStream_t stream);

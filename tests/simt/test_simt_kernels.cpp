@@ -301,6 +301,74 @@ TEST_CASE("simt: a deadlock aborts naming where each thread waits") {
   }
 }
 
+TEST_CASE("simt: a cooperative launch runs its blocks together across grid barriers") {
+  const int rounds = 5;
+  for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
+    for (int blocks : {1, 3, 8}) {
+      for (int threads : {32, 96}) {
+        CAPTURE(blocks);
+        CAPTURE(threads);
+        unetcu::simt::set_schedule(schedule);
+        DeviceArray<int> slots(std::vector<int>(size_t(rounds * blocks), -1));
+        DeviceArray<int> out(std::vector<int>(size_t(rounds * blocks), -1));
+        unetcu::simt::reset_counters();
+        simt_test::grid_rounds(slots.get(), out.get(), blocks, threads, rounds, nullptr);
+        const std::vector<int> got = out.read();
+        for (int r = 0; r < rounds; ++r) {
+          const int want = blocks * (r + 1) * 1000 + blocks * (blocks - 1) / 2;
+          for (int b = 0; b < blocks; ++b) CHECK(got[size_t(r * blocks + b)] == want);
+        }
+        const auto c = unetcu::simt::counters();
+        CHECK(c.blocks == uint64_t(blocks));
+        CHECK(c.barriers == uint64_t(blocks * rounds));  // each grid barrier counts per block
+      }
+    }
+  }
+  unetcu::simt::set_schedule(Schedule::forward);
+}
+
+TEST_CASE("simt: a cooperative launch beyond the co-resident limit fails as on a GPU") {
+  const int blocks = unetcu::simt::kMaxCooperativeBlocks + 1;
+  DeviceArray<int> slots(static_cast<size_t>(blocks)), out(static_cast<size_t>(blocks));
+  cudaError_t code = cudaSuccess;
+  std::string message;
+  try {
+    simt_test::grid_rounds(slots.get(), out.get(), blocks, 32, 1, nullptr);
+  } catch (const unetcu::CudaError& e) {
+    code = e.code();
+    message = e.what();
+  }
+  CAPTURE(message);
+  CHECK(code == cudaErrorCooperativeLaunchTooLarge);
+  CHECK(message.find("grid_rounds_kernel") != std::string::npos);
+  CHECK(message.find("cooperative launch of 65 blocks") != std::string::npos);
+  CHECK(cudaPeekAtLastError() == cudaSuccess);
+}
+
+TEST_CASE("simt: a grid barrier outside a cooperative launch aborts") {
+  bool aborted = false;
+  const std::string report =
+      simt_test::run_in_child([] { simt_test::grid_sync_in_ordinary_launch(nullptr); }, &aborted);
+  CAPTURE(report);
+  CHECK(aborted);
+  CHECK(report.find("reached a grid barrier at tests/simt/simt_test_kernels.cu:") !=
+        std::string::npos);
+  CHECK(report.find("not launched with UNETCU_LAUNCH_COOPERATIVE") != std::string::npos);
+}
+
+TEST_CASE("simt: a block finishing while others wait at a grid barrier aborts") {
+  bool aborted = false;
+  const std::string report =
+      simt_test::run_in_child([] { simt_test::grid_sync_after_block_exit(nullptr); }, &aborted);
+  CAPTURE(report);
+  CHECK(aborted);
+  // Block 1 either finishes while others wait, or finishes first and a later block reports it.
+  CHECK(report.find("block (1,0,0)") != std::string::npos);
+  CHECK(report.find("every block of a cooperative launch must reach each grid barrier") !=
+        std::string::npos);
+  CHECK(report.find("grid_sync_early_exit_kernel") != std::string::npos);
+}
+
 TEST_CASE("simt: a thread exiting before a __syncthreads aborts") {
   for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
     bool aborted = false;

@@ -223,6 +223,31 @@ TEST_CASE("simt runtime: stream capture records work that graph replay runs") {
   cudaStreamDestroy(stream);
 }
 
+TEST_CASE("simt runtime: a captured cooperative launch replays with its grid barriers") {
+  const int blocks = 4, rounds = 3;
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  DeviceArray<int> slots(size_t(blocks * rounds)), out(size_t(blocks * rounds));
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  UNETCU_CUDA_CHECK(cudaMemsetAsync(slots.get(), 0xFF, blocks * rounds * sizeof(int), stream));
+  UNETCU_CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, blocks * rounds * sizeof(int), stream));
+  simt_test::grid_rounds(slots.get(), out.get(), blocks, 64, rounds, stream);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    const std::vector<int> got = out.read();
+    for (int r = 0; r < rounds; ++r)
+      for (int b = 0; b < blocks; ++b)
+        CHECK(got[size_t(r * blocks + b)] == blocks * (r + 1) * 1000 + blocks * (blocks - 1) / 2);
+  }
+  CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+  cudaStreamDestroy(stream);
+}
+
 TEST_CASE("simt runtime: calls a GPU forbids during capture invalidate it") {
   cudaStream_t stream = nullptr;
   REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
