@@ -208,6 +208,8 @@ struct PairInfo {
   Work kind = Work::bytes;
   double work = 0;        // FLOP or bytes moved by one run
   bool in_totals = true;  // counted in the per-family totals (not so a whole training step)
+  bool probe = false;     // another form of an op, timed beside the default one: in the
+                          // bandwidth table (bench_cuda_ops), never in the family totals
   Check check;            // filled in when the pair is first run
   bool checked = false;
 };

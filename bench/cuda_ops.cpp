@@ -611,9 +611,37 @@ struct FusedBnCase : OpCase, BnInputs {
   }
 };
 
+// A BatchNorm case with the single-pass training forward on (kernels/batchnorm.h), for the
+// same pair as its default form: the probe that decides whether it becomes the default.
+template <class Case>
+struct SinglePassCase : Case {
+  using Case::Case;
+  void ours() override {
+    const bool before = cuda::batchnorm_single_pass();
+    cuda::set_batchnorm_single_pass(true);
+    Case::ours();
+    cuda::set_batchnorm_single_pass(before);
+  }
+};
+
+// The probe pair of a training-forward pair: family "bn.train_fwd" -> "bn.train_fwd.single_pass".
+PairInfo single_pass_probe(const PairInfo& p) {
+  PairInfo probe = p;
+  const size_t slash = p.key.find('/');
+  probe.key = p.key.substr(0, slash) + ".single_pass" + p.key.substr(slash);
+  probe.in_totals = false;
+  probe.probe = true;
+  return probe;
+}
+
 void register_batchnorms(const Graph& g) {
   uint64_t seed = for_each_batchnorm_pair(g, [](const PairInfo& p, ActInfo a, BnOp op, uint64_t s) {
     register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
+    if (op == BnOp::train_forward) {
+      register_gpu_pair(single_pass_probe(p), [a, op, s] {
+        return std::make_unique<SinglePassCase<BnCase>>(a, op, s);
+      });
+    }
   });
   // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
   // The fused forms at the shapes of the ReLUs and add+ReLUs they replace.
@@ -639,6 +667,11 @@ void register_batchnorms(const Graph& g) {
       const FusedOp op = o.op;
       const uint64_t s = seed += 10;
       register_gpu_pair(p, [a, op, s] { return std::make_unique<FusedBnCase>(a, op, s); });
+      if (op == FusedOp::relu_forward || op == FusedOp::add_relu_forward) {
+        register_gpu_pair(single_pass_probe(p), [a, op, s] {
+          return std::make_unique<SinglePassCase<FusedBnCase>>(a, op, s);
+        });
+      }
     }
   }
 }
@@ -1162,7 +1195,7 @@ std::string family_of(const std::string& key) { return key.substr(0, key.find('/
 std::vector<const PairInfo*> largest_memory_bound() {
   std::vector<const PairInfo*> out;
   for (const PairInfo& p : pairs()) {
-    if (p.kind != Work::bytes || !p.in_totals) continue;
+    if (p.kind != Work::bytes || !(p.in_totals || p.probe)) continue;
     auto same = std::find_if(out.begin(), out.end(), [&](const PairInfo* q) {
       return family_of(q->key) == family_of(p.key);
     });

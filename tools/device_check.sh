@@ -10,7 +10,7 @@
 #      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers;
+#      keeps their numbers, then the steps again with UNETCU_BN_SINGLE_PASS=1;
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -18,7 +18,8 @@
 #      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the convolutions
-#      and the step again with UNETCU_CUDNN_GRAPH=0) and the PyTorch reference step
+#      and the step again with UNETCU_CUDNN_GRAPH=0, then the step with UNETCU_BN_SINGLE_PASS=1)
+#      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
 #   6b. profiles 3 replayed training steps with Nsight Compute when ncu is there (each kernel's
@@ -175,6 +176,16 @@ else
     row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t"); see step_check_nograph.log"
   fi
 fi
+# The same steps with the single-pass BatchNorm forward (opt-in until measured), parity aside.
+t=$(date +%s)
+if [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" &&
+   run step_check_single_pass 120 env UNETCU_BN_SINGLE_PASS=1 "$step_bin" -s '-tce=*PyTorch*smp*'; then
+  grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/step_check_single_pass.log" |
+    awk '{printf "%s%s", sep, $NF; sep=", "}')
+  row "cpu-vs-gpu step, single-pass BN" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
+elif [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log"; then
+  row "cpu-vs-gpu step, single-pass BN" FAILED "$(elapsed "$t"); see step_check_single_pass.log"
+fi
 
 # ---- 4. training on generated data ------------------------------------------------------------
 unetcu=$build/unetcu
@@ -252,6 +263,31 @@ fi
 # ---- 5. benchmarks ----------------------------------------------------------------------------
 # The GPU suite (bench_cuda_ops: every op and the training step, ours vs LibTorch CUDA), then the
 # PyTorch reference step in its modes.
+# bench_cuda_ops again with one environment SETTING (VAR=value) for the pairs FILTER selects,
+# into NAME.log; the row LABEL says what SUMMARY (a function of the log) finds.
+bench_variant() {
+  local name=$1 label=$2 setting=$3 filter=$4 summary=$5 t
+  t=$(date +%s)
+  if run "$name" 120 env "$setting" "$gpu_bench" --runs 30 --benchmark_filter="$filter" &&
+     ! grep -q '^SKIPPED' "$out/$name.log"; then
+    row "$label" ok "$(elapsed "$t"); $("$summary" "$out/$name.log")"
+  elif grep -q '^SKIPPED' "$out/$name.log"; then
+    row "$label" skipped "$(grep -m1 '^SKIPPED' "$out/$name.log")"
+  else
+    row "$label" FAILED "$(elapsed "$t"); see $name.log"
+  fi
+}
+step_summary() {
+  local step
+  step=$(grep -E '^training step:' "$1" | sed 's/^training step: //')
+  echo "step: ${step:-none}"
+}
+nograph_summary() {
+  local conv
+  conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
+  echo "ours ms: ${conv:-none}; $(step_summary "$1")"
+}
+
 gpu_bench=$build/bench/bench_cuda_ops
 if [ -x "$gpu_bench" ]; then
   t=$(date +%s)
@@ -272,19 +308,12 @@ if [ -x "$gpu_bench" ]; then
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
-  t=$(date +%s)
-  if run bench_cuda_ops_nograph 120 env UNETCU_CUDNN_GRAPH=0 "$gpu_bench" --runs 30 \
-       --benchmark_filter='^(conv[.]|train_step)' &&
-     ! grep -q '^SKIPPED' "$out/bench_cuda_ops_nograph.log"; then
-    conv=$(sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops_nograph.log" |
-      awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
-    step=$(grep -E '^training step:' "$out/bench_cuda_ops_nograph.log" | sed 's/^training step: //')
-    row "graph API off" ok "$(elapsed "$t"); ours ms: ${conv:-none}; step: ${step:-none}"
-  elif grep -q '^SKIPPED' "$out/bench_cuda_ops_nograph.log"; then
-    row "graph API off" skipped "$(grep -m1 '^SKIPPED' "$out/bench_cuda_ops_nograph.log")"
-  else
-    row "graph API off" FAILED "$(elapsed "$t"); see bench_cuda_ops_nograph.log"
-  fi
+  bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \
+    '^(conv[.]|train_step)' nograph_summary
+  # The whole step with the single-pass BatchNorm forward (opt-in until measured; its per-op
+  # probes, *.single_pass, are in bench_cuda_ops.log and the memory-bound table).
+  bench_variant bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1 \
+    '^train_step' step_summary
 else
   row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
 fi

@@ -28,8 +28,10 @@
 
 #if defined(__CUDACC__)
 #define UNETCU_UNROLL_4 _Pragma("unroll 4")
+#define UNETCU_UNROLL_8 _Pragma("unroll 8")
 #else
 #define UNETCU_UNROLL_4
+#define UNETCU_UNROLL_8
 #endif
 
 namespace unetcu::cuda::detail {

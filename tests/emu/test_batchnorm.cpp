@@ -75,59 +75,102 @@ void reference_train_forward(std::vector<float>& y, std::vector<float>& mean,
   if (f == Fusion::add_relu) cpu::add_relu_forward(y.data(), y.data(), d.residual.data(), count);
 }
 
-TEST_CASE("cuda batchnorm train forward (plain and fused) matches the reference") {
-  for (const BnCase& bc : kCases) {
-    for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
-      CAPTURE(bc.n);
-      CAPTURE(bc.h);
-      CAPTURE(bc.w);
-      CAPTURE(bc.c);
-      CAPTURE(bc.shift);
-      CAPTURE(fusion_name(f));
-      const BnData d = make_data(bc, 100 + uint64_t(bc.c));
-      std::vector<float> y, mean, invstd, rm, rv;
-      reference_train_forward(y, mean, invstd, rm, rv, d, f);
+// One shape, all three fusions, against the reference; both schedules bit-identical. Under the
+// emulator, `launches` (when >= 0) is the number of kernels each call must take.
+void check_train_forward(const BnCase& bc, int launches = -1) {
+  for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
+    CAPTURE(bc.n);
+    CAPTURE(bc.h);
+    CAPTURE(bc.w);
+    CAPTURE(bc.c);
+    CAPTURE(bc.shift);
+    CAPTURE(fusion_name(f));
+    const BnData d = make_data(bc, 100 + uint64_t(bc.c));
+    std::vector<float> y, mean, invstd, rm, rv;
+    reference_train_forward(y, mean, invstd, rm, rv, d, f);
 
-      const Outputs out = run_deterministic([&] {
-        DeviceBuffer<float> dx(d.x, bc.shift), dres(d.residual, bc.shift), dy(d.x.size(), bc.shift);
-        DeviceBuffer<float> dgamma(d.gamma), dbeta(d.beta), drm(d.running_mean), drv(d.running_var);
-        DeviceBuffer<float> dmean(size_t(bc.c)), dinvstd(size_t(bc.c));
-        DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
-        dy.poison();
-        dmean.poison();
-        dinvstd.poison();
-        ws.poison();
-        if (f == Fusion::none) {
-          cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
-                                        dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
-                                        ws.get(), nullptr);
-        } else if (f == Fusion::relu) {
-          cuda::batchnorm_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
-                                             drv.get(), dx.get(), dgamma.get(), dbeta.get(), d.sh,
-                                             kMomentum, kEps, ws.get(), nullptr);
-        } else {
-          cuda::batchnorm_add_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
-                                                 drv.get(), dx.get(), dres.get(), dgamma.get(),
-                                                 dbeta.get(), d.sh, kMomentum, kEps, ws.get(),
-                                                 nullptr);
-        }
-        sync_device();
-        Outputs o;
-        o.add("y", dy);
-        o.add("save_mean", dmean);
-        o.add("save_invstd", dinvstd);
-        o.add("running_mean", drm);
-        o.add("running_var", drv);
-        o.add("workspace", ws);  // only its guards matter; its bytes must be deterministic too
-        return o;
-      });
-      check_close(out.get<float>("y"), y, 1e-5, 1e-5, "y");
-      check_close(out.get<float>("save_mean"), mean, 1e-7, 1e-6, "save_mean");
-      check_close(out.get<float>("save_invstd"), invstd, 0.0, 1e-6, "save_invstd");
-      check_close(out.get<float>("running_mean"), rm, 1e-7, 1e-6, "running_mean");
-      check_close(out.get<float>("running_var"), rv, 0.0, 1e-6, "running_var");
-    }
+    const Outputs out = run_deterministic([&] {
+      DeviceBuffer<float> dx(d.x, bc.shift), dres(d.residual, bc.shift), dy(d.x.size(), bc.shift);
+      DeviceBuffer<float> dgamma(d.gamma), dbeta(d.beta), drm(d.running_mean), drv(d.running_var);
+      DeviceBuffer<float> dmean(size_t(bc.c)), dinvstd(size_t(bc.c));
+      DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+      dy.poison();
+      dmean.poison();
+      dinvstd.poison();
+      ws.poison();
+#if defined(UNETCU_TEST_EMULATED)
+      simt::reset_counters();
+#endif
+      if (f == Fusion::none) {
+        cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
+                                      dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
+                                      ws.get(), nullptr);
+      } else if (f == Fusion::relu) {
+        cuda::batchnorm_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
+                                           drv.get(), dx.get(), dgamma.get(), dbeta.get(), d.sh,
+                                           kMomentum, kEps, ws.get(), nullptr);
+      } else {
+        cuda::batchnorm_add_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
+                                               drv.get(), dx.get(), dres.get(), dgamma.get(),
+                                               dbeta.get(), d.sh, kMomentum, kEps, ws.get(),
+                                               nullptr);
+      }
+      sync_device();
+#if defined(UNETCU_TEST_EMULATED)
+      if (launches >= 0) CHECK(simt::counters().launches == uint64_t(launches));
+#endif
+      Outputs o;
+      o.add("y", dy);
+      o.add("save_mean", dmean);
+      o.add("save_invstd", dinvstd);
+      o.add("running_mean", drm);
+      o.add("running_var", drv);
+      o.add("workspace", ws);  // only its guards matter; its bytes must be deterministic too
+      return o;
+    });
+    check_close(out.get<float>("y"), y, 1e-5, 1e-5, "y");
+    check_close(out.get<float>("save_mean"), mean, 1e-7, 1e-6, "save_mean");
+    check_close(out.get<float>("save_invstd"), invstd, 0.0, 1e-6, "save_invstd");
+    check_close(out.get<float>("running_mean"), rm, 1e-7, 1e-6, "running_mean");
+    check_close(out.get<float>("running_var"), rv, 0.0, 1e-6, "running_var");
   }
+}
+
+TEST_CASE("cuda batchnorm train forward (plain and fused) matches the reference") {
+  for (const BnCase& bc : kCases) check_train_forward(bc);
+}
+
+// Turns the single-pass forward on for a scope, and back to what it was.
+struct SinglePass {
+  bool before = cuda::batchnorm_single_pass();
+  SinglePass() { cuda::set_batchnorm_single_pass(true); }
+  ~SinglePass() { cuda::set_batchnorm_single_pass(before); }
+};
+
+TEST_CASE("cuda batchnorm train forward in a single pass matches the reference") {
+  SinglePass on;
+  // One cooperative launch where the rows fit the co-resident blocks (the emulator's 64):
+  // 2,304 rows of 64 channels (16 lanes: 4 rows a thread, 36 blocks), 1,089 of 16 (64 lanes,
+  // 2 rows, 9 blocks), 5,000 of 128 (8 lanes, 16 rows, 40 blocks), 600 of 512 (2 lanes, 8
+  // rows, 38 blocks; 128 columns a block), 3,000 of 512 (32 rows, 47 blocks: the largest k).
+  // Small tensors (one kernel), misaligned or non-multiple-of-4 channels (scalar path) and
+  // rows beyond the co-resident blocks (4,200 of 512: 66 blocks at 32 rows; three kernels)
+  // keep the other paths.
+  const int kOne = 1;
+#if defined(UNETCU_TEST_EMULATED)
+  const int kSmall = 1, kMulti = 3;
+#else
+  const int kSmall = -1, kMulti = -1;  // a GPU fits more blocks: the path is not fixed
+#endif
+  check_train_forward({1, 48, 48, 64, 0}, kOne);
+  check_train_forward({1, 33, 33, 16, 0}, kOne);
+  check_train_forward({2, 50, 50, 128, 0}, kOne);
+  check_train_forward({1, 20, 30, 512, 0}, kOne);
+  check_train_forward({1, 50, 60, 512, 0}, kOne);
+  check_train_forward({1, 8, 8, 64, 0}, kSmall);
+  check_train_forward({2, 9, 11, 16, 1}, -1);
+  check_train_forward({2, 20, 21, 3, 0}, -1);
+  check_train_forward({1, 60, 70, 512, 0}, kMulti);
 }
 
 TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference") {
