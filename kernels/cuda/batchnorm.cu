@@ -20,6 +20,7 @@
 // kernel, no partials, the barrier a __syncthreads.
 #include "kernels/batchnorm.h"
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
 
@@ -292,7 +293,9 @@ struct GradApply {
 // multi-block path. Shared memory, not registers: 16 float4s a thread in registers took 151
 // registers (one 256-thread block per SM, 132 blocks on an H100: half of encoder.bn1), where
 // 32 a thread in shared memory (128 KB a block) hold all of its 16x64x64x64 in 132 blocks.
-// Opt-in (set_batchnorm_single_pass, UNETCU_BN_SINGLE_PASS=1) until measured on a GPU.
+// Opt-in (set_batchnorm_single_pass, UNETCU_BN_SINGLE_PASS=1): on an H200 it measured no faster
+// than the three kernels (27 vs 26 us at encoder.bn1, the step 2.6% slower; bench/RESULTS.md).
+// One 256-thread block per SM at 32 rows a thread may be too few warps to cover DRAM latency.
 
 // A single-pass launch: `lanes` rows of `tile` float4 columns per block and sweep, `k` rows
 // per thread, `blocks` blocks.
@@ -389,15 +392,29 @@ bool vectorizable(const BatchNormShape& sh) { return sh.c % 4 == 0; }
 constexpr int kOnePassRows[] = {2, 4, 8, 16, 32};
 constexpr int kOnePassMaxRows = 32;
 
+// The single pass's block: one row of all c/4 float4 columns (tile), `lanes` such rows; false
+// for shapes it cannot take.
+bool one_pass_block(const BatchNormShape& sh, OnePassTiling* t) {
+  if (!vectorizable(sh) || sh.c / 4 > detail::kThreads || sh.rows <= 0) return false;
+  t->rows = sh.rows;
+  t->cols = sh.c / 4;
+  t->tile = t->cols;
+  t->lanes = detail::kThreads / t->tile;
+  return true;
+}
+int64_t one_pass_blocks(const OnePassTiling& t, int k) {
+  return (t.rows + int64_t(t.lanes) * k - 1) / (int64_t(t.lanes) * k);
+}
+
 // Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float].
-// The single pass keeps its [2][c][blocks] partials in the same region, at most
-// ceil(rows / (lanes * 2)) blocks, capped as the multi-block reduction is.
+// The single pass keeps its [2][c][blocks] partials in the same region: at most the blocks of
+// its fewest rows a thread, capped as the multi-block reduction is.
 double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
 size_t partials_bytes(const BatchNormShape& sh) {
   size_t doubles = stats_tiling(sh).partial_count(2);
-  if (sh.c % 4 == 0 && sh.c / 4 <= detail::kThreads) {
-    const int64_t lanes = detail::kThreads / (sh.c / 4);
-    int64_t blocks = (sh.rows + lanes * kOnePassRows[0] - 1) / (lanes * kOnePassRows[0]);
+  OnePassTiling t;
+  if (one_pass_block(sh, &t)) {
+    int64_t blocks = one_pass_blocks(t, kOnePassRows[0]);
     if (blocks > detail::kReduceBlocks) blocks = detail::kReduceBlocks;
     const size_t one_pass = 2 * size_t(sh.c) * size_t(blocks);
     if (one_pass > doubles) doubles = one_pass;
@@ -407,37 +424,35 @@ size_t partials_bytes(const BatchNormShape& sh) {
 
 std::atomic<int> g_single_pass{-1};  // -1: not read from UNETCU_BN_SINGLE_PASS yet
 
-// The co-resident blocks of the single-pass kernel at k rows a thread (measured once per k:
-// the device is fixed). Above 48 KB of dynamic shared memory the kernel must opt in first.
-int one_pass_capacity(int k) {
-  static std::atomic<int> known[sizeof(kOnePassRows) / sizeof(int)] = {};  // 0: not asked yet
-  int slot = 0;
-  while (kOnePassRows[slot] != k) ++slot;
-  int blocks = known[slot].load();
-  if (blocks == 0) {
-    const size_t bytes = one_pass_shared_bytes(k);
+constexpr int kOnePassSlots = int(sizeof(kOnePassRows) / sizeof(kOnePassRows[0]));
+
+// The co-resident blocks of the single-pass kernel at each entry of kOnePassRows, asked once
+// (the device is fixed). Above 48 KB of dynamic shared memory the kernel must opt in first.
+const int* one_pass_capacity() {
+  static const std::array<int, kOnePassSlots> blocks = [] {
     UNETCU_CUDA_CHECK(cudaFuncSetAttribute(train_forward_one_pass_kernel,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            int(one_pass_shared_bytes(kOnePassMaxRows))));
-    blocks = max_cooperative_blocks(train_forward_one_pass_kernel, detail::kThreads, bytes);
-    if (blocks > detail::kReduceBlocks) blocks = detail::kReduceBlocks;
-    known[slot].store(blocks < 1 ? -1 : blocks);
-  }
-  return blocks;
+    std::array<int, kOnePassSlots> out{};
+    for (int slot = 0; slot < kOnePassSlots; ++slot) {
+      const int n = max_cooperative_blocks(train_forward_one_pass_kernel, detail::kThreads,
+                                           one_pass_shared_bytes(kOnePassRows[slot]));
+      out[size_t(slot)] = n < detail::kReduceBlocks ? n : detail::kReduceBlocks;
+    }
+    return out;
+  }();
+  return blocks.data();
 }
 
-// The single-pass tiling of a vectorizable shape: one block row of all c/4 float4 columns,
-// the fewest rows a thread whose grid fits the co-resident blocks; false if none fits.
+// The single-pass tiling: the fewest rows a thread whose grid fits the co-resident blocks;
+// false if the shape is not the single pass's or no grid fits.
 bool one_pass_tiling(const BatchNormShape& sh, OnePassTiling* t) {
-  if (sh.c % 4 != 0 || sh.c / 4 > detail::kThreads || sh.rows <= 0) return false;
-  t->rows = sh.rows;
-  t->cols = sh.c / 4;
-  t->tile = t->cols;
-  t->lanes = detail::kThreads / t->tile;
-  for (int k : kOnePassRows) {
-    const int64_t blocks = (sh.rows + int64_t(t->lanes) * k - 1) / (int64_t(t->lanes) * k);
-    if (blocks <= one_pass_capacity(k)) {
-      t->k = k;
+  if (!one_pass_block(sh, t)) return false;
+  const int* capacity = one_pass_capacity();
+  for (int slot = 0; slot < kOnePassSlots; ++slot) {
+    const int64_t blocks = one_pass_blocks(*t, kOnePassRows[slot]);
+    if (blocks <= capacity[slot]) {
+      t->k = kOnePassRows[slot];
       t->blocks = int(blocks);
       return true;
     }
@@ -491,25 +506,23 @@ void train_forward_v(float* y, float* save_mean, float* save_invstd, float* runn
                      float momentum, float eps, bool apply_relu, void* workspace,
                      cudaStream_t stream) {
   float* scale = coefs_of(workspace, sh);
+  const StatsEpilogue stats{save_mean, save_invstd, running_mean, running_var, scale, x,
+                            gamma,     sh.rows,     double(momentum), double(eps)};
   if constexpr (V == 4) {
-    // Few rows: reduce_then_map's one ordinary kernel; else the single pass when enabled.
+    // Few rows: reduce_then_map's one ordinary kernel (reduce_then_apply); else the single
+    // pass when enabled.
     detail::SmallTiling small;
     OnePassTiling t;
     if (batchnorm_single_pass() &&
         !detail::small_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &small) &&
         one_pass_tiling(sh, &t)) {
-      const StatsEpilogue stats{save_mean, save_invstd, running_mean, running_var, scale, x,
-                                gamma,     sh.rows,     double(momentum), double(eps)};
-      double* partials = partials_of(workspace);
       UNETCU_LAUNCH_COOPERATIVE(train_forward_one_pass_kernel, t.blocks, t.tile * t.lanes,
-                                one_pass_shared_bytes(t.k), stream)(y, x, residual, beta, stats,
-                                                                    partials, t, apply_relu);
+                                one_pass_shared_bytes(t.k), stream)(
+          y, x, residual, beta, stats, partials_of(workspace), t, apply_relu);
       return;
     }
   }
-  reduce_then_apply<V>(StatsSrc<1>{x, sh.c}, StatsSrc<V>{x, sh.c / V},
-                       StatsEpilogue{save_mean, save_invstd, running_mean, running_var, scale, x,
-                                     gamma, sh.rows, double(momentum), double(eps)},
+  reduce_then_apply<V>(StatsSrc<1>{x, sh.c}, StatsSrc<V>{x, sh.c / V}, stats,
                        Normalize<V>{y, x, residual, save_mean, scale, nullptr, nullptr, beta,
                                     sh.c / V, double(eps), apply_relu},
                        sh, workspace, stream);

@@ -152,6 +152,10 @@ bool is_shuffle(Collective op) {
          op == Collective::shfl_xor;
 }
 
+std::string place(const char* file, int line) {
+  return std::string(file) + ":" + std::to_string(line);
+}
+
 bool same_place(const char* file_a, int line_a, const char* file_b, int line_b) {
   return line_a == line_b && (file_a == file_b || std::strcmp(file_a, file_b) == 0);
 }
@@ -207,9 +211,6 @@ class GridBarrier {
   }
 
  private:
-  static std::string place(const char* file, int line) {
-    return std::string(file) + ":" + std::to_string(line);
-  }
   [[noreturn, gnu::noinline, gnu::cold]] void fail(const std::string& what) const {
     std::ostringstream os;
     os << "unetcu simt: " << what << "\n  in kernel " << call_.name << " launched (cooperative) at "
@@ -615,9 +616,6 @@ class Runner {
 
   Thread& thread_of(int tid) { return threads_[reverse_ ? n_ - 1 - tid : tid]; }
 
-  std::string place(const char* file, int line) const {
-    return std::string(file) + ":" + std::to_string(line);
-  }
   std::string describe(const Thread* t) const { return "thread " + xyz(t->idx); }
 
   // The reports are out of line and cold: the hot paths keep small frames, so each fiber
@@ -901,10 +899,7 @@ void run_grid(const KernelCall& call) {
         r.set_grid(&barrier);
         r.run_block(call, reverse, b);
         r.set_grid(nullptr);
-        const dim3 g = call.grid;
-        barrier.block_exited("block " + xyz(uint3{static_cast<unsigned>(b % g.x),
-                                                  static_cast<unsigned>(b / g.x % g.y),
-                                                  static_cast<unsigned>(b / (uint64_t{g.x} * g.y))}));
+        barrier.block_exited("block " + xyz(blockIdx));  // still this block's: run_block set it
         r.flush_counters();
       });
     }
