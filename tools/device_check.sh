@@ -176,7 +176,7 @@ else
     row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t"); see step_check_nograph.log"
   fi
 fi
-# The same steps with the single-pass BatchNorm forward (opt-in until measured), parity aside.
+# The same steps with the single-pass BatchNorm forward (opt-in, experimental), parity aside.
 t=$(date +%s)
 if [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" &&
    run step_check_single_pass 120 env UNETCU_BN_SINGLE_PASS=1 "$step_bin" -s '-tce=*PyTorch*smp*'; then
@@ -310,7 +310,7 @@ if [ -x "$gpu_bench" ]; then
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \
     '^(conv[.]|train_step)' nograph_summary
-  # The whole step with the single-pass BatchNorm forward (opt-in until measured; its per-op
+  # The whole step with the single-pass BatchNorm forward (opt-in, experimental; its per-op
   # probes, *.single_pass, are in bench_cuda_ops.log and the memory-bound table).
   bench_variant bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1 \
     '^train_step' step_summary
