@@ -10,7 +10,8 @@
 #      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers, then the steps again with UNETCU_BN_SINGLE_PASS=1;
+#      keeps their numbers, then the steps again with UNETCU_BN_SINGLE_PASS=1 and with
+#      UNETCU_PDL=1 (chained launches);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -18,7 +19,8 @@
 #      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the convolutions
-#      and the step again with UNETCU_CUDNN_GRAPH=0, then the step with UNETCU_BN_SINGLE_PASS=1)
+#      and the step again with UNETCU_CUDNN_GRAPH=0, then the step with UNETCU_BN_SINGLE_PASS=1,
+#      then the reductions, copies and step with UNETCU_PDL=1)
 #      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
@@ -176,16 +178,24 @@ else
     row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t"); see step_check_nograph.log"
   fi
 fi
-# The same steps with the single-pass BatchNorm forward (opt-in, experimental), parity aside.
-t=$(date +%s)
-if [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" &&
-   run step_check_single_pass 120 env UNETCU_BN_SINGLE_PASS=1 "$step_bin" -s '-tce=*PyTorch*smp*'; then
-  grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/step_check_single_pass.log" |
-    awk '{printf "%s%s", sep, $NF; sep=", "}')
-  row "cpu-vs-gpu step, single-pass BN" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
-elif [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log"; then
-  row "cpu-vs-gpu step, single-pass BN" FAILED "$(elapsed "$t"); see step_check_single_pass.log"
-fi
+# The same steps (parity aside) again with one environment SETTING (VAR=value), into NAME.log,
+# as row LABEL; only when the plain steps ran on a GPU.
+step_variant() {
+  local name=$1 label=$2 setting=$3 t grads
+  [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
+  t=$(date +%s)
+  if run "$name" 120 env "$setting" "$step_bin" -s '-tce=*PyTorch*smp*'; then
+    grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
+      awk '{printf "%s%s", sep, $NF; sep=", "}')
+    row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
+  else
+    row "$label" FAILED "$(elapsed "$t"); see $name.log"
+  fi
+}
+# The single-pass BatchNorm forward (opt-in, experimental); chained launches (UNETCU_PDL=1:
+# each hand-written kernel may start while the one before it ends).
+step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
+step_variant step_check_pdl "cpu-vs-gpu step, chained launches" UNETCU_PDL=1
 
 # ---- 4. training on generated data ------------------------------------------------------------
 unetcu=$build/unetcu
@@ -282,6 +292,11 @@ step_summary() {
   step=$(grep -E '^training step:' "$1" | sed 's/^training step: //')
   echo "step: ${step:-none}"
 }
+pdl_summary() {
+  local below
+  below=$(grep -E 'families below 70% of the copy' "$1")
+  echo "$(step_summary "$1"); memory-bound: ${below:-no table}"
+}
 nograph_summary() {
   local conv
   conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
@@ -314,6 +329,12 @@ if [ -x "$gpu_bench" ]; then
   # probes, *.single_pass, are in bench_cuda_ops.log and the memory-bound table).
   bench_variant bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1 \
     '^train_step' step_summary
+  # The reductions, the copies they are held to and the step with chained launches
+  # (UNETCU_PDL=1, off by default until measured faster): the memory-bound table of that log
+  # against the one above says what overlapping each kernel's start with the previous one's
+  # end brings.
+  bench_variant bench_cuda_ops_pdl "chained launches (PDL)" UNETCU_PDL=1 \
+    '^(bn[.]|bn_relu|bn_add_relu|dice|counts|limits|train_step)' pdl_summary
 else
   row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
 fi

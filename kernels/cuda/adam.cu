@@ -21,6 +21,7 @@ using detail::store_vec;
 
 __global__ void adam_advance_kernel(int64_t* step, AdamStepScalars* scalars, AdamConfig cfg,
                                     const double* lr) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const int64_t t = *step + 1;
   *step = t;
   const double rate = lr ? *lr : cfg.lr;
@@ -40,6 +41,7 @@ __global__ void adam_advance_kernel(int64_t* step, AdamStepScalars* scalars, Ada
 __global__ void __launch_bounds__(detail::kThreads)
     adam_update_kernel(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
                        int64_t count, const AdamStepScalars* scalars, bool vec4) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const AdamStepScalars s = *scalars;
   const float neg_step_size = -s.step_size;
   detail::grid_stride(count, vec4, [&](auto width, int64_t i) {
@@ -66,15 +68,15 @@ __global__ void __launch_bounds__(detail::kThreads)
 
 void adam_advance_step(int64_t* step, AdamStepScalars* scalars, const AdamConfig& cfg,
                        const double* lr, cudaStream_t stream) {
-  UNETCU_LAUNCH(adam_advance_kernel, 1, 1, 0, stream)(step, scalars, cfg, lr);
+  UNETCU_LAUNCH_CHAINED(adam_advance_kernel, 1, 1, 0, stream)(step, scalars, cfg, lr);
 }
 
 void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad, int64_t count,
                const AdamStepScalars* scalars, cudaStream_t stream) {
   if (count <= 0) return;
   const bool vec4 = detail::all_vec4(param, exp_avg, exp_avg_sq, grad);
-  UNETCU_LAUNCH(adam_update_kernel, detail::flat_blocks(count, vec4), detail::kThreads, 0,
-                stream)(param, exp_avg, exp_avg_sq, grad, count, scalars, vec4);
+  UNETCU_LAUNCH_CHAINED(adam_update_kernel, detail::flat_blocks(count, vec4), detail::kThreads, 0,
+                        stream)(param, exp_avg, exp_avg_sq, grad, count, scalars, vec4);
 }
 
 }  // namespace unetcu::cuda

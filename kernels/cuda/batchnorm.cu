@@ -311,6 +311,7 @@ __global__ void __launch_bounds__(detail::kThreads)
     train_forward_one_pass_kernel(float* y, const float* x, const float* residual,
                                   const float* beta, StatsEpilogue stats, double* partials,
                                   OnePassTiling t, bool apply_relu) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   using Float4 = Vec<float, 4>;
   UNETCU_DYNAMIC_SHARED(Float4, held);  // [k][threads]: a warp's stores are contiguous
   const int col = int(threadIdx.x) % t.tile;

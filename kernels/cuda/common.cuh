@@ -107,6 +107,7 @@ __device__ inline void grid_stride(int64_t count, bool vec4, const F& f) {
 
 template <class Op>
 __global__ void __launch_bounds__(kThreads) map_flat_kernel(Op op, int64_t count, bool vec4) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   grid_stride(count, vec4, op);
 }
 
@@ -120,8 +121,8 @@ inline int flat_blocks(int64_t count, bool vec4) {
 template <class Op>
 inline void map_flat(const Op& op, int64_t count, bool vec4, cudaStream_t stream) {
   if (count <= 0) return;
-  UNETCU_LAUNCH((map_flat_kernel<Op>), flat_blocks(count, vec4), kThreads, 0, stream)(op, count,
-                                                                                     vec4);
+  UNETCU_LAUNCH_CHAINED((map_flat_kernel<Op>), flat_blocks(count, vec4), kThreads, 0, stream)(
+      op, count, vec4);
 }
 
 // ---- row tiling ------------------------------------------------------------------------------
@@ -175,6 +176,7 @@ inline RowTiling reduce_tiling(int64_t rows, int cols, int batches = 1) {
 // processes that (row, col) element.
 template <class Op>
 __global__ void __launch_bounds__(kThreads) map_rows_kernel(Op op, RowTiling t) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
   const int lane = int(threadIdx.x) / t.tile;
   if (col >= t.cols) return;  // no barrier in this kernel, so leaving early is safe
@@ -187,8 +189,8 @@ template <class Op>
 inline void map_rows(const Op& op, int64_t rows, int cols, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
   const RowTiling t = map_tiling(rows, cols);
-  UNETCU_LAUNCH((map_rows_kernel<Op>), dim3(t.tiles, t.row_blocks), t.tile * t.lanes, 0,
-                stream)(op, t);
+  UNETCU_LAUNCH_CHAINED((map_rows_kernel<Op>), dim3(t.tiles, t.row_blocks), t.tile * t.lanes, 0,
+                        stream)(op, t);
 }
 
 // ---- reduce_rows -----------------------------------------------------------------------------
@@ -253,6 +255,7 @@ __device__ inline void run_epilogue(const E& e, int batch, int col, int first, i
 template <int NV, class Src>
 __global__ void __launch_bounds__(kThreads) reduce_rows_partial_kernel(double* partials, Src src,
                                                                        RowTiling t) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
   const int lane = int(threadIdx.x) / t.tile;
   const int batch = int(blockIdx.z);
@@ -282,6 +285,7 @@ template <int NV, class Epilogue>
 __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue epilogue,
                                                                      const double* partials,
                                                                      RowTiling t) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const int col = int(blockIdx.x);
   const int batch = int(blockIdx.y);
   double acc[NV] = {};
@@ -301,10 +305,11 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue ep
 template <int NV, class Src, class Epilogue>
 inline void reduce_rows(const Src& src, const Epilogue& epilogue, const RowTiling& t,
                         double* partials, cudaStream_t stream) {
-  UNETCU_LAUNCH((reduce_rows_partial_kernel<NV, Src>), dim3(t.tiles, t.row_blocks, t.batches),
-                t.tile * t.lanes, 0, stream)(partials, src, t);
-  UNETCU_LAUNCH((reduce_rows_final_kernel<NV, Epilogue>), dim3(t.cols, t.batches),
-                t.finalize_threads(), 0, stream)(epilogue, partials, t);
+  UNETCU_LAUNCH_CHAINED((reduce_rows_partial_kernel<NV, Src>),
+                        dim3(t.tiles, t.row_blocks, t.batches), t.tile * t.lanes, 0,
+                        stream)(partials, src, t);
+  UNETCU_LAUNCH_CHAINED((reduce_rows_final_kernel<NV, Epilogue>), dim3(t.cols, t.batches),
+                        t.finalize_threads(), 0, stream)(epilogue, partials, t);
 }
 
 // ---- reduce_then_map -------------------------------------------------------------------------
@@ -353,6 +358,7 @@ inline bool small_tiling(int64_t rows, int cols, int elem_bytes, SmallTiling* t)
 template <int NV, class Src, class Epilogue, class Map>
 __global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epilogue epilogue,
                                                                    Map map, SmallTiling t) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
   const int lane = int(threadIdx.x) / t.tile;
   double acc[NV] = {};
@@ -384,8 +390,8 @@ __global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epil
 template <int NV, class Src, class Epilogue, class Map>
 inline void reduce_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
                             const SmallTiling& t, cudaStream_t stream) {
-  UNETCU_LAUNCH((reduce_then_map_kernel<NV, Src, Epilogue, Map>), t.blocks, t.tile * t.lanes, 0,
-                stream)(src, epilogue, map, t);
+  UNETCU_LAUNCH_CHAINED((reduce_then_map_kernel<NV, Src, Epilogue, Map>), t.blocks,
+                        t.tile * t.lanes, 0, stream)(src, epilogue, map, t);
 }
 
 // Workspace layout helper: `bytes` rounded up so that a following region stays 256-aligned.

@@ -130,6 +130,7 @@ template <int V>
 __global__ void __launch_bounds__(detail::kThreads)
     narrow_filter_partial_kernel(double* partials, const float* dy, const float* x, ConvShape sh,
                                  FilterTiling ft) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
   const int64_t first = int64_t(blockIdx.x) * ft.chunk;
   const int64_t last = first + ft.chunk < pixels ? first + ft.chunk : pixels;
@@ -258,15 +259,15 @@ void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
   const bool vec = filter_vec4(sh, x);
   const FilterTiling ft = filter_tiling(sh, vec ? 4 : 1);
   if (vec) {
-    UNETCU_LAUNCH(narrow_filter_partial_kernel<4>, ft.blocks, ft.tile * ft.lanes, 0,
-                  stream)(partials, dy, x, sh, ft);
+    UNETCU_LAUNCH_CHAINED(narrow_filter_partial_kernel<4>, ft.blocks, ft.tile * ft.lanes, 0,
+                          stream)(partials, dy, x, sh, ft);
   } else {
-    UNETCU_LAUNCH(narrow_filter_partial_kernel<1>, ft.blocks, ft.tile * ft.lanes, 0,
-                  stream)(partials, dy, x, sh, ft);
+    UNETCU_LAUNCH_CHAINED(narrow_filter_partial_kernel<1>, ft.blocks, ft.tile * ft.lanes, 0,
+                          stream)(partials, dy, x, sh, ft);
   }
   const detail::RowTiling t = final_tiling(sh, ft);
-  UNETCU_LAUNCH((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
-                t.finalize_threads(), 0, stream)(
+  UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
+                        t.finalize_threads(), 0, stream)(
       FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);
 }
 

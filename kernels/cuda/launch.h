@@ -21,6 +21,20 @@
 //     not exceed unetcu::max_cooperative_blocks(kernel, threads, smem_bytes), else the launch
 //     fails with cudaErrorCooperativeLaunchTooLarge.
 //
+//   UNETCU_LAUNCH_CHAINED(kernel, blocks, 256, smem_bytes, stream)(args...);
+//   UNETCU_GRID_DEPENDENCY_SYNC();        // that kernel's first statement, in every thread
+//     A launch that may overlap the end of the previous kernel of its stream (programmatic
+//     dependent launch, compute capability 9.0): the GPU may schedule its blocks while the
+//     previous kernel's last blocks still run, which hides the gap between two small kernels.
+//     UNETCU_GRID_DEPENDENCY_SYNC waits until the previous kernel has finished and its writes
+//     are visible, then lets the next chained kernel start launching: nothing before it may
+//     touch global memory. nvcc: cudaLaunchKernelEx with programmatic stream serialisation when
+//     unetcu::chained_launches() is on (UNETCU_PDL=1) and the kernel was built for compute
+//     capability 9.0 or later, else an ordinary launch; the sync is cudaGridDependencySynchronize
+//     then cudaTriggerProgrammaticLaunchCompletion (nothing when built for an older
+//     architecture). Emulator: launches run one after another, so the sync waits for nothing,
+//     but a thread of a chained launch that finishes without it aborts with a report.
+//
 //   UNETCU_DYNAMIC_SHARED(float, tile);   // inside the kernel body
 //     float* tile: the block's dynamic shared memory (the launch's smem_bytes). Under the
 //     emulator the bytes start as 0xFF so a read before a write shows.
@@ -28,8 +42,11 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <mutex>
 #include <sstream>
+#include <unordered_map>
 #include <utility>
 
 #if defined(__CUDACC__)
@@ -48,6 +65,25 @@ inline bool sync_every_launch() {
   }();
   return on;
 }
+
+// Whether UNETCU_LAUNCH_CHAINED launches overlap the previous kernel of their stream on a GPU
+// that can (programmatic dependent launch). Off unless UNETCU_PDL=1 or set_chained_launches:
+// it has not yet been measured faster. Read when a launch is issued, so a graph captured with
+// it on replays chained.
+inline std::atomic<int>& chained_launch_setting() {
+  static std::atomic<int> setting{-1};  // -1: not read from the environment yet
+  return setting;
+}
+inline bool chained_launches() {
+  int on = chained_launch_setting().load(std::memory_order_relaxed);
+  if (on < 0) {
+    const char* value = std::getenv("UNETCU_PDL");
+    on = value != nullptr && value[0] == '1';
+    chained_launch_setting().store(on, std::memory_order_relaxed);
+  }
+  return on != 0;
+}
+inline void set_chained_launches(bool on) { chained_launch_setting().store(on ? 1 : 0); }
 
 // One launch statement: the configuration (evaluated once), and the check run after the launch.
 // UNETCU_LAUNCH is a one-pass for statement around the launch expression so that the check can
@@ -108,30 +144,61 @@ struct LaunchSite {
 
 namespace unetcu {
 
-// Launches `kernel` cooperatively with `site`'s configuration; the site's check follows.
+// Launches `kernel` with `site`'s configuration and at most one launch attribute (id 0:
+// none); the site's check follows.
 template <typename... Params>
-struct CooperativeLaunch {
+struct AttributedLaunch {
   void (*kernel)(Params...);
   const LaunchSite& site;
+  cudaLaunchAttribute attribute;
   template <typename... Args>
   void operator()(Args&&... args) const {
-    cudaLaunchAttribute attribute[1] = {};
-    attribute[0].id = cudaLaunchAttributeCooperative;
-    attribute[0].val.cooperative = 1;
+    cudaLaunchAttribute attrs[1] = {attribute};
     cudaLaunchConfig_t config = {};
     config.gridDim = site.grid;
     config.blockDim = site.block;
     config.dynamicSmemBytes = site.shared_bytes;
     config.stream = site.stream;
-    config.attrs = attribute;
-    config.numAttrs = 1;
+    config.attrs = attrs;
+    config.numAttrs = attribute.id == cudaLaunchAttributeIgnore ? 0 : 1;
     // The error is also the runtime's last error, which the site's check reads.
     (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
   }
 };
+
 template <typename... Params>
-CooperativeLaunch<Params...> cooperative_launch(void (*kernel)(Params...), const LaunchSite& site) {
-  return CooperativeLaunch<Params...>{kernel, site};
+AttributedLaunch<Params...> cooperative_launch(void (*kernel)(Params...), const LaunchSite& site) {
+  cudaLaunchAttribute attribute = {};
+  attribute.id = cudaLaunchAttributeCooperative;
+  attribute.val.cooperative = 1;
+  return AttributedLaunch<Params...>{kernel, site, attribute};
+}
+
+// Whether `kernel` was compiled for compute capability 9.0 or later, so that its
+// UNETCU_GRID_DEPENDENCY_SYNC really waits (built for an older architecture it is empty, and
+// a chained launch of it would race the previous kernel). Asked once per kernel.
+inline bool kernel_waits_for_dependencies(const void* kernel) {
+  static std::mutex mutex;
+  static std::unordered_map<const void*, bool> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find(kernel);
+  if (it != known.end()) return it->second;
+  cudaFuncAttributes attributes = {};
+  const bool waits =
+      cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90;
+  if (!waits) (void)cudaGetLastError();
+  known.emplace(kernel, waits);
+  return waits;
+}
+
+template <typename... Params>
+AttributedLaunch<Params...> chained_launch(void (*kernel)(Params...), const LaunchSite& site) {
+  cudaLaunchAttribute attribute = {};
+  if (chained_launches() && kernel_waits_for_dependencies(reinterpret_cast<const void*>(kernel))) {
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+  }
+  return AttributedLaunch<Params...>{kernel, site, attribute};
 }
 
 // The largest grid a cooperative launch of `kernel` may have: the blocks of `threads` threads
@@ -158,6 +225,26 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
 
 #define UNETCU_GRID_SYNC() ::cooperative_groups::this_grid().sync()
 
+#define UNETCU_LAUNCH_CHAINED(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem,             \
+                              unetcu_stream)                                                     \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
+  ::unetcu::chained_launch(unetcu_kernel, unetcu_launch_)
+
+// Wait for the previous kernel (a no-op unless this launch was chained), then allow the next
+// chained kernel to launch: its blocks take the slots this grid frees and wait in their own
+// sync, so they must not be let in before this grid itself may run.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define UNETCU_GRID_DEPENDENCY_SYNC()          \
+  do {                                         \
+    cudaGridDependencySynchronize();           \
+    cudaTriggerProgrammaticLaunchCompletion(); \
+  } while (0)
+#else
+#define UNETCU_GRID_DEPENDENCY_SYNC() \
+  do {                                \
+  } while (0)
+#endif
+
 // One name for every kernel, as raw bytes: extern __shared__ arrays of different element types
 // in one translation unit would otherwise be conflicting declarations.
 #define UNETCU_DYNAMIC_SHARED(type, name)                                        \
@@ -180,6 +267,15 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
                            __FILE__, __LINE__, true)
 
 #define UNETCU_GRID_SYNC() ::unetcu::simt::detail::sync_grid(__FILE__, __LINE__)
+
+#define UNETCU_LAUNCH_CHAINED(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem,             \
+                              unetcu_stream)                                                     \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
+  ::unetcu::simt::launcher(unetcu_kernel, unetcu_launch_.grid, unetcu_launch_.block,             \
+                           unetcu_launch_.shared_bytes, unetcu_launch_.stream, #unetcu_kernel,   \
+                           __FILE__, __LINE__, false, true)
+
+#define UNETCU_GRID_DEPENDENCY_SYNC() ::unetcu::simt::detail::dependency_sync()
 
 namespace unetcu {
 // The emulator runs at most kMaxCooperativeBlocks blocks at once, whatever the kernel.

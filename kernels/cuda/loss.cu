@@ -74,6 +74,7 @@ __global__ void __launch_bounds__(detail::kThreads)
     dice_backward_kernel(float* dlogits, const float* logits, const uint8_t* target,
                          const DiceSums* sums, int64_t count, float dloss, bool accumulate,
                          bool vec4) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   const DiceSums s = *sums;
   double coef_t = 0.0, coef_1 = 0.0;
   if (s.sum_t > 0) {
@@ -146,6 +147,7 @@ struct ConfusionEpilogue {
 // One thread, images in order: the totals are the same on every run.
 __global__ void epoch_totals_kernel(EpochTotals* totals, const float* loss,
                                     const ConfusionCounts* counts, int n_images) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
   EpochTotals t = *totals;
   if (loss) {
     t.loss_sum += double(*loss);
@@ -182,8 +184,8 @@ void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* targ
                         cudaStream_t stream) {
   if (count <= 0) return;
   const bool vec4 = detail::all_vec4(dlogits, logits, target);
-  UNETCU_LAUNCH(dice_backward_kernel, detail::flat_blocks(count, vec4), detail::kThreads, 0,
-                stream)(
+  UNETCU_LAUNCH_CHAINED(dice_backward_kernel, detail::flat_blocks(count, vec4), detail::kThreads, 0,
+                        stream)(
       dlogits, logits, target, sums, count, dloss, mode == GradMode::accumulate, vec4);
 }
 
@@ -201,7 +203,7 @@ void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_
 
 void epoch_totals_accumulate(EpochTotals* totals, const float* loss,
                              const ConfusionCounts* counts, int n_images, cudaStream_t stream) {
-  UNETCU_LAUNCH(epoch_totals_kernel, 1, 1, 0, stream)(totals, loss, counts, n_images);
+  UNETCU_LAUNCH_CHAINED(epoch_totals_kernel, 1, 1, 0, stream)(totals, loss, counts, n_images);
 }
 
 }  // namespace unetcu::cuda

@@ -96,6 +96,7 @@ struct alignas(64) Thread {
   int line;
   State state;
   bool at_barrier;     // waiting at __syncthreads (otherwise at a warp collective)
+  bool waited;         // passed UNETCU_GRID_DEPENDENCY_SYNC (required in a chained launch)
 };
 static_assert(sizeof(Thread) == 64, "a Thread should fill one cache line");
 
@@ -269,6 +270,7 @@ class Runner {
       Thread& t = threads_[pos];
       t.state = State::not_started;
       t.at_barrier = false;
+      t.waited = false;
       t.pos = pos;
       t.tid = tid;
       t.idx = uint3{tid % dims.x, tid / dims.x % dims.y, tid / (dims.x * dims.y)};
@@ -396,6 +398,8 @@ class Runner {
 
   unsigned active_mask() const { return warps_[current_->tid >> 5].live; }
 
+  void dependency_sync() { current_->waited = true; }
+
   [[noreturn, gnu::noinline, gnu::cold]] void trap(const char* file, int line) {
     fatal(describe(current_) + " executed __trap() at " + place(file, line));
   }
@@ -500,6 +504,7 @@ class Runner {
     ++done_;
     if (first_exited_ == nullptr) first_exited_ = t;
     if (barrier_arrived_ > 0) report_exit_during_barrier(t);
+    if (call_->chained && !t->waited) report_exit_without_dependency_sync(t);
     // An exited lane no longer holds up its warp's collectives.
     const int w = t->tid >> 5;
     Warp& warp = warps_[w];
@@ -637,6 +642,13 @@ class Runner {
        << "): every thread of a block must reach each __syncthreads (an early return before "
           "a barrier?)";
     fatal(os.str());
+  }
+
+  [[noreturn, gnu::noinline, gnu::cold]] void report_exit_without_dependency_sync(
+      const Thread* t) const {
+    fatal(describe(t) + " finished without UNETCU_GRID_DEPENDENCY_SYNC(): a kernel launched "
+          "with UNETCU_LAUNCH_CHAINED may start before the previous kernel of its stream has "
+          "finished, so every thread must wait there before it touches memory");
   }
 
   [[noreturn, gnu::noinline, gnu::cold]] void report_divergent_barrier(const Thread* t,
@@ -866,6 +878,8 @@ int sync_block(int predicate, const char* file, int line) {
 }
 
 void sync_grid(const char* file, int line) { runner().sync_block(0, file, line, true); }
+
+void dependency_sync() { runner().dependency_sync(); }
 
 uint64_t warp_collective(Collective op, unsigned mask, uint64_t value, int arg, int width,
                          const char* file, int line) {

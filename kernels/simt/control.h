@@ -59,6 +59,10 @@ struct KernelCall {
   // A cooperative launch (UNETCU_LAUNCH_COOPERATIVE): every block runs at once, each on its own
   // OS thread, so the kernel may wait at grid-wide barriers (UNETCU_GRID_SYNC).
   bool cooperative = false;
+  // A chained launch (UNETCU_LAUNCH_CHAINED): on a GPU it may start while the previous kernel
+  // of its stream still runs, so every thread must pass UNETCU_GRID_DEPENDENCY_SYNC before it
+  // touches memory; the emulator reports a thread that finishes without it.
+  bool chained = false;
 };
 
 // The most blocks a cooperative launch may have under the emulator (one OS thread each); a

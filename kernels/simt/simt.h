@@ -35,6 +35,10 @@
 //              most kMaxCooperativeBlocks, control.h), and wait for each other there. A block
 //              that finishes while others wait, blocks at different grid barriers, and a grid
 //              barrier in an ordinary launch abort with a report.
+//   chaining   UNETCU_GRID_DEPENDENCY_SYNC() (kernels/cuda/launch.h), which a kernel launched
+//              with UNETCU_LAUNCH_CHAINED must reach in every thread: launches run one after
+//              another here, so it waits for nothing, but a thread that finishes without it
+//              aborts with a report (on a GPU that thread could race the previous kernel).
 //   warps      __syncwarp, __shfl_sync, __shfl_up_sync, __shfl_down_sync, __shfl_xor_sync (any
 //              trivially copyable type of at most 8 bytes; PTX shfl.sync rules, width segments
 //              included), __ballot_sync, __any_sync, __all_sync, __activemask,
@@ -161,6 +165,10 @@ int sync_block(int predicate, const char* file, int line);
 // The grid-wide barrier of a cooperative launch: every thread of every block arrives before any
 // leaves (UNETCU_GRID_SYNC in kernels/cuda/launch.h).
 void sync_grid(const char* file, int line);
+// UNETCU_GRID_DEPENDENCY_SYNC (kernels/cuda/launch.h): the emulator's kernels run one after
+// another, so there is nothing to wait for; it marks the thread as having waited, which a
+// chained launch requires of every thread.
+void dependency_sync();
 // Deposits `value` for this lane, waits for the live lanes of `mask`, and returns this lane's
 // result (64 bits: the raw bytes of a shuffled value, a ballot mask, or a reduction).
 uint64_t warp_collective(Collective op, unsigned mask, uint64_t value, int arg, int width,
@@ -213,9 +221,11 @@ class Launcher {
   using Kernel = void (*)(Params...);
 
   Launcher(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
-           const char* name, const char* file, int line, bool cooperative = false)
+           const char* name, const char* file, int line, bool cooperative = false,
+           bool chained = false)
       : kernel_(kernel), stream_(stream) {
     call_.cooperative = cooperative;
+    call_.chained = chained;
     call_.kernel = reinterpret_cast<const void*>(kernel);
     call_.grid = grid;
     call_.block = block;
@@ -253,9 +263,10 @@ class Launcher {
 template <typename... Params>
 Launcher<Params...> launcher(void (*kernel)(Params...), dim3 grid, dim3 block,
                              size_t shared_bytes, cudaStream_t stream, const char* name,
-                             const char* file, int line, bool cooperative = false) {
+                             const char* file, int line, bool cooperative = false,
+                             bool chained = false) {
   return Launcher<Params...>(kernel, grid, block, shared_bytes, stream, name, file, line,
-                             cooperative);
+                             cooperative, chained);
 }
 
 }  // namespace simt

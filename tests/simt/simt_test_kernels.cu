@@ -166,6 +166,22 @@ __global__ void grid_rounds_kernel(int* slots, int* out, int rounds) {
 
 __global__ void grid_sync_kernel() { UNETCU_GRID_SYNC(); }
 
+// out[i] = in[i] * 2 + 1, a chained kernel: every thread waits for the previous kernel first.
+__global__ void chained_scale_kernel(int* out, const int* in, int n) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = in[i] * 2 + 1;
+}
+
+// The same with thread 3 of each block leaving before the wait (it writes nothing, but on a
+// GPU a thread that did would race the previous kernel).
+__global__ void chained_missing_sync_kernel(int* out, const int* in, int n) {
+  if (threadIdx.x == 3) return;
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = in[i] * 2 + 1;
+}
+
 __global__ void grid_sync_early_exit_kernel() {
   if (blockIdx.x == 1) return;
   UNETCU_GRID_SYNC();
@@ -280,6 +296,14 @@ void deadlock(cudaStream_t stream) { UNETCU_LAUNCH(deadlock_kernel, 1, 64, 0, st
 
 void grid_rounds(int* slots, int* out, int blocks, int threads, int rounds, cudaStream_t stream) {
   UNETCU_LAUNCH_COOPERATIVE(grid_rounds_kernel, blocks, threads, 0, stream)(slots, out, rounds);
+}
+
+void chained_scale(int* out, const int* in, int n, cudaStream_t stream) {
+  UNETCU_LAUNCH_CHAINED(chained_scale_kernel, ceil_div(n, 64), 64, 0, stream)(out, in, n);
+}
+
+void chained_missing_sync(int* out, const int* in, int n, cudaStream_t stream) {
+  UNETCU_LAUNCH_CHAINED(chained_missing_sync_kernel, ceil_div(n, 64), 64, 0, stream)(out, in, n);
 }
 
 void grid_sync_in_ordinary_launch(cudaStream_t stream) {

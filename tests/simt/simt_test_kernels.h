@@ -61,9 +61,14 @@ void axpy(float* y, const float* x, float a, int n, cudaStream_t stream);
 // (r + 1) * 1000 + k for every block b.
 void grid_rounds(int* slots, int* out, int blocks, int threads, int rounds, cudaStream_t stream);
 
+// out[i] = in[i] * 2 + 1 (UNETCU_LAUNCH_CHAINED; the kernel waits in every thread).
+void chained_scale(int* out, const int* in, int n, cudaStream_t stream);
+
 // Faulty kernels, each aborting the process with a report; run them in a child process.
 void grid_sync_in_ordinary_launch(cudaStream_t stream);  // a grid barrier without cooperation
 void grid_sync_after_block_exit(cudaStream_t stream);    // block 1 returns before the barrier
+// chained_scale, but thread 3 of each block returns before UNETCU_GRID_DEPENDENCY_SYNC.
+void chained_missing_sync(int* out, const int* in, int n, cudaStream_t stream);
 void deadlock(cudaStream_t stream);               // a warp shuffle against a __syncthreads
 void early_exit_before_barrier(cudaStream_t stream);
 void divergent_barrier(cudaStream_t stream);

@@ -369,6 +369,34 @@ TEST_CASE("simt: a block finishing while others wait at a grid barrier aborts") 
   CHECK(report.find("grid_sync_early_exit_kernel") != std::string::npos);
 }
 
+TEST_CASE("simt: a chained launch runs after the previous kernel of its stream") {
+  const int n = 200;  // four blocks of 64, the last one partial
+  std::vector<int> first(n);
+  for (int i = 0; i < n; ++i) first[size_t(i)] = i - 50;
+  DeviceArray<int> a(first), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+  unetcu::simt::reset_counters();
+  simt_test::chained_scale(b.get(), a.get(), n, nullptr);  // b = 2a + 1
+  simt_test::chained_scale(c.get(), b.get(), n, nullptr);  // c = 2b + 1 = 4a + 3
+  CHECK(unetcu::simt::counters().launches == 2u);
+  const std::vector<int> got = c.read();
+  for (int i = 0; i < n; ++i) CHECK(got[size_t(i)] == 4 * (i - 50) + 3);
+}
+
+TEST_CASE("simt: a thread of a chained launch finishing without the dependency sync aborts") {
+  bool aborted = false;
+  const std::string report = simt_test::run_in_child(
+      [] {
+        DeviceArray<int> in(std::vector<int>(64, 1)), out(size_t(64));
+        simt_test::chained_missing_sync(out.get(), in.get(), 64, nullptr);
+      },
+      &aborted);
+  CAPTURE(report);
+  CHECK(aborted);
+  CHECK(report.find("thread (3,0,0) finished without UNETCU_GRID_DEPENDENCY_SYNC()") !=
+        std::string::npos);
+  CHECK(report.find("chained_missing_sync_kernel") != std::string::npos);
+}
+
 TEST_CASE("simt: a thread exiting before a __syncthreads aborts") {
   for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
     bool aborted = false;

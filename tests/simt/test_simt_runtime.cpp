@@ -248,6 +248,31 @@ TEST_CASE("simt runtime: a captured cooperative launch replays with its grid bar
   cudaStreamDestroy(stream);
 }
 
+TEST_CASE("simt runtime: captured chained launches replay in order") {
+  const int n = 100;
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  std::vector<int> first(n);
+  for (int i = 0; i < n; ++i) first[size_t(i)] = 3 * i;
+  DeviceArray<int> a(first), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
+  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  UNETCU_CUDA_CHECK(cudaMemsetAsync(c.get(), 0xFF, n * sizeof(int), stream));
+  simt_test::chained_scale(b.get(), a.get(), n, stream);
+  simt_test::chained_scale(c.get(), b.get(), n, stream);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    const std::vector<int> got = c.read();
+    for (int i = 0; i < n; ++i) CHECK(got[size_t(i)] == 12 * i + 3);
+  }
+  CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+  cudaStreamDestroy(stream);
+}
+
 TEST_CASE("simt runtime: calls a GPU forbids during capture invalidate it") {
   cudaStream_t stream = nullptr;
   REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
