@@ -29,7 +29,8 @@
 //     UNETCU_GRID_DEPENDENCY_SYNC waits until the previous kernel has finished and its writes
 //     are visible, then lets the next chained kernel start launching: nothing before it may
 //     touch global memory. nvcc: cudaLaunchKernelEx with programmatic stream serialisation when
-//     unetcu::chained_launches() is on (UNETCU_PDL=1) and the kernel was built for compute
+//     unetcu::chained_launches() is on (the default; UNETCU_PDL=0 turns it off) and the kernel
+//     was built for compute
 //     capability 9.0 or later, else an ordinary launch; the sync is cudaGridDependencySynchronize
 //     then cudaTriggerProgrammaticLaunchCompletion (nothing when built for an older
 //     architecture). Emulator: launches run one after another, so the sync waits for nothing,
@@ -67,9 +68,9 @@ inline bool sync_every_launch() {
 }
 
 // Whether UNETCU_LAUNCH_CHAINED launches overlap the previous kernel of their stream on a GPU
-// that can (programmatic dependent launch). Off unless UNETCU_PDL=1 or set_chained_launches:
-// it has not yet been measured faster. Read when a launch is issued, so a graph captured with
-// it on replays chained.
+// that can (programmatic dependent launch). On unless UNETCU_PDL=0 or set_chained_launches:
+// the training step ran 3.7% faster with it on an H200 (bench/RESULTS.md). Read when a launch
+// is issued, so a graph captured with it on replays chained.
 inline std::atomic<int>& chained_launch_setting() {
   static std::atomic<int> setting{-1};  // -1: not read from the environment yet
   return setting;
@@ -78,7 +79,7 @@ inline bool chained_launches() {
   int on = chained_launch_setting().load(std::memory_order_relaxed);
   if (on < 0) {
     const char* value = std::getenv("UNETCU_PDL");
-    on = value != nullptr && value[0] == '1';
+    on = !(value != nullptr && value[0] == '0');
     chained_launch_setting().store(on, std::memory_order_relaxed);
   }
   return on != 0;
