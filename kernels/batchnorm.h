@@ -68,13 +68,6 @@ size_t batchnorm_workspace_bytes(const BatchNormShape& sh);
 void set_batchnorm_single_pass(bool on);
 bool batchnorm_single_pass();
 
-// The multi-block sums of the vectorizable shapes (training forward and backward) one float4
-// of channels a thread instead of one channel (kernels/cuda/batchnorm.cu). Off by default
-// until measured faster; UNETCU_BN_VECTOR_SUMS=1 in the environment turns it on, as does
-// set_batchnorm_vector_sums.
-void set_batchnorm_vector_sums(bool on);
-bool batchnorm_vector_sums();
-
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var,
                              const float* x, const float* gamma, const float* beta,

@@ -10,8 +10,8 @@
 #      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers, then the steps again with UNETCU_BN_SINGLE_PASS=1, with
-#      UNETCU_PDL=0 (chained launches off) and with UNETCU_BN_VECTOR_SUMS=1;
+#      keeps their numbers, then the steps again with UNETCU_BN_SINGLE_PASS=1 and with
+#      UNETCU_PDL=0 (chained launches off);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -20,7 +20,7 @@
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the convolutions
 #      and the step again with UNETCU_CUDNN_GRAPH=0, then the step with UNETCU_BN_SINGLE_PASS=1,
-#      then the reductions, copies and step with UNETCU_PDL=0, then with UNETCU_BN_VECTOR_SUMS=1)
+#      then the reductions, copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
@@ -196,7 +196,6 @@ step_variant() {
 # on by default, each hand-written kernel may start while the one before it ends).
 step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
-step_variant step_check_vector_sums "cpu-vs-gpu step, float4 BN sums" UNETCU_BN_VECTOR_SUMS=1
 
 # ---- 4. training on generated data ------------------------------------------------------------
 unetcu=$build/unetcu
@@ -335,10 +334,6 @@ if [ -x "$gpu_bench" ]; then
   # overlapping each kernel's start with the previous one's end brings.
   bench_variant bench_cuda_ops_pdl "chained launches off" UNETCU_PDL=0 \
     '^(bn[.]|bn_relu|bn_add_relu|dice|confusion|limits|train_step)' variant_summary
-  # The BatchNorms, their copies and the step with the multi-block sums one float4 of
-  # channels a thread (UNETCU_BN_VECTOR_SUMS=1, opt-in until measured faster).
-  bench_variant bench_cuda_ops_vector_sums "float4 BN sums" UNETCU_BN_VECTOR_SUMS=1 \
-    '^(bn[.]|bn_relu|bn_add_relu|limits|train_step)' variant_summary
 else
   row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
 fi

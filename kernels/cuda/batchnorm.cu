@@ -382,23 +382,13 @@ __global__ void __launch_bounds__(detail::kThreads)
 
 // ---- host side -------------------------------------------------------------------------------
 
-// The multi-block sums run one channel per thread by default: on the H200, four channels per
-// thread (a quarter of the row blocks, and each final block's epilogue four channels in a row)
-// made these BatchNorms 3-5 us slower each.
+// The multi-block sums run one channel per thread: on the H200, four channels per thread (a
+// quarter of the row blocks, and each final block's epilogue four channels in a row) made
+// these BatchNorms 3-5 us slower each; measured again with as many row blocks as now, each
+// channel's epilogue in its own thread and the final loads unrolled, still 4-5 us slower at
+// encoder.bn1 and the step 6% slower (bench/RESULTS.md, "Chained launches measured").
 RowTiling stats_tiling(const BatchNormShape& sh) { return detail::reduce_tiling(sh.rows, sh.c); }
 bool vectorizable(const BatchNormShape& sh) { return sh.c % 4 == 0; }
-
-// Opt-in (set_batchnorm_vector_sums, UNETCU_BN_VECTOR_SUMS=1): the multi-block sums one float4
-// of channels a thread, as many bytes a thread as the scalar sums (2 float4s, not 8 floats, at
-// least) so the row blocks stay as many, each channel's epilogue in its own thread of the
-// final block (PerChannel), and the final block's loads issued together. Under Nsight Compute
-// the scalar sums of encoder.bn1 read 16.8 MB at 2.2 TB/s (scalar loads, 4 rounds of loads a
-// thread); a float4 a load needs one round.
-constexpr int kVectorMinRowsPerThread = detail::kMinRowsPerThread / 4;
-RowTiling vector_stats_tiling(const BatchNormShape& sh) {
-  return detail::row_tiling(sh.rows, sh.c / 4, 1, kVectorMinRowsPerThread, detail::kReduceBlocks);
-}
-std::atomic<int> g_vector_sums{-1};  // -1: not read from UNETCU_BN_VECTOR_SUMS yet
 
 // Single-pass rows a thread may hold (the smallest that fits is used: the most blocks). At 32
 // a block needs 128 KB of shared memory: one block per SM.
@@ -425,10 +415,6 @@ int64_t one_pass_blocks(const OnePassTiling& t, int k) {
 double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
 size_t partials_bytes(const BatchNormShape& sh) {
   size_t doubles = stats_tiling(sh).partial_count(2);
-  if (vectorizable(sh)) {
-    const size_t vector = vector_stats_tiling(sh).partial_count(2 * 4);
-    if (vector > doubles) doubles = vector;
-  }
   OnePassTiling t;
   if (one_pass_block(sh, &t)) {
     int64_t blocks = one_pass_blocks(t, kOnePassRows[0]);
@@ -484,7 +470,7 @@ float* coefs_of(void* workspace, const BatchNormShape& sh) {
 // The sums (Src<1>: one channel per thread; Src<V>: V channels per thread) with their
 // epilogue, then the pass `map` over the same rows at vector width V: one kernel,
 // reduce_then_map, when V == 4 and the rows fit one block per vector column, else reduce_rows
-// (on Src<V> when the vector sums are on) and map_rows.
+// and map_rows.
 template <int V, template <int> class Src, class Epilogue, class Map>
 void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
                        const Epilogue& epilogue, const Map& map, const BatchNormShape& sh,
@@ -494,12 +480,6 @@ void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
     if (detail::small_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &small)) {
       detail::reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map, small,
                                      stream);
-      return;
-    }
-    if (batchnorm_vector_sums()) {
-      detail::reduce_rows<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue},
-                                 vector_stats_tiling(sh), partials_of(workspace), stream);
-      detail::map_rows(map, sh.rows, sh.c / V, stream);
       return;
     }
   }
@@ -606,18 +586,6 @@ bool batchnorm_single_pass() {
     const char* value = std::getenv("UNETCU_BN_SINGLE_PASS");
     on = value != nullptr && value[0] == '1' ? 1 : 0;
     g_single_pass.store(on);
-  }
-  return on == 1;
-}
-
-void set_batchnorm_vector_sums(bool on) { g_vector_sums.store(on ? 1 : 0); }
-
-bool batchnorm_vector_sums() {
-  int on = g_vector_sums.load();
-  if (on < 0) {
-    const char* value = std::getenv("UNETCU_BN_VECTOR_SUMS");
-    on = value != nullptr && value[0] == '1' ? 1 : 0;
-    g_vector_sums.store(on);
   }
   return on == 1;
 }

@@ -289,9 +289,6 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue ep
   const int col = int(blockIdx.x);
   const int batch = int(blockIdx.y);
   double acc[NV] = {};
-  // At most kReduceBlocks / kThreads = 4 row blocks a thread: unrolled, their loads are issued
-  // together (one L2 round trip, not four), and the additions keep their order.
-  UNETCU_UNROLL_4
   for (int rb = int(threadIdx.x); rb < t.row_blocks; rb += int(blockDim.x))
     for (int v = 0; v < NV; ++v)
       acc[v] += partials[((size_t(v) * t.batches + batch) * t.cols + col) * t.row_blocks + rb];

@@ -69,7 +69,7 @@ inline bool sync_every_launch() {
 
 // Whether UNETCU_LAUNCH_CHAINED launches overlap the previous kernel of their stream on a GPU
 // that can (programmatic dependent launch). On unless UNETCU_PDL=0 or set_chained_launches:
-// the training step ran 3.7% faster with it on an H200 (bench/RESULTS.md). Read when a launch
+// the training step ran 3-4% faster with it on an H200 (bench/RESULTS.md). Read when a launch
 // is issued, so a graph captured with it on replays chained.
 inline std::atomic<int>& chained_launch_setting() {
   static std::atomic<int> setting{-1};  // -1: not read from the environment yet

@@ -219,125 +219,97 @@ TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference")
   }
 }
 
-// One shape, all three fusions and every grad mode, against the reference; both schedules
-// bit-identical.
-void check_backward(const BnCase& bc) {
-  for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
-    for (GradMode dx_mode : kGradModes) {
-      // The parameter and residual modes cycle with the dx mode's opposite, so every mode of
-      // every output is covered without a full product.
-      const GradMode other =
-          dx_mode == GradMode::overwrite ? GradMode::accumulate : GradMode::overwrite;
-      const GradMode param_mode = other, res_mode = other;
-      CAPTURE(bc.n);
-      CAPTURE(bc.h);
-      CAPTURE(bc.w);
-      CAPTURE(bc.c);
-      CAPTURE(bc.shift);
-      CAPTURE(fusion_name(f));
-      CAPTURE(mode_name(dx_mode));
-      const BnData d = make_data(bc, 300 + uint64_t(bc.c));
-      // Forward reference: the saved statistics and the (fused) output whose mask backward uses.
-      std::vector<float> y, mean, invstd, rm, rv;
-      reference_train_forward(y, mean, invstd, rm, rv, d, f);
-      const size_t count = d.x.size();
-      const auto dy = random_vector<float>(count, 301);
-      const auto dx0 = random_vector<float>(count, 302);
-      const auto dres0 = random_vector<float>(count, 303);
-      const auto dgamma0 = random_vector<float>(size_t(bc.c), 304);
-      const auto dbeta0 = random_vector<float>(size_t(bc.c), 305);
+TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in all grad modes") {
+  for (const BnCase& bc : kCases) {
+    for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
+      for (GradMode dx_mode : kGradModes) {
+        // The parameter and residual modes cycle with the dx mode's opposite, so every mode of
+        // every output is covered without a full product.
+        const GradMode other = dx_mode == GradMode::overwrite ? GradMode::accumulate
+                                                              : GradMode::overwrite;
+        const GradMode param_mode = other, res_mode = other;
+        CAPTURE(bc.n);
+        CAPTURE(bc.h);
+        CAPTURE(bc.w);
+        CAPTURE(bc.c);
+        CAPTURE(bc.shift);
+        CAPTURE(fusion_name(f));
+        CAPTURE(mode_name(dx_mode));
+        const BnData d = make_data(bc, 300 + uint64_t(bc.c));
+        // Forward reference: the saved statistics and the (fused) output whose mask backward uses.
+        std::vector<float> y, mean, invstd, rm, rv;
+        reference_train_forward(y, mean, invstd, rm, rv, d, f);
+        const size_t count = d.x.size();
+        const auto dy = random_vector<float>(count, 301);
+        const auto dx0 = random_vector<float>(count, 302);
+        const auto dres0 = random_vector<float>(count, 303);
+        const auto dgamma0 = random_vector<float>(size_t(bc.c), 304);
+        const auto dbeta0 = random_vector<float>(size_t(bc.c), 305);
 
-      // Reference composition: mask dy by the relu output, then the plain backward; with the
-      // residual fused, the masked gradient also flows into dresidual.
-      std::vector<float> g = dy;
-      if (f != Fusion::none)
-        cpu::relu_backward(g.data(), dy.data(), y.data(), int64_t(count), GradMode::overwrite);
-      std::vector<float> want_dx = dx0, want_dgamma = dgamma0, want_dbeta = dbeta0;
-      std::vector<float> want_dres = dres0;
-      cpu::batchnorm_backward(want_dx.data(), want_dgamma.data(), want_dbeta.data(), g.data(),
-                              d.x.data(), d.gamma.data(), mean.data(), invstd.data(), d.sh, dx_mode,
-                              param_mode);
-      if (f == Fusion::add_relu) {
-        for (size_t i = 0; i < count; ++i)
-          want_dres[i] = res_mode == GradMode::accumulate ? dres0[i] + g[i] : g[i];
-      }
-
-      const Outputs out = run_deterministic([&] {
-        DeviceBuffer<float> ddy(dy, bc.shift), dyv(y, bc.shift), dx(d.x, bc.shift);
-        DeviceBuffer<float> ddx(dx0, bc.shift), ddres(dres0, bc.shift);
-        DeviceBuffer<float> dgamma(d.gamma), dmean(mean), dinvstd(invstd);
-        DeviceBuffer<float> ddgamma(dgamma0), ddbeta(dbeta0);
-        DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
-        ws.poison();
-        if (dx_mode == GradMode::overwrite) ddx.poison();
-        if (param_mode == GradMode::overwrite) {
-          ddgamma.poison();
-          ddbeta.poison();
+        // Reference composition: mask dy by the relu output, then the plain backward; with the
+        // residual fused, the masked gradient also flows into dresidual.
+        std::vector<float> g = dy;
+        if (f != Fusion::none) cpu::relu_backward(g.data(), dy.data(), y.data(), int64_t(count),
+                                                  GradMode::overwrite);
+        std::vector<float> want_dx = dx0, want_dgamma = dgamma0, want_dbeta = dbeta0;
+        std::vector<float> want_dres = dres0;
+        cpu::batchnorm_backward(want_dx.data(), want_dgamma.data(), want_dbeta.data(), g.data(),
+                                d.x.data(), d.gamma.data(), mean.data(), invstd.data(), d.sh,
+                                dx_mode, param_mode);
+        if (f == Fusion::add_relu) {
+          for (size_t i = 0; i < count; ++i)
+            want_dres[i] = res_mode == GradMode::accumulate ? dres0[i] + g[i] : g[i];
         }
-        if (res_mode == GradMode::overwrite) ddres.poison();
-        if (f == Fusion::none) {
-          cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(), dx.get(),
-                                   dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
-                                   param_mode, ws.get(), nullptr);
-        } else if (f == Fusion::relu) {
-          cuda::batchnorm_relu_backward(
-              ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(), dyv.get(), dx.get(), dgamma.get(),
-              dmean.get(), dinvstd.get(), d.sh, dx_mode, param_mode, ws.get(), nullptr);
+
+        const Outputs out = run_deterministic([&] {
+          DeviceBuffer<float> ddy(dy, bc.shift), dyv(y, bc.shift), dx(d.x, bc.shift);
+          DeviceBuffer<float> ddx(dx0, bc.shift), ddres(dres0, bc.shift);
+          DeviceBuffer<float> dgamma(d.gamma), dmean(mean), dinvstd(invstd);
+          DeviceBuffer<float> ddgamma(dgamma0), ddbeta(dbeta0);
+          DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+          ws.poison();
+          if (dx_mode == GradMode::overwrite) ddx.poison();
+          if (param_mode == GradMode::overwrite) {
+            ddgamma.poison();
+            ddbeta.poison();
+          }
+          if (res_mode == GradMode::overwrite) ddres.poison();
+          if (f == Fusion::none) {
+            cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(), dx.get(),
+                                     dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
+                                     param_mode, ws.get(), nullptr);
+          } else if (f == Fusion::relu) {
+            cuda::batchnorm_relu_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(),
+                                          dyv.get(), dx.get(), dgamma.get(), dmean.get(),
+                                          dinvstd.get(), d.sh, dx_mode, param_mode, ws.get(),
+                                          nullptr);
+          } else {
+            cuda::batchnorm_add_relu_backward(ddx.get(), ddres.get(), ddgamma.get(), ddbeta.get(),
+                                              ddy.get(), dyv.get(), dx.get(), dgamma.get(),
+                                              dmean.get(), dinvstd.get(), d.sh, dx_mode, res_mode,
+                                              param_mode, ws.get(), nullptr);
+          }
+          sync_device();
+          Outputs o;
+          o.add("dx", ddx);
+          o.add("dgamma", ddgamma);
+          o.add("dbeta", ddbeta);
+          o.add("dresidual", ddres);
+          return o;
+        });
+        check_close(out.get<float>("dx"), want_dx, 1e-5, 1e-5, "dx");
+        check_close(out.get<float>("dgamma"), want_dgamma, 1e-6, 1e-6, "dgamma");
+        check_close(out.get<float>("dbeta"), want_dbeta, 1e-6, 1e-6, "dbeta");
+        if (f == Fusion::add_relu) {
+          check_same_bits(out.get<float>("dresidual"), want_dres, "dresidual");
         } else {
-          cuda::batchnorm_add_relu_backward(ddx.get(), ddres.get(), ddgamma.get(), ddbeta.get(),
-                                            ddy.get(), dyv.get(), dx.get(), dgamma.get(),
-                                            dmean.get(), dinvstd.get(), d.sh, dx_mode, res_mode,
-                                            param_mode, ws.get(), nullptr);
+          // Not written without the residual fusion: the poison (or the initial values) stays.
+          const auto dres = out.get<float>("dresidual");
+          if (res_mode == GradMode::accumulate) check_same_bits(dres, dres0, "dresidual untouched");
         }
-        sync_device();
-        Outputs o;
-        o.add("dx", ddx);
-        o.add("dgamma", ddgamma);
-        o.add("dbeta", ddbeta);
-        o.add("dresidual", ddres);
-        return o;
-      });
-      check_close(out.get<float>("dx"), want_dx, 1e-5, 1e-5, "dx");
-      check_close(out.get<float>("dgamma"), want_dgamma, 1e-6, 1e-6, "dgamma");
-      check_close(out.get<float>("dbeta"), want_dbeta, 1e-6, 1e-6, "dbeta");
-      if (f == Fusion::add_relu) {
-        check_same_bits(out.get<float>("dresidual"), want_dres, "dresidual");
-      } else {
-        // Not written without the residual fusion: the poison (or the initial values) stays.
-        const auto dres = out.get<float>("dresidual");
-        if (res_mode == GradMode::accumulate) check_same_bits(dres, dres0, "dresidual untouched");
       }
     }
   }
-}
-
-TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in all grad modes") {
-  for (const BnCase& bc : kCases) check_backward(bc);
-}
-
-// Turns the float4 multi-block sums on for a scope, and back to what they were.
-struct VectorSums {
-  bool before = cuda::batchnorm_vector_sums();
-  VectorSums() { cuda::set_batchnorm_vector_sums(true); }
-  ~VectorSums() { cuda::set_batchnorm_vector_sums(before); }
-};
-
-TEST_CASE("cuda batchnorm with float4 multi-block sums matches the reference") {
-  VectorSums on;
-  // The multi-block vectorised shapes of kCases (2,112 rows of 16 channels, 2,304 of 64) take
-  // the float4 sums, three kernels a call; 5,000 rows of 128 channels (32 float4 columns a
-  // block, 8 lanes, 313 row blocks) and 3,000 of 512 (128 columns, 2 lanes, 750 row blocks:
-  // up to 3 partials a final thread) add wider tiles and longer final loads; small and
-  // misaligned shapes keep their paths.
-  const int kThree = 3;
-  check_train_forward({2, 33, 32, 16, 0}, kThree);
-  check_train_forward({1, 48, 48, 64, 0}, kThree);
-  check_train_forward({2, 50, 50, 128, 0}, kThree);
-  check_train_forward({1, 50, 60, 512, 0}, kThree);
-  check_train_forward({1, 8, 8, 64, 0}, 1);
-  check_train_forward({2, 9, 11, 16, 1}, -1);
-  for (const BnCase& bc : kCases) check_backward(bc);
-  check_backward({2, 50, 50, 128, 0});
 }
 
 }  // namespace
