@@ -34,7 +34,9 @@
 //     capability 9.0 or later, else an ordinary launch; the sync is cudaGridDependencySynchronize
 //     then cudaTriggerProgrammaticLaunchCompletion (nothing when built for an older
 //     architecture). Emulator: launches run one after another, so the sync waits for nothing,
-//     but a thread of a chained launch that finishes without it aborts with a report.
+//     but a thread of a chained launch that finishes without it aborts with a report. That the
+//     sync is each kernel's first statement, and every launch in kernels/cuda chained (or
+//     cooperative), tests/emu/test_launch_rules.cpp checks in the sources.
 //
 //   UNETCU_DYNAMIC_SHARED(float, tile);   // inside the kernel body
 //     float* tile: the block's dynamic shared memory (the launch's smem_bytes). Under the
