@@ -27,7 +27,8 @@
 #   6b. profiles 3 replayed training steps with Nsight Compute when ncu is there (each kernel's
 #      duration, summed by family: tools/ncu_step_summary.py);
 #   6c. with UNETCU_NCU_DETAIL=REGEX, Nsight Compute's full sections (speed of light,
-#      occupancy, launch, warp states and stall reasons, scheduler, memory workload) for the
+#      occupancy, launch, warp states and stall reasons, scheduler, memory workload, source
+#      counters: where the sampled stalls sit) for the
 #      first UNETCU_NCU_DETAIL_COUNT (default 12) kernels of one replayed step whose names
 #      match REGEX, into ncu_detail.log: why a kernel is slow, where durations only say that
 #      it is (a one-launch reduction once measured 2-4x slower than its two kernels, for a
@@ -388,7 +389,8 @@ if [ -n "$ncu_detail" ]; then
     if run ncu_detail 120 "$ncu_bin" --profile-from-start off -k "regex:$ncu_detail" \
          -c "${UNETCU_NCU_DETAIL_COUNT:-12}" --section SpeedOfLight --section Occupancy \
          --section LaunchStats --section WarpStateStats --section SchedulerStats \
-         --section MemoryWorkloadAnalysis --cache-control none --clock-control none \
+         --section MemoryWorkloadAnalysis --section SourceCounters --cache-control none \
+         --clock-control none \
          "$gpu_bench" --profile-steps 1; then
       row "kernel details (ncu)" ok "$(elapsed "$t"); $(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' \
         "$out/ncu_detail.log") kernels matching '$ncu_detail' in ncu_detail.log"
