@@ -66,12 +66,19 @@ if ! command -v nvcc > /dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 
 # The tree this check ran: HEAD, and how many tracked files differ from it. A copied working
-# tree can carry a .git whose HEAD is older than its files; the count says so.
+# tree can carry a .git whose HEAD is older than its files; the count says so, and the id of
+# the files themselves (every file git does not ignore, written to a scratch index) names the
+# tree exactly: the commit whose `git log --format='%h %T'` shows it is the one measured.
 tree_id() {
-  local head changed
+  local head changed index tree
   head=$(git -C "$root" rev-parse --short=12 HEAD 2> /dev/null) || { echo "no git"; return; }
   changed=$(git -C "$root" status --porcelain --untracked-files=no 2> /dev/null | wc -l)
-  if [ "$changed" -eq 0 ]; then echo "$head"; else echo "$head + $changed changed files"; fi
+  index=$(mktemp -u)
+  tree=$(GIT_INDEX_FILE=$index git -C "$root" add -A 2> /dev/null &&
+    GIT_INDEX_FILE=$index git -C "$root" write-tree 2> /dev/null)
+  rm -f "$index"
+  [ "$changed" -eq 0 ] || head="$head + $changed changed files"
+  echo "$head${tree:+, tree ${tree:0:12}}"
 }
 
 rows=()
