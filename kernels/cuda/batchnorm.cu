@@ -21,8 +21,6 @@
 #include "kernels/batchnorm.h"
 
 #include <array>
-#include <atomic>
-#include <cstdlib>
 
 #include "kernels/cuda/common.cuh"
 
@@ -425,7 +423,7 @@ size_t partials_bytes(const BatchNormShape& sh) {
   return detail::align256(doubles * sizeof(double));
 }
 
-std::atomic<int> g_single_pass{-1};  // -1: not read from UNETCU_BN_SINGLE_PASS yet
+EnvSwitch g_single_pass{"UNETCU_BN_SINGLE_PASS", false};
 
 constexpr int kOnePassSlots = int(sizeof(kOnePassRows) / sizeof(kOnePassRows[0]));
 
@@ -578,17 +576,9 @@ void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const fl
 
 }  // namespace
 
-void set_batchnorm_single_pass(bool on) { g_single_pass.store(on ? 1 : 0); }
+void set_batchnorm_single_pass(bool on) { g_single_pass.set(on); }
 
-bool batchnorm_single_pass() {
-  int on = g_single_pass.load();
-  if (on < 0) {
-    const char* value = std::getenv("UNETCU_BN_SINGLE_PASS");
-    on = value != nullptr && value[0] == '1' ? 1 : 0;
-    g_single_pass.store(on);
-  }
-  return on == 1;
-}
+bool batchnorm_single_pass() { return g_single_pass.get(); }
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
   return partials_bytes(sh) + detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));

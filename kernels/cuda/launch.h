@@ -60,33 +60,44 @@
 
 namespace unetcu {
 
+// A process-wide on/off setting: its environment variable ("1..." on, "0..." off, otherwise
+// or unset `fallback`), read at the first get(), until set() overrides it.
+class EnvSwitch {
+ public:
+  constexpr EnvSwitch(const char* name, bool fallback) : name_(name), fallback_(fallback) {}
+  bool get() {
+    int on = value_.load(std::memory_order_relaxed);
+    if (on < 0) {
+      const char* value = std::getenv(name_);
+      on = value != nullptr && (value[0] == '0' || value[0] == '1') ? value[0] == '1' : fallback_;
+      value_.store(on, std::memory_order_relaxed);
+    }
+    return on != 0;
+  }
+  void set(bool on) { value_.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+ private:
+  const char* name_;
+  bool fallback_;
+  std::atomic<int> value_{-1};  // -1: not read from the environment yet
+};
+
 // UNETCU_SYNC=1: every launch synchronises and checks (slow; for finding a faulting kernel).
 inline bool sync_every_launch() {
-  static const bool on = [] {
-    const char* value = std::getenv("UNETCU_SYNC");
-    return value != nullptr && value[0] == '1';
-  }();
-  return on;
+  static EnvSwitch on{"UNETCU_SYNC", false};
+  return on.get();
 }
 
 // Whether UNETCU_LAUNCH_CHAINED launches overlap the previous kernel of their stream on a GPU
 // that can (programmatic dependent launch). On unless UNETCU_PDL=0 or set_chained_launches:
 // the training step ran 3-4% faster with it on an H200 (bench/RESULTS.md). Read when a launch
 // is issued, so a graph captured with it on replays chained.
-inline std::atomic<int>& chained_launch_setting() {
-  static std::atomic<int> setting{-1};  // -1: not read from the environment yet
-  return setting;
+inline EnvSwitch& chained_launch_switch() {
+  static EnvSwitch on{"UNETCU_PDL", true};
+  return on;
 }
-inline bool chained_launches() {
-  int on = chained_launch_setting().load(std::memory_order_relaxed);
-  if (on < 0) {
-    const char* value = std::getenv("UNETCU_PDL");
-    on = !(value != nullptr && value[0] == '0');
-    chained_launch_setting().store(on, std::memory_order_relaxed);
-  }
-  return on != 0;
-}
-inline void set_chained_launches(bool on) { chained_launch_setting().store(on ? 1 : 0); }
+inline bool chained_launches() { return chained_launch_switch().get(); }
+inline void set_chained_launches(bool on) { chained_launch_switch().set(on); }
 
 // One launch statement: the configuration (evaluated once), and the check run after the launch.
 // UNETCU_LAUNCH is a one-pass for statement around the launch expression so that the check can

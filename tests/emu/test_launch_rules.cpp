@@ -8,9 +8,9 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -39,9 +39,8 @@ int line_of(const std::string& text, size_t at) {
 
 std::vector<std::filesystem::path> kernel_sources() {
   std::vector<std::filesystem::path> files;
-  for (const auto& entry :
-       std::filesystem::directory_iterator(std::filesystem::path(UNETCU_SOURCE_DIR) / "kernels" /
-                                           "cuda")) {
+  for (const auto& entry : std::filesystem::directory_iterator(
+           std::filesystem::path(UNETCU_SOURCE_DIR) / "kernels" / "cuda")) {
     const std::string ext = entry.path().extension().string();
     if (entry.path().filename() == "launch.h") continue;  // defines the macros
     if (ext == ".cu" || ext == ".cuh" || ext == ".h") files.push_back(entry.path());
@@ -50,41 +49,77 @@ std::vector<std::filesystem::path> kernel_sources() {
   return files;
 }
 
-TEST_CASE("every kernel in kernels/cuda waits for the previous kernel before anything else") {
-  const std::regex kernel_head(R"(__global__[^;{}]*\)\s*\{)");
-  const std::string sync = "UNETCU_GRID_DEPENDENCY_SYNC();";
-  int kernels = 0;
+bool identifier_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+
+// Offsets in `code` where an identifier starting with `prefix` begins.
+std::vector<size_t> occurrences(const std::string& code, const std::string& prefix) {
+  std::vector<size_t> out;
+  for (size_t at = code.find(prefix); at != std::string::npos; at = code.find(prefix, at + 1))
+    if (at == 0 || !identifier_char(code[at - 1])) out.push_back(at);
+  return out;
+}
+
+// The identifier starting at `at`.
+std::string identifier_at(const std::string& code, size_t at) {
+  size_t end = at;
+  while (end < code.size() && identifier_char(code[end])) ++end;
+  return code.substr(at, end - at);
+}
+
+// Calls check(code, at) for every offset find(code) gives in each kernel source, with the file
+// and line captured for the report; returns how many there were.
+template <class Find, class Check>
+int for_each_site(const Find& find, const Check& check) {
+  int sites = 0;
   for (const auto& file : kernel_sources()) {
     const std::string code = code_of(file);
-    for (auto it = std::sregex_iterator(code.begin(), code.end(), kernel_head);
-         it != std::sregex_iterator(); ++it) {
-      ++kernels;
-      const size_t body = size_t(it->position() + it->length());
-      const size_t first = code.find_first_not_of(" \t\r\n", body);
+    for (size_t at : find(code)) {
+      ++sites;
       CAPTURE(file.filename().string());
-      CAPTURE(line_of(code, size_t(it->position())));
-      CHECK_MESSAGE(code.compare(first, sync.size(), sync) == 0,
-                    "the kernel's first statement must be " << sync);
+      CAPTURE(line_of(code, at));
+      check(code, at);
     }
   }
+  return sites;
+}
+
+// Offsets just past the opening brace of every kernel definition: `__global__`, then a
+// parameter list's `)` and `{` before any `;` (a declaration) or `}`.
+std::vector<size_t> kernel_bodies(const std::string& code) {
+  std::vector<size_t> out;
+  for (size_t at : occurrences(code, "__global__")) {
+    const size_t stop = code.find_first_of(";{}", at);
+    if (stop == std::string::npos || code[stop] != '{') continue;
+    const size_t before = code.find_last_not_of(" \t\r\n", stop - 1);
+    if (before != std::string::npos && code[before] == ')') out.push_back(stop + 1);
+  }
+  return out;
+}
+
+TEST_CASE("every kernel in kernels/cuda waits for the previous kernel before anything else") {
+  const std::string sync = "UNETCU_GRID_DEPENDENCY_SYNC();";
+  const int kernels = for_each_site(kernel_bodies, [&](const std::string& code, size_t body) {
+    const size_t first = code.find_first_not_of(" \t\r\n", body);
+    CHECK_MESSAGE(code.compare(first, sync.size(), sync) == 0,
+                  "the kernel's first statement must be " << sync);
+  });
   CHECK(kernels >= 10);  // the scan found the kernels (10 when this test was written)
 }
 
 TEST_CASE("every launch in kernels/cuda is chained or cooperative") {
-  const std::regex launch(R"(UNETCU_LAUNCH\w*\s*\()");
-  int launches = 0;
-  for (const auto& file : kernel_sources()) {
-    const std::string code = code_of(file);
-    for (auto it = std::sregex_iterator(code.begin(), code.end(), launch);
-         it != std::sregex_iterator(); ++it) {
-      ++launches;
-      const std::string macro = it->str().substr(0, it->str().find_first_of(" \t("));
-      CAPTURE(file.filename().string());
-      CAPTURE(line_of(code, size_t(it->position())));
-      CHECK_MESSAGE((macro == "UNETCU_LAUNCH_CHAINED" || macro == "UNETCU_LAUNCH_COOPERATIVE"),
-                    macro << " launches a kernel unchained");
+  const auto launches_in = [](const std::string& code) {
+    std::vector<size_t> out;  // UNETCU_LAUNCH... followed by '(': a call
+    for (size_t at : occurrences(code, "UNETCU_LAUNCH")) {
+      const size_t next = code.find_first_not_of(" \t\r\n", at + identifier_at(code, at).size());
+      if (next != std::string::npos && code[next] == '(') out.push_back(at);
     }
-  }
+    return out;
+  };
+  const int launches = for_each_site(launches_in, [](const std::string& code, size_t at) {
+    const std::string macro = identifier_at(code, at);
+    CHECK_MESSAGE((macro == "UNETCU_LAUNCH_CHAINED" || macro == "UNETCU_LAUNCH_COOPERATIVE"),
+                  macro << " launches a kernel unchained");
+  });
   CHECK(launches >= 13);  // 13 when this test was written
 }
 

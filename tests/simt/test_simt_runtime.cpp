@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -223,20 +224,28 @@ TEST_CASE("simt runtime: stream capture records work that graph replay runs") {
   cudaStreamDestroy(stream);
 }
 
-TEST_CASE("simt runtime: a captured cooperative launch replays with its grid barriers") {
-  const int blocks = 4, rounds = 3;
-  cudaStream_t stream = nullptr;
-  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
-  DeviceArray<int> slots(size_t(blocks * rounds)), out(size_t(blocks * rounds));
+// Records what `record` issues on `stream` into a graph and returns it instantiated.
+cudaGraphExec_t capture(cudaStream_t stream, const std::function<void()>& record) {
   REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
-  UNETCU_CUDA_CHECK(cudaMemsetAsync(slots.get(), 0xFF, blocks * rounds * sizeof(int), stream));
-  UNETCU_CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, blocks * rounds * sizeof(int), stream));
-  simt_test::grid_rounds(slots.get(), out.get(), blocks, 64, rounds, stream);
+  record();
   cudaGraph_t graph = nullptr;
   REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
   cudaGraphExec_t exec = nullptr;
   REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
   CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  return exec;
+}
+
+TEST_CASE("simt runtime: a captured cooperative launch replays with its grid barriers") {
+  const int blocks = 4, rounds = 3;
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  DeviceArray<int> slots(size_t(blocks * rounds)), out(size_t(blocks * rounds));
+  cudaGraphExec_t exec = capture(stream, [&] {
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(slots.get(), 0xFF, blocks * rounds * sizeof(int), stream));
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, blocks * rounds * sizeof(int), stream));
+    simt_test::grid_rounds(slots.get(), out.get(), blocks, 64, rounds, stream);
+  });
   for (int replay = 0; replay < 2; ++replay) {
     REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
     const std::vector<int> got = out.read();
@@ -255,15 +264,11 @@ TEST_CASE("simt runtime: captured chained launches replay in order") {
   std::vector<int> first(n);
   for (int i = 0; i < n; ++i) first[size_t(i)] = 3 * i;
   DeviceArray<int> a(first), b(static_cast<size_t>(n)), c(static_cast<size_t>(n));
-  REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal) == cudaSuccess);
-  UNETCU_CUDA_CHECK(cudaMemsetAsync(c.get(), 0xFF, n * sizeof(int), stream));
-  simt_test::chained_scale(b.get(), a.get(), n, stream);
-  simt_test::chained_scale(c.get(), b.get(), n, stream);
-  cudaGraph_t graph = nullptr;
-  REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
-  cudaGraphExec_t exec = nullptr;
-  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
-  CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  cudaGraphExec_t exec = capture(stream, [&] {
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(c.get(), 0xFF, n * sizeof(int), stream));
+    simt_test::chained_scale(b.get(), a.get(), n, stream);
+    simt_test::chained_scale(c.get(), b.get(), n, stream);
+  });
   for (int replay = 0; replay < 2; ++replay) {
     REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
     const std::vector<int> got = c.read();
