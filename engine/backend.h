@@ -164,12 +164,18 @@ class Backend {
   }
 
   // A convolution's weight (and bias) gradient feeds only the optimizer, so it may run beside
-  // the gradient of its input. Between fork_weight_grads() and join_weight_grads() the backend
-  // may run conv_backward_filter and conv_backward_bias concurrently with the other ops issued
-  // in between (CUDA: on a second stream); after the join every later op waits for them. The
-  // caller keeps the ops in between free of their buffers (it issues only the data gradient).
+  // other ops. After fork_weight_grads() the backend may run conv_backward_filter and
+  // conv_backward_bias concurrently with the other ops issued until join_weight_grads() (CUDA:
+  // on a second stream); they see every op issued before the latest fork (a fork while forked
+  // moves that point on), and after the join every later op waits for them. The caller keeps
+  // the ops between a fork and the join from writing what the forked ops read or write, and
+  // from reading what they write.
   virtual void fork_weight_grads() {}
   virtual void join_weight_grads() {}
+  // Whether Executor::backward joins once, at the end of the pass, instead of after each
+  // convolution: the weight gradients then also run beside the BatchNorm and other ops of the
+  // layers below (CUDA: UNETCU_LATE_JOIN=1).
+  virtual bool late_weight_grad_join() const { return false; }
 
   virtual void relu_forward(float* y, const float* x, int64_t count) = 0;
   virtual void relu_backward(float* dx, const float* dy, const float* y, int64_t count,

@@ -6,14 +6,15 @@
 //               kernels/cuda's narrow kernels in both builds;
 //   emulated    g++ with kernels/simt/simt.h force-included (it defines UNETCU_SIMT): the same
 //               kernels run on the CPU, and the convolutions run the cpu:: reference as host
-//               work in stream order, recorded as host-function nodes while a graph is being
-//               captured so that a replay runs them between the right kernels. cuDNN is never
-//               faked.
+//               functions in stream order (host-function nodes while a graph is being captured),
+//               so that they run between the right kernels in every stream order and replay.
+//               cuDNN is never faked.
 //
 // Streams: every op runs on one non-blocking compute stream, except that between
 // fork_weight_grads() and join_weight_grads() the weight and bias gradients run on a side
 // stream (with its own cuDNN handle and workspace), beside the data gradient on the compute
-// stream; events fork and join the two, also inside a graph capture, where they become
+// stream (and, with UNETCU_LATE_JOIN=1, the ops of the layers below until the end of the
+// backward pass); events fork and join the two, also inside a graph capture, where they become
 // parallel branches. The per-step batch upload
 // (upload_batch) runs on a copy stream, from the loader's page-locked batch buffers or else
 // through pinned, double-buffered host staging; the compute
@@ -58,6 +59,15 @@ namespace {
 
 size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
+// UNETCU_LATE_JOIN=1: the backward pass joins the weight gradients' stream once, at its end,
+// instead of after each convolution (Backend::late_weight_grad_join), so they also overlap the
+// BatchNorm backward and the other ops of the layers below. Off by default until a GPU run
+// has measured it against the per-convolution join.
+EnvSwitch& late_join_switch() {
+  static EnvSwitch on{"UNETCU_LATE_JOIN", false};
+  return on;
+}
+
 // Adam's device-resident state: read and advanced by the kernels, set by set_adam.
 struct AdamDeviceState {
   int64_t t = 0;
@@ -83,6 +93,10 @@ struct HostConv {
       case Kind::backward_data: cpu::conv2d_backward_data(c.out, c.a, c.b, c.sh, c.mode); break;
       case Kind::backward_filter: cpu::conv2d_backward_filter(c.out, c.b, c.a, c.sh, c.mode); break;
     }
+  }
+  static void run_once(void* self) {
+    run(self);
+    delete static_cast<HostConv*>(self);
   }
 };
 #endif
@@ -336,7 +350,7 @@ class CudaBackend final : public Backend {
   }
 
   void fork_weight_grads() override {
-    if (side_open_) fail("fork_weight_grads: the weight gradients are already forked");
+    // Forking again while forked moves the side stream's starting point on (late joins).
     UNETCU_CUDA_CHECK(cudaEventRecord(fork_event_, compute_));
     UNETCU_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_event_, 0));
     side_open_ = true;
@@ -347,6 +361,7 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, join_event_, 0));
     side_open_ = false;
   }
+  bool late_weight_grad_join() const override { return late_join_switch().get(); }
 
   void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                                float* running_mean, float* running_var, const float* x,
@@ -633,8 +648,9 @@ class CudaBackend final : public Backend {
   // now is running it in stream order; during a capture it becomes a host node of the graph.
   void host_conv(const HostConv& call, cudaStream_t stream) {
     if (!capturing_) {
-      HostConv copy = call;
-      HostConv::run(&copy);
+      // A host function, so that in the emulator's late stream order it runs when its stream's
+      // work does; it owns its copy of the call until then.
+      UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostConv::run_once, new HostConv(call)));
       return;
     }
     captured_convs_.push_back(std::make_unique<HostConv>(call));

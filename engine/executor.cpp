@@ -159,6 +159,13 @@ void Executor::backward(const float* params, float* grads) {
   const auto& acts = graph_.acts();
   const auto& nodes = graph_.nodes();
   const int input = graph_.input();
+  // A late join is safe because nothing later in this walk touches a forked convolution's
+  // buffers: it reads its input's value (the walk writes only gradients) and dy, the gradient
+  // of its output, whose writers all consume that output, so come earlier in the reverse walk;
+  // it writes its own parameters' gradients, which no other op touches (each parameter is used
+  // once).
+  const bool join_late = be_.late_weight_grad_join();
+  bool forked = false;
   for (size_t si = steps_.size(); si-- > 0;) {
     const Step& st = steps_[si];
     if (st.fusion != Fusion::none) {
@@ -171,14 +178,17 @@ void Executor::backward(const float* params, float* grads) {
     switch (nd.op) {
       case OpKind::conv:
         // The weight gradients may run beside the data gradient (Backend::fork_weight_grads):
-        // neither writes what the other reads, and the join comes before any later op, which
-        // may reuse dy's or x's memory.
+        // neither writes what the other reads. The fork orders them after the op that wrote dy.
         be_.fork_weight_grads();
+        forked = true;
         be_.conv_backward_filter(grads + nd.weight, dy, value(nd.in0), nd.conv, GradMode::overwrite);
         if (nd.bias >= 0) be_.conv_backward_bias(grads + nd.bias, dy, nd.conv, GradMode::overwrite);
         if (nd.in0 != input)
           be_.conv_backward_data(grad(nd.in0), dy, params + nd.weight, nd.conv, nd.mode0);
-        be_.join_weight_grads();
+        if (!join_late) {
+          be_.join_weight_grads();
+          forked = false;
+        }
         break;
       case OpKind::batchnorm: {
         const float* save = base_ + save_off_[ii];
@@ -206,6 +216,7 @@ void Executor::backward(const float* params, float* grads) {
         break;
     }
   }
+  if (forked) be_.join_weight_grads();  // the optimizer reads every gradient next
 }
 
 }  // namespace unetcu

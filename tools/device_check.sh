@@ -10,17 +10,18 @@
 #      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers, then the steps again with UNETCU_BN_SINGLE_PASS=1 and with
-#      UNETCU_PDL=0 (chained launches off);
+#      keeps their numbers, then the steps again with UNETCU_LATE_JOIN=1 (the weight gradients
+#      joined once a backward pass), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0 (chained launches
+#      off);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
 #      Then `unetcu predict` from its weights on 8 images, on the GPU and the CPU, probabilities
 #      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
-#      LibTorch, the memory-bound ops against equal-size device copies; then the convolutions
-#      and the step again with UNETCU_CUDNN_GRAPH=0, then the step with UNETCU_BN_SINGLE_PASS=1,
-#      then the reductions, copies and step with UNETCU_PDL=0)
+#      LibTorch, the memory-bound ops against equal-size device copies; then the step with
+#      UNETCU_LATE_JOIN=1, the convolutions and the step with UNETCU_CUDNN_GRAPH=0, the step
+#      with UNETCU_BN_SINGLE_PASS=1, then the reductions, copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
@@ -200,8 +201,10 @@ step_variant() {
     row "$label" FAILED "$(elapsed "$t"); see $name.log"
   fi
 }
-# The single-pass BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0;
-# on by default, each hand-written kernel may start while the one before it ends).
+# The weight gradients joined once a backward pass (opt-in until measured); the single-pass
+# BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
+# each hand-written kernel may start while the one before it ends).
+step_variant step_check_late_join "cpu-vs-gpu step, late join" UNETCU_LATE_JOIN=1
 step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
@@ -329,6 +332,11 @@ if [ -x "$gpu_bench" ]; then
   below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
+  # The step with the weight gradients joined once a backward pass (UNETCU_LATE_JOIN=1), where
+  # the default joins after each convolution: they then also overlap the BatchNorm backward and
+  # the other ops of the layers below. First of the variants: the open question of this tree.
+  bench_variant bench_cuda_ops_late_join "step, late join" UNETCU_LATE_JOIN=1 \
+    '^train_step' step_summary
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \

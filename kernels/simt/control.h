@@ -1,5 +1,5 @@
 // kernels/simt/control.h: the host-side knobs of the SIMT emulator (schedule, workers, device
-// memory, counters) and the launch entry point that simt.h's launcher calls.
+// memory, stream order, counters) and the launch entry point that simt.h's launcher calls.
 //
 // Plain C++ (no CUDA keyword macros), so a test or tool compiled normally can include it next to
 // <cuda_runtime.h> and steer emulated launches. Everything here is about the emulator; the CUDA
@@ -31,6 +31,25 @@ int workers();
 // The device memory the emulator pretends to have: cudaMalloc beyond it fails with
 // cudaErrorMemoryAllocation and cudaMemGetInfo reports it (default 16 GiB; 0 restores it).
 void set_memory_limit(size_t bytes);
+
+// When a stream's work runs. in_order (the default): when it is issued, so a missing event
+// between streams cannot show (the host issues work in an order that already satisfies it).
+// late: it waits in its stream's queue until something needs it: a stream reaching a wait for
+// an event recorded after it, or the host synchronising (the stream, such an event, the device,
+// cudaFree, legacy-stream work for blocking streams). Work no event orders before another
+// stream's later work then runs after it, so a stream that overwrites what another stream's
+// unfinished work reads, or a join that was left out, gives a wrong result. A stream that reads
+// another's result without waiting for it shows when nothing runs that result first (a
+// forgotten wait for an upload does); a side stream forked without an event but joined later
+// does not, since the join runs the main stream's earlier work first. The legacy and
+// per-thread default streams always run work when it is issued.
+enum class StreamOrder { in_order, late };
+// The order of streams created from now on; the environment gives the default:
+// UNETCU_SIMT_STREAMS=late|in_order.
+void set_stream_order(StreamOrder order);
+StreamOrder stream_order();
+// One stream's order (leaving the late order first runs what it holds).
+cudaError_t set_stream_order(cudaStream_t stream, StreamOrder order);
 
 // Totals since the last reset_counters(), summed over all workers.
 struct Counters {

@@ -2,18 +2,22 @@
 // with their real declarations from <cuda_runtime_api.h>; linked instead of libcudart.
 //
 // Model: one device ("SIMT emulator", reported so the CUDA backend runs in tests) whose memory is
-// host memory. Streams execute synchronously in issue order, so events, stream waits and
-// synchronisation only check their arguments. Stream capture records kernel launches,
+// host memory. Streams execute synchronously in issue order by default, so events, stream waits
+// and synchronisation only check their arguments. In the late order (control.h) a stream's work
+// waits in its queue until something needs it (see "stream queues" below), so a missing event
+// between streams shows as a wrong result. Stream capture records kernel launches,
 // memcpy/memset-async and host functions (arguments copied by value) into a graph that
 // cudaGraphLaunch replays in order. Calls that a GPU forbids during capture (allocating,
-// synchronising, using the legacy stream) fail and invalidate the capture here too, so such bugs
-// show in CI. Every error is kept as the thread's last error, with a sentence saying what was
-// wrong that kernels/cuda/check.h adds to its message.
+// synchronising, using the legacy stream) fail and invalidate the capture here too, and so does
+// ending a capture with a forked stream not joined back, so such bugs show in CI. Every error
+// is kept as the thread's last error, with a sentence saying what was wrong that
+// kernels/cuda/check.h adds to its message.
 #include <cuda_runtime.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -80,6 +84,8 @@ const ErrorText kErrors[] = {
      "operation failed due to a previous error during capture"},
     {cudaErrorStreamCaptureMerge, "cudaErrorStreamCaptureMerge",
      "operation would result in a merge of separate capture sequences"},
+    {cudaErrorStreamCaptureUnjoined, "cudaErrorStreamCaptureUnjoined",
+     "capture sequence contains a fork that was not joined to the primary stream"},
     {cudaErrorStreamCaptureUnmatched, "cudaErrorStreamCaptureUnmatched",
      "capture was not ended in the same stream as it began"},
     {cudaErrorStreamCaptureImplicit, "cudaErrorStreamCaptureImplicit",
@@ -174,7 +180,7 @@ cudaError_t check_set(void* dst, size_t bytes) {
 // ---- graphs, streams, events --------------------------------------------------------------------
 
 struct Node {
-  enum class Kind { kernel, copy, set, host } kind;
+  enum class Kind { kernel, copy, set, host, graph } kind;
   KernelCall call;
   void* dst = nullptr;
   const void* src = nullptr;
@@ -182,6 +188,7 @@ struct Node {
   int value = 0;
   cudaHostFn_t fn = nullptr;
   void* user = nullptr;
+  std::shared_ptr<const std::vector<Node>> graph;  // a replay queued on a late stream
 };
 
 void run(const Node& node) {
@@ -190,8 +197,38 @@ void run(const Node& node) {
     case Node::Kind::copy: std::memcpy(node.dst, node.src, node.bytes); break;
     case Node::Kind::set: std::memset(node.dst, node.value, node.bytes); break;
     case Node::Kind::host: node.fn(node.user); break;
+    case Node::Kind::graph:
+      for (const Node& inner : *node.graph) run(inner);
+      break;
   }
 }
+
+// ---- stream queues ------------------------------------------------------------------------------
+//
+// Every stream has a queue. In the in-order mode its work runs when issued, so the queue is always
+// empty. A late stream (StreamOrder::late) appends its work, and cudaStreamWaitEvent appends a
+// wait for the position the event recorded in the other stream's queue. Work runs only when
+// something needs it: a stream draining up to a wait drains the awaited queue up to the recorded
+// position first; the host drains a queue at cudaStreamSynchronize/Query, an event's queue up to
+// the event at cudaEventSynchronize/Query, every queue at cudaDeviceSynchronize, cudaFree and
+// cudaFreeHost (which synchronise the device on a GPU), and the blocking streams' queues before
+// work on the legacy stream (synchronous copies and memsets included), as a GPU orders them.
+// So work that no event orders before another stream's later work runs after it: a stream that
+// writes what another still reads, or reads another's result without waiting for it, gets the
+// wrong data. Waits only point at positions issued earlier in host order, so draining never
+// cycles.
+struct Queue {
+  struct Item {
+    Node node;
+    std::shared_ptr<Queue> wait_on;  // set: a wait for wait_on's first wait_seq items
+    uint64_t wait_seq = 0;
+  };
+  bool late = false;
+  bool blocking = true;  // ordered with the legacy stream (not cudaStreamNonBlocking)
+  std::deque<Item> items;
+  uint64_t issued = 0;   // items ever queued (or run at once)
+  uint64_t done = 0;     // items finished
+};
 
 struct Capture {
   cudaGraph_t graph;
@@ -215,12 +252,21 @@ struct CUgraphExec_st {
 struct CUstream_st {
   unsigned flags = 0;
   std::shared_ptr<Capture> capture;
+  std::shared_ptr<Queue> queue = std::make_shared<Queue>();
+  // In a capture it joined through an event (not its origin): work recorded on it so far, and
+  // whether another stream of the capture has waited on an event recorded after that work.
+  uint64_t captured_work = 0;
+  bool joined = true;
 };
 struct CUevent_st {
   unsigned flags = 0;
   bool recorded = false;
   std::chrono::steady_clock::time_point when;
   std::shared_ptr<Capture> capture;  // set when last recorded into a capture
+  cudaStream_t captured_on = nullptr;  // there, on this stream, after this much of its work
+  uint64_t captured_work = 0;
+  std::shared_ptr<Queue> queue;      // set when last recorded outside one: where, and
+  uint64_t seq = 0;                  // how many of that queue's items came before
 };
 
 namespace {
@@ -236,6 +282,59 @@ thread_local cudaStreamCaptureMode t_capture_mode = cudaStreamCaptureModeGlobal;
 
 bool is_legacy(cudaStream_t s) { return s == nullptr || s == cudaStreamLegacy; }
 
+// Late-order bookkeeping: the order given to new streams, and every stream queue (to drain them
+// all at a device-wide synchronisation). One drain at a time: a drain runs work unlocked.
+using unetcu::simt::StreamOrder;
+int g_stream_order = -1;  // -1: not read from UNETCU_SIMT_STREAMS yet
+std::vector<std::weak_ptr<Queue>> g_queues;
+std::recursive_mutex g_drain_mutex;
+
+StreamOrder default_stream_order_locked() {
+  if (g_stream_order < 0) {
+    const char* value = std::getenv("UNETCU_SIMT_STREAMS");
+    g_stream_order = value != nullptr && std::strcmp(value, "late") == 0
+                         ? static_cast<int>(StreamOrder::late)
+                         : static_cast<int>(StreamOrder::in_order);
+  }
+  return static_cast<StreamOrder>(g_stream_order);
+}
+
+// Runs `q`'s items until `upto` of them are done (see "stream queues").
+void drain(const std::shared_ptr<Queue>& q, uint64_t upto) {
+  std::lock_guard<std::recursive_mutex> drain_lock(g_drain_mutex);
+  for (;;) {
+    Queue::Item item;
+    {
+      std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+      if (q->done >= upto || q->items.empty()) return;
+      item = std::move(q->items.front());
+      q->items.pop_front();
+    }
+    if (item.wait_on) drain(item.wait_on, item.wait_seq);
+    else run(item.node);
+    std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+    ++q->done;
+  }
+}
+
+// Drains every late queue, or only those of blocking streams (what legacy-stream work waits for).
+void drain_all(bool blocking_only) {
+  std::vector<std::shared_ptr<Queue>> queues;
+  {
+    std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+    for (auto it = g_queues.begin(); it != g_queues.end();) {
+      std::shared_ptr<Queue> q = it->lock();
+      if (!q) {
+        it = g_queues.erase(it);
+        continue;
+      }
+      if (!q->items.empty() && (!blocking_only || q->blocking)) queues.push_back(std::move(q));
+      ++it;
+    }
+  }
+  for (const auto& q : queues) drain(q, q->issued);
+}
+
 CUstream_st* resolve(cudaStream_t s) {
   if (is_legacy(s)) return &g_default_stream;
   return s == cudaStreamPerThread ? &t_per_thread_stream : s;
@@ -243,7 +342,12 @@ CUstream_st* resolve(cudaStream_t s) {
 
 void end_capture(Capture& capture) {
   capture.active = false;
-  for (cudaStream_t s : capture.streams) resolve(s)->capture.reset();
+  for (cudaStream_t s : capture.streams) {
+    CUstream_st* st = resolve(s);
+    st->capture.reset();
+    st->captured_work = 0;
+    st->joined = true;
+  }
   for (auto it = g_captures.begin(); it != g_captures.end(); ++it) {
     if (it->get() == &capture) {
       g_captures.erase(it);
@@ -302,7 +406,7 @@ cudaError_t issue(cudaStream_t stream, const char* what, std::shared_ptr<Capture
   return cudaSuccess;
 }
 
-// Runs `node` now or appends it to the capture of `stream`.
+// Runs `node` now, queues it on a late stream, or appends it to the capture of `stream`.
 cudaError_t submit(cudaStream_t stream, const char* what, Node node) {
   std::unique_lock<std::recursive_mutex> lock(g_stream_mutex);
   std::shared_ptr<Capture> capture;
@@ -310,10 +414,22 @@ cudaError_t submit(cudaStream_t stream, const char* what, Node node) {
   if (error != cudaSuccess) return error;
   if (capture) {
     capture->graph->nodes.push_back(std::move(node));
+    CUstream_st* s = resolve(stream);
+    ++s->captured_work;
+    if (stream != capture->origin) s->joined = false;
+    return cudaSuccess;
+  }
+  const std::shared_ptr<Queue> q = resolve(stream)->queue;
+  ++q->issued;
+  if (q->late) {
+    q->items.push_back(Queue::Item{std::move(node), nullptr, 0});
     return cudaSuccess;
   }
   lock.unlock();  // a host function may call back into the runtime from another thread
+  if (is_legacy(stream)) drain_all(/*blocking_only=*/true);
   run(node);
+  lock.lock();
+  ++q->done;
   return cudaSuccess;
 }
 
@@ -327,7 +443,10 @@ cudaError_t check_sync(cudaStream_t stream, const char* what) {
                 std::string(what) + " on a stream that is being captured");
   }
   std::shared_ptr<Capture> none;
-  return issue(stream, what, &none);
+  if (cudaError_t e = issue(stream, what, &none); e != cudaSuccess) return e;
+  drain(s->queue, s->queue->issued);
+  if (is_legacy(stream)) drain_all(/*blocking_only=*/true);
+  return cudaSuccess;
 }
 
 // ---- kernel attributes --------------------------------------------------------------------------
@@ -403,6 +522,27 @@ void set_memory_limit(size_t bytes) {
   g_memory_limit = bytes;
 }
 
+void set_stream_order(StreamOrder order) {
+  std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+  g_stream_order = static_cast<int>(order);
+}
+
+StreamOrder stream_order() {
+  std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+  return default_stream_order_locked();
+}
+
+cudaError_t set_stream_order(cudaStream_t stream, StreamOrder order) {
+  if (is_legacy(stream) || stream == cudaStreamPerThread) {
+    return fail(cudaErrorInvalidResourceHandle,
+                "set_stream_order: the default streams always run work when it is issued");
+  }
+  drain(stream->queue, stream->queue->issued);  // leaving the late order runs what waits
+  std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+  stream->queue->late = order == StreamOrder::late;
+  return cudaSuccess;
+}
+
 cudaError_t launch(KernelCall call, cudaStream_t stream) {
   const cudaError_t error = validate(call);
   if (error != cudaSuccess) return error;
@@ -476,6 +616,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
 cudaError_t cudaFree(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
   if (cudaError_t e = forbidden_during_capture("cudaFree"); e != cudaSuccess) return e;
+  drain_all(/*blocking_only=*/false);  // cudaFree synchronises the device
   std::lock_guard<std::mutex> lock(g_memory_mutex);
   auto it = g_allocations.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == g_allocations.end() || !it->second.device) {
@@ -511,6 +652,7 @@ cudaError_t cudaMallocHost(void** ptr, size_t size) {
 cudaError_t cudaFreeHost(void* ptr) {
   if (ptr == nullptr) return cudaSuccess;
   if (cudaError_t e = forbidden_during_capture("cudaFreeHost"); e != cudaSuccess) return e;
+  drain_all(/*blocking_only=*/false);  // as cudaFree
   std::lock_guard<std::mutex> lock(g_memory_mutex);
   auto it = g_allocations.find(reinterpret_cast<uintptr_t>(ptr));
   if (it == g_allocations.end() || it->second.device) {
@@ -557,6 +699,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, enum cudaMemcpy
   if (count == 0) return cudaSuccess;
   if (cudaError_t e = forbidden_during_capture("cudaMemcpy"); e != cudaSuccess) return e;
   if (cudaError_t e = check_copy(dst, src, count, kind); e != cudaSuccess) return e;
+  drain_all(/*blocking_only=*/true);  // legacy-stream work
   std::memcpy(dst, src, count);
   return cudaSuccess;
 }
@@ -598,6 +741,7 @@ cudaError_t cudaMemset(void* ptr, int value, size_t count) {
   if (count == 0) return cudaSuccess;
   if (cudaError_t e = forbidden_during_capture("cudaMemset"); e != cudaSuccess) return e;
   if (cudaError_t e = check_set(ptr, count); e != cudaSuccess) return e;
+  drain_all(/*blocking_only=*/true);  // legacy-stream work
   std::memset(ptr, value, count);
   return cudaSuccess;
 }
@@ -735,7 +879,9 @@ cudaError_t cudaDriverGetVersion(int* version) {
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
-  return forbidden_during_capture("cudaDeviceSynchronize");
+  if (cudaError_t e = forbidden_during_capture("cudaDeviceSynchronize"); e != cudaSuccess) return e;
+  drain_all(/*blocking_only=*/false);
+  return cudaSuccess;
 }
 
 // ---- streams ------------------------------------------------------------------------------------
@@ -744,6 +890,11 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) 
   if (stream == nullptr) return fail(cudaErrorInvalidValue, "cudaStreamCreate: null");
   *stream = new CUstream_st;
   (*stream)->flags = flags;
+  std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+  Queue& q = *(*stream)->queue;
+  q.late = default_stream_order_locked() == StreamOrder::late;
+  q.blocking = (flags & cudaStreamNonBlocking) == 0;
+  g_queues.push_back((*stream)->queue);
   return cudaSuccess;
 }
 
@@ -755,6 +906,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (is_legacy(stream) || stream == cudaStreamPerThread) {
     return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy of a default stream");
   }
+  drain(stream->queue, stream->queue->issued);  // a GPU finishes a destroyed stream's work
   std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
   if (stream->capture) {
     stream->capture->invalidated = true;
@@ -781,19 +933,37 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
   CUstream_st* s = resolve(stream);
   const std::shared_ptr<Capture>& captured = event->capture;
-  if (captured && captured->active && s->capture != captured) {
-    // Waiting on an event recorded inside a capture pulls this stream into the capture (the
-    // fork half of fork/join); its later work is recorded in the same graph, in issue order.
-    if (s->capture) {
-      return fail(cudaErrorStreamCaptureMerge,
-                  "cudaStreamWaitEvent would merge two separate captures");
+  if (captured && captured->active) {
+    if (s->capture != captured) {
+      // Waiting on an event recorded inside a capture pulls this stream into the capture (the
+      // fork half of fork/join); its later work is recorded in the same graph, in issue order.
+      if (s->capture) {
+        return fail(cudaErrorStreamCaptureMerge,
+                    "cudaStreamWaitEvent would merge two separate captures");
+      }
+      s->capture = captured;
+      s->captured_work = 0;
+      captured->streams.push_back(stream);
     }
-    s->capture = captured;
-    captured->streams.push_back(stream);
+    // The join half: the event's stream has nothing after it that this wait does not cover;
+    // the waiting stream, unless it is the origin, now carries that work and must join too.
+    CUstream_st* from = resolve(event->captured_on);
+    if (from->capture == captured && from->captured_work == event->captured_work &&
+        from != s)
+      from->joined = true;
+    if (stream != captured->origin) s->joined = false;
     return cudaSuccess;
   }
-  std::shared_ptr<Capture> none;
-  return issue(stream, "cudaStreamWaitEvent", &none);
+  std::shared_ptr<Capture> capture;
+  if (cudaError_t e = issue(stream, "cudaStreamWaitEvent", &capture); e != cudaSuccess) return e;
+  if (capture || !event->queue || event->queue == s->queue) return cudaSuccess;
+  if (s->queue->late) {
+    ++s->queue->issued;
+    s->queue->items.push_back(Queue::Item{Node{}, event->queue, event->seq});
+  } else {
+    drain(event->queue, event->seq);  // this stream's next work runs at once
+  }
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode) {
@@ -827,7 +997,20 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
     return fail(cudaErrorStreamCaptureUnmatched,
                 "cudaStreamEndCapture on a stream other than the one that began the capture");
   }
+  std::string unjoined;
+  for (cudaStream_t other : capture->streams) {
+    if (other != stream && !resolve(other)->joined) {
+      capture->invalidated = true;
+      unjoined = "a stream forked into the capture has work that no event joined back into "
+                 "the stream that began it (record an event on it and wait for that event on "
+                 "the origin stream before cudaStreamEndCapture)";
+    }
+  }
   end_capture(*capture);
+  if (!unjoined.empty()) {
+    delete capture->graph;
+    return fail(cudaErrorStreamCaptureUnjoined, unjoined);
+  }
   if (capture->invalidated) {
     delete capture->graph;
     return fail(cudaErrorStreamCaptureInvalidated,
@@ -906,9 +1089,15 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   std::shared_ptr<Capture> capture;
   if (cudaError_t e = issue(stream, "cudaEventRecord", &capture); e != cudaSuccess) return e;
   event->capture = capture;
-  if (!capture) {
+  event->queue.reset();
+  if (capture) {
+    event->captured_on = stream;
+    event->captured_work = resolve(stream)->captured_work;
+  } else {
     event->recorded = true;
     event->when = std::chrono::steady_clock::now();
+    event->queue = resolve(stream)->queue;
+    event->seq = event->queue->issued;
   }
   return cudaSuccess;
 }
@@ -923,6 +1112,7 @@ cudaError_t check_event(cudaEvent_t event, const char* what) {
     return fail(cudaErrorCapturedEvent,
                 std::string(what) + " on an event recorded in a capture that is still going");
   }
+  if (event->queue) drain(event->queue, event->seq);
   return cudaSuccess;
 }
 }  // namespace
@@ -969,11 +1159,16 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
     // A graph launched inside a capture becomes part of the captured graph.
     auto& nodes = capture->graph->nodes;
     nodes.insert(nodes.end(), exec->nodes.begin(), exec->nodes.end());
+    CUstream_st* s = resolve(stream);
+    ++s->captured_work;
+    if (stream != capture->origin) s->joined = false;
     return cudaSuccess;
   }
   lock.unlock();
-  for (const Node& node : exec->nodes) run(node);
-  return cudaSuccess;
+  Node replay;
+  replay.kind = Node::Kind::graph;
+  replay.graph = std::make_shared<const std::vector<Node>>(exec->nodes);
+  return submit(stream, "cudaGraphLaunch", std::move(replay));
 }
 
 cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {

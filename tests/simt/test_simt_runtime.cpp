@@ -213,6 +213,7 @@ TEST_CASE("simt runtime: stream capture records work that graph replay runs") {
   for (int replay = 1; replay <= 2; ++replay) {
     std::fill(host.begin(), host.end(), -1.0f);
     REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);  // as on a GPU (and in the late order)
     CHECK(host_calls == replay);
     CHECK(unetcu::simt::counters().launches == 2u * replay);
     for (float v : host) CHECK(v == 3.0f);  // memset then 0 + 2*1 + 1*1, every replay
@@ -323,4 +324,59 @@ TEST_CASE("simt runtime: calls a GPU forbids during capture invalidate it") {
   CHECK(cudaMalloc(&p, 16) == cudaSuccess);  // no capture left behind
   cudaFree(p);
   cudaStreamDestroy(stream);
+}
+
+// A stream forked into a capture must be joined back into the origin before the capture ends,
+// as a GPU requires; the emulator refuses the capture otherwise (cudaErrorStreamCaptureUnjoined).
+TEST_CASE("simt runtime: a capture with an unjoined fork fails") {
+  const int n = 64;
+  cudaStream_t origin = nullptr, side = nullptr, third = nullptr;
+  REQUIRE(cudaStreamCreateWithFlags(&origin, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess);
+  REQUIRE(cudaStreamCreateWithFlags(&third, cudaStreamNonBlocking) == cudaSuccess);
+  cudaEvent_t fork = nullptr, join = nullptr, inner = nullptr;
+  REQUIRE(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming) == cudaSuccess);
+  REQUIRE(cudaEventCreateWithFlags(&join, cudaEventDisableTiming) == cudaSuccess);
+  REQUIRE(cudaEventCreateWithFlags(&inner, cudaEventDisableTiming) == cudaSuccess);
+  DeviceArray<float> y(std::vector<float>(n, 1.0f)), x(std::vector<float>(n, 1.0f));
+  enum class Join { none, before_last_work, at_end, through_third };
+  for (const Join how : {Join::none, Join::before_last_work, Join::at_end, Join::through_third}) {
+    CAPTURE(static_cast<int>(how));
+    REQUIRE(cudaStreamBeginCapture(origin, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    UNETCU_CUDA_CHECK(cudaEventRecord(fork, origin));
+    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(side, fork, 0));
+    simt_test::axpy(y.get(), x.get(), 1.0f, n, side);
+    if (how == Join::before_last_work) {
+      UNETCU_CUDA_CHECK(cudaEventRecord(join, side));
+      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(origin, join, 0));
+      simt_test::axpy(y.get(), x.get(), 1.0f, n, side);  // after the join: not covered
+    } else if (how == Join::at_end) {
+      UNETCU_CUDA_CHECK(cudaEventRecord(join, side));
+      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(origin, join, 0));
+    } else if (how == Join::through_third) {
+      UNETCU_CUDA_CHECK(cudaEventRecord(inner, side));
+      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(third, inner, 0));
+      UNETCU_CUDA_CHECK(cudaEventRecord(join, third));
+      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(origin, join, 0));
+    }
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(origin, &graph);
+    const bool joined = how == Join::at_end || how == Join::through_third;
+    CHECK((ended == cudaSuccess) == joined);
+    if (!joined) {
+      CHECK(ended == cudaErrorStreamCaptureUnjoined);
+      CHECK(graph == nullptr);
+      (void)cudaGetLastError();
+    }
+    if (graph) CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusActive;
+    REQUIRE(cudaStreamIsCapturing(side, &status) == cudaSuccess);
+    CHECK(status == cudaStreamCaptureStatusNone);  // released either way
+  }
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  cudaEventDestroy(inner);
+  cudaStreamDestroy(third);
+  cudaStreamDestroy(side);
+  cudaStreamDestroy(origin);
 }
