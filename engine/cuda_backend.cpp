@@ -644,12 +644,12 @@ class CudaBackend final : public Backend {
   }
 
 #if defined(UNETCU_SIMT)
-  // The emulator runs every stream synchronously in issue order, so running the convolution
-  // now is running it in stream order; during a capture it becomes a host node of the graph.
+  // The convolution runs as a host function on `stream`, so it runs in stream order in every
+  // stream order of the emulator (issue order, late, early); during a capture it becomes a
+  // host node of the graph.
   void host_conv(const HostConv& call, cudaStream_t stream) {
     if (!capturing_) {
-      // A host function, so that in the emulator's late stream order it runs when its stream's
-      // work does; it owns its copy of the call until then.
+      // The function owns its copy of the call until it has run.
       UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostConv::run_once, new HostConv(call)));
       return;
     }

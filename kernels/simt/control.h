@@ -38,14 +38,19 @@ void set_memory_limit(size_t bytes);
 // an event recorded after it, or the host synchronising (the stream, such an event, the device,
 // cudaFree, legacy-stream work for blocking streams). Work no event orders before another
 // stream's later work then runs after it, so a stream that overwrites what another stream's
-// unfinished work reads, or a join that was left out, gives a wrong result. A stream that reads
-// another's result without waiting for it shows when nothing runs that result first (a
-// forgotten wait for an upload does); a side stream forked without an event but joined later
-// does not, since the join runs the main stream's earlier work first. The legacy and
-// per-thread default streams always run work when it is issued.
-enum class StreamOrder { in_order, late };
+// unfinished work reads, or a join that was left out, gives a wrong result. (A stream reading
+// another's result without waiting for it shows only when nothing runs that result first: a
+// forgotten wait for an upload does, a side stream forked without an event but joined later
+// does not, since the join runs the main stream's earlier work first.)
+// early: queued as in late, but every host synchronisation first runs all that the early
+// streams other than the one it waits for hold, newest stream first: their work then runs
+// before the other streams' earlier work that they do not wait for, so a stream reading
+// another's result without an event gets the stale data (the fork left out). The two orders
+// catch the two kinds of missing event; tests run both. The legacy and per-thread default
+// streams always run work when it is issued.
+enum class StreamOrder { in_order, late, early };
 // The order of streams created from now on; the environment gives the default:
-// UNETCU_SIMT_STREAMS=late|in_order.
+// UNETCU_SIMT_STREAMS=in_order|late|early.
 void set_stream_order(StreamOrder order);
 StreamOrder stream_order();
 // One stream's order (leaving the late order first runs what it holds).

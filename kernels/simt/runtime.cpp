@@ -3,9 +3,9 @@
 //
 // Model: one device ("SIMT emulator", reported so the CUDA backend runs in tests) whose memory is
 // host memory. Streams execute synchronously in issue order by default, so events, stream waits
-// and synchronisation only check their arguments. In the late order (control.h) a stream's work
-// waits in its queue until something needs it (see "stream queues" below), so a missing event
-// between streams shows as a wrong result. Stream capture records kernel launches,
+// and synchronisation only check their arguments. In the late and early orders (control.h) a
+// stream's work waits in its queue until something needs it (see "stream queues" below), so a
+// missing event between streams shows as a wrong result. Stream capture records kernel launches,
 // memcpy/memset-async and host functions (arguments copied by value) into a graph that
 // cudaGraphLaunch replays in order. Calls that a GPU forbids during capture (allocating,
 // synchronising, using the legacy stream) fail and invalidate the capture here too, and so does
@@ -206,24 +206,27 @@ void run(const Node& node) {
 // ---- stream queues ------------------------------------------------------------------------------
 //
 // Every stream has a queue. In the in-order mode its work runs when issued, so the queue is always
-// empty. A late stream (StreamOrder::late) appends its work, and cudaStreamWaitEvent appends a
-// wait for the position the event recorded in the other stream's queue. Work runs only when
-// something needs it: a stream draining up to a wait drains the awaited queue up to the recorded
-// position first; the host drains a queue at cudaStreamSynchronize/Query, an event's queue up to
-// the event at cudaEventSynchronize/Query, every queue at cudaDeviceSynchronize, cudaFree and
-// cudaFreeHost (which synchronise the device on a GPU), and the blocking streams' queues before
-// work on the legacy stream (synchronous copies and memsets included), as a GPU orders them.
-// So work that no event orders before another stream's later work runs after it: a stream that
-// writes what another still reads, or reads another's result without waiting for it, gets the
-// wrong data. Waits only point at positions issued earlier in host order, so draining never
-// cycles.
+// empty. A late or early stream appends its work, and cudaStreamWaitEvent appends a wait for the
+// position the event recorded in the other stream's queue. Work runs only when something needs
+// it: a stream draining up to a wait drains the awaited queue up to the recorded position first;
+// the host drains a queue at cudaStreamSynchronize/Query, an event's queue up to the event at
+// cudaEventSynchronize/Query, every queue at cudaDeviceSynchronize, cudaFree and cudaFreeHost
+// (which synchronise the device on a GPU), and the blocking streams' queues before work on the
+// legacy stream (synchronous copies and memsets included), as a GPU orders them. Before any of
+// these host drains, the early streams other than the one drained run all they hold, newest
+// stream first. So in the late order work that no event orders before another stream's later
+// work runs after it (a stream that writes what another still reads gets caught), and in the
+// early order an early stream's work runs before the other streams' earlier work that it does
+// not wait for (a stream that reads another's result without waiting gets caught). Waits only
+// point at positions issued earlier in host order, so draining never cycles.
 struct Queue {
   struct Item {
     Node node;
     std::shared_ptr<Queue> wait_on;  // set: a wait for wait_on's first wait_seq items
     uint64_t wait_seq = 0;
   };
-  bool late = false;
+  bool late = false;      // queued: StreamOrder::late or early
+  bool early = false;     // drained first at every host synchronisation (StreamOrder::early)
   bool blocking = true;  // ordered with the legacy stream (not cudaStreamNonBlocking)
   std::deque<Item> items;
   uint64_t issued = 0;   // items ever queued (or run at once)
@@ -292,9 +295,10 @@ std::recursive_mutex g_drain_mutex;
 StreamOrder default_stream_order_locked() {
   if (g_stream_order < 0) {
     const char* value = std::getenv("UNETCU_SIMT_STREAMS");
-    g_stream_order = value != nullptr && std::strcmp(value, "late") == 0
-                         ? static_cast<int>(StreamOrder::late)
-                         : static_cast<int>(StreamOrder::in_order);
+    const std::string order = value != nullptr ? value : "";
+    g_stream_order = static_cast<int>(order == "late"    ? StreamOrder::late
+                                      : order == "early" ? StreamOrder::early
+                                                         : StreamOrder::in_order);
   }
   return static_cast<StreamOrder>(g_stream_order);
 }
@@ -317,22 +321,36 @@ void drain(const std::shared_ptr<Queue>& q, uint64_t upto) {
   }
 }
 
-// Drains every late queue, or only those of blocking streams (what legacy-stream work waits for).
-void drain_all(bool blocking_only) {
-  std::vector<std::shared_ptr<Queue>> queues;
-  {
-    std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
-    for (auto it = g_queues.begin(); it != g_queues.end();) {
-      std::shared_ptr<Queue> q = it->lock();
-      if (!q) {
-        it = g_queues.erase(it);
-        continue;
-      }
-      if (!q->items.empty() && (!blocking_only || q->blocking)) queues.push_back(std::move(q));
-      ++it;
+// The queues holding work, early ones first and newest first among them, then the late ones in
+// creation order; only those of blocking streams when asked (what legacy-stream work waits for).
+std::vector<std::shared_ptr<Queue>> pending_queues(bool blocking_only, bool early_only) {
+  std::vector<std::shared_ptr<Queue>> early, late;
+  std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
+  for (auto it = g_queues.begin(); it != g_queues.end();) {
+    std::shared_ptr<Queue> q = it->lock();
+    if (!q) {
+      it = g_queues.erase(it);
+      continue;
     }
+    ++it;
+    if (q->items.empty() || (blocking_only && !q->blocking)) continue;
+    if (q->early) early.insert(early.begin(), std::move(q));
+    else if (!early_only) late.push_back(std::move(q));
   }
-  for (const auto& q : queues) drain(q, q->issued);
+  early.insert(early.end(), late.begin(), late.end());
+  return early;
+}
+
+// Drains every queue with work, or those of blocking streams.
+void drain_all(bool blocking_only) {
+  for (const auto& q : pending_queues(blocking_only, /*early_only=*/false)) drain(q, q->issued);
+}
+
+// A host synchronisation with `q` up to `upto`: the early streams first (see "stream queues").
+void host_drain(const std::shared_ptr<Queue>& q, uint64_t upto) {
+  for (const auto& other : pending_queues(/*blocking_only=*/false, /*early_only=*/true))
+    if (other != q) drain(other, other->issued);
+  drain(q, upto);
 }
 
 CUstream_st* resolve(cudaStream_t s) {
@@ -406,7 +424,7 @@ cudaError_t issue(cudaStream_t stream, const char* what, std::shared_ptr<Capture
   return cudaSuccess;
 }
 
-// Runs `node` now, queues it on a late stream, or appends it to the capture of `stream`.
+// Runs `node` now, queues it (late and early streams), or appends it to the capture of `stream`.
 cudaError_t submit(cudaStream_t stream, const char* what, Node node) {
   std::unique_lock<std::recursive_mutex> lock(g_stream_mutex);
   std::shared_ptr<Capture> capture;
@@ -444,7 +462,7 @@ cudaError_t check_sync(cudaStream_t stream, const char* what) {
   }
   std::shared_ptr<Capture> none;
   if (cudaError_t e = issue(stream, what, &none); e != cudaSuccess) return e;
-  drain(s->queue, s->queue->issued);
+  host_drain(s->queue, s->queue->issued);
   if (is_legacy(stream)) drain_all(/*blocking_only=*/true);
   return cudaSuccess;
 }
@@ -539,7 +557,8 @@ cudaError_t set_stream_order(cudaStream_t stream, StreamOrder order) {
   }
   drain(stream->queue, stream->queue->issued);  // leaving the late order runs what waits
   std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
-  stream->queue->late = order == StreamOrder::late;
+  stream->queue->late = order != StreamOrder::in_order;
+  stream->queue->early = order == StreamOrder::early;
   return cudaSuccess;
 }
 
@@ -892,7 +911,8 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) 
   (*stream)->flags = flags;
   std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
   Queue& q = *(*stream)->queue;
-  q.late = default_stream_order_locked() == StreamOrder::late;
+  q.late = default_stream_order_locked() != StreamOrder::in_order;
+  q.early = default_stream_order_locked() == StreamOrder::early;
   q.blocking = (flags & cudaStreamNonBlocking) == 0;
   g_queues.push_back((*stream)->queue);
   return cudaSuccess;
@@ -1112,7 +1132,7 @@ cudaError_t check_event(cudaEvent_t event, const char* what) {
     return fail(cudaErrorCapturedEvent,
                 std::string(what) + " on an event recorded in a capture that is still going");
   }
-  if (event->queue) drain(event->queue, event->seq);
+  if (event->queue) host_drain(event->queue, event->seq);
   return cudaSuccess;
 }
 }  // namespace

@@ -17,7 +17,7 @@
 //   until it blocks (barrier, warp collective) or finishes, then hands control straight to the
 //   next runnable fiber in schedule order (forward or reverse). The blocks of a grid are handed
 //   to N worker threads from an atomic counter (N = 1 by default). A launch returns when every
-//   block has run: streams are synchronous (unless a stream is in the late order, control.h).
+//   block has run: streams are synchronous (unless in the late or early order, control.h).
 //
 // ---- What a kernel may use -----------------------------------------------------------------
 //   keywords   __global__ __device__ __host__ __launch_bounds__(...) -> nothing;
@@ -90,8 +90,10 @@
 //                  cudaThreadExchangeStreamCaptureMode, cudaGraphInstantiate,
 //                  cudaGraphLaunch, cudaGraphGetNodes (count only), cudaGraphExecDestroy,
 //                  cudaGraphDestroy, cudaLaunchHostFunc. Streams run synchronously in issue
-//                  order, or in the late order (control.h: work waits until another stream or
-//                  the host needs it, so a missing event between streams gives wrong data).
+//                  order, or in the late or early order (control.h: work waits until another
+//                  stream or the host needs it, or runs before the other streams' earlier
+//                  work it does not wait for, so a missing event between streams gives wrong
+//                  data).
 //                  During stream capture, kernel launches, memcpy/memset-async and host
 //                  functions are recorded (arguments by value) and cudaGraphLaunch replays them
 //                  in order; a stream waiting on an event recorded in the capture joins it, and
@@ -101,7 +103,8 @@
 //                  capture. Errors are kept per thread for cudaGetLastError, each with an
 //                  explanation that kernels/cuda/check.h appends to its message.
 //   control.h      unetcu::simt::set_schedule(Schedule::forward | reverse), set_workers(n),
-//                  set_memory_limit(bytes), set_stream_order(StreamOrder::in_order | late),
+//                  set_memory_limit(bytes), set_stream_order(StreamOrder::in_order | late |
+//                  early),
 //                  counters() / reset_counters() (launches, blocks, threads, barriers, warp
 //                  collectives, poisoned shuffle reads). Environment defaults:
 //                  UNETCU_SIMT_SCHEDULE, UNETCU_SIMT_WORKERS, UNETCU_SIMT_MEMORY_MB,

@@ -468,19 +468,21 @@ TEST_CASE("out of device memory: the error says how much was asked and what to d
 #endif
 
 #if defined(UNETCU_TEST_EMULATED)
-// ctest runs these tests again with UNETCU_SIMT_STREAMS=late (tests/backend/CMakeLists.txt),
-// with and without UNETCU_LATE_JOIN=1: this case fails if a variable stops taking effect, so
-// those runs cannot silently test the defaults.
+// ctest runs these tests again with UNETCU_SIMT_STREAMS=late and =early
+// (tests/backend/CMakeLists.txt), with and without UNETCU_LATE_JOIN=1: this case fails if a
+// variable stops taking effect, so those runs cannot silently test the defaults.
 TEST_CASE("the stream order and the weight-gradient join follow the environment") {
-  const char* order = std::getenv("UNETCU_SIMT_STREAMS");
+  const char* order_env = std::getenv("UNETCU_SIMT_STREAMS");
   const char* late_join = std::getenv("UNETCU_LATE_JOIN");
-  const bool late = order != nullptr && std::string(order) == "late";
-  MESSAGE("streams " << (late ? "late" : "in order") << ", weight gradients joined "
-                     << (late_join != nullptr && std::string(late_join) == "1"
-                             ? "once a backward pass" : "after each convolution"));
-  CHECK((simt::stream_order() == simt::StreamOrder::late) == late);
+  const std::string order = order_env != nullptr ? order_env : "in_order";
+  const bool join_once = late_join != nullptr && std::string(late_join) == "1";
+  const std::string joins = join_once ? "once a backward pass" : "after each convolution";
+  MESSAGE("streams " << order << ", weight gradients joined " << joins);
+  const simt::StreamOrder want = order == "late"    ? simt::StreamOrder::late
+                                 : order == "early" ? simt::StreamOrder::early
+                                                    : simt::StreamOrder::in_order;
+  CHECK(simt::stream_order() == want);
   auto backend = cuda_backend();
-  CHECK(backend->late_weight_grad_join() ==
-        (late_join != nullptr && std::string(late_join) == "1"));
+  CHECK(backend->late_weight_grad_join() == join_once);
 }
 #endif

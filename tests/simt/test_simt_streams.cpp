@@ -1,6 +1,6 @@
-// tests/simt/test_simt_streams.cpp: the emulator's late stream order (kernels/simt/control.h):
-// work waits in its stream until something needs it, so a missing event between two streams
-// gives a wrong result where the in-order mode hides it.
+// tests/simt/test_simt_streams.cpp: the emulator's late and early stream orders
+// (kernels/simt/control.h): work waits in its stream until something needs it, so a missing
+// event between two streams gives a wrong result where the in-order mode hides it.
 #include <doctest/doctest.h>
 
 #include <vector>
@@ -106,6 +106,36 @@ TEST_CASE("simt streams: an overwrite not ordered after a late read changes what
       const int expected = 2 * 9 + 1;  // from buf[9] = 9, before the overwrite
       if (ordered || order == StreamOrder::in_order) CHECK(seen.read()[9] == expected);
       else CHECK(seen.read()[9] == 2 * 63 + 1);  // the race shows: it read other[9] = 63
+    }
+  }
+}
+
+// The other kind of missing event: a side stream reads the main stream's result without
+// waiting for it (a fork left out), and is joined back later. In issue order and in the late
+// order the join runs the main stream's earlier work first, so the race hides; in the early
+// order the side stream's work runs first at the host's synchronisation and reads stale data.
+TEST_CASE("simt streams: a left-out fork shows in the early order") {
+  const int n = 64;
+  for (const StreamOrder order : {StreamOrder::in_order, StreamOrder::late, StreamOrder::early}) {
+    for (const bool forked : {false, true}) {
+      CAPTURE(static_cast<int>(order));
+      CAPTURE(forked);
+      StreamPair s(order, order);  // a: main, b: side
+      DeviceArray<int> in(iota_times(n, 1)), mid(iota_times(n, 0)), out(iota_times(n, 0));
+      simt_test::chained_scale(mid.get(), in.get(), n, s.a);  // main: mid = 2i + 1
+      if (forked) {
+        UNETCU_CUDA_CHECK(cudaEventRecord(s.event, s.a));
+        UNETCU_CUDA_CHECK(cudaStreamWaitEvent(s.b, s.event, 0));
+      }
+      simt_test::chained_scale(out.get(), mid.get(), n, s.b);  // side: out = 4i + 3
+      cudaEvent_t join = nullptr;
+      REQUIRE(cudaEventCreateWithFlags(&join, cudaEventDisableTiming) == cudaSuccess);
+      UNETCU_CUDA_CHECK(cudaEventRecord(join, s.b));
+      UNETCU_CUDA_CHECK(cudaStreamWaitEvent(s.a, join, 0));
+      cudaEventDestroy(join);
+      REQUIRE(cudaStreamSynchronize(s.a) == cudaSuccess);
+      const bool race_shows = order == StreamOrder::early && !forked;
+      CHECK(out.read()[6] == (race_shows ? 1 : 27));  // stale: 2 * mid[6] + 1 with mid[6] = 0
     }
   }
 }
