@@ -5,7 +5,9 @@
 // running. forward() runs the nodes in order; backward() in reverse, starting from the output
 // gradient that the loss wrote into grad(graph.output()). Parameter gradients are written in
 // overwrite mode: every parameter is used exactly once in this network, so no zeroing pass is
-// needed.
+// needed. Each convolution's weight gradient is forked beside the rest
+// (Backend::fork_weight_grads) and joined right after its data gradient, or once at the end of
+// backward() when the backend asks for it (Backend::late_weight_grad_join).
 //
 // On a backend that fuses BatchNorm with ReLU (Backend::fuses_batchnorm_relu), a BatchNorm
 // followed directly by the ReLU on its output, or by the add_relu that ends a residual block
