@@ -208,8 +208,26 @@ class Backend {
   // keeps the betas and eps it was captured with; lr and t are read when it runs.
   virtual void set_adam(const AdamConfig& cfg, int64_t t) = 0;
   // t += 1, then one Adam update over the flat arenas with the stored configuration.
-  virtual void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
-                         int64_t count) = 0;
+  void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                 int64_t count) {
+    adam_advance();
+    adam_update(param, exp_avg, exp_avg_sq, grad, count);
+  }
+  // The two halves, for an update issued in parts: t += 1 once a step, then adam_update over
+  // disjoint ranges that together cover the arenas once, each with the t of the latest advance
+  // (Adam is elementwise, so the parts give the whole update's values bit for bit).
+  virtual void adam_advance() = 0;
+  virtual void adam_update(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                           int64_t count) = 0;
+  // Early Adam (ModelSession): the parts of the update whose gradients are final may run beside
+  // the rest of the backward pass. After fork_optimizer() the backend may run adam_update
+  // concurrently with the ops issued later; the update sees every op issued before the latest
+  // fork, on any stream (the forked weight gradients included), and after join_optimizer()
+  // every later op waits for it. The caller keeps the later ops off the updated ranges.
+  // CUDA: UNETCU_EARLY_ADAM=1, on a stream of its own.
+  virtual bool early_adam() const { return false; }
+  virtual void fork_optimizer() {}
+  virtual void join_optimizer() {}
 
   // CUDA graphs. Where supports_graphs(), the ops issued between begin_capture() and
   // end_capture() are recorded instead of run, and launch_graph(id) runs them again, with the

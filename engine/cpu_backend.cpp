@@ -121,9 +121,10 @@ class CpuBackend final : public Backend {
     adam_cfg_ = cfg;
     adam_t_ = t;
   }
-  void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
-                 int64_t count) override {
-    cpu::adam_step(param, exp_avg, exp_avg_sq, grad, count, adam_cfg_, ++adam_t_);
+  void adam_advance() override { ++adam_t_; }
+  void adam_update(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                   int64_t count) override {
+    cpu::adam_step(param, exp_avg, exp_avg_sq, grad, count, adam_cfg_, adam_t_);
   }
 
  private:

@@ -15,10 +15,11 @@
 // stream (with its own cuDNN handle and workspace), beside the data gradient on the compute
 // stream (and, with UNETCU_LATE_JOIN=1, the ops of the layers below until the end of the
 // backward pass); events fork and join the two, also inside a graph capture, where they become
-// parallel branches. The per-step batch upload
-// (upload_batch) runs on a copy stream, from the loader's page-locked batch buffers or else
-// through pinned, double-buffered host staging; the compute
-// stream waits for it through an event, and the copy stream first waits for the compute work
+// parallel branches. With UNETCU_EARLY_ADAM=1 the parts of the Adam update whose gradients are
+// final run on a third stream, forked and joined the same way (fork_optimizer). The per-step
+// batch upload (upload_batch) runs on a copy stream, from the loader's page-locked batch
+// buffers or else through pinned, double-buffered host staging; the compute stream waits for
+// it through an event, and the copy stream first waits for the compute work
 // already issued, so a batch never overwrites device staging an earlier step still reads. Other
 // copies go through the compute stream: a plain cudaMemcpy would use the legacy stream, which
 // does not order with non-blocking streams.
@@ -58,6 +59,14 @@ namespace unetcu {
 namespace {
 
 size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// UNETCU_EARLY_ADAM=1: Adam updates the parameters whose gradients are final on a stream of its
+// own while the backward pass goes on below them (Backend::early_adam, ModelSession). Off by
+// default until a GPU run has measured it.
+EnvSwitch& early_adam_switch() {
+  static EnvSwitch on{"UNETCU_EARLY_ADAM", false};
+  return on;
+}
 
 // UNETCU_LATE_JOIN=1: the backward pass joins the weight gradients' stream once, at its end,
 // instead of after each convolution (Backend::late_weight_grad_join), so they also overlap the
@@ -111,8 +120,10 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
-    UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&fork_event_, cudaEventDisableTiming));
-    UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming));
+    UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&optimizer_, cudaStreamNonBlocking));
+    for (cudaEvent_t* e : {&fork_event_, &join_event_, &optimizer_fork_, &optimizer_fork_side_,
+                           &optimizer_join_})
+      UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&direct_copied_, cudaEventDisableTiming));
     for (Staging& s : staging_)
@@ -138,6 +149,7 @@ class CudaBackend final : public Backend {
     abort_capture();
     (void)cudaStreamSynchronize(copy_);
     (void)cudaStreamSynchronize(side_);
+    (void)cudaStreamSynchronize(optimizer_);
     (void)cudaStreamSynchronize(compute_);
 #if !defined(UNETCU_SIMT)
     conv_.reset();
@@ -158,8 +170,10 @@ class CudaBackend final : public Backend {
     }
     (void)cudaEventDestroy(compute_mark_);
     (void)cudaEventDestroy(direct_copied_);
-    (void)cudaEventDestroy(fork_event_);
-    (void)cudaEventDestroy(join_event_);
+    for (cudaEvent_t e : {fork_event_, join_event_, optimizer_fork_, optimizer_fork_side_,
+                          optimizer_join_})
+      (void)cudaEventDestroy(e);
+    (void)cudaStreamDestroy(optimizer_);
     (void)cudaStreamDestroy(side_);
     (void)cudaStreamDestroy(copy_);
     (void)cudaStreamDestroy(compute_);
@@ -203,6 +217,7 @@ class CudaBackend final : public Backend {
   void synchronize() override {
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(side_));
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(optimizer_));
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
   }
 
@@ -264,8 +279,7 @@ class CudaBackend final : public Backend {
         slot->capacity = total;
       }
     }
-    UNETCU_CUDA_CHECK(cudaEventRecord(compute_mark_, compute_));
-    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(copy_, compute_mark_, 0));
+    order_after(copy_, compute_, compute_mark_);
     size_t offset = 0;
     for (int i = 0; i < count; ++i) {
       const void* src = parts[i].src;
@@ -279,9 +293,8 @@ class CudaBackend final : public Backend {
                                         cudaMemcpyHostToDevice, copy_));
     }
     cudaEvent_t copied = slot ? slot->copied : direct_copied_;
-    UNETCU_CUDA_CHECK(cudaEventRecord(copied, copy_));
+    order_after(compute_, copy_, copied);
     if (slot) slot->used = true;
-    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, copied, 0));
     if (sync_every_launch()) UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
   }
 
@@ -349,16 +362,19 @@ class CudaBackend final : public Backend {
                                lane.stream);
   }
 
+  // `later`'s next work runs after everything issued to `earlier` so far (through `event`).
+  static void order_after(cudaStream_t later, cudaStream_t earlier, cudaEvent_t event) {
+    UNETCU_CUDA_CHECK(cudaEventRecord(event, earlier));
+    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(later, event, 0));
+  }
   void fork_weight_grads() override {
     // Forking again while forked moves the side stream's starting point on (late joins).
-    UNETCU_CUDA_CHECK(cudaEventRecord(fork_event_, compute_));
-    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(side_, fork_event_, 0));
+    order_after(side_, compute_, fork_event_);
     side_open_ = true;
   }
   void join_weight_grads() override {
     if (!side_open_) fail("join_weight_grads without fork_weight_grads");
-    UNETCU_CUDA_CHECK(cudaEventRecord(join_event_, side_));
-    UNETCU_CUDA_CHECK(cudaStreamWaitEvent(compute_, join_event_, 0));
+    order_after(compute_, side_, join_event_);
     side_open_ = false;
   }
   bool late_weight_grad_join() const override { return late_join_switch().get(); }
@@ -499,10 +515,26 @@ class CudaBackend final : public Backend {
     // The scalars are recomputed from t and lr by every step; only t and lr are uploaded.
     upload(adam_, &state, offsetof(AdamDeviceState, scalars));
   }
-  void adam_step(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
-                 int64_t count) override {
+  void adam_advance() override {
     cuda::adam_advance_step(&adam_->t, &adam_->scalars, adam_cfg_, &adam_->lr, compute_);
-    cuda::adam_step(param, exp_avg, exp_avg_sq, grad, count, &adam_->scalars, compute_);
+  }
+  void adam_update(float* param, float* exp_avg, float* exp_avg_sq, const float* grad,
+                   int64_t count) override {
+    cuda::adam_step(param, exp_avg, exp_avg_sq, grad, count, &adam_->scalars,
+                    optimizer_open_ ? optimizer_ : compute_);
+  }
+  bool early_adam() const override { return early_adam_switch().get(); }
+  void fork_optimizer() override {
+    // The optimizer stream waits for the compute stream and, when they are forked, for the
+    // weight gradients: the parts it updates take gradients from both.
+    order_after(optimizer_, compute_, optimizer_fork_);
+    if (side_open_) order_after(optimizer_, side_, optimizer_fork_side_);
+    optimizer_open_ = true;
+  }
+  void join_optimizer() override {
+    if (!optimizer_open_) fail("join_optimizer without fork_optimizer");
+    order_after(compute_, optimizer_, optimizer_join_);
+    optimizer_open_ = false;
   }
 
   // ---- CUDA graphs -------------------------------------------------------------------------
@@ -670,6 +702,9 @@ class CudaBackend final : public Backend {
   cudaStream_t side_ = nullptr;  // the weight gradients' stream (see fork_weight_grads)
   cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
   bool side_open_ = false;
+  cudaStream_t optimizer_ = nullptr;  // early Adam's stream (see fork_optimizer)
+  cudaEvent_t optimizer_fork_ = nullptr, optimizer_fork_side_ = nullptr, optimizer_join_ = nullptr;
+  bool optimizer_open_ = false;
   Workspace main_ws_, side_ws_;
   std::vector<void*> retired_;
   AdamDeviceState* adam_ = nullptr;

@@ -59,6 +59,25 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
     steps_.push_back(st);
     if (st.fusion != Fusion::none) ++i;  // the next node is part of this step
   }
+
+  params_in_order_ = true;
+  int64_t last = -1;
+  for (const Step& st : steps_) {
+    int64_t lo = -1, hi = -1;
+    const int count = st.fusion != Fusion::none ? 2 : 1;
+    for (int k = 0; k < count; ++k) {
+      const Node& nd = nodes[size_t(st.node + k)];
+      for (int64_t off : {nd.weight, nd.bias, nd.gamma, nd.beta}) {
+        if (off < 0) continue;
+        if (off <= hi) params_in_order_ = false;  // within a step, in order too
+        if (lo < 0) lo = off;
+        hi = off;
+      }
+    }
+    if (lo >= 0 && lo <= last) params_in_order_ = false;
+    if (hi >= 0) last = hi;
+    step_param_start_.push_back(lo);
+  }
 }
 
 void Executor::run_fused_forward(const Step& st, const float* params, float* running,
@@ -155,7 +174,7 @@ void Executor::forward(const float* params, float* running, bool train) {
   }
 }
 
-void Executor::backward(const float* params, float* grads) {
+void Executor::backward(const float* params, float* grads, const ParamsReady& ready) {
   const auto& acts = graph_.acts();
   const auto& nodes = graph_.nodes();
   const int input = graph_.input();
@@ -166,10 +185,15 @@ void Executor::backward(const float* params, float* grads) {
   // once).
   const bool join_late = be_.late_weight_grad_join();
   bool forked = false;
+  // With the parameters in node order, those of steps si.. start at step si's lowest offset.
+  auto report = [&](size_t si) {
+    if (ready && params_in_order_ && step_param_start_[si] >= 0) ready(step_param_start_[si]);
+  };
   for (size_t si = steps_.size(); si-- > 0;) {
     const Step& st = steps_[si];
     if (st.fusion != Fusion::none) {
       run_fused_backward(st, params, grads);
+      report(si);
       continue;
     }
     const size_t ii = size_t(st.node);
@@ -215,6 +239,7 @@ void Executor::backward(const float* params, float* grads) {
         be_.concat_backward(grad(nd.in0), grad(nd.in1), dy, nd.cat, nd.mode0, nd.mode1);
         break;
     }
+    report(si);
   }
   if (forked) be_.join_weight_grads();  // the optimizer reads every gradient next
 }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/backend.h"
@@ -33,8 +34,13 @@ class Executor {
 
   // params: parameter arena; running: running-statistics arena (updated in train mode).
   void forward(const float* params, float* running, bool train);
-  // grads: parameter-gradient arena (same offsets as params).
-  void backward(const float* params, float* grads);
+  // grads: parameter-gradient arena (same offsets as params). `ready`, when given, is called as
+  // the walk goes down with an offset below which no gradient is still to be issued: every
+  // parameter at or above it has its gradient issued (forked weight gradients included, so a
+  // consumer must order itself after the weight-gradient stream too). The offsets fall
+  // monotonically; none is reported when the arena is not laid out in node order.
+  using ParamsReady = std::function<void(int64_t first_final)>;
+  void backward(const float* params, float* grads, const ParamsReady& ready = nullptr);
 
   float* value(int act) const { return base_ + value_off_[act]; }
   float* grad(int act) const { return base_ + grad_off_[act]; }
@@ -61,6 +67,10 @@ class Executor {
     Fusion fusion = Fusion::none;
   };
   std::vector<Step> steps_;
+  // Per step: the lowest parameter offset of its nodes (-1: none); params_in_order_: those
+  // offsets rise with the steps, so the parameters of steps >= i start at step i's lowest.
+  std::vector<int64_t> step_param_start_;
+  bool params_in_order_ = false;
   void run_fused_forward(const Step& st, const float* params, float* running, bool train);
   void run_fused_backward(const Step& st, const float* params, float* grads);
 };

@@ -149,8 +149,33 @@ void ModelSession::issue_train_step(PerBatch& pb, int n) {
   be_.dice_loss_forward(pb.loss(), pb.sums, logits, pb.masks, pixels);
   be_.confusion_counts(pb.counts(), logits, pb.masks, n, int64_t(h_) * w_);
   be_.dice_loss_backward(pb.exec->grad(g.output()), logits, pb.masks, pb.sums, pixels);
-  pb.exec->backward(params_, grads_);
-  be_.adam_step(params_, exp_avg_, exp_avg_sq_, grads_, spec_.param_count);
+  if (!be_.early_adam()) {
+    pb.exec->backward(params_, grads_);
+    be_.adam_step(params_, exp_avg_, exp_avg_sq_, grads_, spec_.param_count);
+    return;
+  }
+  // Early Adam (Backend::early_adam): the backward walk reports, going down, the offset above
+  // which every gradient is issued; once a part of at least kAdamPart parameters is final its
+  // update is forked beside the rest of the walk, which never touches those parameters again
+  // (each is used once, by a node already done). The rest is updated after the walk.
+  constexpr int64_t kAdamPart = int64_t(1) << 20;
+  be_.adam_advance();
+  int64_t updated_from = spec_.param_count;  // [updated_from, param_count) is issued
+  auto update_down_to = [&](int64_t lo) {
+    be_.adam_update(params_ + lo, exp_avg_ + lo, exp_avg_sq_ + lo, grads_ + lo,
+                    updated_from - lo);
+    updated_from = lo;
+  };
+  bool forked = false;
+  pb.exec->backward(params_, grads_, [&](int64_t first_final) {
+    const int64_t lo = (first_final + 3) / 4 * 4;  // parts start 16-byte aligned (float4)
+    if (updated_from - lo < kAdamPart) return;
+    be_.fork_optimizer();
+    forked = true;
+    update_down_to(lo);
+  });
+  if (forked) be_.join_optimizer();
+  update_down_to(0);
 }
 
 void ModelSession::issue_eval_step(PerBatch& pb, int n) {

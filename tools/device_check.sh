@@ -11,8 +11,8 @@
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
 #      keeps their numbers, then the steps again with UNETCU_LATE_JOIN=1 (the weight gradients
-#      joined once a backward pass), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0 (chained launches
-#      off);
+#      joined once a backward pass), with that and UNETCU_EARLY_ADAM=1 (Adam in parts beside the
+#      backward pass), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0 (chained launches off);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -20,8 +20,9 @@
 #      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
-#      UNETCU_LATE_JOIN=1, the convolutions and the step with UNETCU_CUDNN_GRAPH=0, the step
-#      with UNETCU_BN_SINGLE_PASS=1, then the reductions, copies and step with UNETCU_PDL=0)
+#      UNETCU_LATE_JOIN=1, with UNETCU_EARLY_ADAM=1, with both, the convolutions and the step
+#      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
+#      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
@@ -187,13 +188,14 @@ else
     row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t"); see step_check_nograph.log"
   fi
 fi
-# The same steps (parity aside) again with one environment SETTING (VAR=value), into NAME.log,
+# The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
 # as row LABEL; only when the plain steps ran on a GPU.
 step_variant() {
   local name=$1 label=$2 setting=$3 t grads
   [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
   t=$(date +%s)
-  if run "$name" 120 env "$setting" "$step_bin" -s '-tce=*PyTorch*smp*'; then
+  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
+  if run "$name" 120 env $setting "$step_bin" -s '-tce=*PyTorch*smp*'; then
     grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
       awk '{printf "%s%s", sep, $NF; sep=", "}')
     row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
@@ -205,6 +207,8 @@ step_variant() {
 # BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
 # each hand-written kernel may start while the one before it ends).
 step_variant step_check_late_join "cpu-vs-gpu step, late join" UNETCU_LATE_JOIN=1
+step_variant step_check_overlap "cpu-vs-gpu step, late join + early Adam" \
+  "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1"
 step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
@@ -284,12 +288,13 @@ fi
 # ---- 5. benchmarks ----------------------------------------------------------------------------
 # The GPU suite (bench_cuda_ops: every op and the training step, ours vs LibTorch CUDA), then the
 # PyTorch reference step in its modes.
-# bench_cuda_ops again with one environment SETTING (VAR=value) for the pairs FILTER selects,
+# bench_cuda_ops again with an environment SETTING (VAR=value words) for the pairs FILTER selects,
 # into NAME.log; the row LABEL says what SUMMARY (a function of the log) finds.
 bench_variant() {
   local name=$1 label=$2 setting=$3 filter=$4 summary=$5 t
   t=$(date +%s)
-  if run "$name" 120 env "$setting" "$gpu_bench" --runs 30 --benchmark_filter="$filter" &&
+  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
+  if run "$name" 120 env $setting "$gpu_bench" --runs 30 --benchmark_filter="$filter" &&
      ! grep -q '^SKIPPED' "$out/$name.log"; then
     row "$label" ok "$(elapsed "$t"); $("$summary" "$out/$name.log")"
   elif grep -q '^SKIPPED' "$out/$name.log"; then
@@ -334,9 +339,15 @@ if [ -x "$gpu_bench" ]; then
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
   # The step with the weight gradients joined once a backward pass (UNETCU_LATE_JOIN=1), where
   # the default joins after each convolution: they then also overlap the BatchNorm backward and
-  # the other ops of the layers below. First of the variants: the open question of this tree.
+  # the other ops of the layers below; with Adam's parts run beside the backward pass as their
+  # gradients become final (UNETCU_EARLY_ADAM=1); with both. First of the variants: the open
+  # questions of this tree.
   bench_variant bench_cuda_ops_late_join "step, late join" UNETCU_LATE_JOIN=1 \
     '^train_step' step_summary
+  bench_variant bench_cuda_ops_early_adam "step, early Adam" UNETCU_EARLY_ADAM=1 \
+    '^train_step' step_summary
+  bench_variant bench_cuda_ops_overlap "step, late join + early Adam" \
+    "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1" '^train_step' step_summary
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \

@@ -469,20 +469,25 @@ TEST_CASE("out of device memory: the error says how much was asked and what to d
 
 #if defined(UNETCU_TEST_EMULATED)
 // ctest runs these tests again with UNETCU_SIMT_STREAMS=late and =early
-// (tests/backend/CMakeLists.txt), with and without UNETCU_LATE_JOIN=1: this case fails if a
-// variable stops taking effect, so those runs cannot silently test the defaults.
+// (tests/backend/CMakeLists.txt), with and without UNETCU_LATE_JOIN=1 and UNETCU_EARLY_ADAM=1:
+// this case fails if a variable stops taking effect, so those runs cannot silently test the
+// defaults.
 TEST_CASE("the stream order and the weight-gradient join follow the environment") {
   const char* order_env = std::getenv("UNETCU_SIMT_STREAMS");
   const char* late_join = std::getenv("UNETCU_LATE_JOIN");
+  const char* early_adam = std::getenv("UNETCU_EARLY_ADAM");
+  const bool adam_early = early_adam != nullptr && std::string(early_adam) == "1";
   const std::string order = order_env != nullptr ? order_env : "in_order";
   const bool join_once = late_join != nullptr && std::string(late_join) == "1";
   const std::string joins = join_once ? "once a backward pass" : "after each convolution";
-  MESSAGE("streams " << order << ", weight gradients joined " << joins);
+  const std::string adam = adam_early ? "in parts beside the backward pass" : "after it";
+  MESSAGE("streams " << order << ", weight gradients joined " << joins << ", Adam " << adam);
   const simt::StreamOrder want = order == "late"    ? simt::StreamOrder::late
                                  : order == "early" ? simt::StreamOrder::early
                                                     : simt::StreamOrder::in_order;
   CHECK(simt::stream_order() == want);
   auto backend = cuda_backend();
   CHECK(backend->late_weight_grad_join() == join_once);
+  CHECK(backend->early_adam() == adam_early);
 }
 #endif

@@ -1,13 +1,18 @@
 // tests/cpu/test_model.cpp: the ResNet34-UNet's parameter table against smp's state_dict
 // (tests/fixtures/smp_unet_resnet34_state_dict.txt, the listing of the spec's Appendix A),
-// the graph's shapes, and the initialisation's statistics and determinism.
+// the graph's shapes, the backward walk's reports of final gradients, and the
+// initialisation's statistics and determinism.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
+#include "engine/cpu_backend.h"
 #include "engine/error.h"
+#include "engine/executor.h"
 #include "model/unet.h"
 
 using namespace unetcu;
@@ -105,6 +110,48 @@ TEST_CASE("fan-out points accumulate their gradients, first writers overwrite") 
   // conv, whose input feeds conv1 and downsample.0: also a fan-out), so 16 block inputs, plus
   // the 4 skips f1..f4 each consumed by the encoder and a decoder concat: 16 + 4 = 20.
   CHECK(accumulate == 20);
+}
+
+// Early Adam (ModelSession) updates what the backward walk reports as final while the walk
+// goes on: every reported offset must have all gradients at and above it written already (the
+// CPU backend runs each op as it is issued), and the reports must fall to 0.
+TEST_CASE("the backward walk reports, going down, where the final parameter gradients start") {
+  const ModelSpec& spec = unet_spec();
+  auto backend = make_cpu_backend();
+  const Unet u = build_unet(1, 32, 32);
+  Executor exec(*backend, u.graph);
+  std::vector<float> params(size_t(spec.param_count)), running(size_t(spec.running_count));
+  init_unet(params.data(), running.data(), spec, 7);
+  float* image = exec.value(u.graph.input());
+  const int64_t inputs = u.graph.acts()[size_t(u.graph.input())].numel();
+  for (int64_t i = 0; i < inputs; ++i) image[i] = float(i % 29) / 14.0f - 1.0f;
+  exec.forward(params.data(), running.data(), true);
+  const int64_t outputs = u.graph.acts()[size_t(u.graph.output())].numel();
+  std::fill(exec.grad(u.graph.output()), exec.grad(u.graph.output()) + outputs, 0.25f);
+  std::vector<float> grads(params.size(), std::nanf(""));
+  std::vector<int64_t> reports;
+  bool all_written = true, falling = true, tight = true;
+  exec.backward(params.data(), grads.data(), [&](int64_t first_final) {
+    for (size_t i = size_t(first_final); i < grads.size(); ++i) all_written &= !std::isnan(grads[i]);
+    if (!reports.empty()) falling &= first_final <= reports.back();
+    // Not trivially low: the parameter just below it is still to come.
+    if (first_final > 0) tight &= std::isnan(grads[size_t(first_final - 1)]);
+    reports.push_back(first_final);
+  });
+  CHECK(all_written);
+  CHECK(falling);
+  CHECK(tight);
+  REQUIRE(!reports.empty());
+  CHECK(reports.back() == 0);
+  // One report per node with parameters (the CPU backend fuses nothing): 47 convolutions and
+  // 46 BatchNorms.
+  const auto& nodes = u.graph.nodes();
+  const auto with_params = std::count_if(nodes.begin(), nodes.end(), [](const Node& nd) {
+    return nd.weight >= 0 || nd.gamma >= 0;
+  });
+  CHECK(with_params == 93);
+  CHECK(int64_t(reports.size()) == int64_t(with_params));
+  CHECK(std::none_of(grads.begin(), grads.end(), [](float g) { return std::isnan(g); }));
 }
 
 TEST_CASE("initialisation: smp's distributions, reproducible per seed") {
