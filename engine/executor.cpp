@@ -60,7 +60,7 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
     if (st.fusion != Fusion::none) ++i;  // the next node is part of this step
   }
 
-  params_in_order_ = true;
+  bool in_order = true;
   int64_t last = -1;
   for (const Step& st : steps_) {
     int64_t lo = -1, hi = -1;
@@ -69,15 +69,16 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
       const Node& nd = nodes[size_t(st.node + k)];
       for (int64_t off : {nd.weight, nd.bias, nd.gamma, nd.beta}) {
         if (off < 0) continue;
-        if (off <= hi) params_in_order_ = false;  // within a step, in order too
+        if (off <= hi) in_order = false;  // within a step, in order too
         if (lo < 0) lo = off;
         hi = off;
       }
     }
-    if (lo >= 0 && lo <= last) params_in_order_ = false;
+    if (lo >= 0 && lo <= last) in_order = false;
     if (hi >= 0) last = hi;
     step_param_start_.push_back(lo);
   }
+  if (!in_order) step_param_start_.assign(steps_.size(), -1);  // nothing to report
 }
 
 void Executor::run_fused_forward(const Step& st, const float* params, float* running,
@@ -185,9 +186,9 @@ void Executor::backward(const float* params, float* grads, const ParamsReady& re
   // once).
   const bool join_late = be_.late_weight_grad_join();
   bool forked = false;
-  // With the parameters in node order, those of steps si.. start at step si's lowest offset.
+  // The parameters of steps si.. start at step si's lowest offset (see step_param_start_).
   auto report = [&](size_t si) {
-    if (ready && params_in_order_ && step_param_start_[si] >= 0) ready(step_param_start_[si]);
+    if (ready && step_param_start_[si] >= 0) ready(step_param_start_[si]);
   };
   for (size_t si = steps_.size(); si-- > 0;) {
     const Step& st = steps_[si];

@@ -67,10 +67,10 @@ class Executor {
     Fusion fusion = Fusion::none;
   };
   std::vector<Step> steps_;
-  // Per step: the lowest parameter offset of its nodes (-1: none); params_in_order_: those
-  // offsets rise with the steps, so the parameters of steps >= i start at step i's lowest.
+  // Per step: the lowest parameter offset of its nodes, where those offsets rise with the steps
+  // (so the parameters of steps >= i start at step i's lowest); -1 for a step without
+  // parameters, and for every step when the arena is not in step order.
   std::vector<int64_t> step_param_start_;
-  bool params_in_order_ = false;
   void run_fused_forward(const Step& st, const float* params, float* running, bool train);
   void run_fused_backward(const Step& st, const float* params, float* grads);
 };

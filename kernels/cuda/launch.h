@@ -30,10 +30,9 @@
 //     are visible, then lets the next chained kernel start launching: nothing before it may
 //     touch global memory. nvcc: cudaLaunchKernelEx with programmatic stream serialisation when
 //     unetcu::chained_launches() is on (the default; UNETCU_PDL=0 turns it off) and the kernel
-//     was built for compute
-//     capability 9.0 or later, else an ordinary launch; the sync is cudaGridDependencySynchronize
-//     then cudaTriggerProgrammaticLaunchCompletion (nothing when built for an older
-//     architecture). Emulator: launches run one after another, so the sync waits for nothing,
+//     was built for compute capability 9.0 or later, else an ordinary launch; the sync is
+//     cudaGridDependencySynchronize then cudaTriggerProgrammaticLaunchCompletion (nothing when
+//     built for an older architecture). Emulator: launches run one after another, so the sync waits for nothing,
 //     but a thread of a chained launch that finishes without it aborts with a report. That the
 //     sync is each kernel's first statement, and every launch in kernels/cuda chained (or
 //     cooperative), tests/emu/test_launch_rules.cpp checks in the sources.

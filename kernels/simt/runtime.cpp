@@ -225,12 +225,12 @@ struct Queue {
     std::shared_ptr<Queue> wait_on;  // set: a wait for wait_on's first wait_seq items
     uint64_t wait_seq = 0;
   };
-  bool late = false;      // queued: StreamOrder::late or early
-  bool early = false;     // drained first at every host synchronisation (StreamOrder::early)
+  unetcu::simt::StreamOrder order = unetcu::simt::StreamOrder::in_order;
   bool blocking = true;  // ordered with the legacy stream (not cudaStreamNonBlocking)
   std::deque<Item> items;
   uint64_t issued = 0;   // items ever queued (or run at once)
   uint64_t done = 0;     // items finished
+  bool queued() const { return order != unetcu::simt::StreamOrder::in_order; }
 };
 
 struct Capture {
@@ -250,7 +250,8 @@ struct CUgraph_st {
   std::vector<Node> nodes;
 };
 struct CUgraphExec_st {
-  std::vector<Node> nodes;
+  // Shared with the replays still queued on late streams, so a replay copies nothing.
+  std::shared_ptr<const std::vector<Node>> nodes;
 };
 struct CUstream_st {
   unsigned flags = 0;
@@ -334,7 +335,7 @@ std::vector<std::shared_ptr<Queue>> pending_queues(bool blocking_only, bool earl
     }
     ++it;
     if (q->items.empty() || (blocking_only && !q->blocking)) continue;
-    if (q->early) early.insert(early.begin(), std::move(q));
+    if (q->order == StreamOrder::early) early.insert(early.begin(), std::move(q));
     else if (!early_only) late.push_back(std::move(q));
   }
   early.insert(early.end(), late.begin(), late.end());
@@ -424,6 +425,14 @@ cudaError_t issue(cudaStream_t stream, const char* what, std::shared_ptr<Capture
   return cudaSuccess;
 }
 
+// Work recorded on `stream` in `capture`: a stream forked into the capture now has work that
+// must be joined back before the capture ends.
+void note_captured_work(const Capture& capture, cudaStream_t stream) {
+  CUstream_st* s = resolve(stream);
+  ++s->captured_work;
+  if (stream != capture.origin) s->joined = false;
+}
+
 // Runs `node` now, queues it (late and early streams), or appends it to the capture of `stream`.
 cudaError_t submit(cudaStream_t stream, const char* what, Node node) {
   std::unique_lock<std::recursive_mutex> lock(g_stream_mutex);
@@ -432,14 +441,12 @@ cudaError_t submit(cudaStream_t stream, const char* what, Node node) {
   if (error != cudaSuccess) return error;
   if (capture) {
     capture->graph->nodes.push_back(std::move(node));
-    CUstream_st* s = resolve(stream);
-    ++s->captured_work;
-    if (stream != capture->origin) s->joined = false;
+    note_captured_work(*capture, stream);
     return cudaSuccess;
   }
   const std::shared_ptr<Queue> q = resolve(stream)->queue;
   ++q->issued;
-  if (q->late) {
+  if (q->queued()) {
     q->items.push_back(Queue::Item{std::move(node), nullptr, 0});
     return cudaSuccess;
   }
@@ -557,8 +564,7 @@ cudaError_t set_stream_order(cudaStream_t stream, StreamOrder order) {
   }
   drain(stream->queue, stream->queue->issued);  // leaving the late order runs what waits
   std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
-  stream->queue->late = order != StreamOrder::in_order;
-  stream->queue->early = order == StreamOrder::early;
+  stream->queue->order = order;
   return cudaSuccess;
 }
 
@@ -911,8 +917,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags) 
   (*stream)->flags = flags;
   std::lock_guard<std::recursive_mutex> lock(g_stream_mutex);
   Queue& q = *(*stream)->queue;
-  q.late = default_stream_order_locked() != StreamOrder::in_order;
-  q.early = default_stream_order_locked() == StreamOrder::early;
+  q.order = default_stream_order_locked();
   q.blocking = (flags & cudaStreamNonBlocking) == 0;
   g_queues.push_back((*stream)->queue);
   return cudaSuccess;
@@ -977,7 +982,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned
   std::shared_ptr<Capture> capture;
   if (cudaError_t e = issue(stream, "cudaStreamWaitEvent", &capture); e != cudaSuccess) return e;
   if (capture || !event->queue || event->queue == s->queue) return cudaSuccess;
-  if (s->queue->late) {
+  if (s->queue->queued()) {
     ++s->queue->issued;
     s->queue->items.push_back(Queue::Item{Node{}, event->queue, event->seq});
   } else {
@@ -1166,7 +1171,7 @@ cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
   if (exec == nullptr || graph == nullptr) {
     return fail(cudaErrorInvalidValue, "cudaGraphInstantiate: null argument");
   }
-  *exec = new CUgraphExec_st{graph->nodes};
+  *exec = new CUgraphExec_st{std::make_shared<const std::vector<Node>>(graph->nodes)};
   return cudaSuccess;
 }
 
@@ -1178,16 +1183,14 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (capture) {
     // A graph launched inside a capture becomes part of the captured graph.
     auto& nodes = capture->graph->nodes;
-    nodes.insert(nodes.end(), exec->nodes.begin(), exec->nodes.end());
-    CUstream_st* s = resolve(stream);
-    ++s->captured_work;
-    if (stream != capture->origin) s->joined = false;
+    nodes.insert(nodes.end(), exec->nodes->begin(), exec->nodes->end());
+    note_captured_work(*capture, stream);
     return cudaSuccess;
   }
   lock.unlock();
   Node replay;
   replay.kind = Node::Kind::graph;
-  replay.graph = std::make_shared<const std::vector<Node>>(exec->nodes);
+  replay.graph = exec->nodes;
   return submit(stream, "cudaGraphLaunch", std::move(replay));
 }
 
