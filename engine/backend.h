@@ -176,6 +176,9 @@ class Backend {
   // convolution: the weight gradients then also run beside the BatchNorm and other ops of the
   // layers below (CUDA: UNETCU_LATE_JOIN=1).
   virtual bool late_weight_grad_join() const { return false; }
+  // How many streams the forked weight gradients take in turn (CUDA: UNETCU_WGRAD_STREAMS,
+  // default 1); with the late join, those on different streams may also run beside each other.
+  virtual int weight_grad_streams() const { return 1; }
 
   virtual void relu_forward(float* y, const float* x, int64_t count) = 0;
   virtual void relu_backward(float* dx, const float* dy, const float* y, int64_t count,

@@ -12,10 +12,11 @@
 //
 // Streams: every op runs on one non-blocking compute stream, except that between
 // fork_weight_grads() and join_weight_grads() the weight and bias gradients run on a side
-// stream (with its own cuDNN handle and workspace), beside the data gradient on the compute
-// stream (and, with UNETCU_LATE_JOIN=1, the ops of the layers below until the end of the
-// backward pass); events fork and join the two, also inside a graph capture, where they become
-// parallel branches. With UNETCU_EARLY_ADAM=1 the parts of the Adam update whose gradients are
+// stream (with its own workspace, and a cuDNN handle of the side streams'), beside the data
+// gradient on the compute stream (and, with UNETCU_LATE_JOIN=1, the ops of the layers below
+// until the end of the backward pass; with UNETCU_WGRAD_STREAMS=N as well, on N side streams
+// in turn, beside each other); events fork and join them, also inside a graph capture, where
+// they become parallel branches. With UNETCU_EARLY_ADAM=1 the parts of the Adam update whose gradients are
 // final run on a third stream, forked and joined the same way (fork_optimizer). The per-step
 // batch upload (upload_batch) runs on a copy stream, from the loader's page-locked batch
 // buffers or else through pinned, double-buffered host staging; the compute stream waits for
@@ -26,8 +27,8 @@
 //
 // Memory: device allocations are cudaMalloc calls checked with the size asked and a hint
 // (a smaller --batch-size). The workspaces of the reductions (BatchNorm, conv bias, Dice,
-// confusion counts) and of cuDNN come from one scratch buffer per stream (compute, and the
-// weight gradients' side stream), used by one op at a time since each stream runs its ops in
+// confusion counts) and of cuDNN come from one scratch buffer per stream (compute, and each
+// weight-gradient side stream), used by one op at a time since each stream runs its ops in
 // order. Each is sized by the eager first step of each batch size and grows only outside a
 // capture; a buffer that a captured graph may still use is kept (retired) until the backend
 // goes, because graphs hold raw pointers.
@@ -43,6 +44,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <sstream>
 #include <vector>
@@ -75,6 +77,24 @@ EnvSwitch& early_adam_switch() {
 EnvSwitch& late_join_switch() {
   static EnvSwitch on{"UNETCU_LATE_JOIN", false};
   return on;
+}
+
+// UNETCU_WGRAD_STREAMS=N (1 to kMaxSideStreams, default 1): with the late join, successive
+// convolutions' weight gradients take N side streams in turn, so they can also run beside one
+// another. At the deepest layers one weight gradient fills a fraction of the GPU (layer3's
+// 3x3 weight gradient is a 256 x 2304 GEMM over 1,024 pixels at batch 16), and with one side
+// stream they queue behind each other. Read by each backend; a value outside
+// 1..kMaxSideStreams fails.
+constexpr int kMaxSideStreams = 4;
+int side_stream_count() {
+  const char* value = std::getenv("UNETCU_WGRAD_STREAMS");
+  if (value == nullptr || value[0] == '\0') return 1;
+  char* end = nullptr;
+  const long n = std::strtol(value, &end, 10);
+  if (*end != '\0' || n < 1 || n > kMaxSideStreams)
+    fail("UNETCU_WGRAD_STREAMS=", value, ": expected a number of weight-gradient streams from 1 "
+         "to ", kMaxSideStreams);
+  return int(n);
 }
 
 // Adam's device-resident state: read and advanced by the kernels, set by set_adam.
@@ -112,17 +132,21 @@ struct HostConv {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const BackendOptions& opt) {
+  explicit CudaBackend(const BackendOptions& opt) : side_count_(side_stream_count()) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop;
     UNETCU_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
-    UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
+    for (int i = 0; i < side_count_; ++i) {
+      SideStream& side = sides_[i];
+      UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&side.stream, cudaStreamNonBlocking));
+      for (cudaEvent_t* e : {&side.fork, &side.join, &side.optimizer_wait})
+        UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+    }
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&optimizer_, cudaStreamNonBlocking));
-    for (cudaEvent_t* e : {&fork_event_, &join_event_, &optimizer_fork_, &optimizer_fork_side_,
-                           &optimizer_join_})
+    for (cudaEvent_t* e : {&optimizer_fork_, &optimizer_join_})
       UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&direct_copied_, cudaEventDisableTiming));
@@ -138,7 +162,8 @@ class CudaBackend final : public Backend {
     os << "kernels emulated on the CPU, convolutions on the CPU reference";
 #else
     conv_ = std::make_unique<cudnn::ConvRunner>(compute_, cudnn::ConvOptions{opt.tf32});
-    side_conv_ = std::make_unique<cudnn::ConvRunner>(side_, cudnn::ConvOptions{opt.tf32});
+    side_conv_ = std::make_unique<cudnn::ConvRunner>(sides_[0].stream,
+                                                     cudnn::ConvOptions{opt.tf32});
     os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
 #endif
     description_ = os.str();
@@ -148,7 +173,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     abort_capture();
     (void)cudaStreamSynchronize(copy_);
-    (void)cudaStreamSynchronize(side_);
+    for (int i = 0; i < side_count_; ++i) (void)cudaStreamSynchronize(sides_[i].stream);
     (void)cudaStreamSynchronize(optimizer_);
     (void)cudaStreamSynchronize(compute_);
 #if !defined(UNETCU_SIMT)
@@ -160,8 +185,9 @@ class CudaBackend final : public Backend {
       (void)cudaGraphDestroy(g.graph);
     }
     for (void* p : retired_) (void)cudaFree(p);
-    for (Workspace* ws : {&main_ws_, &side_ws_})
-      if (ws->ptr) (void)cudaFree(ws->ptr);
+    if (main_ws_.ptr) (void)cudaFree(main_ws_.ptr);
+    for (int i = 0; i < side_count_; ++i)
+      if (sides_[i].ws.ptr) (void)cudaFree(sides_[i].ws.ptr);
     (void)cudaFree(adam_);
     for (cudaEvent_t e : markers_) (void)cudaEventDestroy(e);
     for (Staging& s : staging_) {
@@ -170,11 +196,13 @@ class CudaBackend final : public Backend {
     }
     (void)cudaEventDestroy(compute_mark_);
     (void)cudaEventDestroy(direct_copied_);
-    for (cudaEvent_t e : {fork_event_, join_event_, optimizer_fork_, optimizer_fork_side_,
-                          optimizer_join_})
-      (void)cudaEventDestroy(e);
+    for (cudaEvent_t e : {optimizer_fork_, optimizer_join_}) (void)cudaEventDestroy(e);
+    for (int i = 0; i < side_count_; ++i) {
+      for (cudaEvent_t e : {sides_[i].fork, sides_[i].join, sides_[i].optimizer_wait})
+        (void)cudaEventDestroy(e);
+      (void)cudaStreamDestroy(sides_[i].stream);
+    }
     (void)cudaStreamDestroy(optimizer_);
-    (void)cudaStreamDestroy(side_);
     (void)cudaStreamDestroy(copy_);
     (void)cudaStreamDestroy(compute_);
     (void)cudaGetLastError();
@@ -216,7 +244,7 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override {
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(copy_));
-    UNETCU_CUDA_CHECK(cudaStreamSynchronize(side_));
+    for (int i = 0; i < side_count_; ++i) UNETCU_CUDA_CHECK(cudaStreamSynchronize(sides_[i].stream));
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(optimizer_));
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
   }
@@ -368,16 +396,21 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaStreamWaitEvent(later, event, 0));
   }
   void fork_weight_grads() override {
-    // Forking again while forked moves the side stream's starting point on (late joins).
-    order_after(side_, compute_, fork_event_);
-    side_open_ = true;
+    // The first fork of a pass takes side stream 0; forking again while forked (late joins)
+    // takes the next one in turn, which starts after everything issued so far.
+    current_side_ = open_sides_ != 0 ? (current_side_ + 1) % side_count_ : 0;
+    SideStream& side = sides_[current_side_];
+    order_after(side.stream, compute_, side.fork);
+    open_sides_ |= 1u << current_side_;
   }
   void join_weight_grads() override {
-    if (!side_open_) fail("join_weight_grads without fork_weight_grads");
-    order_after(compute_, side_, join_event_);
-    side_open_ = false;
+    if (open_sides_ == 0) fail("join_weight_grads without fork_weight_grads");
+    for (int i = 0; i < side_count_; ++i)
+      if (open_sides_ & (1u << i)) order_after(compute_, sides_[i].stream, sides_[i].join);
+    open_sides_ = 0;
   }
   bool late_weight_grad_join() const override { return late_join_switch().get(); }
+  int weight_grad_streams() const override { return side_count_; }
 
   void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                                float* running_mean, float* running_var, const float* x,
@@ -528,7 +561,9 @@ class CudaBackend final : public Backend {
     // The optimizer stream waits for the compute stream and, when they are forked, for the
     // weight gradients: the parts it updates take gradients from both.
     order_after(optimizer_, compute_, optimizer_fork_);
-    if (side_open_) order_after(optimizer_, side_, optimizer_fork_side_);
+    for (int i = 0; i < side_count_; ++i)
+      if (open_sides_ & (1u << i))
+        order_after(optimizer_, sides_[i].stream, sides_[i].optimizer_wait);
     optimizer_open_ = true;
   }
   void join_optimizer() override {
@@ -570,7 +605,7 @@ class CudaBackend final : public Backend {
   void abort_capture() override {
     if (!capturing_) return;
     capturing_ = false;
-    side_open_ = false;  // a step that failed between fork and join
+    open_sides_ = 0;  // a step that failed between fork and join
     cudaGraph_t graph = nullptr;
     if (cudaStreamEndCapture(compute_, &graph) == cudaSuccess && graph != nullptr)
       (void)cudaGraphDestroy(graph);
@@ -623,8 +658,8 @@ class CudaBackend final : public Backend {
       cuda_fail(error, what, __FILE__, __LINE__, "found by UNETCU_SYNC=1 right after this call");
   }
 
-  // A stream's workspace (see the file comment) and what runs the weight gradients: the side
-  // stream between fork_weight_grads() and join_weight_grads(), else the compute stream.
+  // A stream's workspace (see the file comment) and what runs the weight gradients: the current
+  // side stream between fork_weight_grads() and join_weight_grads(), else the compute stream.
   struct Workspace {
     void* ptr = nullptr;
     size_t bytes = 0;
@@ -637,11 +672,15 @@ class CudaBackend final : public Backend {
 #endif
   };
   Lane weight_lane() {
+    SideStream& side = sides_[current_side_];
 #if defined(UNETCU_SIMT)
-    return side_open_ ? Lane{side_, &side_ws_} : Lane{compute_, &main_ws_};
+    return open_sides_ != 0 ? Lane{side.stream, &side.ws} : Lane{compute_, &main_ws_};
 #else
-    return side_open_ ? Lane{side_, &side_ws_, side_conv_.get()}
-                      : Lane{compute_, &main_ws_, conv_.get()};
+    if (open_sides_ == 0) return Lane{compute_, &main_ws_, conv_.get()};
+    // One cuDNN handle (and algorithm cache) serves every side stream, pointed at the one in
+    // use before each call, as PyTorch points its per-thread handle at the current stream.
+    side_conv_->set_stream(side.stream);
+    return Lane{side.stream, &side.ws, side_conv_.get()};
 #endif
   }
 
@@ -649,7 +688,8 @@ class CudaBackend final : public Backend {
   void* scratch(size_t bytes) { return grow(main_ws_, bytes); }
 
   // `ws` grown to at least `bytes`: only outside a capture (the eager step sizes it). The old
-  // buffer is freed once both streams are idle, or kept while a captured graph may use it.
+  // buffer is freed once the compute and side streams are idle, or kept while a captured graph
+  // may use it.
   void* grow(Workspace& ws, size_t bytes) {
     if (bytes <= ws.bytes) return ws.ptr;
     if (capturing_) {
@@ -663,7 +703,8 @@ class CudaBackend final : public Backend {
     void* fresh = alloc(grown);
     if (ws.ptr) {
       if (graphs_.empty()) {
-        UNETCU_CUDA_CHECK(cudaStreamSynchronize(side_));
+        for (int i = 0; i < side_count_; ++i)
+          UNETCU_CUDA_CHECK(cudaStreamSynchronize(sides_[i].stream));
         UNETCU_CUDA_CHECK(cudaStreamSynchronize(compute_));
         UNETCU_CUDA_CHECK(cudaFree(ws.ptr));
       } else {
@@ -690,7 +731,8 @@ class CudaBackend final : public Backend {
   }
   std::vector<std::unique_ptr<HostConv>> captured_convs_;
 #else
-  std::unique_ptr<cudnn::ConvRunner> conv_, side_conv_;  // one cuDNN handle per stream
+  // One cuDNN handle for the compute stream, one for the side streams (Lane).
+  std::unique_ptr<cudnn::ConvRunner> conv_, side_conv_;
 #endif
 
   std::string description_;
@@ -699,13 +741,21 @@ class CudaBackend final : public Backend {
   cudaEvent_t direct_copied_ = nullptr;  // after a pinned_src upload's copies
   Staging staging_[kStagingSlots];
   int next_staging_ = 0;
-  cudaStream_t side_ = nullptr;  // the weight gradients' stream (see fork_weight_grads)
-  cudaEvent_t fork_event_ = nullptr, join_event_ = nullptr;
-  bool side_open_ = false;
+  // The weight gradients' streams (see fork_weight_grads), each with its workspace and the
+  // events that fork it from the compute stream, join it back, and order the optimizer after it.
+  struct SideStream {
+    cudaStream_t stream = nullptr;
+    cudaEvent_t fork = nullptr, join = nullptr, optimizer_wait = nullptr;
+    Workspace ws;
+  };
+  SideStream sides_[kMaxSideStreams];
+  int side_count_ = 1;
+  int current_side_ = 0;      // the side stream the forked weight gradients go to
+  unsigned open_sides_ = 0;   // bit i: side stream i forked and not joined yet
   cudaStream_t optimizer_ = nullptr;  // early Adam's stream (see fork_optimizer)
-  cudaEvent_t optimizer_fork_ = nullptr, optimizer_fork_side_ = nullptr, optimizer_join_ = nullptr;
+  cudaEvent_t optimizer_fork_ = nullptr, optimizer_join_ = nullptr;
   bool optimizer_open_ = false;
-  Workspace main_ws_, side_ws_;
+  Workspace main_ws_;
   std::vector<void*> retired_;
   AdamDeviceState* adam_ = nullptr;
   AdamConfig adam_cfg_;

@@ -12,7 +12,8 @@
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
 #      keeps their numbers, then the steps again with UNETCU_LATE_JOIN=1 (the weight gradients
 #      joined once a backward pass), with that and UNETCU_EARLY_ADAM=1 (Adam in parts beside the
-#      backward pass), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0 (chained launches off);
+#      backward pass), with both and UNETCU_WGRAD_STREAMS=3 (three weight-gradient streams),
+#      UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0 (chained launches off);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -20,7 +21,9 @@
 #      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
-#      UNETCU_LATE_JOIN=1, with UNETCU_EARLY_ADAM=1, with both, the convolutions and the step
+#      UNETCU_LATE_JOIN=1, with UNETCU_EARLY_ADAM=1, with both, with the late join on three
+#      weight-gradient streams (UNETCU_WGRAD_STREAMS=3), alone and with early Adam, the
+#      convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
@@ -209,6 +212,8 @@ step_variant() {
 step_variant step_check_late_join "cpu-vs-gpu step, late join" UNETCU_LATE_JOIN=1
 step_variant step_check_overlap "cpu-vs-gpu step, late join + early Adam" \
   "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1"
+step_variant step_check_side3 "cpu-vs-gpu step, late join + early Adam, 3 wgrad streams" \
+  "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1 UNETCU_WGRAD_STREAMS=3"
 step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
@@ -348,6 +353,12 @@ if [ -x "$gpu_bench" ]; then
     '^train_step' step_summary
   bench_variant bench_cuda_ops_overlap "step, late join + early Adam" \
     "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1" '^train_step' step_summary
+  # The late join with the weight gradients on three side streams in turn, so that those of
+  # the deep layers (each a fraction of the GPU) also run beside each other.
+  bench_variant bench_cuda_ops_side3 "step, late join, 3 wgrad streams" \
+    "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3" '^train_step' step_summary
+  bench_variant bench_cuda_ops_side3_adam "step, late join, 3 wgrad streams + early Adam" \
+    "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3 UNETCU_EARLY_ADAM=1" '^train_step' step_summary
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \

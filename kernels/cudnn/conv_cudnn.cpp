@@ -977,6 +977,12 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
   UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
 }
 
+void ConvRunner::set_stream(cudaStream_t stream) {
+  if (stream == impl_->stream) return;
+  UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
+  impl_->stream = stream;
+}
+
 ConvRunner::~ConvRunner() {
   impl_->plans.clear();
   if (impl_->timing_start) cudaEventDestroy(impl_->timing_start);

@@ -59,14 +59,18 @@ struct ConvOptions {
 // "cuDNN 9.19.0 (headers 9.19.0)": the library loaded at run time and the one compiled against.
 std::string version();
 
-// One cuDNN handle bound to one stream, and the algorithm cache. Not thread-safe: one per
-// compute stream. Every call is asynchronous on that stream.
+// One cuDNN handle bound to one stream at a time, and the algorithm cache. Not thread-safe: one
+// per host thread. Every call is asynchronous on the current stream.
 class ConvRunner {
  public:
   ConvRunner(cudaStream_t stream, const ConvOptions& options);
   ~ConvRunner();
   ConvRunner(const ConvRunner&) = delete;
   ConvRunner& operator=(const ConvRunner&) = delete;
+
+  // Later calls run on `stream` (the cache of choices stays). For one handle that serves
+  // several streams in turn, all from one host thread.
+  void set_stream(cudaStream_t stream);
 
   // The workspace bytes the call with these arguments needs; the first call for a shape chooses
   // its algorithm (see the file comment), which runs convolutions on the given inputs.

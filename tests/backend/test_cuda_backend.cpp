@@ -447,6 +447,27 @@ TEST_CASE("the CUDA backend's weight-gradient joins follow a fork") {
   backend->synchronize();
 }
 
+// A side-stream count the backend cannot use is refused when the backend is made, naming the
+// variable and the allowed range; the caller's setting is restored afterwards.
+TEST_CASE("UNETCU_WGRAD_STREAMS outside 1..4 is refused with its value") {
+  const char* before = std::getenv("UNETCU_WGRAD_STREAMS");
+  const std::string saved = before != nullptr ? before : "";
+  for (const char* bad : {"0", "5", "two", "3x"}) {
+    setenv("UNETCU_WGRAD_STREAMS", bad, 1);
+    const std::string error = test::error_of([&] { cuda_backend(); });
+    CAPTURE(bad);
+    CHECK(test::contains(error, std::string("UNETCU_WGRAD_STREAMS=") + bad));
+    CHECK(test::contains(error, "from 1 to 4"));
+  }
+  setenv("UNETCU_WGRAD_STREAMS", "2", 1);
+  CHECK(cuda_backend()->weight_grad_streams() == 2);
+  if (before != nullptr) {
+    setenv("UNETCU_WGRAD_STREAMS", saved.c_str(), 1);
+  } else {
+    unsetenv("UNETCU_WGRAD_STREAMS");
+  }
+}
+
 #if defined(UNETCU_TEST_EMULATED)
 // The emulator's device memory can be made small, so the out-of-memory path runs on any
 // machine: the error names the allocation and suggests a smaller batch.
@@ -469,19 +490,22 @@ TEST_CASE("out of device memory: the error says how much was asked and what to d
 
 #if defined(UNETCU_TEST_EMULATED)
 // ctest runs these tests again with UNETCU_SIMT_STREAMS=late and =early
-// (tests/backend/CMakeLists.txt), with and without UNETCU_LATE_JOIN=1 and UNETCU_EARLY_ADAM=1:
-// this case fails if a variable stops taking effect, so those runs cannot silently test the
-// defaults.
+// (tests/backend/CMakeLists.txt), with and without UNETCU_LATE_JOIN=1, UNETCU_EARLY_ADAM=1 and
+// UNETCU_WGRAD_STREAMS=3: this case fails if a variable stops taking effect, so those runs
+// cannot silently test the defaults.
 TEST_CASE("the stream order and the weight-gradient join follow the environment") {
   const char* order_env = std::getenv("UNETCU_SIMT_STREAMS");
   const char* late_join = std::getenv("UNETCU_LATE_JOIN");
   const char* early_adam = std::getenv("UNETCU_EARLY_ADAM");
+  const char* wgrad_streams = std::getenv("UNETCU_WGRAD_STREAMS");
+  const int side_streams = wgrad_streams != nullptr ? std::atoi(wgrad_streams) : 1;
   const bool adam_early = early_adam != nullptr && std::string(early_adam) == "1";
   const std::string order = order_env != nullptr ? order_env : "in_order";
   const bool join_once = late_join != nullptr && std::string(late_join) == "1";
   const std::string joins = join_once ? "once a backward pass" : "after each convolution";
   const std::string adam = adam_early ? "in parts beside the backward pass" : "after it";
-  MESSAGE("streams " << order << ", weight gradients joined " << joins << ", Adam " << adam);
+  MESSAGE("streams " << order << ", weight gradients on " << side_streams
+                     << " side stream(s), joined " << joins << ", Adam " << adam);
   const simt::StreamOrder want = order == "late"    ? simt::StreamOrder::late
                                  : order == "early" ? simt::StreamOrder::early
                                                     : simt::StreamOrder::in_order;
@@ -489,5 +513,6 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   auto backend = cuda_backend();
   CHECK(backend->late_weight_grad_join() == join_once);
   CHECK(backend->early_adam() == adam_early);
+  CHECK(backend->weight_grad_streams() == side_streams);
 }
 #endif
