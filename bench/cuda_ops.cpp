@@ -226,6 +226,7 @@ struct ConvCase : OpCase {
   bool has_bias;
   ConvDir dir;
   bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
+  bool direct = false;  // the direct weight gradient, which won against cuDNN (as the engine)
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
   Dev<unsigned char> ws, bias_ws;
@@ -259,8 +260,11 @@ struct ConvCase : OpCase {
         ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get());
         break;
       case ConvDir::backward_filter:
-        ws_bytes = narrow ? cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)
-                          : g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get());
+        if (narrow) {
+          ws_bytes = cuda::conv2d_narrow_backward_filter_workspace_bytes(sh);
+          break;
+        }
+        prepare_backward_filter();
         break;
     }
     ws = Dev<unsigned char>(ws_bytes);
@@ -272,6 +276,27 @@ struct ConvCase : OpCase {
     tdy = cuda_nchw(dy, sh.n, sh.p, sh.q, sh.k);
     bias_sizes = {sh.k};
 #endif
+  }
+  // As CudaBackend: the direct kernel competes with cuDNN's choice where it applies, unless
+  // UNETCU_DIRECT_WGRAD=0.
+  void prepare_backward_filter() {
+    const char* setting = std::getenv("UNETCU_DIRECT_WGRAD");
+    const bool allowed = setting == nullptr || std::string(setting) != "0";
+    cudnn::ConvRunner::Rival rival;
+    const bool applies =
+        allowed && cuda::conv2d_direct_backward_filter_applies(sh, ddy.get(), dx_in.get());
+    if (applies) {
+      rival.name = "direct kernel";
+      rival.workspace_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
+      rival.run = [this](float* o, void* w, cudaStream_t stream) {
+        cuda::conv2d_direct_backward_filter(o, ddy.get(), dx_in.get(), sh, GradMode::overwrite, w,
+                                            stream);
+      };
+    }
+    ws_bytes = g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get(),
+                                               applies ? &rival : nullptr);
+    direct = applies && g_conv->rival_serves_backward_filter(sh);
+    if (direct) ws_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
   }
   void ours() override {
     if (narrow) {
@@ -288,8 +313,13 @@ struct ConvCase : OpCase {
                               ws_bytes);
         break;
       case ConvDir::backward_filter:
-        g_conv->backward_filter(out.get(), ddy.get(), dx_in.get(), sh, GradMode::overwrite,
-                                ws.get(), ws_bytes);
+        if (direct) {
+          cuda::conv2d_direct_backward_filter(out.get(), ddy.get(), dx_in.get(), sh,
+                                              GradMode::overwrite, ws.get(), g_stream);
+        } else {
+          g_conv->backward_filter(out.get(), ddy.get(), dx_in.get(), sh, GradMode::overwrite,
+                                  ws.get(), ws_bytes);
+        }
         if (has_bias)
           cuda::conv2d_backward_bias(dbias.get(), ddy.get(), sh, GradMode::overwrite, bias_ws.get(),
                                      g_stream);

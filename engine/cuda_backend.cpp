@@ -3,7 +3,8 @@
 // One source, two builds (engine/CMakeLists.txt):
 //   native      nvcc, libcudart, cuDNN: the ops are the kernels/cuda kernels, the convolutions
 //               cuDNN calls (kernels/cudnn) except the one-output-channel head's, which are
-//               kernels/cuda's narrow kernels in both builds;
+//               kernels/cuda's narrow kernels in both builds, and the weight gradients of few
+//               output channels where the direct kernel beats cuDNN (UNETCU_DIRECT_WGRAD);
 //   emulated    g++ with kernels/simt/simt.h force-included (it defines UNETCU_SIMT): the same
 //               kernels run on the CPU, and the convolutions run the cpu:: reference as host
 //               functions in stream order (host-function nodes while a graph is being captured),
@@ -97,6 +98,36 @@ int side_stream_count() {
   return int(n);
 }
 
+// UNETCU_DIRECT_WGRAD: the hand-written direct weight gradient (kernels/cuda/conv_narrow.cu)
+// for the convolutions it takes (few output channels, kernels/conv.h). Unset ("auto"): on a
+// GPU, timed against cuDNN's choice per shape, the faster serves; under the emulator, off (the
+// reference convolution runs). "1": always, in both builds (how ctest runs it in the emulated
+// training step). "0": never. Read by each backend; another value fails.
+enum class DirectWgrad { off, timed, always };
+DirectWgrad direct_wgrad_setting() {
+  const char* value = std::getenv("UNETCU_DIRECT_WGRAD");
+  const std::string v = value != nullptr ? value : "";
+  if (v == "0") return DirectWgrad::off;
+  if (v == "1") return DirectWgrad::always;
+  if (v.empty() || v == "auto") {
+#if defined(UNETCU_SIMT)
+    return DirectWgrad::off;
+#else
+    return DirectWgrad::timed;
+#endif
+  }
+  fail("UNETCU_DIRECT_WGRAD=", v, ": expected 0 (cuDNN only), 1 (always the direct kernel where "
+       "it applies) or auto (the faster per shape)");
+}
+const char* direct_wgrad_name(DirectWgrad d) {
+  switch (d) {
+    case DirectWgrad::off: return "off";
+    case DirectWgrad::timed: return "timed against cuDNN";
+    case DirectWgrad::always: return "always";
+  }
+  return "?";
+}
+
 // Adam's device-resident state: read and advanced by the kernels, set by set_adam.
 struct AdamDeviceState {
   int64_t t = 0;
@@ -132,7 +163,8 @@ struct HostConv {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(const BackendOptions& opt) : side_count_(side_stream_count()) {
+  explicit CudaBackend(const BackendOptions& opt)
+      : direct_wgrad_(direct_wgrad_setting()), side_count_(side_stream_count()) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop;
@@ -166,6 +198,7 @@ class CudaBackend final : public Backend {
                                                      cudnn::ConvOptions{opt.tf32});
     os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
 #endif
+    os << ", direct weight gradients " << direct_wgrad_name(direct_wgrad_);
     description_ = os.str();
   }
 
@@ -334,7 +367,8 @@ class CudaBackend final : public Backend {
   }
 
   // One-output-channel convolutions (the segmentation head) run hand-written kernels in both
-  // builds (kernels/cuda/conv_narrow.cu); the others cuDNN natively, the reference emulated.
+  // builds (kernels/cuda/conv_narrow.cu); the others cuDNN natively, the reference emulated,
+  // except the weight gradients the direct kernel takes, as UNETCU_DIRECT_WGRAD says.
   void conv_forward(float* y, const float* x, const float* wt, const float* bias,
                     const ConvShape& sh) override {
     if (cuda::conv2d_narrow_applies(sh)) {
@@ -373,11 +407,35 @@ class CudaBackend final : public Backend {
           grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
+    const bool direct = direct_wgrad_ != DirectWgrad::off &&
+                        cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
+    auto run_direct = [&] {
+      cuda::conv2d_direct_backward_filter(
+          dwt, dy, x, sh, mode,
+          grow(*lane.ws, cuda::conv2d_direct_backward_filter_workspace_bytes(sh)), lane.stream);
+    };
+    if (direct && direct_wgrad_ == DirectWgrad::always) {
+      run_direct();
+      return;
+    }
 #if defined(UNETCU_SIMT)
     host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
               lane.stream);
 #else
-    void* workspace = grow(*lane.ws, lane.conv->prepare_backward_filter(sh, dy, x));
+    cudnn::ConvRunner::Rival rival;
+    if (direct) {
+      rival.name = "direct kernel";
+      rival.workspace_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
+      rival.run = [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
+        cuda::conv2d_direct_backward_filter(out, dy, x, sh, GradMode::overwrite, ws, stream);
+      };
+    }
+    const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
+    if (direct && lane.conv->rival_serves_backward_filter(sh)) {
+      run_direct();
+      return;
+    }
+    void* workspace = grow(*lane.ws, bytes);
     lane.conv->backward_filter(dwt, dy, x, sh, mode, workspace, lane.ws->bytes);
     after_async("cuDNN convolution backward filter", lane.stream);
 #endif
@@ -736,6 +794,7 @@ class CudaBackend final : public Backend {
 #endif
 
   std::string description_;
+  DirectWgrad direct_wgrad_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   cudaEvent_t compute_mark_ = nullptr;
   cudaEvent_t direct_copied_ = nullptr;  // after a pinned_src upload's copies

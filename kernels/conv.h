@@ -62,9 +62,9 @@ void conv2d_backward_bias(double* dbias, const double* dy, const ConvShape& sh, 
 
 }  // namespace cpu
 
-// CUDA kernels for the bias (kernels/cuda/conv_bias.cu) and for the narrow convolutions
-// (kernels/cuda/conv_narrow.cu), asynchronous on `stream`; the other convolutions are cuDNN
-// calls (kernels/cudnn/).
+// CUDA kernels for the bias (kernels/cuda/conv_bias.cu) and for the convolutions with few output
+// channels (kernels/cuda/conv_narrow.cu), asynchronous on `stream`; the other convolutions are
+// cuDNN calls (kernels/cudnn/).
 namespace cuda {
 
 // True for the shapes the narrow kernels take: one output channel, stride 1, at most 9 filter
@@ -81,6 +81,20 @@ void conv2d_narrow_backward_data(float* dx, const float* dy, const float* wt, co
 // double through `workspace` (conv2d_narrow_backward_filter_workspace_bytes(sh), scratch).
 size_t conv2d_narrow_backward_filter_workspace_bytes(const ConvShape& sh);
 void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
+                                   const ConvShape& sh, GradMode mode, void* workspace,
+                                   cudaStream_t stream);
+
+// The direct weight gradient, for convolutions with few output channels (kernels/cuda/
+// conv_narrow.cu): stride 1, a "same" square filter of at most 3x3 (r = s = 2 pad + 1),
+// k <= 32 and k, c multiples of 4, dy and x 16-byte aligned. Full fp32 (no TF32): each thread
+// sums at most conv2d_direct_backward_filter_float_run(sh) products per element in float, the
+// rest of the sum is a fixed tree in double through `workspace`
+// (conv2d_direct_backward_filter_workspace_bytes(sh), scratch), rounded to float once, so the
+// result does not depend on scheduling. dwt (+)= correlation of x with dy over the batch.
+bool conv2d_direct_backward_filter_applies(const ConvShape& sh, const float* dy, const float* x);
+size_t conv2d_direct_backward_filter_workspace_bytes(const ConvShape& sh);
+int64_t conv2d_direct_backward_filter_float_run(const ConvShape& sh);
+void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
                                    const ConvShape& sh, GradMode mode, void* workspace,
                                    cudaStream_t stream);
 

@@ -22,8 +22,8 @@
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
 #      UNETCU_LATE_JOIN=1, with UNETCU_EARLY_ADAM=1, with both, with the late join on three
-#      weight-gradient streams (UNETCU_WGRAD_STREAMS=3), alone and with early Adam, the
-#      convolutions and the step
+#      weight-gradient streams (UNETCU_WGRAD_STREAMS=3), alone and with early Adam, with cuDNN's
+#      weight gradients only (UNETCU_DIRECT_WGRAD=0), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
@@ -359,6 +359,10 @@ if [ -x "$gpu_bench" ]; then
     "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3" '^train_step' step_summary
   bench_variant bench_cuda_ops_side3_adam "step, late join, 3 wgrad streams + early Adam" \
     "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3 UNETCU_EARLY_ADAM=1" '^train_step' step_summary
+  # The step with cuDNN's weight gradients only: what the direct kernel brings where it was
+  # timed faster (the "rival" notes of algorithms.txt say where).
+  bench_variant bench_cuda_ops_cudnn_wgrad "step, cuDNN weight gradients only" \
+    UNETCU_DIRECT_WGRAD=0 '^train_step' step_summary
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \

@@ -1,5 +1,7 @@
-// kernels/cuda/conv_narrow.cu: convolutions with one output channel at stride 1, which is the
-// segmentation head (3x3, 16 -> 1 at full resolution).
+// kernels/cuda/conv_narrow.cu: convolutions with few output channels at stride 1: the
+// segmentation head (3x3, 16 -> 1 at full resolution) in every direction, and the weight
+// gradient of the decoder's full-resolution convolutions (3x3, 32 -> 16 and 16 -> 16 at
+// 128x128; 32 -> 32 at 64x64).
 //
 // Why hand-written: cuDNN's NHWC kernels tile the implicit GEMM over output channels, so at
 // k = 1 almost all of each tile is idle. On an H200 at batch 16, 128x128 (bench/RESULTS.md) the
@@ -19,6 +21,16 @@
 //                    per pixel), then a fixed lane tree per tap; stage 2 is common.cuh's
 //                    fixed-order reduce over the blocks' partials. No atomics, so the result
 //                    does not depend on scheduling.
+//
+// The direct weight gradient (k <= 32 output channels, "same" 3x3 or 1x1 filters) is the
+// same two stages with a register tile: a thread owns one tap, KT output channels and 4 input
+// channels (KT x 4 float sums) and per output pixel loads KT/4 dy vectors (the same address
+// for every thread of the pixel: one broadcast) and one x vector, for 4 KT multiply-adds.
+// cuDNN's weight gradients at these shapes are GEMMs with only k = 16 or 32 rows and a
+// 262,144-pixel reduction: on the H100 0.195 ms for 32 -> 16 at 128x128 (1.2 GFLOP, 6 TFLOP/s)
+// and 0.101 for 16 -> 16, three times their data gradients, so with the per-convolution join
+// they stand on the step's critical path. The engine times this kernel against cuDNN's choice
+// per shape (kernels/cudnn's Rival) and keeps the faster.
 #include "kernels/conv.h"
 
 #include "kernels/cuda/common.cuh"
@@ -214,6 +226,107 @@ bool filter_vec4(const ConvShape& sh, const float* x) {
   return sh.c % 4 == 0 && (x == nullptr || detail::all_vec4(x));
 }
 
+// ---- the direct weight gradient ----
+
+// The most output channels the direct weight gradient takes: beyond it cuDNN's GEMM tiles fill.
+constexpr int kDirectMaxK = 32;
+// Each pixel lane sums at least this many output pixels before the lane tree.
+constexpr int64_t kDirectRowsPerLane = 64;
+// Stage-1 blocks at most (about two per SM on an H100), and double partials at most (8 MB),
+// so that the partials stay small next to the 17-50 MB the kernel reads.
+constexpr int kDirectBlocks = 256;
+constexpr int64_t kDirectPartials = int64_t(1) << 20;
+
+// How the direct weight gradient's stage 1 is cut: a column is one (tap, group of kt output
+// channels, group of 4 input channels), input-channel group fastest; a block covers `tile`
+// columns by `lanes` pixel lanes, grid (col_tiles, blocks), and block y sums output pixels
+// [y * chunk, (y + 1) * chunk), lane l every lanes-th of them from the l-th.
+struct DirectTiling {
+  int kt = 4, cols = 1, tile = 1, lanes = 1, col_tiles = 1, blocks = 1;
+  int64_t chunk = 1;
+};
+
+DirectTiling direct_tiling(const ConvShape& sh) {
+  DirectTiling dt;
+  dt.kt = sh.k % 16 == 0 ? 16 : sh.k % 8 == 0 ? 8 : 4;
+  dt.cols = sh.r * sh.s * (sh.c / 4) * (sh.k / dt.kt);
+  dt.tile = dt.cols < detail::kThreads ? dt.cols : detail::kThreads;
+  dt.lanes = detail::kThreads / dt.tile;
+  dt.col_tiles = (dt.cols + dt.tile - 1) / dt.tile;
+  const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
+  const int64_t outputs = int64_t(sh.k) * sh.r * sh.s * sh.c;
+  const int64_t wanted = (pixels + dt.lanes * kDirectRowsPerLane - 1) / (dt.lanes * kDirectRowsPerLane);
+  int64_t cap = kDirectBlocks / dt.col_tiles;
+  if (kDirectPartials / outputs < cap) cap = kDirectPartials / outputs;
+  if (cap < 1) cap = 1;
+  dt.blocks = int(wanted < 1 ? 1 : (wanted > cap ? cap : wanted));
+  dt.chunk = (pixels + dt.blocks - 1) / dt.blocks;
+  return dt;
+}
+
+// Stage 1 (see the file comment). For a "same" convolution at stride 1 the input pixel of
+// output pixel `row` at a tap is row + dr * w + ds, so a lane steps its (p, q) along and
+// needs no division per pixel.
+template <int KT>
+__global__ void __launch_bounds__(detail::kThreads)
+    direct_filter_partial_kernel(double* partials, const float* __restrict__ dy,
+                                 const float* __restrict__ x, ConvShape sh, DirectTiling dt) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  const int col = int(blockIdx.x) * dt.tile + int(threadIdx.x) % dt.tile;
+  const int lane = int(threadIdx.x) / dt.tile;
+  const int cgroups = sh.c / 4, kgroups = sh.k / KT;
+  const int cg = col % cgroups, kg = (col / cgroups) % kgroups, tap = col / (cgroups * kgroups);
+  float acc[KT][4];  // [output channel of the group][input channel of the group]
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int i = 0; i < KT; ++i)
+    for (int m = 0; m < 4; ++m) acc[i][m] = 0.0f;
+  if (col < dt.cols) {
+    const int dr = tap / sh.s - sh.pad, ds = tap % sh.s - sh.pad;
+    const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
+    const int64_t first = int64_t(blockIdx.y) * dt.chunk;
+    const int64_t last = first + dt.chunk < pixels ? first + dt.chunk : pixels;
+    const int64_t shift = int64_t(dr) * sh.w + ds;
+    const int64_t kvecs = sh.k / 4;
+    int64_t row = first + lane;
+    int q = int(row % sh.q), p = int((row / sh.q) % sh.p);
+    for (; row < last; row += dt.lanes) {
+      if (p + dr >= 0 && p + dr < sh.h && q + ds >= 0 && q + ds < sh.w) {
+        const Vec<float, 4> xv = load_vec<4>(x, (row + shift) * cgroups + cg);
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+        for (int j = 0; j < KT / 4; ++j) {
+          const Vec<float, 4> d = load_vec<4>(dy, row * kvecs + kg * (KT / 4) + j);
+          for (int i = 0; i < 4; ++i)
+            for (int m = 0; m < 4; ++m) acc[j * 4 + i][m] = fmaf(d.v[i], xv.v[m], acc[j * 4 + i][m]);
+        }
+      }
+      for (q += dt.lanes; q >= sh.q; q -= sh.q)
+        if (++p == sh.p) p = 0;
+    }
+  }
+  // The lanes' sums in double, eight at a time (the tree's shared buffer is 8 x kThreads), then
+  // partials[output][block] in KRSC order. KT is the same for the whole block, so every thread
+  // meets every barrier.
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int part = 0; part < KT * 4; part += 8) {
+    double sums[8];
+    for (int v = 0; v < 8; ++v) sums[v] = double(acc[(part + v) / 4][(part + v) % 4]);
+    detail::reduce_lanes<double, 8>(sums, dt.tile, dt.lanes);
+    if (lane == 0 && col < dt.cols) {
+      for (int v = 0; v < 8; ++v) {
+        const int k = kg * KT + (part + v) / 4, c = cg * 4 + (part + v) % 4;
+        const int64_t out = (int64_t(k) * sh.r * sh.s + tap) * sh.c + c;
+        partials[out * gridDim.y + blockIdx.y] = sums[v];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool conv2d_narrow_applies(const ConvShape& sh) {
@@ -266,6 +379,47 @@ void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
                           stream)(partials, dy, x, sh, ft);
   }
   const detail::RowTiling t = final_tiling(sh, ft);
+  UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
+                        t.finalize_threads(), 0, stream)(
+      FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);
+}
+
+bool conv2d_direct_backward_filter_applies(const ConvShape& sh, const float* dy, const float* x) {
+  return sh.stride == 1 && sh.r == 2 * sh.pad + 1 && sh.s == sh.r && sh.r * sh.s <= kMaxTaps &&
+         sh.k % 4 == 0 && sh.k > 0 && sh.k <= kDirectMaxK && sh.c % 4 == 0 && sh.c > 0 &&
+         sh.n > 0 && sh.h > 0 && sh.w > 0 && detail::all_vec4(dy, x);
+}
+
+size_t conv2d_direct_backward_filter_workspace_bytes(const ConvShape& sh) {
+  return size_t(sh.w_size()) * size_t(direct_tiling(sh).blocks) * sizeof(double);
+}
+
+int64_t conv2d_direct_backward_filter_float_run(const ConvShape& sh) {
+  const DirectTiling dt = direct_tiling(sh);
+  return (dt.chunk + dt.lanes - 1) / dt.lanes;
+}
+
+void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
+                                   const ConvShape& sh, GradMode mode, void* workspace,
+                                   cudaStream_t stream) {
+  double* partials = static_cast<double*>(workspace);
+  const DirectTiling dt = direct_tiling(sh);
+  const dim3 grid(unsigned(dt.col_tiles), unsigned(dt.blocks));
+  const int threads = dt.tile * dt.lanes;
+  if (dt.kt == 16) {
+    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<16>, grid, threads, 0, stream)(
+        partials, dy, x, sh, dt);
+  } else if (dt.kt == 8) {
+    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<8>, grid, threads, 0, stream)(
+        partials, dy, x, sh, dt);
+  } else {
+    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<4>, grid, threads, 0, stream)(
+        partials, dy, x, sh, dt);
+  }
+  detail::RowTiling t;
+  t.rows = int64_t(sh.n) * sh.p * sh.q;
+  t.cols = int(sh.w_size());
+  t.row_blocks = dt.blocks;
   UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
                         t.finalize_threads(), 0, stream)(
       FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);

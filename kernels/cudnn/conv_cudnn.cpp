@@ -292,6 +292,10 @@ struct Plan {
   // (accumulate: backward directions only); null where none did. graph_note says why not.
   std::unique_ptr<GraphPlan> graph[2];
   std::string graph_note;
+  // The caller's rival kernel (ConvRunner::Rival): its time, whether it serves, and why not.
+  float rival_ms = -1.0f;
+  bool rival_serves = false;
+  std::string rival_note;
   size_t workspace = 0;  // the most any of the plans above needs
 
   Plan() = default;
@@ -784,8 +788,6 @@ struct ConvRunner::Impl {
       return nullptr;
     }
     // Both outputs start from the same values (what `beta` scales), then each adds its result.
-    const size_t count = out_bytes / sizeof(float);
-    std::vector<float> got(count), want(count);
     UNETCU_CUDA_CHECK(cudaMemsetAsync(out, 0x3e, out_bytes, stream));
     UNETCU_CUDA_CHECK(cudaMemsetAsync(ref, 0x3e, out_bytes, stream));
     const cudnnStatus_t ran_ref =
@@ -797,35 +799,107 @@ struct ConvRunner::Impl {
       note("graph engine could not be checked against the descriptor API");
       return nullptr;
     }
-    UNETCU_CUDA_CHECK(cudaMemcpy(got.data(), out, out_bytes, cudaMemcpyDeviceToHost));
-    UNETCU_CUDA_CHECK(cudaMemcpy(want.data(), ref, out_bytes, cudaMemcpyDeviceToHost));
-    // Different algorithms round differently (TF32: ~1e-3 of the rms); a wrong layout or scale
-    // is off by the order of the values themselves.
-    double sum_sq = 0, worst = 0;
-    for (size_t i = 0; i < count; ++i) sum_sq += double(want[i]) * want[i];
-    const double rms = count ? std::sqrt(sum_sq / double(count)) : 0.0;
-    bool agree = true;
-    for (size_t i = 0; i < count; ++i) {
-      const double err = std::fabs(double(got[i]) - double(want[i]));
-      const double bound = (rms + std::fabs(double(want[i]))) / 32;
-      if (!(err <= bound)) agree = false;
-      if (!(err <= worst)) worst = err;
-    }
-    if (!agree) {
+    const Agreement agreed = compare_outputs(out, ref, out_bytes);
+    if (!agreed.agree) {
       std::ostringstream os;
       os << "graph engine " << best->engine << " DISAGREES with the descriptor API (max |error| "
-         << worst << ", rms " << rms << "): not used";
+         << agreed.worst << ", rms " << agreed.rms << "): not used";
       note(os.str());
       return nullptr;
     }
     return best;
   }
 
+  // Whether two finished outputs on the device agree. Different algorithms round differently
+  // (TF32: ~1e-3 of the rms); a wrong layout or scale is off by the order of the values
+  // themselves.
+  struct Agreement {
+    bool agree = true;
+    double worst = 0, rms = 0;
+  };
+  static Agreement compare_outputs(const void* out, const void* ref, size_t out_bytes) {
+    const size_t count = out_bytes / sizeof(float);
+    std::vector<float> got(count), want(count);
+    UNETCU_CUDA_CHECK(cudaMemcpy(got.data(), out, out_bytes, cudaMemcpyDeviceToHost));
+    UNETCU_CUDA_CHECK(cudaMemcpy(want.data(), ref, out_bytes, cudaMemcpyDeviceToHost));
+    Agreement a;
+    double sum_sq = 0;
+    for (size_t i = 0; i < count; ++i) sum_sq += double(want[i]) * want[i];
+    a.rms = count ? std::sqrt(sum_sq / double(count)) : 0.0;
+    for (size_t i = 0; i < count; ++i) {
+      const double err = std::fabs(double(got[i]) - double(want[i]));
+      const double bound = (a.rms + std::fabs(double(want[i]))) / 32;
+      if (!(err <= bound)) a.agree = false;
+      if (!(err <= a.worst)) a.worst = err;
+    }
+    return a;
+  }
+
+  // The rival (ConvRunner::Rival) against the overwriting choice: timed the same way into the
+  // search's output buffer; where faster, both run once more from the same poisoned start and
+  // must agree. Sets plan.rival_*.
+  void choose_rival(Plan& plan, Dir d, const ConvRunner::Rival& rival, const float* a,
+                    const float* b, void* out, size_t out_bytes, const Scratch& ws) {
+    auto note = [&](const std::string& text) { plan.rival_note = rival.name + ": " + text; };
+    Scratch rival_ws, ref;
+    if (!rival_ws.try_alloc(rival.workspace_bytes) || !ref.try_alloc(out_bytes)) {
+      note("not tried (no memory for its workspace and the check)");
+      return;
+    }
+    // A launch error inside a capture must not leave the stream capturing: it fails the run.
+    auto run_rival = [&](void* dst) {
+      try {
+        rival.run(static_cast<float*>(dst), rival_ws.ptr, stream);
+      } catch (const std::exception&) {
+        return CUDNN_STATUS_EXECUTION_FAILED;
+      }
+      return cudaPeekAtLastError() == cudaSuccess ? CUDNN_STATUS_SUCCESS
+                                                  : CUDNN_STATUS_EXECUTION_FAILED;
+    };
+    plan.rival_ms = time_runs([&] { return run_rival(out); });
+    const GraphPlan* g = plan.graph[0].get();
+    const float cudnn_ms = g ? g->time_ms : plan.choice.time_ms;
+    std::ostringstream os;
+    if (plan.rival_ms < 0) {
+      note("failed to run or to be captured");
+      return;
+    }
+    if (plan.rival_ms >= cudnn_ms) {
+      os << plan.rival_ms << " ms, not faster";
+      note(os.str());
+      return;
+    }
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(out, 0x3e, out_bytes, stream));
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(ref.ptr, 0x3e, out_bytes, stream));
+    const cudnnStatus_t ran_ref =
+        g ? execute_graph(*g, d, a, b, ref.ptr, ws.ptr)
+          : run_once(plan, d, plan.choice.algo, a, b, ref.ptr, ws.ptr, ws.bytes);
+    const cudnnStatus_t ran = run_rival(out);
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (ran_ref != CUDNN_STATUS_SUCCESS || ran != CUDNN_STATUS_SUCCESS) {
+      (void)cudaGetLastError();
+      os << plan.rival_ms << " ms, could not be checked against cuDNN: not used";
+      note(os.str());
+      return;
+    }
+    const Agreement agreed = compare_outputs(out, ref.ptr, out_bytes);
+    if (!agreed.agree) {
+      os << plan.rival_ms << " ms, DISAGREES with cuDNN (max |error| " << agreed.worst
+         << ", rms " << agreed.rms << "): not used";
+      note(os.str());
+      return;
+    }
+    os << plan.rival_ms << " ms, SERVES (cuDNN's choice " << cudnn_ms << " ms)";
+    note(os.str());
+    plan.rival_serves = true;
+  }
+
   // Chooses the algorithm of one direction: measured search (cudnnFind, then the fastest few
   // timed again) first, heuristics as the fallback.
   // `a` and `b` are the direction's inputs in the kernel order (fwd: x, wt; bwd-data: dy, wt;
   // bwd-filter: dy, x).
-  Plan& plan(const ConvShape& sh, Dir d, const float* a, const float* b) {
+  Plan& plan(const ConvShape& sh, Dir d, const float* a, const float* b,
+             const ConvRunner::Rival* rival = nullptr) {
     auto found = plans.find(Key{sh, d});
     if (found != plans.end()) return *found->second;
     require_not_capturing(sh, d);
@@ -930,6 +1004,13 @@ struct ConvRunner::Impl {
       }
       // The checks ran the descriptor-API algorithm: its math type stays on the descriptor.
     }
+    if (rival) {
+      if (plan->measured) {
+        choose_rival(*plan, d, *rival, a, b, out.ptr, out_bytes, ws);
+      } else {
+        plan->rival_note = rival->name + ": not tried (no measured search)";
+      }
+    }
     Plan& ref = *plan;
     plans[Key{sh, d}] = std::move(plan);
     return ref;
@@ -996,8 +1077,13 @@ size_t ConvRunner::prepare_forward(const ConvShape& sh, const float* x, const fl
 size_t ConvRunner::prepare_backward_data(const ConvShape& sh, const float* dy, const float* wt) {
   return impl_->plan(sh, Dir::backward_data, dy, wt).workspace;
 }
-size_t ConvRunner::prepare_backward_filter(const ConvShape& sh, const float* dy, const float* x) {
-  return impl_->plan(sh, Dir::backward_filter, dy, x).workspace;
+size_t ConvRunner::prepare_backward_filter(const ConvShape& sh, const float* dy, const float* x,
+                                           const Rival* rival) {
+  return impl_->plan(sh, Dir::backward_filter, dy, x, rival).workspace;
+}
+bool ConvRunner::rival_serves_backward_filter(const ConvShape& sh) const {
+  auto found = impl_->plans.find(Key{sh, Dir::backward_filter});
+  return found != impl_->plans.end() && found->second->rival_serves;
 }
 
 void ConvRunner::forward(float* y, const float* x, const float* wt, const ConvShape& sh,
@@ -1030,6 +1116,7 @@ std::string ConvRunner::report() const {
            << g->engine << (g->tensor_core ? " (tensor cores)" : "") << " " << g->time_ms
            << " ms, workspace " << g->workspace << " B";
     if (!plan->graph_note.empty()) os << "; " << plan->graph_note;
+    if (!plan->rival_note.empty()) os << "; rival " << plan->rival_note;
     if (plan->timed.size() > 1) {
       os << "; also timed:";
       for (size_t i = 1; i < plan->timed.size(); ++i)

@@ -25,7 +25,10 @@
 //     no run-time compiled ones), and times them the same way; one serves when it is faster
 //     and its output agrees with the descriptor-API algorithm's on the real inputs. Backward
 //     directions get one such plan per output scale (overwrite, accumulate). Any failure on
-//     the way keeps the descriptor-API algorithm; UNETCU_CUDNN_GRAPH=0 skips the graph API.
+//     the way keeps the descriptor-API algorithm; UNETCU_CUDNN_GRAPH=0 skips the graph API;
+//   * a caller's own kernel for the shape (a Rival: kernels/cuda's direct weight gradient) is
+//     timed the same way against the overwriting choice above and checked against its output
+//     on the real inputs; the caller runs it instead of cuDNN where it won.
 // The choice needs the stream to be idle of captures: the first call of a shape must come
 // from an eager step (ModelSession runs the first step of each batch size eagerly).
 //
@@ -39,6 +42,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -72,11 +76,25 @@ class ConvRunner {
   // several streams in turn, all from one host thread.
   void set_stream(cudaStream_t stream);
 
+  // A kernel of the caller's for one direction of a shape, competing with cuDNN's choice:
+  // run(out, workspace, stream) writes the direction's result over `out` on `stream`, with a
+  // workspace of workspace_bytes. It must keep the inputs it was made for.
+  struct Rival {
+    std::string name;
+    size_t workspace_bytes = 0;
+    std::function<void(float* out, void* workspace, cudaStream_t stream)> run;
+  };
+
   // The workspace bytes the call with these arguments needs; the first call for a shape chooses
-  // its algorithm (see the file comment), which runs convolutions on the given inputs.
+  // its algorithm (see the file comment), which runs convolutions on the given inputs, and
+  // times `rival` against it when there is one.
   size_t prepare_forward(const ConvShape& sh, const float* x, const float* wt);
   size_t prepare_backward_data(const ConvShape& sh, const float* dy, const float* wt);
-  size_t prepare_backward_filter(const ConvShape& sh, const float* dy, const float* x);
+  size_t prepare_backward_filter(const ConvShape& sh, const float* dy, const float* x,
+                                 const Rival* rival = nullptr);
+  // True when the rival given to the first prepare_backward_filter of this shape was faster
+  // than cuDNN and agreed with it: the caller runs its kernel instead of backward_filter.
+  bool rival_serves_backward_filter(const ConvShape& sh) const;
 
   // y = conv(x, wt) (no bias: the engine adds it with cuda::conv2d_add_bias).
   void forward(float* y, const float* x, const float* wt, const ConvShape& sh, void* workspace,
@@ -89,7 +107,8 @@ class ConvRunner {
                        GradMode mode, void* workspace, size_t workspace_bytes);
 
   // One line per chosen algorithm: shape, direction, algorithm, math, workspace, measured time,
-  // the graph-API engines that replace it (or why none does), and the other candidates timed.
+  // the graph-API engines that replace it (or why none does), the rival's time and whether it
+  // serves, and the other candidates timed.
   std::string report() const;
 
  private:

@@ -447,25 +447,57 @@ TEST_CASE("the CUDA backend's weight-gradient joins follow a fork") {
   backend->synchronize();
 }
 
-// A side-stream count the backend cannot use is refused when the backend is made, naming the
-// variable and the allowed range; the caller's setting is restored afterwards.
+// Sets an environment variable for one scope and puts the caller's setting back.
+class ScopedEnv {
+ public:
+  explicit ScopedEnv(const char* name) : name_(name) {
+    const char* before = std::getenv(name);
+    had_ = before != nullptr;
+    if (had_) saved_ = before;
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, saved_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  void set(const char* value) { setenv(name_, value, 1); }
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string saved_;
+};
+
+// Settings the backend cannot use are refused when it is made, naming the variable, the value
+// and what it takes.
 TEST_CASE("UNETCU_WGRAD_STREAMS outside 1..4 is refused with its value") {
-  const char* before = std::getenv("UNETCU_WGRAD_STREAMS");
-  const std::string saved = before != nullptr ? before : "";
+  ScopedEnv env("UNETCU_WGRAD_STREAMS");
   for (const char* bad : {"0", "5", "two", "3x"}) {
-    setenv("UNETCU_WGRAD_STREAMS", bad, 1);
+    env.set(bad);
     const std::string error = test::error_of([&] { cuda_backend(); });
     CAPTURE(bad);
     CHECK(test::contains(error, std::string("UNETCU_WGRAD_STREAMS=") + bad));
     CHECK(test::contains(error, "from 1 to 4"));
   }
-  setenv("UNETCU_WGRAD_STREAMS", "2", 1);
+  env.set("2");
   CHECK(cuda_backend()->weight_grad_streams() == 2);
-  if (before != nullptr) {
-    setenv("UNETCU_WGRAD_STREAMS", saved.c_str(), 1);
-  } else {
-    unsetenv("UNETCU_WGRAD_STREAMS");
+}
+
+TEST_CASE("UNETCU_DIRECT_WGRAD other than 0, 1 or auto is refused with its value") {
+  ScopedEnv env("UNETCU_DIRECT_WGRAD");
+  for (const char* bad : {"2", "yes", "on"}) {
+    env.set(bad);
+    const std::string error = test::error_of([&] { cuda_backend(); });
+    CAPTURE(bad);
+    CHECK(test::contains(error, std::string("UNETCU_DIRECT_WGRAD=") + bad));
+    CHECK(test::contains(error, "expected 0 (cuDNN only), 1"));
   }
+  env.set("1");
+  CHECK(test::contains(cuda_backend()->describe(), "direct weight gradients always"));
+  env.set("0");
+  CHECK(test::contains(cuda_backend()->describe(), "direct weight gradients off"));
 }
 
 #if defined(UNETCU_TEST_EMULATED)
@@ -514,5 +546,11 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   CHECK(backend->late_weight_grad_join() == join_once);
   CHECK(backend->early_adam() == adam_early);
   CHECK(backend->weight_grad_streams() == side_streams);
+  // The emulator has no cuDNN to time against: unset, the reference convolution runs.
+  const char* direct = std::getenv("UNETCU_DIRECT_WGRAD");
+  const std::string direct_setting = direct != nullptr && std::string(direct) == "1" ? "always"
+                                                                                    : "off";
+  MESSAGE(backend->describe());
+  CHECK(test::contains(backend->describe(), "direct weight gradients " + direct_setting));
 }
 #endif

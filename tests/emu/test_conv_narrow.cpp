@@ -1,5 +1,6 @@
-// tests/emu/test_conv_narrow.cpp: the one-output-channel convolution kernels
-// (kernels/cuda/conv_narrow.cu) against the double-precision reference convolution.
+// tests/emu/test_conv_narrow.cpp: the convolution kernels for few output channels
+// (kernels/cuda/conv_narrow.cu: the one-output-channel head, the direct weight gradient)
+// against the double-precision reference convolution.
 //
 // Each element gets its own error bound from how the kernel sums (bounds in the style of
 // Higham's gamma_n = n u / (1 - n u), u = 2^-24), with |terms| from the same reference run on
@@ -7,10 +8,13 @@
 //   forward          L = r*s*c fused multiply-adds in float, then the bias: (L + 1) u |terms|;
 //   backward-data    at most r*s in float, then the old value when accumulating;
 //   backward-filter  exact products summed in double, rounded to float once: u |result| plus
-//                    the double sum's own n 2^-53 |terms|.
+//                    the double sum's own n 2^-53 |terms|;
+//   direct backward-filter  as backward-filter, after at most `run` products summed in float
+//                    per thread: gamma_run |terms| more.
 // A wrong tap, channel or border moves an element by about one product (~0.1 here), orders of
 // magnitude above these bounds.
 #include <cmath>
+#include <cstdint>
 #include <sstream>
 #include <string>
 
@@ -154,39 +158,109 @@ TEST_CASE("cuda narrow conv backward-data is within its float bound in both grad
   }
 }
 
+// A weight-gradient kernel against the double reference in both grad modes, seeded inputs,
+// poisoned workspace (and output when overwriting), two thread schedules. The kernel sums at
+// most `float_run` products in float per thread first (0: none), then in double, rounded to
+// float once: the bound is gamma_run |terms| + u |result| + the double sums' n 2^-53 |terms|.
+// `launch(dwt, dy, x, mode, workspace)` runs it.
+template <class Launch>
+void check_filter_kernel(const ConvShape& sh, size_t shift, double float_run,
+                         size_t workspace_bytes, const std::string& what, Launch launch) {
+  for (GradMode mode : kGradModes) {
+    CAPTURE(mode_name(mode));
+    const auto dy = random_vector<float>(size_t(sh.y_size()), 920);
+    const auto x = random_vector<float>(size_t(sh.x_size()), 921);
+    const auto dw0 = random_vector<float>(size_t(sh.w_size()), 922);
+    std::vector<double> want = widen(dw0), terms = magnitude(dw0);
+    cpu::conv2d_backward_filter(want.data(), widen(dy).data(), widen(x).data(), sh, mode);
+    cpu::conv2d_backward_filter(terms.data(), magnitude(dy).data(), magnitude(x).data(), sh,
+                                mode);
+    const double n = double(sh.n) * sh.p * sh.q + 1;
+    std::vector<double> bound = sum_bound(float_run, terms);
+    for (size_t i = 0; i < bound.size(); ++i)
+      bound[i] += kU * std::fabs(want[i]) + 2 * n * 0x1p-53 * terms[i] + 1e-30;
+
+    const Outputs out = run_deterministic([&] {
+      DeviceBuffer<float> ddy(dy, shift), dx(x, shift), ddw(dw0, shift);
+      DeviceBuffer<unsigned char> ws(workspace_bytes);
+      ws.poison();
+      if (mode == GradMode::overwrite) ddw.poison();
+      launch(ddw.get(), ddy.get(), dx.get(), mode, ws.get());
+      sync_device();
+      Outputs o;
+      o.add("dwt", ddw);
+      o.add("workspace", ws);
+      return o;
+    });
+    check_bounded(out.get<float>("dwt"), want, bound, what);
+  }
+}
+
 TEST_CASE("cuda narrow conv backward-filter rounds the double sum once, in both grad modes") {
   for (const NarrowCase& nc : kNarrowCases) {
+    CAPTURE(case_name(nc));
     const ConvShape& sh = nc.sh;
-    for (GradMode mode : kGradModes) {
-      const std::string name = case_name(nc) + ", " + mode_name(mode);
-      CAPTURE(name);
-      const auto dy = random_vector<float>(size_t(sh.y_size()), 920);
-      const auto x = random_vector<float>(size_t(sh.x_size()), 921);
-      const auto dw0 = random_vector<float>(size_t(sh.w_size()), 922);
-      std::vector<double> want = widen(dw0), terms = magnitude(dw0);
-      cpu::conv2d_backward_filter(want.data(), widen(dy).data(), widen(x).data(), sh, mode);
-      cpu::conv2d_backward_filter(terms.data(), magnitude(dy).data(), magnitude(x).data(), sh,
-                                  mode);
-      const double n = double(sh.n) * sh.p * sh.q + 1;
-      std::vector<double> bound(want.size());
-      for (size_t i = 0; i < bound.size(); ++i)
-        bound[i] = kU * std::fabs(want[i]) + 2 * n * 0x1p-53 * terms[i] + 1e-30;
+    check_filter_kernel(sh, nc.shift, 0, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh),
+                        "narrow backward-filter dwt",
+                        [&](float* dw, const float* dy, const float* x, GradMode mode, void* ws) {
+                          cuda::conv2d_narrow_backward_filter(dw, dy, x, sh, mode, ws, nullptr);
+                        });
+  }
+}
 
-      const Outputs out = run_deterministic([&] {
-        DeviceBuffer<float> ddy(dy, nc.shift), dx(x, nc.shift), ddw(dw0, nc.shift);
-        DeviceBuffer<unsigned char> ws(cuda::conv2d_narrow_backward_filter_workspace_bytes(sh));
-        ws.poison();
-        if (mode == GradMode::overwrite) ddw.poison();
-        cuda::conv2d_narrow_backward_filter(ddw.get(), ddy.get(), dx.get(), sh, mode, ws.get(),
-                                            nullptr);
-        sync_device();
-        Outputs o;
-        o.add("dwt", ddw);
-        o.add("workspace", ws);
-        return o;
-      });
-      check_bounded(out.get<float>("dwt"), want, bound, "narrow backward-filter dwt");
-    }
+// The direct weight gradient: shapes around the decoder's (k = 16, 32 output channels: the
+// 16-wide register tile; k = 8 and 4: the narrower ones), odd sizes, 1x1 filters, images
+// smaller than the filter, several column tiles (c = 128), more lanes than a row is wide,
+// and a case whose pixels span several blocks with a chunk that does not divide them.
+const ConvShape kDirectCases[] = {
+    ConvShape::make(2, 9, 7, 32, 16, 3, 3, 1, 1),     // the decoder's last conv1, small
+    ConvShape::make(3, 5, 6, 16, 16, 3, 3, 1, 1),     // 36 columns: 7 lanes, rows of 6
+    ConvShape::make(1, 8, 8, 32, 32, 3, 3, 1, 1),     // two output-channel groups
+    ConvShape::make(2, 4, 5, 128, 32, 3, 3, 1, 1),    // 576 columns: 3 tiles, the last partial
+    ConvShape::make(2, 7, 3, 12, 8, 3, 3, 1, 1),      // k = 8: the 8-wide tile
+    ConvShape::make(1, 3, 5, 4, 4, 3, 3, 1, 1),       // k = 4, one channel group
+    ConvShape::make(1, 1, 1, 8, 12, 3, 3, 1, 1),      // k = 12: three 4-wide groups; 1x1 image
+    ConvShape::make(3, 6, 7, 20, 16, 1, 1, 1, 0),     // 1x1 filter
+    ConvShape::make(4, 40, 36, 16, 16, 3, 3, 1, 1)};  // 5,760 pixels: 13 blocks
+
+std::string shape_name(const ConvShape& sh) {
+  std::ostringstream os;
+  os << "n" << sh.n << " " << sh.h << "x" << sh.w << "x" << sh.c << " -> " << sh.k << ", "
+     << sh.r << "x" << sh.s << " pad " << sh.pad;
+  return os.str();
+}
+
+TEST_CASE("cuda direct conv2d_backward_filter applies to few output channels, same filters") {
+  const float* aligned = reinterpret_cast<const float*>(uintptr_t(256));
+  const float* misaligned = reinterpret_cast<const float*>(uintptr_t(260));
+  auto applies = [&](const ConvShape& sh) {
+    return cuda::conv2d_direct_backward_filter_applies(sh, aligned, aligned);
+  };
+  CHECK(applies(ConvShape::make(16, 128, 128, 32, 16, 3, 3, 1, 1)));
+  CHECK(applies(ConvShape::make(16, 128, 128, 16, 16, 3, 3, 1, 1)));
+  CHECK(applies(ConvShape::make(16, 64, 64, 128, 32, 3, 3, 1, 1)));
+  CHECK(applies(ConvShape::make(2, 5, 5, 8, 4, 1, 1, 1, 0)));
+  CHECK_FALSE(applies(ConvShape::make(16, 32, 32, 192, 64, 3, 3, 1, 1)));  // k > 32
+  CHECK_FALSE(applies(ConvShape::make(16, 64, 64, 32, 32, 3, 3, 2, 1)));   // stride 2
+  CHECK_FALSE(applies(ConvShape::make(16, 64, 64, 32, 32, 3, 3, 1, 0)));   // not "same"
+  CHECK_FALSE(applies(ConvShape::make(16, 64, 64, 3, 16, 3, 3, 1, 1)));    // c % 4 != 0
+  CHECK_FALSE(applies(ConvShape::make(16, 64, 64, 16, 6, 3, 3, 1, 1)));    // k % 4 != 0
+  CHECK_FALSE(applies(ConvShape::make(16, 64, 64, 16, 16, 5, 5, 1, 2)));   // 25 taps
+  const ConvShape head = ConvShape::make(16, 128, 128, 32, 16, 3, 3, 1, 1);
+  CHECK_FALSE(cuda::conv2d_direct_backward_filter_applies(head, misaligned, aligned));
+  CHECK_FALSE(cuda::conv2d_direct_backward_filter_applies(head, aligned, misaligned));
+}
+
+TEST_CASE("cuda direct conv backward-filter is within its float bound in both grad modes") {
+  for (const ConvShape& sh : kDirectCases) {
+    CAPTURE(shape_name(sh));
+    check_filter_kernel(sh, 0, double(cuda::conv2d_direct_backward_filter_float_run(sh)),
+                        cuda::conv2d_direct_backward_filter_workspace_bytes(sh),
+                        "direct backward-filter dwt",
+                        [&](float* dw, const float* dy, const float* x, GradMode mode, void* ws) {
+                          REQUIRE(cuda::conv2d_direct_backward_filter_applies(sh, dy, x));
+                          cuda::conv2d_direct_backward_filter(dw, dy, x, sh, mode, ws, nullptr);
+                        });
   }
 }
 
