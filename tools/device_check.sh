@@ -253,6 +253,17 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
       fi
     fi
   done
+  # Where the direct weight gradient won its timing against cuDNN's choice in the TF32 run
+  # (the "rival" notes of algorithms.txt): shape, its time, cuDNN's.
+  algos=$out/train-tf32/algorithms.txt
+  if [ -f "$algos" ]; then
+    tried=$(grep -c 'rival direct kernel' "$algos")
+    served=$(grep 'rival direct kernel: [0-9.e+-]* ms, SERVES' "$algos" |
+      sed -E 's/^bwd-filter ([^:]*):.*rival direct kernel: ([0-9.e+-]*) ms, SERVES \(cuDNN.s choice ([0-9.e+-]*) ms\).*/\1: \2 vs \3 ms/' |
+      paste -sd ';' -)
+    row "direct wgrad vs cuDNN, tf32" "" \
+      "serves $(grep -c 'rival direct kernel: [0-9.e+-]* ms, SERVES' "$algos") of $tried shapes: ${served:-none}"
+  fi
   # Inference on the GPU against the CPU, from the TF32 run's best weights: the same 8 images
   # through `unetcu predict` on both devices (fp32 convolutions on the GPU), probabilities
   # compared. Eval-mode BatchNorm and fp32 cuDNN put them ~1e-5 apart; 1e-3 fails.
