@@ -226,7 +226,7 @@ struct ConvCase : OpCase {
   bool has_bias;
   ConvDir dir;
   bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
-  bool direct = false;  // the direct weight gradient, which won against cuDNN (as the engine)
+  bool direct = false;  // a direct kernel, which won against cuDNN (as the engine runs it)
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
   Dev<unsigned char> ws, bias_ws;
@@ -250,22 +250,11 @@ struct ConvCase : OpCase {
                             : dir == ConvDir::backward_data ? sh.x_size()
                                                             : sh.w_size()));
     dbias = Dev<float>(size_t(sh.k));
-    switch (dir) {
-      case ConvDir::forward:
-        if (narrow) break;
-        ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get());
-        break;
-      case ConvDir::backward_data:
-        if (narrow) break;
-        ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get());
-        break;
-      case ConvDir::backward_filter:
-        if (narrow) {
-          ws_bytes = cuda::conv2d_narrow_backward_filter_workspace_bytes(sh);
-          break;
-        }
-        prepare_backward_filter();
-        break;
+    if (narrow) {
+      if (dir == ConvDir::backward_filter)
+        ws_bytes = cuda::conv2d_narrow_backward_filter_workspace_bytes(sh);
+    } else {
+      prepare();
     }
     ws = Dev<unsigned char>(ws_bytes);
     bias_ws = Dev<unsigned char>(cuda::conv2d_backward_bias_workspace_bytes(sh));
@@ -277,26 +266,53 @@ struct ConvCase : OpCase {
     bias_sizes = {sh.k};
 #endif
   }
-  // As CudaBackend: the direct kernel competes with cuDNN's choice where it applies, unless
-  // UNETCU_DIRECT_WGRAD=0.
-  void prepare_backward_filter() {
-    const char* setting = std::getenv("UNETCU_DIRECT_WGRAD");
+  // As CudaBackend: a direct kernel competes with cuDNN's choice where it applies, unless
+  // UNETCU_DIRECT_CONV=0; the timing is cuDNN's runner's (ConvRunner::Rival).
+  void prepare() {
+    const char* setting = std::getenv("UNETCU_DIRECT_CONV");
     const bool allowed = setting == nullptr || std::string(setting) != "0";
     cudnn::ConvRunner::Rival rival;
-    const bool applies =
-        allowed && cuda::conv2d_direct_backward_filter_applies(sh, ddy.get(), dx_in.get());
-    if (applies) {
-      rival.name = "direct kernel";
-      rival.workspace_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
-      rival.run = [this](float* o, void* w, cudaStream_t stream) {
-        cuda::conv2d_direct_backward_filter(o, ddy.get(), dx_in.get(), sh, GradMode::overwrite, w,
-                                            stream);
-      };
+    rival.name = "direct kernel";
+    rival.run = [this](float* o, void* w, cudaStream_t) { direct_ours(o, w); };
+    bool applies = false;
+    switch (dir) {
+      case ConvDir::forward:
+        applies = allowed && cuda::conv2d_direct_forward_applies(sh, dx_in.get(), out.get());
+        ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get(), applies ? &rival : nullptr);
+        direct = applies && g_conv->rival_serves_forward(sh);
+        break;
+      case ConvDir::backward_data:
+        applies = allowed && cuda::conv2d_direct_backward_data_applies(sh, ddy.get(), out.get());
+        ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get(),
+                                                 applies ? &rival : nullptr);
+        direct = applies && g_conv->rival_serves_backward_data(sh);
+        break;
+      case ConvDir::backward_filter:
+        applies =
+            allowed && cuda::conv2d_direct_backward_filter_applies(sh, ddy.get(), dx_in.get());
+        rival.workspace_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
+        ws_bytes = g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get(),
+                                                   applies ? &rival : nullptr);
+        direct = applies && g_conv->rival_serves_backward_filter(sh);
+        if (direct) ws_bytes = rival.workspace_bytes;
+        break;
     }
-    ws_bytes = g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get(),
-                                               applies ? &rival : nullptr);
-    direct = applies && g_conv->rival_serves_backward_filter(sh);
-    if (direct) ws_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
+  }
+  // The direct kernel of this direction into `o` (overwriting), on g_stream, the runner's.
+  void direct_ours(float* o, void* workspace) {
+    switch (dir) {
+      case ConvDir::forward:
+        cuda::conv2d_direct_forward(o, dx_in.get(), dwt.get(), sh, g_stream);
+        break;
+      case ConvDir::backward_data:
+        cuda::conv2d_direct_backward_data(o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
+                                          g_stream);
+        break;
+      case ConvDir::backward_filter:
+        cuda::conv2d_direct_backward_filter(o, ddy.get(), dx_in.get(), sh, GradMode::overwrite,
+                                            workspace, g_stream);
+        break;
+    }
   }
   void ours() override {
     if (narrow) {
@@ -305,17 +321,24 @@ struct ConvCase : OpCase {
     }
     switch (dir) {
       case ConvDir::forward:
-        g_conv->forward(out.get(), dx_in.get(), dwt.get(), sh, ws.get(), ws_bytes);
+        if (direct) {
+          direct_ours(out.get(), nullptr);
+        } else {
+          g_conv->forward(out.get(), dx_in.get(), dwt.get(), sh, ws.get(), ws_bytes);
+        }
         if (has_bias) cuda::conv2d_add_bias(out.get(), dbias_in.get(), sh, g_stream);
         break;
       case ConvDir::backward_data:
-        g_conv->backward_data(out.get(), ddy.get(), dwt.get(), sh, GradMode::overwrite, ws.get(),
-                              ws_bytes);
+        if (direct) {
+          direct_ours(out.get(), nullptr);
+        } else {
+          g_conv->backward_data(out.get(), ddy.get(), dwt.get(), sh, GradMode::overwrite,
+                                ws.get(), ws_bytes);
+        }
         break;
       case ConvDir::backward_filter:
         if (direct) {
-          cuda::conv2d_direct_backward_filter(out.get(), ddy.get(), dx_in.get(), sh,
-                                              GradMode::overwrite, ws.get(), g_stream);
+          direct_ours(out.get(), ws.get());
         } else {
           g_conv->backward_filter(out.get(), ddy.get(), dx_in.get(), sh, GradMode::overwrite,
                                   ws.get(), ws_bytes);

@@ -3,8 +3,8 @@
 // One source, two builds (engine/CMakeLists.txt):
 //   native      nvcc, libcudart, cuDNN: the ops are the kernels/cuda kernels, the convolutions
 //               cuDNN calls (kernels/cudnn) except the one-output-channel head's, which are
-//               kernels/cuda's narrow kernels in both builds, and the weight gradients of few
-//               output channels where the direct kernel beats cuDNN (UNETCU_DIRECT_WGRAD);
+//               kernels/cuda's narrow kernels in both builds, and the convolutions of few
+//               output channels where a direct kernel beats cuDNN (UNETCU_DIRECT_CONV);
 //   emulated    g++ with kernels/simt/simt.h force-included (it defines UNETCU_SIMT): the same
 //               kernels run on the CPU, and the convolutions run the cpu:: reference as host
 //               functions in stream order (host-function nodes while a graph is being captured),
@@ -47,7 +47,9 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <sstream>
+#include <utility>
 #include <vector>
 
 #include "engine/error.h"
@@ -98,32 +100,33 @@ int side_stream_count() {
   return int(n);
 }
 
-// UNETCU_DIRECT_WGRAD: the hand-written direct weight gradient (kernels/cuda/conv_narrow.cu)
-// for the convolutions it takes (few output channels, kernels/conv.h). Unset ("auto"): on a
-// GPU, timed against cuDNN's choice per shape, the faster serves; under the emulator, off (the
-// reference convolution runs). "1": always, in both builds (how ctest runs it in the emulated
-// training step). "0": never. Read by each backend; another value fails.
-enum class DirectWgrad { off, timed, always };
-DirectWgrad direct_wgrad_setting() {
-  const char* value = std::getenv("UNETCU_DIRECT_WGRAD");
+// UNETCU_DIRECT_CONV: the hand-written direct convolutions (kernels/cuda/conv_narrow.cu) for
+// the shapes they take (few output channels, kernels/conv.h): forward, backward-data, weight
+// gradient. Unset ("auto"): on a GPU, each timed against cuDNN's choice per shape and
+// direction, the faster serves; under the emulator, off (the reference convolution runs).
+// "1": always, in both builds (how ctest runs them in the emulated training step). "0":
+// never. Read by each backend; another value fails.
+enum class DirectConv { off, timed, always };
+DirectConv direct_conv_setting() {
+  const char* value = std::getenv("UNETCU_DIRECT_CONV");
   const std::string v = value != nullptr ? value : "";
-  if (v == "0") return DirectWgrad::off;
-  if (v == "1") return DirectWgrad::always;
+  if (v == "0") return DirectConv::off;
+  if (v == "1") return DirectConv::always;
   if (v.empty() || v == "auto") {
 #if defined(UNETCU_SIMT)
-    return DirectWgrad::off;
+    return DirectConv::off;
 #else
-    return DirectWgrad::timed;
+    return DirectConv::timed;
 #endif
   }
-  fail("UNETCU_DIRECT_WGRAD=", v, ": expected 0 (cuDNN only), 1 (always the direct kernel where "
-       "it applies) or auto (the faster per shape)");
+  fail("UNETCU_DIRECT_CONV=", v, ": expected 0 (cuDNN only), 1 (always the direct kernels where "
+       "they apply) or auto (the faster per shape)");
 }
-const char* direct_wgrad_name(DirectWgrad d) {
+const char* direct_conv_name(DirectConv d) {
   switch (d) {
-    case DirectWgrad::off: return "off";
-    case DirectWgrad::timed: return "timed against cuDNN";
-    case DirectWgrad::always: return "always";
+    case DirectConv::off: return "off";
+    case DirectConv::timed: return "timed against cuDNN";
+    case DirectConv::always: return "always";
   }
   return "?";
 }
@@ -164,7 +167,7 @@ struct HostConv {
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opt)
-      : direct_wgrad_(direct_wgrad_setting()), side_count_(side_stream_count()) {
+      : direct_conv_(direct_conv_setting()), side_count_(side_stream_count()) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop;
@@ -198,7 +201,7 @@ class CudaBackend final : public Backend {
                                                      cudnn::ConvOptions{opt.tf32});
     os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
 #endif
-    os << ", direct weight gradients " << direct_wgrad_name(direct_wgrad_);
+    os << ", direct convolutions " << direct_conv_name(direct_conv_);
     description_ = os.str();
   }
 
@@ -368,21 +371,38 @@ class CudaBackend final : public Backend {
 
   // One-output-channel convolutions (the segmentation head) run hand-written kernels in both
   // builds (kernels/cuda/conv_narrow.cu); the others cuDNN natively, the reference emulated,
-  // except the weight gradients the direct kernel takes, as UNETCU_DIRECT_WGRAD says.
+  // except where a direct kernel applies, as UNETCU_DIRECT_CONV says (timed against cuDNN's
+  // choice through a ConvRunner::Rival when that choice is made).
   void conv_forward(float* y, const float* x, const float* wt, const float* bias,
                     const ConvShape& sh) override {
     if (cuda::conv2d_narrow_applies(sh)) {
       cuda::conv2d_narrow_forward(y, x, wt, bias, sh, compute_);
       return;
     }
+    const bool direct = direct_conv_ != DirectConv::off &&
+                        cuda::conv2d_direct_forward_applies(sh, x, y);
 #if defined(UNETCU_SIMT)
-    host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite}, compute_);
+    if (!(direct && direct_conv_ == DirectConv::always)) {
+      host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite},
+                compute_);
+      return;
+    }
 #else
-    void* workspace = scratch(conv_->prepare_forward(sh, x, wt));
-    conv_->forward(y, x, wt, sh, workspace, main_ws_.bytes);
-    after_async("cuDNN convolution forward");
-    if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
+    const Rival rival = direct_rival(0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
+      cuda::conv2d_direct_forward(out, x, wt, sh, stream);
+    });
+    const size_t bytes = direct && direct_conv_ == DirectConv::always
+                             ? 0
+                             : conv_->prepare_forward(sh, x, wt, direct ? &rival : nullptr);
+    if (!direct || !(direct_conv_ == DirectConv::always || conv_->rival_serves_forward(sh))) {
+      conv_->forward(y, x, wt, sh, scratch(bytes), main_ws_.bytes);
+      after_async("cuDNN convolution forward");
+      if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
+      return;
+    }
 #endif
+    cuda::conv2d_direct_forward(y, x, wt, sh, compute_);
+    if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
   }
   void conv_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                           GradMode mode) override {
@@ -390,13 +410,28 @@ class CudaBackend final : public Backend {
       cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, compute_);
       return;
     }
+    const bool direct = direct_conv_ != DirectConv::off &&
+                        cuda::conv2d_direct_backward_data_applies(sh, dy, dx);
 #if defined(UNETCU_SIMT)
-    host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode}, compute_);
+    if (!(direct && direct_conv_ == DirectConv::always)) {
+      host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode}, compute_);
+      return;
+    }
 #else
-    void* workspace = scratch(conv_->prepare_backward_data(sh, dy, wt));
-    conv_->backward_data(dx, dy, wt, sh, mode, workspace, main_ws_.bytes);
-    after_async("cuDNN convolution backward data");
+    const Rival rival = direct_rival(0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
+      cuda::conv2d_direct_backward_data(out, dy, wt, sh, GradMode::overwrite, stream);
+    });
+    const size_t bytes = direct && direct_conv_ == DirectConv::always
+                             ? 0
+                             : conv_->prepare_backward_data(sh, dy, wt, direct ? &rival : nullptr);
+    if (!direct ||
+        !(direct_conv_ == DirectConv::always || conv_->rival_serves_backward_data(sh))) {
+      conv_->backward_data(dx, dy, wt, sh, mode, scratch(bytes), main_ws_.bytes);
+      after_async("cuDNN convolution backward data");
+      return;
+    }
 #endif
+    cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, compute_);
   }
   void conv_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                             GradMode mode) override {
@@ -407,38 +442,35 @@ class CudaBackend final : public Backend {
           grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
-    const bool direct = direct_wgrad_ != DirectWgrad::off &&
+    const bool direct = direct_conv_ != DirectConv::off &&
                         cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
-    auto run_direct = [&] {
-      cuda::conv2d_direct_backward_filter(
-          dwt, dy, x, sh, mode,
-          grow(*lane.ws, cuda::conv2d_direct_backward_filter_workspace_bytes(sh)), lane.stream);
-    };
-    if (direct && direct_wgrad_ == DirectWgrad::always) {
-      run_direct();
-      return;
-    }
+    const size_t direct_bytes =
+        direct ? cuda::conv2d_direct_backward_filter_workspace_bytes(sh) : 0;
 #if defined(UNETCU_SIMT)
-    host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
-              lane.stream);
-#else
-    cudnn::ConvRunner::Rival rival;
-    if (direct) {
-      rival.name = "direct kernel";
-      rival.workspace_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
-      rival.run = [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
-        cuda::conv2d_direct_backward_filter(out, dy, x, sh, GradMode::overwrite, ws, stream);
-      };
-    }
-    const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
-    if (direct && lane.conv->rival_serves_backward_filter(sh)) {
-      run_direct();
+    if (!(direct && direct_conv_ == DirectConv::always)) {
+      host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
+                lane.stream);
       return;
     }
-    void* workspace = grow(*lane.ws, bytes);
-    lane.conv->backward_filter(dwt, dy, x, sh, mode, workspace, lane.ws->bytes);
-    after_async("cuDNN convolution backward filter", lane.stream);
+#else
+    const Rival rival =
+        direct_rival(direct_bytes, [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
+          cuda::conv2d_direct_backward_filter(out, dy, x, sh, GradMode::overwrite, ws, stream);
+        });
+    const size_t bytes =
+        direct && direct_conv_ == DirectConv::always
+            ? 0
+            : lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
+    if (!direct ||
+        !(direct_conv_ == DirectConv::always || lane.conv->rival_serves_backward_filter(sh))) {
+      void* workspace = grow(*lane.ws, bytes);
+      lane.conv->backward_filter(dwt, dy, x, sh, mode, workspace, lane.ws->bytes);
+      after_async("cuDNN convolution backward filter", lane.stream);
+      return;
+    }
 #endif
+    cuda::conv2d_direct_backward_filter(dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
+                                        lane.stream);
   }
   void conv_backward_bias(float* dbias, const float* dy, const ConvShape& sh,
                           GradMode mode) override {
@@ -789,12 +821,22 @@ class CudaBackend final : public Backend {
   }
   std::vector<std::unique_ptr<HostConv>> captured_convs_;
 #else
+  using Rival = cudnn::ConvRunner::Rival;
+  // A direct kernel as a rival of cuDNN's choice: run(out, workspace, stream).
+  static Rival direct_rival(size_t workspace_bytes,
+                            std::function<void(float*, void*, cudaStream_t)> run) {
+    Rival r;
+    r.name = "direct kernel";
+    r.workspace_bytes = workspace_bytes;
+    r.run = std::move(run);
+    return r;
+  }
   // One cuDNN handle for the compute stream, one for the side streams (Lane).
   std::unique_ptr<cudnn::ConvRunner> conv_, side_conv_;
 #endif
 
   std::string description_;
-  DirectWgrad direct_wgrad_;
+  DirectConv direct_conv_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   cudaEvent_t compute_mark_ = nullptr;
   cudaEvent_t direct_copied_ = nullptr;  // after a pinned_src upload's copies

@@ -91,12 +91,25 @@ void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
 // rest of the sum is a fixed tree in double through `workspace`
 // (conv2d_direct_backward_filter_workspace_bytes(sh), scratch), rounded to float once, so the
 // result does not depend on scheduling. dwt (+)= correlation of x with dy over the batch.
+// Both sizes are 0 for a shape the kernel does not take.
 bool conv2d_direct_backward_filter_applies(const ConvShape& sh, const float* dy, const float* x);
 size_t conv2d_direct_backward_filter_workspace_bytes(const ConvShape& sh);
 int64_t conv2d_direct_backward_filter_float_run(const ConvShape& sh);
 void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
                                    const ConvShape& sh, GradMode mode, void* workspace,
                                    cudaStream_t stream);
+
+// The direct forward and backward-data, for the same shapes with 16 or 32 output channels of
+// the direction (k forward, c backward-data) and at most 64 input channels (c forward, k
+// backward-data); the activations 16-byte aligned. Full fp32 (no TF32): each output sums
+// r * s * (input channels) products in float, taps then channels, as conv2d_narrow_forward.
+// No bias: the engine adds it with conv2d_add_bias.
+bool conv2d_direct_forward_applies(const ConvShape& sh, const float* x, const float* y);
+void conv2d_direct_forward(float* y, const float* x, const float* wt, const ConvShape& sh,
+                           cudaStream_t stream);
+bool conv2d_direct_backward_data_applies(const ConvShape& sh, const float* dy, const float* dx);
+void conv2d_direct_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                                 GradMode mode, cudaStream_t stream);
 
 // y[n][p][q][k] += bias[k]: the bias of conv2d_forward, applied after a bias-free convolution.
 void conv2d_add_bias(float* y, const float* bias, const ConvShape& sh, cudaStream_t stream);

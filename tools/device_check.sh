@@ -23,7 +23,7 @@
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
 #      UNETCU_LATE_JOIN=1, with UNETCU_EARLY_ADAM=1, with both, with the late join on three
 #      weight-gradient streams (UNETCU_WGRAD_STREAMS=3), alone and with early Adam, with cuDNN's
-#      weight gradients only (UNETCU_DIRECT_WGRAD=0), the convolutions and the step
+#      convolutions only (UNETCU_DIRECT_CONV=0), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
@@ -253,16 +253,16 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
       fi
     fi
   done
-  # Where the direct weight gradient won its timing against cuDNN's choice in the TF32 run
-  # (the "rival" notes of algorithms.txt): shape, its time, cuDNN's.
+  # Where the direct kernels won their timing against cuDNN's choice in the TF32 run (the
+  # "rival" notes of algorithms.txt): direction and shape, their time, cuDNN's.
   algos=$out/train-tf32/algorithms.txt
   if [ -f "$algos" ]; then
     tried=$(grep -c 'rival direct kernel' "$algos")
     served=$(grep 'rival direct kernel: [0-9.e+-]* ms, SERVES' "$algos" |
-      sed -E 's/^bwd-filter ([^:]*):.*rival direct kernel: ([0-9.e+-]*) ms, SERVES \(cuDNN.s choice ([0-9.e+-]*) ms\).*/\1: \2 vs \3 ms/' |
+      sed -E 's/^([a-z-]+ [^:]*):.*rival direct kernel: ([0-9.e+-]*) ms, SERVES \(cuDNN.s choice ([0-9.e+-]*) ms\).*/\1: \2 vs \3 ms/' |
       paste -sd ';' -)
-    row "direct wgrad vs cuDNN, tf32" "" \
-      "serves $(grep -c 'rival direct kernel: [0-9.e+-]* ms, SERVES' "$algos") of $tried shapes: ${served:-none}"
+    row "direct convs vs cuDNN, tf32" "" \
+      "serve $(grep -c 'rival direct kernel: [0-9.e+-]* ms, SERVES' "$algos") of $tried: ${served:-none}"
   fi
   # Inference on the GPU against the CPU, from the TF32 run's best weights: the same 8 images
   # through `unetcu predict` on both devices (fp32 convolutions on the GPU), probabilities
@@ -370,10 +370,10 @@ if [ -x "$gpu_bench" ]; then
     "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3" '^train_step' step_summary
   bench_variant bench_cuda_ops_side3_adam "step, late join, 3 wgrad streams + early Adam" \
     "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3 UNETCU_EARLY_ADAM=1" '^train_step' step_summary
-  # The step with cuDNN's weight gradients only: what the direct kernel brings where it was
+  # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
-  bench_variant bench_cuda_ops_cudnn_wgrad "step, cuDNN weight gradients only" \
-    UNETCU_DIRECT_WGRAD=0 '^train_step' step_summary
+  bench_variant bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" \
+    UNETCU_DIRECT_CONV=0 '^train_step' step_summary
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \

@@ -1,7 +1,7 @@
 // kernels/cuda/conv_narrow.cu: convolutions with few output channels at stride 1: the
-// segmentation head (3x3, 16 -> 1 at full resolution) in every direction, and the weight
-// gradient of the decoder's full-resolution convolutions (3x3, 32 -> 16 and 16 -> 16 at
-// 128x128; 32 -> 32 at 64x64).
+// segmentation head (3x3, 16 -> 1 at full resolution), and the "direct" kernels for the
+// decoder's full-resolution convolutions (3x3, 32 -> 16 and 16 -> 16 at 128x128; 32 -> 32 at
+// 64x64), each in every direction.
 //
 // Why hand-written: cuDNN's NHWC kernels tile the implicit GEMM over output channels, so at
 // k = 1 almost all of each tile is idle. On an H200 at batch 16, 128x128 (bench/RESULTS.md) the
@@ -27,10 +27,16 @@
 // channels (KT x 4 float sums) and per output pixel loads KT/4 dy vectors (the same address
 // for every thread of the pixel: one broadcast) and one x vector, for 4 KT multiply-adds.
 // cuDNN's weight gradients at these shapes are GEMMs with only k = 16 or 32 rows and a
-// 262,144-pixel reduction: on the H100 0.195 ms for 32 -> 16 at 128x128 (1.2 GFLOP, 6 TFLOP/s)
-// and 0.101 for 16 -> 16, three times their data gradients, so with the per-convolution join
-// they stand on the step's critical path. The engine times this kernel against cuDNN's choice
-// per shape (kernels/cudnn's Rival) and keeps the faster.
+// 262,144-pixel reduction: on the H100 0.195 ms for 32 -> 16 at 128x128 (1.2 G multiply-adds,
+// 12 TFLOP/s) and 0.101 for 16 -> 16, two to three times their data gradients, so with the
+// per-convolution join they stand on the step's critical path.
+//
+// The direct forward and backward-data (16 or 32 output channels of the direction, at most 64
+// input channels) stage a block's filters in shared memory and give each thread 4 pixels x
+// 16 output channels; backward-data is the forward convolution of dy with the filters
+// transposed and turned around. All three run in fp32 on the CUDA cores, so they can lose to
+// cuDNN's TF32 tensor cores where those have enough work: the engine times each against
+// cuDNN's choice per shape and direction (kernels/cudnn's Rival) and keeps the faster.
 #include "kernels/conv.h"
 
 #include "kernels/cuda/common.cuh"
@@ -327,6 +333,109 @@ __global__ void __launch_bounds__(detail::kThreads)
   }
 }
 
+// ---- the direct forward and backward-data ----
+
+// Output channels a direct convolution block computes (its register tile: kDirectOut sums
+// for each of kDirectPixels pixels per thread), and the most input channels it takes (its
+// filters sit in static shared memory: kDirectOut x 9 taps x 64 floats = 36 KB).
+constexpr int kDirectOut = 16;
+constexpr int kDirectPixels = 4;
+constexpr int kDirectMaxIn = 64;
+
+// out (+)= a "same" stride-1 convolution of `in` ([pixels][cin]) with few output channels
+// ([pixels][cout]). Forward: in = x, out = y, the filters as given (wt[k][tap][c]).
+// Backward-data (Flip): in = dy, out = dx, whose filters are the forward's transposed and
+// turned around: w'[c][tap][k] = wt[k][taps - 1 - tap][c] (a "same" filter is centred, so
+// the turned tap's shift is the original's negated).
+//
+// Block (x, y) takes output channels [16 y, 16 y + 16) of kThreads * kDirectPixels pixels:
+// thread t the pixels x * kThreads * 4 + i * kThreads + t, so that a warp's loads of one
+// channel vector are 32 consecutive pixels. Its filters are staged in shared memory once;
+// every thread reads the same filter vector at the same time (a broadcast). Each output sums
+// taps then input channels in order, in float: taps * cin fused multiply-adds.
+template <bool Flip>
+__global__ void __launch_bounds__(detail::kThreads)
+    direct_conv_kernel(float* out, const float* __restrict__ in, const float* __restrict__ wt,
+                       ConvShape sh, int cin, int cout, bool accumulate) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  __shared__ Vec<float, 4> filters[kDirectOut * kMaxTaps * (kDirectMaxIn / 4)];  // [o][tap][i/4]
+  const int taps = sh.r * sh.s, cvec = cin / 4;
+  const int first_out = int(blockIdx.y) * kDirectOut;
+  float* staged = reinterpret_cast<float*>(filters);
+  for (int e = int(threadIdx.x); e < kDirectOut * taps * cin; e += int(blockDim.x)) {
+    const int o = e / (taps * cin), t = (e / cin) % taps, i = e % cin;
+    staged[e] = Flip ? wt[(int64_t(i) * taps + (taps - 1 - t)) * sh.c + first_out + o]
+                     : wt[(int64_t(first_out + o) * taps + t) * sh.c + i];
+  }
+  __syncthreads();
+
+  const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
+  int64_t row[kDirectPixels];
+  int py[kDirectPixels], px[kDirectPixels];
+  for (int j = 0; j < kDirectPixels; ++j) {
+    row[j] = (int64_t(blockIdx.x) * kDirectPixels + j) * blockDim.x + threadIdx.x;
+    px[j] = int(row[j] % sh.q);
+    py[j] = int((row[j] / sh.q) % sh.p);
+  }
+  float acc[kDirectPixels][kDirectOut];
+  for (int j = 0; j < kDirectPixels; ++j)
+    for (int o = 0; o < kDirectOut; ++o) acc[j][o] = 0.0f;
+  for (int t = 0; t < taps; ++t) {
+    const int dr = t / sh.s - sh.pad, ds = t % sh.s - sh.pad;
+    bool ok[kDirectPixels];
+    int64_t src[kDirectPixels];
+    for (int j = 0; j < kDirectPixels; ++j) {
+      ok[j] = row[j] < pixels && py[j] + dr >= 0 && py[j] + dr < sh.h && px[j] + ds >= 0 &&
+              px[j] + ds < sh.w;
+      src[j] = (row[j] + int64_t(dr) * sh.w + ds) * cvec;
+    }
+    for (int g = 0; g < cvec; ++g) {
+      Vec<float, 4> v[kDirectPixels];
+      for (int j = 0; j < kDirectPixels; ++j)
+        v[j] = ok[j] ? load_vec<4>(in, src[j] + g) : Vec<float, 4>{};
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+      for (int o = 0; o < kDirectOut; ++o) {
+        const Vec<float, 4> w = filters[(o * taps + t) * cvec + g];
+        for (int j = 0; j < kDirectPixels; ++j)
+          for (int m = 0; m < 4; ++m) acc[j][o] = fmaf(v[j].v[m], w.v[m], acc[j][o]);
+      }
+    }
+  }
+  const int ovec = cout / 4;
+  for (int j = 0; j < kDirectPixels; ++j) {
+    if (row[j] >= pixels) continue;
+    for (int o4 = 0; o4 < kDirectOut / 4; ++o4) {
+      const int64_t at = row[j] * ovec + first_out / 4 + o4;
+      Vec<float, 4> r;
+      for (int m = 0; m < 4; ++m) r.v[m] = acc[j][o4 * 4 + m];
+      if (accumulate) {
+        const Vec<float, 4> old = load_vec<4>(out, at);
+        for (int m = 0; m < 4; ++m) r.v[m] += old.v[m];
+      }
+      store_vec<4>(out, at, r);
+    }
+  }
+}
+
+// The shapes the direct forward and backward-data take, by their input and output channels.
+bool direct_conv_shape(const ConvShape& sh, int cin, int cout) {
+  return sh.stride == 1 && sh.r == 2 * sh.pad + 1 && sh.s == sh.r && sh.r * sh.s <= kMaxTaps &&
+         cout % kDirectOut == 0 && cout > 0 && cout <= kDirectMaxK && cin % 4 == 0 && cin > 0 &&
+         cin <= kDirectMaxIn && sh.n > 0 && sh.h > 0 && sh.w > 0;
+}
+
+template <bool Flip>
+void launch_direct_conv(float* out, const float* in, const float* wt, const ConvShape& sh,
+                        int cin, int cout, bool accumulate, cudaStream_t stream) {
+  const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
+  const int64_t per_block = int64_t(detail::kThreads) * kDirectPixels;
+  const dim3 grid(unsigned((pixels + per_block - 1) / per_block), unsigned(cout / kDirectOut));
+  UNETCU_LAUNCH_CHAINED(direct_conv_kernel<Flip>, grid, detail::kThreads, 0, stream)(
+      out, in, wt, sh, cin, cout, accumulate);
+}
+
 }  // namespace
 
 bool conv2d_narrow_applies(const ConvShape& sh) {
@@ -391,10 +500,12 @@ bool conv2d_direct_backward_filter_applies(const ConvShape& sh, const float* dy,
 }
 
 size_t conv2d_direct_backward_filter_workspace_bytes(const ConvShape& sh) {
+  if (!conv2d_direct_backward_filter_applies(sh, nullptr, nullptr)) return 0;
   return size_t(sh.w_size()) * size_t(direct_tiling(sh).blocks) * sizeof(double);
 }
 
 int64_t conv2d_direct_backward_filter_float_run(const ConvShape& sh) {
+  if (!conv2d_direct_backward_filter_applies(sh, nullptr, nullptr)) return 0;
   const DirectTiling dt = direct_tiling(sh);
   return (dt.chunk + dt.lanes - 1) / dt.lanes;
 }
@@ -423,6 +534,24 @@ void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
   UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
                         t.finalize_threads(), 0, stream)(
       FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);
+}
+
+bool conv2d_direct_forward_applies(const ConvShape& sh, const float* x, const float* y) {
+  return direct_conv_shape(sh, sh.c, sh.k) && detail::all_vec4(x, y);
+}
+
+void conv2d_direct_forward(float* y, const float* x, const float* wt, const ConvShape& sh,
+                           cudaStream_t stream) {
+  launch_direct_conv<false>(y, x, wt, sh, sh.c, sh.k, false, stream);
+}
+
+bool conv2d_direct_backward_data_applies(const ConvShape& sh, const float* dy, const float* dx) {
+  return direct_conv_shape(sh, sh.k, sh.c) && detail::all_vec4(dy, dx);
+}
+
+void conv2d_direct_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                                 GradMode mode, cudaStream_t stream) {
+  launch_direct_conv<true>(dx, dy, wt, sh, sh.k, sh.c, mode == GradMode::accumulate, stream);
 }
 
 }  // namespace unetcu::cuda

@@ -1033,6 +1033,11 @@ struct ConvRunner::Impl {
                            describe(sh));
   }
 
+  bool rival_serves(const ConvShape& sh, Dir d) const {
+    auto found = plans.find(Key{sh, d});
+    return found != plans.end() && found->second->rival_serves;
+  }
+
   // The plan a run needs, which prepare_* made; checks the caller's workspace.
   const Plan& chosen(const ConvShape& sh, Dir d, size_t workspace_bytes) const {
     auto found = plans.find(Key{sh, d});
@@ -1071,19 +1076,26 @@ ConvRunner::~ConvRunner() {
   if (impl_->handle) cudnnDestroy(impl_->handle);
 }
 
-size_t ConvRunner::prepare_forward(const ConvShape& sh, const float* x, const float* wt) {
-  return impl_->plan(sh, Dir::forward, x, wt).workspace;
+size_t ConvRunner::prepare_forward(const ConvShape& sh, const float* x, const float* wt,
+                                   const Rival* rival) {
+  return impl_->plan(sh, Dir::forward, x, wt, rival).workspace;
 }
-size_t ConvRunner::prepare_backward_data(const ConvShape& sh, const float* dy, const float* wt) {
-  return impl_->plan(sh, Dir::backward_data, dy, wt).workspace;
+size_t ConvRunner::prepare_backward_data(const ConvShape& sh, const float* dy, const float* wt,
+                                         const Rival* rival) {
+  return impl_->plan(sh, Dir::backward_data, dy, wt, rival).workspace;
 }
 size_t ConvRunner::prepare_backward_filter(const ConvShape& sh, const float* dy, const float* x,
                                            const Rival* rival) {
   return impl_->plan(sh, Dir::backward_filter, dy, x, rival).workspace;
 }
+bool ConvRunner::rival_serves_forward(const ConvShape& sh) const {
+  return impl_->rival_serves(sh, Dir::forward);
+}
+bool ConvRunner::rival_serves_backward_data(const ConvShape& sh) const {
+  return impl_->rival_serves(sh, Dir::backward_data);
+}
 bool ConvRunner::rival_serves_backward_filter(const ConvShape& sh) const {
-  auto found = impl_->plans.find(Key{sh, Dir::backward_filter});
-  return found != impl_->plans.end() && found->second->rival_serves;
+  return impl_->rival_serves(sh, Dir::backward_filter);
 }
 
 void ConvRunner::forward(float* y, const float* x, const float* wt, const ConvShape& sh,

@@ -26,9 +26,9 @@
 //     and its output agrees with the descriptor-API algorithm's on the real inputs. Backward
 //     directions get one such plan per output scale (overwrite, accumulate). Any failure on
 //     the way keeps the descriptor-API algorithm; UNETCU_CUDNN_GRAPH=0 skips the graph API;
-//   * a caller's own kernel for the shape (a Rival: kernels/cuda's direct weight gradient) is
-//     timed the same way against the overwriting choice above and checked against its output
-//     on the real inputs; the caller runs it instead of cuDNN where it won.
+//   * a caller's own kernel for the shape and direction (a Rival: kernels/cuda's direct
+//     convolutions) is timed the same way against the overwriting choice above and checked
+//     against its output on the real inputs; the caller runs it instead of cuDNN where it won.
 // The choice needs the stream to be idle of captures: the first call of a shape must come
 // from an eager step (ModelSession runs the first step of each batch size eagerly).
 //
@@ -88,12 +88,16 @@ class ConvRunner {
   // The workspace bytes the call with these arguments needs; the first call for a shape chooses
   // its algorithm (see the file comment), which runs convolutions on the given inputs, and
   // times `rival` against it when there is one.
-  size_t prepare_forward(const ConvShape& sh, const float* x, const float* wt);
-  size_t prepare_backward_data(const ConvShape& sh, const float* dy, const float* wt);
+  size_t prepare_forward(const ConvShape& sh, const float* x, const float* wt,
+                         const Rival* rival = nullptr);
+  size_t prepare_backward_data(const ConvShape& sh, const float* dy, const float* wt,
+                               const Rival* rival = nullptr);
   size_t prepare_backward_filter(const ConvShape& sh, const float* dy, const float* x,
                                  const Rival* rival = nullptr);
-  // True when the rival given to the first prepare_backward_filter of this shape was faster
-  // than cuDNN and agreed with it: the caller runs its kernel instead of backward_filter.
+  // True when the rival given to the first prepare_* of this shape and direction was faster
+  // than cuDNN and agreed with it: the caller runs its kernel instead of cuDNN's.
+  bool rival_serves_forward(const ConvShape& sh) const;
+  bool rival_serves_backward_data(const ConvShape& sh) const;
   bool rival_serves_backward_filter(const ConvShape& sh) const;
 
   // y = conv(x, wt) (no bias: the engine adds it with cuda::conv2d_add_bias).

@@ -485,19 +485,19 @@ TEST_CASE("UNETCU_WGRAD_STREAMS outside 1..4 is refused with its value") {
   CHECK(cuda_backend()->weight_grad_streams() == 2);
 }
 
-TEST_CASE("UNETCU_DIRECT_WGRAD other than 0, 1 or auto is refused with its value") {
-  ScopedEnv env("UNETCU_DIRECT_WGRAD");
+TEST_CASE("UNETCU_DIRECT_CONV other than 0, 1 or auto is refused with its value") {
+  ScopedEnv env("UNETCU_DIRECT_CONV");
   for (const char* bad : {"2", "yes", "on"}) {
     env.set(bad);
     const std::string error = test::error_of([&] { cuda_backend(); });
     CAPTURE(bad);
-    CHECK(test::contains(error, std::string("UNETCU_DIRECT_WGRAD=") + bad));
+    CHECK(test::contains(error, std::string("UNETCU_DIRECT_CONV=") + bad));
     CHECK(test::contains(error, "expected 0 (cuDNN only), 1"));
   }
   env.set("1");
-  CHECK(test::contains(cuda_backend()->describe(), "direct weight gradients always"));
+  CHECK(test::contains(cuda_backend()->describe(), "direct convolutions always"));
   env.set("0");
-  CHECK(test::contains(cuda_backend()->describe(), "direct weight gradients off"));
+  CHECK(test::contains(cuda_backend()->describe(), "direct convolutions off"));
 }
 
 #if defined(UNETCU_TEST_EMULATED)
@@ -547,10 +547,10 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   CHECK(backend->early_adam() == adam_early);
   CHECK(backend->weight_grad_streams() == side_streams);
   // The emulator has no cuDNN to time against: unset, the reference convolution runs.
-  const char* direct = std::getenv("UNETCU_DIRECT_WGRAD");
+  const char* direct = std::getenv("UNETCU_DIRECT_CONV");
   const std::string direct_setting = direct != nullptr && std::string(direct) == "1" ? "always"
                                                                                     : "off";
   MESSAGE(backend->describe());
-  CHECK(test::contains(backend->describe(), "direct weight gradients " + direct_setting));
+  CHECK(test::contains(backend->describe(), "direct convolutions " + direct_setting));
 }
 #endif

@@ -94,37 +94,77 @@ TEST_CASE("cuda conv2d_narrow_applies takes one output channel at stride 1 with 
   CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 5, 5, 1, 2)));
 }
 
+// A forward kernel against the double reference: seeded inputs, poisoned output, two thread
+// schedules; each output sums at most `L` float terms (gamma_L |terms|).
+// `launch(y, x, wt, bias)` runs it (bias null without one).
+template <class Launch>
+void check_forward_kernel(const ConvShape& sh, size_t shift, bool with_bias, double L,
+                          const std::string& what, Launch launch) {
+  const auto x = random_vector<float>(size_t(sh.x_size()), 900);
+  const auto wt = random_vector<float>(size_t(sh.w_size()), 901);
+  const auto bias = random_vector<float>(size_t(sh.k), 902);
+  const std::vector<double> b = widen(bias), b_abs = magnitude(bias);
+  std::vector<double> want(size_t(sh.y_size())), terms(want.size());
+  cpu::conv2d_forward(want.data(), widen(x).data(), widen(wt).data(),
+                      with_bias ? b.data() : nullptr, sh);
+  cpu::conv2d_forward(terms.data(), magnitude(x).data(), magnitude(wt).data(),
+                      with_bias ? b_abs.data() : nullptr, sh);
+  const std::vector<double> bound = sum_bound(L, terms);
+
+  const Outputs out = run_deterministic([&] {
+    DeviceBuffer<float> dx(x, shift), dwt(wt, shift), db(bias, shift),
+        dy(size_t(sh.y_size()), shift);
+    dy.poison();
+    launch(dy.get(), dx.get(), dwt.get(), with_bias ? db.get() : nullptr);
+    sync_device();
+    Outputs o;
+    o.add("y", dy);
+    return o;
+  });
+  check_bounded(out.get<float>("y"), want, bound, what);
+}
+
+// A backward-data kernel against the double reference in both grad modes (poisoned output
+// when overwriting); each element sums at most `L` float terms, the old value included.
+// `launch(dx, dy, wt, mode)` runs it.
+template <class Launch>
+void check_data_kernel(const ConvShape& sh, size_t shift, double L, const std::string& what,
+                       Launch launch) {
+  for (GradMode mode : kGradModes) {
+    CAPTURE(mode_name(mode));
+    const auto dy = random_vector<float>(size_t(sh.y_size()), 910);
+    const auto wt = random_vector<float>(size_t(sh.w_size()), 911);
+    const auto dx0 = random_vector<float>(size_t(sh.x_size()), 912);
+    std::vector<double> want = widen(dx0), terms = magnitude(dx0);
+    cpu::conv2d_backward_data(want.data(), widen(dy).data(), widen(wt).data(), sh, mode);
+    cpu::conv2d_backward_data(terms.data(), magnitude(dy).data(), magnitude(wt).data(), sh, mode);
+    const std::vector<double> bound = sum_bound(L, terms);
+
+    const Outputs out = run_deterministic([&] {
+      DeviceBuffer<float> ddy(dy, shift), dwt(wt, shift), ddx(dx0, shift);
+      if (mode == GradMode::overwrite) ddx.poison();
+      launch(ddx.get(), ddy.get(), dwt.get(), mode);
+      sync_device();
+      Outputs o;
+      o.add("dx", ddx);
+      return o;
+    });
+    check_bounded(out.get<float>("dx"), want, bound, what);
+  }
+}
+
 TEST_CASE("cuda narrow conv forward, with and without bias, is within its float bound") {
   for (const NarrowCase& nc : kNarrowCases) {
     const ConvShape& sh = nc.sh;
-    const std::string name = case_name(nc);
-    CAPTURE(name);
+    CAPTURE(case_name(nc));
     REQUIRE(cuda::conv2d_narrow_applies(sh));
-    const auto x = random_vector<float>(size_t(sh.x_size()), 900);
-    const auto wt = random_vector<float>(size_t(sh.w_size()), 901);
-    const auto bias = random_vector<float>(1, 902);
     for (bool with_bias : {false, true}) {
       CAPTURE(with_bias);
-      const std::vector<double> b = widen(bias), b_abs = magnitude(bias);
-      std::vector<double> want(size_t(sh.y_size())), terms(want.size());
-      cpu::conv2d_forward(want.data(), widen(x).data(), widen(wt).data(),
-                          with_bias ? b.data() : nullptr, sh);
-      cpu::conv2d_forward(terms.data(), magnitude(x).data(), magnitude(wt).data(),
-                          with_bias ? b_abs.data() : nullptr, sh);
-      const std::vector<double> bound = sum_bound(double(sh.r) * sh.s * sh.c + 1, terms);
-
-      const Outputs out = run_deterministic([&] {
-        DeviceBuffer<float> dx(x, nc.shift), dwt(wt, nc.shift), db(bias, nc.shift),
-            dy(size_t(sh.y_size()), nc.shift);
-        dy.poison();
-        cuda::conv2d_narrow_forward(dy.get(), dx.get(), dwt.get(), with_bias ? db.get() : nullptr,
-                                    sh, nullptr);
-        sync_device();
-        Outputs o;
-        o.add("y", dy);
-        return o;
-      });
-      check_bounded(out.get<float>("y"), want, bound, "narrow forward y");
+      check_forward_kernel(sh, nc.shift, with_bias, double(sh.r) * sh.s * sh.c + 1,
+                           "narrow forward y",
+                           [&](float* y, const float* x, const float* wt, const float* bias) {
+                             cuda::conv2d_narrow_forward(y, x, wt, bias, sh, nullptr);
+                           });
     }
   }
 }
@@ -132,29 +172,11 @@ TEST_CASE("cuda narrow conv forward, with and without bias, is within its float 
 TEST_CASE("cuda narrow conv backward-data is within its float bound in both grad modes") {
   for (const NarrowCase& nc : kNarrowCases) {
     const ConvShape& sh = nc.sh;
-    for (GradMode mode : kGradModes) {
-      const std::string name = case_name(nc) + ", " + mode_name(mode);
-      CAPTURE(name);
-      const auto dy = random_vector<float>(size_t(sh.y_size()), 910);
-      const auto wt = random_vector<float>(size_t(sh.w_size()), 911);
-      const auto dx0 = random_vector<float>(size_t(sh.x_size()), 912);
-      std::vector<double> want = widen(dx0), terms = magnitude(dx0);
-      cpu::conv2d_backward_data(want.data(), widen(dy).data(), widen(wt).data(), sh, mode);
-      cpu::conv2d_backward_data(terms.data(), magnitude(dy).data(), magnitude(wt).data(), sh,
-                                mode);
-      const std::vector<double> bound = sum_bound(double(sh.r) * sh.s + 1, terms);
-
-      const Outputs out = run_deterministic([&] {
-        DeviceBuffer<float> ddy(dy, nc.shift), dwt(wt, nc.shift), ddx(dx0, nc.shift);
-        if (mode == GradMode::overwrite) ddx.poison();
-        cuda::conv2d_narrow_backward_data(ddx.get(), ddy.get(), dwt.get(), sh, mode, nullptr);
-        sync_device();
-        Outputs o;
-        o.add("dx", ddx);
-        return o;
-      });
-      check_bounded(out.get<float>("dx"), want, bound, "narrow backward-data dx");
-    }
+    CAPTURE(case_name(nc));
+    check_data_kernel(sh, nc.shift, double(sh.r) * sh.s + 1, "narrow backward-data dx",
+                      [&](float* dx, const float* dy, const float* wt, GradMode mode) {
+                        cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, nullptr);
+                      });
   }
 }
 
@@ -249,6 +271,11 @@ TEST_CASE("cuda direct conv2d_backward_filter applies to few output channels, sa
   const ConvShape head = ConvShape::make(16, 128, 128, 32, 16, 3, 3, 1, 1);
   CHECK_FALSE(cuda::conv2d_direct_backward_filter_applies(head, misaligned, aligned));
   CHECK_FALSE(cuda::conv2d_direct_backward_filter_applies(head, aligned, misaligned));
+  // The encoder's first convolution (3 channels) is not taken, and has no workspace to size.
+  const ConvShape rgb = ConvShape::make(16, 128, 128, 3, 64, 7, 7, 2, 3);
+  CHECK_FALSE(applies(rgb));
+  CHECK(cuda::conv2d_direct_backward_filter_workspace_bytes(rgb) == 0);
+  CHECK(cuda::conv2d_direct_backward_filter_float_run(rgb) == 0);
 }
 
 TEST_CASE("cuda direct conv backward-filter is within its float bound in both grad modes") {
@@ -262,6 +289,70 @@ TEST_CASE("cuda direct conv backward-filter is within its float bound in both gr
                           cuda::conv2d_direct_backward_filter(dw, dy, x, sh, mode, ws, nullptr);
                         });
   }
+}
+
+// The direct forward and backward-data: 16 and 32 output channels of the direction (one and
+// two channel blocks), 4 to 64 input channels, 1x1 and 3x3 filters, a 1x1 image, and pixel
+// counts that leave the last block part empty (2,046 pixels: two blocks of 1,024).
+const ConvShape kDirectConvCases[] = {
+    ConvShape::make(2, 9, 7, 32, 16, 3, 3, 1, 1),     // the decoder's last conv1, small
+    ConvShape::make(3, 5, 6, 16, 16, 3, 3, 1, 1),     // the decoder's last conv2, small
+    ConvShape::make(1, 8, 8, 32, 32, 3, 3, 1, 1),     // two channel blocks either way
+    ConvShape::make(2, 4, 5, 64, 16, 3, 3, 1, 1),     // 64 input channels forward
+    ConvShape::make(2, 4, 5, 16, 64, 3, 3, 1, 1),     // 64 input channels backward-data
+    ConvShape::make(1, 1, 1, 16, 16, 3, 3, 1, 1),     // 1x1 image: 8 of 9 taps in padding
+    ConvShape::make(3, 6, 7, 16, 16, 1, 1, 1, 0),     // 1x1 filter
+    ConvShape::make(2, 33, 31, 16, 32, 3, 3, 1, 1),   // 2,046 pixels
+    ConvShape::make(1, 7, 9, 32, 4, 3, 3, 1, 1)};     // 4 input channels backward-data
+
+TEST_CASE("cuda direct conv forward and backward-data apply to 16 or 32 outputs, <= 64 inputs") {
+  const float* aligned = reinterpret_cast<const float*>(uintptr_t(256));
+  const float* misaligned = reinterpret_cast<const float*>(uintptr_t(260));
+  const ConvShape last = ConvShape::make(16, 128, 128, 32, 16, 3, 3, 1, 1);
+  CHECK(cuda::conv2d_direct_forward_applies(last, aligned, aligned));
+  CHECK(cuda::conv2d_direct_backward_data_applies(last, aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_direct_forward_applies(last, misaligned, aligned));
+  CHECK_FALSE(cuda::conv2d_direct_backward_data_applies(last, aligned, misaligned));
+  // 128 -> 32: forward reads 128 channels (more than 64); backward-data writes 128 (> 32).
+  const ConvShape wide = ConvShape::make(16, 64, 64, 128, 32, 3, 3, 1, 1);
+  CHECK_FALSE(cuda::conv2d_direct_forward_applies(wide, aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_direct_backward_data_applies(wide, aligned, aligned));
+  const ConvShape eight = ConvShape::make(2, 8, 8, 16, 8, 3, 3, 1, 1);  // 8 outputs forward
+  CHECK_FALSE(cuda::conv2d_direct_forward_applies(eight, aligned, aligned));
+  CHECK(cuda::conv2d_direct_backward_data_applies(eight, aligned, aligned));
+  const ConvShape strided = ConvShape::make(2, 8, 8, 16, 16, 3, 3, 2, 1);
+  CHECK_FALSE(cuda::conv2d_direct_forward_applies(strided, aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_direct_backward_data_applies(strided, aligned, aligned));
+}
+
+TEST_CASE("cuda direct conv forward is within its float bound") {
+  int ran = 0;
+  for (const ConvShape& sh : kDirectConvCases) {
+    CAPTURE(shape_name(sh));
+    if (sh.k % 16 != 0 || sh.k > 32 || sh.c > 64) continue;  // a backward-data case
+    ++ran;
+    check_forward_kernel(sh, 0, false, double(sh.r) * sh.s * sh.c, "direct forward y",
+                         [&](float* y, const float* x, const float* wt, const float*) {
+                           REQUIRE(cuda::conv2d_direct_forward_applies(sh, x, y));
+                           cuda::conv2d_direct_forward(y, x, wt, sh, nullptr);
+                         });
+  }
+  CHECK(ran == 7);
+}
+
+TEST_CASE("cuda direct conv backward-data is within its float bound in both grad modes") {
+  int ran = 0;
+  for (const ConvShape& sh : kDirectConvCases) {
+    CAPTURE(shape_name(sh));
+    if (sh.c % 16 != 0 || sh.c > 32 || sh.k > 64) continue;  // a forward case
+    ++ran;
+    check_data_kernel(sh, 0, double(sh.r) * sh.s * sh.k + 1, "direct backward-data dx",
+                      [&](float* dx, const float* dy, const float* wt, GradMode mode) {
+                        REQUIRE(cuda::conv2d_direct_backward_data_applies(sh, dy, dx));
+                        cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, nullptr);
+                      });
+  }
+  CHECK(ran == 8);
 }
 
 }  // namespace
