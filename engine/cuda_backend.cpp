@@ -103,9 +103,9 @@ int side_stream_count() {
 // UNETCU_DIRECT_CONV: the hand-written direct convolutions (kernels/cuda/conv_narrow.cu) for
 // the shapes they take (few output channels, kernels/conv.h): forward, backward-data, weight
 // gradient. Unset ("auto"): on a GPU, each timed against cuDNN's choice per shape and
-// direction, the faster serves; under the emulator, off (the reference convolution runs).
-// "1": always, in both builds (how ctest runs them in the emulated training step). "0":
-// never. Read by each backend; another value fails.
+// direction, the faster serves; under the emulator, off (the reference convolution runs), so
+// there a kernel that is not off is always used. "1": always, in both builds (how ctest runs
+// them in the emulated training step). "0": never. Read by each backend; another value fails.
 enum class DirectConv { off, timed, always };
 DirectConv direct_conv_setting() {
   const char* value = std::getenv("UNETCU_DIRECT_CONV");
@@ -382,23 +382,25 @@ class CudaBackend final : public Backend {
     const bool direct = direct_conv_ != DirectConv::off &&
                         cuda::conv2d_direct_forward_applies(sh, x, y);
 #if defined(UNETCU_SIMT)
-    if (!(direct && direct_conv_ == DirectConv::always)) {
+    if (!direct) {
       host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite},
                 compute_);
       return;
     }
 #else
-    const Rival rival = direct_rival(0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
-      cuda::conv2d_direct_forward(out, x, wt, sh, stream);
-    });
-    const size_t bytes = direct && direct_conv_ == DirectConv::always
-                             ? 0
-                             : conv_->prepare_forward(sh, x, wt, direct ? &rival : nullptr);
-    if (!direct || !(direct_conv_ == DirectConv::always || conv_->rival_serves_forward(sh))) {
-      conv_->forward(y, x, wt, sh, scratch(bytes), main_ws_.bytes);
-      after_async("cuDNN convolution forward");
-      if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
-      return;
+    if (!direct || direct_conv_ == DirectConv::timed) {
+      Rival rival;
+      if (direct)
+        rival = direct_rival(0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
+          cuda::conv2d_direct_forward(out, x, wt, sh, stream);
+        });
+      const size_t bytes = conv_->prepare_forward(sh, x, wt, direct ? &rival : nullptr);
+      if (!direct || !conv_->rival_serves_forward(sh)) {
+        conv_->forward(y, x, wt, sh, scratch(bytes), main_ws_.bytes);
+        after_async("cuDNN convolution forward");
+        if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
+        return;
+      }
     }
 #endif
     cuda::conv2d_direct_forward(y, x, wt, sh, compute_);
@@ -413,22 +415,23 @@ class CudaBackend final : public Backend {
     const bool direct = direct_conv_ != DirectConv::off &&
                         cuda::conv2d_direct_backward_data_applies(sh, dy, dx);
 #if defined(UNETCU_SIMT)
-    if (!(direct && direct_conv_ == DirectConv::always)) {
+    if (!direct) {
       host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode}, compute_);
       return;
     }
 #else
-    const Rival rival = direct_rival(0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
-      cuda::conv2d_direct_backward_data(out, dy, wt, sh, GradMode::overwrite, stream);
-    });
-    const size_t bytes = direct && direct_conv_ == DirectConv::always
-                             ? 0
-                             : conv_->prepare_backward_data(sh, dy, wt, direct ? &rival : nullptr);
-    if (!direct ||
-        !(direct_conv_ == DirectConv::always || conv_->rival_serves_backward_data(sh))) {
-      conv_->backward_data(dx, dy, wt, sh, mode, scratch(bytes), main_ws_.bytes);
-      after_async("cuDNN convolution backward data");
-      return;
+    if (!direct || direct_conv_ == DirectConv::timed) {
+      Rival rival;
+      if (direct)
+        rival = direct_rival(0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
+          cuda::conv2d_direct_backward_data(out, dy, wt, sh, GradMode::overwrite, stream);
+        });
+      const size_t bytes = conv_->prepare_backward_data(sh, dy, wt, direct ? &rival : nullptr);
+      if (!direct || !conv_->rival_serves_backward_data(sh)) {
+        conv_->backward_data(dx, dy, wt, sh, mode, scratch(bytes), main_ws_.bytes);
+        after_async("cuDNN convolution backward data");
+        return;
+      }
     }
 #endif
     cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, compute_);
@@ -444,29 +447,28 @@ class CudaBackend final : public Backend {
     }
     const bool direct = direct_conv_ != DirectConv::off &&
                         cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
-    const size_t direct_bytes =
-        direct ? cuda::conv2d_direct_backward_filter_workspace_bytes(sh) : 0;
+    const size_t direct_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
 #if defined(UNETCU_SIMT)
-    if (!(direct && direct_conv_ == DirectConv::always)) {
+    if (!direct) {
       host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
                 lane.stream);
       return;
     }
 #else
-    const Rival rival =
-        direct_rival(direct_bytes, [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
+    if (!direct || direct_conv_ == DirectConv::timed) {
+      Rival rival;
+      if (direct)
+        rival = direct_rival(direct_bytes, [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
           cuda::conv2d_direct_backward_filter(out, dy, x, sh, GradMode::overwrite, ws, stream);
         });
-    const size_t bytes =
-        direct && direct_conv_ == DirectConv::always
-            ? 0
-            : lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
-    if (!direct ||
-        !(direct_conv_ == DirectConv::always || lane.conv->rival_serves_backward_filter(sh))) {
-      void* workspace = grow(*lane.ws, bytes);
-      lane.conv->backward_filter(dwt, dy, x, sh, mode, workspace, lane.ws->bytes);
-      after_async("cuDNN convolution backward filter", lane.stream);
-      return;
+      const size_t bytes =
+          lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
+      if (!direct || !lane.conv->rival_serves_backward_filter(sh)) {
+        void* workspace = grow(*lane.ws, bytes);
+        lane.conv->backward_filter(dwt, dy, x, sh, mode, workspace, lane.ws->bytes);
+        after_async("cuDNN convolution backward filter", lane.stream);
+        return;
+      }
     }
 #endif
     cuda::conv2d_direct_backward_filter(dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),

@@ -219,13 +219,17 @@ FilterTiling filter_tiling(const ConvShape& sh, int v) {
   return ft;
 }
 
-// The stage-2 view of the partials: one column per filter element, one partial per block.
-detail::RowTiling final_tiling(const ConvShape& sh, const FilterTiling& ft) {
+// Stage 2 of both weight gradients: the partials seen as one column per filter element
+// (KRSC order), `blocks` partials each, added in common.cuh's fixed order into dwt.
+void finish_filter_gradient(float* dwt, const double* partials, const ConvShape& sh, int blocks,
+                            GradMode mode, cudaStream_t stream) {
   detail::RowTiling t;
   t.rows = int64_t(sh.n) * sh.p * sh.q;
-  t.cols = sh.r * sh.s * sh.c;
-  t.row_blocks = ft.blocks;
-  return t;
+  t.cols = int(sh.w_size());
+  t.row_blocks = blocks;
+  UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
+                        t.finalize_threads(), 0, stream)(
+      FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);
 }
 
 bool filter_vec4(const ConvShape& sh, const float* x) {
@@ -487,10 +491,7 @@ void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
     UNETCU_LAUNCH_CHAINED(narrow_filter_partial_kernel<1>, ft.blocks, ft.tile * ft.lanes, 0,
                           stream)(partials, dy, x, sh, ft);
   }
-  const detail::RowTiling t = final_tiling(sh, ft);
-  UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
-                        t.finalize_threads(), 0, stream)(
-      FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);
+  finish_filter_gradient(dwt, partials, sh, ft.blocks, mode, stream);
 }
 
 bool conv2d_direct_backward_filter_applies(const ConvShape& sh, const float* dy, const float* x) {
@@ -527,13 +528,7 @@ void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
     UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<4>, grid, threads, 0, stream)(
         partials, dy, x, sh, dt);
   }
-  detail::RowTiling t;
-  t.rows = int64_t(sh.n) * sh.p * sh.q;
-  t.cols = int(sh.w_size());
-  t.row_blocks = dt.blocks;
-  UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
-                        t.finalize_threads(), 0, stream)(
-      FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);
+  finish_filter_gradient(dwt, partials, sh, dt.blocks, mode, stream);
 }
 
 bool conv2d_direct_forward_applies(const ConvShape& sh, const float* x, const float* y) {
