@@ -396,7 +396,9 @@ class CudaBackend final : public Backend {
         });
       const size_t bytes = conv_->prepare_forward(sh, x, wt, direct ? &rival : nullptr);
       if (!direct || !conv_->rival_serves_forward(sh)) {
-        conv_->forward(y, x, wt, sh, scratch(bytes), main_ws_.bytes);
+        // The workspace grows first: an argument list's order of evaluation is unspecified.
+        void* workspace = scratch(bytes);
+        conv_->forward(y, x, wt, sh, workspace, main_ws_.bytes);
         after_async("cuDNN convolution forward");
         if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
         return;
@@ -428,7 +430,8 @@ class CudaBackend final : public Backend {
         });
       const size_t bytes = conv_->prepare_backward_data(sh, dy, wt, direct ? &rival : nullptr);
       if (!direct || !conv_->rival_serves_backward_data(sh)) {
-        conv_->backward_data(dx, dy, wt, sh, mode, scratch(bytes), main_ws_.bytes);
+        void* workspace = scratch(bytes);  // first, as in conv_forward
+        conv_->backward_data(dx, dy, wt, sh, mode, workspace, main_ws_.bytes);
         after_async("cuDNN convolution backward data");
         return;
       }
