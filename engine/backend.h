@@ -174,10 +174,10 @@ class Backend {
   virtual void join_weight_grads() {}
   // Whether Executor::backward joins once, at the end of the pass, instead of after each
   // convolution: the weight gradients then also run beside the BatchNorm and other ops of the
-  // layers below (CUDA: UNETCU_LATE_JOIN=1).
+  // layers below (CUDA: on unless UNETCU_LATE_JOIN=0).
   virtual bool late_weight_grad_join() const { return false; }
   // How many streams the forked weight gradients take in turn (CUDA: UNETCU_WGRAD_STREAMS,
-  // default 1); with the late join, those on different streams may also run beside each other.
+  // default 3); with the late join, those on different streams may also run beside each other.
   virtual int weight_grad_streams() const { return 1; }
 
   virtual void relu_forward(float* y, const float* x, int64_t count) = 0;
@@ -227,7 +227,7 @@ class Backend {
   // concurrently with the ops issued later; the update sees every op issued before the latest
   // fork, on any stream (the forked weight gradients included), and after join_optimizer()
   // every later op waits for it. The caller keeps the later ops off the updated ranges.
-  // CUDA: UNETCU_EARLY_ADAM=1, on a stream of its own.
+  // CUDA: on a stream of its own, unless UNETCU_EARLY_ADAM=0.
   virtual bool early_adam() const { return false; }
   virtual void fork_optimizer() {}
   virtual void join_optimizer() {}

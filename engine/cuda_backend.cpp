@@ -14,11 +14,12 @@
 // Streams: every op runs on one non-blocking compute stream, except that between
 // fork_weight_grads() and join_weight_grads() the weight and bias gradients run on a side
 // stream (with its own workspace, and a cuDNN handle of the side streams'), beside the data
-// gradient on the compute stream (and, with UNETCU_LATE_JOIN=1, the ops of the layers below
-// until the end of the backward pass; with UNETCU_WGRAD_STREAMS=N as well, on N side streams
-// in turn, beside each other); events fork and join them, also inside a graph capture, where
-// they become parallel branches. With UNETCU_EARLY_ADAM=1 the parts of the Adam update whose gradients are
-// final run on a third stream, forked and joined the same way (fork_optimizer). The per-step
+// gradient on the compute stream and the ops of the layers below until the end of the
+// backward pass (UNETCU_LATE_JOIN=0: each convolution joins its own), on N side streams in turn
+// (UNETCU_WGRAD_STREAMS=N, default 3), beside each other; events fork and join them, also
+// inside a graph capture, where they become parallel branches. The parts of the Adam update
+// whose gradients are final run on a stream of their own (UNETCU_EARLY_ADAM=0: after the
+// backward pass), forked and joined the same way (fork_optimizer). The per-step
 // batch upload (upload_batch) runs on a copy stream, from the loader's page-locked batch
 // buffers or else through pinned, double-buffered host staging; the compute stream waits for
 // it through an event, and the copy stream first waits for the compute work
@@ -65,33 +66,36 @@ namespace {
 
 size_t round_up_256(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
-// UNETCU_EARLY_ADAM=1: Adam updates the parameters whose gradients are final on a stream of its
-// own while the backward pass goes on below them (Backend::early_adam, ModelSession). Off by
-// default until a GPU run has measured it.
+// Adam updates the parameters whose gradients are final on a stream of its own while the
+// backward pass goes on below them (Backend::early_adam, ModelSession). On unless
+// UNETCU_EARLY_ADAM=0: with the late join and three weight-gradient streams, the step ran 1.6%
+// faster with it on an H200 (bench/RESULTS.md); alone it gains nothing, as Adam then waits
+// for each convolution's join.
 EnvSwitch& early_adam_switch() {
-  static EnvSwitch on{"UNETCU_EARLY_ADAM", false};
+  static EnvSwitch on{"UNETCU_EARLY_ADAM", true};
   return on;
 }
 
-// UNETCU_LATE_JOIN=1: the backward pass joins the weight gradients' stream once, at its end,
-// instead of after each convolution (Backend::late_weight_grad_join), so they also overlap the
-// BatchNorm backward and the other ops of the layers below. Off by default until a GPU run
-// has measured it against the per-convolution join.
+// The backward pass joins the weight gradients' streams once, at its end, instead of after
+// each convolution (Backend::late_weight_grad_join), so they also overlap the BatchNorm
+// backward and the other ops of the layers below. On unless UNETCU_LATE_JOIN=0: the step ran
+// 9.6% faster with it on an H200 (bench/RESULTS.md).
 EnvSwitch& late_join_switch() {
-  static EnvSwitch on{"UNETCU_LATE_JOIN", false};
+  static EnvSwitch on{"UNETCU_LATE_JOIN", true};
   return on;
 }
 
-// UNETCU_WGRAD_STREAMS=N (1 to kMaxSideStreams, default 1): with the late join, successive
+// UNETCU_WGRAD_STREAMS=N (1 to kMaxSideStreams, default 3): with the late join, successive
 // convolutions' weight gradients take N side streams in turn, so they can also run beside one
 // another. At the deepest layers one weight gradient fills a fraction of the GPU (layer3's
 // 3x3 weight gradient is a 256 x 2304 GEMM over 1,024 pixels at batch 16), and with one side
-// stream they queue behind each other. Read by each backend; a value outside
-// 1..kMaxSideStreams fails.
+// stream they queue behind each other (three streams: 1.3% faster steps on an H200 than one,
+// bench/RESULTS.md). Read by each backend; a value outside 1..kMaxSideStreams fails.
 constexpr int kMaxSideStreams = 4;
+constexpr int kDefaultSideStreams = 3;
 int side_stream_count() {
   const char* value = std::getenv("UNETCU_WGRAD_STREAMS");
-  if (value == nullptr || value[0] == '\0') return 1;
+  if (value == nullptr || value[0] == '\0') return kDefaultSideStreams;
   char* end = nullptr;
   const long n = std::strtol(value, &end, 10);
   if (*end != '\0' || n < 1 || n > kMaxSideStreams)
@@ -245,7 +249,15 @@ class CudaBackend final : public Backend {
   }
 
   DeviceKind kind() const override { return DeviceKind::cuda; }
-  std::string describe() const override { return description_; }
+  // The schedule is read when asked: tests switch it after construction.
+  std::string describe() const override {
+    std::ostringstream os;
+    os << description_ << ", weight gradients on " << side_count_ << " stream(s) joined "
+       << (late_join_switch().get() ? "once a backward pass" : "after each convolution")
+       << ", Adam " << (early_adam_switch().get() ? "in parts beside the backward pass"
+                                                  : "after it");
+    return os.str();
+  }
 #if !defined(UNETCU_SIMT)
   std::string choices() const override { return conv_->report() + side_conv_->report(); }
 #endif
@@ -396,9 +408,8 @@ class CudaBackend final : public Backend {
         });
       const size_t bytes = conv_->prepare_forward(sh, x, wt, direct ? &rival : nullptr);
       if (!direct || !conv_->rival_serves_forward(sh)) {
-        // The workspace grows first: an argument list's order of evaluation is unspecified.
-        void* workspace = scratch(bytes);
-        conv_->forward(y, x, wt, sh, workspace, main_ws_.bytes);
+        const Workspace ws = sized(main_ws_, bytes);
+        conv_->forward(y, x, wt, sh, ws.ptr, ws.bytes);
         after_async("cuDNN convolution forward");
         if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
         return;
@@ -430,8 +441,8 @@ class CudaBackend final : public Backend {
         });
       const size_t bytes = conv_->prepare_backward_data(sh, dy, wt, direct ? &rival : nullptr);
       if (!direct || !conv_->rival_serves_backward_data(sh)) {
-        void* workspace = scratch(bytes);  // first, as in conv_forward
-        conv_->backward_data(dx, dy, wt, sh, mode, workspace, main_ws_.bytes);
+        const Workspace ws = sized(main_ws_, bytes);
+        conv_->backward_data(dx, dy, wt, sh, mode, ws.ptr, ws.bytes);
         after_async("cuDNN convolution backward data");
         return;
       }
@@ -467,8 +478,8 @@ class CudaBackend final : public Backend {
       const size_t bytes =
           lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
       if (!direct || !lane.conv->rival_serves_backward_filter(sh)) {
-        void* workspace = grow(*lane.ws, bytes);
-        lane.conv->backward_filter(dwt, dy, x, sh, mode, workspace, lane.ws->bytes);
+        const Workspace ws = sized(*lane.ws, bytes);
+        lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
         after_async("cuDNN convolution backward filter", lane.stream);
         return;
       }
@@ -781,6 +792,14 @@ class CudaBackend final : public Backend {
 
   // The compute stream's workspace, at least `bytes` long.
   void* scratch(size_t bytes) { return grow(main_ws_, bytes); }
+
+  // `ws` grown to at least `bytes`, pointer and size together, for calls that take both: reading
+  // ws.bytes in the same argument list as grow() may read it before the growth (the order is
+  // unspecified), which once handed cuDNN the old size.
+  Workspace sized(Workspace& ws, size_t bytes) {
+    grow(ws, bytes);
+    return ws;
+  }
 
   // `ws` grown to at least `bytes`: only outside a capture (the eager step sizes it). The old
   // buffer is freed once the compute and side streams are idle, or kept while a captured graph

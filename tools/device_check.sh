@@ -10,10 +10,10 @@
 #      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers, then the steps again with UNETCU_LATE_JOIN=1 (the weight gradients
-#      joined once a backward pass), with that and UNETCU_EARLY_ADAM=1 (Adam in parts beside the
-#      backward pass), with both and UNETCU_WGRAD_STREAMS=3 (three weight-gradient streams),
-#      UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0 (chained launches off);
+#      keeps their numbers, then the steps again with UNETCU_WGRAD_STREAMS=1 (one
+#      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
+#      schedule (those and UNETCU_EARLY_ADAM=0), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0
+#      (chained launches off);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -21,8 +21,8 @@
 #      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
-#      UNETCU_LATE_JOIN=1, with UNETCU_EARLY_ADAM=1, with both, with the late join on three
-#      weight-gradient streams (UNETCU_WGRAD_STREAMS=3), alone and with early Adam, with cuDNN's
+#      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, 2 and 4, with
+#      the serial schedule (all three off), with cuDNN's
 #      convolutions only (UNETCU_DIRECT_CONV=0), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
@@ -206,14 +206,15 @@ step_variant() {
     row "$label" FAILED "$(elapsed "$t"); see $name.log"
   fi
 }
-# The weight gradients joined once a backward pass (opt-in until measured); the single-pass
+# The other stream schedules (the default joins the weight gradients once a backward pass, on
+# three streams, with Adam in parts beside it): one weight-gradient stream; a join after each
+# convolution; the serial schedule (both, and Adam after the backward pass); the single-pass
 # BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
 # each hand-written kernel may start while the one before it ends).
-step_variant step_check_late_join "cpu-vs-gpu step, late join" UNETCU_LATE_JOIN=1
-step_variant step_check_overlap "cpu-vs-gpu step, late join + early Adam" \
-  "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1"
-step_variant step_check_side3 "cpu-vs-gpu step, late join + early Adam, 3 wgrad streams" \
-  "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1 UNETCU_WGRAD_STREAMS=3"
+step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
+step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
+step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
+  "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
 step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
@@ -324,6 +325,8 @@ step_summary() {
   step=$(grep -E '^training step:' "$1" | sed 's/^training step: //')
   echo "step: ${step:-none}"
 }
+# The training step alone under SETTING: step_bench NAME LABEL SETTING.
+step_bench() { bench_variant "$1" "$2" "$3" '^train_step' step_summary; }
 variant_summary() {
   local below
   below=$(grep -E 'families below 70% of the copy' "$1")
@@ -353,35 +356,27 @@ if [ -x "$gpu_bench" ]; then
   below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
-  # The step with the weight gradients joined once a backward pass (UNETCU_LATE_JOIN=1), where
-  # the default joins after each convolution: they then also overlap the BatchNorm backward and
-  # the other ops of the layers below; with Adam's parts run beside the backward pass as their
-  # gradients become final (UNETCU_EARLY_ADAM=1); with both. First of the variants: the open
-  # questions of this tree.
-  bench_variant bench_cuda_ops_late_join "step, late join" UNETCU_LATE_JOIN=1 \
-    '^train_step' step_summary
-  bench_variant bench_cuda_ops_early_adam "step, early Adam" UNETCU_EARLY_ADAM=1 \
-    '^train_step' step_summary
-  bench_variant bench_cuda_ops_overlap "step, late join + early Adam" \
-    "UNETCU_LATE_JOIN=1 UNETCU_EARLY_ADAM=1" '^train_step' step_summary
-  # The late join with the weight gradients on three side streams in turn, so that those of
-  # the deep layers (each a fraction of the GPU) also run beside each other.
-  bench_variant bench_cuda_ops_side3 "step, late join, 3 wgrad streams" \
-    "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3" '^train_step' step_summary
-  bench_variant bench_cuda_ops_side3_adam "step, late join, 3 wgrad streams + early Adam" \
-    "UNETCU_LATE_JOIN=1 UNETCU_WGRAD_STREAMS=3 UNETCU_EARLY_ADAM=1" '^train_step' step_summary
+  # The step under the other stream schedules, each default turned off in turn, then all
+  # (the serial schedule: one weight-gradient stream joined after each convolution, Adam after
+  # the backward pass), and with two and four weight-gradient streams: what each default
+  # brings, on this card.
+  step_bench bench_cuda_ops_per_conv_join "step, join per convolution" UNETCU_LATE_JOIN=0
+  step_bench bench_cuda_ops_late_adam "step, Adam after the backward" UNETCU_EARLY_ADAM=0
+  step_bench bench_cuda_ops_one_stream "step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
+  step_bench bench_cuda_ops_two_streams "step, 2 wgrad streams" UNETCU_WGRAD_STREAMS=2
+  step_bench bench_cuda_ops_four_streams "step, 4 wgrad streams" UNETCU_WGRAD_STREAMS=4
+  step_bench bench_cuda_ops_serial "step, serial schedule" \
+    "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
-  bench_variant bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" \
-    UNETCU_DIRECT_CONV=0 '^train_step' step_summary
+  step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \
     '^(conv[.]|train_step)' nograph_summary
   # The whole step with the single-pass BatchNorm forward (opt-in, experimental; its per-op
   # probes, *.single_pass, are in bench_cuda_ops.log and the memory-bound table).
-  bench_variant bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1 \
-    '^train_step' step_summary
+  step_bench bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
   # The reductions, the copies they are held to and the step without chained launches
   # (UNETCU_PDL=0): the memory-bound table of that log against the one above says what
   # overlapping each kernel's start with the previous one's end brings.

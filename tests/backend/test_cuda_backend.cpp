@@ -522,18 +522,20 @@ TEST_CASE("out of device memory: the error says how much was asked and what to d
 
 #if defined(UNETCU_TEST_EMULATED)
 // ctest runs these tests again with UNETCU_SIMT_STREAMS=late and =early
-// (tests/backend/CMakeLists.txt), with and without UNETCU_LATE_JOIN=1, UNETCU_EARLY_ADAM=1 and
-// UNETCU_WGRAD_STREAMS=3: this case fails if a variable stops taking effect, so those runs
+// (tests/backend/CMakeLists.txt), with the defaults (late join, early Adam, three
+// weight-gradient streams) and with UNETCU_LATE_JOIN=0, UNETCU_EARLY_ADAM=0 or
+// UNETCU_WGRAD_STREAMS=1: this case fails if a variable stops taking effect, so those runs
 // cannot silently test the defaults.
 TEST_CASE("the stream order and the weight-gradient join follow the environment") {
   const char* order_env = std::getenv("UNETCU_SIMT_STREAMS");
   const char* late_join = std::getenv("UNETCU_LATE_JOIN");
   const char* early_adam = std::getenv("UNETCU_EARLY_ADAM");
   const char* wgrad_streams = std::getenv("UNETCU_WGRAD_STREAMS");
-  const int side_streams = wgrad_streams != nullptr ? std::atoi(wgrad_streams) : 1;
-  const bool adam_early = early_adam != nullptr && std::string(early_adam) == "1";
+  // The expected defaults are written out here, not taken from the backend.
+  const int side_streams = wgrad_streams != nullptr ? std::atoi(wgrad_streams) : 3;
+  const bool adam_early = early_adam == nullptr || std::string(early_adam) != "0";
   const std::string order = order_env != nullptr ? order_env : "in_order";
-  const bool join_once = late_join != nullptr && std::string(late_join) == "1";
+  const bool join_once = late_join == nullptr || std::string(late_join) != "0";
   const std::string joins = join_once ? "once a backward pass" : "after each convolution";
   const std::string adam = adam_early ? "in parts beside the backward pass" : "after it";
   MESSAGE("streams " << order << ", weight gradients on " << side_streams
@@ -552,5 +554,6 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
                                                                                     : "off";
   MESSAGE(backend->describe());
   CHECK(test::contains(backend->describe(), "direct convolutions " + direct_setting));
+  CHECK(test::contains(backend->describe(), "joined " + joins + ", Adam " + adam));
 }
 #endif
