@@ -200,9 +200,14 @@ class CudaBackend final : public Backend {
 #if defined(UNETCU_SIMT)
     os << "kernels emulated on the CPU, convolutions on the CPU reference";
 #else
-    conv_ = std::make_unique<cudnn::ConvRunner>(compute_, cudnn::ConvOptions{opt.tf32});
-    side_conv_ = std::make_unique<cudnn::ConvRunner>(sides_[0].stream,
-                                                     cudnn::ConvOptions{opt.tf32});
+    // A setting the runner refuses (UNETCU_CUDNN_CANDIDATES) is the user's error, not ours.
+    try {
+      conv_ = std::make_unique<cudnn::ConvRunner>(compute_, cudnn::ConvOptions{opt.tf32});
+      side_conv_ = std::make_unique<cudnn::ConvRunner>(sides_[0].stream,
+                                                       cudnn::ConvOptions{opt.tf32});
+    } catch (const cudnn::CudnnError& e) {
+      fail(e.what());
+    }
     os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
 #endif
     os << ", direct convolutions " << direct_conv_name(direct_conv_);

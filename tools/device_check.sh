@@ -23,7 +23,8 @@
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
 #      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, 2 and 4, with
 #      the serial schedule (all three off), with cuDNN's
-#      convolutions only (UNETCU_DIRECT_CONV=0), the convolutions and the step
+#      convolutions only (UNETCU_DIRECT_CONV=0), with the top 4 graph-API configurations timed
+#      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
@@ -237,7 +238,10 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
         sed 's/.*: *//')
       loss=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"train_loss": *[0-9.e+-]*' |
         sed 's/.*: *//')
-      row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}"
+      # The first epoch holds cuDNN's algorithm search and the graph captures: their cost.
+      first=$(head -1 "$run_dir/metrics.jsonl" 2>/dev/null |
+        grep -o '"epoch_seconds": *[0-9.e+-]*' | sed 's/.*: *//')
+      row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}, epoch 1 took ${first:-?} s"
     else
       row "train b16 128px $mode" FAILED "$(elapsed "$t"); see train-$mode.log"
       # Still get a figure, and tell whether cuDNN's graph-API path is the cause.
@@ -370,6 +374,9 @@ if [ -x "$gpu_bench" ]; then
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
   step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
+  # The step with the graph-API engine configurations timed per shape cut to the heuristics'
+  # top 4 (12 by default): what timing more of cuDNN's ranking brings.
+  step_bench bench_cuda_ops_four_candidates "step, top 4 cuDNN configs" UNETCU_CUDNN_CANDIDATES=4
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \

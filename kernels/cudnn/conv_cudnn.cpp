@@ -216,12 +216,31 @@ struct Key {
 // Tensors are declared 16-byte aligned (what vectorised engines need); a call whose pointers
 // are not runs the descriptor-API algorithm instead.
 constexpr int64_t kGraphAlignment = 16;
-// Engines of the heuristics' ranking built and timed per shape and output scale.
-constexpr int kGraphCandidates = 4;
+// Engine configurations of the heuristics' ranking built and timed per shape and output
+// scale: UNETCU_CUDNN_CANDIDATES, 1 to kMaxGraphCandidates, default kDefaultGraphCandidates.
+// The ranking is a model's guess, and the network's deep layers are the shapes it guesses
+// worst: at 4x4 and 8x8 outputs the chosen data-gradient kernels ran on 16 CTAs of a 132-SM
+// card (Nsight Compute, bench/RESULTS.md), where a configuration that splits the reduction
+// would fill it. Timing more of the list costs only start-up time (each a captured graph
+// replayed five times), and a configuration serves only when it is faster and agrees.
+constexpr int kDefaultGraphCandidates = 12;
+constexpr int kMaxGraphCandidates = 64;
 
 bool graph_api_enabled() {
   const char* v = std::getenv("UNETCU_CUDNN_GRAPH");
   return v == nullptr || std::string(v) != "0";
+}
+
+int graph_candidate_limit() {
+  const char* value = std::getenv("UNETCU_CUDNN_CANDIDATES");
+  if (value == nullptr || value[0] == '\0') return kDefaultGraphCandidates;
+  char* end = nullptr;
+  const long n = std::strtol(value, &end, 10);
+  if (*end != '\0' || n < 1 || n > kMaxGraphCandidates)
+    throw CudnnError(std::string("UNETCU_CUDNN_CANDIDATES=") + value +
+                     ": expected how many graph-API engine configurations to time per shape, "
+                     "from 1 to " + std::to_string(kMaxGraphCandidates));
+  return int(n);
 }
 
 bool graph_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kGraphAlignment == 0; }
@@ -264,6 +283,59 @@ struct Steps {
   }
 };
 
+// The knob settings of an engine configuration, "TILE_SIZE=3 SPLIT_K_SLC=2", so that a report
+// tells two configurations of one engine apart; empty when cuDNN does not say.
+std::string knob_text(cudnnBackendDescriptor_t config) {
+  static const std::map<int, const char*> kNames = {
+      {CUDNN_KNOB_TYPE_SWIZZLE, "SWIZZLE"},         {CUDNN_KNOB_TYPE_TILE_SIZE, "TILE_SIZE"},
+      {CUDNN_KNOB_TYPE_EDGE, "EDGE"},               {CUDNN_KNOB_TYPE_MULTIPLY, "MULTIPLY"},
+      {CUDNN_KNOB_TYPE_SPLIT_K_BUF, "SPLIT_K_BUF"}, {CUDNN_KNOB_TYPE_TILEK, "TILEK"},
+      {CUDNN_KNOB_TYPE_STAGES, "STAGES"},           {CUDNN_KNOB_TYPE_REDUCTION_MODE, "REDUCTION_MODE"},
+      {CUDNN_KNOB_TYPE_SPLIT_K_SLC, "SPLIT_K_SLC"}, {CUDNN_KNOB_TYPE_IDX_MODE, "IDX_MODE"},
+      {CUDNN_KNOB_TYPE_SPECFILT, "SPECFILT"},       {CUDNN_KNOB_TYPE_KERNEL_CFG, "KERNEL_CFG"},
+      {CUDNN_KNOB_TYPE_WORKSPACE, "WORKSPACE"},     {CUDNN_KNOB_TYPE_TILE_CGA_M, "TILE_CGA_M"},
+      {CUDNN_KNOB_TYPE_TILE_CGA_N, "TILE_CGA_N"},   {CUDNN_KNOB_TYPE_BLOCK_SIZE, "BLOCK_SIZE"},
+      {CUDNN_KNOB_TYPE_OCCUPANCY, "OCCUPANCY"},     {CUDNN_KNOB_TYPE_CTA_COUNT, "CTA_COUNT"},
+      {CUDNN_KNOB_TYPE_STREAM_K, "STREAM_K"},       {CUDNN_KNOB_TYPE_SPLIT_P_SLC, "SPLIT_P_SLC"},
+      {CUDNN_KNOB_TYPE_TILE_M, "TILE_M"},           {CUDNN_KNOB_TYPE_TILE_N, "TILE_N"},
+      {CUDNN_KNOB_TYPE_WARP_SPEC_CFG, "WARP_SPEC_CFG"}, {CUDNN_KNOB_TYPE_SWAP_AB, "SWAP_AB"},
+  };
+  int64_t count = 0;
+  if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr) !=
+          CUDNN_STATUS_SUCCESS ||
+      count <= 0)
+    return "";
+  std::vector<Desc> choices;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int64_t i = 0; i < count; ++i) {
+    choices.emplace_back(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR);
+    if (choices.back().created() != CUDNN_STATUS_SUCCESS) return "";
+    raw.push_back(choices.back().get());
+  }
+  int64_t returned = 0;
+  if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                               CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()) !=
+      CUDNN_STATUS_SUCCESS)
+    return "";
+  std::ostringstream os;
+  for (int64_t i = 0; i < returned; ++i) {
+    cudnnBackendKnobType_t type;
+    int64_t value = 0, n = 0;
+    if (cudnnBackendGetAttribute(raw[size_t(i)], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE,
+                                 CUDNN_TYPE_KNOB_TYPE, 1, &n, &type) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(raw[size_t(i)], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE,
+                                 CUDNN_TYPE_INT64, 1, &n, &value) != CUDNN_STATUS_SUCCESS)
+      continue;
+    const auto name = kNames.find(int(type));
+    os << (os.tellp() > 0 ? " " : "");
+    if (name != kNames.end()) os << name->second;
+    else os << "KNOB" << int(type);
+    os << "=" << value;
+  }
+  return os.str();
+}
+
 // One finalized graph-API execution plan and what it stands on (the plan refers to its engine
 // configuration, and that to the operation graph and its tensors).
 struct GraphPlan {
@@ -271,6 +343,8 @@ struct GraphPlan {
   std::unique_ptr<Desc> config;
   std::unique_ptr<Desc> exec;
   int64_t engine = -1;  // cuDNN's global engine index
+  std::string knobs;    // its configuration's knob settings (knob_text)
+  int rivals = 0;       // how many configurations were timed beside it
   bool tensor_core = false;
   size_t workspace = 0;
   float time_ms = -1.0f;
@@ -278,6 +352,11 @@ struct GraphPlan {
   using Pointers = std::array<void*, 4>;
   mutable std::map<Pointers, std::unique_ptr<Desc>> packs;
 };
+
+// " [TILE_SIZE=3 ...]" for a report, or nothing.
+std::string knob_suffix(const GraphPlan& g) {
+  return g.knobs.empty() ? std::string() : " [" + g.knobs + "]";
+}
 
 // The descriptors and the chosen algorithm of one (shape, direction). Each direction has its
 // own convolution descriptor because the math type found best may differ between them.
@@ -640,7 +719,7 @@ struct ConvRunner::Impl {
   }
 
   // Finalized execution plans for the heuristics' best usable engines (at most
-  // kGraphCandidates, each needing at most `ws_limit` bytes), best first.
+  // options.graph_candidates, each needing at most `ws_limit` bytes), best first.
   std::vector<GraphPlan> graph_candidates(const ConvShape& sh, Dir d, float beta, size_t ws_limit,
                                           std::string* why) const {
     std::vector<GraphPlan> out;
@@ -681,7 +760,7 @@ struct ConvRunner::Impl {
       return out;
     }
     int skipped = 0;
-    for (int64_t i = 0; i < returned && int(out.size()) < kGraphCandidates; ++i) {
+    for (int64_t i = 0; i < returned && int(out.size()) < options.graph_candidates; ++i) {
       Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
       int64_t n = 0, index = -1;
       cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
@@ -748,6 +827,7 @@ struct ConvRunner::Impl {
         continue;
       }
       g.workspace = size_t(ws);
+      g.knobs = knob_text(cfg);
       out.push_back(std::move(g));
     }
     if (out.empty()) {
@@ -781,9 +861,11 @@ struct ConvRunner::Impl {
       note(why.empty() ? "graph API: no engine ran" : why);
       return nullptr;
     }
+    best->rivals = int(cands.size()) - 1;
     if (best->time_ms >= plan.choice.time_ms) {
       std::ostringstream os;
-      os << "graph engine " << best->engine << " " << best->time_ms << " ms, not faster";
+      os << "graph engine " << best->engine << knob_suffix(*best) << " " << best->time_ms
+         << " ms (best of " << cands.size() << "), not faster";
       note(os.str());
       return nullptr;
     }
@@ -802,7 +884,8 @@ struct ConvRunner::Impl {
     const Agreement agreed = compare_outputs(out, ref, out_bytes);
     if (!agreed.agree) {
       std::ostringstream os;
-      os << "graph engine " << best->engine << " DISAGREES with the descriptor API (max |error| "
+      os << "graph engine " << best->engine << knob_suffix(*best)
+         << " DISAGREES with the descriptor API (max |error| "
          << agreed.worst << ", rms " << agreed.rms << "): not used";
       note(os.str());
       return nullptr;
@@ -1059,6 +1142,10 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
     : impl_(std::make_unique<Impl>()) {
   impl_->stream = stream;
   impl_->options = options;
+  if (impl_->options.graph_candidates == 0)
+    impl_->options.graph_candidates = graph_candidate_limit();
+  else if (impl_->options.graph_candidates < 0)
+    throw CudnnError("ConvOptions::graph_candidates must not be negative (a bug in the caller)");
   UNETCU_CUDNN_CHECK(cudnnCreate(&impl_->handle));
   UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
 }
@@ -1125,8 +1212,9 @@ std::string ConvRunner::report() const {
     for (int accumulate = 0; accumulate < 2; ++accumulate)
       if (const GraphPlan* g = plan->graph[accumulate].get())
         os << "; " << (accumulate ? "accumulating" : "overwriting") << " runs graph engine "
-           << g->engine << (g->tensor_core ? " (tensor cores)" : "") << " " << g->time_ms
-           << " ms, workspace " << g->workspace << " B";
+           << g->engine << knob_suffix(*g) << (g->tensor_core ? " (tensor cores)" : "") << " "
+           << g->time_ms << " ms (best of " << g->rivals + 1 << "), workspace " << g->workspace
+           << " B";
     if (!plan->graph_note.empty()) os << "; " << plan->graph_note;
     if (!plan->rival_note.empty()) os << "; rival " << plan->rival_note;
     if (plan->timed.size() > 1) {

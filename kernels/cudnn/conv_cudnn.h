@@ -58,6 +58,10 @@ class CudnnError : public std::runtime_error {
 
 struct ConvOptions {
   bool tf32 = true;  // float32 convolutions may use TF32 tensor cores
+  // Graph-API engine configurations timed per shape and direction, from the top of cuDNN's
+  // heuristics ranking; 0: UNETCU_CUDNN_CANDIDATES, else 12 (a value outside 1..64 there
+  // throws, naming it).
+  int graph_candidates = 0;
 };
 
 // "cuDNN 9.19.0 (headers 9.19.0)": the library loaded at run time and the one compiled against.

@@ -500,6 +500,24 @@ TEST_CASE("UNETCU_DIRECT_CONV other than 0, 1 or auto is refused with its value"
   CHECK(test::contains(cuda_backend()->describe(), "direct convolutions off"));
 }
 
+#if !defined(UNETCU_TEST_EMULATED)
+// Read by cuDNN's runner, which the emulated build does not have.
+TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
+  ScopedEnv env("UNETCU_CUDNN_CANDIDATES");
+  for (const char* bad : {"0", "65", "-1", "many", "8x"}) {
+    env.set(bad);
+    const std::string error = test::error_of([&] { cuda_backend(); });
+    CAPTURE(bad);
+    CHECK(test::contains(error, std::string("UNETCU_CUDNN_CANDIDATES=") + bad));
+    CHECK(test::contains(error, "from 1 to 64"));
+  }
+  for (const char* good : {"1", "64"}) {
+    env.set(good);
+    CHECK(test::error_of([&] { cuda_backend(); }).empty());
+  }
+}
+#endif
+
 #if defined(UNETCU_TEST_EMULATED)
 // The emulator's device memory can be made small, so the out-of-memory path runs on any
 // machine: the error names the allocation and suggests a smaller batch.
