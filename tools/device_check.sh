@@ -200,7 +200,8 @@ step_variant() {
   [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if run "$name" 120 env UNETCU_CUDNN_CANDIDATES=4 $setting "$step_bin" -s '-tce=*PyTorch*smp*'; then
+  if run "$name" 120 env UNETCU_CUDNN_CANDIDATES=4 $setting "$step_bin" -s \
+       '-tce=*PyTorch*smp*'; then
     grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
       awk '{printf "%s%s", sep, $NF; sep=", "}')
     row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"

@@ -221,7 +221,7 @@ constexpr int64_t kGraphAlignment = 16;
 // The ranking is a model's guess, and the network's deep layers are the shapes it guesses
 // worst: at 4x4 and 8x8 outputs the chosen data-gradient kernels ran on 16 CTAs of a 132-SM
 // card (Nsight Compute, bench/RESULTS.md), where a configuration that splits the reduction
-// would fill it. Timing more of the list costs only start-up time (each a captured graph
+// could fill it. Timing more of the list costs only start-up time (each a captured graph
 // replayed five times), and a configuration serves only when it is faster and agrees.
 constexpr int kDefaultGraphCandidates = 12;
 constexpr int kMaxGraphCandidates = 64;
@@ -286,20 +286,19 @@ struct Steps {
 // The knob settings of an engine configuration, "TILE_SIZE=3 SPLIT_K_SLC=2", so that a report
 // tells two configurations of one engine apart; empty when cuDNN does not say.
 std::string knob_text(cudnnBackendDescriptor_t config) {
+  // The knobs cuDNN 9 does not mark deprecated; another prints as KNOB<number>.
+#define UNETCU_KNOB(name) {CUDNN_KNOB_TYPE_##name, #name}
   static const std::map<int, const char*> kNames = {
-      {CUDNN_KNOB_TYPE_SWIZZLE, "SWIZZLE"},         {CUDNN_KNOB_TYPE_TILE_SIZE, "TILE_SIZE"},
-      {CUDNN_KNOB_TYPE_EDGE, "EDGE"},               {CUDNN_KNOB_TYPE_MULTIPLY, "MULTIPLY"},
-      {CUDNN_KNOB_TYPE_SPLIT_K_BUF, "SPLIT_K_BUF"}, {CUDNN_KNOB_TYPE_TILEK, "TILEK"},
-      {CUDNN_KNOB_TYPE_STAGES, "STAGES"},           {CUDNN_KNOB_TYPE_REDUCTION_MODE, "REDUCTION_MODE"},
-      {CUDNN_KNOB_TYPE_SPLIT_K_SLC, "SPLIT_K_SLC"}, {CUDNN_KNOB_TYPE_IDX_MODE, "IDX_MODE"},
-      {CUDNN_KNOB_TYPE_SPECFILT, "SPECFILT"},       {CUDNN_KNOB_TYPE_KERNEL_CFG, "KERNEL_CFG"},
-      {CUDNN_KNOB_TYPE_WORKSPACE, "WORKSPACE"},     {CUDNN_KNOB_TYPE_TILE_CGA_M, "TILE_CGA_M"},
-      {CUDNN_KNOB_TYPE_TILE_CGA_N, "TILE_CGA_N"},   {CUDNN_KNOB_TYPE_BLOCK_SIZE, "BLOCK_SIZE"},
-      {CUDNN_KNOB_TYPE_OCCUPANCY, "OCCUPANCY"},     {CUDNN_KNOB_TYPE_CTA_COUNT, "CTA_COUNT"},
-      {CUDNN_KNOB_TYPE_STREAM_K, "STREAM_K"},       {CUDNN_KNOB_TYPE_SPLIT_P_SLC, "SPLIT_P_SLC"},
-      {CUDNN_KNOB_TYPE_TILE_M, "TILE_M"},           {CUDNN_KNOB_TYPE_TILE_N, "TILE_N"},
-      {CUDNN_KNOB_TYPE_WARP_SPEC_CFG, "WARP_SPEC_CFG"}, {CUDNN_KNOB_TYPE_SWAP_AB, "SWAP_AB"},
+      UNETCU_KNOB(SWIZZLE), UNETCU_KNOB(TILE_SIZE), UNETCU_KNOB(EDGE), UNETCU_KNOB(MULTIPLY),
+      UNETCU_KNOB(SPLIT_K_BUF), UNETCU_KNOB(TILEK), UNETCU_KNOB(STAGES),
+      UNETCU_KNOB(REDUCTION_MODE), UNETCU_KNOB(SPLIT_K_SLC), UNETCU_KNOB(IDX_MODE),
+      UNETCU_KNOB(SPECFILT), UNETCU_KNOB(KERNEL_CFG), UNETCU_KNOB(WORKSPACE),
+      UNETCU_KNOB(TILE_CGA_M), UNETCU_KNOB(TILE_CGA_N), UNETCU_KNOB(BLOCK_SIZE),
+      UNETCU_KNOB(OCCUPANCY), UNETCU_KNOB(CTA_COUNT), UNETCU_KNOB(STREAM_K),
+      UNETCU_KNOB(SPLIT_P_SLC), UNETCU_KNOB(TILE_M), UNETCU_KNOB(TILE_N),
+      UNETCU_KNOB(WARP_SPEC_CFG), UNETCU_KNOB(SWAP_AB),
   };
+#undef UNETCU_KNOB
   int64_t count = 0;
   if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
                                CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr) !=
@@ -344,7 +343,7 @@ struct GraphPlan {
   std::unique_ptr<Desc> exec;
   int64_t engine = -1;  // cuDNN's global engine index
   std::string knobs;    // its configuration's knob settings (knob_text)
-  int rivals = 0;       // how many configurations were timed beside it
+  int timed = 0;        // how many configurations were timed for the choice, this one included
   bool tensor_core = false;
   size_t workspace = 0;
   float time_ms = -1.0f;
@@ -861,7 +860,7 @@ struct ConvRunner::Impl {
       note(why.empty() ? "graph API: no engine ran" : why);
       return nullptr;
     }
-    best->rivals = int(cands.size()) - 1;
+    best->timed = int(cands.size());
     if (best->time_ms >= plan.choice.time_ms) {
       std::ostringstream os;
       os << "graph engine " << best->engine << knob_suffix(*best) << " " << best->time_ms
@@ -1213,7 +1212,7 @@ std::string ConvRunner::report() const {
       if (const GraphPlan* g = plan->graph[accumulate].get())
         os << "; " << (accumulate ? "accumulating" : "overwriting") << " runs graph engine "
            << g->engine << knob_suffix(*g) << (g->tensor_core ? " (tensor cores)" : "") << " "
-           << g->time_ms << " ms (best of " << g->rivals + 1 << "), workspace " << g->workspace
+           << g->time_ms << " ms (best of " << g->timed << "), workspace " << g->workspace
            << " B";
     if (!plan->graph_note.empty()) os << "; " << plan->graph_note;
     if (!plan->rival_note.empty()) os << "; rival " << plan->rival_note;
