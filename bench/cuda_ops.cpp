@@ -976,7 +976,9 @@ void register_spatial(const Graph& g) {
 
 // ---- loss, metrics, normalisation, Adam ---------------------------------------------------
 
-enum class LossOp { dice_forward, dice_forward_backward, confusion };
+// dice_and_counts: the Dice forward and the confusion counts as the training step issues them
+// (cuda::loss_and_counts where it applies, both at once), against LibTorch's two.
+enum class LossOp { dice_forward, dice_forward_backward, confusion, dice_and_counts };
 
 struct LossCase : OpCase {
   LossOp op;
@@ -1004,8 +1006,9 @@ struct LossCase : OpCase {
     dgrad = Dev<float>(size_t(count));
     dsums = Dev<DiceSums>(1);
     dcounts = Dev<ConfusionCounts>(size_t(n));
-    ws = Dev<unsigned char>(op == LossOp::confusion
-                                ? cuda::confusion_counts_workspace_bytes(n, pixels)
+    ws = Dev<unsigned char>(op == LossOp::confusion ? cuda::confusion_counts_workspace_bytes(n, pixels)
+                            : op == LossOp::dice_and_counts
+                                ? cuda::loss_and_counts_workspace_bytes(n)
                                 : cuda::dice_loss_workspace_bytes(count));
 #ifdef UNETCU_WITH_TORCH_CUDA
     const int64_t side = int64_t(std::lround(std::sqrt(double(pixels))));
@@ -1031,6 +1034,10 @@ struct LossCase : OpCase {
         cuda::confusion_counts(dcounts.get(), dlogits_in.get(), dtarget.get(), n, pixels, ws.get(),
                                g_stream);
         break;
+      case LossOp::dice_and_counts:
+        cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dlogits_in.get(),
+                              dtarget.get(), n, pixels, ws.get(), g_stream);
+        break;
     }
   }
   void torch() override {
@@ -1042,37 +1049,45 @@ struct LossCase : OpCase {
         torch::autograd::grad({libtorch_dice_loss(x, tt)}, {x});
         break;
       }
-      case LossOp::confusion: {
-        auto pred = (tl.sigmoid() > 0.5).to(torch::kLong).reshape({n, -1});
-        auto truth = tt_long.reshape({n, -1});
-        auto tp = (pred * truth).sum(1);
-        auto fp = pred.sum(1) - tp;
-        auto fn = truth.sum(1) - tp;
-        counts = {tp, fp, fn, pixels - (tp + fp + fn)};
+      case LossOp::confusion: libtorch_counts(); break;
+      case LossOp::dice_and_counts:
+        libtorch_dice_loss(tl, tt);
+        libtorch_counts();
         break;
-      }
     }
 #endif
   }
+#ifdef UNETCU_WITH_TORCH_CUDA
+  void libtorch_counts() {
+    auto pred = (tl.sigmoid() > 0.5).to(torch::kLong).reshape({n, -1});
+    auto truth = tt_long.reshape({n, -1});
+    auto tp = (pred * truth).sum(1);
+    auto fp = pred.sum(1) - tp;
+    auto fn = truth.sum(1) - tp;
+    counts = {tp, fp, fn, pixels - (tp + fp + fn)};
+  }
+#endif
+  Check check_counts() {
+    std::vector<ConfusionCounts> want(static_cast<size_t>(n));
+    cpu::confusion_counts(want.data(), logits.data(), target.data(), n, pixels);
+    const auto got = dcounts.host();
+    std::vector<int64_t> g, w;
+    for (int i = 0; i < n; ++i) {
+      const ConfusionCounts &a = got[size_t(i)], &b = want[size_t(i)];
+      g.insert(g.end(), {a.tp, a.fp, a.fn, a.tn});
+      w.insert(w.end(), {b.tp, b.fp, b.fn, b.tn});
+    }
+    return compare(g.data(), w.data(), g.size(), 0.0, "tp, fp, fn, tn");
+  }
   Check check() override {
     ours();
-    if (op == LossOp::confusion) {
-      std::vector<ConfusionCounts> want(static_cast<size_t>(n));
-      cpu::confusion_counts(want.data(), logits.data(), target.data(), n, pixels);
-      const auto got = dcounts.host();
-      std::vector<int64_t> g, w;
-      for (int i = 0; i < n; ++i) {
-        const ConfusionCounts &a = got[size_t(i)], &b = want[size_t(i)];
-        g.insert(g.end(), {a.tp, a.fp, a.fn, a.tn});
-        w.insert(w.end(), {b.tp, b.fp, b.fn, b.tn});
-      }
-      return compare(g.data(), w.data(), g.size(), 0.0, "tp, fp, fn, tn");
-    }
+    if (op == LossOp::confusion) return check_counts();
     float want_loss = 0;
     DiceSums sums;
     cpu::dice_loss_forward(&want_loss, &sums, logits.data(), target.data(), count);
     const auto got_loss = dloss.host();
     Check c = compare(got_loss.data(), &want_loss, 1, 1e-6, "loss");
+    if (op == LossOp::dice_and_counts) c = combine({c, check_counts()});
     if (op == LossOp::dice_forward_backward) {
       std::vector<float> want(static_cast<size_t>(count));
       cpu::dice_loss_backward(want.data(), logits.data(), target.data(), sums, count, 1.0f,
@@ -1185,7 +1200,8 @@ void register_loss_and_optimizer(const Options& o) {
     double bytes;
   } losses[] = {{LossOp::dice_forward, "dice.fwd", 5.0 * count},
                 {LossOp::dice_forward_backward, "dice.fwd_bwd", 14.0 * count},
-                {LossOp::confusion, "confusion_counts", 5.0 * count}};
+                {LossOp::confusion, "confusion_counts", 5.0 * count},
+                {LossOp::dice_and_counts, "dice_counts.fwd", 5.0 * count}};
   const std::string shape =
       std::to_string(o.batch) + "x" + std::to_string(o.size) + "x" + std::to_string(o.size);
   uint64_t seed = 11000;
@@ -1194,6 +1210,13 @@ void register_loss_and_optimizer(const Options& o) {
     p.key = std::string(l.key) + "/logits";
     p.shape = shape;
     p.work = l.bytes;
+    if (l.op == LossOp::dice_and_counts) {
+      // The fused form of the two pairs above: in the bandwidth table, not in the family
+      // totals (which keep counting them apart, as in earlier runs); only where it applies.
+      if (pixels > cuda::kFusedLossMaxPixels || pixels % 4 != 0) continue;
+      p.in_totals = false;
+      p.probe = true;
+    }
     const LossOp op = l.op;
     const int n = o.batch;
     const uint64_t s = seed += 10;

@@ -203,6 +203,14 @@ class Backend {
                                   const DiceSums* sums, int64_t count) = 0;
   virtual void confusion_counts(ConfusionCounts* counts, const float* logits,
                                 const uint8_t* target, int n_images, int64_t pixels) = 0;
+  // Both of the above for one batch of n_images x pixels (the session's call): a backend may
+  // fuse them (CUDA: one pass over the logits where the images are small enough).
+  virtual void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts,
+                               const float* logits, const uint8_t* target, int n_images,
+                               int64_t pixels) {
+    dice_loss_forward(loss, sums, logits, target, int64_t(n_images) * pixels);
+    confusion_counts(counts, logits, target, n_images, pixels);
+  }
 
   // Adam's configuration and step counter t (updates done so far) are held by the backend, on
   // the device for CUDA, so that a training step captured once as a CUDA graph reads the

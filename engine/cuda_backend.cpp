@@ -650,6 +650,16 @@ class CudaBackend final : public Backend {
                            compute_);
   }
 
+  void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
+                       const uint8_t* target, int n_images, int64_t pixels) override {
+    if (!cuda::loss_and_counts_applies(logits, target, n_images, pixels)) {
+      Backend::loss_and_counts(loss, sums, counts, logits, target, n_images, pixels);
+      return;
+    }
+    cuda::loss_and_counts(loss, sums, counts, logits, target, n_images, pixels,
+                          scratch(cuda::loss_and_counts_workspace_bytes(n_images)), compute_);
+  }
+
   void set_adam(const AdamConfig& cfg, int64_t t) override {
     not_capturing("set_adam");
     adam_cfg_ = cfg;

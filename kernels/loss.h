@@ -84,6 +84,23 @@ size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels);
 void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
                       int n_images, int64_t pixels, void* workspace, cudaStream_t stream);
 
+// The Dice forward and the confusion counts of one batch in one pass over the logits, with the
+// outputs of dice_loss_forward and confusion_counts (the sums in another order of addition).
+// Each image is one block, so no image waits for another before its sums are final; then one
+// thread adds the images' Dice sums in image order. Where it applies (images of at most
+// kFusedLossMaxPixels pixels, a multiple of 4, 16-byte aligned logits), two launches replace
+// the four of the separate ops and the logits are read once; each of those reductions moved
+// a third of the copy bandwidth at this network's 16 x 128 x 128 (bench/RESULTS.md), bound by
+// its launches and its two grid-wide stages, not by bytes.
+constexpr int64_t kFusedLossMaxPixels = 32768;
+bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
+                             int64_t pixels);
+// Only where loss_and_counts_applies; workspace: loss_and_counts_workspace_bytes, 8-byte aligned.
+size_t loss_and_counts_workspace_bytes(int n_images);
+void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
+                     const uint8_t* target, int n_images, int64_t pixels, void* workspace,
+                     cudaStream_t stream);
+
 // Running sums over an epoch, kept on the device; zero it (all bytes 0) at the start of an
 // epoch. Micro-imagewise IoU = iou_sum / images; micro IoU = tp / (tp + fp + fn).
 struct EpochTotals {

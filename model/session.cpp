@@ -146,8 +146,7 @@ void ModelSession::issue_train_step(PerBatch& pb, int n) {
   be_.normalize_input(pb.exec->value(g.input()), pb.images, pixels, NormalizeParams{});
   pb.exec->forward(params_, running_, true);
   const float* logits = pb.exec->value(g.output());
-  be_.dice_loss_forward(pb.loss(), pb.sums, logits, pb.masks, pixels);
-  be_.confusion_counts(pb.counts(), logits, pb.masks, n, int64_t(h_) * w_);
+  be_.loss_and_counts(pb.loss(), pb.sums, pb.counts(), logits, pb.masks, n, int64_t(h_) * w_);
   be_.dice_loss_backward(pb.exec->grad(g.output()), logits, pb.masks, pb.sums, pixels);
   if (!be_.early_adam()) {
     pb.exec->backward(params_, grads_);
@@ -287,12 +286,10 @@ void ModelSession::submit_train_step(const uint8_t* images, const uint8_t* masks
 StepResult ModelSession::eval_step(const uint8_t* images, const uint8_t* masks, int n) {
   PerBatch& pb = batch(n);
   const Graph& g = pb.unet.graph;
-  const int64_t pixels = int64_t(n) * h_ * w_;
   upload_inputs(pb, images, masks, n);
   issue_eval_step(pb, n);
   const float* logits = pb.exec->value(g.output());
-  be_.dice_loss_forward(pb.loss(), pb.sums, logits, pb.masks, pixels);
-  be_.confusion_counts(pb.counts(), logits, pb.masks, n, int64_t(h_) * w_);
+  be_.loss_and_counts(pb.loss(), pb.sums, pb.counts(), logits, pb.masks, n, int64_t(h_) * w_);
   return read_results(pb, n);
 }
 

@@ -11,6 +11,10 @@
 //   dice backward    one streaming pass (float4 logits + 4 target bytes per step); each thread
 //                    forms the two gradient coefficients from the device sums once.
 //   confusion counts reduce_rows with one batch per image; 0/1 counts are exact in double.
+//   both at once     (loss_and_counts, the training step's call where images are small): one
+//                    block of 1024 threads per image sums the Dice terms and the counts from
+//                    one read of its logits (each thread's loads issued before its sums), warp
+//                    trees then a tree over the warps; one thread adds the images' Dice sums.
 #include "kernels/loss.h"
 
 #include <cmath>
@@ -166,7 +170,116 @@ __global__ void epoch_totals_kernel(EpochTotals* totals, const float* loss,
   *totals = t;
 }
 
+// ---- the fused Dice forward and counts ----
+
+// Threads of a fused block, and the float4s of its image each thread takes at most: all of a
+// thread's loads are issued before its sums, one round trip to memory for the whole image.
+constexpr int kFusedThreads = 1024;
+constexpr int kFusedVecsPerThread = int(kFusedLossMaxPixels / 4 / kFusedThreads);
+// The per-image sums: sigmoid, target, their product (Dice), tp, fp, fn (counts).
+constexpr int kFusedSums = 6;
+
+// Fixed-order sum of v over the warp into lane 0 (a halving tree: lane i adds lane i + d).
+__device__ inline double warp_tree_sum(double v) {
+  for (int d = 16; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
+  return v;
+}
+
+// Block b sums image b: each thread its float4s j = threadIdx.x + k * kFusedThreads in order,
+// then the warps' trees, then warp 0's tree over the 32 warp totals. Thread 0 writes the
+// image's counts and its three Dice sums (workspace: image_sums[b][3]).
+__global__ void __launch_bounds__(kFusedThreads)
+    image_sums_kernel(ConfusionCounts* counts, double* image_sums, const float* logits,
+                      const uint8_t* target, int64_t pixels) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  __shared__ double warp_totals[kFusedSums][kFusedThreads / 32];
+  const int64_t base = int64_t(blockIdx.x) * pixels;
+  const int64_t vecs = pixels / 4;
+  const int tid = int(threadIdx.x);
+  Vec<float, 4> x[kFusedVecsPerThread];
+  Vec<uint8_t, 4> t[kFusedVecsPerThread];
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int k = 0; k < kFusedVecsPerThread; ++k) {
+    const int64_t j = tid + int64_t(k) * kFusedThreads;
+    if (j < vecs) {
+      x[k] = load_vec<4>(logits + base, j);
+      t[k] = load_vec<4>(target + base, j);
+    }
+  }
+  double acc[kFusedSums] = {};
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int k = 0; k < kFusedVecsPerThread; ++k) {
+    if (tid + int64_t(k) * kFusedThreads >= vecs) break;
+    for (int m = 0; m < 4; ++m) {
+      const double p = double(sigmoid_pair(x[k].v[m]).p);
+      const bool truth = t[k].v[m] != 0;
+      const bool pred = predicted_positive(x[k].v[m]);
+      acc[0] += p;
+      acc[1] += truth ? 1.0 : 0.0;
+      acc[2] += truth ? p : 0.0;
+      acc[3] += (pred && truth) ? 1.0 : 0.0;
+      acc[4] += (pred && !truth) ? 1.0 : 0.0;
+      acc[5] += (!pred && truth) ? 1.0 : 0.0;
+    }
+  }
+  const int lane = tid % 32, warp = tid / 32;
+  for (int v = 0; v < kFusedSums; ++v) {
+    const double w = warp_tree_sum(acc[v]);
+    if (lane == 0) warp_totals[v][warp] = w;
+  }
+  __syncthreads();
+  if (warp != 0) return;  // no barrier below
+  double total[kFusedSums];
+  for (int v = 0; v < kFusedSums; ++v) total[v] = warp_tree_sum(warp_totals[v][lane]);
+  if (lane != 0) return;
+  ConfusionCounts c;
+  c.tp = int64_t(total[3]);
+  c.fp = int64_t(total[4]);
+  c.fn = int64_t(total[5]);
+  c.tn = pixels - c.tp - c.fp - c.fn;
+  counts[blockIdx.x] = c;
+  for (int v = 0; v < 3; ++v) image_sums[int64_t(blockIdx.x) * 3 + v] = total[v];
+}
+
+// One thread: the batch's Dice sums as the images' sums added in image order, and the loss.
+__global__ void dice_from_image_sums_kernel(float* loss, DiceSums* sums, const double* image_sums,
+                                            int n_images) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  DiceSums s;
+  for (int i = 0; i < n_images; ++i) {
+    s.sum_p += image_sums[3 * i];
+    s.sum_t += image_sums[3 * i + 1];
+    s.intersection += image_sums[3 * i + 2];
+  }
+  *sums = s;
+  *loss = float(dice_loss_from_sums(s));
+}
+
 }  // namespace
+
+bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
+                             int64_t pixels) {
+  return n_images > 0 && pixels > 0 && pixels <= kFusedLossMaxPixels && pixels % 4 == 0 &&
+         detail::all_vec4(logits, target);
+}
+
+size_t loss_and_counts_workspace_bytes(int n_images) {
+  return size_t(n_images > 0 ? n_images : 0) * 3 * sizeof(double);
+}
+
+void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
+                     const uint8_t* target, int n_images, int64_t pixels, void* workspace,
+                     cudaStream_t stream) {
+  double* image_sums = static_cast<double*>(workspace);
+  UNETCU_LAUNCH_CHAINED(image_sums_kernel, n_images, kFusedThreads, 0, stream)(
+      counts, image_sums, logits, target, pixels);
+  UNETCU_LAUNCH_CHAINED(dice_from_image_sums_kernel, 1, 1, 0, stream)(loss, sums, image_sums,
+                                                                       n_images);
+}
 
 size_t dice_loss_workspace_bytes(int64_t count) {
   return detail::reduce_tiling(count, 1).partial_count(3) * sizeof(double);

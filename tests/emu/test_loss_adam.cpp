@@ -22,6 +22,19 @@ std::vector<float> dice_logits(size_t count, uint64_t seed) {
 
 std::vector<double> sums_vector(const DiceSums& s) { return {s.sum_p, s.sum_t, s.intersection}; }
 
+// Counts are exact: every image's four, as the reference's.
+void check_counts(const std::vector<ConfusionCounts>& got,
+                  const std::vector<ConfusionCounts>& want) {
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i].tp == want[i].tp);
+    CHECK(got[i].fp == want[i].fp);
+    CHECK(got[i].fn == want[i].fn);
+    CHECK(got[i].tn == want[i].tn);
+  }
+}
+
 struct DiceCase {
   int64_t count;
   double p_one;  // fraction of positive targets; 0: the empty-batch case
@@ -190,14 +203,7 @@ TEST_CASE("cuda confusion counts and epoch totals match the reference") {
       o.add("totals", dtotals);
       return o;
     });
-    const auto got = out.get<ConfusionCounts>("counts");
-    for (int i = 0; i < cc.n_images; ++i) {
-      CAPTURE(i);
-      CHECK(got[size_t(i)].tp == want[size_t(i)].tp);
-      CHECK(got[size_t(i)].fp == want[size_t(i)].fp);
-      CHECK(got[size_t(i)].fn == want[size_t(i)].fn);
-      CHECK(got[size_t(i)].tn == want[size_t(i)].tn);
-    }
+    check_counts(out.get<ConfusionCounts>("counts"), want);
     // Same additions in the same order as the host loop above: exact.
     const cuda::EpochTotals tot = out.get<cuda::EpochTotals>("totals").at(0);
     CHECK(tot.loss_sum == want_totals.loss_sum);
@@ -210,6 +216,76 @@ TEST_CASE("cuda confusion counts and epoch totals match the reference") {
     CHECK(tot.fn == want_totals.fn);
     CHECK(tot.tn == want_totals.tn);
   }
+}
+
+// The fused Dice forward + counts: the counts exactly, the sums as the reference's (to its
+// sigmoid's rounding) and as the separate kernels' (the same doubles added in another order:
+// 1e-12), at images from 4 pixels to the largest it takes, with an image without positives.
+TEST_CASE("cuda fused dice forward and counts match the reference and the separate kernels") {
+  struct FusedCase {
+    int n_images;
+    int64_t pixels;
+  };
+  for (const FusedCase& fc : {FusedCase{1, 4}, FusedCase{3, 16}, FusedCase{2, 1000},
+                              FusedCase{5, 4100}, FusedCase{16, 16384},
+                              FusedCase{2, cuda::kFusedLossMaxPixels}}) {
+    CAPTURE(fc.n_images);
+    CAPTURE(fc.pixels);
+    const int64_t count = fc.n_images * fc.pixels;
+    auto x = dice_logits(size_t(count), 940 + uint64_t(count));
+    auto t = random_binary(size_t(count), 941, 0.4);
+    for (int64_t i = 0; i < fc.pixels; ++i) t[size_t(i)] = 0;  // image 0: no positive target
+    float want_loss = 0;
+    DiceSums want_sums;
+    cpu::dice_loss_forward(&want_loss, &want_sums, x.data(), t.data(), count);
+    std::vector<ConfusionCounts> want(size_t(fc.n_images));
+    cpu::confusion_counts(want.data(), x.data(), t.data(), fc.n_images, fc.pixels);
+
+    const Outputs out = run_deterministic([&] {
+      DeviceBuffer<float> dx(x), dloss(1), dloss_sep(1);
+      DeviceBuffer<uint8_t> dt(t);
+      DeviceBuffer<DiceSums> dsums(1), dsums_sep(1);
+      DeviceBuffer<ConfusionCounts> dcounts(size_t(fc.n_images));
+      DeviceBuffer<unsigned char> ws(cuda::loss_and_counts_workspace_bytes(fc.n_images));
+      DeviceBuffer<unsigned char> ws_sep(cuda::dice_loss_workspace_bytes(count));
+      REQUIRE(cuda::loss_and_counts_applies(dx.get(), dt.get(), fc.n_images, fc.pixels));
+      dloss.poison();
+      dsums.poison();
+      dcounts.poison();
+      ws.poison();
+      cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(),
+                            fc.n_images, fc.pixels, ws.get(), nullptr);
+      cuda::dice_loss_forward(dloss_sep.get(), dsums_sep.get(), dx.get(), dt.get(), count,
+                              ws_sep.get(), nullptr);
+      sync_device();
+      Outputs o;
+      o.add("loss", dloss);
+      o.add("sums", dsums);
+      o.add("counts", dcounts);
+      o.add("workspace", ws);
+      o.add("separate sums", dsums_sep);
+      return o;
+    });
+    check_counts(out.get<ConfusionCounts>("counts"), want);
+    const DiceSums got_sums = out.get<DiceSums>("sums").at(0);
+    check_close(sums_vector(got_sums), sums_vector(want_sums), 1e-9, 1e-6, "dice sums");
+    CHECK(got_sums.sum_t == want_sums.sum_t);
+    check_close(sums_vector(got_sums), sums_vector(out.get<DiceSums>("separate sums").at(0)),
+                0.0, 1e-12, "dice sums against the separate kernels");
+    check_close(out.get<float>("loss"), std::vector<float>{want_loss}, 1e-6, 0.0, "dice loss");
+  }
+}
+
+TEST_CASE("the fused dice forward and counts take only images it can hold in one block") {
+  DeviceBuffer<float> dx(size_t(2 * cuda::kFusedLossMaxPixels + 8));
+  DeviceBuffer<uint8_t> dt(size_t(2 * cuda::kFusedLossMaxPixels + 8));
+  CHECK(cuda::loss_and_counts_applies(dx.get(), dt.get(), 16, 16384));
+  CHECK(cuda::loss_and_counts_applies(dx.get(), dt.get(), 1, cuda::kFusedLossMaxPixels));
+  CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get(), 1, cuda::kFusedLossMaxPixels + 4));
+  CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get(), 2, 18));  // not a multiple of 4
+  CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get(), 0, 16));
+  CHECK_FALSE(cuda::loss_and_counts_applies(dx.get() + 1, dt.get(), 1, 16));  // unaligned
+  CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get() + 1, 1, 16));
 }
 
 // Adam: the kernel performs the reference's float operations in its order, with the same
