@@ -13,7 +13,7 @@
 //   confusion counts reduce_rows with one batch per image; 0/1 counts are exact in double.
 //   both at once     (loss_and_counts, the training step's call where images are small): one
 //                    block of 1024 threads per image sums the Dice terms and the counts from
-//                    one read of its logits (each thread's loads issued before its sums), warp
+//                    one read of its logits (four float4s a thread at a time), warp
 //                    trees then a tree over the warps; one thread adds the images' Dice sums.
 #include "kernels/loss.h"
 
@@ -172,10 +172,10 @@ __global__ void epoch_totals_kernel(EpochTotals* totals, const float* loss,
 
 // ---- the fused Dice forward and counts ----
 
-// Threads of a fused block, and the float4s of its image each thread takes at most: all of a
-// thread's loads are issued before its sums, one round trip to memory for the whole image.
+// Threads of a fused block, and the float4s of its image each thread takes at most.
 constexpr int kFusedThreads = 1024;
 constexpr int kFusedVecsPerThread = int(kFusedLossMaxPixels / 4 / kFusedThreads);
+constexpr int kFusedBatch = 4;
 // The per-image sums: sigmoid, target, their product (Dice), tp, fp, fn (counts).
 constexpr int kFusedSums = 6;
 
@@ -196,34 +196,39 @@ __global__ void __launch_bounds__(kFusedThreads)
   const int64_t base = int64_t(blockIdx.x) * pixels;
   const int64_t vecs = pixels / 4;
   const int tid = int(threadIdx.x);
-  Vec<float, 4> x[kFusedVecsPerThread];
-  Vec<uint8_t, 4> t[kFusedVecsPerThread];
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
-  for (int k = 0; k < kFusedVecsPerThread; ++k) {
-    const int64_t j = tid + int64_t(k) * kFusedThreads;
-    if (j < vecs) {
-      x[k] = load_vec<4>(logits + base, j);
-      t[k] = load_vec<4>(target + base, j);
-    }
-  }
   double acc[kFusedSums] = {};
+  // Four float4s at a time: their loads are issued before their sums (one round trip for a
+  // 128 x 128 image), and the registers of eight would not fit the 64 a thread of a
+  // 1024-thread block has (ptxas spilled).
+  for (int k0 = 0; k0 < kFusedVecsPerThread; k0 += kFusedBatch) {
+    Vec<float, 4> x[kFusedBatch];
+    Vec<uint8_t, 4> t[kFusedBatch];
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-  for (int k = 0; k < kFusedVecsPerThread; ++k) {
-    if (tid + int64_t(k) * kFusedThreads >= vecs) break;
-    for (int m = 0; m < 4; ++m) {
-      const double p = double(sigmoid_pair(x[k].v[m]).p);
-      const bool truth = t[k].v[m] != 0;
-      const bool pred = predicted_positive(x[k].v[m]);
-      acc[0] += p;
-      acc[1] += truth ? 1.0 : 0.0;
-      acc[2] += truth ? p : 0.0;
-      acc[3] += (pred && truth) ? 1.0 : 0.0;
-      acc[4] += (pred && !truth) ? 1.0 : 0.0;
-      acc[5] += (!pred && truth) ? 1.0 : 0.0;
+    for (int k = 0; k < kFusedBatch; ++k) {
+      const int64_t j = tid + int64_t(k0 + k) * kFusedThreads;
+      if (j < vecs) {
+        x[k] = load_vec<4>(logits + base, j);
+        t[k] = load_vec<4>(target + base, j);
+      }
+    }
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int k = 0; k < kFusedBatch; ++k) {
+      if (tid + int64_t(k0 + k) * kFusedThreads >= vecs) break;
+      for (int m = 0; m < 4; ++m) {
+        const double p = double(sigmoid_pair(x[k].v[m]).p);
+        const bool truth = t[k].v[m] != 0;
+        const bool pred = predicted_positive(x[k].v[m]);
+        acc[0] += p;
+        acc[1] += truth ? 1.0 : 0.0;
+        acc[2] += truth ? p : 0.0;
+        acc[3] += (pred && truth) ? 1.0 : 0.0;
+        acc[4] += (pred && !truth) ? 1.0 : 0.0;
+        acc[5] += (!pred && truth) ? 1.0 : 0.0;
+      }
     }
   }
   const int lane = tid % 32, warp = tid / 32;
