@@ -203,7 +203,7 @@ class Backend {
                                   const DiceSums* sums, int64_t count) = 0;
   virtual void confusion_counts(ConfusionCounts* counts, const float* logits,
                                 const uint8_t* target, int n_images, int64_t pixels) = 0;
-  // Both of the above for one batch of n_images x pixels (the session's call): a backend may
+  // Both of the above for one batch of n_images x pixels (ModelSession's call): a backend may
   // fuse them (CUDA: one pass over the logits where the images are small enough).
   virtual void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts,
                                const float* logits, const uint8_t* target, int n_images,
