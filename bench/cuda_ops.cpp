@@ -1006,7 +1006,8 @@ struct LossCase : OpCase {
     dgrad = Dev<float>(size_t(count));
     dsums = Dev<DiceSums>(1);
     dcounts = Dev<ConfusionCounts>(size_t(n));
-    ws = Dev<unsigned char>(op == LossOp::confusion ? cuda::confusion_counts_workspace_bytes(n, pixels)
+    ws = Dev<unsigned char>(op == LossOp::confusion
+                                ? cuda::confusion_counts_workspace_bytes(n, pixels)
                             : op == LossOp::dice_and_counts
                                 ? cuda::loss_and_counts_workspace_bytes(n)
                                 : cuda::dice_loss_workspace_bytes(count));

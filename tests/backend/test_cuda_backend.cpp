@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <iterator>
 #include <map>
 #include <string>
@@ -471,29 +472,28 @@ class ScopedEnv {
 };
 
 // Settings the backend cannot use are refused when it is made, naming the variable, the value
-// and what it takes.
-TEST_CASE("UNETCU_WGRAD_STREAMS outside 1..4 is refused with its value") {
-  ScopedEnv env("UNETCU_WGRAD_STREAMS");
-  for (const char* bad : {"0", "5", "two", "3x"}) {
+// and what it takes (`takes`, a part of the message).
+void check_refused(ScopedEnv& env, const char* name, std::initializer_list<const char*> bad_values,
+                   const char* takes) {
+  for (const char* bad : bad_values) {
     env.set(bad);
     const std::string error = test::error_of([&] { cuda_backend(); });
     CAPTURE(bad);
-    CHECK(test::contains(error, std::string("UNETCU_WGRAD_STREAMS=") + bad));
-    CHECK(test::contains(error, "from 1 to 4"));
+    CHECK(test::contains(error, std::string(name) + "=" + bad));
+    CHECK(test::contains(error, takes));
   }
+}
+
+TEST_CASE("UNETCU_WGRAD_STREAMS outside 1..4 is refused with its value") {
+  ScopedEnv env("UNETCU_WGRAD_STREAMS");
+  check_refused(env, "UNETCU_WGRAD_STREAMS", {"0", "5", "two", "3x"}, "from 1 to 4");
   env.set("2");
   CHECK(cuda_backend()->weight_grad_streams() == 2);
 }
 
 TEST_CASE("UNETCU_DIRECT_CONV other than 0, 1 or auto is refused with its value") {
   ScopedEnv env("UNETCU_DIRECT_CONV");
-  for (const char* bad : {"2", "yes", "on"}) {
-    env.set(bad);
-    const std::string error = test::error_of([&] { cuda_backend(); });
-    CAPTURE(bad);
-    CHECK(test::contains(error, std::string("UNETCU_DIRECT_CONV=") + bad));
-    CHECK(test::contains(error, "expected 0 (cuDNN only), 1"));
-  }
+  check_refused(env, "UNETCU_DIRECT_CONV", {"2", "yes", "on"}, "expected 0 (cuDNN only), 1");
   env.set("1");
   CHECK(test::contains(cuda_backend()->describe(), "direct convolutions always"));
   env.set("0");
@@ -504,13 +504,7 @@ TEST_CASE("UNETCU_DIRECT_CONV other than 0, 1 or auto is refused with its value"
 // Read by cuDNN's runner, which the emulated build does not have.
 TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
   ScopedEnv env("UNETCU_CUDNN_CANDIDATES");
-  for (const char* bad : {"0", "65", "-1", "many", "8x"}) {
-    env.set(bad);
-    const std::string error = test::error_of([&] { cuda_backend(); });
-    CAPTURE(bad);
-    CHECK(test::contains(error, std::string("UNETCU_CUDNN_CANDIDATES=") + bad));
-    CHECK(test::contains(error, "from 1 to 64"));
-  }
+  check_refused(env, "UNETCU_CUDNN_CANDIDATES", {"0", "65", "-1", "many", "8x"}, "from 1 to 64");
   for (const char* good : {"1", "64"}) {
     env.set(good);
     CHECK(test::error_of([&] { cuda_backend(); }).empty());
