@@ -62,6 +62,7 @@
 #include "kernels/conv.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cudnn/conv_cudnn.h"
+#include "kernels/cudnn/gemm_cublas.h"
 #include "kernels/elementwise.h"
 #include "kernels/loss.h"
 #include "kernels/normalize.h"
@@ -96,6 +97,7 @@ cudaStream_t g_stream = nullptr;
 int g_runs = 30;
 bool g_tf32 = true;
 std::unique_ptr<cudnn::ConvRunner> g_conv;
+std::unique_ptr<cudnn::GemmRunner> g_gemm;  // the GEMM backward-data's (UNETCU_GEMM_CONV)
 
 // ---- device memory ------------------------------------------------------------------------
 
@@ -227,6 +229,7 @@ struct ConvCase : OpCase {
   ConvDir dir;
   bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
   bool direct = false;  // a direct kernel, which won against cuDNN (as the engine runs it)
+  bool gemm = false;    // the GEMM backward-data, which won against cuDNN (likewise)
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
   Dev<unsigned char> ws, bias_ws;
@@ -267,7 +270,8 @@ struct ConvCase : OpCase {
 #endif
   }
   // As CudaBackend: a direct kernel competes with cuDNN's choice where it applies, unless
-  // UNETCU_DIRECT_CONV=0; the timing is cuDNN's runner's (ConvRunner::Rival).
+  // UNETCU_DIRECT_CONV=0, else for backward-data the GEMM and gather, unless
+  // UNETCU_GEMM_CONV=0; the timing is cuDNN's runner's (ConvRunner::Rival).
   void prepare() {
     const char* setting = std::getenv("UNETCU_DIRECT_CONV");
     const bool allowed = setting == nullptr || std::string(setting) != "0";
@@ -281,12 +285,22 @@ struct ConvCase : OpCase {
         ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get(), applies ? &rival : nullptr);
         direct = applies && g_conv->rival_serves_forward(sh);
         break;
-      case ConvDir::backward_data:
+      case ConvDir::backward_data: {
         applies = allowed && cuda::conv2d_direct_backward_data_applies(sh, ddy.get(), out.get());
+        const bool gemm_applies =
+            !applies && g_gemm && cuda::conv2d_gemm_backward_data_applies(sh);
+        if (gemm_applies) {
+          rival.name = "GEMM + gather";
+          rival.workspace_bytes = conv2d_backward_data_col_bytes(sh);
+          rival.run = [this](float* o, void* w, cudaStream_t) { gemm_ours(o, w); };
+        }
         ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get(),
-                                                 applies ? &rival : nullptr);
+                                                 applies || gemm_applies ? &rival : nullptr);
         direct = applies && g_conv->rival_serves_backward_data(sh);
+        gemm = gemm_applies && g_conv->rival_serves_backward_data(sh);
+        if (gemm) ws_bytes = rival.workspace_bytes;
         break;
+      }
       case ConvDir::backward_filter:
         applies =
             allowed && cuda::conv2d_direct_backward_filter_applies(sh, ddy.get(), dx_in.get());
@@ -297,6 +311,13 @@ struct ConvCase : OpCase {
         if (direct) ws_bytes = rival.workspace_bytes;
         break;
     }
+  }
+  // The GEMM backward-data into `o` (overwriting), its column buffer in `workspace`, on
+  // g_stream, the runner's.
+  void gemm_ours(float* o, void* workspace) {
+    float* col = static_cast<float*>(workspace);
+    g_gemm->run(conv2d_backward_data_gemm_dims(sh), dwt.get(), ddy.get(), col, g_stream);
+    cuda::conv2d_col2im(o, col, sh, GradMode::overwrite, g_stream);
   }
   // The direct kernel of this direction into `o` (overwriting), on g_stream, the runner's.
   void direct_ours(float* o, void* workspace) {
@@ -331,6 +352,8 @@ struct ConvCase : OpCase {
       case ConvDir::backward_data:
         if (direct) {
           direct_ours(out.get(), nullptr);
+        } else if (gemm) {
+          gemm_ours(out.get(), ws.get());
         } else {
           g_conv->backward_data(out.get(), ddy.get(), dwt.get(), sh, GradMode::overwrite,
                                 ws.get(), ws_bytes);
@@ -1470,10 +1493,14 @@ int main(int argc, char** argv) {
   UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
   g_timer = std::make_unique<GpuTimer>();
   g_conv = std::make_unique<cudnn::ConvRunner>(g_stream, cudnn::ConvOptions{g_tf32});
+  const char* gemm_setting = std::getenv("UNETCU_GEMM_CONV");
+  if (gemm_setting == nullptr || std::string(gemm_setting) != "0")
+    g_gemm = std::make_unique<cudnn::GemmRunner>(g_tf32);
   std::printf(
-      "GPU ops: %s, %s; batch %d, %dx%d, fp32%s; median of %d runs, L2 flushed (%zu MiB "
+      "GPU ops: %s, %s, %s; batch %d, %dx%d, fp32%s; median of %d runs, L2 flushed (%zu MiB "
       "written before each); peers: %s\n",
-      prop.name, cudnn::version().c_str(), o.batch, o.size, o.size,
+      prop.name, cudnn::version().c_str(), cudnn::cublas_version().c_str(), o.batch, o.size,
+      o.size,
       g_tf32 ? " (convolutions TF32)" : "", g_runs, g_timer->flush_bytes() >> 20, kPeers);
 #ifdef UNETCU_WITH_TORCH_CUDA
   at::globalContext().setAllowTF32CuDNN(g_tf32);
@@ -1517,6 +1544,7 @@ int main(int argc, char** argv) {
   std::printf("\n");
   // cuDNN's handle and the device buffers go before the CUDA runtime shuts down at exit.
   g_conv.reset();
+  g_gemm.reset();
   g_timer.reset();
   return ok ? 0 : 1;
 }

@@ -59,6 +59,7 @@
 #include "kernels/elementwise.h"
 #if !defined(UNETCU_SIMT)
 #include "kernels/cudnn/conv_cudnn.h"
+#include "kernels/cudnn/gemm_cublas.h"
 #endif
 
 namespace unetcu {
@@ -104,33 +105,39 @@ int side_stream_count() {
   return int(n);
 }
 
-// UNETCU_DIRECT_CONV: the hand-written direct convolutions (kernels/cuda/conv_narrow.cu) for
-// the shapes they take (few output channels, kernels/conv.h): forward, backward-data, weight
-// gradient. Unset ("auto"): on a GPU, each timed against cuDNN's choice per shape and
-// direction, the faster serves; under the emulator, off (the reference convolution runs), so
-// there a kernel that is not off is always used. "1": always, in both builds (how ctest runs
-// them in the emulated training step). "0": never. Read by each backend; another value fails.
-enum class DirectConv { off, timed, always };
-DirectConv direct_conv_setting() {
-  const char* value = std::getenv("UNETCU_DIRECT_CONV");
+// The convolutions that may replace cuDNN's where they apply (kernels/conv.h), each with its
+// variable:
+//   UNETCU_DIRECT_CONV  the hand-written direct convolutions (kernels/cuda/conv_narrow.cu) for
+//                       few output channels: forward, backward-data, weight gradient;
+//   UNETCU_GEMM_CONV    the backward-data as a cuBLAS GEMM and a gather (conv_gemm.cu) where
+//                       its column buffer is small: the deep layers, where cuDNN's
+//                       data-gradient kernels ran on 16 thread blocks of a 132-SM GPU.
+// Unset ("auto"): on a GPU, each timed against cuDNN's choice per shape and direction, the
+// faster serves; under the emulator, off (the reference convolution runs), so there one that
+// is not off is always used. "1": always, in both builds (how ctest runs them in the emulated
+// training step; the emulated GEMM is BLAS). "0": never. Read by each backend; another value
+// fails. Where both apply to a backward-data, the direct kernel is the one offered.
+enum class ConvChoice { off, timed, always };
+ConvChoice conv_choice(const char* variable, const char* kernels) {
+  const char* value = std::getenv(variable);
   const std::string v = value != nullptr ? value : "";
-  if (v == "0") return DirectConv::off;
-  if (v == "1") return DirectConv::always;
+  if (v == "0") return ConvChoice::off;
+  if (v == "1") return ConvChoice::always;
   if (v.empty() || v == "auto") {
 #if defined(UNETCU_SIMT)
-    return DirectConv::off;
+    return ConvChoice::off;
 #else
-    return DirectConv::timed;
+    return ConvChoice::timed;
 #endif
   }
-  fail("UNETCU_DIRECT_CONV=", v, ": expected 0 (cuDNN only), 1 (always the direct kernels where "
-       "they apply) or auto (the faster per shape)");
+  fail(variable, "=", v, ": expected 0 (cuDNN only), 1 (always the ", kernels,
+       " where they apply) or auto (the faster per shape)");
 }
-const char* direct_conv_name(DirectConv d) {
+const char* conv_choice_name(ConvChoice d) {
   switch (d) {
-    case DirectConv::off: return "off";
-    case DirectConv::timed: return "timed against cuDNN";
-    case DirectConv::always: return "always";
+    case ConvChoice::off: return "off";
+    case ConvChoice::timed: return "timed against cuDNN";
+    case ConvChoice::always: return "always";
   }
   return "?";
 }
@@ -166,12 +173,31 @@ struct HostConv {
     delete static_cast<HostConv*>(self);
   }
 };
+
+// The GEMM of a GEMM-and-gather convolution (C = A * B, kernels/conv.h), through BLAS as host
+// work in stream order, as HostConv: the emulated build's stand-in for cuBLAS.
+struct HostGemm {
+  GemmDims dims;
+  const float* a;
+  const float* b;
+  float* c;
+  static void run(void* self) {
+    const HostGemm& g = *static_cast<const HostGemm*>(self);
+    cpu::gemm_colmajor(g.dims, g.a, g.b, g.c);
+  }
+  static void run_once(void* self) {
+    run(self);
+    delete static_cast<HostGemm*>(self);
+  }
+};
 #endif
 
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opt)
-      : direct_conv_(direct_conv_setting()), side_count_(side_stream_count()) {
+      : direct_conv_(conv_choice("UNETCU_DIRECT_CONV", "direct kernels")),
+        gemm_conv_(conv_choice("UNETCU_GEMM_CONV", "GEMM backward-data")),
+        side_count_(side_stream_count()) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop;
@@ -208,9 +234,17 @@ class CudaBackend final : public Backend {
     } catch (const cudnn::CudnnError& e) {
       fail(e.what());
     }
+    if (gemm_conv_ != ConvChoice::off) {
+      try {
+        gemm_ = std::make_unique<cudnn::GemmRunner>(opt.tf32);
+      } catch (const cudnn::CublasError& e) {
+        fail(e.what(), " (UNETCU_GEMM_CONV=0 runs without cuBLAS)");
+      }
+    }
     os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
 #endif
-    os << ", direct convolutions " << direct_conv_name(direct_conv_);
+    os << ", direct convolutions " << conv_choice_name(direct_conv_)
+       << ", GEMM backward-data " << conv_choice_name(gemm_conv_);
     description_ = os.str();
   }
 
@@ -224,6 +258,7 @@ class CudaBackend final : public Backend {
 #if !defined(UNETCU_SIMT)
     conv_.reset();
     side_conv_.reset();
+    gemm_.reset();
 #endif
     for (GraphEntry& g : graphs_) {
       (void)cudaGraphExecDestroy(g.exec);
@@ -396,7 +431,7 @@ class CudaBackend final : public Backend {
       cuda::conv2d_narrow_forward(y, x, wt, bias, sh, compute_);
       return;
     }
-    const bool direct = direct_conv_ != DirectConv::off &&
+    const bool direct = direct_conv_ != ConvChoice::off &&
                         cuda::conv2d_direct_forward_applies(sh, x, y);
 #if defined(UNETCU_SIMT)
     if (!direct) {
@@ -405,7 +440,7 @@ class CudaBackend final : public Backend {
       return;
     }
 #else
-    if (!direct || direct_conv_ == DirectConv::timed) {
+    if (!direct || direct_conv_ == ConvChoice::timed) {
       Rival rival;
       if (direct)
         rival = direct_rival(0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
@@ -424,28 +459,42 @@ class CudaBackend final : public Backend {
     cuda::conv2d_direct_forward(y, x, wt, sh, compute_);
     if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
   }
+  // Backward-data: one rival at most, the direct kernel where it applies, else the GEMM and
+  // gather where that applies (UNETCU_DIRECT_CONV, UNETCU_GEMM_CONV).
   void conv_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                           GradMode mode) override {
     if (cuda::conv2d_narrow_applies(sh)) {
       cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, compute_);
       return;
     }
-    const bool direct = direct_conv_ != DirectConv::off &&
+    const bool direct = direct_conv_ != ConvChoice::off &&
                         cuda::conv2d_direct_backward_data_applies(sh, dy, dx);
+    const bool gemm =
+        !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_backward_data_applies(sh);
+    const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
-    if (!direct) {
+    if (choice == ConvChoice::off) {
       host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode}, compute_);
       return;
     }
 #else
-    if (!direct || direct_conv_ == DirectConv::timed) {
+    if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
         rival = direct_rival(0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
           cuda::conv2d_direct_backward_data(out, dy, wt, sh, GradMode::overwrite, stream);
         });
-      const size_t bytes = conv_->prepare_backward_data(sh, dy, wt, direct ? &rival : nullptr);
-      if (!direct || !conv_->rival_serves_backward_data(sh)) {
+      if (gemm) {
+        rival.name = "GEMM + gather";
+        rival.workspace_bytes = conv2d_backward_data_col_bytes(sh);
+        rival.run = [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream) {
+          gemm_backward_data(out, dy, wt, sh, GradMode::overwrite, static_cast<float*>(ws),
+                             stream);
+        };
+      }
+      const size_t bytes = conv_->prepare_backward_data(
+          sh, dy, wt, choice != ConvChoice::off ? &rival : nullptr);
+      if (choice == ConvChoice::off || !conv_->rival_serves_backward_data(sh)) {
         const Workspace ws = sized(main_ws_, bytes);
         conv_->backward_data(dx, dy, wt, sh, mode, ws.ptr, ws.bytes);
         after_async("cuDNN convolution backward data");
@@ -453,7 +502,32 @@ class CudaBackend final : public Backend {
       }
     }
 #endif
+    if (gemm) {
+      gemm_backward_data(
+          dx, dy, wt, sh, mode,
+          static_cast<float*>(grow(main_ws_, conv2d_backward_data_col_bytes(sh))), compute_);
+      return;
+    }
     cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, compute_);
+  }
+  // dx (+)= conv_transpose(dy, wt) as col = the GEMM of dy and wt, then the gather; `col`
+  // holds conv2d_backward_data_col_bytes(sh).
+  void gemm_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                          GradMode mode, float* col, cudaStream_t stream) {
+    const GemmDims dims = conv2d_backward_data_gemm_dims(sh);
+#if defined(UNETCU_SIMT)
+    const HostGemm call{dims, wt, dy, col};
+    if (!capturing_) {
+      UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostGemm::run_once, new HostGemm(call)));
+    } else {
+      captured_gemms_.push_back(std::make_unique<HostGemm>(call));
+      UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostGemm::run, captured_gemms_.back().get()));
+    }
+#else
+    gemm_->run(dims, wt, dy, col, stream);
+    after_async("cuBLAS GEMM of the backward data", stream);
+#endif
+    cuda::conv2d_col2im(dx, col, sh, mode, stream);
   }
   void conv_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                             GradMode mode) override {
@@ -464,7 +538,7 @@ class CudaBackend final : public Backend {
           grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
-    const bool direct = direct_conv_ != DirectConv::off &&
+    const bool direct = direct_conv_ != ConvChoice::off &&
                         cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
     const size_t direct_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
 #if defined(UNETCU_SIMT)
@@ -474,7 +548,7 @@ class CudaBackend final : public Backend {
       return;
     }
 #else
-    if (!direct || direct_conv_ == DirectConv::timed) {
+    if (!direct || direct_conv_ == ConvChoice::timed) {
       Rival rival;
       if (direct)
         rival = direct_rival(direct_bytes, [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
@@ -774,7 +848,13 @@ class CudaBackend final : public Backend {
   // UNETCU_SYNC=1: waits for the stream so a fault is reported here, at its cause.
   void after_async(const char* what, cudaStream_t stream = nullptr) {
     if (!sync_every_launch() || capturing_) return;
-    const cudaError_t error = cudaStreamSynchronize(stream ? stream : compute_);
+    if (!stream) stream = compute_;
+    // Also inside a capture that is not ours: cuDNN's runner times a rival in a graph.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess &&
+        capture != cudaStreamCaptureStatusNone)
+      return;
+    const cudaError_t error = cudaStreamSynchronize(stream);
     if (error != cudaSuccess)
       cuda_fail(error, what, __FILE__, __LINE__, "found by UNETCU_SYNC=1 right after this call");
   }
@@ -859,6 +939,7 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostConv::run, captured_convs_.back().get()));
   }
   std::vector<std::unique_ptr<HostConv>> captured_convs_;
+  std::vector<std::unique_ptr<HostGemm>> captured_gemms_;
 #else
   using Rival = cudnn::ConvRunner::Rival;
   // A direct kernel as a rival of cuDNN's choice: run(out, workspace, stream).
@@ -872,10 +953,12 @@ class CudaBackend final : public Backend {
   }
   // One cuDNN handle for the compute stream, one for the side streams (Lane).
   std::unique_ptr<cudnn::ConvRunner> conv_, side_conv_;
+  // The GEMM backward-data's cuBLAS handle (compute stream; made unless UNETCU_GEMM_CONV=0).
+  std::unique_ptr<cudnn::GemmRunner> gemm_;
 #endif
 
   std::string description_;
-  DirectConv direct_conv_;
+  ConvChoice direct_conv_, gemm_conv_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   cudaEvent_t compute_mark_ = nullptr;
   cudaEvent_t direct_copied_ = nullptr;  // after a pinned_src upload's copies

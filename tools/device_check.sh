@@ -10,7 +10,8 @@
 #      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers, then the steps again with UNETCU_WGRAD_STREAMS=1 (one
+#      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every backward-data
+#      it applies to as a cuBLAS GEMM and a gather, untimed), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
 #      schedule (those and UNETCU_EARLY_ADAM=0), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0
 #      (chained launches off);
@@ -23,7 +24,8 @@
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
 #      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, 2 and 4, with
 #      the serial schedule (all three off), with cuDNN's
-#      convolutions only (UNETCU_DIRECT_CONV=0), with the top 4 graph-API configurations timed
+#      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM backward-data
+#      (UNETCU_GEMM_CONV=0), with the top 4 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
@@ -209,11 +211,14 @@ step_variant() {
     row "$label" FAILED "$(elapsed "$t"); see $name.log"
   fi
 }
-# The other stream schedules (the default joins the weight gradients once a backward pass, on
+# The backward-data as a cuBLAS GEMM and a gather wherever it applies (the deep layers), not
+# only where it was timed faster: the cuBLAS call's dimensions on the real step. Then the
+# other stream schedules (the default joins the weight gradients once a backward pass, on
 # three streams, with Adam in parts beside it): one weight-gradient stream; a join after each
 # convolution; the serial schedule (both, and Adam after the backward pass); the single-pass
 # BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
 # each hand-written kernel may start while the one before it ends).
+step_variant step_check_gemm "cpu-vs-gpu step, GEMM backward-data always" UNETCU_GEMM_CONV=1
 step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
 step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
 step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
@@ -362,6 +367,16 @@ if [ -x "$gpu_bench" ]; then
   below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
+  # The variants, newest first (each repeats cuDNN's search; a tight budget cuts the last).
+  # The step with cuDNN's convolutions only: what the direct kernels bring where they were
+  # timed faster (the "rival" notes of algorithms.txt say where).
+  step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
+  # The step without the GEMM backward-data (the "GEMM + gather" notes of algorithms.txt say
+  # where it was timed faster than cuDNN's choice).
+  step_bench bench_cuda_ops_no_gemm "step, no GEMM backward-data" UNETCU_GEMM_CONV=0
+  # The step with the graph-API engine configurations timed per shape cut to the heuristics'
+  # top 4 (12 by default): what timing more of cuDNN's ranking brings.
+  step_bench bench_cuda_ops_four_candidates "step, top 4 cuDNN configs" UNETCU_CUDNN_CANDIDATES=4
   # The step under the other stream schedules, each default turned off in turn, then all
   # (the serial schedule: one weight-gradient stream joined after each convolution, Adam after
   # the backward pass), and with two and four weight-gradient streams: what each default
@@ -373,12 +388,6 @@ if [ -x "$gpu_bench" ]; then
   step_bench bench_cuda_ops_four_streams "step, 4 wgrad streams" UNETCU_WGRAD_STREAMS=4
   step_bench bench_cuda_ops_serial "step, serial schedule" \
     "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
-  # The step with cuDNN's convolutions only: what the direct kernels bring where they were
-  # timed faster (the "rival" notes of algorithms.txt say where).
-  step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
-  # The step with the graph-API engine configurations timed per shape cut to the heuristics'
-  # top 4 (12 by default): what timing more of cuDNN's ranking brings.
-  step_bench bench_cuda_ops_four_candidates "step, top 4 cuDNN configs" UNETCU_CUDNN_CANDIDATES=4
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \

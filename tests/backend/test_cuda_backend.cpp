@@ -491,13 +491,24 @@ TEST_CASE("UNETCU_WGRAD_STREAMS outside 1..4 is refused with its value") {
   CHECK(cuda_backend()->weight_grad_streams() == 2);
 }
 
-TEST_CASE("UNETCU_DIRECT_CONV other than 0, 1 or auto is refused with its value") {
-  ScopedEnv env("UNETCU_DIRECT_CONV");
-  check_refused(env, "UNETCU_DIRECT_CONV", {"2", "yes", "on"}, "expected 0 (cuDNN only), 1");
+// A setting of the convolutions that compete with cuDNN's: values other than 0, 1 and auto
+// refused, then 1 and 0 named in describe() after `described`.
+void check_conv_choice(const char* name, std::initializer_list<const char*> bad_values,
+                       const std::string& described) {
+  ScopedEnv env(name);
+  check_refused(env, name, bad_values, "expected 0 (cuDNN only), 1");
   env.set("1");
-  CHECK(test::contains(cuda_backend()->describe(), "direct convolutions always"));
+  CHECK(test::contains(cuda_backend()->describe(), described + " always"));
   env.set("0");
-  CHECK(test::contains(cuda_backend()->describe(), "direct convolutions off"));
+  CHECK(test::contains(cuda_backend()->describe(), described + " off"));
+}
+
+TEST_CASE("UNETCU_DIRECT_CONV other than 0, 1 or auto is refused with its value") {
+  check_conv_choice("UNETCU_DIRECT_CONV", {"2", "yes", "on"}, "direct convolutions");
+}
+
+TEST_CASE("UNETCU_GEMM_CONV other than 0, 1 or auto is refused with its value") {
+  check_conv_choice("UNETCU_GEMM_CONV", {"2", "yes", "gemm"}, "GEMM backward-data");
 }
 
 #if !defined(UNETCU_TEST_EMULATED)
@@ -564,8 +575,11 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   const char* direct = std::getenv("UNETCU_DIRECT_CONV");
   const std::string direct_setting = direct != nullptr && std::string(direct) == "1" ? "always"
                                                                                     : "off";
+  const char* gemm = std::getenv("UNETCU_GEMM_CONV");
+  const std::string gemm_setting = gemm != nullptr && std::string(gemm) == "1" ? "always" : "off";
   MESSAGE(backend->describe());
   CHECK(test::contains(backend->describe(), "direct convolutions " + direct_setting));
+  CHECK(test::contains(backend->describe(), "GEMM backward-data " + gemm_setting));
   CHECK(test::contains(backend->describe(), "joined " + joins + ", Adam " + adam));
 }
 #endif

@@ -1,30 +1,24 @@
 // tests/emu/test_conv_narrow.cpp: the convolution kernels for few output channels
 // (kernels/cuda/conv_narrow.cu: the one-output-channel head, the direct weight gradient)
-// against the double-precision reference convolution.
-//
-// Each element gets its own error bound from how the kernel sums (bounds in the style of
-// Higham's gamma_n = n u / (1 - n u), u = 2^-24), with |terms| from the same reference run on
-// |inputs|:
+// against the double-precision reference convolution (conv_check.h), each element within the
+// bound of how the kernel sums:
 //   forward          L = r*s*c fused multiply-adds in float, then the bias: (L + 1) u |terms|;
 //   backward-data    at most r*s in float, then the old value when accumulating;
 //   backward-filter  exact products summed in double, rounded to float once: u |result| plus
 //                    the double sum's own n 2^-53 |terms|;
 //   direct backward-filter  as backward-filter, after at most `run` products summed in float
 //                    per thread: gamma_run |terms| more.
-// A wrong tap, channel or border moves an element by about one product (~0.1 here), orders of
-// magnitude above these bounds.
 #include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <string>
 
+#include "conv_check.h"
 #include "kernel_test.h"
 #include "kernels/conv.h"
 
 namespace unetcu::test {
 namespace {
-
-constexpr double kU = 1.0 / (1 << 24);  // float unit roundoff
 
 struct NarrowCase {
   ConvShape sh;
@@ -50,107 +44,12 @@ std::string case_name(const NarrowCase& nc) {
   return os.str();
 }
 
-std::vector<double> widen(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-std::vector<double> magnitude(const std::vector<float>& v) {
-  std::vector<double> a(v.size());
-  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(double(v[i]));
-  return a;
-}
-
-// The float error bound of a sum of L rounded terms whose magnitudes add up to terms[i]:
-// gamma_L = L u / (1 - L u) times that magnitude (Higham's bound for recursive summation).
-std::vector<double> sum_bound(double L, const std::vector<double>& terms) {
-  std::vector<double> bound(terms.size());
-  for (size_t i = 0; i < bound.size(); ++i) bound[i] = L * kU / (1 - L * kU) * terms[i];
-  return bound;
-}
-
-// Every |got - want| within its bound; the report names the worst elements.
-void check_bounded(const std::vector<float>& got, const std::vector<double>& want,
-                   const std::vector<double>& bound, const std::string& what) {
-  REQUIRE(got.size() == want.size());
-  size_t bad = 0, worst = 0;
-  double worst_ratio = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double err = std::fabs(double(got[i]) - want[i]);
-    const double ratio = err / bound[i];
-    if (!(err <= bound[i])) ++bad;
-    if (!(ratio <= worst_ratio)) {
-      worst_ratio = ratio;
-      worst = i;
-    }
-  }
-  CHECK_MESSAGE(bad == 0, what << ": " << bad << " of " << got.size()
-                               << " elements outside their bound; worst [" << worst << "] got "
-                               << got[worst] << " want " << want[worst] << " bound "
-                               << bound[worst]);
-}
-
 TEST_CASE("cuda conv2d_narrow_applies takes one output channel at stride 1 with <= 9 taps") {
   CHECK(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 3, 3, 1, 1)));
   CHECK(cuda::conv2d_narrow_applies(ConvShape::make(1, 5, 5, 1, 1, 1, 1, 1, 0)));
   CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 2, 3, 3, 1, 1)));
   CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 3, 3, 2, 1)));
   CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 5, 5, 1, 2)));
-}
-
-// A forward kernel against the double reference: seeded inputs, poisoned output, two thread
-// schedules; each output sums at most `L` float terms (gamma_L |terms|).
-// `launch(y, x, wt, bias)` runs it (bias null without one).
-template <class Launch>
-void check_forward_kernel(const ConvShape& sh, size_t shift, bool with_bias, double L,
-                          const std::string& what, Launch launch) {
-  const auto x = random_vector<float>(size_t(sh.x_size()), 900);
-  const auto wt = random_vector<float>(size_t(sh.w_size()), 901);
-  const auto bias = random_vector<float>(size_t(sh.k), 902);
-  const std::vector<double> b = widen(bias), b_abs = magnitude(bias);
-  std::vector<double> want(size_t(sh.y_size())), terms(want.size());
-  cpu::conv2d_forward(want.data(), widen(x).data(), widen(wt).data(),
-                      with_bias ? b.data() : nullptr, sh);
-  cpu::conv2d_forward(terms.data(), magnitude(x).data(), magnitude(wt).data(),
-                      with_bias ? b_abs.data() : nullptr, sh);
-  const std::vector<double> bound = sum_bound(L, terms);
-
-  const Outputs out = run_deterministic([&] {
-    DeviceBuffer<float> dx(x, shift), dwt(wt, shift), db(bias, shift),
-        dy(size_t(sh.y_size()), shift);
-    dy.poison();
-    launch(dy.get(), dx.get(), dwt.get(), with_bias ? db.get() : nullptr);
-    sync_device();
-    Outputs o;
-    o.add("y", dy);
-    return o;
-  });
-  check_bounded(out.get<float>("y"), want, bound, what);
-}
-
-// A backward-data kernel against the double reference in both grad modes (poisoned output
-// when overwriting); each element sums at most `L` float terms, the old value included.
-// `launch(dx, dy, wt, mode)` runs it.
-template <class Launch>
-void check_data_kernel(const ConvShape& sh, size_t shift, double L, const std::string& what,
-                       Launch launch) {
-  for (GradMode mode : kGradModes) {
-    CAPTURE(mode_name(mode));
-    const auto dy = random_vector<float>(size_t(sh.y_size()), 910);
-    const auto wt = random_vector<float>(size_t(sh.w_size()), 911);
-    const auto dx0 = random_vector<float>(size_t(sh.x_size()), 912);
-    std::vector<double> want = widen(dx0), terms = magnitude(dx0);
-    cpu::conv2d_backward_data(want.data(), widen(dy).data(), widen(wt).data(), sh, mode);
-    cpu::conv2d_backward_data(terms.data(), magnitude(dy).data(), magnitude(wt).data(), sh, mode);
-    const std::vector<double> bound = sum_bound(L, terms);
-
-    const Outputs out = run_deterministic([&] {
-      DeviceBuffer<float> ddy(dy, shift), dwt(wt, shift), ddx(dx0, shift);
-      if (mode == GradMode::overwrite) ddx.poison();
-      launch(ddx.get(), ddy.get(), dwt.get(), mode);
-      sync_device();
-      Outputs o;
-      o.add("dx", ddx);
-      return o;
-    });
-    check_bounded(out.get<float>("dx"), want, bound, what);
-  }
 }
 
 TEST_CASE("cuda narrow conv forward, with and without bias, is within its float bound") {
@@ -244,13 +143,6 @@ const ConvShape kDirectCases[] = {
     ConvShape::make(1, 1, 1, 8, 12, 3, 3, 1, 1),      // k = 12: three 4-wide groups; 1x1 image
     ConvShape::make(3, 6, 7, 20, 16, 1, 1, 1, 0),     // 1x1 filter
     ConvShape::make(4, 40, 36, 16, 16, 3, 3, 1, 1)};  // 5,760 pixels: 13 blocks
-
-std::string shape_name(const ConvShape& sh) {
-  std::ostringstream os;
-  os << "n" << sh.n << " " << sh.h << "x" << sh.w << "x" << sh.c << " -> " << sh.k << ", "
-     << sh.r << "x" << sh.s << " pad " << sh.pad;
-  return os.str();
-}
 
 TEST_CASE("cuda direct conv2d_backward_filter applies to few output channels, same filters") {
   const float* aligned = reinterpret_cast<const float*>(uintptr_t(256));

@@ -1,0 +1,87 @@
+// kernels/cuda/conv_gemm.cu: the gather half of the backward-data as a GEMM (kernels/conv.h:
+// conv2d_backward_data_gemm_dims). The GEMM writes col, one row of r*s*c values per output
+// pixel (cuBLAS on a GPU, kernels/cudnn/gemm_cublas.h; BLAS under the emulator); this kernel
+// adds, for each input element, the col entries of the (output pixel, tap) pairs that read it.
+//
+// map_rows (common.cuh) over image rows: a thread owns one (pixel column, channel group) pair
+// and walks down the rows, so its taps' horizontal offsets are fixed and only the vertical
+// ones vary. Channel groups of 4 move as float4 when c % 4 == 0 and the pointers allow. Each
+// element is written once with its sum (no atomics): the result does not depend on the
+// schedule. Traffic: col is read once (r*s*c floats per output pixel: about r*s / stride^2
+// reads per dx element), dx written once (read too when accumulating); the GEMM has just
+// written col, so at the shapes it applies to (col <= 32 MiB) the reads mostly hit L2.
+#include "kernels/conv.h"
+
+#include "kernels/cuda/common.cuh"
+
+namespace unetcu::cuda {
+namespace {
+
+using detail::load_vec;
+using detail::store_vec;
+using detail::Vec;
+
+template <int V>
+struct Col2Im {
+  float* dx;
+  const float* col;
+  ConvShape sh;
+  int groups;  // channel groups of V per pixel: c / V
+  bool accumulate;
+  struct Column {
+    float* dx;
+    const float* col;
+    ConvShape sh;
+    int groups, group, x;  // this thread's channel group and input pixel column
+    bool accumulate;
+    __device__ void operator()(int64_t row) const {
+      const int y = int(row % sh.h);
+      const int64_t image = row / sh.h;
+      const int64_t tap_row = int64_t(sh.r) * sh.s * groups;  // one output pixel's col row
+      Vec<float, V> sum;
+      for (int k = 0; k < V; ++k) sum.v[k] = 0.0f;
+      for (int r = 0; r < sh.r; ++r) {
+        const int py = y + sh.pad - r;  // = p * stride for the output row p that reads y
+        if (py < 0 || py % sh.stride != 0 || py / sh.stride >= sh.p) continue;
+        const int64_t out_row = (image * sh.p + py / sh.stride) * sh.q;
+        for (int s = 0; s < sh.s; ++s) {
+          const int qx = x + sh.pad - s;
+          if (qx < 0 || qx % sh.stride != 0 || qx / sh.stride >= sh.q) continue;
+          const auto v = load_vec<V>(
+              col, (out_row + qx / sh.stride) * tap_row + (int64_t(r) * sh.s + s) * groups + group);
+          for (int k = 0; k < V; ++k) sum.v[k] += v.v[k];
+        }
+      }
+      const int64_t at = (row * sh.w + x) * groups + group;
+      if (accumulate) {
+        const auto old = load_vec<V>(dx, at);
+        for (int k = 0; k < V; ++k) sum.v[k] = old.v[k] + sum.v[k];
+      }
+      store_vec<V>(dx, at, sum);
+    }
+  };
+  __device__ Column column(int c) const {
+    return Column{dx, col, sh, groups, c % groups, c / groups, accumulate};
+  }
+};
+
+}  // namespace
+
+bool conv2d_gemm_backward_data_applies(const ConvShape& sh) {
+  if (sh.n <= 0 || sh.p <= 0 || sh.q <= 0 || sh.c <= 0 || sh.k <= 0 || sh.stride <= 0)
+    return false;
+  return conv2d_backward_data_col_bytes(sh) <= kConvGemmMaxColBytes;
+}
+
+void conv2d_col2im(float* dx, const float* col, const ConvShape& sh, GradMode mode,
+                   cudaStream_t stream) {
+  const int64_t rows = int64_t(sh.n) * sh.h;
+  const bool acc = mode == GradMode::accumulate;
+  if (sh.c % 4 == 0 && detail::all_vec4(dx, col)) {
+    detail::map_rows(Col2Im<4>{dx, col, sh, sh.c / 4, acc}, rows, sh.w * (sh.c / 4), stream);
+  } else {
+    detail::map_rows(Col2Im<1>{dx, col, sh, sh.c, acc}, rows, sh.w * sh.c, stream);
+  }
+}
+
+}  // namespace unetcu::cuda
