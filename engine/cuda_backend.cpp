@@ -86,6 +86,18 @@ EnvSwitch& late_join_switch() {
   return on;
 }
 
+// UNETCU_STREAM_PRIORITY=1 (opt-in, not yet measured): the compute stream, which carries the
+// step's critical path (the forward pass, the data gradients, BatchNorm), at the device's
+// greatest priority, the other streams at the default (the least), and each captured graph
+// instantiated to keep its kernels' priorities (cudaGraphInstantiateFlagUseNodePriority: the
+// capture copies a stream's priority into its kernel nodes). Then, as SMs free up, waiting
+// blocks of the critical path are scheduled before those of the weight gradients on the side
+// streams, where otherwise the first issued go first.
+EnvSwitch& stream_priority_switch() {
+  static EnvSwitch on{"UNETCU_STREAM_PRIORITY", false};
+  return on;
+}
+
 // UNETCU_WGRAD_STREAMS=N (1 to kMaxSideStreams, default 3): with the late join, successive
 // convolutions' weight gradients take N side streams in turn, so they can also run beside one
 // another. At the deepest layers one weight gradient fills a fraction of the GPU (layer3's
@@ -150,7 +162,19 @@ struct AdamDeviceState {
 };
 
 #if defined(UNETCU_SIMT)
-// One convolution of the cpu:: reference, run as host work on the compute stream.
+// Work the emulated build runs on the host in stream order (cudaLaunchHostFunc): it runs
+// between the right kernels in every stream order of the emulator (issue order, late, early),
+// and during a capture it becomes a host node of the graph, which keeps the HostWork.
+struct HostWork {
+  std::function<void()> fn;
+  static void run(void* self) { static_cast<const HostWork*>(self)->fn(); }
+  static void run_once(void* self) {
+    run(self);
+    delete static_cast<HostWork*>(self);
+  }
+};
+
+// One convolution of the cpu:: reference (host work).
 struct HostConv {
   enum class Kind { forward, backward_data, backward_filter } kind;
   float* out;
@@ -160,35 +184,23 @@ struct HostConv {
   ConvShape sh;
   GradMode mode;
 
-  static void run(void* self) {
-    const HostConv& c = *static_cast<const HostConv*>(self);
-    switch (c.kind) {
-      case Kind::forward: cpu::conv2d_forward(c.out, c.a, c.b, c.bias, c.sh); break;
-      case Kind::backward_data: cpu::conv2d_backward_data(c.out, c.a, c.b, c.sh, c.mode); break;
-      case Kind::backward_filter: cpu::conv2d_backward_filter(c.out, c.b, c.a, c.sh, c.mode); break;
+  void operator()() const {
+    switch (kind) {
+      case Kind::forward: cpu::conv2d_forward(out, a, b, bias, sh); break;
+      case Kind::backward_data: cpu::conv2d_backward_data(out, a, b, sh, mode); break;
+      case Kind::backward_filter: cpu::conv2d_backward_filter(out, b, a, sh, mode); break;
     }
-  }
-  static void run_once(void* self) {
-    run(self);
-    delete static_cast<HostConv*>(self);
   }
 };
 
-// The GEMM of a GEMM-and-gather convolution (C = A * B, kernels/conv.h), through BLAS as host
-// work in stream order, as HostConv: the emulated build's stand-in for cuBLAS.
+// The GEMM of a GEMM-and-gather convolution (C = A * B, kernels/conv.h) through BLAS (host
+// work): the emulated build's stand-in for cuBLAS.
 struct HostGemm {
   GemmDims dims;
   const float* a;
   const float* b;
   float* c;
-  static void run(void* self) {
-    const HostGemm& g = *static_cast<const HostGemm*>(self);
-    cpu::gemm_colmajor(g.dims, g.a, g.b, g.c);
-  }
-  static void run_once(void* self) {
-    run(self);
-    delete static_cast<HostGemm*>(self);
-  }
+  void operator()() const { cpu::gemm_colmajor(dims, a, b, c); }
 };
 #endif
 
@@ -197,12 +209,19 @@ class CudaBackend final : public Backend {
   explicit CudaBackend(const BackendOptions& opt)
       : direct_conv_(conv_choice("UNETCU_DIRECT_CONV", "direct kernels")),
         gemm_conv_(conv_choice("UNETCU_GEMM_CONV", "GEMM backward-data")),
-        side_count_(side_stream_count()) {
+        side_count_(side_stream_count()),
+        prioritised_(stream_priority_switch().get()) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
     cudaDeviceProp prop;
     UNETCU_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-    UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
+    if (prioritised_) {
+      int least = 0, greatest = 0;
+      UNETCU_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+      UNETCU_CUDA_CHECK(cudaStreamCreateWithPriority(&compute_, cudaStreamNonBlocking, greatest));
+    } else {
+      UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute_, cudaStreamNonBlocking));
+    }
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
     for (int i = 0; i < side_count_; ++i) {
       SideStream& side = sides_[i];
@@ -296,6 +315,7 @@ class CudaBackend final : public Backend {
        << (late_join_switch().get() ? "once a backward pass" : "after each convolution")
        << ", Adam " << (early_adam_switch().get() ? "in parts beside the backward pass"
                                                   : "after it");
+    if (prioritised_) os << ", compute stream at the greatest priority";
     return os.str();
   }
 #if !defined(UNETCU_SIMT)
@@ -435,7 +455,7 @@ class CudaBackend final : public Backend {
                         cuda::conv2d_direct_forward_applies(sh, x, y);
 #if defined(UNETCU_SIMT)
     if (!direct) {
-      host_conv(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite},
+      host_work(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite},
                 compute_);
       return;
     }
@@ -474,7 +494,7 @@ class CudaBackend final : public Backend {
     const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
     if (choice == ConvChoice::off) {
-      host_conv(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode}, compute_);
+      host_work(HostConv{HostConv::Kind::backward_data, dx, dy, wt, nullptr, sh, mode}, compute_);
       return;
     }
 #else
@@ -516,13 +536,7 @@ class CudaBackend final : public Backend {
                           GradMode mode, float* col, cudaStream_t stream) {
     const GemmDims dims = conv2d_backward_data_gemm_dims(sh);
 #if defined(UNETCU_SIMT)
-    const HostGemm call{dims, wt, dy, col};
-    if (!capturing_) {
-      UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostGemm::run_once, new HostGemm(call)));
-    } else {
-      captured_gemms_.push_back(std::make_unique<HostGemm>(call));
-      UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostGemm::run, captured_gemms_.back().get()));
-    }
+    host_work(HostGemm{dims, wt, dy, col}, stream);
 #else
     gemm_->run(dims, wt, dy, col, stream);
     after_async("cuBLAS GEMM of the backward data", stream);
@@ -543,7 +557,7 @@ class CudaBackend final : public Backend {
     const size_t direct_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
 #if defined(UNETCU_SIMT)
     if (!direct) {
-      host_conv(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
+      host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
                 lane.stream);
       return;
     }
@@ -784,14 +798,16 @@ class CudaBackend final : public Backend {
     capturing_ = false;
     GraphEntry entry;
     UNETCU_CUDA_CHECK(cudaStreamEndCapture(compute_, &entry.graph));
-    const cudaError_t error = cudaGraphInstantiate(&entry.exec, entry.graph, 0);
+    const cudaError_t error = cudaGraphInstantiate(
+        &entry.exec, entry.graph,
+        prioritised_ ? cudaGraphInstantiateFlagUseNodePriority : 0);
     if (error != cudaSuccess) {
       (void)cudaGraphDestroy(entry.graph);
       cuda_fail(error, "cudaGraphInstantiate", __FILE__, __LINE__);
     }
 #if defined(UNETCU_SIMT)
-    entry.host_convs = std::move(captured_convs_);
-    captured_convs_.clear();
+    entry.host_work = std::move(captured_work_);
+    captured_work_.clear();
 #endif
     graphs_.push_back(std::move(entry));
     return int(graphs_.size()) - 1;
@@ -806,7 +822,7 @@ class CudaBackend final : public Backend {
       (void)cudaGraphDestroy(graph);
     (void)cudaGetLastError();
 #if defined(UNETCU_SIMT)
-    captured_convs_.clear();
+    captured_work_.clear();
 #endif
   }
 
@@ -830,7 +846,7 @@ class CudaBackend final : public Backend {
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
 #if defined(UNETCU_SIMT)
-    std::vector<std::unique_ptr<HostConv>> host_convs;  // the host nodes' arguments
+    std::vector<std::unique_ptr<HostWork>> host_work;  // the host nodes' work
 #endif
   };
 
@@ -926,20 +942,18 @@ class CudaBackend final : public Backend {
   }
 
 #if defined(UNETCU_SIMT)
-  // The convolution runs as a host function on `stream`, so it runs in stream order in every
-  // stream order of the emulator (issue order, late, early); during a capture it becomes a
-  // host node of the graph.
-  void host_conv(const HostConv& call, cudaStream_t stream) {
+  // `fn` as host work on `stream` (HostWork).
+  void host_work(std::function<void()> fn, cudaStream_t stream) {
     if (!capturing_) {
-      // The function owns its copy of the call until it has run.
-      UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostConv::run_once, new HostConv(call)));
+      // The function owns its work until it has run.
+      UNETCU_CUDA_CHECK(
+          cudaLaunchHostFunc(stream, &HostWork::run_once, new HostWork{std::move(fn)}));
       return;
     }
-    captured_convs_.push_back(std::make_unique<HostConv>(call));
-    UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostConv::run, captured_convs_.back().get()));
+    captured_work_.push_back(std::make_unique<HostWork>(HostWork{std::move(fn)}));
+    UNETCU_CUDA_CHECK(cudaLaunchHostFunc(stream, &HostWork::run, captured_work_.back().get()));
   }
-  std::vector<std::unique_ptr<HostConv>> captured_convs_;
-  std::vector<std::unique_ptr<HostGemm>> captured_gemms_;
+  std::vector<std::unique_ptr<HostWork>> captured_work_;
 #else
   using Rival = cudnn::ConvRunner::Rival;
   // A direct kernel as a rival of cuDNN's choice: run(out, workspace, stream).
@@ -973,6 +987,7 @@ class CudaBackend final : public Backend {
   };
   SideStream sides_[kMaxSideStreams];
   int side_count_ = 1;
+  bool prioritised_ = false;  // UNETCU_STREAM_PRIORITY=1: the compute stream first
   int current_side_ = 0;      // the side stream the forked weight gradients go to
   unsigned open_sides_ = 0;   // bit i: side stream i forked and not joined yet
   cudaStream_t optimizer_ = nullptr;  // early Adam's stream (see fork_optimizer)

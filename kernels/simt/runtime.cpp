@@ -927,6 +927,27 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) {
   return cudaStreamCreateWithFlags(stream, cudaStreamDefault);
 }
 
+// Stream priorities: the range an H100 reports (0 the least, the default; -5 the greatest).
+// The emulator's stream orders (control.h) decide what runs when, so a priority is only
+// checked, never acted on.
+constexpr int kLeastStreamPriority = 0;
+constexpr int kGreatestStreamPriority = -5;
+
+cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  if (least) *least = kLeastStreamPriority;
+  if (greatest) *greatest = kGreatestStreamPriority;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithPriority(cudaStream_t* stream, unsigned int flags, int priority) {
+  // The CUDA runtime clamps a priority outside the range; the emulator refuses it, so a caller
+  // that did not ask for the range shows.
+  if (priority > kLeastStreamPriority || priority < kGreatestStreamPriority)
+    return fail(cudaErrorInvalidValue, "cudaStreamCreateWithPriority: priority outside the "
+                                       "device's range (cudaDeviceGetStreamPriorityRange)");
+  return cudaStreamCreateWithFlags(stream, flags);
+}
+
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (is_legacy(stream) || stream == cudaStreamPerThread) {
     return fail(cudaErrorInvalidResourceHandle, "cudaStreamDestroy of a default stream");

@@ -84,7 +84,9 @@
 //                  with H100 limits, so the CUDA backend runs in tests), cudaSetDevice,
 //                  cudaGetDevice, cudaGetDeviceProperties, cudaDeviceGetAttribute,
 //                  cudaRuntime/DriverGetVersion, cudaFuncSetAttribute, cudaStreamCreate
-//                  (WithFlags), cudaStreamDestroy/Synchronize/Query/WaitEvent, cudaEventCreate
+//                  (WithFlags, WithPriority: priorities checked against the range an H100
+//                  reports, cudaDeviceGetStreamPriorityRange, and otherwise ignored),
+//                  cudaStreamDestroy/Synchronize/Query/WaitEvent, cudaEventCreate
 //                  (WithFlags), cudaEventRecord/Synchronize/Query/ElapsedTime/Destroy,
 //                  cudaStreamBeginCapture/EndCapture/IsCapturing/GetCaptureInfo,
 //                  cudaThreadExchangeStreamCaptureMode, cudaGraphInstantiate,

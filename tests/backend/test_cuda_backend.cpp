@@ -575,11 +575,15 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   const char* direct = std::getenv("UNETCU_DIRECT_CONV");
   const std::string direct_setting = direct != nullptr && std::string(direct) == "1" ? "always"
                                                                                     : "off";
+  const char* priority = std::getenv("UNETCU_STREAM_PRIORITY");
+  const bool prioritised = priority != nullptr && std::string(priority) == "1";
   const char* gemm = std::getenv("UNETCU_GEMM_CONV");
   const std::string gemm_setting = gemm != nullptr && std::string(gemm) == "1" ? "always" : "off";
   MESSAGE(backend->describe());
   CHECK(test::contains(backend->describe(), "direct convolutions " + direct_setting));
   CHECK(test::contains(backend->describe(), "GEMM backward-data " + gemm_setting));
+  CHECK(test::contains(backend->describe(), "compute stream at the greatest priority") ==
+        prioritised);
   CHECK(test::contains(backend->describe(), "joined " + joins + ", Adam " + adam));
 }
 #endif

@@ -163,6 +163,31 @@ TEST_CASE("simt runtime: streams and events") {
   cudaStreamDestroy(stream);
 }
 
+TEST_CASE("simt runtime: stream priorities within the device's range") {
+  int least = 1, greatest = 1;
+  REQUIRE(cudaDeviceGetStreamPriorityRange(&least, &greatest) == cudaSuccess);
+  CHECK(least == 0);
+  CHECK(greatest == -5);
+  for (int priority : {least, greatest}) {
+    CAPTURE(priority);
+    cudaStream_t stream = nullptr;
+    REQUIRE(cudaStreamCreateWithPriority(&stream, cudaStreamNonBlocking, priority) ==
+            cudaSuccess);
+    DeviceArray<float> y(std::vector<float>(64, 1.0f));
+    DeviceArray<float> x(std::vector<float>(64, 2.0f));
+    simt_test::axpy(y.get(), x.get(), 0.5f, 64, stream);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    CHECK(y.read()[63] == 2.0f);
+    cudaStreamDestroy(stream);
+  }
+  cudaStream_t outside = nullptr;
+  CHECK(cudaStreamCreateWithPriority(&outside, cudaStreamNonBlocking, greatest - 1) ==
+        cudaErrorInvalidValue);
+  CHECK(cudaStreamCreateWithPriority(&outside, cudaStreamNonBlocking, least + 1) ==
+        cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+}
+
 TEST_CASE("simt runtime: stream capture records work that graph replay runs") {
   const int n = 1000;
   cudaStream_t stream = nullptr, side = nullptr;
