@@ -4,8 +4,8 @@
 // adds, for each input element, the col entries of the (output pixel, tap) pairs that read it.
 //
 // map_rows (common.cuh) over image rows: a thread owns one (pixel column, channel group) pair
-// and walks down the rows, so its taps' horizontal offsets are fixed and only the vertical
-// ones vary. Channel groups of 4 move as float4 when c % 4 == 0 and the pointers allow. Each
+// and walks down the rows, so its horizontal taps are worked out once and the vertical ones
+// once a row (TapRange: no division inside the tap loops). Channel groups of 4 move as float4 when c % 4 == 0 and the pointers allow. Each
 // element is written once with its sum (no atomics): the result does not depend on the
 // schedule. Traffic: col is read once (r*s*c floats per output pixel: about r*s / stride^2
 // reads per dx element), dx written once (read too when accumulating); the GEMM has just
@@ -21,6 +21,22 @@ using detail::load_vec;
 using detail::store_vec;
 using detail::Vec;
 
+// The taps of one input coordinate along one axis: with t = coordinate + pad, filter index f
+// reads it from output index (t - f) / stride when that divides and is in range; the valid f
+// are `first`, first + stride, ... below `end`, their outputs `out`, out - 1, ... Worked out
+// once per row or column, so the tap loops below divide nothing.
+struct TapRange {
+  int first, end, out;
+};
+__device__ inline TapRange taps(int coordinate, int pad, int stride, int filter, int outputs) {
+  const int t = coordinate + pad;
+  int first = t - (outputs - 1) * stride;
+  if (first < 0) first = 0;
+  first += (t - first) % stride;  // the first f >= it with t - f a multiple of stride
+  const int end = filter < t + 1 ? filter : t + 1;
+  return TapRange{first, end, (t - first) / stride};
+}
+
 template <int V>
 struct Col2Im {
   float* dx;
@@ -34,21 +50,18 @@ struct Col2Im {
     ConvShape sh;
     int groups, group, x;  // this thread's channel group and input pixel column
     bool accumulate;
+    TapRange across;       // the filter columns that read column x
     __device__ void operator()(int64_t row) const {
-      const int y = int(row % sh.h);
       const int64_t image = row / sh.h;
+      const TapRange down = taps(int(row % sh.h), sh.pad, sh.stride, sh.r, sh.p);
       const int64_t tap_row = int64_t(sh.r) * sh.s * groups;  // one output pixel's col row
       Vec<float, V> sum;
       for (int k = 0; k < V; ++k) sum.v[k] = 0.0f;
-      for (int r = 0; r < sh.r; ++r) {
-        const int py = y + sh.pad - r;  // = p * stride for the output row p that reads y
-        if (py < 0 || py % sh.stride != 0 || py / sh.stride >= sh.p) continue;
-        const int64_t out_row = (image * sh.p + py / sh.stride) * sh.q;
-        for (int s = 0; s < sh.s; ++s) {
-          const int qx = x + sh.pad - s;
-          if (qx < 0 || qx % sh.stride != 0 || qx / sh.stride >= sh.q) continue;
-          const auto v = load_vec<V>(
-              col, (out_row + qx / sh.stride) * tap_row + (int64_t(r) * sh.s + s) * groups + group);
+      for (int r = down.first, p = down.out; r < down.end; r += sh.stride, --p) {
+        const int64_t out_row = (image * sh.p + p) * sh.q;
+        for (int s = across.first, q = across.out; s < across.end; s += sh.stride, --q) {
+          const auto v =
+              load_vec<V>(col, (out_row + q) * tap_row + (int64_t(r) * sh.s + s) * groups + group);
           for (int k = 0; k < V; ++k) sum.v[k] += v.v[k];
         }
       }
@@ -61,7 +74,9 @@ struct Col2Im {
     }
   };
   __device__ Column column(int c) const {
-    return Column{dx, col, sh, groups, c % groups, c / groups, accumulate};
+    const int x = c / groups;
+    return Column{dx, col, sh, groups, c % groups, x, accumulate,
+                  taps(x, sh.pad, sh.stride, sh.s, sh.q)};
   }
 };
 
