@@ -5,12 +5,17 @@
 //
 //   bench_cuda_ops [--batch N] [--size S] [--runs R] [--no-tf32] [benchmark flags...]
 //   bench_cuda_ops --profile-steps K [--batch N] [--size S] [--no-tf32]
+//   bench_cuda_ops --trace-steps K --trace-out FILE [--batch N] [--size S] [--no-tf32]
 //
 // --profile-steps runs only our training step: three steps to choose algorithms and capture
 // the graph, then K more between cudaProfilerStart and cudaProfilerStop, so that a profiler
 // started with profiling off (ncu --profile-from-start off) sees exactly K replayed steps and
 // nothing of the set-up. tools/device_check.sh does this and tools/ncu_step_summary.py turns
 // the kernel list into a per-family table.
+// --trace-steps runs the same three steps, then K replayed steps one at a time (the device
+// synchronised between them) under CUPTI's activity trace (bench/kernel_trace.h), and writes
+// every kernel, copy and memset with its start and end to FILE as CSV; tools/step_timeline.py
+// says from it how the streams overlapped and where the compute stream waited.
 //
 // Timing: each benchmark is one Google Benchmark iteration whose time is the median of R runs
 // (default 30), each timed with CUDA events on one stream after a write of twice the L2 cache
@@ -54,6 +59,9 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#if defined(UNETCU_WITH_CUPTI)
+#include "bench/kernel_trace.h"
+#endif
 #include "engine/cpu_backend.h"
 #include "engine/device.h"
 #include "kernels/adam.h"
@@ -1464,12 +1472,56 @@ static int profile_steps(const Options& o, int steps) {
   return 0;
 }
 
+// --trace-steps: `steps` replayed training steps under KernelTrace, into `path` (see the top).
+static int trace_steps(const Options& o, int steps, const std::string& path) {
+#if !defined(UNETCU_WITH_CUPTI)
+  (void)o;
+  (void)steps;
+  std::fprintf(stderr, "bench_cuda_ops: built without CUPTI (not found in the CUDA toolkit), so "
+                       "--trace-steps cannot write %s\n", path.c_str());
+  return 2;
+#else
+  StepCase step(o.batch, o.size);
+  StepResult r;
+  for (int i = 0; i < 3; ++i)
+    step.session->train_step(step.images.data(), step.masks.data(), o.batch);
+  UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
+  bench::KernelTrace trace;
+  std::vector<uint64_t> starts;
+  trace.start();
+  for (int i = 0; i < steps; ++i) {
+    starts.push_back(bench::KernelTrace::now());
+    step.session->submit_train_step(step.images.data(), step.masks.data(), o.batch);
+    while (step.session->next_train_result(r, true)) {
+    }
+    UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+  trace.stop();
+  std::FILE* out = std::fopen(path.c_str(), "w");
+  if (out == nullptr) {
+    std::fprintf(stderr, "bench_cuda_ops: cannot write the trace to %s\n", path.c_str());
+    return 1;
+  }
+  bench::write_trace_csv(out, trace.records(), starts);
+  const bool written = std::fclose(out) == 0;
+  std::printf("traced %d training steps (batch %d, %dx%d, %s): %zu records (%zu dropped) in %s\n",
+              steps, o.batch, o.size, o.size, g_tf32 ? "TF32" : "fp32", trace.records().size(),
+              trace.dropped(), path.c_str());
+  return written ? 0 : 1;
+#endif
+}
+
 int main(int argc, char** argv) {
   int kept = 1;
-  int profile = 0;
+  int profile = 0, trace = 0;
+  std::string trace_out;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--profile-steps") && i + 1 < argc)
       profile = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--trace-steps") && i + 1 < argc)
+      trace = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--trace-out") && i + 1 < argc)
+      trace_out = argv[++i];
     else if (!std::strcmp(argv[i], "--runs") && i + 1 < argc)
       g_runs = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--no-tf32"))
@@ -1481,6 +1533,10 @@ int main(int argc, char** argv) {
   const Options o = parse_options(argc, argv);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  if (trace > 0 && trace_out.empty()) {
+    std::fprintf(stderr, "bench_cuda_ops: --trace-steps needs --trace-out FILE\n");
+    return 2;
+  }
 
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
@@ -1490,6 +1546,7 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   UNETCU_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   if (profile > 0) return profile_steps(o, profile);
+  if (trace > 0) return trace_steps(o, trace, trace_out);
   UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
   g_timer = std::make_unique<GpuTimer>();
   g_conv = std::make_unique<cudnn::ConvRunner>(g_stream, cudnn::ConvOptions{g_tf32});

@@ -33,6 +33,9 @@
 #      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
+#      The step's timeline comes first among those: 5 replayed steps under CUPTI's activity
+#      trace (bench_cuda_ops --trace-steps), read by tools/step_timeline.py (how the streams
+#      overlapped, where the compute stream waited);
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
 #   6b. profiles 3 replayed training steps with Nsight Compute when ncu is there (each kernel's
 #      duration, summed by family: tools/ncu_step_summary.py);
@@ -370,6 +373,18 @@ if [ -x "$gpu_bench" ]; then
   below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
+  # The step as it ran (CUPTI's timeline of 5 replayed steps): how the streams overlapped and
+  # where the compute stream, the critical path, waited (tools/step_timeline.py).
+  t=$(date +%s)
+  if run step_trace 90 "$gpu_bench" --trace-steps 5 --trace-out "$out/step_trace.csv" &&
+     python3 "$root/tools/step_timeline.py" "$out/step_trace.csv" > "$out/step_timeline.txt" 2>&1
+  then
+    figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute) ' \
+      "$out/step_timeline.txt" | sed -E 's/ {2,}/ /g' | paste -sd';' - | sed 's/;/; /g')
+    row "step timeline (cupti)" ok "$(elapsed "$t"); ms, share of the step: $figures"
+  else
+    row "step timeline (cupti)" FAILED "$(elapsed "$t"); see step_trace.log, step_timeline.txt"
+  fi
   # The variants, newest first (each repeats cuDNN's search; a tight budget cuts the last).
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
@@ -480,6 +495,10 @@ fi
     sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
     echo
     sed -n '/^memory-bound ops/,/families below/p' "$out/bench_cuda_ops.log"
+  fi
+  if [ -s "$out/step_timeline.txt" ]; then
+    echo
+    cat "$out/step_timeline.txt"
   fi
   if [ -s "$out/ncu_summary.txt" ]; then
     echo
