@@ -105,7 +105,7 @@ cudaStream_t g_stream = nullptr;
 int g_runs = 30;
 bool g_tf32 = true;
 std::unique_ptr<cudnn::ConvRunner> g_conv;
-std::unique_ptr<cudnn::GemmRunner> g_gemm;  // the GEMM backward-data's (UNETCU_GEMM_CONV)
+std::unique_ptr<cudnn::GemmRunner> g_gemm;  // the GEMM convolutions' (UNETCU_GEMM_CONV)
 
 // ---- device memory ------------------------------------------------------------------------
 
@@ -237,7 +237,7 @@ struct ConvCase : OpCase {
   ConvDir dir;
   bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
   bool direct = false;  // a direct kernel, which won against cuDNN (as the engine runs it)
-  bool gemm = false;    // the GEMM backward-data, which won against cuDNN (likewise)
+  bool gemm = false;    // the GEMM and gather, which won against cuDNN (likewise)
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
   Dev<unsigned char> ws, bias_ws;
@@ -278,7 +278,7 @@ struct ConvCase : OpCase {
 #endif
   }
   // As CudaBackend: a direct kernel competes with cuDNN's choice where it applies, unless
-  // UNETCU_DIRECT_CONV=0, else for backward-data the GEMM and gather, unless
+  // UNETCU_DIRECT_CONV=0, else for the forward and backward-data the GEMM and gather, unless
   // UNETCU_GEMM_CONV=0; the timing is cuDNN's runner's (ConvRunner::Rival).
   void prepare() {
     const char* setting = std::getenv("UNETCU_DIRECT_CONV");
@@ -286,29 +286,32 @@ struct ConvCase : OpCase {
     cudnn::ConvRunner::Rival rival;
     rival.name = "direct kernel";
     rival.run = [this](float* o, void* w, cudaStream_t) { direct_ours(o, w); };
-    bool applies = false;
+    // Where no direct kernel applies to a forward or backward-data, the GEMM and gather.
+    auto offer_gemm = [&](bool direct_applies) {
+      if (direct_applies || !g_gemm || !cuda::conv2d_gemm_applies(sh)) return false;
+      rival.name = "GEMM + gather";
+      rival.workspace_bytes = conv2d_col_bytes(sh);
+      rival.run = [this](float* o, void* w, cudaStream_t) { gemm_ours(o, w); };
+      return true;
+    };
+    bool applies = false, gemm_applies = false;
     switch (dir) {
       case ConvDir::forward:
         applies = allowed && cuda::conv2d_direct_forward_applies(sh, dx_in.get(), out.get());
-        ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get(), applies ? &rival : nullptr);
+        gemm_applies = offer_gemm(applies);
+        ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get(),
+                                           applies || gemm_applies ? &rival : nullptr);
         direct = applies && g_conv->rival_serves_forward(sh);
+        gemm = gemm_applies && g_conv->rival_serves_forward(sh);
         break;
-      case ConvDir::backward_data: {
+      case ConvDir::backward_data:
         applies = allowed && cuda::conv2d_direct_backward_data_applies(sh, ddy.get(), out.get());
-        const bool gemm_applies =
-            !applies && g_gemm && cuda::conv2d_gemm_backward_data_applies(sh);
-        if (gemm_applies) {
-          rival.name = "GEMM + gather";
-          rival.workspace_bytes = conv2d_backward_data_col_bytes(sh);
-          rival.run = [this](float* o, void* w, cudaStream_t) { gemm_ours(o, w); };
-        }
+        gemm_applies = offer_gemm(applies);
         ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get(),
                                                  applies || gemm_applies ? &rival : nullptr);
         direct = applies && g_conv->rival_serves_backward_data(sh);
         gemm = gemm_applies && g_conv->rival_serves_backward_data(sh);
-        if (gemm) ws_bytes = rival.workspace_bytes;
         break;
-      }
       case ConvDir::backward_filter:
         applies =
             allowed && cuda::conv2d_direct_backward_filter_applies(sh, ddy.get(), dx_in.get());
@@ -319,13 +322,19 @@ struct ConvCase : OpCase {
         if (direct) ws_bytes = rival.workspace_bytes;
         break;
     }
+    if (gemm) ws_bytes = rival.workspace_bytes;
   }
-  // The GEMM backward-data into `o` (overwriting), its column buffer in `workspace`, on
-  // g_stream, the runner's.
+  // The GEMM and gather of this direction (forward or backward-data) into `o` (overwriting),
+  // the column matrix in `workspace`, on g_stream, the runner's.
   void gemm_ours(float* o, void* workspace) {
     float* col = static_cast<float*>(workspace);
-    g_gemm->run(conv2d_backward_data_gemm_dims(sh), dwt.get(), ddy.get(), col, g_stream);
-    cuda::conv2d_col2im(o, col, sh, GradMode::overwrite, g_stream);
+    if (dir == ConvDir::forward) {
+      cuda::conv2d_im2col(col, dx_in.get(), sh, g_stream);
+      g_gemm->run(conv2d_forward_gemm_dims(sh), dwt.get(), col, o, g_stream);
+    } else {
+      g_gemm->run(conv2d_backward_data_gemm_dims(sh), dwt.get(), ddy.get(), col, g_stream);
+      cuda::conv2d_col2im(o, col, sh, GradMode::overwrite, g_stream);
+    }
   }
   // The direct kernel of this direction into `o` (overwriting), on g_stream, the runner's.
   void direct_ours(float* o, void* workspace) {
@@ -352,6 +361,8 @@ struct ConvCase : OpCase {
       case ConvDir::forward:
         if (direct) {
           direct_ours(out.get(), nullptr);
+        } else if (gemm) {
+          gemm_ours(out.get(), ws.get());
         } else {
           g_conv->forward(out.get(), dx_in.get(), dwt.get(), sh, ws.get(), ws_bytes);
         }

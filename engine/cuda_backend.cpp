@@ -3,8 +3,9 @@
 // One source, two builds (engine/CMakeLists.txt):
 //   native      nvcc, libcudart, cuDNN: the ops are the kernels/cuda kernels, the convolutions
 //               cuDNN calls (kernels/cudnn) except the one-output-channel head's, which are
-//               kernels/cuda's narrow kernels in both builds, and the convolutions of few
-//               output channels where a direct kernel beats cuDNN (UNETCU_DIRECT_CONV);
+//               kernels/cuda's narrow kernels in both builds, the convolutions of few
+//               output channels where a direct kernel beats cuDNN (UNETCU_DIRECT_CONV), and
+//               the deep layers' where a cuBLAS GEMM and a gather do (UNETCU_GEMM_CONV);
 //   emulated    g++ with kernels/simt/simt.h force-included (it defines UNETCU_SIMT): the same
 //               kernels run on the CPU, and the convolutions run the cpu:: reference as host
 //               functions in stream order (host-function nodes while a graph is being captured),
@@ -121,14 +122,15 @@ int side_stream_count() {
 // variable:
 //   UNETCU_DIRECT_CONV  the hand-written direct convolutions (kernels/cuda/conv_narrow.cu) for
 //                       few output channels: forward, backward-data, weight gradient;
-//   UNETCU_GEMM_CONV    the backward-data as a cuBLAS GEMM and a gather (conv_gemm.cu) where
-//                       its column buffer is small: the deep layers, where cuDNN's
-//                       data-gradient kernels ran on 16 thread blocks of a 132-SM GPU.
+//   UNETCU_GEMM_CONV    the forward and backward-data as a cuBLAS GEMM and a gather
+//                       (conv_gemm.cu) where the column matrix is small: the deep layers,
+//                       where cuDNN's data-gradient kernels ran on 16 thread blocks of a
+//                       132-SM GPU.
 // Unset ("auto"): on a GPU, each timed against cuDNN's choice per shape and direction, the
 // faster serves; under the emulator, off (the reference convolution runs), so there one that
 // is not off is always used. "1": always, in both builds (how ctest runs them in the emulated
 // training step; the emulated GEMM is BLAS). "0": never. Read by each backend; another value
-// fails. Where both apply to a backward-data, the direct kernel is the one offered.
+// fails. Where both apply to a convolution, the direct kernel is the one offered.
 enum class ConvChoice { off, timed, always };
 ConvChoice conv_choice(const char* variable, const char* kernels) {
   const char* value = std::getenv(variable);
@@ -208,7 +210,7 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opt)
       : direct_conv_(conv_choice("UNETCU_DIRECT_CONV", "direct kernels")),
-        gemm_conv_(conv_choice("UNETCU_GEMM_CONV", "GEMM backward-data")),
+        gemm_conv_(conv_choice("UNETCU_GEMM_CONV", "GEMM convolutions")),
         side_count_(side_stream_count()),
         prioritised_(stream_priority_switch().get()) {
     int device = 0;
@@ -263,7 +265,7 @@ class CudaBackend final : public Backend {
     os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
 #endif
     os << ", direct convolutions " << conv_choice_name(direct_conv_)
-       << ", GEMM backward-data " << conv_choice_name(gemm_conv_);
+       << ", GEMM convolutions " << conv_choice_name(gemm_conv_);
     description_ = os.str();
   }
 
@@ -443,8 +445,9 @@ class CudaBackend final : public Backend {
 
   // One-output-channel convolutions (the segmentation head) run hand-written kernels in both
   // builds (kernels/cuda/conv_narrow.cu); the others cuDNN natively, the reference emulated,
-  // except where a direct kernel applies, as UNETCU_DIRECT_CONV says (timed against cuDNN's
-  // choice through a ConvRunner::Rival when that choice is made).
+  // except where a direct kernel or the GEMM and gather apply, as UNETCU_DIRECT_CONV and
+  // UNETCU_GEMM_CONV say (timed against cuDNN's choice through a ConvRunner::Rival when that
+  // choice is made; one rival at most, the direct kernel where both apply).
   void conv_forward(float* y, const float* x, const float* wt, const float* bias,
                     const ConvShape& sh) override {
     if (cuda::conv2d_narrow_applies(sh)) {
@@ -453,21 +456,28 @@ class CudaBackend final : public Backend {
     }
     const bool direct = direct_conv_ != ConvChoice::off &&
                         cuda::conv2d_direct_forward_applies(sh, x, y);
+    const bool gemm = !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_applies(sh);
+    const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
-    if (!direct) {
+    if (choice == ConvChoice::off) {
       host_work(HostConv{HostConv::Kind::forward, y, x, wt, bias, sh, GradMode::overwrite},
                 compute_);
       return;
     }
 #else
-    if (!direct || direct_conv_ == ConvChoice::timed) {
+    if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
         rival = direct_rival(0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
           cuda::conv2d_direct_forward(out, x, wt, sh, stream);
         });
-      const size_t bytes = conv_->prepare_forward(sh, x, wt, direct ? &rival : nullptr);
-      if (!direct || !conv_->rival_serves_forward(sh)) {
+      if (gemm)
+        rival = gemm_rival(sh, [this, x, wt, sh](float* out, void* ws, cudaStream_t stream) {
+          gemm_forward(out, x, wt, sh, static_cast<float*>(ws), stream);
+        });
+      const size_t bytes =
+          conv_->prepare_forward(sh, x, wt, choice != ConvChoice::off ? &rival : nullptr);
+      if (choice == ConvChoice::off || !conv_->rival_serves_forward(sh)) {
         const Workspace ws = sized(main_ws_, bytes);
         conv_->forward(y, x, wt, sh, ws.ptr, ws.bytes);
         after_async("cuDNN convolution forward");
@@ -476,11 +486,21 @@ class CudaBackend final : public Backend {
       }
     }
 #endif
-    cuda::conv2d_direct_forward(y, x, wt, sh, compute_);
+    if (gemm) {
+      gemm_forward(y, x, wt, sh, static_cast<float*>(grow(main_ws_, conv2d_col_bytes(sh))),
+                   compute_);
+    } else {
+      cuda::conv2d_direct_forward(y, x, wt, sh, compute_);
+    }
     if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
   }
-  // Backward-data: one rival at most, the direct kernel where it applies, else the GEMM and
-  // gather where that applies (UNETCU_DIRECT_CONV, UNETCU_GEMM_CONV).
+  // y = conv(x, wt) as col = im2col(x), then the GEMM of wt and col; `col` holds
+  // conv2d_col_bytes(sh).
+  void gemm_forward(float* y, const float* x, const float* wt, const ConvShape& sh, float* col,
+                    cudaStream_t stream) {
+    cuda::conv2d_im2col(col, x, sh, stream);
+    run_gemm(conv2d_forward_gemm_dims(sh), wt, col, y, stream);
+  }
   void conv_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                           GradMode mode) override {
     if (cuda::conv2d_narrow_applies(sh)) {
@@ -489,8 +509,7 @@ class CudaBackend final : public Backend {
     }
     const bool direct = direct_conv_ != ConvChoice::off &&
                         cuda::conv2d_direct_backward_data_applies(sh, dy, dx);
-    const bool gemm =
-        !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_backward_data_applies(sh);
+    const bool gemm = !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_applies(sh);
     const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
     if (choice == ConvChoice::off) {
@@ -504,14 +523,11 @@ class CudaBackend final : public Backend {
         rival = direct_rival(0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
           cuda::conv2d_direct_backward_data(out, dy, wt, sh, GradMode::overwrite, stream);
         });
-      if (gemm) {
-        rival.name = "GEMM + gather";
-        rival.workspace_bytes = conv2d_backward_data_col_bytes(sh);
-        rival.run = [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream) {
+      if (gemm)
+        rival = gemm_rival(sh, [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream) {
           gemm_backward_data(out, dy, wt, sh, GradMode::overwrite, static_cast<float*>(ws),
                              stream);
-        };
-      }
+        });
       const size_t bytes = conv_->prepare_backward_data(
           sh, dy, wt, choice != ConvChoice::off ? &rival : nullptr);
       if (choice == ConvChoice::off || !conv_->rival_serves_backward_data(sh)) {
@@ -525,23 +541,27 @@ class CudaBackend final : public Backend {
     if (gemm) {
       gemm_backward_data(
           dx, dy, wt, sh, mode,
-          static_cast<float*>(grow(main_ws_, conv2d_backward_data_col_bytes(sh))), compute_);
+          static_cast<float*>(grow(main_ws_, conv2d_col_bytes(sh))), compute_);
       return;
     }
     cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, compute_);
   }
-  // dx (+)= conv_transpose(dy, wt) as col = the GEMM of dy and wt, then the gather; `col`
-  // holds conv2d_backward_data_col_bytes(sh).
+  // dx (+)= conv_transpose(dy, wt) as col = the GEMM of wt and dy, then the gather; `col`
+  // holds conv2d_col_bytes(sh).
   void gemm_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                           GradMode mode, float* col, cudaStream_t stream) {
-    const GemmDims dims = conv2d_backward_data_gemm_dims(sh);
-#if defined(UNETCU_SIMT)
-    host_work(HostGemm{dims, wt, dy, col}, stream);
-#else
-    gemm_->run(dims, wt, dy, col, stream);
-    after_async("cuBLAS GEMM of the backward data", stream);
-#endif
+    run_gemm(conv2d_backward_data_gemm_dims(sh), wt, dy, col, stream);
     cuda::conv2d_col2im(dx, col, sh, mode, stream);
+  }
+  // C = op(A) * B on `stream`: cuBLAS natively, BLAS as host work emulated.
+  void run_gemm(const GemmDims& dims, const float* a, const float* b, float* c,
+                cudaStream_t stream) {
+#if defined(UNETCU_SIMT)
+    host_work(HostGemm{dims, a, b, c}, stream);
+#else
+    gemm_->run(dims, a, b, c, stream);
+    after_async("cuBLAS GEMM of a convolution", stream);
+#endif
   }
   void conv_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                             GradMode mode) override {
@@ -965,9 +985,18 @@ class CudaBackend final : public Backend {
     r.run = std::move(run);
     return r;
   }
+  // A GEMM and a gather as a rival: run(out, col, stream), col of conv2d_col_bytes(sh).
+  static Rival gemm_rival(const ConvShape& sh,
+                          std::function<void(float*, void*, cudaStream_t)> run) {
+    Rival r;
+    r.name = "GEMM + gather";
+    r.workspace_bytes = conv2d_col_bytes(sh);
+    r.run = std::move(run);
+    return r;
+  }
   // One cuDNN handle for the compute stream, one for the side streams (Lane).
   std::unique_ptr<cudnn::ConvRunner> conv_, side_conv_;
-  // The GEMM backward-data's cuBLAS handle (compute stream; made unless UNETCU_GEMM_CONV=0).
+  // The GEMM convolutions' cuBLAS handle (compute stream; made unless UNETCU_GEMM_CONV=0).
   std::unique_ptr<cudnn::GemmRunner> gemm_;
 #endif
 

@@ -37,20 +37,38 @@ struct ConvShape {
   int64_t w_size() const { return int64_t(k) * r * s * c; }
 };
 
-// C (m x n) = A (m x k) * B (k x n), every matrix column-major with leading dimensions lda,
-// ldb, ldc and none transposed: BLAS's (and cuBLAS's) order, in which a row-major [rows][cols]
-// array is its cols x rows transpose, so NHWC activations and KRSC filters need no copies.
+// C (m x n) = op(A) (m x k) * B (k x n), every matrix column-major with leading dimensions
+// lda, ldb, ldc, op(A) = A or, with trans_a, A's transpose (A then stored k x m): BLAS's (and
+// cuBLAS's) order, in which a row-major [rows][cols] array is its cols x rows transpose, so
+// NHWC activations and KRSC filters need no copies.
 struct GemmDims {
   int m = 0, n = 0, k = 0;
   int lda = 0, ldb = 0, ldc = 0;
+  bool trans_a = false;
 };
 
-// The backward-data as one GEMM and a gather:
-//   col[pix][(r*s_ + s)*c + ch] = sum over k of dy[pix][k] * wt[k][r][s][ch]   (pix: n*p*q
-//   output pixels), i.e. col^T (r*s*c x pixels) = wt^T (r*s*c x k) * dy^T (k x pixels);
-//   dx (+)= col2im(col): each input element adds the col entries of the (output pixel, tap)
-//   pairs that read it (cuda::conv2d_col2im).
-// A = wt, B = dy, C = col.
+// The convolutions as a GEMM and a gather, through the column matrix of the reference
+// (kernels/cpu/conv.cpp): col[pix][(r*s_ + s)*c + ch], one row of r*s*c values per output
+// pixel (pix over n*p*q), where the deep layers' few output pixels leave cuDNN's tiles too
+// few to fill the GPU (bench/RESULTS.md):
+//   forward        col = im2col(x) (cuda::conv2d_im2col), then
+//                  y^T (k x pixels) = wt (k x r*s*c, stored as its transpose) * col^T:
+//                  A = wt (trans_a), B = col, C = y;
+//   backward-data  col^T (r*s*c x pixels) = wt^T (r*s*c x k) * dy^T (k x pixels):
+//                  A = wt, B = dy, C = col; then dx (+)= col2im(col)
+//                  (cuda::conv2d_col2im: each input element adds the col entries of the
+//                  (output pixel, tap) pairs that read it).
+inline GemmDims conv2d_forward_gemm_dims(const ConvShape& sh) {
+  GemmDims d;
+  d.m = sh.k;
+  d.n = sh.n * sh.p * sh.q;
+  d.k = sh.r * sh.s * sh.c;
+  d.lda = d.k;
+  d.ldb = d.k;
+  d.ldc = d.m;
+  d.trans_a = true;
+  return d;
+}
 inline GemmDims conv2d_backward_data_gemm_dims(const ConvShape& sh) {
   GemmDims d;
   d.m = sh.r * sh.s * sh.c;
@@ -61,16 +79,16 @@ inline GemmDims conv2d_backward_data_gemm_dims(const ConvShape& sh) {
   d.ldc = d.m;
   return d;
 }
-// Bytes of that col buffer: n*p*q x r*s*c floats.
-inline size_t conv2d_backward_data_col_bytes(const ConvShape& sh) {
+// Bytes of the column matrix: n*p*q x r*s*c floats.
+inline size_t conv2d_col_bytes(const ConvShape& sh) {
   return size_t(sh.n) * size_t(sh.p) * size_t(sh.q) * size_t(sh.r) * size_t(sh.s) *
          size_t(sh.c) * sizeof(float);
 }
 
 namespace cpu {
 
-// C = A * B through BLAS (cblas_sgemm, column-major): the GEMM of the decompositions above
-// where cuBLAS is not at hand (the emulated CUDA backend, the kernels' tests).
+// C = op(A) * B through BLAS (cblas_sgemm, column-major): the GEMM of the decompositions
+// above where cuBLAS is not at hand (the emulated CUDA backend, the kernels' tests).
 void gemm_colmajor(const GemmDims& d, const float* a, const float* b, float* c);
 
 // y = conv(x, wt) (+ bias). `bias` may be null.
@@ -145,14 +163,15 @@ bool conv2d_direct_backward_data_applies(const ConvShape& sh, const float* dy, c
 void conv2d_direct_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                                  GradMode mode, cudaStream_t stream);
 
-// The gather of the GEMM backward-data (conv2d_backward_data_gemm_dims above): dx (+)= col2im
-// of `col` (n*p*q x r*s*c floats, from the GEMM). Each dx element adds its at most r*s taps in
-// float, taps in (r, s) order, then the old value when accumulating; no atomics. It applies
-// where the col buffer is at most kConvGemmMaxColBytes: the deep layers, whose few output
-// pixels leave cuDNN's data-gradient tiles too few to fill the GPU (bench/RESULTS.md), while
-// the GEMM of r*s*c x n*p*q has r*s times as many outputs to spread.
+// The gathers of the GEMM convolutions (conv2d_forward_gemm_dims and
+// conv2d_backward_data_gemm_dims above), which apply where the column matrix is at most
+// kConvGemmMaxColBytes (at batch 16: encoder layers 2-4, the first decoder blocks in part).
+//   conv2d_im2col  col = im2col(x): every col entry written, 0 in the padding;
+//   conv2d_col2im  dx (+)= col2im(col): each dx element adds its at most r*s taps in float,
+//                  taps in (r, s) order, then the old value when accumulating; no atomics.
 constexpr size_t kConvGemmMaxColBytes = size_t(32) << 20;
-bool conv2d_gemm_backward_data_applies(const ConvShape& sh);
+bool conv2d_gemm_applies(const ConvShape& sh);
+void conv2d_im2col(float* col, const float* x, const ConvShape& sh, cudaStream_t stream);
 void conv2d_col2im(float* dx, const float* col, const ConvShape& sh, GradMode mode,
                    cudaStream_t stream);
 

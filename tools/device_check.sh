@@ -10,8 +10,9 @@
 #      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
 #      benchmarks are CI's; building them here would spend the GPU's time);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every backward-data
-#      it applies to as a cuBLAS GEMM and a gather, untimed), UNETCU_STREAM_PRIORITY=1 (the
+#      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
+#      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
+#      UNETCU_STREAM_PRIORITY=1 (the
 #      compute stream at the greatest priority), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
 #      schedule (those and UNETCU_EARLY_ADAM=0), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0
@@ -25,7 +26,7 @@
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
 #      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, 2 and 4, with
 #      the serial schedule (all three off), with cuDNN's
-#      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM backward-data
+#      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM convolutions
 #      (UNETCU_GEMM_CONV=0), with the compute stream first (UNETCU_STREAM_PRIORITY=1), with
 #      the top 4 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
@@ -216,14 +217,14 @@ step_variant() {
     row "$label" FAILED "$(elapsed "$t"); see $name.log"
   fi
 }
-# The backward-data as a cuBLAS GEMM and a gather wherever it applies (the deep layers), not
-# only where it was timed faster: the cuBLAS call's dimensions on the real step. Then the
+# The forward and backward-data as a cuBLAS GEMM and a gather wherever they apply (the deep
+# layers), not only where timed faster: the cuBLAS calls' dimensions on the real step. Then the
 # other stream schedules (the default joins the weight gradients once a backward pass, on
 # three streams, with Adam in parts beside it): one weight-gradient stream; a join after each
 # convolution; the serial schedule (both, and Adam after the backward pass); the single-pass
 # BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
 # each hand-written kernel may start while the one before it ends).
-step_variant step_check_gemm "cpu-vs-gpu step, GEMM backward-data always" UNETCU_GEMM_CONV=1
+step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
 step_variant step_check_priority "cpu-vs-gpu step, compute stream first" UNETCU_STREAM_PRIORITY=1
 step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
 step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
@@ -389,9 +390,9 @@ if [ -x "$gpu_bench" ]; then
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
   step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
-  # The step without the GEMM backward-data (the "GEMM + gather" notes of algorithms.txt say
+  # The step without the GEMM convolutions (the "GEMM + gather" notes of algorithms.txt say
   # where it was timed faster than cuDNN's choice).
-  step_bench bench_cuda_ops_no_gemm "step, no GEMM backward-data" UNETCU_GEMM_CONV=0
+  step_bench bench_cuda_ops_no_gemm "step, no GEMM convolutions" UNETCU_GEMM_CONV=0
   # The step with the compute stream (the critical path) at the greatest priority (opt-in).
   step_bench bench_cuda_ops_priority "step, compute stream first" UNETCU_STREAM_PRIORITY=1
   # The step with the graph-API engine configurations timed per shape cut to the heuristics'

@@ -385,8 +385,8 @@ void conv2d_backward_filter(double* dwt, const double* dy, const double* x, cons
 
 void gemm_colmajor(const GemmDims& d, const float* a, const float* b, float* c) {
   single_threaded_blas();
-  cblas_sgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, d.m, d.n, d.k, 1.0f, a, d.lda, b, d.ldb,
-              0.0f, c, d.ldc);
+  cblas_sgemm(CblasColMajor, d.trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, d.m, d.n, d.k,
+              1.0f, a, d.lda, b, d.ldb, 0.0f, c, d.ldc);
 }
 
 void conv2d_backward_bias(float* dbias, const float* dy, const ConvShape& sh, GradMode mode) {

@@ -1,15 +1,19 @@
-// kernels/cuda/conv_gemm.cu: the gather half of the backward-data as a GEMM (kernels/conv.h:
-// conv2d_backward_data_gemm_dims). The GEMM writes col, one row of r*s*c values per output
-// pixel (cuBLAS on a GPU, kernels/cudnn/gemm_cublas.h; BLAS under the emulator); this kernel
-// adds, for each input element, the col entries of the (output pixel, tap) pairs that read it.
-//
-// map_rows (common.cuh) over image rows: a thread owns one (pixel column, channel group) pair
-// and walks down the rows, so its horizontal taps are worked out once and the vertical ones
-// once a row (TapRange: no division inside the tap loops). Channel groups of 4 move as float4 when c % 4 == 0 and the pointers allow. Each
-// element is written once with its sum (no atomics): the result does not depend on the
-// schedule. Traffic: col is read once (r*s*c floats per output pixel: about r*s / stride^2
-// reads per dx element), dx written once (read too when accumulating); the GEMM has just
-// written col, so at the shapes it applies to (col <= 32 MiB) the reads mostly hit L2.
+// kernels/cuda/conv_gemm.cu: the gathers of the convolutions as a GEMM (kernels/conv.h:
+// conv2d_forward_gemm_dims, conv2d_backward_data_gemm_dims), around the GEMM (cuBLAS on a GPU,
+// kernels/cudnn/gemm_cublas.h; BLAS under the emulator) on the column matrix col, one row of
+// r*s*c values per output pixel:
+//   im2col  (forward, before the GEMM) writes col from x: each entry once, 0 in the padding.
+//           map_rows (common.cuh) over output rows: a thread owns one (output pixel column,
+//           tap, channel group) and walks down the rows, so its input column is fixed.
+//   col2im  (backward-data, after it) adds, for each input element, the col entries of the
+//           (output pixel, tap) pairs that read it. map_rows over input rows: a thread owns one
+//           (pixel column, channel group) and walks down the rows, so its horizontal taps are
+//           worked out once and the vertical ones once a row (TapRange: no division inside
+//           the tap loops). Each element is written once with its sum (no atomics): the
+//           result does not depend on the schedule.
+// Channel groups of 4 move as float4 when c % 4 == 0 and the pointers allow. Traffic: col is
+// written or read once (r*s*c floats per output pixel: about r*s / stride^2 per element of x);
+// at the shapes they apply to (col <= 32 MiB) the GEMM's side of col mostly stays in L2.
 #include "kernels/conv.h"
 
 #include "kernels/cuda/common.cuh"
@@ -36,6 +40,43 @@ __device__ inline TapRange taps(int coordinate, int pad, int stride, int filter,
   const int end = filter < t + 1 ? filter : t + 1;
   return TapRange{first, end, (t - first) / stride};
 }
+
+template <int V>
+struct Im2Col {
+  float* col;
+  const float* x;
+  ConvShape sh;
+  int groups;  // channel groups of V per pixel: c / V
+  struct Column {
+    float* col;
+    const float* x;
+    ConvShape sh;
+    int groups, group, r, ix;  // this thread's channel group, filter row, input column
+    int64_t tap;               // its offset in a col row, in groups
+    __device__ void operator()(int64_t row) const {
+      const int p = int(row % sh.p);
+      const int64_t image = row / sh.p;
+      const int iy = p * sh.stride - sh.pad + r;
+      Vec<float, V> v;
+      if (iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w) {
+        v = load_vec<V>(x, ((image * sh.h + iy) * sh.w + ix) * groups + group);
+      } else {
+        for (int k = 0; k < V; ++k) v.v[k] = 0.0f;
+      }
+      store_vec<V>(col, row * sh.q * int64_t(sh.r) * sh.s * groups + tap, v);
+    }
+  };
+  // Column c = (q * r*s + tap) * groups + group: consecutive threads read consecutive channel
+  // groups of one input pixel and write them next to each other.
+  __device__ Column column(int c) const {
+    const int group = c % groups;
+    const int tap = (c / groups) % (sh.r * sh.s);
+    const int q = c / groups / (sh.r * sh.s);
+    const int r = tap / sh.s, s = tap % sh.s;
+    return Column{col, x, sh, groups, group, r, q * sh.stride - sh.pad + s,
+                  (int64_t(q) * sh.r * sh.s + tap) * groups + group};
+  }
+};
 
 template <int V>
 struct Col2Im {
@@ -82,10 +123,20 @@ struct Col2Im {
 
 }  // namespace
 
-bool conv2d_gemm_backward_data_applies(const ConvShape& sh) {
+bool conv2d_gemm_applies(const ConvShape& sh) {
   if (sh.n <= 0 || sh.p <= 0 || sh.q <= 0 || sh.c <= 0 || sh.k <= 0 || sh.stride <= 0)
     return false;
-  return conv2d_backward_data_col_bytes(sh) <= kConvGemmMaxColBytes;
+  return conv2d_col_bytes(sh) <= kConvGemmMaxColBytes;
+}
+
+void conv2d_im2col(float* col, const float* x, const ConvShape& sh, cudaStream_t stream) {
+  const int64_t rows = int64_t(sh.n) * sh.p;
+  const int taps = sh.r * sh.s;
+  if (sh.c % 4 == 0 && detail::all_vec4(col, x)) {
+    detail::map_rows(Im2Col<4>{col, x, sh, sh.c / 4}, rows, sh.q * taps * (sh.c / 4), stream);
+  } else {
+    detail::map_rows(Im2Col<1>{col, x, sh, sh.c}, rows, sh.q * taps * sh.c, stream);
+  }
 }
 
 void conv2d_col2im(float* dx, const float* col, const ConvShape& sh, GradMode mode,

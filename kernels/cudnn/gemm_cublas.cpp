@@ -55,8 +55,8 @@ const char* hint(cublasStatus_t status) {
 
 std::string describe(const GemmDims& d) {
   std::ostringstream os;
-  os << "GEMM m " << d.m << " n " << d.n << " k " << d.k << " (lda " << d.lda << ", ldb "
-     << d.ldb << ", ldc " << d.ldc << ")";
+  os << "GEMM m " << d.m << " n " << d.n << " k " << d.k << " (A" << (d.trans_a ? "^T" : "")
+     << ", lda " << d.lda << ", ldb " << d.ldb << ", ldc " << d.ldc << ")";
   return os.str();
 }
 
@@ -102,9 +102,9 @@ void GemmRunner::run(const GemmDims& d, const float* a, const float* b, float* c
   const cublasComputeType_t compute =
       impl_->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   UNETCU_CUBLAS_CHECK_FOR(
-      cublasGemmEx(impl_->handle, CUBLAS_OP_N, CUBLAS_OP_N, d.m, d.n, d.k, &one, a, CUDA_R_32F,
-                   d.lda, b, CUDA_R_32F, d.ldb, &zero, c, CUDA_R_32F, d.ldc, compute,
-                   CUBLAS_GEMM_DEFAULT),
+      cublasGemmEx(impl_->handle, d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, d.m, d.n,
+                   d.k, &one, a, CUDA_R_32F, d.lda, b, CUDA_R_32F, d.ldb, &zero, c, CUDA_R_32F,
+                   d.ldc, compute, CUBLAS_GEMM_DEFAULT),
       what);
 }
 

@@ -1,7 +1,8 @@
 // kernels/cudnn/gemm_cublas.h: the GEMMs of the convolutions that run as a GEMM and a gather
-// (kernels/conv.h: conv2d_backward_data_gemm_dims), through cuBLAS. The one translation unit
-// that talks to cuBLAS (gemm_cublas.cpp) sits behind this header. GPU builds only: under the
-// SIMT emulator cpu::gemm_colmajor (BLAS) stands in, with the same GemmDims.
+// (kernels/conv.h: conv2d_forward_gemm_dims, conv2d_backward_data_gemm_dims), through cuBLAS.
+// The one translation unit that talks to cuBLAS (gemm_cublas.cpp) sits behind this header.
+// GPU builds only: under the SIMT emulator cpu::gemm_colmajor (BLAS) stands in, with the same
+// GemmDims.
 //
 // TF32: with tf32 (the default, as for cuDNN) the compute type is CUBLAS_COMPUTE_32F_FAST_TF32
 // (float inputs rounded to TF32 on the tensor cores, float accumulation); without it
@@ -44,7 +45,7 @@ class GemmRunner {
   GemmRunner(const GemmRunner&) = delete;
   GemmRunner& operator=(const GemmRunner&) = delete;
 
-  // C = A * B as `d` says (column-major, no transposes), on `stream`.
+  // C = op(A) * B as `d` says (column-major), on `stream`.
   void run(const GemmDims& d, const float* a, const float* b, float* c, cudaStream_t stream);
 
  private:

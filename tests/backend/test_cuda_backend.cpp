@@ -508,7 +508,7 @@ TEST_CASE("UNETCU_DIRECT_CONV other than 0, 1 or auto is refused with its value"
 }
 
 TEST_CASE("UNETCU_GEMM_CONV other than 0, 1 or auto is refused with its value") {
-  check_conv_choice("UNETCU_GEMM_CONV", {"2", "yes", "gemm"}, "GEMM backward-data");
+  check_conv_choice("UNETCU_GEMM_CONV", {"2", "yes", "gemm"}, "GEMM convolutions");
 }
 
 #if !defined(UNETCU_TEST_EMULATED)
@@ -581,7 +581,7 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   const std::string gemm_setting = gemm != nullptr && std::string(gemm) == "1" ? "always" : "off";
   MESSAGE(backend->describe());
   CHECK(test::contains(backend->describe(), "direct convolutions " + direct_setting));
-  CHECK(test::contains(backend->describe(), "GEMM backward-data " + gemm_setting));
+  CHECK(test::contains(backend->describe(), "GEMM convolutions " + gemm_setting));
   CHECK(test::contains(backend->describe(), "compute stream at the greatest priority") ==
         prioritised);
   CHECK(test::contains(backend->describe(), "joined " + joins + ", Adam " + adam));
