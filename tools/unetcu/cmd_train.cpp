@@ -106,8 +106,9 @@ int cmd_train(int argc, char** argv) {
   // The first step of each batch size is slower by seconds, with the progress bar still at 0:
   // say why before it looks stuck.
   if (backend->kind() == DeviceKind::cuda)
-    std::fprintf(stderr, "cuda: the first step of each batch size times cuDNN's algorithms for "
-                         "every convolution and captures the step as a CUDA graph (seconds)\n");
+    std::fprintf(stderr, "cuda: the first step of each batch size times cuDNN's algorithms and "
+                         "unetcu's own kernels for every convolution and captures the step as a "
+                         "CUDA graph (seconds)\n");
 
   data::Dataset ds = load_folder(data_dir, image_size, int(a.integer("limit", 0, INT32_MAX)), data_options(a));
   // The split is made once and kept in the run folder as names; --resume reads it back, so a
