@@ -468,13 +468,14 @@ class CudaBackend final : public Backend {
     if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
-        rival = direct_rival(0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
+        rival = rival_of("direct kernel", 0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
           cuda::conv2d_direct_forward(out, x, wt, sh, stream);
         });
       if (gemm)
-        rival = gemm_rival(sh, [this, x, wt, sh](float* out, void* ws, cudaStream_t stream) {
-          gemm_forward(out, x, wt, sh, static_cast<float*>(ws), stream);
-        });
+        rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
+                         [this, x, wt, sh](float* out, void* ws, cudaStream_t stream) {
+                           gemm_forward(out, x, wt, sh, static_cast<float*>(ws), stream);
+                         });
       const size_t bytes =
           conv_->prepare_forward(sh, x, wt, choice != ConvChoice::off ? &rival : nullptr);
       if (choice == ConvChoice::off || !conv_->rival_serves_forward(sh)) {
@@ -487,8 +488,7 @@ class CudaBackend final : public Backend {
     }
 #endif
     if (gemm) {
-      gemm_forward(y, x, wt, sh, static_cast<float*>(grow(main_ws_, conv2d_col_bytes(sh))),
-                   compute_);
+      gemm_forward(y, x, wt, sh, static_cast<float*>(scratch(conv2d_col_bytes(sh))), compute_);
     } else {
       cuda::conv2d_direct_forward(y, x, wt, sh, compute_);
     }
@@ -520,14 +520,15 @@ class CudaBackend final : public Backend {
     if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
-        rival = direct_rival(0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
+        rival = rival_of("direct kernel", 0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
           cuda::conv2d_direct_backward_data(out, dy, wt, sh, GradMode::overwrite, stream);
         });
       if (gemm)
-        rival = gemm_rival(sh, [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream) {
-          gemm_backward_data(out, dy, wt, sh, GradMode::overwrite, static_cast<float*>(ws),
-                             stream);
-        });
+        rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
+                         [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream) {
+                           gemm_backward_data(out, dy, wt, sh, GradMode::overwrite,
+                                              static_cast<float*>(ws), stream);
+                         });
       const size_t bytes = conv_->prepare_backward_data(
           sh, dy, wt, choice != ConvChoice::off ? &rival : nullptr);
       if (choice == ConvChoice::off || !conv_->rival_serves_backward_data(sh)) {
@@ -539,9 +540,8 @@ class CudaBackend final : public Backend {
     }
 #endif
     if (gemm) {
-      gemm_backward_data(
-          dx, dy, wt, sh, mode,
-          static_cast<float*>(grow(main_ws_, conv2d_col_bytes(sh))), compute_);
+      gemm_backward_data(dx, dy, wt, sh, mode, static_cast<float*>(scratch(conv2d_col_bytes(sh))),
+                         compute_);
       return;
     }
     cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, compute_);
@@ -585,9 +585,11 @@ class CudaBackend final : public Backend {
     if (!direct || direct_conv_ == ConvChoice::timed) {
       Rival rival;
       if (direct)
-        rival = direct_rival(direct_bytes, [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
-          cuda::conv2d_direct_backward_filter(out, dy, x, sh, GradMode::overwrite, ws, stream);
-        });
+        rival = rival_of("direct kernel", direct_bytes,
+                         [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
+                           cuda::conv2d_direct_backward_filter(out, dy, x, sh,
+                                                               GradMode::overwrite, ws, stream);
+                         });
       const size_t bytes =
           lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
       if (!direct || !lane.conv->rival_serves_backward_filter(sh)) {
@@ -976,21 +978,13 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<HostWork>> captured_work_;
 #else
   using Rival = cudnn::ConvRunner::Rival;
-  // A direct kernel as a rival of cuDNN's choice: run(out, workspace, stream).
-  static Rival direct_rival(size_t workspace_bytes,
-                            std::function<void(float*, void*, cudaStream_t)> run) {
+  // A kernel of ours as a rival of cuDNN's choice: run(out, workspace, stream), "direct
+  // kernel" or "GEMM + gather" (whose workspace is the column matrix, conv2d_col_bytes).
+  static Rival rival_of(const char* name, size_t workspace_bytes,
+                        std::function<void(float*, void*, cudaStream_t)> run) {
     Rival r;
-    r.name = "direct kernel";
+    r.name = name;
     r.workspace_bytes = workspace_bytes;
-    r.run = std::move(run);
-    return r;
-  }
-  // A GEMM and a gather as a rival: run(out, col, stream), col of conv2d_col_bytes(sh).
-  static Rival gemm_rival(const ConvShape& sh,
-                          std::function<void(float*, void*, cudaStream_t)> run) {
-    Rival r;
-    r.name = "GEMM + gather";
-    r.workspace_bytes = conv2d_col_bytes(sh);
     r.run = std::move(run);
     return r;
   }

@@ -93,11 +93,11 @@ GemmRunner::~GemmRunner() = default;
 
 void GemmRunner::run(const GemmDims& d, const float* a, const float* b, float* c,
                      cudaStream_t stream) {
-  const std::string what = describe(d);
+  // The context (describe(d)) is formed only when a call fails: the macro evaluates it there.
   // cublasSetStream resets the workspace to cuBLAS's pool: ours goes back on after it.
-  UNETCU_CUBLAS_CHECK_FOR(cublasSetStream(impl_->handle, stream), what);
+  UNETCU_CUBLAS_CHECK_FOR(cublasSetStream(impl_->handle, stream), describe(d));
   UNETCU_CUBLAS_CHECK_FOR(cublasSetWorkspace(impl_->handle, impl_->workspace, kWorkspaceBytes),
-                          what);
+                          describe(d));
   const float one = 1.0f, zero = 0.0f;
   const cublasComputeType_t compute =
       impl_->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -105,7 +105,7 @@ void GemmRunner::run(const GemmDims& d, const float* a, const float* b, float* c
       cublasGemmEx(impl_->handle, d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, d.m, d.n,
                    d.k, &one, a, CUDA_R_32F, d.lda, b, CUDA_R_32F, d.ldb, &zero, c, CUDA_R_32F,
                    d.ldc, compute, CUBLAS_GEMM_DEFAULT),
-      what);
+      describe(d));
 }
 
 }  // namespace unetcu::cudnn
