@@ -87,15 +87,16 @@ EnvSwitch& late_join_switch() {
   return on;
 }
 
-// UNETCU_STREAM_PRIORITY=1 (opt-in, not yet measured): the compute stream, which carries the
-// step's critical path (the forward pass, the data gradients, BatchNorm), at the device's
-// greatest priority, the other streams at the default (the least), and each captured graph
-// instantiated to keep its kernels' priorities (cudaGraphInstantiateFlagUseNodePriority: the
-// capture copies a stream's priority into its kernel nodes). Then, as SMs free up, waiting
-// blocks of the critical path are scheduled before those of the weight gradients on the side
-// streams, where otherwise the first issued go first.
+// The compute stream, which carries the step's critical path (the forward pass, the data
+// gradients, BatchNorm), at the device's greatest priority, the other streams at the default
+// (the least), and each captured graph instantiated to keep its kernels' priorities
+// (cudaGraphInstantiateFlagUseNodePriority: the capture copies a stream's priority into its
+// kernel nodes). Then, as SMs free up, waiting blocks of the critical path are scheduled
+// before those of the weight gradients on the side streams, where otherwise the first issued
+// go first. On unless UNETCU_STREAM_PRIORITY=0: the step ran 1.3% faster with it on an H100
+// in one run and 2.7% in another, alternating with and without (bench/RESULTS.md).
 EnvSwitch& stream_priority_switch() {
-  static EnvSwitch on{"UNETCU_STREAM_PRIORITY", false};
+  static EnvSwitch on{"UNETCU_STREAM_PRIORITY", true};
   return on;
 }
 
@@ -121,7 +122,8 @@ int side_stream_count() {
 // The convolutions that may replace cuDNN's where they apply (kernels/conv.h), each with its
 // variable:
 //   UNETCU_DIRECT_CONV  the hand-written direct convolutions (kernels/cuda/conv_narrow.cu) for
-//                       few output channels: forward, backward-data, weight gradient;
+//                       few output channels: forward, backward-data, weight gradient (the
+//                       last only when "1": see conv_backward_filter);
 //   UNETCU_GEMM_CONV    the forward and backward-data as a cuBLAS GEMM and a gather
 //                       (conv_gemm.cu) where the column matrix is small: the deep layers,
 //                       where cuDNN's data-gradient kernels ran on 16 thread blocks of a
@@ -572,7 +574,13 @@ class CudaBackend final : public Backend {
           grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
-    const bool direct = direct_conv_ != ConvChoice::off &&
+    // The direct weight gradient only when forced (UNETCU_DIRECT_CONV=1), not timed against
+    // cuDNN: it runs on a side stream beside the critical path, where its time alone is not
+    // its cost. On an H100 it was timed faster than cuDNN's choice at both 128x128 shapes (145
+    // against 209 us, 90 against 98), and the step ran 1.3% slower with it serving: its
+    // blocks (two per SM, 80 registers a thread, the whole kernel long) leave no room on the
+    // SMs for the compute stream's kernels (bench/RESULTS.md).
+    const bool direct = direct_conv_ == ConvChoice::always &&
                         cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
     const size_t direct_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
 #if defined(UNETCU_SIMT)
@@ -582,22 +590,12 @@ class CudaBackend final : public Backend {
       return;
     }
 #else
-    if (!direct || direct_conv_ == ConvChoice::timed) {
-      Rival rival;
-      if (direct)
-        rival = rival_of("direct kernel", direct_bytes,
-                         [dy, x, sh](float* out, void* ws, cudaStream_t stream) {
-                           cuda::conv2d_direct_backward_filter(out, dy, x, sh,
-                                                               GradMode::overwrite, ws, stream);
-                         });
-      const size_t bytes =
-          lane.conv->prepare_backward_filter(sh, dy, x, direct ? &rival : nullptr);
-      if (!direct || !lane.conv->rival_serves_backward_filter(sh)) {
-        const Workspace ws = sized(*lane.ws, bytes);
-        lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
-        after_async("cuDNN convolution backward filter", lane.stream);
-        return;
-      }
+    if (!direct) {
+      const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, nullptr);
+      const Workspace ws = sized(*lane.ws, bytes);
+      lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
+      after_async("cuDNN convolution backward filter", lane.stream);
+      return;
     }
 #endif
     cuda::conv2d_direct_backward_filter(dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
@@ -1010,7 +1008,7 @@ class CudaBackend final : public Backend {
   };
   SideStream sides_[kMaxSideStreams];
   int side_count_ = 1;
-  bool prioritised_ = false;  // UNETCU_STREAM_PRIORITY=1: the compute stream first
+  bool prioritised_ = false;  // the compute stream first (unless UNETCU_STREAM_PRIORITY=0)
   int current_side_ = 0;      // the side stream the forked weight gradients go to
   unsigned open_sides_ = 0;   // bit i: side stream i forked and not joined yet
   cudaStream_t optimizer_ = nullptr;  // early Adam's stream (see fork_optimizer)

@@ -140,7 +140,7 @@ void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
 // conv_narrow.cu): stride 1, a "same" square filter of at most 3x3 (r = s = 2 pad + 1),
 // k <= 32 and k, c multiples of 4, dy and x 16-byte aligned. Full fp32 (no TF32): each thread
 // sums at most conv2d_direct_backward_filter_float_run(sh) products per element in float, the
-// rest of the sum is a fixed tree in double through `workspace`
+// rest of the sum is in double, in a fixed order, through `workspace`
 // (conv2d_direct_backward_filter_workspace_bytes(sh), scratch), rounded to float once, so the
 // result does not depend on scheduling. dwt (+)= correlation of x with dy over the batch.
 // Both sizes are 0 for a shape the kernel does not take.

@@ -12,8 +12,8 @@
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
 #      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
-#      UNETCU_STREAM_PRIORITY=1 (the
-#      compute stream at the greatest priority), UNETCU_WGRAD_STREAMS=1 (one
+#      UNETCU_STREAM_PRIORITY=0 (every
+#      stream at the default priority), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
 #      schedule (those and UNETCU_EARLY_ADAM=0), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0
 #      (chained launches off);
@@ -27,7 +27,7 @@
 #      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, 2 and 4, with
 #      the serial schedule (all three off), with cuDNN's
 #      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM convolutions
-#      (UNETCU_GEMM_CONV=0), with the compute stream first (UNETCU_STREAM_PRIORITY=1), with
+#      (UNETCU_GEMM_CONV=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
 #      the top 4 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
@@ -225,7 +225,7 @@ step_variant() {
 # BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
 # each hand-written kernel may start while the one before it ends).
 step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
-step_variant step_check_priority "cpu-vs-gpu step, compute stream first" UNETCU_STREAM_PRIORITY=1
+step_variant step_check_priority "cpu-vs-gpu step, no stream priority" UNETCU_STREAM_PRIORITY=0
 step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
 step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
 step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
@@ -380,7 +380,7 @@ if [ -x "$gpu_bench" ]; then
   if run step_trace 90 "$gpu_bench" --trace-steps 5 --trace-out "$out/step_trace.csv" &&
      python3 "$root/tools/step_timeline.py" "$out/step_trace.csv" > "$out/step_timeline.txt" 2>&1
   then
-    figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute) ' \
+    figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute|from compute start) ' \
       "$out/step_timeline.txt" | sed -E 's/ {2,}/ /g' | paste -sd';' - | sed 's/;/; /g')
     row "step timeline (cupti)" ok "$(elapsed "$t"); ms, share of the step: $figures"
   else
@@ -393,8 +393,9 @@ if [ -x "$gpu_bench" ]; then
   # The step without the GEMM convolutions (the "GEMM + gather" notes of algorithms.txt say
   # where it was timed faster than cuDNN's choice).
   step_bench bench_cuda_ops_no_gemm "step, no GEMM convolutions" UNETCU_GEMM_CONV=0
-  # The step with the compute stream (the critical path) at the greatest priority (opt-in).
-  step_bench bench_cuda_ops_priority "step, compute stream first" UNETCU_STREAM_PRIORITY=1
+  # The step with every stream at the default priority: what putting the compute stream (the
+  # critical path) first brings.
+  step_bench bench_cuda_ops_priority "step, no stream priority" UNETCU_STREAM_PRIORITY=0
   # The step with the graph-API engine configurations timed per shape cut to the heuristics'
   # top 4 (12 by default): what timing more of cuDNN's ranking brings.
   step_bench bench_cuda_ops_four_candidates "step, top 4 cuDNN configs" UNETCU_CUDNN_CANDIDATES=4

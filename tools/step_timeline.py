@@ -19,6 +19,10 @@ may still pay for first launches):
   compute gaps  the time inside the span when no compute-lane work runs, split into the GPU
              idle and only other lanes running (the critical path waiting on the side
              streams, or done while they finish), and the tail after the last compute work;
+  from compute start  the span less the head before the first compute work: the benchmark
+             synchronises between traced steps, so the head holds the batch upload and the
+             host's graph launch, which steps issued back to back overlap with the step
+             before; this is the figure to set beside the benchmark's time a step;
   concurrency  the share of the span with 0, 1, 2 and 3 or more activities at once;
 and, for the last step, the longest gaps of the compute lane with what ran before and after.
 """
@@ -138,6 +142,7 @@ def analyse(acts):
         figures["compute gaps, other lanes only"] = sum(o for _, o, _, _ in gaps)
         figures["head before compute"] = compute[0][0] - begin
         figures["tail after compute"] = end - compute[-1][1]
+        figures["from compute start"] = end - compute[0][0]
     for i, ns in enumerate(concurrency(acts, begin, end)):
         figures[f"{('0', '1', '2', '3+')[i]} at once"] = ns
     return figures, gaps

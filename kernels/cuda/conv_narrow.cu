@@ -23,20 +23,26 @@
 //                    does not depend on scheduling.
 //
 // The direct weight gradient (k <= 32 output channels, "same" 3x3 or 1x1 filters) is the
-// same two stages with a register tile: a thread owns one tap, KT output channels and 4 input
-// channels (KT x 4 float sums) and per output pixel loads KT/4 dy vectors (the same address
-// for every thread of the pixel: one broadcast) and one x vector, for 4 KT multiply-adds.
+// same two stages with a register tile and shared memory: a block stages a segment of output
+// pixels (dy) and the input rows their taps read (x), and each thread, owning one filter row
+// (s taps), 4 output channels and 4 input channels for one lane of the segment's pixels
+// (16 s float sums), adds per pixel one dy vector times the s x vectors of a sliding window:
+// two shared-memory loads for 16 s multiply-adds. The lanes' sums are added in a fixed order
+// in double. Wide inputs are cut into 32-channel chunks, one per grid row.
 // cuDNN's weight gradients at these shapes are GEMMs with only k = 16 or 32 rows and a
-// 262,144-pixel reduction: on the H100 0.195 ms for 32 -> 16 at 128x128 (1.2 G multiply-adds,
-// 12 TFLOP/s) and 0.101 for 16 -> 16, two to three times their data gradients, so with the
-// per-convolution join they stand on the step's critical path.
+// 262,144-pixel reduction: on the H100 0.209 ms for 32 -> 16 at 128x128 (1.2 G multiply-adds,
+// 12 TFLOP/s) and 0.098 for 16 -> 16, two to four times their data gradients. This kernel
+// took 0.145 and 0.090 there, yet the step ran 1.3% slower with it serving (it runs beside
+// the critical path and fills the SMs' registers), so the engine uses it only when forced
+// (bench/RESULTS.md).
 //
 // The direct forward and backward-data (16 or 32 output channels of the direction, at most 64
 // input channels) stage a block's filters in shared memory and give each thread 4 pixels x
 // 16 output channels; backward-data is the forward convolution of dy with the filters
 // transposed and turned around. All three run in fp32 on the CUDA cores, so they can lose to
-// cuDNN's TF32 tensor cores where those have enough work: the engine times each against
-// cuDNN's choice per shape and direction (kernels/cudnn's Rival) and keeps the faster.
+// cuDNN's TF32 tensor cores where those have enough work: the engine times the forward and
+// backward-data against cuDNN's choice per shape and direction (kernels/cudnn's Rival) and
+// keeps the faster.
 #include "kernels/conv.h"
 
 #include "kernels/cuda/common.cuh"
@@ -240,100 +246,157 @@ bool filter_vec4(const ConvShape& sh, const float* x) {
 
 // The most output channels the direct weight gradient takes: beyond it cuDNN's GEMM tiles fill.
 constexpr int kDirectMaxK = 32;
-// Each pixel lane sums at least this many output pixels before the lane tree.
-constexpr int64_t kDirectRowsPerLane = 64;
-// Stage-1 blocks at most (about two per SM on an H100), and double partials at most (8 MB),
-// so that the partials stay small next to the 17-50 MB the kernel reads.
-constexpr int kDirectBlocks = 256;
-constexpr int64_t kDirectPartials = int64_t(1) << 20;
+// A segment is at most this many consecutive output pixels of one image row: the unit a block
+// stages in shared memory (their dy, and the r rows of x their taps read, halo included).
+constexpr int kSegmentPixels = 64;
+// Input channel groups (of 4) a block takes; wider inputs are cut into chunks (grid y), so the
+// x tile is at most 3 x 66 x 32 floats (25 KB) next to the dy tile's 64 x 32 (8 KB).
+constexpr int kBlockCGroups = 8;
+// Threads a block has at most: pixel lanes x filter rows x output-channel groups x input-
+// channel groups, the lanes as many as keep it within this (3 x 8 x 8 = 192 before lanes).
+constexpr int kDirectThreads = 384;
+constexpr int kDirectMaxLanes = 8;
+// Stage-1 blocks at most (two per SM on an H100: 384 threads of at most 85 registers), each
+// taking at least kMinSegments segments, and double partials at most (16 MB), so that the
+// partials stay small next to the 17-50 MB the kernel reads.
+constexpr int kDirectBlocks = 264;
+constexpr int64_t kMinSegments = 4;
+constexpr int64_t kDirectPartials = int64_t(2) << 20;
 
-// How the direct weight gradient's stage 1 is cut: a column is one (tap, group of kt output
-// channels, group of 4 input channels), input-channel group fastest; a block covers `tile`
-// columns by `lanes` pixel lanes, grid (col_tiles, blocks), and block y sums output pixels
-// [y * chunk, (y + 1) * chunk), lane l every lanes-th of them from the l-th.
+// How the direct weight gradient's stage 1 is cut, from the shape alone (so the summation
+// order is fixed). Thread t of a block owns one filter row (its s taps), 4 output channels and
+// 4 input channels, for one pixel lane: input-channel group fastest (t % cgroups), then
+// output-channel group, filter row, lane. Block (x, y) takes input-channel groups
+// [y cgroups, (y + 1) cgroups) and segments [x segs_per_block, (x + 1) segs_per_block) in
+// order; a row of q pixels is segs_per_row segments of seg_len pixels (the last may be
+// shorter), and lane l takes pixels [l sub, (l + 1) sub) of each segment.
 struct DirectTiling {
-  int kt = 4, cols = 1, tile = 1, lanes = 1, col_tiles = 1, blocks = 1;
-  int64_t chunk = 1;
+  int kgroups = 1, cgroups = 1, cchunks = 1, lanes = 1, threads = 1;
+  int seg_len = 1, sub = 1, segs_per_row = 1, blocks = 1;
+  int64_t segments = 1, segs_per_block = 1;
 };
 
 DirectTiling direct_tiling(const ConvShape& sh) {
   DirectTiling dt;
-  dt.kt = sh.k % 16 == 0 ? 16 : sh.k % 8 == 0 ? 8 : 4;
-  dt.cols = sh.r * sh.s * (sh.c / 4) * (sh.k / dt.kt);
-  dt.tile = dt.cols < detail::kThreads ? dt.cols : detail::kThreads;
-  dt.lanes = detail::kThreads / dt.tile;
-  dt.col_tiles = (dt.cols + dt.tile - 1) / dt.tile;
-  const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
-  const int64_t outputs = int64_t(sh.k) * sh.r * sh.s * sh.c;
-  const int64_t wanted = (pixels + dt.lanes * kDirectRowsPerLane - 1) / (dt.lanes * kDirectRowsPerLane);
-  int64_t cap = kDirectBlocks / dt.col_tiles;
-  if (kDirectPartials / outputs < cap) cap = kDirectPartials / outputs;
+  dt.kgroups = sh.k / 4;
+  const int cvecs = sh.c / 4;
+  dt.cgroups = cvecs < kBlockCGroups ? cvecs : kBlockCGroups;
+  dt.cchunks = (cvecs + dt.cgroups - 1) / dt.cgroups;
+  const int owners = sh.r * dt.kgroups * dt.cgroups;
+  dt.lanes = kDirectThreads / owners;
+  if (dt.lanes > kDirectMaxLanes) dt.lanes = kDirectMaxLanes;
+  dt.seg_len = sh.q < kSegmentPixels ? sh.q : kSegmentPixels;
+  if (dt.lanes > dt.seg_len) dt.lanes = dt.seg_len;
+  if (dt.lanes < 1) dt.lanes = 1;
+  dt.sub = (dt.seg_len + dt.lanes - 1) / dt.lanes;
+  dt.threads = dt.lanes * owners;
+  dt.segs_per_row = (sh.q + dt.seg_len - 1) / dt.seg_len;
+  dt.segments = int64_t(sh.n) * sh.p * dt.segs_per_row;
+  int64_t cap = kDirectBlocks / dt.cchunks;
+  const int64_t by_partials = kDirectPartials / sh.w_size();
+  if (by_partials < cap) cap = by_partials;
   if (cap < 1) cap = 1;
-  dt.blocks = int(wanted < 1 ? 1 : (wanted > cap ? cap : wanted));
-  dt.chunk = (pixels + dt.blocks - 1) / dt.blocks;
+  int64_t blocks = (dt.segments + kMinSegments - 1) / kMinSegments;
+  if (blocks > cap) blocks = cap;
+  if (blocks < 1) blocks = 1;
+  dt.segs_per_block = (dt.segments + blocks - 1) / blocks;
+  dt.blocks = int((dt.segments + dt.segs_per_block - 1) / dt.segs_per_block);  // none empty
   return dt;
 }
 
-// Stage 1 (see the file comment). For a "same" convolution at stride 1 the input pixel of
-// output pixel `row` at a tap is row + dr * w + ds, so a lane steps its (p, q) along and
-// needs no division per pixel.
-template <int KT>
-__global__ void __launch_bounds__(detail::kThreads)
+// Stage 1 (see the file comment). Each segment is staged once for the whole block, zeros in
+// the padding, so the product loop has no bounds checks and reads shared memory only. A
+// thread walks its pixels keeping the last S x vectors of its filter row in registers (a
+// sliding window: the x vector of tap s at pixel j is that of tap s + 1 at pixel j - 1), so
+// per pixel it loads one x vector and one dy vector for 16 S multiply-adds. Loading from
+// global memory in bulk keeps many loads in flight, where a thread that loaded its own
+// operands pixel by pixel waited on each (0.33 ms against cuDNN's 0.209 for 32 -> 16 at
+// 128x128 on the H100; staged, with a thread per tap and no window, 0.176; as here, 0.145).
+template <int S>
+__global__ void __launch_bounds__(kDirectThreads, 2)
     direct_filter_partial_kernel(double* partials, const float* __restrict__ dy,
                                  const float* __restrict__ x, ConvShape sh, DirectTiling dt) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  const int col = int(blockIdx.x) * dt.tile + int(threadIdx.x) % dt.tile;
-  const int lane = int(threadIdx.x) / dt.tile;
-  const int cgroups = sh.c / 4, kgroups = sh.k / KT;
-  const int cg = col % cgroups, kg = (col / cgroups) % kgroups, tap = col / (cgroups * kgroups);
-  float acc[KT][4];  // [output channel of the group][input channel of the group]
+  __shared__ Vec<float, 4> xs[3][kSegmentPixels + 2][kBlockCGroups];  // [filter row][col][group]
+  __shared__ Vec<float, 4> ds[kSegmentPixels][kDirectMaxK / 4];       // [pixel][k group]
+  const int tid = int(threadIdx.x);
+  const int owners = sh.r * dt.kgroups * dt.cgroups;
+  const int cgl = tid % dt.cgroups, kg = (tid / dt.cgroups) % dt.kgroups;
+  const int tr = (tid / (dt.cgroups * dt.kgroups)) % sh.r, lane = tid / owners;
+  const int cvecs = sh.c / 4, kvecs = sh.k / 4;
+  const int cg0 = int(blockIdx.y) * dt.cgroups;
+  const int cgb = cvecs - cg0 < dt.cgroups ? cvecs - cg0 : dt.cgroups;  // this chunk's groups
+  const bool active = cgl < cgb;
+  float acc[S][4][4];  // [tap in the row][output channel][input channel]
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-  for (int i = 0; i < KT; ++i)
-    for (int m = 0; m < 4; ++m) acc[i][m] = 0.0f;
-  if (col < dt.cols) {
-    const int dr = tap / sh.s - sh.pad, ds = tap % sh.s - sh.pad;
-    const int64_t pixels = int64_t(sh.n) * sh.p * sh.q;
-    const int64_t first = int64_t(blockIdx.y) * dt.chunk;
-    const int64_t last = first + dt.chunk < pixels ? first + dt.chunk : pixels;
-    const int64_t shift = int64_t(dr) * sh.w + ds;
-    const int64_t kvecs = sh.k / 4;
-    int64_t row = first + lane;
-    int q = int(row % sh.q), p = int((row / sh.q) % sh.p);
-    for (; row < last; row += dt.lanes) {
-      if (p + dr >= 0 && p + dr < sh.h && q + ds >= 0 && q + ds < sh.w) {
-        const Vec<float, 4> xv = load_vec<4>(x, (row + shift) * cgroups + cg);
+  for (int t = 0; t < S; ++t)
+    for (int i = 0; i < 4; ++i)
+      for (int m = 0; m < 4; ++m) acc[t][i][m] = 0.0f;
+
+  const int64_t first = int64_t(blockIdx.x) * dt.segs_per_block;
+  const int64_t last =
+      first + dt.segs_per_block < dt.segments ? first + dt.segs_per_block : dt.segments;
+  for (int64_t seg = first; seg < last; ++seg) {
+    const int64_t row = seg / dt.segs_per_row;  // n * p + output row
+    const int q0 = int(seg % dt.segs_per_row) * dt.seg_len;
+    const int len = sh.q - q0 < dt.seg_len ? sh.q - q0 : dt.seg_len;
+    const int64_t n = row / sh.p;
+    const int y0 = int(row % sh.p) - sh.pad, x0 = q0 - sh.pad;  // the tile's first input pixel
+    const int width = len + S - 1;
+    for (int e = tid; e < sh.r * width * cgb; e += int(blockDim.x)) {
+      const int g = e % cgb, j = (e / cgb) % width, rr = e / (cgb * width);
+      const int h = y0 + rr, w = x0 + j;
+      xs[rr][j][g] = h >= 0 && h < sh.h && w >= 0 && w < sh.w
+                         ? load_vec<4>(x, ((n * sh.h + h) * sh.w + w) * cvecs + cg0 + g)
+                         : Vec<float, 4>{};
+    }
+    for (int e = tid; e < len * kvecs; e += int(blockDim.x))
+      ds[e / kvecs][e % kvecs] = load_vec<4>(dy, (row * sh.q + q0) * kvecs + e);
+    __syncthreads();
+    const int j0 = lane * dt.sub, j1 = j0 + dt.sub < len ? j0 + dt.sub : len;
+    if (active && j0 < j1) {
+      Vec<float, 4> win[S];  // win[t]: x at pixel j, tap t of the row
+      for (int t = 0; t + 1 < S; ++t) win[t + 1] = xs[tr][j0 + t][cgl];
+      for (int j = j0; j < j1; ++j) {
+        for (int t = 0; t + 1 < S; ++t) win[t] = win[t + 1];
+        win[S - 1] = xs[tr][j + S - 1][cgl];
+        const Vec<float, 4> d = ds[j][kg];
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-        for (int j = 0; j < KT / 4; ++j) {
-          const Vec<float, 4> d = load_vec<4>(dy, row * kvecs + kg * (KT / 4) + j);
+        for (int t = 0; t < S; ++t)
           for (int i = 0; i < 4; ++i)
-            for (int m = 0; m < 4; ++m) acc[j * 4 + i][m] = fmaf(d.v[i], xv.v[m], acc[j * 4 + i][m]);
-        }
+            for (int m = 0; m < 4; ++m) acc[t][i][m] = fmaf(d.v[i], win[t].v[m], acc[t][i][m]);
       }
-      for (q += dt.lanes; q >= sh.q; q -= sh.q)
-        if (++p == sh.p) p = 0;
     }
+    __syncthreads();  // the next segment overwrites the tiles
   }
-  // The lanes' sums in double, eight at a time (the tree's shared buffer is 8 x kThreads), then
-  // partials[output][block] in KRSC order. KT is the same for the whole block, so every thread
-  // meets every barrier.
+
+  // The lanes' float sums, one tap at a time through the x tile's memory (kDirectThreads x 16
+  // floats fit in it): lane 0 of each owner adds the lanes in order, in double, and writes the
+  // block's partials. `S` and the thread count are the same for the whole block, so every
+  // thread meets every barrier.
+  float* red = reinterpret_cast<float*>(xs);
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-  for (int part = 0; part < KT * 4; part += 8) {
-    double sums[8];
-    for (int v = 0; v < 8; ++v) sums[v] = double(acc[(part + v) / 4][(part + v) % 4]);
-    detail::reduce_lanes<double, 8>(sums, dt.tile, dt.lanes);
-    if (lane == 0 && col < dt.cols) {
-      for (int v = 0; v < 8; ++v) {
-        const int k = kg * KT + (part + v) / 4, c = cg * 4 + (part + v) % 4;
-        const int64_t out = (int64_t(k) * sh.r * sh.s + tap) * sh.c + c;
-        partials[out * gridDim.y + blockIdx.y] = sums[v];
+  for (int t = 0; t < S; ++t) {
+    for (int i = 0; i < 4; ++i)
+      for (int m = 0; m < 4; ++m) red[tid * 16 + i * 4 + m] = acc[t][i][m];
+    __syncthreads();
+    if (lane == 0 && active) {
+      const int tap = tr * S + t;
+      for (int v = 0; v < 16; ++v) {
+        double sum = 0.0;
+        for (int l = 0; l < dt.lanes; ++l) sum += double(red[(l * owners + tid) * 16 + v]);
+        const int k = kg * 4 + v / 4, c = (cg0 + cgl) * 4 + v % 4;
+        const int64_t out = (int64_t(k) * sh.r * S + tap) * sh.c + c;
+        partials[out * gridDim.x + blockIdx.x] = sum;
       }
     }
+    __syncthreads();
   }
 }
 
@@ -508,7 +571,7 @@ size_t conv2d_direct_backward_filter_workspace_bytes(const ConvShape& sh) {
 int64_t conv2d_direct_backward_filter_float_run(const ConvShape& sh) {
   if (!conv2d_direct_backward_filter_applies(sh, nullptr, nullptr)) return 0;
   const DirectTiling dt = direct_tiling(sh);
-  return (dt.chunk + dt.lanes - 1) / dt.lanes;
+  return dt.segs_per_block * dt.sub;
 }
 
 void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
@@ -516,16 +579,12 @@ void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
                                    cudaStream_t stream) {
   double* partials = static_cast<double*>(workspace);
   const DirectTiling dt = direct_tiling(sh);
-  const dim3 grid(unsigned(dt.col_tiles), unsigned(dt.blocks));
-  const int threads = dt.tile * dt.lanes;
-  if (dt.kt == 16) {
-    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<16>, grid, threads, 0, stream)(
-        partials, dy, x, sh, dt);
-  } else if (dt.kt == 8) {
-    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<8>, grid, threads, 0, stream)(
+  const dim3 grid(unsigned(dt.blocks), unsigned(dt.cchunks));
+  if (sh.s == 3) {
+    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<3>, grid, dt.threads, 0, stream)(
         partials, dy, x, sh, dt);
   } else {
-    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<4>, grid, threads, 0, stream)(
+    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<1>, grid, dt.threads, 0, stream)(
         partials, dy, x, sh, dt);
   }
   finish_filter_gradient(dwt, partials, sh, dt.blocks, mode, stream);

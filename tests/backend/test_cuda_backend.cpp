@@ -576,7 +576,7 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   const std::string direct_setting = direct != nullptr && std::string(direct) == "1" ? "always"
                                                                                     : "off";
   const char* priority = std::getenv("UNETCU_STREAM_PRIORITY");
-  const bool prioritised = priority != nullptr && std::string(priority) == "1";
+  const bool prioritised = priority == nullptr || std::string(priority) != "0";
   const char* gemm = std::getenv("UNETCU_GEMM_CONV");
   const std::string gemm_setting = gemm != nullptr && std::string(gemm) == "1" ? "always" : "off";
   MESSAGE(backend->describe());

@@ -129,20 +129,24 @@ TEST_CASE("cuda narrow conv backward-filter rounds the double sum once, in both 
   }
 }
 
-// The direct weight gradient: shapes around the decoder's (k = 16, 32 output channels: the
-// 16-wide register tile; k = 8 and 4: the narrower ones), odd sizes, 1x1 filters, images
-// smaller than the filter, several column tiles (c = 128), more lanes than a row is wide,
-// and a case whose pixels span several blocks with a chunk that does not divide them.
+// The direct weight gradient: shapes around the decoder's (k = 16 and 32: 4 and 8 output-
+// channel groups of 4; k = 4 to 28 otherwise), odd sizes, 1x1 filters, images smaller than
+// the filter, inputs cut into 32-channel chunks (the last one partial), rows longer than a
+// 64-pixel segment, segments shorter than the pixel lanes, and segments spread over many
+// blocks.
 const ConvShape kDirectCases[] = {
     ConvShape::make(2, 9, 7, 32, 16, 3, 3, 1, 1),     // the decoder's last conv1, small
-    ConvShape::make(3, 5, 6, 16, 16, 3, 3, 1, 1),     // 36 columns: 7 lanes, rows of 6
-    ConvShape::make(1, 8, 8, 32, 32, 3, 3, 1, 1),     // two output-channel groups
-    ConvShape::make(2, 4, 5, 128, 32, 3, 3, 1, 1),    // 576 columns: 3 tiles, the last partial
-    ConvShape::make(2, 7, 3, 12, 8, 3, 3, 1, 1),      // k = 8: the 8-wide tile
-    ConvShape::make(1, 3, 5, 4, 4, 3, 3, 1, 1),       // k = 4, one channel group
-    ConvShape::make(1, 1, 1, 8, 12, 3, 3, 1, 1),      // k = 12: three 4-wide groups; 1x1 image
+    ConvShape::make(3, 5, 6, 16, 16, 3, 3, 1, 1),     // the decoder's last conv2, small
+    ConvShape::make(1, 8, 8, 32, 32, 3, 3, 1, 1),     // k = 32: 2 pixel lanes of 4 pixels
+    ConvShape::make(2, 4, 5, 128, 32, 3, 3, 1, 1),    // four input-channel chunks
+    ConvShape::make(2, 7, 3, 12, 8, 3, 3, 1, 1),      // k = 8: two groups; c = 12
+    ConvShape::make(1, 3, 5, 4, 4, 3, 3, 1, 1),       // k = 4, one channel group: 5 lanes
+    ConvShape::make(1, 1, 1, 8, 12, 3, 3, 1, 1),      // k = 12: three groups; 1x1 image
     ConvShape::make(3, 6, 7, 20, 16, 1, 1, 1, 0),     // 1x1 filter
-    ConvShape::make(4, 40, 36, 16, 16, 3, 3, 1, 1)};  // 5,760 pixels: 13 blocks
+    ConvShape::make(2, 5, 9, 8, 24, 3, 3, 1, 1),      // k = 24; 8 lanes of 2 pixels, 3 idle
+    ConvShape::make(1, 3, 70, 40, 28, 3, 3, 1, 1),    // rows of 64 + 6 (one lane idle);
+                                                      // chunks of 32 + 8 channels
+    ConvShape::make(4, 40, 36, 16, 16, 3, 3, 1, 1)};  // 160 segments: 40 blocks of 4
 
 TEST_CASE("cuda direct conv2d_backward_filter applies to few output channels, same filters") {
   const float* aligned = reinterpret_cast<const float*>(uintptr_t(256));

@@ -34,7 +34,8 @@ def row(step, kind, start, end, name):
 #   wgrad   [105, 130)    adam      [131, 135)
 # span 45, busy 39 ([90,95) [100,130) [131,135)); compute busy 18, alone 5 ([100,105));
 # wgrad busy 25, alone 12 ([110,112) [120,130)); one compute gap [110,112) during the wgrad
-# kernel: 2 other-lanes-only, 0 idle; head 10, tail 15; concurrency 0: 6, 1: 26, 2: 13.
+# kernel: 2 other-lanes-only, 0 idle; head 10, tail 15, from compute start 35; concurrency
+# 0: 6, 1: 26, 2: 13.
 def step_rows(step, t0):
     return [row(step, "memcpy", t0 + 90, t0 + 95, "HtoD 1024 B"),
             row(step, "kernel", t0 + 100, t0 + 110, NORMALIZE),
@@ -69,8 +70,8 @@ class TimelineTest(unittest.TestCase):
                 "wgrad busy": 25, "wgrad alone": 12, "adam busy": 4, "adam alone": 4,
                 "copy busy": 5, "copy alone": 5, "compute gaps, GPU idle": 0,
                 "compute gaps, other lanes only": 2, "head before compute": 10,
-                "tail after compute": 15, "0 at once": 6, "1 at once": 26, "2 at once": 13,
-                "3+ at once": 0}
+                "tail after compute": 15, "from compute start": 35, "0 at once": 6,
+                "1 at once": 26, "2 at once": 13, "3+ at once": 0}
         self.assertEqual(figures, {"kernels": 4, **{k: v * US for k, v in want.items()}})
         self.assertEqual(gaps, [(2 * US, 2 * US, 110 * US, 112 * US)])
 
