@@ -108,16 +108,34 @@ EnvSwitch& stream_priority_switch() {
 // bench/RESULTS.md). Read by each backend; a value outside 1..kMaxSideStreams fails.
 constexpr int kMaxSideStreams = 4;
 constexpr int kDefaultSideStreams = 3;
-int side_stream_count() {
-  const char* value = std::getenv("UNETCU_WGRAD_STREAMS");
-  if (value == nullptr || value[0] == '\0') return kDefaultSideStreams;
+
+// A count from 1 to `most` in `variable` (`fallback` when unset or empty); anything else fails,
+// naming the variable, the value and what it counts.
+int env_count(const char* variable, int fallback, int most, const char* what) {
+  const char* value = std::getenv(variable);
+  if (value == nullptr || value[0] == '\0') return fallback;
   char* end = nullptr;
   const long n = std::strtol(value, &end, 10);
-  if (*end != '\0' || n < 1 || n > kMaxSideStreams)
-    fail("UNETCU_WGRAD_STREAMS=", value, ": expected a number of weight-gradient streams from 1 "
-         "to ", kMaxSideStreams);
+  if (*end != '\0' || n < 1 || n > most)
+    fail(variable, "=", value, ": expected a number of ", what, " from 1 to ", most);
   return int(n);
 }
+
+int side_stream_count() {
+  return env_count("UNETCU_WGRAD_STREAMS", kDefaultSideStreams, kMaxSideStreams,
+                   "weight-gradient streams");
+}
+
+// UNETCU_WGRAD_SPLIT=N (1 to 4, default 1: opt-in, not yet measured): the weight gradients of
+// the convolutions with at most kSplitMaxK output channels (the decoder's last two blocks, at
+// full and half resolution) run as N calls over consecutive slices of the batch, each after
+// the first accumulating. Why: on an H100 cuDNN's 3x3 32 -> 16 weight gradient at 128x128 ran
+// as one 197-us kernel holding every SM, and the compute stream (the critical path) waited
+// 170 us under it (the step's timeline, bench/RESULTS.md); between the parts, its waiting
+// blocks (at the greater priority) get the SMs. Each slice's shape gets its own algorithm.
+constexpr int kSplitMaxK = 32;
+constexpr int kMaxSplit = 4;
+int weight_grad_split() { return env_count("UNETCU_WGRAD_SPLIT", 1, kMaxSplit, "parts"); }
 
 // The convolutions that may replace cuDNN's where they apply (kernels/conv.h), each with its
 // variable:
@@ -214,6 +232,7 @@ class CudaBackend final : public Backend {
       : direct_conv_(conv_choice("UNETCU_DIRECT_CONV", "direct kernels")),
         gemm_conv_(conv_choice("UNETCU_GEMM_CONV", "GEMM convolutions")),
         side_count_(side_stream_count()),
+        split_(weight_grad_split()),
         prioritised_(stream_priority_switch().get()) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
@@ -319,6 +338,9 @@ class CudaBackend final : public Backend {
        << (late_join_switch().get() ? "once a backward pass" : "after each convolution")
        << ", Adam " << (early_adam_switch().get() ? "in parts beside the backward pass"
                                                   : "after it");
+    if (split_ > 1)
+      os << ", weight gradients of at most " << kSplitMaxK << " channels in " << split_
+         << " parts";
     if (prioritised_) os << ", compute stream at the greatest priority";
     return os.str();
   }
@@ -574,32 +596,16 @@ class CudaBackend final : public Backend {
           grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
-    // The direct weight gradient only when forced (UNETCU_DIRECT_CONV=1), not timed against
-    // cuDNN: it runs on a side stream beside the critical path, where its time alone is not
-    // its cost. On an H100 it was timed faster than cuDNN's choice at both 128x128 shapes (145
-    // against 209 us, 90 against 98), and the step ran 1.3% slower with it serving: its
-    // blocks (two per SM, 80 registers a thread, the whole kernel long) leave no room on the
-    // SMs for the compute stream's kernels (bench/RESULTS.md).
-    const bool direct = direct_conv_ == ConvChoice::always &&
-                        cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
-    const size_t direct_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
-#if defined(UNETCU_SIMT)
-    if (!direct) {
-      host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
-                lane.stream);
-      return;
+    // In parts over the batch (UNETCU_WGRAD_SPLIT), in order on the same stream.
+    const int parts = sh.k <= kSplitMaxK ? std::min(split_, sh.n) : 1;
+    const int per = (sh.n + parts - 1) / parts;
+    for (int first = 0; first < sh.n; first += per) {
+      ConvShape part = sh;
+      part.n = std::min(per, sh.n - first);
+      backward_filter_part(dwt, dy + int64_t(first) * sh.p * sh.q * sh.k,
+                           x + int64_t(first) * sh.h * sh.w * sh.c, part,
+                           first == 0 ? mode : GradMode::accumulate, lane);
     }
-#else
-    if (!direct) {
-      const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, nullptr);
-      const Workspace ws = sized(*lane.ws, bytes);
-      lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
-      after_async("cuDNN convolution backward filter", lane.stream);
-      return;
-    }
-#endif
-    cuda::conv2d_direct_backward_filter(dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
-                                        lane.stream);
   }
   void conv_backward_bias(float* dbias, const float* dy, const ConvShape& sh,
                           GradMode mode) override {
@@ -921,6 +927,37 @@ class CudaBackend final : public Backend {
 #endif
   }
 
+  // One weight-gradient call of conv_backward_filter on `lane`.
+  void backward_filter_part(float* dwt, const float* dy, const float* x, const ConvShape& sh,
+                            GradMode mode, const Lane& lane) {
+    // The direct weight gradient only when forced (UNETCU_DIRECT_CONV=1), not timed against
+    // cuDNN: it runs on a side stream beside the critical path, where its time alone is not
+    // its cost. On an H100 it was timed faster than cuDNN's choice at both 128x128 shapes (145
+    // against 209 us, 90 against 98), and the step ran 1.3% slower with it serving: its
+    // blocks (two per SM, 80 registers a thread, the whole kernel long) leave no room on the
+    // SMs for the compute stream's kernels (bench/RESULTS.md).
+    const bool direct = direct_conv_ == ConvChoice::always &&
+                        cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
+    const size_t direct_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
+#if defined(UNETCU_SIMT)
+    if (!direct) {
+      host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
+                lane.stream);
+      return;
+    }
+#else
+    if (!direct) {
+      const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, nullptr);
+      const Workspace ws = sized(*lane.ws, bytes);
+      lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
+      after_async("cuDNN convolution backward filter", lane.stream);
+      return;
+    }
+#endif
+    cuda::conv2d_direct_backward_filter(dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
+                                        lane.stream);
+  }
+
   // The compute stream's workspace, at least `bytes` long.
   void* scratch(size_t bytes) { return grow(main_ws_, bytes); }
 
@@ -1008,6 +1045,7 @@ class CudaBackend final : public Backend {
   };
   SideStream sides_[kMaxSideStreams];
   int side_count_ = 1;
+  int split_ = 1;  // UNETCU_WGRAD_SPLIT: parts of a narrow weight gradient
   bool prioritised_ = false;  // the compute stream first (unless UNETCU_STREAM_PRIORITY=0)
   int current_side_ = 0;      // the side stream the forked weight gradients go to
   unsigned open_sides_ = 0;   // bit i: side stream i forked and not joined yet

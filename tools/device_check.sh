@@ -12,6 +12,7 @@
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
 #      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
+#      UNETCU_WGRAD_SPLIT=2 (the narrow weight gradients in two parts over the batch),
 #      UNETCU_STREAM_PRIORITY=0 (every
 #      stream at the default priority), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
@@ -24,10 +25,11 @@
 #      compared;
 #   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
 #      LibTorch, the memory-bound ops against equal-size device copies; then the step with
-#      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, 2 and 4, with
+#      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, with
 #      the serial schedule (all three off), with cuDNN's
 #      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM convolutions
-#      (UNETCU_GEMM_CONV=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
+#      (UNETCU_GEMM_CONV=0), with the narrow weight gradients in two parts
+#      (UNETCU_WGRAD_SPLIT=2), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
 #      the top 4 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
@@ -36,7 +38,8 @@
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #      The step's timeline comes first among those: 5 replayed steps under CUPTI's activity
 #      trace (bench_cuda_ops --trace-steps), read by tools/step_timeline.py (how the streams
-#      overlapped, where the compute stream waited);
+#      overlapped, where the compute stream waited and under which kernels), then again with
+#      UNETCU_WGRAD_SPLIT=2;
 #   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
 #   6b. profiles 3 replayed training steps with Nsight Compute when ncu is there (each kernel's
 #      duration, summed by family: tools/ncu_step_summary.py);
@@ -225,6 +228,7 @@ step_variant() {
 # BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
 # each hand-written kernel may start while the one before it ends).
 step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
+step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
 step_variant step_check_priority "cpu-vs-gpu step, no stream priority" UNETCU_STREAM_PRIORITY=0
 step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
 step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
@@ -343,6 +347,24 @@ step_summary() {
   step=$(grep -E '^training step:' "$1" | sed 's/^training step: //')
   echo "step: ${step:-none}"
 }
+# The step's CUPTI timeline under SETTING (may be empty) into NAME.csv, read into
+# NAME.txt (step_trace: step_timeline.txt, which the summary prints); the row gives its
+# figures: timeline_row NAME LABEL SETTING.
+timeline_row() {
+  local name=$1 label=$2 setting=$3 t text figures
+  text=$out/$name.txt
+  [ "$name" = step_trace ] && text=$out/step_timeline.txt
+  t=$(date +%s)
+  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
+  if run "$name" 90 env $setting "$gpu_bench" --trace-steps 5 --trace-out "$out/$name.csv" &&
+     python3 "$root/tools/step_timeline.py" "$out/$name.csv" > "$text" 2>&1; then
+    figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute|from compute start) ' \
+      "$text" | sed -E 's/ {2,}/ /g' | paste -sd';' - | sed 's/;/; /g')
+    row "$label" ok "$(elapsed "$t"); ms, share of the step: $figures"
+  else
+    row "$label" FAILED "$(elapsed "$t"); see $name.log, $text"
+  fi
+}
 # The training step alone under SETTING: step_bench NAME LABEL SETTING.
 step_bench() { bench_variant "$1" "$2" "$3" '^train_step' step_summary; }
 variant_summary() {
@@ -375,18 +397,16 @@ if [ -x "$gpu_bench" ]; then
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
   # The step as it ran (CUPTI's timeline of 5 replayed steps): how the streams overlapped and
-  # where the compute stream, the critical path, waited (tools/step_timeline.py).
-  t=$(date +%s)
-  if run step_trace 90 "$gpu_bench" --trace-steps 5 --trace-out "$out/step_trace.csv" &&
-     python3 "$root/tools/step_timeline.py" "$out/step_trace.csv" > "$out/step_timeline.txt" 2>&1
-  then
-    figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute|from compute start) ' \
-      "$out/step_timeline.txt" | sed -E 's/ {2,}/ /g' | paste -sd';' - | sed 's/;/; /g')
-    row "step timeline (cupti)" ok "$(elapsed "$t"); ms, share of the step: $figures"
-  else
-    row "step timeline (cupti)" FAILED "$(elapsed "$t"); see step_trace.log, step_timeline.txt"
-  fi
+  # where the compute stream, the critical path, waited (tools/step_timeline.py); its table
+  # goes into the summary. Then the same with the narrow weight gradients in two parts
+  # (opt-in): whether the compute stream's waits under them shrink.
+  timeline_row step_trace "step timeline (cupti)" ""
+  timeline_row step_trace_split "step timeline, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
   # The variants, newest first (each repeats cuDNN's search; a tight budget cuts the last).
+  # The step with the weight gradients of at most 32 channels (the decoder's last two blocks)
+  # in two parts over the batch (opt-in): whether the compute stream's waits under their long
+  # cuDNN kernels shrink by more than the extra calls cost.
+  step_bench bench_cuda_ops_wgrad_split "step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
   step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
@@ -401,13 +421,10 @@ if [ -x "$gpu_bench" ]; then
   step_bench bench_cuda_ops_four_candidates "step, top 4 cuDNN configs" UNETCU_CUDNN_CANDIDATES=4
   # The step under the other stream schedules, each default turned off in turn, then all
   # (the serial schedule: one weight-gradient stream joined after each convolution, Adam after
-  # the backward pass), and with two and four weight-gradient streams: what each default
-  # brings, on this card.
+  # the backward pass): what each default brings, on this card.
   step_bench bench_cuda_ops_per_conv_join "step, join per convolution" UNETCU_LATE_JOIN=0
   step_bench bench_cuda_ops_late_adam "step, Adam after the backward" UNETCU_EARLY_ADAM=0
   step_bench bench_cuda_ops_one_stream "step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
-  step_bench bench_cuda_ops_two_streams "step, 2 wgrad streams" UNETCU_WGRAD_STREAMS=2
-  step_bench bench_cuda_ops_four_streams "step, 4 wgrad streams" UNETCU_WGRAD_STREAMS=4
   step_bench bench_cuda_ops_serial "step, serial schedule" \
     "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
   # The convolutions and the step again with cuDNN's descriptor API alone: what the graph-API

@@ -24,7 +24,11 @@ may still pay for first launches):
              host's graph launch, which steps issued back to back overlap with the step
              before; this is the figure to set beside the benchmark's time a step;
   concurrency  the share of the span with 0, 1, 2 and 3 or more activities at once;
-and, for the last step, the longest gaps of the compute lane with what ran before and after.
+and, for the last step, the longest gaps of the compute lane with what ran before and after;
+then the kernels the compute lane waited under: for each kernel of the other lanes, its overlap
+with the compute lane's gaps, summed a step (kernels side by side in a gap are each credited
+with their overlap), averaged like the figures: a long kernel that holds the SMs while the
+critical path waits shows here.
 """
 import csv
 import os
@@ -152,6 +156,27 @@ def short(name):
     return family(name)[:60]
 
 
+def kernel_label(name):
+    """A kernel's name without "void", "(anonymous namespace)::" and its parameters, at most
+    100 characters (cuDNN's names carry their tile sizes near the end)."""
+    name = name.replace("(anonymous namespace)::", "")
+    if name.startswith("void "):
+        name = name[5:]
+    return name.split("(")[0][:100]
+
+
+def waits_under(acts, gaps):
+    """{kernel label: ns of the compute lane's gaps it overlapped} for one step."""
+    out = defaultdict(int)
+    for _, other, s0, s1 in gaps:
+        if other == 0:
+            continue
+        for s, e, lane_name, name in acts:
+            if lane_name != "compute" and s < s1 and e > s0:
+                out[kernel_label(name)] += min(e, s1) - max(s, s0)
+    return out
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -179,6 +204,13 @@ def main():
         after = min((a for a in compute if a[0] >= e), key=lambda a: a[0], default=None)
         print(f"{gap / 1e3:8.1f} {other / 1e3:8.1f}  {short(before[3]) if before else '-'} -> "
               f"{short(after[3]) if after else '-'}")
+    under = defaultdict(float)
+    for s in used:
+        for label, ns in waits_under(steps[s], analyse(steps[s])[1]).items():
+            under[label] += ns / len(used)
+    print("\nthe compute lane waited under (us a step, its gaps' overlap with each kernel):")
+    for label, ns in sorted(under.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"{ns / 1e3:8.1f}  {label}")
 
 
 if __name__ == "__main__":

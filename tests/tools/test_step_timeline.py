@@ -119,6 +119,20 @@ class TimelineTest(unittest.TestCase):
         self.assertRegex(text, r"tail after compute\s+0\.015\s+33\.3%")
         # The last step's one gap: 2 us, all of it beside the weight gradient.
         self.assertRegex(text, r"\n\s+2\.0\s+2\.0  map_rows_kernel<Normalize<4>> -> cuDNN dgrad")
+        # Which the compute lane waited under: the weight gradient, 2 us a step.
+        self.assertRegex(text, r"waited under.*\n\s+2\.0  " + WGRAD + "\n")
+
+    def test_waits_under_credits_each_overlap(self):
+        # Gaps [10, 20) with other work and [30, 32) with none; kernels A over [5, 15),
+        # B over [12, 40) (also across the idle-credited gap, which is skipped), and a
+        # compute kernel, never credited.
+        acts = [(0, 10, "compute", "c1"), (20, 30, "compute", "c2"), (32, 40, "compute", "c3"),
+                (5, 15, "wgrad", "void a_kernel(float *)"), (12, 40, "wgrad", "b_kernel")]
+        gaps = [(10, 10, 10, 20), (2, 0, 30, 32)]
+        self.assertEqual(dict(timeline.waits_under(acts, gaps)), {"a_kernel": 5, "b_kernel": 8})
+        self.assertEqual(timeline.kernel_label("void f<int>(int, float)"), "f<int>")
+        self.assertEqual(timeline.kernel_label("void u::(anonymous namespace)::adam(float *)"),
+                         "u::adam")
 
 
 if __name__ == "__main__":
