@@ -938,7 +938,6 @@ class CudaBackend final : public Backend {
     // SMs for the compute stream's kernels (bench/RESULTS.md).
     const bool direct = direct_conv_ == ConvChoice::always &&
                         cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
-    const size_t direct_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
 #if defined(UNETCU_SIMT)
     if (!direct) {
       host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
@@ -954,8 +953,9 @@ class CudaBackend final : public Backend {
       return;
     }
 #endif
-    cuda::conv2d_direct_backward_filter(dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
-                                        lane.stream);
+    cuda::conv2d_direct_backward_filter(
+        dwt, dy, x, sh, mode,
+        grow(*lane.ws, cuda::conv2d_direct_backward_filter_workspace_bytes(sh)), lane.stream);
   }
 
   // The compute stream's workspace, at least `bytes` long.

@@ -347,13 +347,10 @@ step_summary() {
   step=$(grep -E '^training step:' "$1" | sed 's/^training step: //')
   echo "step: ${step:-none}"
 }
-# The step's CUPTI timeline under SETTING (may be empty) into NAME.csv, read into
-# NAME.txt (step_trace: step_timeline.txt, which the summary prints); the row gives its
-# figures: timeline_row NAME LABEL SETTING.
+# The step's CUPTI timeline under SETTING (may be empty) into NAME.csv, read into TEXT (a file
+# name in the log folder); the row gives its figures: timeline_row NAME TEXT LABEL SETTING.
 timeline_row() {
-  local name=$1 label=$2 setting=$3 t text figures
-  text=$out/$name.txt
-  [ "$name" = step_trace ] && text=$out/step_timeline.txt
+  local name=$1 text=$out/$2 label=$3 setting=$4 t figures
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
   if run "$name" 90 env $setting "$gpu_bench" --trace-steps 5 --trace-out "$out/$name.csv" &&
@@ -400,8 +397,9 @@ if [ -x "$gpu_bench" ]; then
   # where the compute stream, the critical path, waited (tools/step_timeline.py); its table
   # goes into the summary. Then the same with the narrow weight gradients in two parts
   # (opt-in): whether the compute stream's waits under them shrink.
-  timeline_row step_trace "step timeline (cupti)" ""
-  timeline_row step_trace_split "step timeline, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
+  timeline_row step_trace step_timeline.txt "step timeline (cupti)" ""
+  timeline_row step_trace_split step_trace_split.txt "step timeline, wgrad in 2 parts" \
+    UNETCU_WGRAD_SPLIT=2
   # The variants, newest first (each repeats cuDNN's search; a tight budget cuts the last).
   # The step with the weight gradients of at most 32 channels (the decoder's last two blocks)
   # in two parts over the batch (opt-in): whether the compute stream's waits under their long

@@ -205,8 +205,8 @@ def main():
         print(f"{gap / 1e3:8.1f} {other / 1e3:8.1f}  {short(before[3]) if before else '-'} -> "
               f"{short(after[3]) if after else '-'}")
     under = defaultdict(float)
-    for s in used:
-        for label, ns in waits_under(steps[s], analyse(steps[s])[1]).items():
+    for s, (_, step_gaps) in zip(used, results):
+        for label, ns in waits_under(steps[s], step_gaps).items():
             under[label] += ns / len(used)
     print("\nthe compute lane waited under (us a step, its gaps' overlap with each kernel):")
     for label, ns in sorted(under.items(), key=lambda kv: -kv[1])[:8]:

@@ -271,7 +271,7 @@ constexpr int64_t kDirectPartials = int64_t(2) << 20;
 // order; a row of q pixels is segs_per_row segments of seg_len pixels (the last may be
 // shorter), and lane l takes pixels [l sub, (l + 1) sub) of each segment.
 struct DirectTiling {
-  int kgroups = 1, cgroups = 1, cchunks = 1, lanes = 1, threads = 1;
+  int kgroups = 1, cgroups = 1, cchunks = 1, owners = 1, lanes = 1;  // threads: lanes x owners
   int seg_len = 1, sub = 1, segs_per_row = 1, blocks = 1;
   int64_t segments = 1, segs_per_block = 1;
 };
@@ -282,14 +282,13 @@ DirectTiling direct_tiling(const ConvShape& sh) {
   const int cvecs = sh.c / 4;
   dt.cgroups = cvecs < kBlockCGroups ? cvecs : kBlockCGroups;
   dt.cchunks = (cvecs + dt.cgroups - 1) / dt.cgroups;
-  const int owners = sh.r * dt.kgroups * dt.cgroups;
-  dt.lanes = kDirectThreads / owners;
+  dt.owners = sh.r * dt.kgroups * dt.cgroups;
+  dt.lanes = kDirectThreads / dt.owners;
   if (dt.lanes > kDirectMaxLanes) dt.lanes = kDirectMaxLanes;
   dt.seg_len = sh.q < kSegmentPixels ? sh.q : kSegmentPixels;
   if (dt.lanes > dt.seg_len) dt.lanes = dt.seg_len;
   if (dt.lanes < 1) dt.lanes = 1;
   dt.sub = (dt.seg_len + dt.lanes - 1) / dt.lanes;
-  dt.threads = dt.lanes * owners;
   dt.segs_per_row = (sh.q + dt.seg_len - 1) / dt.seg_len;
   dt.segments = int64_t(sh.n) * sh.p * dt.segs_per_row;
   int64_t cap = kDirectBlocks / dt.cchunks;
@@ -320,7 +319,7 @@ __global__ void __launch_bounds__(kDirectThreads, 2)
   __shared__ Vec<float, 4> xs[3][kSegmentPixels + 2][kBlockCGroups];  // [filter row][col][group]
   __shared__ Vec<float, 4> ds[kSegmentPixels][kDirectMaxK / 4];       // [pixel][k group]
   const int tid = int(threadIdx.x);
-  const int owners = sh.r * dt.kgroups * dt.cgroups;
+  const int owners = dt.owners;
   const int cgl = tid % dt.cgroups, kg = (tid / dt.cgroups) % dt.kgroups;
   const int tr = (tid / (dt.cgroups * dt.kgroups)) % sh.r, lane = tid / owners;
   const int cvecs = sh.c / 4, kvecs = sh.k / 4;
@@ -580,11 +579,12 @@ void conv2d_direct_backward_filter(float* dwt, const float* dy, const float* x,
   double* partials = static_cast<double*>(workspace);
   const DirectTiling dt = direct_tiling(sh);
   const dim3 grid(unsigned(dt.blocks), unsigned(dt.cchunks));
+  const int threads = dt.lanes * dt.owners;
   if (sh.s == 3) {
-    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<3>, grid, dt.threads, 0, stream)(
+    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<3>, grid, threads, 0, stream)(
         partials, dy, x, sh, dt);
   } else {
-    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<1>, grid, dt.threads, 0, stream)(
+    UNETCU_LAUNCH_CHAINED(direct_filter_partial_kernel<1>, grid, threads, 0, stream)(
         partials, dy, x, sh, dt);
   }
   finish_filter_gradient(dwt, partials, sh, dt.blocks, mode, stream);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cudnn/library_error.h"
 
 namespace unetcu::cudnn {
 namespace {
@@ -65,14 +66,8 @@ std::string hint(cudnnStatus_t status) {
                              const std::string& context) {
   char detail[1024] = {};
   cudnnGetLastErrorString(detail, sizeof(detail));
-  std::ostringstream message;
-  message << "cuDNN error " << int(status) << " (" << cudnnGetErrorString(status) << ") in "
-          << call << " at " << file << ":" << line;
-  if (!context.empty()) message << " for " << context;
-  if (detail[0] != '\0') message << ": " << detail;
-  const std::string h = hint(status);
-  if (!h.empty()) message << ". Hint: " << h;
-  throw CudnnError(message.str());
+  throw CudnnError(library_error("cuDNN", int(status), cudnnGetErrorString(status), call, file,
+                                 line, context, detail, hint(status)));
 }
 
 #define UNETCU_CUDNN_CHECK_FOR(expr, context)                                         \

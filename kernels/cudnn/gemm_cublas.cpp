@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cudnn/library_error.h"
 
 namespace unetcu::cudnn {
 namespace {
@@ -37,13 +38,8 @@ const char* hint(cublasStatus_t status) {
 
 [[noreturn]] void cublas_fail(cublasStatus_t status, const char* call, const char* file,
                               int line, const std::string& context) {
-  std::ostringstream message;
-  message << "cuBLAS error " << int(status) << " (" << cublasGetStatusString(status) << ") in "
-          << call << " at " << file << ":" << line;
-  if (!context.empty()) message << " for " << context;
-  const std::string h = hint(status);
-  if (!h.empty()) message << ". Hint: " << h;
-  throw CublasError(message.str());
+  throw CublasError(library_error("cuBLAS", int(status), cublasGetStatusString(status), call,
+                                  file, line, context, std::string(), hint(status)));
 }
 
 #define UNETCU_CUBLAS_CHECK_FOR(expr, context)                                        \

@@ -3,15 +3,10 @@
 (the default 'details' page, one row per kernel and metric, and '--page raw', one row per
 kernel with a units row), the unit scaling, the ==PROF== lines mixed in, and the family
 labels. The GPU machine runs the real thing; this checks the parsing and the sums here."""
-import contextlib
-import io
-import os
-import sys
-import tempfile
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
-import ncu_step_summary as summary  # noqa: E402
+from tool_test import ToolTest
+import ncu_step_summary as summary  # noqa: E402  (tool_test puts tools/ on the path)
 
 OURS = ("void unetcu::cuda::detail::map_rows_kernel<unetcu::cuda::(anonymous namespace)::"
         "Normalize<4>>(T1, unetcu::cuda::detail::RowTiling)")
@@ -27,13 +22,7 @@ def details_row(i, name, unit, value, grid="(1, 512, 1)"):
             f'"Command line profiler metrics","gpu__time_duration.sum","{unit}","{value}"')
 
 
-class ParseTest(unittest.TestCase):
-    def write(self, text):
-        f = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
-        f.write(text)
-        f.close()
-        self.addCleanup(os.unlink, f.name)
-        return f.name
+class ParseTest(ToolTest):
 
     def test_details_page_with_units_and_noise(self):
         path = self.write("\n".join([
@@ -77,15 +66,7 @@ class ParseTest(unittest.TestCase):
             details_row(i, name, "usecond", value)
             for i, (name, value) in enumerate([(OURS, "4"), (FPROP, "6"), (OURS, "4"),
                                                (FPROP, "6")])]) + "\n")
-        out = io.StringIO()
-        argv = sys.argv
-        sys.argv = ["ncu_step_summary.py", path, "2"]
-        try:
-            with contextlib.redirect_stdout(out):
-                summary.main()
-        finally:
-            sys.argv = argv
-        text = out.getvalue()
+        text = self.run_main(summary.main, ["ncu_step_summary.py", path, "2"])
         # 4 kernels over 2 steps: 2 a step, 20 us of kernel time in all, 0.010 ms a step.
         self.assertIn("2 kernels and 0.010 ms of kernel time per step", text)
         fprop_line = next(line for line in text.splitlines() if line.startswith("cuDNN fprop"))

@@ -3,15 +3,10 @@
 lanes by kernel family, busy and idle time, each lane's time alone, the compute lane's gaps
 (GPU idle or other lanes only), head and tail, the concurrency shares, and the averaging over
 steps. The GPU machine writes the real trace (bench_cuda_ops --trace-steps)."""
-import contextlib
-import io
-import os
-import sys
-import tempfile
 import unittest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
-import step_timeline as timeline  # noqa: E402
+from tool_test import ToolTest
+import step_timeline as timeline  # noqa: E402  (tool_test puts tools/ on the path)
 
 NORMALIZE = ("void unetcu::cuda::detail::map_rows_kernel<unetcu::cuda::(anonymous namespace)::"
              "Normalize<4>>(T1, unetcu::cuda::detail::RowTiling)")
@@ -44,13 +39,7 @@ def step_rows(step, t0):
             row(step, "kernel", t0 + 131, t0 + 135, ADAM)]
 
 
-class TimelineTest(unittest.TestCase):
-    def write(self, lines):
-        f = tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False)
-        f.write("\n".join(lines) + "\n")
-        f.close()
-        self.addCleanup(os.unlink, f.name)
-        return f.name
+class TimelineTest(ToolTest):
 
     def test_lanes_by_family(self):
         self.assertEqual(timeline.lane("kernel", NORMALIZE), "compute")
@@ -103,15 +92,7 @@ class TimelineTest(unittest.TestCase):
         # Step 0 is twice as long (a first launch); steps 1 and 2 are the step above.
         first = [row(0, "kernel", 0, 90, NORMALIZE)]
         path = self.write([HEADER] + first + step_rows(1, 1000) + step_rows(2, 2000))
-        out = io.StringIO()
-        old = sys.argv
-        sys.argv = ["step_timeline.py", path]
-        try:
-            with contextlib.redirect_stdout(out):
-                timeline.main()
-        finally:
-            sys.argv = old
-        text = out.getvalue()
+        text = self.run_main(timeline.main, ["step_timeline.py", path])
         self.assertIn("3 traced steps, averaged over 2 (steps 1..2); 4 kernels a step", text)
         self.assertRegex(text, r"span\s+0\.045\s+100\.0%")
         self.assertRegex(text, r"busy\s+0\.039\s+86\.7%")
