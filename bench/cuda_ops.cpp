@@ -629,6 +629,19 @@ struct FusedBnCase : OpCase, BnInputs {
     tres = cuda_nchw(residual, a.n, a.h, a.w, a.c);
     ty = cuda_nchw(y, a.n, a.h, a.w, a.c);
 #endif
+    if (op == FusedOp::relu_backward) take_our_forward();
+  }
+  // The BatchNorm + ReLU backward may form its mask from x, repeating our forward's
+  // normalisation (kernels/batchnorm.h), so, as in a training step, its y and statistics are
+  // what our forward made of these inputs; the reference uses the same ones. (The running
+  // statistics it updates are not read by the backward.)
+  void take_our_forward() {
+    cuda::batchnorm_relu_train_forward(dy_fwd.get(), dmean.get(), dinvstd.get(), drm.get(),
+                                       drv.get(), dx_in.get(), dgamma_in.get(), dbeta_in.get(), sh,
+                                       kMomentum, kBnEps, ws.get(), g_stream);
+    y = dy_fwd.host();
+    mean = dmean.host();
+    invstd = dinvstd.host();
   }
   // The reference composition: relu(bn(x) [+ residual]).
   std::vector<float> forward_reference() const {
@@ -654,8 +667,9 @@ struct FusedBnCase : OpCase, BnInputs {
         break;
       case FusedOp::relu_backward:
         cuda::batchnorm_relu_backward(dx.get(), dg.get(), db.get(), ddy.get(), dy_fwd.get(),
-                                      dx_in.get(), dgamma_in.get(), dmean.get(), dinvstd.get(), sh,
-                                      GradMode::overwrite, GradMode::overwrite, ws.get(), g_stream);
+                                      dx_in.get(), dgamma_in.get(), dbeta_in.get(), dmean.get(),
+                                      dinvstd.get(), sh, GradMode::overwrite, GradMode::overwrite,
+                                      ws.get(), g_stream);
         break;
       case FusedOp::add_relu_backward:
         cuda::batchnorm_add_relu_backward(
@@ -742,14 +756,17 @@ void register_batchnorms(const Graph& g) {
     }
   });
   // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
-  // The fused forms at the shapes of the ReLUs and add+ReLUs they replace.
+  // The fused forms at the shapes of the ReLUs and add+ReLUs they replace. Bytes a value: each
+  // tensor an op must touch, once (the BatchNorm + ReLU backward reads y only when its mask
+  // is not formed from x).
   const struct {
     FusedOp op;
     OpKind kind;
     const char* name;
     double bytes_per_value;
   } fused[] = {{FusedOp::relu_forward, OpKind::relu, "bn_relu.train_fwd", 8},
-               {FusedOp::relu_backward, OpKind::relu, "bn_relu.bwd", 16},
+               {FusedOp::relu_backward, OpKind::relu, "bn_relu.bwd",
+                cuda::batchnorm_relu_mask_from_input() ? 12.0 : 16.0},
                {FusedOp::add_relu_forward, OpKind::add_relu, "bn_add_relu.train_fwd", 12},
                {FusedOp::add_relu_backward, OpKind::add_relu, "bn_add_relu.bwd", 20}};
   for (const auto& o : fused) {

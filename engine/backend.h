@@ -109,7 +109,8 @@ class Backend {
   // block, y = relu(bn(x) + residual) (kernels/batchnorm.h, cuda::batchnorm_relu_* and
   // cuda::batchnorm_add_relu_*). A backend offers them when fusing saves it memory traffic; the
   // executor then uses them instead of the separate BatchNorm and ReLU ops. The backwards take
-  // dy of the fused output and y itself (its mask y > 0).
+  // dy of the fused output and y itself (its mask y > 0); the BatchNorm + ReLU one also beta,
+  // to form the same mask from x instead (kernels/batchnorm.h).
   virtual bool fuses_batchnorm_relu() const { return false; }
   virtual void batchnorm_relu_train_forward(float* /*y*/, float* /*save_mean*/,
                                             float* /*save_invstd*/, float* /*running_mean*/,
@@ -129,7 +130,8 @@ class Backend {
   virtual void batchnorm_relu_backward(float* /*dx*/, float* /*dgamma*/, float* /*dbeta*/,
                                        const float* /*dy*/, const float* /*y*/,
                                        const float* /*x*/, const float* /*gamma*/,
-                                       const float* /*save_mean*/, const float* /*save_invstd*/,
+                                       const float* /*beta*/, const float* /*save_mean*/,
+                                       const float* /*save_invstd*/,
                                        const BatchNormShape& /*sh*/, GradMode /*dx_mode*/,
                                        GradMode /*param_mode*/) {
     no_fusion();

@@ -679,11 +679,11 @@ class CudaBackend final : public Backend {
   }
   void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                                const float* y, const float* x, const float* gamma,
-                               const float* save_mean, const float* save_invstd,
-                               const BatchNormShape& sh, GradMode dx_mode,
-                               GradMode param_mode) override {
-    cuda::batchnorm_relu_backward(dx, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh,
-                                  dx_mode, param_mode,
+                               const float* beta, const float* save_mean,
+                               const float* save_invstd, const BatchNormShape& sh,
+                               GradMode dx_mode, GradMode param_mode) override {
+    cuda::batchnorm_relu_backward(dx, dgamma, dbeta, dy, y, x, gamma, beta, save_mean,
+                                  save_invstd, sh, dx_mode, param_mode,
                                   scratch(cuda::batchnorm_workspace_bytes(sh)), compute_);
   }
   void batchnorm_add_relu_train_forward(float* y, float* save_mean, float* save_invstd,

@@ -113,8 +113,8 @@ void Executor::run_fused_backward(const Step& st, const float* params, float* gr
   const float *x = value(bn.in0), *gamma = params + bn.gamma;
   if (st.fusion == Fusion::bn_relu) {
     be_.batchnorm_relu_backward(grad(bn.in0), grads + bn.gamma, grads + bn.beta, grad(bn.out),
-                                value(bn.out), x, gamma, save, save + bn.bn.c, bn.bn, bn.mode0,
-                                GradMode::overwrite);
+                                value(bn.out), x, gamma, params + bn.beta, save, save + bn.bn.c,
+                                bn.bn, bn.mode0, GradMode::overwrite);
     return;
   }
   const bool bn_first = next.in0 == bn.out;

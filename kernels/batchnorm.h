@@ -83,8 +83,16 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta,
                         void* workspace, cudaStream_t stream);
 
 // Fused with the ReLU that follows a BatchNorm: y = relu(bn(x)). The backward takes dy, the
-// gradient of that relu output, and y itself (its mask y > 0); it equals relu_backward followed
-// by batchnorm_backward without the intermediate tensor.
+// gradient of that relu output, and equals relu_backward (the mask y > 0) followed by
+// batchnorm_backward without the intermediate tensor. By default it forms the mask from x,
+// repeating the training forward's normalisation bit for bit with beta and the saved
+// statistics, so its two passes read dy and x but not y (two reads of the tensor fewer);
+// UNETCU_BN_RELU_MASK_FROM_INPUT=0 (or set_batchnorm_relu_mask_from_input(false)) reads y
+// instead. Both give the same bits when y, save_mean and save_invstd are what
+// batchnorm_relu_train_forward wrote from this x, gamma and beta (as in a training step).
+void set_batchnorm_relu_mask_from_input(bool on);
+bool batchnorm_relu_mask_from_input();
+
 void batchnorm_relu_train_forward(float* y, float* save_mean, float* save_invstd,
                                   float* running_mean, float* running_var,
                                   const float* x, const float* gamma, const float* beta,
@@ -95,7 +103,7 @@ void batchnorm_relu_eval_forward(float* y, const float* x, const float* gamma, c
                                  const BatchNormShape& sh, float eps, cudaStream_t stream);
 void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta,
                              const float* dy, const float* y, const float* x, const float* gamma,
-                             const float* save_mean, const float* save_invstd,
+                             const float* beta, const float* save_mean, const float* save_invstd,
                              const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode,
                              void* workspace, cudaStream_t stream);
 

@@ -13,6 +13,7 @@
 #      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
 #      UNETCU_WGRAD_SPLIT=2 (the narrow weight gradients in two parts over the batch),
+#      UNETCU_BN_RELU_MASK_FROM_INPUT=0 (the BatchNorm + ReLU backward reading y > 0),
 #      UNETCU_STREAM_PRIORITY=0 (every
 #      stream at the default priority), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
@@ -29,7 +30,8 @@
 #      the serial schedule (all three off), with cuDNN's
 #      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM convolutions
 #      (UNETCU_GEMM_CONV=0), with the narrow weight gradients in two parts
-#      (UNETCU_WGRAD_SPLIT=2), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
+#      (UNETCU_WGRAD_SPLIT=2), with the ReLU masks read from y
+#      (UNETCU_BN_RELU_MASK_FROM_INPUT=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
 #      the top 4 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
@@ -229,6 +231,8 @@ step_variant() {
 # each hand-written kernel may start while the one before it ends).
 step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
 step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
+step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
+  UNETCU_BN_RELU_MASK_FROM_INPUT=0
 step_variant step_check_priority "cpu-vs-gpu step, no stream priority" UNETCU_STREAM_PRIORITY=0
 step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
 step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
@@ -405,6 +409,9 @@ if [ -x "$gpu_bench" ]; then
   # in two parts over the batch (opt-in): whether the compute stream's waits under their long
   # cuDNN kernels shrink by more than the extra calls cost.
   step_bench bench_cuda_ops_wgrad_split "step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
+  # The step with the BatchNorm + ReLU backward reading its mask from the output (y > 0)
+  # instead of forming it from x: what the two reads of a tensor fewer a layer bring.
+  step_bench bench_cuda_ops_mask_from_y "step, ReLU mask from y" UNETCU_BN_RELU_MASK_FROM_INPUT=0
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
   step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0

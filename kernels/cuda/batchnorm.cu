@@ -7,12 +7,14 @@
 // epilogue forms mean/invstd, updates the running statistics and stores gamma*invstd in the
 // workspace; then one streaming pass writes y. Backward: reduce_rows sums dy and dy*(x - mean);
 // the epilogue writes dgamma/dbeta and per-channel coefficients a, b, d; then one pass writes
-// dx = a*dy + b*(x - mean) + d. With a fused ReLU, dy is masked by y > 0 on the fly.
+// dx = a*dy + b*(x - mean) + d. With a fused ReLU, dy is masked on the fly: by y > 0 at the
+// end of a residual block, and after a plain BatchNorm + ReLU by the pre-activation recomputed
+// from x (ReluMask below), which the passes read anyway.
 // The passes move four channels per access when c % 4 == 0 and the pointers are 16-byte
 // aligned (every layer of this network), one otherwise; the multi-block sums move one.
 //
 // Memory traffic (float elements of the [rows][c] tensor): forward reads x twice and writes y
-// once; backward reads dy and x (and y when fused) twice and writes dx. The second read needs a
+// once; backward reads dy and x (and y, with the residual fused) twice and writes dx. The second read needs a
 // grid-wide barrier first (the statistics), so it is a second kernel; at this network's sizes
 // (<= 16 MB per activation at batch 16, 128x128) it is mostly served by the H100's 50 MB L2.
 // The partials are row_blocks (<= 1024) doubles per channel and sum, small next to the tensor.
@@ -74,6 +76,20 @@ struct PerChannel {
   }
 };
 
+// gamma * invstd, the training forward's per-channel scale, formed from the float invstd it
+// saves: the backward can then form the same bits again (ReluMask).
+__device__ inline float train_scale(float gamma, float invstd) {
+  return float(double(gamma) * double(invstd));
+}
+
+// The normalisation (x - mean) * scale + beta, as one explicitly fused multiply-add: the
+// forward's pass and the backward's recomputation of it round alike whatever the compiler
+// would contract. (x - mean)*scale rather than x*scale + shift: no cancellation when
+// |mean| >> std.
+__device__ inline float normalized(float x, float mean, float scale, float beta) {
+  return fmaf(x - mean, scale, beta);
+}
+
 struct StatsEpilogue {
   float* save_mean;
   float* save_invstd;
@@ -95,41 +111,73 @@ struct StatsEpilogue {
     const double unbias = rows > 1 ? n / (n - 1.0) : 1.0;
     save_mean[ch] = float(mean);
     save_invstd[ch] = float(invstd);
+    scale[ch] = train_scale(gamma[ch], float(invstd));
     running_mean[ch] = float((1.0 - momentum) * double(running_mean[ch]) + momentum * mean);
     running_var[ch] = float((1.0 - momentum) * double(running_var[ch]) + momentum * var * unbias);
-    scale[ch] = float(double(gamma[ch]) * invstd);
   }
 };
 
-// dy at vector index i, masked by y > 0 when the ReLU is fused (y null: no ReLU).
+// The mask of a ReLU fused after the BatchNorm, applied to dy in the backward's passes. Three
+// sources: none (y and beta null: no ReLU); the fused output y, y > 0 (needed at the end of a
+// residual block, where the residual is added before the ReLU); or x itself (beta set, y
+// null): the training forward's normalisation done again with the same operations on the same
+// values (save_mean, train_scale of save_invstd, beta), whose sign is y > 0 bit for bit, so
+// each pass reads dy and x, which it needs anyway, and not y as well.
 template <int V>
-__device__ inline Vec<float, V> masked_grad(const float* dy, const float* y, int64_t i) {
-  auto g = load_vec<V>(dy, i);
-  if (y) {
-    const auto out = load_vec<V>(y, i);
-    for (int k = 0; k < V; ++k) g.v[k] = out.v[k] > 0.0f ? g.v[k] : 0.0f;
+struct ReluMask {
+  const float* y;
+  const float* beta;
+  const float* gamma;
+  const float* save_mean;
+  const float* save_invstd;
+  struct Column {
+    const float* y;
+    bool from_x;
+    Vec<float, V> mean, scale, beta;
+    // dy at vector index i (g) with x there (xv), masked.
+    __device__ Vec<float, V> apply(Vec<float, V> g, const Vec<float, V>& xv, int64_t i) const {
+      if (y) {
+        const auto out = load_vec<V>(y, i);
+        for (int k = 0; k < V; ++k) g.v[k] = out.v[k] > 0.0f ? g.v[k] : 0.0f;
+      } else if (from_x) {
+        for (int k = 0; k < V; ++k)
+          g.v[k] = normalized(xv.v[k], mean.v[k], scale.v[k], beta.v[k]) > 0.0f ? g.v[k] : 0.0f;
+      }
+      return g;
+    }
+  };
+  __device__ Column column(int col) const {
+    Column out{y, beta != nullptr, {}, {}, {}};
+    if (out.from_x) {
+      for (int k = 0; k < V; ++k) {
+        const int ch = col * V + k;
+        out.mean.v[k] = save_mean[ch];
+        out.scale.v[k] = train_scale(gamma[ch], save_invstd[ch]);
+        out.beta.v[k] = beta[ch];
+      }
+    }
+    return out;
   }
-  return g;
-}
+};
 
 template <int V>
 struct GradSrc {
   const float* dy;
-  const float* y;  // null: no ReLU mask
   const float* x;
   const float* save_mean;
+  ReluMask<V> mask;
   int64_t cols;    // in units of V channels
   struct Column {
     const float* dy;
-    const float* y;
     const float* x;
+    typename ReluMask<V>::Column mask;
     int64_t cols;
     int col;
     double mean[V];
     __device__ void add(double (&acc)[2 * V], int64_t row) const {
       const int64_t i = row * cols + col;
-      const auto g = masked_grad<V>(dy, y, i);
       const auto xv = load_vec<V>(x, i);
+      const auto g = mask.apply(load_vec<V>(dy, i), xv, i);
       for (int j = 0; j < V; ++j) {
         acc[2 * j] += double(g.v[j]);
         acc[2 * j + 1] += double(g.v[j]) * (double(xv.v[j]) - mean[j]);
@@ -137,7 +185,7 @@ struct GradSrc {
     }
   };
   __device__ Column column(int, int col) const {
-    Column out{dy, y, x, cols, col, {}};
+    Column out{dy, x, mask.column(col), cols, col, {}};
     for (int j = 0; j < V; ++j) out.mean[j] = double(save_mean[col * V + j]);
     return out;
   }
@@ -177,9 +225,8 @@ __device__ inline Vec<float, V> channel_values(const float* p, int col) {
   return out;
 }
 
-// y = (x - mean) * scale + beta (+ residual) (then relu). `scale` is gamma*invstd from the
-// workspace in training; in eval (scale == nullptr) it is formed from the running variance.
-// (x - mean)*scale rather than x*scale + shift: no cancellation when |mean| >> std.
+// y = normalized(x, mean, scale, beta) (+ residual) (then relu). `scale` is train_scale from
+// the workspace in training; in eval (scale == nullptr) it is formed from the running variance.
 template <int V>
 struct Normalize {
   float* y;
@@ -204,7 +251,7 @@ struct Normalize {
     __device__ void operator()(int64_t row) const {
       const int64_t i = row * cols + col;
       auto v = load_vec<V>(x, i);
-      for (int k = 0; k < V; ++k) v.v[k] = (v.v[k] - mean.v[k]) * scale.v[k] + beta.v[k];
+      for (int k = 0; k < V; ++k) v.v[k] = normalized(v.v[k], mean.v[k], scale.v[k], beta.v[k]);
       if (residual) {
         const auto r = load_vec<V>(residual, i);
         for (int k = 0; k < V; ++k) v.v[k] += r.v[k];
@@ -229,14 +276,14 @@ struct Normalize {
   }
 };
 
-// dx (+)= a*g + b*(x - mean) + d with g = dy masked by y > 0 (y null: unmasked); with the
-// residual fused, dresidual (+)= g as well.
+// dx (+)= a*g + b*(x - mean) + d with g = dy masked as ReluMask says; with the residual
+// fused, dresidual (+)= g as well.
 template <int V>
 struct GradApply {
   float* dx;
   float* dresidual;  // may be null
   const float* dy;
-  const float* y;    // may be null
+  ReluMask<V> mask;
   const float* x;
   const float* save_mean;
   const float* coef;
@@ -247,7 +294,7 @@ struct GradApply {
     float* dx;
     float* dresidual;
     const float* dy;
-    const float* y;
+    typename ReluMask<V>::Column mask;
     const float* x;
     int64_t cols;
     int col;
@@ -255,8 +302,8 @@ struct GradApply {
     Vec<float, V> mean, a, b, d;
     __device__ void operator()(int64_t row) const {
       const int64_t i = row * cols + col;
-      auto g = masked_grad<V>(dy, y, i);
       const auto xv = load_vec<V>(x, i);
+      auto g = mask.apply(load_vec<V>(dy, i), xv, i);
       Vec<float, V> r;
       for (int k = 0; k < V; ++k) r.v[k] = a.v[k] * g.v[k] + b.v[k] * (xv.v[k] - mean.v[k]) + d.v[k];
       if (accumulate_dx) {
@@ -274,7 +321,7 @@ struct GradApply {
     }
   };
   __device__ Column column(int col) const {
-    return Column{dx, dresidual, dy, y, x, cols, col, accumulate_dx, accumulate_dresidual,
+    return Column{dx, dresidual, dy, mask.column(col), x, cols, col, accumulate_dx, accumulate_dresidual,
                   channel_values<V>(save_mean, col), channel_values<V>(coef, col),
                   channel_values<V>(coef + c, col), channel_values<V>(coef + 2 * c, col)};
   }
@@ -366,7 +413,7 @@ __global__ void __launch_bounds__(detail::kThreads)
       const int64_t i = r * t.cols + col;
       const auto v = held[k * threads + int(threadIdx.x)];
       Vec<float, 4> out;
-      for (int j = 0; j < 4; ++j) out.v[j] = (v.v[j] - mean.v[j]) * scale.v[j] + b.v[j];
+      for (int j = 0; j < 4; ++j) out.v[j] = normalized(v.v[j], mean.v[j], scale.v[j], b.v[j]);
       if (residual) {
         const auto res = load_vec<4>(residual, i);
         for (int j = 0; j < 4; ++j) out.v[j] += res.v[j];
@@ -424,6 +471,7 @@ size_t partials_bytes(const BatchNormShape& sh) {
 }
 
 EnvSwitch g_single_pass{"UNETCU_BN_SINGLE_PASS", false};
+EnvSwitch g_relu_mask_from_input{"UNETCU_BN_RELU_MASK_FROM_INPUT", true};
 
 constexpr int kOnePassSlots = int(sizeof(kOnePassRows) / sizeof(kOnePassRows[0]));
 
@@ -542,35 +590,41 @@ void train_forward(float* y, float* save_mean, float* save_invstd, float* runnin
                        beta, sh, momentum, eps, apply_relu, workspace, stream);
 }
 
+// The ReLU mask's source (ReluMask): y (masked by y > 0), else beta (recomputed from x), else
+// none.
 template <int V>
 void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
-                const float* y, const float* x, const float* gamma, const float* save_mean,
-                const float* save_invstd, const BatchNormShape& sh, bool acc_dx, bool acc_res,
-                bool acc_params, void* workspace, cudaStream_t stream) {
+                const float* y, const float* beta, const float* x, const float* gamma,
+                const float* save_mean, const float* save_invstd, const BatchNormShape& sh,
+                bool acc_dx, bool acc_res, bool acc_params, void* workspace,
+                cudaStream_t stream) {
   float* coef = coefs_of(workspace, sh);
-  reduce_then_apply<V>(GradSrc<1>{dy, y, x, save_mean, sh.c},
-                       GradSrc<V>{dy, y, x, save_mean, sh.c / V},
+  if (y) beta = nullptr;
+  const ReluMask<1> scalar_mask{y, beta, gamma, save_mean, save_invstd};
+  const ReluMask<V> vector_mask{y, beta, gamma, save_mean, save_invstd};
+  reduce_then_apply<V>(GradSrc<1>{dy, x, save_mean, scalar_mask, sh.c},
+                       GradSrc<V>{dy, x, save_mean, vector_mask, sh.c / V},
                        GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c,
                                     acc_params},
-                       GradApply<V>{dx, dresidual, dy, y, x, save_mean, coef, sh.c / V, sh.c,
-                                    acc_dx, acc_res},
+                       GradApply<V>{dx, dresidual, dy, vector_mask, x, save_mean, coef, sh.c / V,
+                                    sh.c, acc_dx, acc_res},
                        sh, workspace, stream);
 }
 
 void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
-              const float* y, const float* x, const float* gamma, const float* save_mean,
-              const float* save_invstd, const BatchNormShape& sh, GradMode dx_mode,
-              GradMode dresidual_mode, GradMode param_mode, void* workspace,
+              const float* y, const float* beta, const float* x, const float* gamma,
+              const float* save_mean, const float* save_invstd, const BatchNormShape& sh,
+              GradMode dx_mode, GradMode dresidual_mode, GradMode param_mode, void* workspace,
               cudaStream_t stream) {
   if (sh.c <= 0 || sh.rows <= 0) return;
   const bool acc_dx = dx_mode == GradMode::accumulate;
   const bool acc_res = dresidual_mode == GradMode::accumulate;
   const bool acc_params = param_mode == GradMode::accumulate;
   if (vectorizable(sh) && detail::all_vec4(dx, dresidual, dy, y, x))
-    backward_v<4>(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh,
+    backward_v<4>(dx, dresidual, dgamma, dbeta, dy, y, beta, x, gamma, save_mean, save_invstd, sh,
                   acc_dx, acc_res, acc_params, workspace, stream);
   else
-    backward_v<1>(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh,
+    backward_v<1>(dx, dresidual, dgamma, dbeta, dy, y, beta, x, gamma, save_mean, save_invstd, sh,
                   acc_dx, acc_res, acc_params, workspace, stream);
 }
 
@@ -579,6 +633,8 @@ void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const fl
 void set_batchnorm_single_pass(bool on) { g_single_pass.set(on); }
 
 bool batchnorm_single_pass() { return g_single_pass.get(); }
+void set_batchnorm_relu_mask_from_input(bool on) { g_relu_mask_from_input.set(on); }
+bool batchnorm_relu_mask_from_input() { return g_relu_mask_from_input.get(); }
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
   return partials_bytes(sh) + detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
@@ -636,17 +692,19 @@ void batchnorm_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                         const float* gamma, const float* save_mean, const float* save_invstd,
                         const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode,
                         void* workspace, cudaStream_t stream) {
-  backward(dx, nullptr, dgamma, dbeta, dy, nullptr, x, gamma, save_mean, save_invstd, sh, dx_mode,
-           GradMode::overwrite, param_mode, workspace, stream);
+  backward(dx, nullptr, dgamma, dbeta, dy, nullptr, nullptr, x, gamma, save_mean, save_invstd, sh,
+           dx_mode, GradMode::overwrite, param_mode, workspace, stream);
 }
 
 void batchnorm_relu_backward(float* dx, float* dgamma, float* dbeta, const float* dy,
                              const float* y, const float* x, const float* gamma,
-                             const float* save_mean, const float* save_invstd,
+                             const float* beta, const float* save_mean, const float* save_invstd,
                              const BatchNormShape& sh, GradMode dx_mode, GradMode param_mode,
                              void* workspace, cudaStream_t stream) {
-  backward(dx, nullptr, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh, dx_mode,
-           GradMode::overwrite, param_mode, workspace, stream);
+  const bool from_x = batchnorm_relu_mask_from_input();
+  backward(dx, nullptr, dgamma, dbeta, dy, from_x ? nullptr : y, from_x ? beta : nullptr, x, gamma,
+           save_mean, save_invstd, sh, dx_mode, GradMode::overwrite, param_mode, workspace,
+           stream);
 }
 
 void batchnorm_add_relu_backward(float* dx, float* dresidual, float* dgamma, float* dbeta,
@@ -655,8 +713,8 @@ void batchnorm_add_relu_backward(float* dx, float* dresidual, float* dgamma, flo
                                  const float* save_invstd, const BatchNormShape& sh,
                                  GradMode dx_mode, GradMode dresidual_mode, GradMode param_mode,
                                  void* workspace, cudaStream_t stream) {
-  backward(dx, dresidual, dgamma, dbeta, dy, y, x, gamma, save_mean, save_invstd, sh, dx_mode,
-           dresidual_mode, param_mode, workspace, stream);
+  backward(dx, dresidual, dgamma, dbeta, dy, y, nullptr, x, gamma, save_mean, save_invstd, sh,
+           dx_mode, dresidual_mode, param_mode, workspace, stream);
 }
 
 }  // namespace unetcu::cuda

@@ -32,6 +32,13 @@ constexpr BnCase kCases[] = {{1, 1, 2, 3, 0},    {2, 5, 7, 3, 0},    {2, 9, 11, 
                              {2, 16, 16, 20, 0}, {2, 9, 11, 16, 1},  {2, 20, 21, 3, 0},
                              {1, 48, 48, 64, 0}, {1, 20, 20, 300, 1}};
 
+// The case in failure messages: n x h x w x c, and the misalignment when there is one.
+std::string shape_name(const BnCase& bc) {
+  std::string out = std::to_string(bc.n) + "x" + std::to_string(bc.h) + "x" +
+                    std::to_string(bc.w) + "x" + std::to_string(bc.c);
+  return bc.shift ? out + " shifted by " + std::to_string(bc.shift) : out;
+}
+
 constexpr float kMomentum = 0.1f, kEps = 1e-5f;
 
 enum class Fusion { none, relu, add_relu };
@@ -79,11 +86,8 @@ void reference_train_forward(std::vector<float>& y, std::vector<float>& mean,
 // emulator, `launches` (when >= 0) is the number of kernels each call must take.
 void check_train_forward(const BnCase& bc, int launches = -1) {
   for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
-    CAPTURE(bc.n);
-    CAPTURE(bc.h);
-    CAPTURE(bc.w);
-    CAPTURE(bc.c);
-    CAPTURE(bc.shift);
+    const std::string shape = shape_name(bc);
+    CAPTURE(shape);
     CAPTURE(fusion_name(f));
     const BnData d = make_data(bc, 100 + uint64_t(bc.c));
     std::vector<float> y, mean, invstd, rm, rv;
@@ -176,11 +180,8 @@ TEST_CASE("cuda batchnorm train forward in a single pass matches the reference")
 TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference") {
   for (const BnCase& bc : kCases) {
     for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
-      CAPTURE(bc.n);
-      CAPTURE(bc.h);
-      CAPTURE(bc.w);
-      CAPTURE(bc.c);
-      CAPTURE(bc.shift);
+      const std::string shape = shape_name(bc);
+      CAPTURE(shape);
       CAPTURE(fusion_name(f));
       const BnData d = make_data(bc, 200 + uint64_t(bc.c));
       std::vector<float> y(d.x.size());
@@ -219,7 +220,17 @@ TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference")
   }
 }
 
+// Sets where the BatchNorm + ReLU backward takes its mask from for a scope, and puts it back.
+struct ReluMaskFromInput {
+  bool before = cuda::batchnorm_relu_mask_from_input();
+  explicit ReluMaskFromInput(bool on) { cuda::set_batchnorm_relu_mask_from_input(on); }
+  ~ReluMaskFromInput() { cuda::set_batchnorm_relu_mask_from_input(before); }
+};
+
 TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in all grad modes") {
+  // y and the statistics here are the CPU reference's, so the mask is taken from y; the
+  // mask formed from x, which assumes our forward's y, has its own test below.
+  ReluMaskFromInput from_y(false);
   for (const BnCase& bc : kCases) {
     for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
       for (GradMode dx_mode : kGradModes) {
@@ -228,11 +239,8 @@ TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in al
         const GradMode other = dx_mode == GradMode::overwrite ? GradMode::accumulate
                                                               : GradMode::overwrite;
         const GradMode param_mode = other, res_mode = other;
-        CAPTURE(bc.n);
-        CAPTURE(bc.h);
-        CAPTURE(bc.w);
-        CAPTURE(bc.c);
-        CAPTURE(bc.shift);
+        const std::string shape = shape_name(bc);
+        CAPTURE(shape);
         CAPTURE(fusion_name(f));
         CAPTURE(mode_name(dx_mode));
         const BnData d = make_data(bc, 300 + uint64_t(bc.c));
@@ -280,7 +288,7 @@ TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in al
                                      param_mode, ws.get(), nullptr);
           } else if (f == Fusion::relu) {
             cuda::batchnorm_relu_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(),
-                                          dyv.get(), dx.get(), dgamma.get(), dmean.get(),
+                                          dyv.get(), dx.get(), dgamma.get(), nullptr, dmean.get(),
                                           dinvstd.get(), d.sh, dx_mode, param_mode, ws.get(),
                                           nullptr);
           } else {
@@ -310,6 +318,125 @@ TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in al
       }
     }
   }
+}
+
+// Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a
+// training step leaves them for the backward.
+void our_relu_forward(const BnCase& bc, const BnData& d, std::vector<float>& y,
+                      std::vector<float>& mean, std::vector<float>& invstd) {
+  const size_t c = size_t(bc.c);
+  DeviceBuffer<float> dx(d.x, bc.shift), dyv(d.x.size(), bc.shift), dgamma(d.gamma), dbeta(d.beta);
+  DeviceBuffer<float> drm(d.running_mean), drv(d.running_var), dmean(c), dinvstd(c);
+  DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+  cuda::batchnorm_relu_train_forward(dyv.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
+                                     dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
+                                     ws.get(), nullptr);
+  sync_device();
+  y = dyv.download();
+  mean = dmean.download();
+  invstd = dinvstd.download();
+}
+
+// The data of a mask-from-x case:
+//   random      make_data's;
+//   zeros       x is 2, 3, 4 repeated down the rows (a multiple of 3 of them) and beta 0: every
+//               channel's mean is exactly 3, so a third of the pre-activations are exactly 0
+//               (y = 0, masked off; a mask of >= 0 would differ);
+//   knife_edge  a third of each channel's rows hold one value p, and beta is set, after a
+//               forward has given the statistics (which do not depend on beta), to
+//               -((p - mean) * scale) rounded, with scale = gamma * invstd as the forward forms
+//               it: those pre-activations are then the rounding error of the product, whose
+//               sign flips with a scale one ulp off, so a backward that formed the scale, or
+//               the normalisation, in any other way than the forward would mask them
+//               differently in about half of the channels.
+enum class MaskData { random, zeros, knife_edge };
+
+void check_relu_mask_from_x(const BnCase& bc, MaskData kind) {
+  BnData d = make_data(bc, 400 + uint64_t(bc.c));
+  const size_t count = d.x.size(), c = size_t(bc.c);
+  if (kind == MaskData::zeros) {
+    for (size_t i = 0; i < count; ++i) d.x[i] = float(2 + (i / c) % 3);
+    std::fill(d.beta.begin(), d.beta.end(), 0.0f);
+  }
+  if (kind == MaskData::knife_edge) {
+    for (size_t i = 0; i < count; ++i)
+      if ((i / c) % 3 == 0) d.x[i] = d.x[i % c];  // row 0's value, every third row
+    std::vector<float> y0, mean0, invstd0;
+    our_relu_forward(bc, d, y0, mean0, invstd0);
+    for (size_t ch = 0; ch < c; ++ch) {
+      const float scale = float(double(d.gamma[ch]) * double(invstd0[ch]));
+      d.beta[ch] = -((d.x[ch] - mean0[ch]) * scale);
+    }
+  }
+  const auto dy = random_vector<float>(count, 401);
+  const auto dx0 = random_vector<float>(count, 402);
+  const auto dgamma0 = random_vector<float>(c, 403);
+  const auto dbeta0 = random_vector<float>(c, 404);
+  std::vector<float> y, mean, invstd;
+  our_relu_forward(bc, d, y, mean, invstd);
+  if (kind == MaskData::zeros) {
+    size_t zero = 0;
+    for (float v : y) zero += v == 0.0f;
+    REQUIRE(zero >= count / 3);  // the edge this data is for
+  }
+
+  for (GradMode mode : kGradModes) {
+    const std::string shape = shape_name(bc);
+    CAPTURE(shape);
+    CAPTURE(int(kind));
+    CAPTURE(mode_name(mode));
+    std::vector<float> g(count), want_dx = dx0, want_dgamma = dgamma0, want_dbeta = dbeta0;
+    cpu::relu_backward(g.data(), dy.data(), y.data(), int64_t(count), GradMode::overwrite);
+    cpu::batchnorm_backward(want_dx.data(), want_dgamma.data(), want_dbeta.data(), g.data(),
+                            d.x.data(), d.gamma.data(), mean.data(), invstd.data(), d.sh, mode,
+                            mode);
+    Outputs by_source[2];
+    for (bool from_x : {false, true}) {
+      ReluMaskFromInput source(from_x);
+      by_source[from_x] = run_deterministic([&] {
+        DeviceBuffer<float> ddy(dy, bc.shift), dyv(y, bc.shift), dx(d.x, bc.shift);
+        DeviceBuffer<float> ddx(dx0, bc.shift), dgamma(d.gamma), dbeta(d.beta);
+        DeviceBuffer<float> dmean(mean), dinvstd(invstd), ddgamma(dgamma0), ddbeta(dbeta0);
+        DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+        ws.poison();
+        if (from_x) dyv.poison();  // must not be read
+        if (mode == GradMode::overwrite) {
+          ddx.poison();
+          ddgamma.poison();
+          ddbeta.poison();
+        }
+        cuda::batchnorm_relu_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(),
+                                      dyv.get(), dx.get(), dgamma.get(), dbeta.get(), dmean.get(),
+                                      dinvstd.get(), d.sh, mode, mode, ws.get(), nullptr);
+        sync_device();
+        Outputs o;
+        o.add("dx", ddx);
+        o.add("dgamma", ddgamma);
+        o.add("dbeta", ddbeta);
+        return o;
+      });
+    }
+    for (const char* name : {"dx", "dgamma", "dbeta"})
+      check_same_bits(by_source[1].get<float>(name), by_source[0].get<float>(name),
+                      std::string(name) + ": mask from x vs from y");
+    check_close(by_source[1].get<float>("dx"), want_dx, 1e-5, 1e-5, "dx");
+    check_close(by_source[1].get<float>("dgamma"), want_dgamma, 1e-6, 1e-6, "dgamma");
+    check_close(by_source[1].get<float>("dbeta"), want_dbeta, 1e-6, 1e-6, "dbeta");
+  }
+}
+
+// The BatchNorm + ReLU backward's mask formed from x (the default) against the one read from y,
+// with y and the statistics from our own forward, as in a training step: the same bits (y
+// poisoned when it must not be read), and the reference composition's values. The special
+// data in the one-kernel, the multi-block and the scalar paths.
+TEST_CASE("cuda batchnorm + relu backward forms the mask from x with the bits of y > 0") {
+  for (const BnCase& bc : kCases) check_relu_mask_from_x(bc, MaskData::random);
+  for (const BnCase& bc : {BnCase{2, 9, 12, 16, 0}, BnCase{2, 33, 36, 16, 0},
+                           BnCase{1, 9, 12, 20, 1}})
+    check_relu_mask_from_x(bc, MaskData::zeros);
+  for (const BnCase& bc : {BnCase{1, 12, 16, 64, 0}, BnCase{2, 24, 24, 64, 0},
+                           BnCase{1, 12, 16, 63, 1}})
+    check_relu_mask_from_x(bc, MaskData::knife_edge);
 }
 
 }  // namespace
