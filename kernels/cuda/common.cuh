@@ -222,6 +222,36 @@ __device__ inline void reduce_lanes(T (&vals)[NV], int tile, int lanes) {
   __syncthreads();
 }
 
+// Fixed-order sum of v over the warp into lane 0 (a halving tree: lane i adds lane i + d).
+template <typename T>
+__device__ inline T warp_tree_sum(T v) {
+  for (int d = 16; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
+  return v;
+}
+
+// Sums vals[] over all threads of a block (blockDim.x a multiple of 32, at most kThreads);
+// every thread gets the totals. Each warp's tree by shuffles, one barrier, then every warp adds
+// the warp totals by the same tree (so all get the same bits without a second barrier). The
+// order depends only on the block size. For the one-column reductions at the end of a
+// reduction (reduce_rows_final_kernel), which sit on the critical path between the partial
+// sums and the epilogue: reduce_lanes there takes a barrier per halving, eight at 256 threads.
+// A kernel calls it once: a second call could overwrite warp totals still being read.
+template <typename T, int NV>
+__device__ inline void reduce_block(T (&vals)[NV]) {
+  __shared__ T warp_totals[NV][kThreads / 32];
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  const int warps = int(blockDim.x) / 32;
+  for (int v = 0; v < NV; ++v) {
+    const T w = warp_tree_sum(vals[v]);
+    if (lane == 0) warp_totals[v][warp] = w;
+  }
+  __syncthreads();
+  for (int v = 0; v < NV; ++v) {
+    const T w = warp_tree_sum(lane < warps ? warp_totals[v][lane] : T(0));
+    vals[v] = __shfl_sync(0xffffffffu, w, 0);
+  }
+}
+
 // An epilogue may split a column's work into E::kParts independent parts (BatchNorm: the
 // channels of a vector column), which the skeletons call from as many threads at once,
 // operator()(batch, col, part, totals); an epilogue without kParts is one call,
@@ -280,7 +310,7 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_partial_kernel(double* p
 }
 
 // Stage 2: block (col, batch) adds its row_blocks partials (contiguous, so the loads coalesce)
-// over a fixed tree and calls epilogue(batch, col, totals) once.
+// over a fixed tree (reduce_block) and calls epilogue(batch, col, totals) once.
 template <int NV, class Epilogue>
 __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue epilogue,
                                                                      const double* partials,
@@ -292,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue ep
   for (int rb = int(threadIdx.x); rb < t.row_blocks; rb += int(blockDim.x))
     for (int v = 0; v < NV; ++v)
       acc[v] += partials[((size_t(v) * t.batches + batch) * t.cols + col) * t.row_blocks + rb];
-  reduce_lanes<double, NV>(acc, 1, int(blockDim.x));
+  reduce_block<double, NV>(acc);
   run_epilogue(epilogue, batch, col, int(threadIdx.x), int(blockDim.x), acc);
 }
 

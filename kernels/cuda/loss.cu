@@ -26,6 +26,7 @@ namespace {
 
 using detail::load_vec;
 using detail::store_vec;
+using detail::warp_tree_sum;
 using detail::Vec;
 
 // sigmoid(x) and sigmoid(-x) without cancellation: from e = exp(-|x|) <= 1, sigmoid(|x|) =
@@ -178,12 +179,6 @@ constexpr int kFusedVecsPerThread = int(kFusedLossMaxPixels / 4 / kFusedThreads)
 constexpr int kFusedBatch = 4;
 // The per-image sums: sigmoid, target, their product (Dice), tp, fp, fn (counts).
 constexpr int kFusedSums = 6;
-
-// Fixed-order sum of v over the warp into lane 0 (a halving tree: lane i adds lane i + d).
-__device__ inline double warp_tree_sum(double v) {
-  for (int d = 16; d > 0; d /= 2) v += __shfl_down_sync(0xffffffffu, v, d);
-  return v;
-}
 
 // Block b sums image b: each thread its float4s j = threadIdx.x + k * kFusedThreads in order,
 // then the warps' trees, then warp 0's tree over the 32 warp totals. Thread 0 writes the
