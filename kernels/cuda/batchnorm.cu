@@ -82,12 +82,12 @@ __device__ inline float train_scale(float gamma, float invstd) {
   return float(double(gamma) * double(invstd));
 }
 
-// The normalisation (x - mean) * scale + beta, as one explicitly fused multiply-add: the
-// forward's pass and the backward's recomputation of it round alike whatever the compiler
-// would contract. (x - mean)*scale rather than x*scale + shift: no cancellation when
-// |mean| >> std.
-__device__ inline float normalized(float x, float mean, float scale, float beta) {
-  return fmaf(x - mean, scale, beta);
+// The normalisation (x - mean) * scale + beta from centred = x - mean (a float subtraction),
+// as one explicitly fused multiply-add: the forward's pass and the backward's recomputation
+// of it round alike whatever the compiler would contract. (x - mean)*scale rather than
+// x*scale + shift: no cancellation when |mean| >> std.
+__device__ inline float normalized(float centred, float scale, float beta) {
+  return fmaf(centred, scale, beta);
 }
 
 struct StatsEpilogue {
@@ -121,37 +121,36 @@ struct StatsEpilogue {
 // sources: none (y and beta null: no ReLU); the fused output y, y > 0 (needed at the end of a
 // residual block, where the residual is added before the ReLU); or x itself (beta set, y
 // null): the training forward's normalisation done again with the same operations on the same
-// values (save_mean, train_scale of save_invstd, beta), whose sign is y > 0 bit for bit, so
-// each pass reads dy and x, which it needs anyway, and not y as well.
+// values (x - save_mean, which the passes form anyway, train_scale of save_invstd, beta), whose
+// sign is y > 0 bit for bit, so each pass reads dy and x, which it needs anyway, and not y.
 template <int V>
 struct ReluMask {
   const float* y;
   const float* beta;
   const float* gamma;
-  const float* save_mean;
   const float* save_invstd;
   struct Column {
     const float* y;
     bool from_x;
-    Vec<float, V> mean, scale, beta;
-    // dy at vector index i (g) with x there (xv), masked.
-    __device__ Vec<float, V> apply(Vec<float, V> g, const Vec<float, V>& xv, int64_t i) const {
+    Vec<float, V> scale, beta;
+    // dy at vector index i (g), masked; centred: x - save_mean there, in float.
+    __device__ Vec<float, V> apply(Vec<float, V> g, const Vec<float, V>& centred,
+                                   int64_t i) const {
       if (y) {
         const auto out = load_vec<V>(y, i);
         for (int k = 0; k < V; ++k) g.v[k] = out.v[k] > 0.0f ? g.v[k] : 0.0f;
       } else if (from_x) {
         for (int k = 0; k < V; ++k)
-          g.v[k] = normalized(xv.v[k], mean.v[k], scale.v[k], beta.v[k]) > 0.0f ? g.v[k] : 0.0f;
+          g.v[k] = normalized(centred.v[k], scale.v[k], beta.v[k]) > 0.0f ? g.v[k] : 0.0f;
       }
       return g;
     }
   };
   __device__ Column column(int col) const {
-    Column out{y, beta != nullptr, {}, {}, {}};
+    Column out{y, beta != nullptr, {}, {}};
     if (out.from_x) {
       for (int k = 0; k < V; ++k) {
         const int ch = col * V + k;
-        out.mean.v[k] = save_mean[ch];
         out.scale.v[k] = train_scale(gamma[ch], save_invstd[ch]);
         out.beta.v[k] = beta[ch];
       }
@@ -173,11 +172,13 @@ struct GradSrc {
     typename ReluMask<V>::Column mask;
     int64_t cols;
     int col;
-    double mean[V];
+    double mean[V];  // save_mean exactly, so float(mean[j]) is save_mean[j] again
     __device__ void add(double (&acc)[2 * V], int64_t row) const {
       const int64_t i = row * cols + col;
       const auto xv = load_vec<V>(x, i);
-      const auto g = mask.apply(load_vec<V>(dy, i), xv, i);
+      Vec<float, V> centred;
+      for (int j = 0; j < V; ++j) centred.v[j] = xv.v[j] - float(mean[j]);
+      const auto g = mask.apply(load_vec<V>(dy, i), centred, i);
       for (int j = 0; j < V; ++j) {
         acc[2 * j] += double(g.v[j]);
         acc[2 * j + 1] += double(g.v[j]) * (double(xv.v[j]) - mean[j]);
@@ -225,7 +226,7 @@ __device__ inline Vec<float, V> channel_values(const float* p, int col) {
   return out;
 }
 
-// y = normalized(x, mean, scale, beta) (+ residual) (then relu). `scale` is train_scale from
+// y = normalized(x - mean, scale, beta) (+ residual) (then relu). `scale` is train_scale from
 // the workspace in training; in eval (scale == nullptr) it is formed from the running variance.
 template <int V>
 struct Normalize {
@@ -251,7 +252,7 @@ struct Normalize {
     __device__ void operator()(int64_t row) const {
       const int64_t i = row * cols + col;
       auto v = load_vec<V>(x, i);
-      for (int k = 0; k < V; ++k) v.v[k] = normalized(v.v[k], mean.v[k], scale.v[k], beta.v[k]);
+      for (int k = 0; k < V; ++k) v.v[k] = normalized(v.v[k] - mean.v[k], scale.v[k], beta.v[k]);
       if (residual) {
         const auto r = load_vec<V>(residual, i);
         for (int k = 0; k < V; ++k) v.v[k] += r.v[k];
@@ -303,9 +304,11 @@ struct GradApply {
     __device__ void operator()(int64_t row) const {
       const int64_t i = row * cols + col;
       const auto xv = load_vec<V>(x, i);
-      auto g = mask.apply(load_vec<V>(dy, i), xv, i);
+      Vec<float, V> centred;
+      for (int k = 0; k < V; ++k) centred.v[k] = xv.v[k] - mean.v[k];
+      auto g = mask.apply(load_vec<V>(dy, i), centred, i);
       Vec<float, V> r;
-      for (int k = 0; k < V; ++k) r.v[k] = a.v[k] * g.v[k] + b.v[k] * (xv.v[k] - mean.v[k]) + d.v[k];
+      for (int k = 0; k < V; ++k) r.v[k] = a.v[k] * g.v[k] + b.v[k] * centred.v[k] + d.v[k];
       if (accumulate_dx) {
         const auto old = load_vec<V>(dx, i);
         for (int k = 0; k < V; ++k) r.v[k] = old.v[k] + r.v[k];
@@ -321,8 +324,8 @@ struct GradApply {
     }
   };
   __device__ Column column(int col) const {
-    return Column{dx, dresidual, dy, mask.column(col), x, cols, col, accumulate_dx, accumulate_dresidual,
-                  channel_values<V>(save_mean, col), channel_values<V>(coef, col),
+    return Column{dx, dresidual, dy, mask.column(col), x, cols, col, accumulate_dx,
+                  accumulate_dresidual, channel_values<V>(save_mean, col), channel_values<V>(coef, col),
                   channel_values<V>(coef + c, col), channel_values<V>(coef + 2 * c, col)};
   }
 };
@@ -413,7 +416,7 @@ __global__ void __launch_bounds__(detail::kThreads)
       const int64_t i = r * t.cols + col;
       const auto v = held[k * threads + int(threadIdx.x)];
       Vec<float, 4> out;
-      for (int j = 0; j < 4; ++j) out.v[j] = normalized(v.v[j], mean.v[j], scale.v[j], b.v[j]);
+      for (int j = 0; j < 4; ++j) out.v[j] = normalized(v.v[j] - mean.v[j], scale.v[j], b.v[j]);
       if (residual) {
         const auto res = load_vec<4>(residual, i);
         for (int j = 0; j < 4; ++j) out.v[j] += res.v[j];
@@ -600,8 +603,8 @@ void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const 
                 cudaStream_t stream) {
   float* coef = coefs_of(workspace, sh);
   if (y) beta = nullptr;
-  const ReluMask<1> scalar_mask{y, beta, gamma, save_mean, save_invstd};
-  const ReluMask<V> vector_mask{y, beta, gamma, save_mean, save_invstd};
+  const ReluMask<1> scalar_mask{y, beta, gamma, save_invstd};
+  const ReluMask<V> vector_mask{y, beta, gamma, save_invstd};
   reduce_then_apply<V>(GradSrc<1>{dy, x, save_mean, scalar_mask, sh.c},
                        GradSrc<V>{dy, x, save_mean, vector_mask, sh.c / V},
                        GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c,
