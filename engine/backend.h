@@ -165,6 +165,13 @@ class Backend {
     no_fusion();
   }
 
+  // The decoder's upsampling written straight into the first channels of the concatenation
+  // that follows it (UpsampleShape::pitch; concat_forward with a null first input), and its
+  // gradient read from there (concat_backward with a null da): one copy of the upsampled
+  // tensor fewer in each direction. A backend offers it when that saves it time; its
+  // upsample2x_* then see a pitch.
+  virtual bool fuses_upsample_concat() const { return false; }
+
   // A convolution's weight (and bias) gradient feeds only the optimizer, so it may run beside
   // other ops. After fork_weight_grads() the backend may run conv_backward_filter and
   // conv_backward_bias concurrently with the other ops issued until join_weight_grads() (CUDA:

@@ -46,6 +46,7 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
     if (nd.in1 >= 0) ++readers[size_t(nd.in1)];
   }
   const bool fuse = be_.fuses_batchnorm_relu();
+  const bool fuse_concat = be_.fuses_upsample_concat();
   for (size_t i = 0; i < nodes.size(); ++i) {
     Step st{int(i)};
     if (fuse && nodes[i].op == OpKind::batchnorm && i + 1 < nodes.size()) {
@@ -55,6 +56,15 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
       else if (next.op == OpKind::add_relu && (next.in0 == out) != (next.in1 == out) &&
                readers[size_t(out)] == 1)
         st.fusion = Fusion::bn_add_relu;
+    }
+    // The upsampled tensor as the concatenation's first part and read by nothing else (smp's
+    // [upsampled, skip] order): written there directly, its own buffer left unused.
+    if (fuse_concat && nodes[i].op == OpKind::upsample && i + 1 < nodes.size()) {
+      const Node& next = nodes[i + 1];
+      const int out = nodes[i].out;
+      if (next.op == OpKind::concat && next.in0 == out && next.in1 != out &&
+          readers[size_t(out)] == 1 && next.cat.ca == nodes[i].up.c)
+        st.fusion = Fusion::upsample_concat;
     }
     steps_.push_back(st);
     if (st.fusion != Fusion::none) ++i;  // the next node is part of this step
@@ -81,8 +91,22 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
   if (!in_order) step_param_start_.assign(steps_.size(), -1);  // nothing to report
 }
 
+UpsampleShape Executor::in_place_upsample(const Step& st) const {
+  const Node& cat = graph_.nodes()[size_t(st.node) + 1];
+  UpsampleShape sh = graph_.nodes()[size_t(st.node)].up;
+  sh.pitch = cat.cat.ca + cat.cat.cb;
+  return sh;
+}
+
 void Executor::run_fused_forward(const Step& st, const float* params, float* running,
                                  bool train) {
+  if (st.fusion == Fusion::upsample_concat) {
+    const Node& up = graph_.nodes()[size_t(st.node)];
+    const Node& cat = graph_.nodes()[size_t(st.node) + 1];
+    be_.upsample2x_forward(value(cat.out), value(up.in0), in_place_upsample(st));
+    be_.concat_forward(value(cat.out), nullptr, value(cat.in1), cat.cat);
+    return;
+  }
   const Node& bn = graph_.nodes()[size_t(st.node)];
   const Node& next = graph_.nodes()[size_t(st.node) + 1];
   float* save = base_ + save_off_[size_t(st.node)];
@@ -107,6 +131,14 @@ void Executor::run_fused_forward(const Step& st, const float* params, float* run
 }
 
 void Executor::run_fused_backward(const Step& st, const float* params, float* grads) {
+  if (st.fusion == Fusion::upsample_concat) {
+    const Node& up = graph_.nodes()[size_t(st.node)];
+    const Node& cat = graph_.nodes()[size_t(st.node) + 1];
+    const float* dy = grad(cat.out);
+    be_.concat_backward(nullptr, grad(cat.in1), dy, cat.cat, cat.mode0, cat.mode1);
+    be_.upsample2x_backward(grad(up.in0), dy, in_place_upsample(st), up.mode0);
+    return;
+  }
   const Node& bn = graph_.nodes()[size_t(st.node)];
   const Node& next = graph_.nodes()[size_t(st.node) + 1];
   const float* save = base_ + save_off_[size_t(st.node)];

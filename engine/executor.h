@@ -45,7 +45,8 @@ class Executor {
   float* value(int act) const { return base_ + value_off_[act]; }
   float* grad(int act) const { return base_ + grad_off_[act]; }
   const Graph& graph() const { return graph_; }
-  // BatchNorms run fused with the ReLU or add_relu after them (for tests and logs).
+  // Steps of two nodes: BatchNorms fused with the ReLU or add_relu after them, upsamplings
+  // written into the concatenation after them (for tests and logs).
   int fused_ops() const {
     int count = 0;
     for (const Step& st : steps_) count += st.fusion != Fusion::none;
@@ -60,8 +61,9 @@ class Executor {
   size_t bytes_ = 0;
   std::vector<int64_t> value_off_, grad_off_;  // per activation, in floats
   std::vector<int64_t> save_off_;              // per node: BN mean/invstd or maxpool argmax
-  // What forward/backward run: one node, or a BatchNorm (node) fused with the next node.
-  enum class Fusion { none, bn_relu, bn_add_relu };
+  // What forward/backward run: one node, or a BatchNorm (node) fused with the next node, or an
+  // upsampling (node) written in place into the concatenation that is the next node.
+  enum class Fusion { none, bn_relu, bn_add_relu, upsample_concat };
   struct Step {
     int node;
     Fusion fusion = Fusion::none;
@@ -73,6 +75,8 @@ class Executor {
   std::vector<int64_t> step_param_start_;
   void run_fused_forward(const Step& st, const float* params, float* running, bool train);
   void run_fused_backward(const Step& st, const float* params, float* grads);
+  // The upsampling's shape writing into its concatenation's first channels (Step st).
+  UpsampleShape in_place_upsample(const Step& st) const;
 };
 
 // BatchNorm constants from the spec (PyTorch defaults).

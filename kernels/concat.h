@@ -16,8 +16,10 @@ struct ConcatShape {
 
 namespace cpu {
 
+// a may be null: its channels of y are left alone (written in place by a's producer, as the
+// decoder's upsampling does: UpsampleShape::pitch).
 void concat_forward(float* y, const float* a, const float* b, const ConcatShape& sh);
-// Splits dy back; da or db may be null (no gradient wanted there).
+// Splits dy back; da or db may be null (no gradient wanted there, or read in place).
 void concat_backward(float* da, float* db, const float* dy, const ConcatShape& sh,
                      GradMode mode_a, GradMode mode_b);
 

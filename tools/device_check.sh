@@ -31,7 +31,8 @@
 #      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM convolutions
 #      (UNETCU_GEMM_CONV=0), with the narrow weight gradients in two parts
 #      (UNETCU_WGRAD_SPLIT=2), with the ReLU masks read from y
-#      (UNETCU_BN_RELU_MASK_FROM_INPUT=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
+#      (UNETCU_BN_RELU_MASK_FROM_INPUT=0), with the upsampled halves copied into the
+#      concatenations (UNETCU_UPSAMPLE_IN_PLACE=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
 #      the top 4 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
@@ -412,6 +413,9 @@ if [ -x "$gpu_bench" ]; then
   # The step with the BatchNorm + ReLU backward reading its mask from the output (y > 0)
   # instead of forming it from x: what the two reads of a tensor fewer a layer bring.
   step_bench bench_cuda_ops_mask_from_y "step, ReLU mask from y" UNETCU_BN_RELU_MASK_FROM_INPUT=0
+  # The step with the decoder's upsampled halves copied into the concatenations instead of
+  # written there in place: what the 8 copies fewer a step bring.
+  step_bench bench_cuda_ops_concat_copies "step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
   # timed faster (the "rival" notes of algorithms.txt say where).
   step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0

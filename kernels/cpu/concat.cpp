@@ -10,7 +10,8 @@ void concat_forward_impl(T* y, const T* a, const T* b, const ConcatShape& sh) {
   const int64_t ca = sh.ca, cb = sh.cb, cy = ca + cb;
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < sh.rows; ++row) {
-    for (int64_t k = 0; k < ca; ++k) y[row * cy + k] = a[row * ca + k];
+    if (a)
+      for (int64_t k = 0; k < ca; ++k) y[row * cy + k] = a[row * ca + k];
     for (int64_t k = 0; k < cb; ++k) y[row * cy + ca + k] = b[row * cb + k];
   }
 }

@@ -63,7 +63,7 @@ void slice_copy(float* dst, int dst_c, int dst_offset, const float* src, int src
 void concat_forward(float* y, const float* a, const float* b, const ConcatShape& sh,
                     cudaStream_t stream) {
   const int cy = sh.ca + sh.cb;
-  slice_copy(y, cy, 0, a, sh.ca, 0, sh.ca, sh.rows, GradMode::overwrite, stream);
+  if (a) slice_copy(y, cy, 0, a, sh.ca, 0, sh.ca, sh.rows, GradMode::overwrite, stream);
   slice_copy(y, cy, sh.ca, b, sh.cb, 0, sh.cb, sh.rows, GradMode::overwrite, stream);
 }
 

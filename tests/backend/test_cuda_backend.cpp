@@ -328,13 +328,14 @@ TEST_CASE("CUDA graphs per batch size, with a learning-rate change, equal eager 
 
 // Which BatchNorms the executor fuses on the CUDA backend: every BatchNorm + ReLU (the stem, the
 // first of each of the 16 BasicBlocks, the 10 of the decoder) and the BatchNorm adjacent to each
-// block's add_relu (bn2, or the downsample's in the 3 blocks that have one); 3 stay alone. The
+// block's add_relu (bn2, or the downsample's in the 3 blocks that have one); 3 stay alone. And
+// the upsampling of the 4 decoder blocks with a skip, written into their concatenation. The
 // steps above, compared with the CPU backend (which fuses nothing), check the fused results.
 TEST_CASE("the CUDA executor fuses BatchNorm with the ReLU or add_relu after it") {
   static Backend* const backend = cuda_backend().release();  // see cuda_run
   const Unet unet = build_unet(1, 32, 32);
   Executor fused(*backend, unet.graph);
-  CHECK(fused.fused_ops() == 27 + 16);
+  CHECK(fused.fused_ops() == 27 + 16 + 4);
   auto cpu = make_cpu_backend();
   Executor plain(*cpu, unet.graph);
   CHECK(plain.fused_ops() == 0);

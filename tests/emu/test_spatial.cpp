@@ -257,5 +257,90 @@ TEST_CASE("cuda conv2d_backward_bias matches the reference in both grad modes") 
   }
 }
 
+// The decoder's upsampling written in place into the first channels of the concatenation
+// after it (UpsampleShape::pitch, concat_forward without its first input), and its gradient
+// read from there (concat_backward without da): the same bits as upsampling into a tensor of
+// its own and concatenating, in the CPU reference and in the kernels, both grad modes. Widths:
+// both float4 (16 + 16), an upsampled width that is not (3 + 5), a pitch that is not (4 + 6),
+// and misaligned buffers.
+struct InPlaceCase {
+  int n, h, w, c_up, c_skip;
+  size_t shift;
+};
+constexpr InPlaceCase kInPlaceCases[] = {
+    {2, 4, 5, 16, 16, 0}, {1, 3, 3, 3, 5, 0}, {2, 2, 3, 4, 6, 0}, {1, 4, 4, 8, 8, 1}};
+
+TEST_CASE("upsample2x written into a concatenation in place equals upsample then concat") {
+  for (const InPlaceCase& ic : kInPlaceCases) {
+    CAPTURE(ic.n);
+    CAPTURE(ic.h);
+    CAPTURE(ic.w);
+    CAPTURE(ic.c_up);
+    CAPTURE(ic.c_skip);
+    CAPTURE(ic.shift);
+    const UpsampleShape plain{ic.n, ic.h, ic.w, ic.c_up};
+    UpsampleShape in_place = plain;
+    in_place.pitch = ic.c_up + ic.c_skip;
+    const int64_t rows = int64_t(ic.n) * 4 * ic.h * ic.w;  // output pixels
+    const ConcatShape cat{rows, ic.c_up, ic.c_skip};
+    const size_t n_x = size_t(rows / 4) * size_t(ic.c_up), n_up = 4 * n_x;
+    const size_t n_skip = size_t(rows) * size_t(ic.c_skip), n_y = n_up + n_skip;
+    const auto x = random_vector<float>(n_x, 800), skip = random_vector<float>(n_skip, 801);
+
+    // Forward: the composition, then the in-place form over a poisoned output.
+    std::vector<float> up(n_up), want(n_y);
+    cpu::upsample2x_forward(up.data(), x.data(), plain);
+    cpu::concat_forward(want.data(), up.data(), skip.data(), cat);
+    std::vector<float> got(n_y, std::numeric_limits<float>::quiet_NaN());
+    cpu::upsample2x_forward(got.data(), x.data(), in_place);
+    cpu::concat_forward(got.data(), nullptr, skip.data(), cat);
+    check_same_bits(got, want, "reference y in place");
+    const Outputs fwd = run_deterministic([&] {
+      DeviceBuffer<float> dx(x, ic.shift), dskip(skip, ic.shift), dy(n_y, ic.shift);
+      dy.poison();
+      cuda::upsample2x_forward(dy.get(), dx.get(), in_place, nullptr);
+      cuda::concat_forward(dy.get(), nullptr, dskip.get(), cat, nullptr);
+      sync_device();
+      Outputs o;
+      o.add("y", dy);
+      return o;
+    });
+    check_same_bits(fwd.get<float>("y"), want, "y in place");
+
+    // Backward: dy split by the concatenation, then upsampling's sum, against dx read from
+    // dy in place and the skip's part split alone.
+    const auto dy = random_vector<float>(n_y, 802);
+    const auto dx0 = random_vector<float>(n_x, 803), dskip0 = random_vector<float>(n_skip, 804);
+    for (GradMode mode : kGradModes) {
+      CAPTURE(mode_name(mode));
+      std::vector<float> dup(n_up), want_dx = dx0, want_dskip = dskip0;
+      cpu::concat_backward(dup.data(), want_dskip.data(), dy.data(), cat, GradMode::overwrite,
+                           mode);
+      cpu::upsample2x_backward(want_dx.data(), dup.data(), plain, mode);
+      std::vector<float> got_dx = dx0, got_dskip = dskip0;
+      cpu::concat_backward(nullptr, got_dskip.data(), dy.data(), cat, mode, mode);
+      cpu::upsample2x_backward(got_dx.data(), dy.data(), in_place, mode);
+      check_same_bits(got_dx, want_dx, "reference dx in place");
+      check_same_bits(got_dskip, want_dskip, "reference dskip in place");
+      const Outputs bwd = run_deterministic([&] {
+        DeviceBuffer<float> ddy(dy, ic.shift), ddx(dx0, ic.shift), ddskip(dskip0, ic.shift);
+        if (mode == GradMode::overwrite) {
+          ddx.poison();
+          ddskip.poison();
+        }
+        cuda::concat_backward(nullptr, ddskip.get(), ddy.get(), cat, mode, mode, nullptr);
+        cuda::upsample2x_backward(ddx.get(), ddy.get(), in_place, mode, nullptr);
+        sync_device();
+        Outputs o;
+        o.add("dx", ddx);
+        o.add("dskip", ddskip);
+        return o;
+      });
+      check_same_bits(bwd.get<float>("dx"), want_dx, "dx in place");
+      check_same_bits(bwd.get<float>("dskip"), want_dskip, "dskip in place");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace unetcu::test
