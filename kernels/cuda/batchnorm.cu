@@ -14,9 +14,10 @@
 // aligned (every layer of this network), one otherwise; the multi-block sums move one.
 //
 // Memory traffic (float elements of the [rows][c] tensor): forward reads x twice and writes y
-// once; backward reads dy and x (and y, with the residual fused) twice and writes dx. The second read needs a
-// grid-wide barrier first (the statistics), so it is a second kernel; at this network's sizes
-// (<= 16 MB per activation at batch 16, 128x128) it is mostly served by the H100's 50 MB L2.
+// once; backward reads dy and x (and y, with the residual fused) twice and writes dx. The
+// second read needs a grid-wide barrier first (the statistics), so it is a second kernel; at
+// this network's sizes (<= 16 MB per activation at batch 16, 128x128) it is mostly served by
+// the H100's 50 MB L2.
 // The partials are row_blocks (<= 1024) doubles per channel and sum, small next to the tensor.
 // Tensors with few rows (layer4: 256 rows at batch 16) take reduce_then_map instead: one
 // kernel, no partials, the barrier a __syncthreads.
@@ -324,9 +325,19 @@ struct GradApply {
     }
   };
   __device__ Column column(int col) const {
-    return Column{dx, dresidual, dy, mask.column(col), x, cols, col, accumulate_dx,
-                  accumulate_dresidual, channel_values<V>(save_mean, col), channel_values<V>(coef, col),
-                  channel_values<V>(coef + c, col), channel_values<V>(coef + 2 * c, col)};
+    return Column{dx,
+                  dresidual,
+                  dy,
+                  mask.column(col),
+                  x,
+                  cols,
+                  col,
+                  accumulate_dx,
+                  accumulate_dresidual,
+                  channel_values<V>(save_mean, col),
+                  channel_values<V>(coef, col),
+                  channel_values<V>(coef + c, col),
+                  channel_values<V>(coef + 2 * c, col)};
   }
 };
 
