@@ -234,9 +234,11 @@ __device__ inline T warp_tree_sum(T v) {
 // the warp totals by the same tree (so all get the same bits without a second barrier). The
 // order depends only on the block size. For the one-column reductions at the end of a
 // reduction (reduce_rows_final_kernel), which sit on the critical path between the partial
-// sums and the epilogue: reduce_lanes there takes a barrier per halving, eight at 256 threads;
-// and for reduce_then_map's one-column blocks. A kernel calls it once: a second call could
-// overwrite warp totals still being read.
+// sums and the epilogue: reduce_lanes there takes a barrier per halving, eight at 256 threads.
+// (Not in reduce_then_map, whose blocks sum 8 values: under the SIMT emulator every shuffle is
+// a warp-wide switch of fibers, and there the shuffle trees doubled the emulated training
+// step's time.) A kernel calls it once: a second call could overwrite warp totals still being
+// read.
 template <typename T, int NV>
 __device__ inline void reduce_block(T (&vals)[NV]) {
   __shared__ T warp_totals[NV][kThreads / 32];
@@ -404,12 +406,7 @@ __global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epil
       if (r < t.rows) column.add(acc, r);
     }
   }
-  // One column a block (a float4 of channels, as BatchNorm's are): the shuffle tree, one
-  // barrier where the lane tree takes eight.
-  if (t.tile == 1)
-    reduce_block<double, NV>(acc);
-  else
-    reduce_lanes<double, NV>(acc, t.tile, t.lanes);
+  reduce_lanes<double, NV>(acc, t.tile, t.lanes);
   if (col < t.cols) run_epilogue(epilogue, 0, col, lane, t.lanes, acc);
   __syncthreads();
   if (col >= t.cols) return;  // the last barrier is behind us
