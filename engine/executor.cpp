@@ -62,8 +62,9 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
     if (fuse_concat && nodes[i].op == OpKind::upsample && i + 1 < nodes.size()) {
       const Node& next = nodes[i + 1];
       const int out = nodes[i].out;
-      if (next.op == OpKind::concat && next.in0 == out && next.in1 != out &&
-          readers[size_t(out)] == 1 && next.cat.ca == nodes[i].up.c)
+      // (readers == 1 also rules out the concatenation reading it twice.)
+      if (next.op == OpKind::concat && next.in0 == out && readers[size_t(out)] == 1 &&
+          next.cat.ca == nodes[i].up.c)
         st.fusion = Fusion::upsample_concat;
     }
     steps_.push_back(st);
@@ -91,9 +92,8 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
   if (!in_order) step_param_start_.assign(steps_.size(), -1);  // nothing to report
 }
 
-UpsampleShape Executor::in_place_upsample(const Step& st) const {
-  const Node& cat = graph_.nodes()[size_t(st.node) + 1];
-  UpsampleShape sh = graph_.nodes()[size_t(st.node)].up;
+UpsampleShape Executor::in_place_upsample(const Node& up, const Node& cat) {
+  UpsampleShape sh = up.up;
   sh.pitch = cat.cat.ca + cat.cat.cb;
   return sh;
 }
@@ -103,7 +103,7 @@ void Executor::run_fused_forward(const Step& st, const float* params, float* run
   if (st.fusion == Fusion::upsample_concat) {
     const Node& up = graph_.nodes()[size_t(st.node)];
     const Node& cat = graph_.nodes()[size_t(st.node) + 1];
-    be_.upsample2x_forward(value(cat.out), value(up.in0), in_place_upsample(st));
+    be_.upsample2x_forward(value(cat.out), value(up.in0), in_place_upsample(up, cat));
     be_.concat_forward(value(cat.out), nullptr, value(cat.in1), cat.cat);
     return;
   }
@@ -136,7 +136,7 @@ void Executor::run_fused_backward(const Step& st, const float* params, float* gr
     const Node& cat = graph_.nodes()[size_t(st.node) + 1];
     const float* dy = grad(cat.out);
     be_.concat_backward(nullptr, grad(cat.in1), dy, cat.cat, cat.mode0, cat.mode1);
-    be_.upsample2x_backward(grad(up.in0), dy, in_place_upsample(st), up.mode0);
+    be_.upsample2x_backward(grad(up.in0), dy, in_place_upsample(up, cat), up.mode0);
     return;
   }
   const Node& bn = graph_.nodes()[size_t(st.node)];

@@ -75,8 +75,8 @@ class Executor {
   std::vector<int64_t> step_param_start_;
   void run_fused_forward(const Step& st, const float* params, float* running, bool train);
   void run_fused_backward(const Step& st, const float* params, float* grads);
-  // The upsampling's shape writing into its concatenation's first channels (Step st).
-  UpsampleShape in_place_upsample(const Step& st) const;
+  // The upsampling `up`'s shape writing into the first channels of the concatenation `cat`.
+  static UpsampleShape in_place_upsample(const Node& up, const Node& cat);
 };
 
 // BatchNorm constants from the spec (PyTorch defaults).

@@ -604,8 +604,8 @@ void train_forward(float* y, float* save_mean, float* save_invstd, float* runnin
                        beta, sh, momentum, eps, apply_relu, workspace, stream);
 }
 
-// The ReLU mask's source (ReluMask): y (masked by y > 0), else beta (recomputed from x), else
-// none.
+// The ReLU mask's source (ReluMask): y (masked by y > 0) or beta (recomputed from x), at most
+// one of them given; neither: no ReLU.
 template <int V>
 void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
                 const float* y, const float* beta, const float* x, const float* gamma,
@@ -613,7 +613,6 @@ void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const 
                 bool acc_dx, bool acc_res, bool acc_params, void* workspace,
                 cudaStream_t stream) {
   float* coef = coefs_of(workspace, sh);
-  if (y) beta = nullptr;
   const ReluMask<1> scalar_mask{y, beta, gamma, save_invstd};
   const ReluMask<V> vector_mask{y, beta, gamma, save_invstd};
   reduce_then_apply<V>(GradSrc<1>{dy, x, save_mean, scalar_mask, sh.c},
