@@ -12,31 +12,6 @@ int64_t round_up(int64_t v) { return (v + 63) / 64 * 64; }
 Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(graph) {
   const auto& acts = graph.acts();
   const auto& nodes = graph.nodes();
-  int64_t cursor = 0;
-  value_off_.assign(acts.size(), -1);
-  grad_off_.assign(acts.size(), -1);
-  save_off_.assign(nodes.size(), -1);
-  for (size_t a = 0; a < acts.size(); ++a) {
-    value_off_[a] = cursor;
-    cursor += round_up(acts[a].numel());
-    if (int(a) != graph.input()) {  // the image needs no gradient
-      grad_off_[a] = cursor;
-      cursor += round_up(acts[a].numel());
-    }
-  }
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    const Node& nd = nodes[i];
-    if (nd.op == OpKind::batchnorm) {
-      save_off_[i] = cursor;
-      cursor += round_up(2 * int64_t(nd.bn.c));
-    } else if (nd.op == OpKind::maxpool) {
-      save_off_[i] = cursor;  // int32 argmax, same size as a float
-      cursor += round_up(acts[nd.out].numel());
-    }
-  }
-  bytes_ = size_t(cursor) * sizeof(float);
-  base_ = static_cast<float*>(be_.alloc(bytes_));
-
   // Consumers per activation, to fuse a BatchNorm into an add_relu only when nothing else
   // reads the BatchNorm's output (the fused op never writes it).
   std::vector<int> readers(acts.size(), 0);
@@ -58,7 +33,7 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
         st.fusion = Fusion::bn_add_relu;
     }
     // The upsampled tensor as the concatenation's first part and read by nothing else (smp's
-    // [upsampled, skip] order): written there directly, its own buffer left unused.
+    // [upsampled, skip] order): written there directly, with no buffer of its own.
     if (fuse_concat && nodes[i].op == OpKind::upsample && i + 1 < nodes.size()) {
       const Node& next = nodes[i + 1];
       const int out = nodes[i].out;
@@ -70,6 +45,37 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
     steps_.push_back(st);
     if (st.fusion != Fusion::none) ++i;  // the next node is part of this step
   }
+
+  // Buffers no step touches: the upsampled tensor of an upsample_concat step lives in the
+  // first channels of the concatenation's buffer, its gradient likewise.
+  std::vector<bool> planned(acts.size(), true);
+  for (const Step& st : steps_)
+    if (st.fusion == Fusion::upsample_concat) planned[size_t(nodes[size_t(st.node)].out)] = false;
+  int64_t cursor = 0;
+  value_off_.assign(acts.size(), -1);
+  grad_off_.assign(acts.size(), -1);
+  save_off_.assign(nodes.size(), -1);
+  for (size_t a = 0; a < acts.size(); ++a) {
+    if (!planned[a]) continue;
+    value_off_[a] = cursor;
+    cursor += round_up(acts[a].numel());
+    if (int(a) != graph.input()) {  // the image needs no gradient
+      grad_off_[a] = cursor;
+      cursor += round_up(acts[a].numel());
+    }
+  }
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& nd = nodes[i];
+    if (nd.op == OpKind::batchnorm) {
+      save_off_[i] = cursor;
+      cursor += round_up(2 * int64_t(nd.bn.c));
+    } else if (nd.op == OpKind::maxpool) {
+      save_off_[i] = cursor;  // int32 argmax, same size as a float
+      cursor += round_up(acts[nd.out].numel());
+    }
+  }
+  bytes_ = size_t(cursor) * sizeof(float);
+  base_ = static_cast<float*>(be_.alloc(bytes_));
 
   bool in_order = true;
   int64_t last = -1;

@@ -1,8 +1,8 @@
 // engine/executor.h: runs a Graph on a Backend with a static memory plan.
 //
 // At construction every activation, activation gradient and saved buffer (BatchNorm mean and
-// invstd, maxpool argmax) gets an offset in one device allocation; nothing is allocated while
-// running. forward() runs the nodes in order; backward() in reverse, starting from the output
+// invstd, maxpool argmax) gets an offset in one device allocation, except the tensors that
+// fused steps keep elsewhere (below); nothing is allocated while running. forward() runs the nodes in order; backward() in reverse, starting from the output
 // gradient that the loss wrote into grad(graph.output()). Parameter gradients are written in
 // overwrite mode: every parameter is used exactly once in this network, so no zeroing pass is
 // needed. Each convolution's weight gradient is forked beside the rest
@@ -13,7 +13,10 @@
 // followed directly by the ReLU on its output, or by the add_relu that ends a residual block
 // when the BatchNorm's output feeds nothing else, runs as one fused op forward and backward.
 // The gradient writes keep their overwrite/accumulate modes: the two nodes are adjacent, so no
-// other write falls between them in either order.
+// other write falls between them in either order. On a backend that offers it
+// (Backend::fuses_upsample_concat), a decoder's upsampling writes straight into the first
+// channels of the concatenation after it, and reads its gradient from there: that tensor has
+// no buffer of its own.
 #pragma once
 
 #include <cstdint>
@@ -42,8 +45,10 @@ class Executor {
   using ParamsReady = std::function<void(int64_t first_final)>;
   void backward(const float* params, float* grads, const ParamsReady& ready = nullptr);
 
-  float* value(int act) const { return base_ + value_off_[act]; }
-  float* grad(int act) const { return base_ + grad_off_[act]; }
+  // Null for a tensor with no buffer: the input's gradient, an upsampling written in place
+  // into its concatenation (its value and gradient are the concatenation's first channels).
+  float* value(int act) const { return at(value_off_[size_t(act)]); }
+  float* grad(int act) const { return at(grad_off_[size_t(act)]); }
   const Graph& graph() const { return graph_; }
   // Steps of two nodes: BatchNorms fused with the ReLU or add_relu after them, upsamplings
   // written into the concatenation after them (for tests and logs).
@@ -59,7 +64,8 @@ class Executor {
   const Graph& graph_;
   float* base_ = nullptr;
   size_t bytes_ = 0;
-  std::vector<int64_t> value_off_, grad_off_;  // per activation, in floats
+  std::vector<int64_t> value_off_, grad_off_;  // per activation, in floats; -1: no buffer
+  float* at(int64_t off) const { return off < 0 ? nullptr : base_ + off; }
   std::vector<int64_t> save_off_;              // per node: BN mean/invstd or maxpool argmax
   // What forward/backward run: one node, or a BatchNorm (node) fused with the next node, or an
   // upsampling (node) written in place into the concatenation that is the next node.

@@ -331,7 +331,7 @@ TEST_CASE("CUDA graphs per batch size, with a learning-rate change, equal eager 
 // block's add_relu (bn2, or the downsample's in the 3 blocks that have one); 3 stay alone. And
 // the upsampling of the 4 decoder blocks with a skip, written into their concatenation. The
 // steps above, compared with the CPU backend (which fuses nothing), check the fused results.
-TEST_CASE("the CUDA executor fuses BatchNorm with the ReLU or add_relu after it") {
+TEST_CASE("the CUDA executor fuses BatchNorm + ReLU or add_relu, and upsampling + concat") {
   static Backend* const backend = cuda_backend().release();  // see cuda_run
   const Unet unet = build_unet(1, 32, 32);
   Executor fused(*backend, unet.graph);
@@ -339,6 +339,27 @@ TEST_CASE("the CUDA executor fuses BatchNorm with the ReLU or add_relu after it"
   auto cpu = make_cpu_backend();
   Executor plain(*cpu, unet.graph);
   CHECK(plain.fused_ops() == 0);
+  // The upsampled tensors written into their concatenations get no buffers: the plan is
+  // smaller by their values and gradients (each rounded up to 64 floats), and only they
+  // have none.
+  const auto& nodes = unet.graph.nodes();
+  const auto& acts = unet.graph.acts();
+  size_t in_place = 0, saved = 0;
+  for (size_t i = 0; i + 1 < nodes.size(); ++i) {
+    if (nodes[i].op != OpKind::upsample || nodes[i + 1].op != OpKind::concat) continue;
+    ++in_place;
+    saved += 2 * size_t((acts[size_t(nodes[i].out)].numel() + 63) / 64 * 64) * sizeof(float);
+    CHECK(fused.value(nodes[i].out) == nullptr);
+    CHECK(fused.grad(nodes[i].out) == nullptr);
+    CHECK(plain.value(nodes[i].out) != nullptr);
+  }
+  CHECK(in_place == 4);
+  CHECK(fused.bytes() == plain.bytes() - saved);
+  int unplanned = 0;
+  for (size_t a = 0; a < acts.size(); ++a)
+    unplanned += fused.value(int(a)) == nullptr;
+  CHECK(unplanned == 4);
+  CHECK(fused.grad(unet.graph.input()) == nullptr);
 }
 
 // The asynchronous path: steps submitted back to back (more than the results ring holds, so
