@@ -2,12 +2,13 @@
 //
 // At construction every activation, activation gradient and saved buffer (BatchNorm mean and
 // invstd, maxpool argmax) gets an offset in one device allocation, except the tensors that
-// fused steps keep elsewhere (below); nothing is allocated while running. forward() runs the nodes in order; backward() in reverse, starting from the output
-// gradient that the loss wrote into grad(graph.output()). Parameter gradients are written in
-// overwrite mode: every parameter is used exactly once in this network, so no zeroing pass is
-// needed. Each convolution's weight gradient is forked beside the rest
-// (Backend::fork_weight_grads) and joined right after its data gradient, or once at the end of
-// backward() when the backend asks for it (Backend::late_weight_grad_join).
+// fused steps keep elsewhere (below); nothing is allocated while running. forward() runs the
+// nodes in order; backward() in reverse, starting from the output gradient that the loss wrote
+// into grad(graph.output()). Parameter gradients are written in overwrite mode: every
+// parameter is used exactly once in this network, so no zeroing pass is needed. Each
+// convolution's weight gradient is forked beside the rest (Backend::fork_weight_grads) and
+// joined right after its data gradient, or once at the end of backward() when the backend asks
+// for it (Backend::late_weight_grad_join).
 //
 // On a backend that fuses BatchNorm with ReLU (Backend::fuses_batchnorm_relu), a BatchNorm
 // followed directly by the ReLU on its output, or by the add_relu that ends a residual block
