@@ -12,6 +12,7 @@
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
 #      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
+#      UNETCU_CUDNN_KNOB_VARIANTS=16 (knob variants of cuDNN's configurations timed too),
 #      UNETCU_WGRAD_SPLIT=2 (the narrow weight gradients in two parts over the batch),
 #      UNETCU_BN_RELU_MASK_FROM_INPUT=0 (the BatchNorm + ReLU backward reading y > 0),
 #      UNETCU_STREAM_PRIORITY=0 (every
@@ -33,8 +34,9 @@
 #      (UNETCU_WGRAD_SPLIT=2), with the ReLU masks read from y
 #      (UNETCU_BN_RELU_MASK_FROM_INPUT=0), with the upsampled halves copied into the
 #      concatenations (UNETCU_UPSAMPLE_IN_PLACE=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
-#      the top 4 graph-API configurations timed
-#      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4), the convolutions and the step
+#      the top 4 or 32 graph-API configurations timed
+#      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4, 32), with 64 knob variants of the
+#      best two timed beside them (UNETCU_CUDNN_KNOB_VARIANTS=64), the convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
@@ -231,6 +233,9 @@ step_variant() {
 # BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
 # each hand-written kernel may start while the one before it ends).
 step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
+# Knob variants of cuDNN's configurations timed too (opt-in): those that serve, on these steps'
+# shapes, against the CPU and bit for bit between eager and replayed steps.
+step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
 step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
 step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
   UNETCU_BN_RELU_MASK_FROM_INPUT=0
@@ -374,6 +379,11 @@ variant_summary() {
   below=$(grep -E 'families below 70% of the copy' "$1")
   echo "$(step_summary "$1"); memory-bound: ${below:-no table}"
 }
+knob_summary() {
+  local serving
+  serving=$(grep -o 'runs graph engine [0-9]* \[[^]]*knob variant\]' "$1" | wc -l)
+  echo "$(step_summary "$1"); knob variants serving: $serving"
+}
 nograph_summary() {
   local conv
   conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
@@ -406,6 +416,13 @@ if [ -x "$gpu_bench" ]; then
   timeline_row step_trace_split step_trace_split.txt "step timeline, wgrad in 2 parts" \
     UNETCU_WGRAD_SPLIT=2
   # The variants, newest first (each repeats cuDNN's search; a tight budget cuts the last).
+  # The step with knob variants of cuDNN's two best configurations timed beside them (opt-in):
+  # whether a tile size or split the heuristics do not offer fills the card at the deep
+  # layers; the log's algorithm list marks each variant that serves ("knob variant").
+  bench_variant bench_cuda_ops_knob_variants "step, cuDNN knob variants" \
+    UNETCU_CUDNN_KNOB_VARIANTS=64 '^train_step' knob_summary
+  # The step with 32 of the heuristics' configurations timed per shape instead of 12.
+  step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" UNETCU_CUDNN_CANDIDATES=32
   # The step with the weight gradients of at most 32 channels (the decoder's last two blocks)
   # in two parts over the batch (opt-in): whether the compute stream's waits under their long
   # cuDNN kernels shrink by more than the extra calls cost.

@@ -226,16 +226,57 @@ bool graph_api_enabled() {
   return v == nullptr || std::string(v) != "0";
 }
 
-int graph_candidate_limit() {
-  const char* value = std::getenv("UNETCU_CUDNN_CANDIDATES");
-  if (value == nullptr || value[0] == '\0') return kDefaultGraphCandidates;
+// The count in environment variable `variable`, lo to hi; `fallback` when it is unset or
+// empty; another value throws, saying what the count is (`what`) and its range.
+int env_count(const char* variable, int fallback, int lo, int hi, const char* what) {
+  const char* value = std::getenv(variable);
+  if (value == nullptr || value[0] == '\0') return fallback;
   char* end = nullptr;
   const long n = std::strtol(value, &end, 10);
-  if (*end != '\0' || n < 1 || n > kMaxGraphCandidates)
-    throw CudnnError(std::string("UNETCU_CUDNN_CANDIDATES=") + value +
-                     ": expected how many graph-API engine configurations to time per shape, "
-                     "from 1 to " + std::to_string(kMaxGraphCandidates));
+  if (*end != '\0' || n < lo || n > hi)
+    throw CudnnError(std::string(variable) + "=" + value + ": expected how many " + what +
+                     ", from " + std::to_string(lo) + " to " + std::to_string(hi));
   return int(n);
+}
+
+int graph_candidate_limit() {
+  return env_count("UNETCU_CUDNN_CANDIDATES", kDefaultGraphCandidates, 1, kMaxGraphCandidates,
+                   "graph-API engine configurations to time per shape");
+}
+
+// Knob variants (UNETCU_CUDNN_KNOB_VARIANTS, 0 to kMaxKnobVariants, default 0): for the
+// heuristics' best few configurations (kKnobBases), configurations that change one knob to
+// another value its engine allows (at most kKnobValues values a knob), built and timed beside
+// them per shape and direction. Why: the heuristics' configurations of the deep layers' data
+// gradients ran on 16 CTAs of a 132-SM card (bench/RESULTS.md); a tile size or a split of the
+// reduction that the ranking does not offer is one knob away. A variant serves only as any
+// candidate does: faster, and agreeing with the descriptor API's output. Off by default until
+// a GPU run has measured it; costs start-up time only.
+constexpr int kMaxKnobVariants = 256;
+constexpr int kKnobBases = 2;
+constexpr int kKnobValues = 8;
+
+int knob_variant_limit() {
+  return env_count("UNETCU_CUDNN_KNOB_VARIANTS", 0, 0, kMaxKnobVariants,
+                   "knob variants of cuDNN's best engine configurations to time per shape");
+}
+
+// The values a knob of range [lo, hi] in steps of `stride` may take, at most kKnobValues of
+// them: all when there are few, else lo, hi and the powers of two between (on the stride's
+// grid), which span tile sizes and split counts alike.
+std::vector<int64_t> knob_values(int64_t lo, int64_t hi, int64_t stride) {
+  std::vector<int64_t> out;
+  if (stride <= 0 || hi < lo) return out;
+  const int64_t count = (hi - lo) / stride + 1;
+  if (count <= kKnobValues) {
+    for (int64_t v = lo; v <= hi; v += stride) out.push_back(v);
+    return out;
+  }
+  out.push_back(lo);
+  for (int64_t p = 1; p < hi && int(out.size()) < kKnobValues - 1; p *= 2)
+    if (p > lo && (p - lo) % stride == 0) out.push_back(p);
+  out.push_back(hi);
+  return out;
 }
 
 bool graph_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kGraphAlignment == 0; }
@@ -278,6 +319,45 @@ struct Steps {
   }
 };
 
+// The descriptors of the array attribute `name` of `owner`, each made as `type` and filled in
+// by cuDNN; empty when there are none or cuDNN does not say.
+std::vector<Desc> descriptors_of(cudnnBackendDescriptor_t owner, cudnnBackendAttributeName_t name,
+                                 cudnnBackendDescriptorType_t type) {
+  std::vector<Desc> out;
+  int64_t count = 0, returned = 0;
+  if (cudnnBackendGetAttribute(owner, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr) !=
+          CUDNN_STATUS_SUCCESS ||
+      count <= 0)
+    return out;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int64_t i = 0; i < count; ++i) {
+    out.emplace_back(type);
+    if (out.back().created() != CUDNN_STATUS_SUCCESS) return {};
+    raw.push_back(out.back().get());
+  }
+  if (cudnnBackendGetAttribute(owner, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned,
+                               raw.data()) != CUDNN_STATUS_SUCCESS)
+    return {};
+  out.erase(out.begin() + std::clamp<int64_t>(returned, 0, count), out.end());
+  return out;
+}
+
+// The knob settings of a configuration, by knob type (those cuDNN reports).
+std::map<int, int64_t> knob_choices(cudnnBackendDescriptor_t config) {
+  std::map<int, int64_t> out;
+  for (const Desc& choice : descriptors_of(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                                           CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR)) {
+    cudnnBackendKnobType_t type;
+    int64_t value = 0, n = 0;
+    if (cudnnBackendGetAttribute(choice.get(), CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE,
+                                 CUDNN_TYPE_KNOB_TYPE, 1, &n, &type) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendGetAttribute(choice.get(), CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE,
+                                 CUDNN_TYPE_INT64, 1, &n, &value) == CUDNN_STATUS_SUCCESS)
+      out[int(type)] = value;
+  }
+  return out;
+}
+
 // The knob settings of an engine configuration, "TILE_SIZE=3 SPLIT_K_SLC=2", so that a report
 // tells two configurations of one engine apart; empty when cuDNN does not say.
 std::string knob_text(cudnnBackendDescriptor_t config) {
@@ -294,37 +374,12 @@ std::string knob_text(cudnnBackendDescriptor_t config) {
       UNETCU_KNOB(WARP_SPEC_CFG), UNETCU_KNOB(SWAP_AB),
   };
 #undef UNETCU_KNOB
-  int64_t count = 0;
-  if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
-                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr) !=
-          CUDNN_STATUS_SUCCESS ||
-      count <= 0)
-    return "";
-  std::vector<Desc> choices;
-  std::vector<cudnnBackendDescriptor_t> raw;
-  for (int64_t i = 0; i < count; ++i) {
-    choices.emplace_back(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR);
-    if (choices.back().created() != CUDNN_STATUS_SUCCESS) return "";
-    raw.push_back(choices.back().get());
-  }
-  int64_t returned = 0;
-  if (cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
-                               CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()) !=
-      CUDNN_STATUS_SUCCESS)
-    return "";
   std::ostringstream os;
-  for (int64_t i = 0; i < returned; ++i) {
-    cudnnBackendKnobType_t type;
-    int64_t value = 0, n = 0;
-    if (cudnnBackendGetAttribute(raw[size_t(i)], CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE,
-                                 CUDNN_TYPE_KNOB_TYPE, 1, &n, &type) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendGetAttribute(raw[size_t(i)], CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE,
-                                 CUDNN_TYPE_INT64, 1, &n, &value) != CUDNN_STATUS_SUCCESS)
-      continue;
-    const auto name = kNames.find(int(type));
+  for (const auto& [type, value] : knob_choices(config)) {
+    const auto name = kNames.find(type);
     os << (os.tellp() > 0 ? " " : "");
     if (name != kNames.end()) os << name->second;
-    else os << "KNOB" << int(type);
+    else os << "KNOB" << type;
     os << "=" << value;
   }
   return os.str();
@@ -338,6 +393,10 @@ struct GraphPlan {
   std::unique_ptr<Desc> exec;
   int64_t engine = -1;  // cuDNN's global engine index
   std::string knobs;    // its configuration's knob settings (knob_text)
+  // A knob variant's engine and knob choices (add_knob_variants), kept while its configuration
+  // refers to them; empty for a configuration of the heuristics.
+  std::shared_ptr<Desc> engine_desc;
+  std::vector<Desc> choice_descs;
   int timed = 0;        // how many configurations were timed for the choice, this one included
   bool tensor_core = false;
   size_t workspace = 0;
@@ -347,9 +406,11 @@ struct GraphPlan {
   mutable std::map<Pointers, std::unique_ptr<Desc>> packs;
 };
 
-// " [TILE_SIZE=3 ...]" for a report, or nothing.
+// " [TILE_SIZE=3 ...]" for a report, or nothing; a knob variant (add_knob_variants) says so.
 std::string knob_suffix(const GraphPlan& g) {
-  return g.knobs.empty() ? std::string() : " [" + g.knobs + "]";
+  const char* variant = g.engine_desc ? ", knob variant" : "";
+  return g.knobs.empty() ? std::string(g.engine_desc ? " [knob variant]" : "")
+                         : " [" + g.knobs + variant + "]";
 }
 
 // The descriptors and the chosen algorithm of one (shape, direction). Each direction has its
@@ -712,8 +773,72 @@ struct ConvRunner::Impl {
     return keep;
   }
 
+  // The engine of configuration `config`, with its global index, whether it uses tensor cores,
+  // and whether its notes allow it here (see the section comment above GraphPlan); false when
+  // cuDNN does not say.
+  bool engine_of(cudnnBackendDescriptor_t config, Desc& engine, int64_t* index, bool* usable,
+                 bool* tensor_core) const {
+    int64_t n = 0, n_notes = 0, n_behavior = 0;
+    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+    cudnnBackendBehaviorNote_t behavior[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+    if (engine.created() != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE,
+                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
+                                 engine.addr()) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
+                                 &n, index) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
+                                 CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
+                                 &n_notes, notes) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE,
+                                 CUDNN_TYPE_BEHAVIOR_NOTE, CUDNN_BEHAVIOR_NOTE_TYPE_COUNT,
+                                 &n_behavior, behavior) != CUDNN_STATUS_SUCCESS)
+      return false;
+    *usable = true;
+    *tensor_core = false;
+    for (int64_t k = 0; k < n_notes; ++k) {
+      switch (notes[k]) {
+        case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC:
+        case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
+        case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
+          *usable = false;
+          break;
+        case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
+          *tensor_core = true;
+          *usable = *usable && options.tf32;  // float32 on tensor cores is TF32
+          break;
+        default:
+          break;
+      }
+    }
+    for (int64_t k = 0; k < n_behavior; ++k)
+      if (behavior[k] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) *usable = false;
+    return true;
+  }
+
+  // g.config's execution plan, finalized, when it needs at most `ws_limit` bytes of workspace.
+  bool finish_plan(GraphPlan& g, size_t ws_limit) const {
+    g.exec = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    const cudnnBackendDescriptor_t cfg = g.config->get();
+    int64_t ws = 0, n = 0;
+    if (g.exec->created() != CUDNN_STATUS_SUCCESS) return false;
+    (void)cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                   CUDNN_TYPE_HANDLE, 1, &handle);  // as the graph's handle
+    if (cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendFinalize(g.exec->get()) != CUDNN_STATUS_SUCCESS ||
+        cudnnBackendGetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                 CUDNN_TYPE_INT64, 1, &n, &ws) != CUDNN_STATUS_SUCCESS ||
+        ws < 0 || size_t(ws) > ws_limit)
+      return false;
+    g.workspace = size_t(ws);
+    g.knobs = knob_text(cfg);
+    return true;
+  }
+
   // Finalized execution plans for the heuristics' best usable engines (at most
-  // options.graph_candidates, each needing at most `ws_limit` bytes), best first.
+  // options.graph_candidates, each needing at most `ws_limit` bytes), best first; then, when
+  // options.knob_variants asks, that many knob variants of the first kKnobBases of them.
   std::vector<GraphPlan> graph_candidates(const ConvShape& sh, Dir d, float beta, size_t ws_limit,
                                           std::string* why) const {
     std::vector<GraphPlan> out;
@@ -756,72 +881,19 @@ struct ConvRunner::Impl {
     int skipped = 0;
     for (int64_t i = 0; i < returned && int(out.size()) < options.graph_candidates; ++i) {
       Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-      int64_t n = 0, index = -1;
-      cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-      cudnnBackendBehaviorNote_t behavior[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
-      int64_t n_notes = 0, n_behavior = 0;
-      if (engine.created() != CUDNN_STATUS_SUCCESS ||
-          cudnnBackendGetAttribute(configs[size_t(i)]->get(), CUDNN_ATTR_ENGINECFG_ENGINE,
-                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
-                                   engine.addr()) != CUDNN_STATUS_SUCCESS ||
-          cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
-                                   &n, &index) != CUDNN_STATUS_SUCCESS ||
-          cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
-                                   CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
-                                   &n_notes, notes) != CUDNN_STATUS_SUCCESS ||
-          cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE,
-                                   CUDNN_TYPE_BEHAVIOR_NOTE, CUDNN_BEHAVIOR_NOTE_TYPE_COUNT,
-                                   &n_behavior, behavior) != CUDNN_STATUS_SUCCESS) {
-        ++skipped;
-        continue;
-      }
-      bool usable = true, tensor_core = false;
-      for (int64_t k = 0; k < n_notes; ++k) {
-        switch (notes[k]) {
-          case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC:
-          case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
-          case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
-            usable = false;
-            break;
-          case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
-            tensor_core = true;
-            usable = usable && options.tf32;  // float32 on tensor cores is TF32
-            break;
-          default:
-            break;
-        }
-      }
-      for (int64_t k = 0; k < n_behavior; ++k)
-        if (behavior[k] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) usable = false;
-      if (!usable) {
-        ++skipped;
-        continue;
-      }
       GraphPlan g;
+      bool usable = false;
+      if (!engine_of(configs[size_t(i)]->get(), engine, &g.engine, &usable, &g.tensor_core) ||
+          !usable) {
+        ++skipped;
+        continue;
+      }
       g.graph = graph;
-      g.engine = index;
-      g.tensor_core = tensor_core;
       g.config = std::move(configs[size_t(i)]);
-      g.exec = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      const cudnnBackendDescriptor_t cfg = g.config->get();
-      int64_t ws = 0;
-      if (g.exec->created() != CUDNN_STATUS_SUCCESS) {
+      if (!finish_plan(g, ws_limit)) {
         ++skipped;
         continue;
       }
-      (void)cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                     CUDNN_TYPE_HANDLE, 1, &handle);  // as the graph's handle
-      if (cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) != CUDNN_STATUS_SUCCESS ||
-          cudnnBackendFinalize(g.exec->get()) != CUDNN_STATUS_SUCCESS ||
-          cudnnBackendGetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                   CUDNN_TYPE_INT64, 1, &n, &ws) != CUDNN_STATUS_SUCCESS ||
-          ws < 0 || size_t(ws) > ws_limit) {
-        ++skipped;
-        continue;
-      }
-      g.workspace = size_t(ws);
-      g.knobs = knob_text(cfg);
       out.push_back(std::move(g));
     }
     if (out.empty()) {
@@ -830,7 +902,113 @@ struct ConvRunner::Impl {
          << " filtered out or failed to build)";
       *why = os.str();
     }
+    add_knob_variants(&out, ws_limit);
     return out;
+  }
+
+  // A knob an engine offers: its type and the values to try (knob_values).
+  struct KnobRange {
+    cudnnBackendKnobType_t type;
+    std::vector<int64_t> values;
+  };
+  static std::vector<KnobRange> knob_ranges(cudnnBackendDescriptor_t engine) {
+    std::vector<KnobRange> out;
+    for (const Desc& info : descriptors_of(engine, CUDNN_ATTR_ENGINE_KNOB_INFO,
+                                           CUDNN_BACKEND_KNOB_INFO_DESCRIPTOR)) {
+      KnobRange k;
+      int64_t lo = 0, hi = 0, stride = 0, n = 0;
+      if (cudnnBackendGetAttribute(info.get(), CUDNN_ATTR_KNOB_INFO_TYPE, CUDNN_TYPE_KNOB_TYPE, 1,
+                                   &n, &k.type) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(info.get(), CUDNN_ATTR_KNOB_INFO_MINIMUM_VALUE,
+                                   CUDNN_TYPE_INT64, 1, &n, &lo) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(info.get(), CUDNN_ATTR_KNOB_INFO_MAXIMUM_VALUE,
+                                   CUDNN_TYPE_INT64, 1, &n, &hi) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendGetAttribute(info.get(), CUDNN_ATTR_KNOB_INFO_STRIDE, CUDNN_TYPE_INT64, 1,
+                                   &n, &stride) != CUDNN_STATUS_SUCCESS)
+        continue;
+      k.values = knob_values(lo, hi, stride);
+      if (k.values.size() > 1) out.push_back(std::move(k));
+    }
+    return out;
+  }
+
+  // Appends to `plans` up to options.knob_variants configurations, each one of the first
+  // kKnobBases plans with one knob set to another value its engine allows, that build, need at
+  // most `ws_limit` bytes and are not already in the list.
+  void add_knob_variants(std::vector<GraphPlan>* plans, size_t ws_limit) const {
+    const size_t bases = std::min(plans->size(), size_t(kKnobBases));
+    int added = 0;
+    for (size_t b = 0; b < bases && added < options.knob_variants; ++b) {
+      // By value: the pushes below may move the plans (their descriptors stay where they are).
+      const std::shared_ptr<std::vector<Desc>> graph = (*plans)[b].graph;
+      const cudnnBackendDescriptor_t base_config = (*plans)[b].config->get();
+      auto engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      int64_t index = -1;
+      bool usable = false, tensor_core = false;
+      if (!engine_of(base_config, *engine, &index, &usable, &tensor_core) || !usable) continue;
+      // A fresh engine of that index on the same operation graph, finalized (how the API makes
+      // an engine to configure); the one read from the configuration when that fails.
+      auto fresh = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      const cudnnBackendDescriptor_t op_graph = graph->back().get();
+      if (fresh->created() == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendSetAttribute(fresh->get(), CUDNN_ATTR_ENGINE_OPERATION_GRAPH,
+                                   CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                   &op_graph) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendSetAttribute(fresh->get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64,
+                                   1, &index) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendFinalize(fresh->get()) == CUDNN_STATUS_SUCCESS)
+        engine = fresh;
+      const std::map<int, int64_t> current = knob_choices(base_config);
+      for (const KnobRange& knob : knob_ranges(engine->get())) {
+        for (int64_t value : knob.values) {
+          if (added >= options.knob_variants) return;
+          const auto now = current.find(int(knob.type));
+          if (now != current.end() && now->second == value) continue;
+          std::map<int, int64_t> settings = current;
+          settings[int(knob.type)] = value;
+          GraphPlan g;
+          g.graph = graph;
+          g.engine = index;
+          g.tensor_core = tensor_core;
+          g.engine_desc = engine;
+          if (!make_config(g, settings) || !finish_plan(g, ws_limit)) continue;
+          const bool seen = std::any_of(plans->begin(), plans->end(), [&](const GraphPlan& p) {
+            return p.engine == g.engine && p.knobs == g.knobs;
+          });
+          if (seen) continue;
+          plans->push_back(std::move(g));
+          ++added;
+        }
+      }
+    }
+  }
+
+  // g.config: g.engine_desc with these knob settings, finalized (the choices are kept in g).
+  static bool make_config(GraphPlan& g, const std::map<int, int64_t>& settings) {
+    std::vector<cudnnBackendDescriptor_t> raw;
+    for (const auto& [type, value] : settings) {
+      g.choice_descs.emplace_back(CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR);
+      Desc& c = g.choice_descs.back();
+      const cudnnBackendKnobType_t t = cudnnBackendKnobType_t(type);
+      if (c.created() != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE, CUDNN_TYPE_KNOB_TYPE,
+                                   1, &t) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendSetAttribute(c.get(), CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE, CUDNN_TYPE_INT64, 1,
+                                   &value) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendFinalize(c.get()) != CUDNN_STATUS_SUCCESS)
+        return false;
+      raw.push_back(c.get());
+    }
+    g.config = std::make_unique<Desc>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    const cudnnBackendDescriptor_t engine = g.engine_desc->get();
+    return g.config->created() == CUDNN_STATUS_SUCCESS &&
+           cudnnBackendSetAttribute(g.config->get(), CUDNN_ATTR_ENGINECFG_ENGINE,
+                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                                    &engine) == CUDNN_STATUS_SUCCESS &&
+           cudnnBackendSetAttribute(g.config->get(), CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
+                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, int64_t(raw.size()),
+                                    raw.data()) == CUDNN_STATUS_SUCCESS &&
+           cudnnBackendFinalize(g.config->get()) == CUDNN_STATUS_SUCCESS;
   }
 
   // The fastest graph-API plan for output scale `beta` when it beats the descriptor-API choice
@@ -1140,6 +1318,7 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
     impl_->options.graph_candidates = graph_candidate_limit();
   else if (impl_->options.graph_candidates < 0)
     throw CudnnError("ConvOptions::graph_candidates must not be negative (a bug in the caller)");
+  if (impl_->options.knob_variants < 0) impl_->options.knob_variants = knob_variant_limit();
   UNETCU_CUDNN_CHECK(cudnnCreate(&impl_->handle));
   UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
 }

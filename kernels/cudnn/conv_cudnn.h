@@ -62,6 +62,10 @@ struct ConvOptions {
   // heuristics ranking; 0: UNETCU_CUDNN_CANDIDATES, else 12 (a value outside 1..64 there
   // throws, naming it).
   int graph_candidates = 0;
+  // Knob variants of the best two of them also built and timed per shape and direction (each
+  // one knob changed); -1: UNETCU_CUDNN_KNOB_VARIANTS, else none (a value outside 0..256 there
+  // throws, naming it).
+  int knob_variants = -1;
 };
 
 // "cuDNN 9.19.0 (headers 9.19.0)": the library loaded at run time and the one compiled against.

@@ -552,6 +552,15 @@ TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
     CHECK(test::error_of([&] { cuda_backend(); }).empty());
   }
 }
+
+TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value") {
+  ScopedEnv env("UNETCU_CUDNN_KNOB_VARIANTS");
+  check_refused(env, "UNETCU_CUDNN_KNOB_VARIANTS", {"-1", "257", "all", "8x"}, "from 0 to 256");
+  for (const char* good : {"0", "256"}) {
+    env.set(good);
+    CHECK(test::error_of([&] { cuda_backend(); }).empty());
+  }
+}
 #endif
 
 #if defined(UNETCU_TEST_EMULATED)
