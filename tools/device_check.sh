@@ -63,7 +63,8 @@
 # UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps),
 # UNETCU_CHECK_BUDGET (seconds for everything, default 540), UNETCU_TORCH_MODES (the PyTorch
 # step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL and
-# UNETCU_NCU_DETAIL_COUNT (6c; off by default).
+# UNETCU_NCU_DETAIL_COUNT (6c; off by default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
+# after the build, only the step under each of a few settings in turn; off by default).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -185,6 +186,108 @@ elif run build_bench 240 cmake --build "$build" -j "$jobs" --target bench_cuda_o
   row "build bench_cuda_ops" ok "$(elapsed "$t") since the build began"
 else
   row "build bench_cuda_ops" FAILED "see build_bench.log"
+fi
+
+gpu_bench=$build/bench/bench_cuda_ops
+# bench_cuda_ops again with an environment SETTING (VAR=value words) for the pairs FILTER selects,
+# into NAME.log; the row LABEL says what SUMMARY (a function of the log) finds.
+bench_variant() {
+  local name=$1 label=$2 setting=$3 filter=$4 summary=$5 t
+  t=$(date +%s)
+  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
+  if run "$name" 120 env $setting "$gpu_bench" --runs 30 --benchmark_filter="$filter" &&
+     ! grep -q '^SKIPPED' "$out/$name.log"; then
+    row "$label" ok "$(elapsed "$t"); $("$summary" "$out/$name.log")"
+  elif grep -q '^SKIPPED' "$out/$name.log"; then
+    row "$label" skipped "$(grep -m1 '^SKIPPED' "$out/$name.log")"
+  else
+    row "$label" FAILED "$(elapsed "$t"); see $name.log"
+  fi
+}
+step_summary() {
+  local step
+  step=$(grep -E '^training step:' "$1" | sed 's/^training step: //')
+  echo "step: ${step:-none}"
+}
+# The step's CUPTI timeline under SETTING (may be empty) into NAME.csv, read into TEXT (a file
+# name in the log folder); the row gives its figures: timeline_row NAME TEXT LABEL SETTING.
+timeline_row() {
+  local name=$1 text=$out/$2 label=$3 setting=$4 t figures
+  t=$(date +%s)
+  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
+  if run "$name" 90 env $setting "$gpu_bench" --trace-steps 5 --trace-out "$out/$name.csv" &&
+     python3 "$root/tools/step_timeline.py" "$out/$name.csv" > "$text" 2>&1; then
+    figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute|from compute start) ' \
+      "$text" | sed -E 's/ {2,}/ /g' | paste -sd';' - | sed 's/;/; /g')
+    row "$label" ok "$(elapsed "$t"); ms, share of the step: $figures"
+  else
+    row "$label" FAILED "$(elapsed "$t"); see $name.log, $text"
+  fi
+}
+# The training step alone under SETTING: step_bench NAME LABEL SETTING.
+step_bench() { bench_variant "$1" "$2" "$3" '^train_step' step_summary; }
+variant_summary() {
+  local below
+  below=$(grep -E 'families below 70% of the copy' "$1")
+  echo "$(step_summary "$1"); memory-bound: ${below:-no table}"
+}
+knob_summary() {
+  local serving
+  serving=$(grep -o 'runs graph engine [0-9]* \[[^]]*knob variant\]' "$1" | wc -l)
+  echo "$(step_summary "$1"); knob variants serving: $serving"
+}
+nograph_summary() {
+  local conv
+  conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
+  echo "ours ms: ${conv:-none}; $(step_summary "$1")"
+}
+
+# The table (section 7), also the end of a quick A/B (2b).
+print_table() {
+  {
+    echo
+    echo "unetcu device check ($(tree_id), $(date -u +%Y-%m-%dT%H:%MZ), $(elapsed "$started") total; logs in $out)"
+    printf '%s\n' "${rows[@]}"
+    if [ -f "$out/bench_cuda_ops.log" ]; then
+      echo
+      sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
+      echo
+      sed -n '/^memory-bound ops/,/families below/p' "$out/bench_cuda_ops.log"
+    fi
+    if [ -s "$out/step_timeline.txt" ]; then
+      echo
+      cat "$out/step_timeline.txt"
+    fi
+    if [ -s "$out/ncu_summary.txt" ]; then
+      echo
+      cat "$out/ncu_summary.txt"
+    fi
+    # Where the convolution time goes: cuDNN's choice per shape (and the runner-up timings).
+    if [ -f "$out/train-tf32/algorithms.txt" ]; then
+      echo
+      echo "cuDNN algorithms of the tf32 training run (train-tf32/algorithms.txt):"
+      cat "$out/train-tf32/algorithms.txt"
+    fi
+  } | tee "$out/summary.txt"
+}
+
+# ---- 2b. a quick A/B of the step (opt-in) ----------------------------------------------------
+# UNETCU_CHECK_AB="SETTING;SETTING;...": only bench_cuda_ops' training step (ours, without
+# LibTorch's) under each SETTING (VAR=value words, or "default") in turn,
+# UNETCU_CHECK_AB_ROUNDS rounds (default 2), then the table; the rest of the check is skipped. For a change or an opt-in setting measured in a few
+# minutes of GPU time; taking the settings in turn spreads the card's drift over them.
+if [ -n "${UNETCU_CHECK_AB:-}" ]; then
+  IFS=';' read -r -a ab_settings <<< "$UNETCU_CHECK_AB"
+  for round in $(seq 1 "${UNETCU_CHECK_AB_ROUNDS:-2}"); do
+    for i in "${!ab_settings[@]}"; do
+      setting=${ab_settings[$i]}
+      [ "$setting" = default ] && setting=""
+      bench_variant "ab_${round}_$i" "A/B ${round}: ${ab_settings[$i]}" "$setting" \
+        '^train_step.*/ours/' step_summary
+    done
+  done
+  print_table
+  exit 0
 fi
 
 # ---- 3. the CPU-vs-GPU training step, for its numbers ------------------------------------------
@@ -337,60 +440,6 @@ fi
 # ---- 5. benchmarks ----------------------------------------------------------------------------
 # The GPU suite (bench_cuda_ops: every op and the training step, ours vs LibTorch CUDA), then the
 # PyTorch reference step in its modes.
-# bench_cuda_ops again with an environment SETTING (VAR=value words) for the pairs FILTER selects,
-# into NAME.log; the row LABEL says what SUMMARY (a function of the log) finds.
-bench_variant() {
-  local name=$1 label=$2 setting=$3 filter=$4 summary=$5 t
-  t=$(date +%s)
-  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if run "$name" 120 env $setting "$gpu_bench" --runs 30 --benchmark_filter="$filter" &&
-     ! grep -q '^SKIPPED' "$out/$name.log"; then
-    row "$label" ok "$(elapsed "$t"); $("$summary" "$out/$name.log")"
-  elif grep -q '^SKIPPED' "$out/$name.log"; then
-    row "$label" skipped "$(grep -m1 '^SKIPPED' "$out/$name.log")"
-  else
-    row "$label" FAILED "$(elapsed "$t"); see $name.log"
-  fi
-}
-step_summary() {
-  local step
-  step=$(grep -E '^training step:' "$1" | sed 's/^training step: //')
-  echo "step: ${step:-none}"
-}
-# The step's CUPTI timeline under SETTING (may be empty) into NAME.csv, read into TEXT (a file
-# name in the log folder); the row gives its figures: timeline_row NAME TEXT LABEL SETTING.
-timeline_row() {
-  local name=$1 text=$out/$2 label=$3 setting=$4 t figures
-  t=$(date +%s)
-  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if run "$name" 90 env $setting "$gpu_bench" --trace-steps 5 --trace-out "$out/$name.csv" &&
-     python3 "$root/tools/step_timeline.py" "$out/$name.csv" > "$text" 2>&1; then
-    figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute|from compute start) ' \
-      "$text" | sed -E 's/ {2,}/ /g' | paste -sd';' - | sed 's/;/; /g')
-    row "$label" ok "$(elapsed "$t"); ms, share of the step: $figures"
-  else
-    row "$label" FAILED "$(elapsed "$t"); see $name.log, $text"
-  fi
-}
-# The training step alone under SETTING: step_bench NAME LABEL SETTING.
-step_bench() { bench_variant "$1" "$2" "$3" '^train_step' step_summary; }
-variant_summary() {
-  local below
-  below=$(grep -E 'families below 70% of the copy' "$1")
-  echo "$(step_summary "$1"); memory-bound: ${below:-no table}"
-}
-knob_summary() {
-  local serving
-  serving=$(grep -o 'runs graph engine [0-9]* \[[^]]*knob variant\]' "$1" | wc -l)
-  echo "$(step_summary "$1"); knob variants serving: $serving"
-}
-nograph_summary() {
-  local conv
-  conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
-  echo "ours ms: ${conv:-none}; $(step_summary "$1")"
-}
-
-gpu_bench=$build/bench/bench_cuda_ops
 if [ -x "$gpu_bench" ]; then
   t=$(date +%s)
   if run bench_cuda_ops 240 "$gpu_bench" --runs 30; then
@@ -531,28 +580,4 @@ if [ -n "$ncu_detail" ]; then
 fi
 
 # ---- 7. the table -----------------------------------------------------------------------------
-{
-  echo
-  echo "unetcu device check ($(tree_id), $(date -u +%Y-%m-%dT%H:%MZ), $(elapsed "$started") total; logs in $out)"
-  printf '%s\n' "${rows[@]}"
-  if [ -f "$out/bench_cuda_ops.log" ]; then
-    echo
-    sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
-    echo
-    sed -n '/^memory-bound ops/,/families below/p' "$out/bench_cuda_ops.log"
-  fi
-  if [ -s "$out/step_timeline.txt" ]; then
-    echo
-    cat "$out/step_timeline.txt"
-  fi
-  if [ -s "$out/ncu_summary.txt" ]; then
-    echo
-    cat "$out/ncu_summary.txt"
-  fi
-  # Where the convolution time goes: cuDNN's choice per shape (and the runner-up timings).
-  if [ -f "$out/train-tf32/algorithms.txt" ]; then
-    echo
-    echo "cuDNN algorithms of the tf32 training run (train-tf32/algorithms.txt):"
-    cat "$out/train-tf32/algorithms.txt"
-  fi
-} | tee "$out/summary.txt"
+print_table
