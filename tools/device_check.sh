@@ -13,6 +13,7 @@
 #      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
 #      UNETCU_CUDNN_KNOB_VARIANTS=16 (knob variants of cuDNN's configurations timed too),
+#      UNETCU_CUDNN_DGRAD_AS_FORWARD=1 (the stride-1 data gradients also as forward convolutions),
 #      UNETCU_WGRAD_SPLIT=2 (the narrow weight gradients in two parts over the batch),
 #      UNETCU_BN_RELU_MASK_FROM_INPUT=0 (the BatchNorm + ReLU backward reading y > 0),
 #      UNETCU_STREAM_PRIORITY=0 (every
@@ -36,7 +37,9 @@
 #      concatenations (UNETCU_UPSAMPLE_IN_PLACE=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
 #      the top 4 or 32 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4, 32), with 64 knob variants of the
-#      best two timed beside them (UNETCU_CUDNN_KNOB_VARIANTS=64), the convolutions and the step
+#      best two timed beside them (UNETCU_CUDNN_KNOB_VARIANTS=64), with the stride-1 data
+#      gradients also timed as forward convolutions (UNETCU_CUDNN_DGRAD_AS_FORWARD=1), the
+#      convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
@@ -231,11 +234,15 @@ variant_summary() {
   below=$(grep -E 'families below 70% of the copy' "$1")
   echo "$(step_summary "$1"); memory-bound: ${below:-no table}"
 }
-knob_summary() {
+# The step and how many of its convolutions a graph-API plan marked MARK serves:
+# marked_summary MARK LOG ("knob variant", "forward form").
+marked_summary() {
   local serving
-  serving=$(grep -o 'runs graph engine [0-9]* \[[^]]*knob variant\]' "$1" | wc -l)
-  echo "$(step_summary "$1"); knob variants serving: $serving"
+  serving=$(grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l)
+  echo "$(step_summary "$2"); serving as $1: $serving"
 }
+knob_summary() { marked_summary "knob variant" "$1"; }
+forward_form_summary() { marked_summary "forward form" "$1"; }
 nograph_summary() {
   local conv
   conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
@@ -339,6 +346,9 @@ step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_
 # Knob variants of cuDNN's configurations timed too (opt-in): those that serve, on these steps'
 # shapes, against the CPU and bit for bit between eager and replayed steps.
 step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
+# The stride-1 data gradients also timed as forward convolutions (opt-in): those that serve.
+step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
+  UNETCU_CUDNN_DGRAD_AS_FORWARD=1
 step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
 step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
   UNETCU_BN_RELU_MASK_FROM_INPUT=0
@@ -470,6 +480,10 @@ if [ -x "$gpu_bench" ]; then
   # layers; the log's algorithm list marks each variant that serves ("knob variant").
   bench_variant bench_cuda_ops_knob_variants "step, cuDNN knob variants" \
     UNETCU_CUDNN_KNOB_VARIANTS=64 '^train_step' knob_summary
+  # The step with the stride-1 data gradients also timed as the forward convolutions they are
+  # (opt-in): whether cuDNN's forward kernels serve them faster ("forward form" in the log).
+  bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
+    UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' forward_form_summary
   # The step with 32 of the heuristics' configurations timed per shape instead of 12.
   step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" UNETCU_CUDNN_CANDIDATES=32
   # The step with the weight gradients of at most 32 channels (the decoder's last two blocks)

@@ -226,22 +226,22 @@ bool graph_api_enabled() {
   return v == nullptr || std::string(v) != "0";
 }
 
-// The count in environment variable `variable`, lo to hi; `fallback` when it is unset or
-// empty; another value throws, saying what the count is (`what`) and its range.
-int env_count(const char* variable, int fallback, int lo, int hi, const char* what) {
+// The integer in environment variable `variable`, lo to hi; `fallback` when it is unset or
+// empty; another value throws "VARIABLE=value: expected <expected>".
+int env_int(const char* variable, int fallback, int lo, int hi, const std::string& expected) {
   const char* value = std::getenv(variable);
   if (value == nullptr || value[0] == '\0') return fallback;
   char* end = nullptr;
   const long n = std::strtol(value, &end, 10);
   if (*end != '\0' || n < lo || n > hi)
-    throw CudnnError(std::string(variable) + "=" + value + ": expected how many " + what +
-                     ", from " + std::to_string(lo) + " to " + std::to_string(hi));
+    throw CudnnError(std::string(variable) + "=" + value + ": expected " + expected);
   return int(n);
 }
 
 int graph_candidate_limit() {
-  return env_count("UNETCU_CUDNN_CANDIDATES", kDefaultGraphCandidates, 1, kMaxGraphCandidates,
-                   "graph-API engine configurations to time per shape");
+  return env_int("UNETCU_CUDNN_CANDIDATES", kDefaultGraphCandidates, 1, kMaxGraphCandidates,
+                 "how many graph-API engine configurations to time per shape, from 1 to " +
+                     std::to_string(kMaxGraphCandidates));
 }
 
 // Knob variants (UNETCU_CUDNN_KNOB_VARIANTS, 0 to kMaxKnobVariants, default 0): for the
@@ -257,8 +257,9 @@ constexpr int kKnobBases = 2;
 constexpr int kKnobValues = 8;
 
 int knob_variant_limit() {
-  return env_count("UNETCU_CUDNN_KNOB_VARIANTS", 0, 0, kMaxKnobVariants,
-                   "knob variants of cuDNN's best engine configurations to time per shape");
+  return env_int("UNETCU_CUDNN_KNOB_VARIANTS", 0, 0, kMaxKnobVariants,
+                 "how many knob variants of cuDNN's best engine configurations to time per "
+                 "shape, from 0 to " + std::to_string(kMaxKnobVariants));
 }
 
 // The values a knob of range [lo, hi] in steps of `stride` may take, at most kKnobValues of
@@ -277,6 +278,26 @@ std::vector<int64_t> knob_values(int64_t lo, int64_t hi, int64_t stride) {
     if (p > lo && (p - lo) % stride == 0) out.push_back(p);
   out.push_back(hi);
   return out;
+}
+
+// A data gradient as its forward convolution (UNETCU_CUDNN_DGRAD_AS_FORWARD=1, off by default):
+// at stride 1 with "same" padding (2 * pad = r - 1 = s - 1), dx is dy convolved with the
+// filter turned 180 degrees and its channel axes swapped, a forward convolution of k input
+// and c output channels at the same spatial size. Its graph-API plans are timed beside the
+// data-gradient ones and serve as any candidate does. Why: on an H100 cuDNN's best data
+// gradient of these shapes took 1.05-1.45x its best forward of the same GEMM (about 0.10 ms a
+// step; bench/RESULTS.md), so its forward kernels may serve the data gradient better. The
+// turn is the convolution mode (a true convolution flips the filter) and the swap a strided
+// view of the filter's memory, so no copy of the weights is made.
+bool dgrad_as_forward_applies(const ConvShape& sh) {
+  return sh.stride == 1 && sh.r == sh.s && sh.r % 2 == 1 && 2 * sh.pad == sh.r - 1 &&
+         sh.p == sh.h && sh.q == sh.w;
+}
+
+bool dgrad_as_forward_setting() {
+  return env_int("UNETCU_CUDNN_DGRAD_AS_FORWARD", 0, 0, 1,
+                 "0 or 1 (1: data gradients also timed as the forward convolutions they are)") ==
+         1;
 }
 
 bool graph_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kGraphAlignment == 0; }
@@ -397,6 +418,7 @@ struct GraphPlan {
   // refers to them; empty for a configuration of the heuristics.
   std::shared_ptr<Desc> engine_desc;
   std::vector<Desc> choice_descs;
+  bool forward_form = false;  // a data gradient run as its forward convolution (build_graph)
   int timed = 0;        // how many configurations were timed for the choice, this one included
   bool tensor_core = false;
   size_t workspace = 0;
@@ -406,11 +428,14 @@ struct GraphPlan {
   mutable std::map<Pointers, std::unique_ptr<Desc>> packs;
 };
 
-// " [TILE_SIZE=3 ...]" for a report, or nothing; a knob variant (add_knob_variants) says so.
+// " [TILE_SIZE=3 ...]" for a report, or nothing; a knob variant (add_knob_variants) and a data
+// gradient's forward form (build_graph) say so.
 std::string knob_suffix(const GraphPlan& g) {
-  const char* variant = g.engine_desc ? ", knob variant" : "";
-  return g.knobs.empty() ? std::string(g.engine_desc ? " [knob variant]" : "")
-                         : " [" + g.knobs + variant + "]";
+  std::string text = g.knobs;
+  const char* marks[] = {g.engine_desc ? "knob variant" : "", g.forward_form ? "forward form" : ""};
+  for (const char* mark : marks)
+    if (mark[0] != '\0') text += (text.empty() ? "" : ", ") + std::string(mark);
+  return text.empty() ? text : " [" + text + "]";
 }
 
 // The descriptors and the chosen algorithm of one (shape, direction). Each direction has its
@@ -672,9 +697,13 @@ struct ConvRunner::Impl {
   }
 
   // The finalized operation graph of one direction with output scale `beta`, NHWC tensors as
-  // the descriptor API's (filters KRSC, which is the same strides with k for n).
+  // the descriptor API's (filters KRSC, which is the same strides with k for n). With
+  // `forward_form`, a data gradient as the forward convolution it is (see
+  // dgrad_as_forward_applies): dy (id 3) convolved, filter flipped, with the filter's memory
+  // read as c outputs of k inputs, into dx (id 1); the ids keep their meaning, so a plan of
+  // either form runs on a data gradient's pointers.
   std::shared_ptr<std::vector<Desc>> build_graph(const ConvShape& sh, Dir d, float beta,
-                                                 Steps& st) const {
+                                                 Steps& st, bool forward_form = false) const {
     auto keep = std::make_shared<std::vector<Desc>>();
     keep->reserve(6);
     auto make = [&](cudnnBackendDescriptorType_t type) -> cudnnBackendDescriptor_t {
@@ -691,27 +720,35 @@ struct ConvRunner::Impl {
       if (st.ok()) st(cudnnBackendFinalize(desc), what);
     };
     const cudnnDataType_t type = CUDNN_DATA_FLOAT;
-    auto tensor = [&](int64_t id, int64_t n, int64_t c, int64_t h, int64_t w) {
+    // dims (n, c, h, w) in that order; strides NHWC unless given.
+    auto tensor = [&](int64_t id, int64_t n, int64_t c, int64_t h, int64_t w,
+                      std::array<int64_t, 4> strides = {}) {
       cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
       const int64_t dims[4] = {n, c, h, w};
-      const int64_t strides[4] = {h * w * c, 1, w * c, c};
+      if (strides[0] == 0) strides = {h * w * c, 1, w * c, c};
       set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "tensor data type");
       set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, "tensor dimensions");
-      set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides, "tensor strides");
+      set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides.data(), "tensor strides");
       set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &id, "tensor id");
       set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &kGraphAlignment,
           "tensor alignment");
       finalize(t, "tensor finalize");
       return t;
     };
+    const bool as_forward = forward_form && d == Dir::backward_data;
     cudnnBackendDescriptor_t x = tensor(1, sh.n, sh.c, sh.h, sh.w);
-    cudnnBackendDescriptor_t w = tensor(2, sh.k, sh.c, sh.r, sh.s);
+    // KRSC read as (out c, in k, r, s): element [c][k][r][s] is W[k][r][s][c].
+    cudnnBackendDescriptor_t w =
+        as_forward ? tensor(2, sh.c, sh.k, sh.r, sh.s,
+                            {1, int64_t(sh.r) * sh.s * sh.c, int64_t(sh.s) * sh.c, sh.c})
+                   : tensor(2, sh.k, sh.c, sh.r, sh.s);
     cudnnBackendDescriptor_t y = tensor(3, sh.n, sh.k, sh.p, sh.q);
 
     cudnnBackendDescriptor_t conv = make(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
     const int64_t spatial = 2, pad[2] = {sh.pad, sh.pad}, dilation[2] = {1, 1},
                   stride[2] = {sh.stride, sh.stride};
-    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+    // A true convolution flips the filter, as a data gradient's forward form needs.
+    const cudnnConvolutionMode_t mode = as_forward ? CUDNN_CONVOLUTION : CUDNN_CROSS_CORRELATION;
     set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial, "spatial dims");
     set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "compute type");
     set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode, "mode");
@@ -749,14 +786,15 @@ struct ConvRunner::Impl {
         CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
         CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
         CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA};
-    const OpAttrs& at = d == Dir::forward         ? kForward
+    const OpAttrs& at = d == Dir::forward || as_forward ? kForward
                         : d == Dir::backward_data ? kBackwardData
                                                   : kBackwardFilter;
     const float alpha = 1.0f;
     cudnnBackendDescriptor_t op = make(at.type);
-    set(op, at.t1, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x, "operation x / dx");
+    // The forward form convolves dy into dx: its x is tensor 3, its y tensor 1.
+    set(op, at.t1, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, as_forward ? &y : &x, "operation x / dx");
     set(op, at.t2, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w, "operation w / dw");
-    set(op, at.t3, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "operation y / dy");
+    set(op, at.t3, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, as_forward ? &x : &y, "operation y / dy");
     set(op, at.conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv, "operation convolution");
     set(op, at.alpha, CUDNN_TYPE_FLOAT, 1, &alpha, "operation alpha");
     set(op, at.beta, CUDNN_TYPE_FLOAT, 1, &beta, "operation beta");
@@ -838,12 +876,13 @@ struct ConvRunner::Impl {
 
   // Finalized execution plans for the heuristics' best usable engines (at most
   // options.graph_candidates, each needing at most `ws_limit` bytes), best first; then, when
-  // options.knob_variants asks, that many knob variants of the first kKnobBases of them.
+  // options.knob_variants asks, that many knob variants of the first kKnobBases of them. Of a
+  // data gradient's forward form with `forward_form` (build_graph).
   std::vector<GraphPlan> graph_candidates(const ConvShape& sh, Dir d, float beta, size_t ws_limit,
-                                          std::string* why) const {
+                                          std::string* why, bool forward_form = false) const {
     std::vector<GraphPlan> out;
     Steps st;
-    std::shared_ptr<std::vector<Desc>> graph = build_graph(sh, d, beta, st);
+    std::shared_ptr<std::vector<Desc>> graph = build_graph(sh, d, beta, st, forward_form);
     Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
     st(heur.created(), "create heuristics");
     const cudnnBackendDescriptor_t op_graph = graph->empty() ? nullptr : graph->back().get();
@@ -889,6 +928,7 @@ struct ConvRunner::Impl {
         continue;
       }
       g.graph = graph;
+      g.forward_form = forward_form;
       g.config = std::move(configs[size_t(i)]);
       if (!finish_plan(g, ws_limit)) {
         ++skipped;
@@ -941,6 +981,7 @@ struct ConvRunner::Impl {
     for (size_t b = 0; b < bases && added < options.knob_variants; ++b) {
       // By value: the pushes below may move the plans (their descriptors stay where they are).
       const std::shared_ptr<std::vector<Desc>> graph = (*plans)[b].graph;
+      const bool forward_form = (*plans)[b].forward_form;
       const cudnnBackendDescriptor_t base_config = (*plans)[b].config->get();
       auto engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
       int64_t index = -1;
@@ -968,12 +1009,13 @@ struct ConvRunner::Impl {
           settings[int(knob.type)] = value;
           GraphPlan g;
           g.graph = graph;
+          g.forward_form = forward_form;
           g.engine = index;
           g.tensor_core = tensor_core;
           g.engine_desc = engine;
           if (!make_config(g, settings) || !finish_plan(g, ws_limit)) continue;
           const bool seen = std::any_of(plans->begin(), plans->end(), [&](const GraphPlan& p) {
-            return p.engine == g.engine && p.knobs == g.knobs;
+            return p.engine == g.engine && p.knobs == g.knobs && p.forward_form == g.forward_form;
           });
           if (seen) continue;
           plans->push_back(std::move(g));
@@ -1019,6 +1061,12 @@ struct ConvRunner::Impl {
                                           size_t out_bytes, const Scratch& ws) {
     std::string why;
     std::vector<GraphPlan> cands = graph_candidates(sh, d, beta, ws.bytes, &why);
+    if (d == Dir::backward_data && options.dgrad_as_forward && dgrad_as_forward_applies(sh)) {
+      std::string why_forward;
+      std::vector<GraphPlan> more =
+          graph_candidates(sh, d, beta, ws.bytes, &why_forward, /*forward_form=*/true);
+      for (GraphPlan& g : more) cands.push_back(std::move(g));
+    }
     std::unique_ptr<GraphPlan> best;
     for (GraphPlan& g : cands) {
       g.time_ms = time_runs([&] { return execute_graph(g, d, a, b, out, ws.ptr); });
@@ -1319,6 +1367,8 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
   else if (impl_->options.graph_candidates < 0)
     throw CudnnError("ConvOptions::graph_candidates must not be negative (a bug in the caller)");
   if (impl_->options.knob_variants < 0) impl_->options.knob_variants = knob_variant_limit();
+  if (impl_->options.dgrad_as_forward < 0)
+    impl_->options.dgrad_as_forward = dgrad_as_forward_setting() ? 1 : 0;
   UNETCU_CUDNN_CHECK(cudnnCreate(&impl_->handle));
   UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
 }

@@ -66,6 +66,10 @@ struct ConvOptions {
   // one knob changed); -1: UNETCU_CUDNN_KNOB_VARIANTS, else none (a value outside 0..256 there
   // throws, naming it).
   int knob_variants = -1;
+  // Data gradients at stride 1 with same padding also tried as the forward convolution they
+  // are (1) or not (0); -1: UNETCU_CUDNN_DGRAD_AS_FORWARD, else 0 (a value other than 0 or 1
+  // there throws, naming it).
+  int dgrad_as_forward = -1;
 };
 
 // "cuDNN 9.19.0 (headers 9.19.0)": the library loaded at run time and the one compiled against.

@@ -543,23 +543,32 @@ TEST_CASE("UNETCU_GEMM_CONV other than 0, 1 or auto is refused with its value") 
 }
 
 #if !defined(UNETCU_TEST_EMULATED)
-// Read by cuDNN's runner, which the emulated build does not have.
-TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
-  ScopedEnv env("UNETCU_CUDNN_CANDIDATES");
-  check_refused(env, "UNETCU_CUDNN_CANDIDATES", {"0", "65", "-1", "many", "8x"}, "from 1 to 64");
-  for (const char* good : {"1", "64"}) {
+// Read by cuDNN's runner, which the emulated build does not have: bad values refused (the
+// error names the variable, the value and `takes`), good ones accepted.
+void check_runner_setting(const char* name, std::initializer_list<const char*> bad_values,
+                          const char* takes, std::initializer_list<const char*> good_values) {
+  ScopedEnv env(name);
+  check_refused(env, name, bad_values, takes);
+  for (const char* good : good_values) {
     env.set(good);
+    CAPTURE(good);
     CHECK(test::error_of([&] { cuda_backend(); }).empty());
   }
 }
 
+TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
+  check_runner_setting("UNETCU_CUDNN_CANDIDATES", {"0", "65", "-1", "many", "8x"}, "from 1 to 64",
+                       {"1", "64"});
+}
+
+TEST_CASE("UNETCU_CUDNN_DGRAD_AS_FORWARD other than 0 or 1 is refused with its value") {
+  check_runner_setting("UNETCU_CUDNN_DGRAD_AS_FORWARD", {"2", "-1", "yes", "1x"}, "0 or 1",
+                       {"0", "1"});
+}
+
 TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value") {
-  ScopedEnv env("UNETCU_CUDNN_KNOB_VARIANTS");
-  check_refused(env, "UNETCU_CUDNN_KNOB_VARIANTS", {"-1", "257", "all", "8x"}, "from 0 to 256");
-  for (const char* good : {"0", "256"}) {
-    env.set(good);
-    CHECK(test::error_of([&] { cuda_backend(); }).empty());
-  }
+  check_runner_setting("UNETCU_CUDNN_KNOB_VARIANTS", {"-1", "257", "all", "8x"}, "from 0 to 256",
+                       {"0", "256"});
 }
 #endif
 
