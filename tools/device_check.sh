@@ -234,15 +234,19 @@ variant_summary() {
   below=$(grep -E 'families below 70% of the copy' "$1")
   echo "$(step_summary "$1"); memory-bound: ${below:-no table}"
 }
-# The step and how many of its convolutions a graph-API plan marked MARK serves:
-# marked_summary MARK LOG ("knob variant", "forward form").
-marked_summary() {
-  local serving
-  serving=$(grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l)
-  echo "$(step_summary "$2"); serving as $1: $serving"
+# How many of the step's convolutions a graph-API plan marked MARK serves in LOG:
+# serving MARK LOG ("knob variant", "forward form").
+serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
+knob_summary() {
+  echo "$(step_summary "$1"); knob variants serving: $(serving "knob variant" "$1")"
 }
-knob_summary() { marked_summary "knob variant" "$1"; }
-forward_form_summary() { marked_summary "forward form" "$1"; }
+forward_form_summary() {
+  echo "$(step_summary "$1"); forward forms serving: $(serving "forward form" "$1")"
+}
+ab_summary() {
+  echo "$(step_summary "$1"); serving: $(serving "knob variant" "$1") knob variants," \
+    "$(serving "forward form" "$1") forward forms"
+}
 nograph_summary() {
   local conv
   conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
@@ -290,7 +294,7 @@ if [ -n "${UNETCU_CHECK_AB:-}" ]; then
       setting=${ab_settings[$i]}
       [ "$setting" = default ] && setting=""
       bench_variant "ab_${round}_$i" "A/B ${round}: ${ab_settings[$i]}" "$setting" \
-        '^train_step.*/ours/' step_summary
+        '^train_step.*/ours/' ab_summary
     done
   done
   print_table
