@@ -38,7 +38,8 @@
 #      the top 4 or 32 graph-API configurations timed
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4, 32), with 64 knob variants of the
 #      best two timed beside them (UNETCU_CUDNN_KNOB_VARIANTS=64), with the stride-1 data
-#      gradients also timed as forward convolutions (UNETCU_CUDNN_DGRAD_AS_FORWARD=1), the
+#      gradients also timed as forward convolutions (UNETCU_CUDNN_DGRAD_AS_FORWARD=1), with
+#      heuristics mode B's configurations timed too (UNETCU_CUDNN_HEURISTICS_B=1), the
 #      convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
@@ -243,9 +244,12 @@ knob_summary() {
 forward_form_summary() {
   echo "$(step_summary "$1"); forward forms serving: $(serving "forward form" "$1")"
 }
+heuristics_b_summary() {
+  echo "$(step_summary "$1"); mode B configurations serving: $(serving "heuristics B" "$1")"
+}
 ab_summary() {
   echo "$(step_summary "$1"); serving: $(serving "knob variant" "$1") knob variants," \
-    "$(serving "forward form" "$1") forward forms"
+    "$(serving "forward form" "$1") forward forms, $(serving "heuristics B" "$1") of mode B"
 }
 nograph_summary() {
   local conv
@@ -488,6 +492,9 @@ if [ -x "$gpu_bench" ]; then
   # (opt-in): whether cuDNN's forward kernels serve them faster ("forward form" in the log).
   bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
     UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' forward_form_summary
+  # The step with heuristics mode B's best configurations timed too (opt-in).
+  bench_variant bench_cuda_ops_heuristics_b "step, cuDNN heuristics B too" \
+    UNETCU_CUDNN_HEURISTICS_B=1 '^train_step' heuristics_b_summary
   # The step with 32 of the heuristics' configurations timed per shape instead of 12.
   step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" UNETCU_CUDNN_CANDIDATES=32
   # The step with the weight gradients of at most 32 channels (the decoder's last two blocks)

@@ -419,6 +419,7 @@ struct GraphPlan {
   std::shared_ptr<Desc> engine_desc;
   std::vector<Desc> choice_descs;
   bool forward_form = false;  // a data gradient run as its forward convolution (build_graph)
+  bool heuristics_b = false;  // offered by heuristics mode B, not mode A (graph_candidates)
   int timed = 0;        // how many configurations were timed for the choice, this one included
   bool tensor_core = false;
   size_t workspace = 0;
@@ -428,11 +429,12 @@ struct GraphPlan {
   mutable std::map<Pointers, std::unique_ptr<Desc>> packs;
 };
 
-// " [TILE_SIZE=3 ...]" for a report, or nothing; a knob variant (add_knob_variants) and a data
-// gradient's forward form (build_graph) say so.
+// " [TILE_SIZE=3 ...]" for a report, or nothing; a knob variant (add_knob_variants), a data
+// gradient's forward form (build_graph) and a configuration of heuristics mode B say so.
 std::string knob_suffix(const GraphPlan& g) {
   std::string text = g.knobs;
-  const char* marks[] = {g.engine_desc ? "knob variant" : "", g.forward_form ? "forward form" : ""};
+  const char* marks[] = {g.engine_desc ? "knob variant" : "", g.forward_form ? "forward form" : "",
+                         g.heuristics_b ? "heuristics B" : ""};
   for (const char* mark : marks)
     if (mark[0] != '\0') text += (text.empty() ? "" : ", ") + std::string(mark);
   return text.empty() ? text : " [" + text + "]";
@@ -883,63 +885,72 @@ struct ConvRunner::Impl {
     std::vector<GraphPlan> out;
     Steps st;
     std::shared_ptr<std::vector<Desc>> graph = build_graph(sh, d, beta, st, forward_form);
-    Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-    st(heur.created(), "create heuristics");
-    const cudnnBackendDescriptor_t op_graph = graph->empty() ? nullptr : graph->back().get();
-    const cudnnBackendHeurMode_t mode = CUDNN_HEUR_MODE_A;
-    if (st.ok())
-      st(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
-                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op_graph),
-         "heuristics graph");
-    if (st.ok())
-      st(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1,
-                                  &mode),
-         "heuristics mode");
-    if (st.ok()) st(cudnnBackendFinalize(heur.get()), "heuristics finalize");
-    int64_t count = 0;
-    if (st.ok())
-      st(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr),
-         "heuristics result count");
-    std::vector<std::unique_ptr<Desc>> configs;
-    std::vector<cudnnBackendDescriptor_t> raw;
-    for (int64_t i = 0; st.ok() && i < count; ++i) {
-      configs.push_back(std::make_unique<Desc>(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
-      st(configs.back()->created(), "create engine config");
-      raw.push_back(configs.back()->get());
-    }
-    int64_t returned = 0;
-    if (st.ok() && count > 0)
-      st(cudnnBackendGetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                  CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()),
-         "heuristics results");
     if (!st.ok()) {
       *why = "graph API: " + st.failed;
       return out;
     }
+    const cudnnBackendDescriptor_t op_graph = graph->back().get();
+    // Mode A's ranking, then (options.heuristics_b) mode B's configurations not already taken.
+    std::vector<cudnnBackendHeurMode_t> modes = {CUDNN_HEUR_MODE_A};
+    if (options.heuristics_b) modes.push_back(CUDNN_HEUR_MODE_B);
+    std::string failed;
+    int64_t offered = 0;
     int skipped = 0;
-    for (int64_t i = 0; i < returned && int(out.size()) < options.graph_candidates; ++i) {
-      Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-      GraphPlan g;
-      bool usable = false;
-      if (!engine_of(configs[size_t(i)]->get(), engine, &g.engine, &usable, &g.tensor_core) ||
-          !usable) {
-        ++skipped;
+    for (const cudnnBackendHeurMode_t mode : modes) {
+      Steps hs;
+      Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+      hs(heur.created(), "create heuristics");
+      if (hs.ok())
+        hs(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
+                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op_graph),
+           "heuristics graph");
+      if (hs.ok())
+        hs(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE,
+                                    1, &mode),
+           "heuristics mode");
+      if (hs.ok()) hs(cudnnBackendFinalize(heur.get()), "heuristics finalize");
+      std::vector<Desc> configs;
+      if (hs.ok())
+        configs = descriptors_of(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                 CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+      if (!hs.ok()) {
+        failed += (failed.empty() ? "" : "; ") + hs.failed;
         continue;
       }
-      g.graph = graph;
-      g.forward_form = forward_form;
-      g.config = std::move(configs[size_t(i)]);
-      if (!finish_plan(g, ws_limit)) {
-        ++skipped;
-        continue;
+      offered += int64_t(configs.size());
+      int taken = 0;
+      for (size_t i = 0; i < configs.size() && taken < options.graph_candidates; ++i) {
+        Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+        GraphPlan g;
+        bool usable = false;
+        if (!engine_of(configs[i].get(), engine, &g.engine, &usable, &g.tensor_core) || !usable) {
+          ++skipped;
+          continue;
+        }
+        g.graph = graph;
+        g.forward_form = forward_form;
+        g.heuristics_b = mode == CUDNN_HEUR_MODE_B;
+        g.config = std::make_unique<Desc>(std::move(configs[i]));
+        if (!finish_plan(g, ws_limit)) {
+          ++skipped;
+          continue;
+        }
+        // Mode B's configurations that mode A offered too are left out.
+        const bool seen = std::any_of(out.begin(), out.end(), [&](const GraphPlan& p) {
+          return p.engine == g.engine && p.knobs == g.knobs;
+        });
+        if (g.heuristics_b && seen) continue;
+        out.push_back(std::move(g));
+        ++taken;
       }
-      out.push_back(std::move(g));
     }
     if (out.empty()) {
       std::ostringstream os;
-      os << "graph API: none of " << returned << " engines usable (" << skipped
-         << " filtered out or failed to build)";
+      if (!failed.empty() && offered == 0)
+        os << "graph API: " << failed;
+      else
+        os << "graph API: none of " << offered << " engines usable (" << skipped
+           << " filtered out or failed to build)";
       *why = os.str();
     }
     add_knob_variants(&out, ws_limit);
@@ -982,6 +993,7 @@ struct ConvRunner::Impl {
       // By value: the pushes below may move the plans (their descriptors stay where they are).
       const std::shared_ptr<std::vector<Desc>> graph = (*plans)[b].graph;
       const bool forward_form = (*plans)[b].forward_form;
+      const bool heuristics_b = (*plans)[b].heuristics_b;
       const cudnnBackendDescriptor_t base_config = (*plans)[b].config->get();
       auto engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
       int64_t index = -1;
@@ -1010,6 +1022,7 @@ struct ConvRunner::Impl {
           GraphPlan g;
           g.graph = graph;
           g.forward_form = forward_form;
+          g.heuristics_b = heuristics_b;
           g.engine = index;
           g.tensor_core = tensor_core;
           g.engine_desc = engine;
@@ -1369,6 +1382,10 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
   if (impl_->options.knob_variants < 0) impl_->options.knob_variants = knob_variant_limit();
   if (impl_->options.dgrad_as_forward < 0)
     impl_->options.dgrad_as_forward = dgrad_as_forward_setting() ? 1 : 0;
+  if (impl_->options.heuristics_b < 0)
+    impl_->options.heuristics_b =
+        env_int("UNETCU_CUDNN_HEURISTICS_B", 0, 0, 1,
+                "0 or 1 (1: heuristics mode B's configurations timed too)");
   UNETCU_CUDNN_CHECK(cudnnCreate(&impl_->handle));
   UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
 }

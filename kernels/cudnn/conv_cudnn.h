@@ -70,6 +70,9 @@ struct ConvOptions {
   // are (1) or not (0); -1: UNETCU_CUDNN_DGRAD_AS_FORWARD, else 0 (a value other than 0 or 1
   // there throws, naming it).
   int dgrad_as_forward = -1;
+  // Heuristics mode B's best configurations (as many again) timed too, those mode A did not
+  // offer (1) or not (0); -1: UNETCU_CUDNN_HEURISTICS_B, else 0.
+  int heuristics_b = -1;
 };
 
 // "cuDNN 9.19.0 (headers 9.19.0)": the library loaded at run time and the one compiled against.

@@ -566,6 +566,10 @@ TEST_CASE("UNETCU_CUDNN_DGRAD_AS_FORWARD other than 0 or 1 is refused with its v
                        {"0", "1"});
 }
 
+TEST_CASE("UNETCU_CUDNN_HEURISTICS_B other than 0 or 1 is refused with its value") {
+  check_runner_setting("UNETCU_CUDNN_HEURISTICS_B", {"2", "b", "-1"}, "0 or 1", {"0", "1"});
+}
+
 TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value") {
   check_runner_setting("UNETCU_CUDNN_KNOB_VARIANTS", {"-1", "257", "all", "8x"}, "from 0 to 256",
                        {"0", "256"});
