@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cudnn/knob_values.h"
 #include "kernels/cudnn/library_error.h"
 
 namespace unetcu::cudnn {
@@ -246,7 +247,7 @@ int graph_candidate_limit() {
 
 // Knob variants (UNETCU_CUDNN_KNOB_VARIANTS, 0 to kMaxKnobVariants, default 0): for the
 // heuristics' best few configurations (kKnobBases), configurations that change one knob to
-// another value its engine allows (at most kKnobValues values a knob), built and timed beside
+// another value its engine allows (knob_values: at most 8 a knob), built and timed beside
 // them per shape and direction. Why: the heuristics' configurations of the deep layers' data
 // gradients ran on 16 CTAs of a 132-SM card (bench/RESULTS.md); a tile size or a split of the
 // reduction that the ranking does not offer is one knob away. A variant serves only as any
@@ -254,30 +255,11 @@ int graph_candidate_limit() {
 // a GPU run has measured it; costs start-up time only.
 constexpr int kMaxKnobVariants = 256;
 constexpr int kKnobBases = 2;
-constexpr int kKnobValues = 8;
 
 int knob_variant_limit() {
   return env_int("UNETCU_CUDNN_KNOB_VARIANTS", 0, 0, kMaxKnobVariants,
                  "how many knob variants of cuDNN's best engine configurations to time per "
                  "shape, from 0 to " + std::to_string(kMaxKnobVariants));
-}
-
-// The values a knob of range [lo, hi] in steps of `stride` may take, at most kKnobValues of
-// them: all when there are few, else lo, hi and the powers of two between (on the stride's
-// grid), which span tile sizes and split counts alike.
-std::vector<int64_t> knob_values(int64_t lo, int64_t hi, int64_t stride) {
-  std::vector<int64_t> out;
-  if (stride <= 0 || hi < lo) return out;
-  const int64_t count = (hi - lo) / stride + 1;
-  if (count <= kKnobValues) {
-    for (int64_t v = lo; v <= hi; v += stride) out.push_back(v);
-    return out;
-  }
-  out.push_back(lo);
-  for (int64_t p = 1; p < hi && int(out.size()) < kKnobValues - 1; p *= 2)
-    if (p > lo && (p - lo) % stride == 0) out.push_back(p);
-  out.push_back(hi);
-  return out;
 }
 
 // A data gradient as its forward convolution (UNETCU_CUDNN_DGRAD_AS_FORWARD=1, off by default):
