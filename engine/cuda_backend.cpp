@@ -294,7 +294,8 @@ class CudaBackend final : public Backend {
         fail(e.what(), " (UNETCU_GEMM_CONV=0 runs without cuBLAS)");
       }
     }
-    os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off");
+    os << cudnn::version() << ", TF32 " << (opt.tf32 ? "on" : "off") << ", "
+       << conv_->settings();
 #endif
     os << ", direct convolutions " << conv_choice_name(direct_conv_)
        << ", GEMM convolutions " << conv_choice_name(gemm_conv_);

@@ -1422,6 +1422,17 @@ void ConvRunner::backward_filter(float* dwt, const float* dy, const float* x, co
   impl_->run(Dir::backward_filter, sh, dy, x, dwt, mode, workspace, workspace_bytes);
 }
 
+std::string ConvRunner::settings() const {
+  const ConvOptions& o = impl_->options;
+  std::ostringstream os;
+  if (!graph_api_enabled()) os << "graph API off";
+  else os << o.graph_candidates << " graph-API configurations a shape";
+  if (o.knob_variants > 0) os << ", " << o.knob_variants << " knob variants";
+  if (o.dgrad_as_forward > 0) os << ", data gradients also as forwards";
+  if (o.heuristics_b > 0) os << ", heuristics mode B too";
+  return os.str();
+}
+
 std::string ConvRunner::report() const {
   std::ostringstream os;
   for (const auto& [key, plan] : impl_->plans) {

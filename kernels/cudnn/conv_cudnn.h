@@ -129,6 +129,9 @@ class ConvRunner {
   // the graph-API engines that replace it (or why none does), the rival's time and whether it
   // serves, and the other candidates timed.
   std::string report() const;
+  // The settings that shape the choice: "12 graph-API configurations a shape", then the
+  // opt-in ones that are on ("64 knob variants", ...), for the backend's description.
+  std::string settings() const;
 
  private:
   struct Impl;

@@ -556,6 +556,13 @@ void check_runner_setting(const char* name, std::initializer_list<const char*> b
   }
 }
 
+// Whether the backend's description under NAME=VALUE holds `text`.
+bool described(const char* name, const char* value, const std::string& text) {
+  ScopedEnv env(name);
+  env.set(value);
+  return test::contains(cuda_backend()->describe(), text);
+}
+
 TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
   check_runner_setting("UNETCU_CUDNN_CANDIDATES", {"0", "65", "-1", "many", "8x"}, "from 1 to 64",
                        {"1", "64"});
@@ -564,15 +571,21 @@ TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
 TEST_CASE("UNETCU_CUDNN_DGRAD_AS_FORWARD other than 0 or 1 is refused with its value") {
   check_runner_setting("UNETCU_CUDNN_DGRAD_AS_FORWARD", {"2", "-1", "yes", "1x"}, "0 or 1",
                        {"0", "1"});
+  CHECK(described("UNETCU_CUDNN_DGRAD_AS_FORWARD", "1", "data gradients also as forwards"));
+  CHECK_FALSE(described("UNETCU_CUDNN_DGRAD_AS_FORWARD", "0", "as forwards"));
 }
 
 TEST_CASE("UNETCU_CUDNN_HEURISTICS_B other than 0 or 1 is refused with its value") {
   check_runner_setting("UNETCU_CUDNN_HEURISTICS_B", {"2", "b", "-1"}, "0 or 1", {"0", "1"});
+  CHECK(described("UNETCU_CUDNN_HEURISTICS_B", "1", "heuristics mode B too"));
+  CHECK_FALSE(described("UNETCU_CUDNN_HEURISTICS_B", "0", "mode B"));
 }
 
 TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value") {
   check_runner_setting("UNETCU_CUDNN_KNOB_VARIANTS", {"-1", "257", "all", "8x"}, "from 0 to 256",
                        {"0", "256"});
+  CHECK(described("UNETCU_CUDNN_KNOB_VARIANTS", "64", "64 knob variants"));
+  CHECK_FALSE(described("UNETCU_CUDNN_KNOB_VARIANTS", "0", "knob variants"));
 }
 #endif
 
