@@ -121,13 +121,10 @@ constexpr int kDefaultSideStreams = 3;
 // A count from 1 to `most` in `variable` (`fallback` when unset or empty); anything else fails,
 // naming the variable, the value and what it counts.
 int env_count(const char* variable, int fallback, int most, const char* what) {
-  const char* value = std::getenv(variable);
-  if (value == nullptr || value[0] == '\0') return fallback;
-  char* end = nullptr;
-  const long n = std::strtol(value, &end, 10);
-  if (*end != '\0' || n < 1 || n > most)
-    fail(variable, "=", value, ": expected a number of ", what, " from 1 to ", most);
-  return int(n);
+  const EnvInt n = read_env_int(variable, 1, most);
+  if (n.state == EnvInt::bad)
+    fail(variable, "=", n.text, ": expected a number of ", what, " from 1 to ", most);
+  return n.state == EnvInt::ok ? int(n.value) : fallback;
 }
 
 int side_stream_count() {

@@ -238,16 +238,8 @@ variant_summary() {
 # How many of the step's convolutions a graph-API plan marked MARK serves in LOG:
 # serving MARK LOG ("knob variant", "forward form").
 serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
-knob_summary() {
-  echo "$(step_summary "$1"); knob variants serving: $(serving "knob variant" "$1")"
-}
-forward_form_summary() {
-  echo "$(step_summary "$1"); forward forms serving: $(serving "forward form" "$1")"
-}
-heuristics_b_summary() {
-  echo "$(step_summary "$1"); mode B configurations serving: $(serving "heuristics B" "$1")"
-}
-ab_summary() {
+# The step, and how many plans of each opt-in kind serve in it.
+serving_summary() {
   echo "$(step_summary "$1"); serving: $(serving "knob variant" "$1") knob variants," \
     "$(serving "forward form" "$1") forward forms, $(serving "heuristics B" "$1") of mode B"
 }
@@ -298,7 +290,7 @@ if [ -n "${UNETCU_CHECK_AB:-}" ]; then
       setting=${ab_settings[$i]}
       [ "$setting" = default ] && setting=""
       bench_variant "ab_${round}_$i" "A/B ${round}: ${ab_settings[$i]}" "$setting" \
-        '^train_step.*/ours/' ab_summary
+        '^train_step.*/ours/' serving_summary
     done
   done
   print_table
@@ -487,14 +479,14 @@ if [ -x "$gpu_bench" ]; then
   # whether a tile size or split the heuristics do not offer fills the card at the deep
   # layers; the log's algorithm list marks each variant that serves ("knob variant").
   bench_variant bench_cuda_ops_knob_variants "step, cuDNN knob variants" \
-    UNETCU_CUDNN_KNOB_VARIANTS=64 '^train_step' knob_summary
+    UNETCU_CUDNN_KNOB_VARIANTS=64 '^train_step' serving_summary
   # The step with the stride-1 data gradients also timed as the forward convolutions they are
   # (opt-in): whether cuDNN's forward kernels serve them faster ("forward form" in the log).
   bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
-    UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' forward_form_summary
+    UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' serving_summary
   # The step with heuristics mode B's best configurations timed too (opt-in).
   bench_variant bench_cuda_ops_heuristics_b "step, cuDNN heuristics B too" \
-    UNETCU_CUDNN_HEURISTICS_B=1 '^train_step' heuristics_b_summary
+    UNETCU_CUDNN_HEURISTICS_B=1 '^train_step' serving_summary
   # The step with 32 of the heuristics' configurations timed per shape instead of 12.
   step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" UNETCU_CUDNN_CANDIDATES=32
   # The step with the weight gradients of at most 32 channels (the decoder's last two blocks)

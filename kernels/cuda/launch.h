@@ -56,30 +56,9 @@
 #endif
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/env.h"
 
 namespace unetcu {
-
-// A process-wide on/off setting: its environment variable ("1..." on, "0..." off, otherwise
-// or unset `fallback`), read at the first get(), until set() overrides it.
-class EnvSwitch {
- public:
-  constexpr EnvSwitch(const char* name, bool fallback) : name_(name), fallback_(fallback) {}
-  bool get() {
-    int on = value_.load(std::memory_order_relaxed);
-    if (on < 0) {
-      const char* value = std::getenv(name_);
-      on = value != nullptr && (value[0] == '0' || value[0] == '1') ? value[0] == '1' : fallback_;
-      value_.store(on, std::memory_order_relaxed);
-    }
-    return on != 0;
-  }
-  void set(bool on) { value_.store(on ? 1 : 0, std::memory_order_relaxed); }
-
- private:
-  const char* name_;
-  bool fallback_;
-  std::atomic<int> value_{-1};  // -1: not read from the environment yet
-};
 
 // UNETCU_SYNC=1: every launch synchronises and checks (slow; for finding a faulting kernel).
 inline bool sync_every_launch() {

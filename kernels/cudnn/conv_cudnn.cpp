@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/env.h"
 #include "kernels/cudnn/knob_values.h"
 #include "kernels/cudnn/library_error.h"
 
@@ -230,13 +231,10 @@ bool graph_api_enabled() {
 // The integer in environment variable `variable`, lo to hi; `fallback` when it is unset or
 // empty; another value throws "VARIABLE=value: expected <expected>".
 int env_int(const char* variable, int fallback, int lo, int hi, const std::string& expected) {
-  const char* value = std::getenv(variable);
-  if (value == nullptr || value[0] == '\0') return fallback;
-  char* end = nullptr;
-  const long n = std::strtol(value, &end, 10);
-  if (*end != '\0' || n < lo || n > hi)
-    throw CudnnError(std::string(variable) + "=" + value + ": expected " + expected);
-  return int(n);
+  const EnvInt n = read_env_int(variable, lo, hi);
+  if (n.state == EnvInt::bad)
+    throw CudnnError(std::string(variable) + "=" + n.text + ": expected " + expected);
+  return n.state == EnvInt::ok ? int(n.value) : fallback;
 }
 
 int graph_candidate_limit() {
@@ -918,10 +916,7 @@ struct ConvRunner::Impl {
           continue;
         }
         // Mode B's configurations that mode A offered too are left out.
-        const bool seen = std::any_of(out.begin(), out.end(), [&](const GraphPlan& p) {
-          return p.engine == g.engine && p.knobs == g.knobs;
-        });
-        if (g.heuristics_b && seen) continue;
+        if (g.heuristics_b && listed(out, g)) continue;
         out.push_back(std::move(g));
         ++taken;
       }
@@ -937,6 +932,13 @@ struct ConvRunner::Impl {
     }
     add_knob_variants(&out, ws_limit);
     return out;
+  }
+
+  // Whether `plans` (of one operation graph) holds g's engine with g's knob settings.
+  static bool listed(const std::vector<GraphPlan>& plans, const GraphPlan& g) {
+    return std::any_of(plans.begin(), plans.end(), [&](const GraphPlan& p) {
+      return p.engine == g.engine && p.knobs == g.knobs;
+    });
   }
 
   // A knob an engine offers: its type and the values to try (knob_values).
@@ -977,22 +979,24 @@ struct ConvRunner::Impl {
       const bool forward_form = (*plans)[b].forward_form;
       const bool heuristics_b = (*plans)[b].heuristics_b;
       const cudnnBackendDescriptor_t base_config = (*plans)[b].config->get();
-      auto engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-      int64_t index = -1;
-      bool usable = false, tensor_core = false;
-      if (!engine_of(base_config, *engine, &index, &usable, &tensor_core) || !usable) continue;
+      const int64_t index = (*plans)[b].engine;
+      const bool tensor_core = (*plans)[b].tensor_core;
       // A fresh engine of that index on the same operation graph, finalized (how the API makes
-      // an engine to configure); the one read from the configuration when that fails.
-      auto fresh = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+      // an engine to configure); the one read from the base configuration when that fails.
+      auto engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
       const cudnnBackendDescriptor_t op_graph = graph->back().get();
-      if (fresh->created() == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendSetAttribute(fresh->get(), CUDNN_ATTR_ENGINE_OPERATION_GRAPH,
+      if (engine->created() != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendSetAttribute(engine->get(), CUDNN_ATTR_ENGINE_OPERATION_GRAPH,
                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                                   &op_graph) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendSetAttribute(fresh->get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64,
-                                   1, &index) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendFinalize(fresh->get()) == CUDNN_STATUS_SUCCESS)
-        engine = fresh;
+                                   &op_graph) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendSetAttribute(engine->get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX,
+                                   CUDNN_TYPE_INT64, 1, &index) != CUDNN_STATUS_SUCCESS ||
+          cudnnBackendFinalize(engine->get()) != CUDNN_STATUS_SUCCESS) {
+        engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+        int64_t read_index = -1;
+        bool usable = false, read_tensor_core = false;
+        if (!engine_of(base_config, *engine, &read_index, &usable, &read_tensor_core)) continue;
+      }
       const std::map<int, int64_t> current = knob_choices(base_config);
       for (const KnobRange& knob : knob_ranges(engine->get())) {
         for (int64_t value : knob.values) {
@@ -1008,11 +1012,8 @@ struct ConvRunner::Impl {
           g.engine = index;
           g.tensor_core = tensor_core;
           g.engine_desc = engine;
-          if (!make_config(g, settings) || !finish_plan(g, ws_limit)) continue;
-          const bool seen = std::any_of(plans->begin(), plans->end(), [&](const GraphPlan& p) {
-            return p.engine == g.engine && p.knobs == g.knobs && p.forward_form == g.forward_form;
-          });
-          if (seen) continue;
+          if (!make_config(g, settings) || !finish_plan(g, ws_limit) || listed(*plans, g))
+            continue;
           plans->push_back(std::move(g));
           ++added;
         }
