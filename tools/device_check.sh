@@ -7,8 +7,9 @@
 #      says why;
 #   2. configures the CUDA build (sm_90, LibTorch from the torch package, cuDNN from the pip
 #      package when there is one, the staged dependencies) and builds, with all cores, only what
-#      runs on the GPU: unetcu, the native test binaries and bench_cuda_ops (the CPU tests and
-#      benchmarks are CI's; building them here would spend the GPU's time);
+#      runs on the GPU: unetcu, the native test binaries, bench_cuda_ops and bench_cudnn_fusion
+#      (the CPU tests and benchmarks are CI's; building them here would spend the GPU's time);
+#   2a. with UNETCU_CHECK_FUSION=1, the BatchNorm-fusion probe (bench_cudnn_fusion);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
 #      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
@@ -68,7 +69,8 @@
 # UNETCU_CHECK_BUDGET (seconds for everything, default 540), UNETCU_TORCH_MODES (the PyTorch
 # step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL and
 # UNETCU_NCU_DETAIL_COUNT (6c; off by default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
-# after the build, only the step under each of a few settings in turn; off by default).
+# after the build, only the step under each of a few settings in turn; off by default),
+# UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -186,7 +188,8 @@ fi
 # The GPU benchmark exists only where Google Benchmark was found: a missing target is no failure.
 if ! grep -q 'bench_cuda_ops' "$out/configure.log"; then
   row "build bench_cuda_ops" skipped "not configured (Google Benchmark or the CUDA backend missing)"
-elif run build_bench 240 cmake --build "$build" -j "$jobs" --target bench_cuda_ops; then
+elif run build_bench 240 cmake --build "$build" -j "$jobs" --target bench_cuda_ops \
+       bench_cudnn_fusion; then
   row "build bench_cuda_ops" ok "$(elapsed "$t") since the build began"
 else
   row "build bench_cuda_ops" FAILED "see build_bench.log"
@@ -261,6 +264,10 @@ print_table() {
       echo
       sed -n '/^memory-bound ops/,/families below/p' "$out/bench_cuda_ops.log"
     fi
+    if [ -s "$out/fusion_probe.log" ]; then
+      echo
+      cat "$out/fusion_probe.log"
+    fi
     if [ -s "$out/step_timeline.txt" ]; then
       echo
       cat "$out/step_timeline.txt"
@@ -277,6 +284,25 @@ print_table() {
     fi
   } | tee "$out/summary.txt"
 }
+
+# ---- 2a. the BatchNorm-fusion probe (opt-in) -------------------------------------------------
+# UNETCU_CHECK_FUSION=1: bench_cudnn_fusion (kernels/cudnn/fusion_probe.h) at its default
+# shapes, before the rest (an A/B, or the full check): whether cuDNN fuses the BatchNorm's sums
+# into the convolutions in float32, what builds, how fast, and whether the outputs agree. Its
+# lines are printed with the table. Runtime-compiled engines take seconds each to build, so it
+# has its own limit; the lines finished by then are kept.
+if [ "${UNETCU_CHECK_FUSION:-0}" = 1 ]; then
+  t=$(date +%s)
+  probe_bin=$build/bench/bench_cudnn_fusion
+  if [ -x "$probe_bin" ] && run fusion_probe 150 "$probe_bin"; then
+    row "BatchNorm-fusion probe" ok "$(elapsed "$t"); $(grep -c 'outputs agree' \
+      "$out/fusion_probe.log") variants ran and agree, $(grep -c 'DISAGREE' \
+      "$out/fusion_probe.log") disagree, $(grep -c -E 'none ran|graph refused' \
+      "$out/fusion_probe.log") did not run"
+  else
+    row "BatchNorm-fusion probe" FAILED "$(elapsed "$t"); see fusion_probe.log"
+  fi
+fi
 
 # ---- 2b. a quick A/B of the step (opt-in) ----------------------------------------------------
 # UNETCU_CHECK_AB="SETTING;SETTING;...": only bench_cuda_ops' training step (ours, without

@@ -24,6 +24,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/env.h"
+#include "kernels/cudnn/graph_api.h"
 #include "kernels/cudnn/knob_values.h"
 #include "kernels/cudnn/library_error.h"
 
@@ -79,8 +80,6 @@ std::string hint(cudnnStatus_t status) {
       cudnn_fail(unetcu_status_, #expr, __FILE__, __LINE__, (context));               \
   } while (0)
 #define UNETCU_CUDNN_CHECK(expr) UNETCU_CUDNN_CHECK_FOR(expr, std::string())
-
-enum class Dir { forward, backward_data, backward_filter };
 
 const char* dir_name(Dir d) {
   return d == Dir::forward ? "fwd" : d == Dir::backward_data ? "bwd-data" : "bwd-filter";
@@ -210,9 +209,6 @@ struct Key {
 // converts float32 inputs down or reduces in lower precision, no tensor cores without TF32,
 // and none that compiles kernels at run time (seconds per shape at start-up).
 
-// Tensors are declared 16-byte aligned (what vectorised engines need); a call whose pointers
-// are not runs the descriptor-API algorithm instead.
-constexpr int64_t kGraphAlignment = 16;
 // Engine configurations of the heuristics' ranking built and timed per shape and output
 // scale: UNETCU_CUDNN_CANDIDATES, 1 to kMaxGraphCandidates, default kDefaultGraphCandidates.
 // The ranking is a model's guess, and the network's deep layers are the shapes it guesses
@@ -281,110 +277,6 @@ bool dgrad_as_forward_setting() {
 }
 
 bool graph_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kGraphAlignment == 0; }
-
-// One owned backend descriptor.
-class Desc {
- public:
-  explicit Desc(cudnnBackendDescriptorType_t type) {
-    status_ = cudnnBackendCreateDescriptor(type, &d_);
-    if (status_ != CUDNN_STATUS_SUCCESS) d_ = nullptr;
-  }
-  ~Desc() {
-    if (d_) cudnnBackendDestroyDescriptor(d_);
-  }
-  Desc(Desc&& o) noexcept : d_(o.d_), status_(o.status_) { o.d_ = nullptr; }
-  Desc& operator=(Desc&& o) noexcept {
-    std::swap(d_, o.d_);
-    std::swap(status_, o.status_);
-    return *this;
-  }
-  Desc(const Desc&) = delete;
-  Desc& operator=(const Desc&) = delete;
-  cudnnBackendDescriptor_t get() const { return d_; }
-  cudnnBackendDescriptor_t* addr() { return &d_; }
-  cudnnStatus_t created() const { return status_; }
-
- private:
-  cudnnBackendDescriptor_t d_ = nullptr;
-  cudnnStatus_t status_ = CUDNN_STATUS_SUCCESS;
-};
-
-// Remembers the first failing call of a graph-API build; later calls are skipped.
-struct Steps {
-  std::string failed;
-  bool ok() const { return failed.empty(); }
-  bool operator()(cudnnStatus_t status, const char* what) {
-    if (ok() && status != CUDNN_STATUS_SUCCESS)
-      failed = std::string(what) + ": " + cudnnGetErrorString(status);
-    return ok();
-  }
-};
-
-// The descriptors of the array attribute `name` of `owner`, each made as `type` and filled in
-// by cuDNN; empty when there are none or cuDNN does not say.
-std::vector<Desc> descriptors_of(cudnnBackendDescriptor_t owner, cudnnBackendAttributeName_t name,
-                                 cudnnBackendDescriptorType_t type) {
-  std::vector<Desc> out;
-  int64_t count = 0, returned = 0;
-  if (cudnnBackendGetAttribute(owner, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr) !=
-          CUDNN_STATUS_SUCCESS ||
-      count <= 0)
-    return out;
-  std::vector<cudnnBackendDescriptor_t> raw;
-  for (int64_t i = 0; i < count; ++i) {
-    out.emplace_back(type);
-    if (out.back().created() != CUDNN_STATUS_SUCCESS) return {};
-    raw.push_back(out.back().get());
-  }
-  if (cudnnBackendGetAttribute(owner, name, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned,
-                               raw.data()) != CUDNN_STATUS_SUCCESS)
-    return {};
-  out.erase(out.begin() + std::clamp<int64_t>(returned, 0, count), out.end());
-  return out;
-}
-
-// The knob settings of a configuration, by knob type (those cuDNN reports).
-std::map<int, int64_t> knob_choices(cudnnBackendDescriptor_t config) {
-  std::map<int, int64_t> out;
-  for (const Desc& choice : descriptors_of(config, CUDNN_ATTR_ENGINECFG_KNOB_CHOICES,
-                                           CUDNN_BACKEND_KNOB_CHOICE_DESCRIPTOR)) {
-    cudnnBackendKnobType_t type;
-    int64_t value = 0, n = 0;
-    if (cudnnBackendGetAttribute(choice.get(), CUDNN_ATTR_KNOB_CHOICE_KNOB_TYPE,
-                                 CUDNN_TYPE_KNOB_TYPE, 1, &n, &type) == CUDNN_STATUS_SUCCESS &&
-        cudnnBackendGetAttribute(choice.get(), CUDNN_ATTR_KNOB_CHOICE_KNOB_VALUE,
-                                 CUDNN_TYPE_INT64, 1, &n, &value) == CUDNN_STATUS_SUCCESS)
-      out[int(type)] = value;
-  }
-  return out;
-}
-
-// The knob settings of an engine configuration, "TILE_SIZE=3 SPLIT_K_SLC=2", so that a report
-// tells two configurations of one engine apart; empty when cuDNN does not say.
-std::string knob_text(cudnnBackendDescriptor_t config) {
-  // The knobs cuDNN 9 does not mark deprecated; another prints as KNOB<number>.
-#define UNETCU_KNOB(name) {CUDNN_KNOB_TYPE_##name, #name}
-  static const std::map<int, const char*> kNames = {
-      UNETCU_KNOB(SWIZZLE), UNETCU_KNOB(TILE_SIZE), UNETCU_KNOB(EDGE), UNETCU_KNOB(MULTIPLY),
-      UNETCU_KNOB(SPLIT_K_BUF), UNETCU_KNOB(TILEK), UNETCU_KNOB(STAGES),
-      UNETCU_KNOB(REDUCTION_MODE), UNETCU_KNOB(SPLIT_K_SLC), UNETCU_KNOB(IDX_MODE),
-      UNETCU_KNOB(SPECFILT), UNETCU_KNOB(KERNEL_CFG), UNETCU_KNOB(WORKSPACE),
-      UNETCU_KNOB(TILE_CGA_M), UNETCU_KNOB(TILE_CGA_N), UNETCU_KNOB(BLOCK_SIZE),
-      UNETCU_KNOB(OCCUPANCY), UNETCU_KNOB(CTA_COUNT), UNETCU_KNOB(STREAM_K),
-      UNETCU_KNOB(SPLIT_P_SLC), UNETCU_KNOB(TILE_M), UNETCU_KNOB(TILE_N),
-      UNETCU_KNOB(WARP_SPEC_CFG), UNETCU_KNOB(SWAP_AB),
-  };
-#undef UNETCU_KNOB
-  std::ostringstream os;
-  for (const auto& [type, value] : knob_choices(config)) {
-    const auto name = kNames.find(type);
-    os << (os.tellp() > 0 ? " " : "");
-    if (name != kNames.end()) os << name->second;
-    else os << "KNOB" << type;
-    os << "=" << value;
-  }
-  return os.str();
-}
 
 // One finalized graph-API execution plan and what it stands on (the plan refers to its engine
 // configuration, and that to the operation graph and its tensors).
@@ -569,37 +461,7 @@ struct ConvRunner::Impl {
       UNETCU_CUDA_CHECK(cudaEventCreate(&timing_start));
       UNETCU_CUDA_CHECK(cudaEventCreate(&timing_stop));
     }
-    auto failed = [] {
-      (void)cudaGetLastError();
-      return -1.0f;
-    };
-    if (run() != CUDNN_STATUS_SUCCESS) return failed();  // warm-up, eager
-    if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
-      return failed();
-    bool ok = true;
-    for (int c = 0; c < kCallsPerGraph && ok; ++c) ok = run() == CUDNN_STATUS_SUCCESS;
-    cudaGraph_t graph = nullptr;
-    const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
-    cudaGraphExec_t exec = nullptr;
-    ok = ok && ended == cudaSuccess && graph != nullptr &&
-         cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-    std::vector<float> ms;
-    for (int r = -1; ok && r < kRetimeRuns; ++r) {  // r = -1: an untimed first launch
-      ok = cudaEventRecord(timing_start, stream) == cudaSuccess &&
-           cudaGraphLaunch(exec, stream) == cudaSuccess &&
-           cudaEventRecord(timing_stop, stream) == cudaSuccess &&
-           cudaEventSynchronize(timing_stop) == cudaSuccess;
-      float t = 0;
-      if (ok && r >= 0) {
-        ok = cudaEventElapsedTime(&t, timing_start, timing_stop) == cudaSuccess;
-        ms.push_back(t / kCallsPerGraph);
-      }
-    }
-    if (exec) (void)cudaGraphExecDestroy(exec);
-    if (graph) (void)cudaGraphDestroy(graph);
-    if (!ok) return failed();
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    return ms[ms.size() / 2];
+    return time_captured(stream, timing_start, timing_stop, kCallsPerGraph, kRetimeRuns, run);
   }
 
   // Times the first kRetimeCandidates of `list` again and puts those that ran first, fastest
@@ -657,18 +519,8 @@ struct ConvRunner::Impl {
     std::unique_ptr<Desc>& pack = g.packs[ptrs];
     if (!pack) {
       auto made = std::make_unique<Desc>(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-      const int64_t uids[3] = {1, 2, 3};
-      cudnnStatus_t st = made->created();
-      if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(made->get(), CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
-                                      CUDNN_TYPE_INT64, 3, uids);
-      if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(made->get(), CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
-                                      CUDNN_TYPE_VOID_PTR, 3, ptrs.data());
-      if (st == CUDNN_STATUS_SUCCESS)
-        st = cudnnBackendSetAttribute(made->get(), CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
-                                      CUDNN_TYPE_VOID_PTR, 1, &ptrs[3]);
-      if (st == CUDNN_STATUS_SUCCESS) st = cudnnBackendFinalize(made->get());
+      const cudnnStatus_t st = make_variant_pack(*made, {1, 2, 3}, {ptrs[0], ptrs[1], ptrs[2]},
+                                                 ptrs[3]);
       if (st != CUDNN_STATUS_SUCCESS) {
         g.packs.erase(ptrs);
         return st;
@@ -686,111 +538,24 @@ struct ConvRunner::Impl {
   // either form runs on a data gradient's pointers.
   std::shared_ptr<std::vector<Desc>> build_graph(const ConvShape& sh, Dir d, float beta,
                                                  Steps& st, bool forward_form = false) const {
-    auto keep = std::make_shared<std::vector<Desc>>();
-    keep->reserve(6);
-    auto make = [&](cudnnBackendDescriptorType_t type) -> cudnnBackendDescriptor_t {
-      keep->emplace_back(type);
-      st(keep->back().created(), "cudnnBackendCreateDescriptor");
-      return keep->back().get();
-    };
-    auto set = [&](cudnnBackendDescriptor_t desc, cudnnBackendAttributeName_t name,
-                   cudnnBackendAttributeType_t type, int64_t count, const void* values,
-                   const char* what) {
-      if (st.ok()) st(cudnnBackendSetAttribute(desc, name, type, count, values), what);
-    };
-    auto finalize = [&](cudnnBackendDescriptor_t desc, const char* what) {
-      if (st.ok()) st(cudnnBackendFinalize(desc), what);
-    };
-    const cudnnDataType_t type = CUDNN_DATA_FLOAT;
-    // dims (n, c, h, w) in that order; strides NHWC unless given.
-    auto tensor = [&](int64_t id, int64_t n, int64_t c, int64_t h, int64_t w,
-                      std::array<int64_t, 4> strides = {}) {
-      cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-      const int64_t dims[4] = {n, c, h, w};
-      if (strides[0] == 0) strides = {h * w * c, 1, w * c, c};
-      set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "tensor data type");
-      set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, "tensor dimensions");
-      set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides.data(), "tensor strides");
-      set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &id, "tensor id");
-      set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &kGraphAlignment,
-          "tensor alignment");
-      finalize(t, "tensor finalize");
-      return t;
-    };
+    GraphBuilder gb;
     const bool as_forward = forward_form && d == Dir::backward_data;
-    cudnnBackendDescriptor_t x = tensor(1, sh.n, sh.c, sh.h, sh.w);
+    cudnnBackendDescriptor_t x = gb.tensor(1, sh.n, sh.c, sh.h, sh.w);
     // KRSC read as (out c, in k, r, s): element [c][k][r][s] is W[k][r][s][c].
     cudnnBackendDescriptor_t w =
-        as_forward ? tensor(2, sh.c, sh.k, sh.r, sh.s,
-                            {1, int64_t(sh.r) * sh.s * sh.c, int64_t(sh.s) * sh.c, sh.c})
-                   : tensor(2, sh.k, sh.c, sh.r, sh.s);
-    cudnnBackendDescriptor_t y = tensor(3, sh.n, sh.k, sh.p, sh.q);
-
-    cudnnBackendDescriptor_t conv = make(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
-    const int64_t spatial = 2, pad[2] = {sh.pad, sh.pad}, dilation[2] = {1, 1},
-                  stride[2] = {sh.stride, sh.stride};
+        as_forward ? gb.tensor(2, sh.c, sh.k, sh.r, sh.s,
+                               {1, int64_t(sh.r) * sh.s * sh.c, int64_t(sh.s) * sh.c, sh.c})
+                   : gb.tensor(2, sh.k, sh.c, sh.r, sh.s);
+    cudnnBackendDescriptor_t y = gb.tensor(3, sh.n, sh.k, sh.p, sh.q);
     // A true convolution flips the filter, as a data gradient's forward form needs.
-    const cudnnConvolutionMode_t mode = as_forward ? CUDNN_CONVOLUTION : CUDNN_CROSS_CORRELATION;
-    set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial, "spatial dims");
-    set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "compute type");
-    set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode, "mode");
-    set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad, "pre-padding");
-    set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad, "post-padding");
-    set(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dilation, "dilations");
-    set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, stride, "strides");
-    finalize(conv, "convolution finalize");
-
-    // The operation's attribute names by direction: the tensor with unique id 1, 2, 3, the
-    // convolution, alpha, beta.
-    struct OpAttrs {
-      cudnnBackendDescriptorType_t type;
-      cudnnBackendAttributeName_t t1, t2, t3, conv, alpha, beta;
-    };
-    static const OpAttrs kForward{CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR,
-                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
-                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W,
-                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
-                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC,
-                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
-                                  CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA};
-    static const OpAttrs kBackwardData{CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
-                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX,
-                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
-                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY,
-                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
-                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA,
-                                       CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA};
-    static const OpAttrs kBackwardFilter{
-        CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
-        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X,
-        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
-        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY,
-        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
-        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA,
-        CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA};
-    const OpAttrs& at = d == Dir::forward || as_forward ? kForward
-                        : d == Dir::backward_data ? kBackwardData
-                                                  : kBackwardFilter;
-    const float alpha = 1.0f;
-    cudnnBackendDescriptor_t op = make(at.type);
+    cudnnBackendDescriptor_t conv =
+        gb.convolution(sh, as_forward ? CUDNN_CONVOLUTION : CUDNN_CROSS_CORRELATION);
     // The forward form convolves dy into dx: its x is tensor 3, its y tensor 1.
-    set(op, at.t1, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, as_forward ? &y : &x, "operation x / dx");
-    set(op, at.t2, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w, "operation w / dw");
-    set(op, at.t3, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, as_forward ? &x : &y, "operation y / dy");
-    set(op, at.conv, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv, "operation convolution");
-    set(op, at.alpha, CUDNN_TYPE_FLOAT, 1, &alpha, "operation alpha");
-    set(op, at.beta, CUDNN_TYPE_FLOAT, 1, &beta, "operation beta");
-    finalize(op, "operation finalize");
-
-    cudnnBackendDescriptor_t graph = make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-    set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op, "graph ops");
-    // The handle attribute is deprecated in recent cuDNN 9 releases (it may be refused there,
-    // which is harmless) but required by earlier ones.
-    if (st.ok())
-      (void)cudnnBackendSetAttribute(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1,
-                                     &handle);
-    finalize(graph, "operation graph finalize");
-    return keep;
+    cudnnBackendDescriptor_t op = gb.convolution_op(
+        as_forward ? Dir::forward : d, as_forward ? y : x, w, as_forward ? x : y, conv, beta);
+    gb.graph(handle, {op});
+    st = gb.steps();
+    return gb.kept();
   }
 
   // The engine of configuration `config`, with its global index, whether it uses tensor cores,
@@ -798,61 +563,24 @@ struct ConvRunner::Impl {
   // cuDNN does not say.
   bool engine_of(cudnnBackendDescriptor_t config, Desc& engine, int64_t* index, bool* usable,
                  bool* tensor_core) const {
-    int64_t n = 0, n_notes = 0, n_behavior = 0;
-    cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-    cudnnBackendBehaviorNote_t behavior[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
-    if (engine.created() != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendGetAttribute(config, CUDNN_ATTR_ENGINECFG_ENGINE,
-                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
-                                 engine.addr()) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1,
-                                 &n, index) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE,
-                                 CUDNN_TYPE_NUMERICAL_NOTE, CUDNN_NUMERICAL_NOTE_TYPE_COUNT,
-                                 &n_notes, notes) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE,
-                                 CUDNN_TYPE_BEHAVIOR_NOTE, CUDNN_BEHAVIOR_NOTE_TYPE_COUNT,
-                                 &n_behavior, behavior) != CUDNN_STATUS_SUCCESS)
-      return false;
-    *usable = true;
-    *tensor_core = false;
-    for (int64_t k = 0; k < n_notes; ++k) {
-      switch (notes[k]) {
-        case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC:
-        case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
-        case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
-          *usable = false;
-          break;
-        case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:
-          *tensor_core = true;
-          *usable = *usable && options.tf32;  // float32 on tensor cores is TF32
-          break;
-        default:
-          break;
-      }
-    }
-    for (int64_t k = 0; k < n_behavior; ++k)
-      if (behavior[k] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION) *usable = false;
+    EngineNotes e;
+    if (!engine_notes(config, engine, &e)) return false;
+    *index = e.index;
+    *tensor_core = e.tensor_core;
+    *usable = !e.nondeterministic && !e.down_convert && !e.reduced_precision &&
+              !e.runtime_compiled && (!e.tensor_core || options.tf32);
     return true;
   }
 
   // g.config's execution plan, finalized, when it needs at most `ws_limit` bytes of workspace.
   bool finish_plan(GraphPlan& g, size_t ws_limit) const {
     g.exec = std::make_unique<Desc>(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-    const cudnnBackendDescriptor_t cfg = g.config->get();
-    int64_t ws = 0, n = 0;
-    if (g.exec->created() != CUDNN_STATUS_SUCCESS) return false;
-    (void)cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                   CUDNN_TYPE_HANDLE, 1, &handle);  // as the graph's handle
-    if (cudnnBackendSetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                 CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendFinalize(g.exec->get()) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendGetAttribute(g.exec->get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                 CUDNN_TYPE_INT64, 1, &n, &ws) != CUDNN_STATUS_SUCCESS ||
-        ws < 0 || size_t(ws) > ws_limit)
+    int64_t ws = 0;
+    if (finalize_plan(handle, g.config->get(), *g.exec, &ws) != CUDNN_STATUS_SUCCESS || ws < 0 ||
+        size_t(ws) > ws_limit)
       return false;
     g.workspace = size_t(ws);
-    g.knobs = knob_text(cfg);
+    g.knobs = knob_text(g.config->get());
     return true;
   }
 
@@ -878,21 +606,7 @@ struct ConvRunner::Impl {
     int skipped = 0;
     for (const cudnnBackendHeurMode_t mode : modes) {
       Steps hs;
-      Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-      hs(heur.created(), "create heuristics");
-      if (hs.ok())
-        hs(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH,
-                                    CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op_graph),
-           "heuristics graph");
-      if (hs.ok())
-        hs(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE,
-                                    1, &mode),
-           "heuristics mode");
-      if (hs.ok()) hs(cudnnBackendFinalize(heur.get()), "heuristics finalize");
-      std::vector<Desc> configs;
-      if (hs.ok())
-        configs = descriptors_of(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                 CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+      std::vector<Desc> configs = heuristic_configs(op_graph, mode, hs);
       if (!hs.ok()) {
         failed += (failed.empty() ? "" : "; ") + hs.failed;
         continue;

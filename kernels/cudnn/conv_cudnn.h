@@ -1,7 +1,8 @@
-// kernels/cudnn/conv_cudnn.h: the convolutions on a GPU, through cuDNN. The one translation unit
-// that talks to cuDNN (conv_cudnn.cpp) sits behind this header, so nothing else includes
-// cudnn.h. GPU builds only: cuDNN is never faked, and under the SIMT emulator the engine runs
-// the cpu:: reference behind the same Backend interface instead.
+// kernels/cudnn/conv_cudnn.h: the convolutions on a GPU, through cuDNN. The translation unit
+// that runs them (conv_cudnn.cpp) sits behind this header, so nothing outside kernels/cudnn
+// includes cudnn.h (the research probe fusion_probe.cpp shares its graph-API helpers,
+// graph_api.h). GPU builds only: cuDNN is never faked, and under the SIMT emulator the engine
+// runs the cpu:: reference behind the same Backend interface instead.
 //
 // Layouts are kernels/conv.h's: activations NHWC float32, filters KRSC, which is exactly cuDNN's
 // NHWC filter format (K, R, S, C with C fastest), so no transposition happens anywhere.

@@ -28,6 +28,9 @@
 #include "engine/cpu_backend.h"
 #include "engine/cuda_backend.h"
 #include "kernels/cuda/check.h"
+#if !defined(UNETCU_TEST_EMULATED)
+#include "kernels/cudnn/fusion_probe.h"
+#endif
 #include "model/checkpoint.h"
 #include "model/session.h"
 #include "test_util.h"
@@ -586,6 +589,27 @@ TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value")
                        {"0", "256"});
   CHECK(described("UNETCU_CUDNN_KNOB_VARIANTS", "64", "64 knob variants"));
   CHECK_FALSE(described("UNETCU_CUDNN_KNOB_VARIANTS", "0", "knob variants"));
+}
+
+// The BatchNorm-fusion probe's own machinery (graph builder, variant packs, timing, the check
+// of the outputs against the engine's convolution) on a small shape: the variants of one
+// convolution alone, for which every cuDNN has engines, must run and agree; no variant that
+// ran may disagree (whether the fused ones run at all is what the probe is for).
+TEST_CASE("the BatchNorm-fusion probe's single-convolution variants run and agree") {
+  std::vector<std::string> lines;
+  cudnn::probe_bn_fusions(ConvShape::make(2, 8, 8, 16, 16, 3, 3, 1, 1), {},
+                          [&](const std::string& line) { lines.push_back(line); });
+  CHECK(lines.size() >= 8);
+  int alone = 0;
+  for (const std::string& line : lines) {
+    CAPTURE(line);
+    CHECK_FALSE(test::contains(line, "DISAGREE"));
+    if (test::contains(line, ") conv: ") || test::contains(line, ") dgrad: ")) {
+      ++alone;
+      CHECK(test::contains(line, "outputs agree"));
+    }
+  }
+  CHECK(alone == 2);
 }
 #endif
 
