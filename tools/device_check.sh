@@ -69,7 +69,8 @@
 # UNETCU_CHECK_BUDGET (seconds for everything, default 540), UNETCU_TORCH_MODES (the PyTorch
 # step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL and
 # UNETCU_NCU_DETAIL_COUNT (6c; off by default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
-# after the build, only the step under each of a few settings in turn; off by default),
+# after the build, only the step under each of a few settings in turn, with
+# UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first; off by default),
 # UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default).
 set -uo pipefail
 
@@ -285,6 +286,33 @@ print_table() {
   } | tee "$out/summary.txt"
 }
 
+# The CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests), their row and
+# the gradient errors; when they fail, the same without cuDNN's graph API, to tell whether it
+# is that path (section 3, and 2b with UNETCU_CHECK_AB_VERIFY=1).
+step_bin=$build/tests/backend/unetcu_backend_cuda_tests
+step_check_rows() {
+  local t grads
+  t=$(date +%s)
+  if [ -x "$step_bin" ] && run step_check 240 "$step_bin" -s; then
+    if grep -q '^SKIPPED' "$out/step_check.log"; then
+      row "cpu-vs-gpu step" skipped "$(head -1 "$out/step_check.log")"
+    else
+      grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/step_check.log" |
+        awk '{printf "%s%s", sep, $NF; sep=", "}')
+      row "cpu-vs-gpu step" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
+    fi
+  else
+    row "cpu-vs-gpu step" FAILED "$(elapsed "$t"); see step_check.log"
+    # Is it cuDNN's graph-API path? The same tests with the descriptor API alone say.
+    t=$(date +%s)
+    if [ -x "$step_bin" ] && run step_check_nograph 240 env UNETCU_CUDNN_GRAPH=0 "$step_bin" -s; then
+      row "cpu-vs-gpu step, graph API off" ok "$(elapsed "$t"); see step_check_nograph.log"
+    else
+      row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t"); see step_check_nograph.log"
+    fi
+  fi
+}
+
 # ---- 2a. the BatchNorm-fusion probe (opt-in) -------------------------------------------------
 # UNETCU_CHECK_FUSION=1: bench_cudnn_fusion (kernels/cudnn/fusion_probe.h) at its default
 # shapes, before the rest (an A/B, or the full check): whether cuDNN fuses the BatchNorm's sums
@@ -307,9 +335,11 @@ fi
 # ---- 2b. a quick A/B of the step (opt-in) ----------------------------------------------------
 # UNETCU_CHECK_AB="SETTING;SETTING;...": only bench_cuda_ops' training step (ours, without
 # LibTorch's) under each SETTING (VAR=value words, or "default") in turn,
-# UNETCU_CHECK_AB_ROUNDS rounds (default 2), then the table; the rest of the check is skipped. For a change or an opt-in setting measured in a few
+# UNETCU_CHECK_AB_ROUNDS rounds (default 2), then the table; the rest of the check is skipped
+# (with UNETCU_CHECK_AB_VERIFY=1, the CPU-vs-GPU steps of section 3 run first). For a change or an opt-in setting measured in a few
 # minutes of GPU time; taking the settings in turn spreads the card's drift over them.
 if [ -n "${UNETCU_CHECK_AB:-}" ]; then
+  [ "${UNETCU_CHECK_AB_VERIFY:-0}" = 1 ] && step_check_rows
   IFS=';' read -r -a ab_settings <<< "$UNETCU_CHECK_AB"
   for round in $(seq 1 "${UNETCU_CHECK_AB_ROUNDS:-2}"); do
     for i in "${!ab_settings[@]}"; do
@@ -324,26 +354,7 @@ if [ -n "${UNETCU_CHECK_AB:-}" ]; then
 fi
 
 # ---- 3. the CPU-vs-GPU training step, for its numbers ------------------------------------------
-t=$(date +%s)
-step_bin=$build/tests/backend/unetcu_backend_cuda_tests
-if [ -x "$step_bin" ] && run step_check 240 "$step_bin" -s; then
-  if grep -q '^SKIPPED' "$out/step_check.log"; then
-    row "cpu-vs-gpu step" skipped "$(head -1 "$out/step_check.log")"
-  else
-    grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/step_check.log" |
-      awk '{printf "%s%s", sep, $NF; sep=", "}')
-    row "cpu-vs-gpu step" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
-  fi
-else
-  row "cpu-vs-gpu step" FAILED "$(elapsed "$t"); see step_check.log"
-  # Is it cuDNN's graph-API path? The same tests with the descriptor API alone say.
-  t=$(date +%s)
-  if [ -x "$step_bin" ] && run step_check_nograph 240 env UNETCU_CUDNN_GRAPH=0 "$step_bin" -s; then
-    row "cpu-vs-gpu step, graph API off" ok "$(elapsed "$t"); see step_check_nograph.log"
-  else
-    row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t"); see step_check_nograph.log"
-  fi
-fi
+step_check_rows
 # The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
 # as row LABEL; only when the plain steps ran on a GPU. They check schedules and kernels, not
 # cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time).
