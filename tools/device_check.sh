@@ -15,6 +15,7 @@
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
 #      UNETCU_CUDNN_KNOB_VARIANTS=16 (knob variants of cuDNN's configurations timed too),
 #      UNETCU_CUDNN_DGRAD_AS_FORWARD=1 (the stride-1 data gradients also as forward convolutions),
+#      UNETCU_CUDNN_WGRAD_SMS=112 (the weight gradients' plans on 112 SMs),
 #      UNETCU_WGRAD_SPLIT=2 (the narrow weight gradients in two parts over the batch),
 #      UNETCU_BN_RELU_MASK_FROM_INPUT=0 (the BatchNorm + ReLU backward reading y > 0),
 #      UNETCU_STREAM_PRIORITY=0 (every
@@ -40,7 +41,8 @@
 #      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4, 32), with 64 knob variants of the
 #      best two timed beside them (UNETCU_CUDNN_KNOB_VARIANTS=64), with the stride-1 data
 #      gradients also timed as forward convolutions (UNETCU_CUDNN_DGRAD_AS_FORWARD=1), with
-#      heuristics mode B's configurations timed too (UNETCU_CUDNN_HEURISTICS_B=1), the
+#      heuristics mode B's configurations timed too (UNETCU_CUDNN_HEURISTICS_B=1), with the
+#      weight gradients' plans on 112 and 96 SMs (UNETCU_CUDNN_WGRAD_SMS, and its timeline), the
 #      convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
@@ -245,7 +247,8 @@ serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
 # The step, and how many plans of each opt-in kind serve in it.
 serving_summary() {
   echo "$(step_summary "$1"); serving: $(serving "knob variant" "$1") knob variants," \
-    "$(serving "forward form" "$1") forward forms, $(serving "heuristics B" "$1") of mode B"
+    "$(serving "forward form" "$1") forward forms, $(serving "heuristics B" "$1") of mode B," \
+    "$(serving " SMs" "$1") carved out"
 }
 nograph_summary() {
   local conv
@@ -386,6 +389,8 @@ step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDN
 # The stride-1 data gradients also timed as forward convolutions (opt-in): those that serve.
 step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
   UNETCU_CUDNN_DGRAD_AS_FORWARD=1
+# The weight gradients' cuDNN plans on 112 SMs (opt-in): those that serve.
+step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" UNETCU_CUDNN_WGRAD_SMS=112
 step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
 step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
   UNETCU_BN_RELU_MASK_FROM_INPUT=0
@@ -512,6 +517,16 @@ if [ -x "$gpu_bench" ]; then
   timeline_row step_trace_split step_trace_split.txt "step timeline, wgrad in 2 parts" \
     UNETCU_WGRAD_SPLIT=2
   # The variants, newest first (each repeats cuDNN's search; a tight budget cuts the last).
+  # The step with the weight gradients' cuDNN plans asked for 112 and 96 of the card's SMs
+  # (opt-in, cuDNN's SM carveout): whether the compute stream's kernels, finding SMs free
+  # beside them, gain more than the slower weight gradients cost ("N SMs" in the log), then
+  # the timeline with 112: whether the compute stream's waits under them shrink.
+  bench_variant bench_cuda_ops_wgrad_112 "step, wgrad on 112 SMs" \
+    UNETCU_CUDNN_WGRAD_SMS=112 '^train_step' serving_summary
+  bench_variant bench_cuda_ops_wgrad_96 "step, wgrad on 96 SMs" \
+    UNETCU_CUDNN_WGRAD_SMS=96 '^train_step' serving_summary
+  timeline_row step_trace_wgrad_112 step_trace_wgrad_112.txt "step timeline, wgrad on 112 SMs" \
+    UNETCU_CUDNN_WGRAD_SMS=112
   # The step with knob variants of cuDNN's two best configurations timed beside them (opt-in):
   # whether a tile size or split the heuristics do not offer fills the card at the deep
   # layers; the log's algorithm list marks each variant that serves ("knob variant").

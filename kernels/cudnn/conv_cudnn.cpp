@@ -276,6 +276,23 @@ bool dgrad_as_forward_setting() {
          1;
 }
 
+// The weight gradients on part of the card (UNETCU_CUDNN_WGRAD_SMS=N, 0 or unset: off): their
+// graph-API configurations come from heuristics asked for N SMs (cuDNN's SM carveout, Hopper
+// and later), so that the compute stream's kernels find SMs free beside them. Why: the weight
+// gradients run on side streams, and the seventh H100 run's timeline had the compute stream
+// waiting 0.27 ms a step with only those streams' kernels running, most of it under weight
+// gradients that held every SM for their whole length (bench/RESULTS.md). A carved-out plan
+// is slower alone, which is its price: it serves when it agrees with the descriptor API's
+// output and takes at most (the card's SMs / N) times the full-card choice's time, i.e. does
+// no worse per SM; the step's time says whether it pays.
+constexpr int kMaxSmTarget = 1024;
+
+int wgrad_sm_target_setting() {
+  return env_int("UNETCU_CUDNN_WGRAD_SMS", 0, 0, kMaxSmTarget,
+                 "how many SMs the weight gradients' cuDNN plans may use, from 0 (all, the "
+                 "default) to " + std::to_string(kMaxSmTarget));
+}
+
 bool graph_aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kGraphAlignment == 0; }
 
 // One finalized graph-API execution plan and what it stands on (the plan refers to its engine
@@ -292,6 +309,7 @@ struct GraphPlan {
   std::vector<Desc> choice_descs;
   bool forward_form = false;  // a data gradient run as its forward convolution (build_graph)
   bool heuristics_b = false;  // offered by heuristics mode B, not mode A (graph_candidates)
+  int sm_target = 0;          // asked of the heuristics for a carved-out plan; 0: all SMs
   int timed = 0;        // how many configurations were timed for the choice, this one included
   bool tensor_core = false;
   size_t workspace = 0;
@@ -305,10 +323,12 @@ struct GraphPlan {
 // gradient's forward form (build_graph) and a configuration of heuristics mode B say so.
 std::string knob_suffix(const GraphPlan& g) {
   std::string text = g.knobs;
-  const char* marks[] = {g.engine_desc ? "knob variant" : "", g.forward_form ? "forward form" : "",
-                         g.heuristics_b ? "heuristics B" : ""};
-  for (const char* mark : marks)
-    if (mark[0] != '\0') text += (text.empty() ? "" : ", ") + std::string(mark);
+  const std::string marks[] = {
+      g.engine_desc ? "knob variant" : "", g.forward_form ? "forward form" : "",
+      g.heuristics_b ? "heuristics B" : "",
+      g.sm_target > 0 ? std::to_string(g.sm_target) + " SMs" : ""};
+  for (const std::string& mark : marks)
+    if (!mark.empty()) text += (text.empty() ? "" : ", ") + mark;
   return text.empty() ? text : " [" + text + "]";
 }
 
@@ -359,6 +379,7 @@ std::string version() {
 struct ConvRunner::Impl {
   cudaStream_t stream = nullptr;
   ConvOptions options;
+  int device_sms = 0;  // the current device's SM count (the carveout's reference)
   cudnnHandle_t handle = nullptr;
   std::map<Key, std::unique_ptr<Plan>> plans;
   cudaEvent_t timing_start = nullptr, timing_stop = nullptr;  // made by the first time_runs
@@ -584,6 +605,13 @@ struct ConvRunner::Impl {
     return true;
   }
 
+  // The SMs the heuristics are asked to plan direction d for; 0: all (no carveout). Only the
+  // weight gradients, which run beside the compute stream, and only below the card's count.
+  int sm_target(Dir d) const {
+    const int n = options.wgrad_sm_target;
+    return d == Dir::backward_filter && n > 0 && n < device_sms ? n : 0;
+  }
+
   // Finalized execution plans for the heuristics' best usable engines (at most
   // options.graph_candidates, each needing at most `ws_limit` bytes), best first; then, when
   // options.knob_variants asks, that many knob variants of the first kKnobBases of them. Of a
@@ -606,7 +634,7 @@ struct ConvRunner::Impl {
     int skipped = 0;
     for (const cudnnBackendHeurMode_t mode : modes) {
       Steps hs;
-      std::vector<Desc> configs = heuristic_configs(op_graph, mode, hs);
+      std::vector<Desc> configs = heuristic_configs(op_graph, mode, hs, sm_target(d));
       if (!hs.ok()) {
         failed += (failed.empty() ? "" : "; ") + hs.failed;
         continue;
@@ -624,6 +652,7 @@ struct ConvRunner::Impl {
         g.graph = graph;
         g.forward_form = forward_form;
         g.heuristics_b = mode == CUDNN_HEUR_MODE_B;
+        g.sm_target = sm_target(d);
         g.config = std::make_unique<Desc>(std::move(configs[i]));
         if (!finish_plan(g, ws_limit)) {
           ++skipped;
@@ -695,8 +724,10 @@ struct ConvRunner::Impl {
       const cudnnBackendDescriptor_t base_config = (*plans)[b].config->get();
       const int64_t index = (*plans)[b].engine;
       const bool tensor_core = (*plans)[b].tensor_core;
-      // A fresh engine of that index on the same operation graph, finalized (how the API makes
-      // an engine to configure); the one read from the base configuration when that fails.
+      const int32_t sms = (*plans)[b].sm_target;
+      // A fresh engine of that index on the same operation graph (on the base's SMs when it
+      // was carved out), finalized (how the API makes an engine to configure); the one read
+      // from the base configuration when that fails.
       auto engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
       const cudnnBackendDescriptor_t op_graph = graph->back().get();
       if (engine->created() != CUDNN_STATUS_SUCCESS ||
@@ -705,6 +736,9 @@ struct ConvRunner::Impl {
                                    &op_graph) != CUDNN_STATUS_SUCCESS ||
           cudnnBackendSetAttribute(engine->get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX,
                                    CUDNN_TYPE_INT64, 1, &index) != CUDNN_STATUS_SUCCESS ||
+          (sms > 0 && cudnnBackendSetAttribute(engine->get(), CUDNN_ATTR_ENGINE_SM_COUNT_TARGET,
+                                               CUDNN_TYPE_INT32, 1,
+                                               &sms) != CUDNN_STATUS_SUCCESS) ||
           cudnnBackendFinalize(engine->get()) != CUDNN_STATUS_SUCCESS) {
         engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
         int64_t read_index = -1;
@@ -723,6 +757,7 @@ struct ConvRunner::Impl {
           g.graph = graph;
           g.forward_form = forward_form;
           g.heuristics_b = heuristics_b;
+          g.sm_target = sms;
           g.engine = index;
           g.tensor_core = tensor_core;
           g.engine_desc = engine;
@@ -792,10 +827,15 @@ struct ConvRunner::Impl {
       return nullptr;
     }
     best->timed = int(cands.size());
-    if (best->time_ms >= plan.choice.time_ms) {
+    // A carved-out plan (sm_target) may take as much longer as it has fewer SMs.
+    const float limit = best->sm_target > 0 ? plan.choice.time_ms * float(device_sms) /
+                                                  float(best->sm_target)
+                                            : plan.choice.time_ms;
+    if (best->time_ms >= limit) {
       std::ostringstream os;
       os << "graph engine " << best->engine << knob_suffix(*best) << " " << best->time_ms
-         << " ms (best of " << cands.size() << "), not faster";
+         << " ms (best of " << cands.size() << "), not faster"
+         << (best->sm_target > 0 ? " per SM" : "");
       note(os.str());
       return nullptr;
     }
@@ -1083,6 +1123,12 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
     impl_->options.heuristics_b =
         env_int("UNETCU_CUDNN_HEURISTICS_B", 0, 0, 1,
                 "0 or 1 (1: heuristics mode B's configurations timed too)");
+  if (impl_->options.wgrad_sm_target < 0)
+    impl_->options.wgrad_sm_target = wgrad_sm_target_setting();
+  int device = 0;
+  UNETCU_CUDA_CHECK(cudaGetDevice(&device));
+  UNETCU_CUDA_CHECK(
+      cudaDeviceGetAttribute(&impl_->device_sms, cudaDevAttrMultiProcessorCount, device));
   UNETCU_CUDNN_CHECK(cudnnCreate(&impl_->handle));
   UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
 }
@@ -1145,6 +1191,8 @@ std::string ConvRunner::settings() const {
   if (o.knob_variants > 0) os << ", " << o.knob_variants << " knob variants";
   if (o.dgrad_as_forward > 0) os << ", data gradients also as forwards";
   if (o.heuristics_b > 0) os << ", heuristics mode B too";
+  if (o.wgrad_sm_target > 0)
+    os << ", weight gradients on " << o.wgrad_sm_target << " of " << impl_->device_sms << " SMs";
   return os.str();
 }
 

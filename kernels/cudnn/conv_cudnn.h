@@ -74,6 +74,11 @@ struct ConvOptions {
   // Heuristics mode B's best configurations (as many again) timed too, those mode A did not
   // offer (1) or not (0); -1: UNETCU_CUDNN_HEURISTICS_B, else 0.
   int heuristics_b = -1;
+  // The weight gradients' graph-API plans asked of cuDNN for this many SMs (its SM carveout),
+  // leaving the rest to the compute stream's kernels; 0: all SMs; -1: UNETCU_CUDNN_WGRAD_SMS,
+  // else 0 (a value outside 0..1024 there throws, naming it). A carved-out plan serves when it
+  // agrees and is no slower per SM than the full-card choice.
+  int wgrad_sm_target = -1;
 };
 
 // "cuDNN 9.19.0 (headers 9.19.0)": the library loaded at run time and the one compiled against.

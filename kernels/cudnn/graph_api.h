@@ -259,10 +259,13 @@ class GraphBuilder {
   Steps st_;
 };
 
-// The engine configurations cuDNN's heuristics in `mode` offer for `op_graph`, best first;
-// empty, with the failing call in `st`, when the query fails.
+// The engine configurations cuDNN's heuristics in `mode` offer for `op_graph`, best first,
+// planned for `sm_target` SMs when it is positive (cuDNN's SM carveout: the plans leave the
+// other SMs to kernels on other streams); empty, with the failing call in `st`, when the query
+// fails.
 inline std::vector<Desc> heuristic_configs(cudnnBackendDescriptor_t op_graph,
-                                           cudnnBackendHeurMode_t mode, Steps& st) {
+                                           cudnnBackendHeurMode_t mode, Steps& st,
+                                           int32_t sm_target = 0) {
   Desc heur(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
   st(heur.created(), "create heuristics");
   if (st.ok())
@@ -273,6 +276,10 @@ inline std::vector<Desc> heuristic_configs(cudnnBackendDescriptor_t op_graph,
     st(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1,
                                 &mode),
        "heuristics mode");
+  if (st.ok() && sm_target > 0)
+    st(cudnnBackendSetAttribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_SM_COUNT_TARGET,
+                                CUDNN_TYPE_INT32, 1, &sm_target),
+       "heuristics SM count target");
   if (st.ok()) st(cudnnBackendFinalize(heur.get()), "heuristics finalize");
   if (!st.ok()) return {};
   return descriptors_of(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,

@@ -591,6 +591,13 @@ TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value")
   CHECK_FALSE(described("UNETCU_CUDNN_KNOB_VARIANTS", "0", "knob variants"));
 }
 
+TEST_CASE("UNETCU_CUDNN_WGRAD_SMS outside 0..1024 is refused with its value") {
+  check_runner_setting("UNETCU_CUDNN_WGRAD_SMS", {"-1", "1025", "half", "96x"}, "to 1024",
+                       {"0", "96", "1024"});
+  CHECK(described("UNETCU_CUDNN_WGRAD_SMS", "96", "weight gradients on 96 of "));
+  CHECK_FALSE(described("UNETCU_CUDNN_WGRAD_SMS", "0", "weight gradients on"));
+}
+
 // The BatchNorm-fusion probe's own machinery (graph builder, variant packs, timing, the check
 // of the outputs against the engine's convolution) on a small shape: the variants of one
 // convolution alone, for which every cuDNN has engines, must run and agree; no variant that
