@@ -4,9 +4,9 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cudnn/conv_cudnn.h"
+#include "kernels/cudnn/fusion_check.h"
 #include "kernels/cudnn/graph_api.h"
 
 namespace unetcu::cudnn {
@@ -209,38 +210,6 @@ std::vector<int64_t> build_variant(GraphBuilder& gb, cudnnHandle_t handle, const
   }
   gb.graph(handle, ops);
   return uids;
-}
-
-// max |out - ref| over 2^-7 rms(ref): TF32's rule of bench/cuda_ops.cpp (each product's inputs
-// rounded to 11 bits gives ~2^-10 rms(y) per element; 8 such units bound millions of
-// elements). Another algorithm's output, or a layout mistake, is off by O(1) of the tolerance.
-double tensor_error(const std::vector<float>& out, const std::vector<double>& ref) {
-  double sq = 0, worst = 0;
-  for (double r : ref) sq += r * r;
-  const double tol = std::ldexp(std::sqrt(sq / double(ref.size())), -7);
-  for (size_t i = 0; i < out.size(); ++i) {
-    const double e = std::fabs(double(out[i]) - ref[i]);
-    if (!(e <= worst)) worst = e;  // NaN wins
-  }
-  return tol > 0 ? worst / tol : (worst == 0 ? 0 : std::numeric_limits<double>::infinity());
-}
-
-// Per-channel sums: terms[j] holds column j's terms (the reference's). A sum of `count` terms
-// each off by TF32's ~2^-10 rms is off by about sqrt(count) of that; 2^-7 gives 8x room, and
-// 2^-20 of the sum of magnitudes allows for float32 accumulation inside a fused kernel.
-double sums_error(const std::vector<float>& out, const std::vector<std::vector<double>>& terms) {
-  double worst = 0;
-  for (size_t j = 0; j < terms.size(); ++j) {
-    double sum = 0, sq = 0, mag = 0;
-    for (double t : terms[j]) sum += t, sq += t * t, mag += std::fabs(t);
-    const double count = double(terms[j].size());
-    const double tol = std::ldexp(std::sqrt(count) * std::sqrt(sq / count), -7) +
-                       std::ldexp(mag, -20);
-    const double e = std::fabs(double(out[j]) - sum);
-    const double ratio = tol > 0 ? e / tol : (e == 0 ? 0 : std::numeric_limits<double>::infinity());
-    if (!(ratio <= worst)) worst = ratio;
-  }
-  return worst;
 }
 
 std::string shape_text(const ConvShape& sh) {
@@ -466,7 +435,7 @@ class Probe {
     double worst = 0;
     auto note = [&](const char* what, double ratio) {
       os << (os.tellp() > 0 ? ", " : "") << what << " " << ratio;
-      if (!(ratio <= worst)) worst = ratio;
+      worst = std::max(worst, ratio);
     };
     const size_t rows = size_t(v.backward ? int64_t(sh_.n) * sh_.h * sh_.w
                                           : int64_t(sh_.n) * sh_.p * sh_.q);
