@@ -165,11 +165,15 @@ void conv2d_direct_backward_data(float* dx, const float* dy, const float* wt, co
 
 // The gathers of the GEMM convolutions (conv2d_forward_gemm_dims and
 // conv2d_backward_data_gemm_dims above), which apply where the column matrix is at most
-// kConvGemmMaxColBytes (at batch 16: encoder layers 2-4, the first decoder blocks in part).
+// kConvGemmMaxColBytes (at batch 16, 128x128: encoder layers 1-4, the stem's forward, the
+// first decoder blocks in part). 40 MiB takes in the stem's 7x7 forward (38.5 MB of columns),
+// where cuDNN runs a generic float32 kernel (53-57 us on an H100 for 0.6 G multiply-adds,
+// bench/RESULTS.md), and layer1's 3x3 (37.7 MB); the timing against cuDNN decides, and the
+// columns still fit the H100's 50 MB L2.
 //   conv2d_im2col  col = im2col(x): every col entry written, 0 in the padding;
 //   conv2d_col2im  dx (+)= col2im(col): each dx element adds its at most r*s taps in float,
 //                  taps in (r, s) order, then the old value when accumulating; no atomics.
-constexpr size_t kConvGemmMaxColBytes = size_t(32) << 20;
+constexpr size_t kConvGemmMaxColBytes = size_t(40) << 20;
 bool conv2d_gemm_applies(const ConvShape& sh);
 void conv2d_im2col(float* col, const float* x, const ConvShape& sh, cudaStream_t stream);
 void conv2d_col2im(float* dx, const float* col, const ConvShape& sh, GradMode mode,

@@ -13,7 +13,7 @@
 //           result does not depend on the schedule.
 // Channel groups of 4 move as float4 when c % 4 == 0 and the pointers allow. Traffic: col is
 // written or read once (r*s*c floats per output pixel: about r*s / stride^2 per element of x);
-// at the shapes they apply to (col <= 32 MiB) the GEMM's side of col mostly stays in L2.
+// at the shapes they apply to (col <= 40 MiB) the GEMM's side of col mostly stays in L2.
 #include "kernels/conv.h"
 
 #include "kernels/cuda/common.cuh"

@@ -33,18 +33,29 @@ const GemmCase kGemmCases[] = {
     {ConvShape::make(1, 1, 1, 8, 8, 3, 3, 1, 1), 0},      // 1x1 image: 8 of 9 taps in padding
     {ConvShape::make(4, 16, 16, 64, 32, 3, 3, 1, 1), 0}};  // 1,024 pixels, 16 column groups
 
-TEST_CASE("the GEMM convolutions apply where the column matrix is at most 32 MiB") {
+TEST_CASE("the GEMM convolutions apply where the column matrix is at most 40 MiB") {
   // Batch 16 at 128x128: layer3's 3x3 (8x8, 256 channels) has a 9.4 MB column buffer, layer4's
-  // 4.7 MB, layer1's 37.7 MB (not taken), the decoder's last block's 302 MB (not taken).
+  // 4.7 MB, layer1's 37.7 MB, the stem's 38.5 MB (its forward: cuDNN's generic kernel there);
+  // a 3x3 of 96 channels at 64x64 226 MB and the last decoder block's 302 MB (not taken).
   const ConvShape layer3 = ConvShape::make(16, 8, 8, 256, 256, 3, 3, 1, 1);
   const ConvShape layer4_down = ConvShape::make(16, 8, 8, 256, 512, 3, 3, 2, 1);
   const ConvShape layer1 = ConvShape::make(16, 32, 32, 64, 64, 3, 3, 1, 1);
+  const ConvShape stem = ConvShape::make(16, 128, 128, 3, 64, 7, 7, 2, 3);
+  const ConvShape wide64 = ConvShape::make(16, 64, 64, 96, 32, 3, 3, 1, 1);
   const ConvShape decoder4 = ConvShape::make(16, 128, 128, 32, 16, 3, 3, 1, 1);
   CHECK(conv2d_col_bytes(layer3) == size_t(16) * 64 * 9 * 256 * 4);
+  CHECK(conv2d_col_bytes(stem) == size_t(16) * 64 * 64 * 49 * 3 * 4);
   CHECK(cuda::conv2d_gemm_applies(layer3));
   CHECK(cuda::conv2d_gemm_applies(layer4_down));
-  CHECK_FALSE(cuda::conv2d_gemm_applies(layer1));
+  CHECK(cuda::conv2d_gemm_applies(layer1));
+  CHECK(cuda::conv2d_gemm_applies(stem));
+  CHECK_FALSE(cuda::conv2d_gemm_applies(wide64));
   CHECK_FALSE(cuda::conv2d_gemm_applies(decoder4));
+  // The limit itself: one output pixel more than 40 MiB of columns allows is refused.
+  const int64_t row_bytes = int64_t(3) * 3 * 64 * 4;  // 3x3 taps of 64 channels
+  const int pixels = int((int64_t(40) << 20) / row_bytes);
+  CHECK(cuda::conv2d_gemm_applies(ConvShape::make(1, 1, pixels, 64, 64, 3, 3, 1, 1)));
+  CHECK_FALSE(cuda::conv2d_gemm_applies(ConvShape::make(1, 1, pixels + 1, 64, 64, 3, 3, 1, 1)));
   CHECK_FALSE(cuda::conv2d_gemm_applies(ConvShape::make(0, 8, 8, 4, 4, 3, 3, 1, 1)));
   // The GEMMs' dimensions. Backward-data: col^T (r*s*c x pixels) = wt^T (r*s*c x k) * dy^T.
   const GemmDims d = conv2d_backward_data_gemm_dims(layer4_down);
