@@ -296,7 +296,7 @@ class Probe {
     std::map<int64_t, void*> ptrs = pointers(v);
     std::vector<void*> pack_ptrs;
     for (int64_t id : uids) pack_ptrs.push_back(ptrs.at(id));
-    int built = 0, compiled = 0, skipped_tf32 = 0, too_big = 0;
+    int built = 0, ran = 0, compiled = 0, skipped_tf32 = 0, too_big = 0;
     double slowest_build = 0;
     std::string first_failure;
     Candidate* best = nullptr;
@@ -329,9 +329,10 @@ class Probe {
       c.ms = time_captured(stream_, start_, stop_, kCallsPerGraph, kTimedRuns, [&] {
         return cudnnBackendExecute(handle_, c.exec->get(), c.pack->get());
       });
+      ran += c.ms >= 0;
       if (c.ms >= 0 && (!best || c.ms < best->ms)) best = &c;
     }
-    line << "; built " << built << " of " << cands.size();
+    line << "; built " << built << " of " << cands.size() << ", " << ran << " ran";
     if (compiled > 0)
       line << " (" << compiled << " runtime-compiled, slowest build " << slowest_build << " s)";
     if (skipped_tf32 > 0) line << ", " << skipped_tf32 << " left out (tensor cores, no TF32)";
@@ -480,7 +481,10 @@ class Probe {
 void probe_bn_fusions(const ConvShape& sh, const FusionProbeOptions& options,
                       const std::function<void(const std::string&)>& emit) {
   Probe probe(sh, options);
-  for (const Variant& v : kVariants) emit(probe.run(v));
+  for (const Variant& v : kVariants) {
+    const bool baseline = !v.relu && v.sums == 0;
+    if (options.fused || baseline) emit(probe.run(v));
+  }
 }
 
 }  // namespace unetcu::cudnn

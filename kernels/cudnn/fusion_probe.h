@@ -41,6 +41,7 @@ struct FusionProbeOptions {
   bool tf32 = true;     // as ConvOptions::tf32 (the baseline convolution too)
   int configs = 4;      // configurations built and timed per variant and heuristics mode
   uint64_t seed = 1;    // of the random inputs
+  bool fused = true;    // false: only the two baselines (conv, dgrad), which build fast
 };
 
 // Runs every variant for shape `sh` on the current device and hands `emit` one line per
