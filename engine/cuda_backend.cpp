@@ -296,6 +296,9 @@ class CudaBackend final : public Backend {
 #endif
     os << ", direct convolutions " << conv_choice_name(direct_conv_)
        << ", GEMM convolutions " << conv_choice_name(gemm_conv_);
+#if !defined(UNETCU_SIMT)
+    if (gemm_ && !gemm_->settings().empty()) os << " (" << gemm_->settings() << ")";
+#endif
     description_ = os.str();
   }
 
@@ -354,7 +357,9 @@ class CudaBackend final : public Backend {
     return os.str();
   }
 #if !defined(UNETCU_SIMT)
-  std::string choices() const override { return conv_->report() + side_conv_->report(); }
+  std::string choices() const override {
+    return conv_->report() + side_conv_->report() + (gemm_ ? gemm_->report() : std::string());
+  }
 #endif
 
   // ---- memory ------------------------------------------------------------------------------

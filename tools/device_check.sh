@@ -16,6 +16,7 @@
 #      UNETCU_CUDNN_KNOB_VARIANTS=16 (knob variants of cuDNN's configurations timed too),
 #      UNETCU_CUDNN_DGRAD_AS_FORWARD=1 (the stride-1 data gradients also as forward convolutions),
 #      UNETCU_CUDNN_WGRAD_SMS=112 (the weight gradients' plans on 112 SMs),
+#      UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1 (cuBLASLt's algorithms searched per GEMM),
 #      UNETCU_WGRAD_SPLIT=2 (the narrow weight gradients in two parts over the batch),
 #      UNETCU_BN_RELU_MASK_FROM_INPUT=0 (the BatchNorm + ReLU backward reading y > 0),
 #      UNETCU_STREAM_PRIORITY=0 (every
@@ -42,7 +43,8 @@
 #      best two timed beside them (UNETCU_CUDNN_KNOB_VARIANTS=64), with the stride-1 data
 #      gradients also timed as forward convolutions (UNETCU_CUDNN_DGRAD_AS_FORWARD=1), with
 #      heuristics mode B's configurations timed too (UNETCU_CUDNN_HEURISTICS_B=1), with the
-#      weight gradients' plans on 112 and 96 SMs (UNETCU_CUDNN_WGRAD_SMS, and its timeline), the
+#      weight gradients' plans on 112 and 96 SMs (UNETCU_CUDNN_WGRAD_SMS, and its timeline), with
+#      cuBLASLt's algorithms searched per GEMM shape (UNETCU_GEMM_SEARCH=1), the
 #      convolutions and the step
 #      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
 #      copies and step with UNETCU_PDL=0)
@@ -389,6 +391,10 @@ step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDN
 # The stride-1 data gradients also timed as forward convolutions (opt-in): those that serve.
 step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
   UNETCU_CUDNN_DGRAD_AS_FORWARD=1
+# The GEMM convolutions everywhere they apply, with cuBLASLt's algorithms searched per shape
+# (opt-in): the algorithms that serve, against the CPU.
+step_variant step_check_gemm_search "cpu-vs-gpu step, GEMM search" \
+  "UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1"
 # The weight gradients' cuDNN plans on 112 SMs (opt-in): those that serve.
 step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" UNETCU_CUDNN_WGRAD_SMS=112
 step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
@@ -521,6 +527,9 @@ if [ -x "$gpu_bench" ]; then
   # (opt-in, cuDNN's SM carveout): whether the compute stream's kernels, finding SMs free
   # beside them, gain more than the slower weight gradients cost ("N SMs" in the log), then
   # the timeline with 112: whether the compute stream's waits under them shrink.
+  # The step with cuBLASLt's algorithms timed per GEMM shape (opt-in): whether the GEMM
+  # convolutions then win more shapes from cuDNN ("cuBLASLt algorithm" in the log).
+  step_bench bench_cuda_ops_gemm_search "step, GEMM algorithms searched" UNETCU_GEMM_SEARCH=1
   bench_variant bench_cuda_ops_wgrad_112 "step, wgrad on 112 SMs" \
     UNETCU_CUDNN_WGRAD_SMS=112 '^train_step' serving_summary
   bench_variant bench_cuda_ops_wgrad_96 "step, wgrad on 96 SMs" \

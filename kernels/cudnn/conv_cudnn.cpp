@@ -482,7 +482,8 @@ struct ConvRunner::Impl {
       UNETCU_CUDA_CHECK(cudaEventCreate(&timing_start));
       UNETCU_CUDA_CHECK(cudaEventCreate(&timing_stop));
     }
-    return time_captured(stream, timing_start, timing_stop, kCallsPerGraph, kRetimeRuns, run);
+    return time_captured(stream, timing_start, timing_stop, kCallsPerGraph, kRetimeRuns,
+                         [&] { return run() == CUDNN_STATUS_SUCCESS; });
   }
 
   // Times the first kRetimeCandidates of `list` again and puts those that ran first, fastest

@@ -1,11 +1,19 @@
 // kernels/cudnn/gemm_cublas.cpp: GemmRunner (see gemm_cublas.h), the project's cuBLAS calls.
 #include "kernels/cudnn/gemm_cublas.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
+#include <cstdint>
+#include <map>
+#include <memory>
 #include <sstream>
+#include <tuple>
+#include <vector>
 
 #include "kernels/cuda/check.h"
+#include "kernels/cuda/env.h"
+#include "kernels/cudnn/capture_timing.h"
 #include "kernels/cudnn/library_error.h"
 
 namespace unetcu::cudnn {
@@ -56,6 +64,49 @@ std::string describe(const GemmDims& d) {
   return os.str();
 }
 
+// The search's timing, as the cuDNN runner times its candidates (conv_cudnn.cpp).
+constexpr int kSearchCalls = 4;
+constexpr int kSearchRuns = 5;
+
+// The largest power of two, at most 256, that divides the address: what cuBLASLt's heuristics
+// are told of a buffer's alignment, so that they offer no algorithm that needs more.
+uint32_t alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 1 && a % align != 0) align /= 2;
+  return align;
+}
+
+// A GEMM shape and its buffers' alignments: the search's key.
+using ShapeKey = std::tuple<int, int, int, int, int, int, bool, uint32_t, uint32_t, uint32_t>;
+
+// One cuBLASLt object, destroyed with its owner.
+template <typename T, cublasStatus_t (*Destroy)(T)>
+struct LtObject {
+  T p = nullptr;
+  LtObject() = default;
+  LtObject(const LtObject&) = delete;
+  LtObject& operator=(const LtObject&) = delete;
+  ~LtObject() {
+    if (p) (void)Destroy(p);
+  }
+};
+
+// What the search found for one shape: cuBLASLt's descriptors of it, the algorithm that serves
+// (none: cublasGemmEx's own choice), and every time taken, for report().
+struct ShapeChoice {
+  GemmDims dims;
+  LtObject<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy> op;
+  LtObject<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy> a, b, c;
+  bool use_lt = false;
+  cublasLtMatmulAlgo_t algo{};
+  size_t algo_workspace = 0;
+  float default_ms = -1;
+  std::vector<float> lt_ms;  // per algorithm offered, in the heuristics' order; < 0: did not run
+  int serving = -1;          // index into lt_ms of the algorithm that serves
+  std::string note;          // why the search could not run, when it could not
+};
+
 }  // namespace
 
 std::string cublas_version() {
@@ -73,14 +124,123 @@ struct GemmRunner::Impl {
   cublasHandle_t handle = nullptr;
   void* workspace = nullptr;
   bool tf32 = true;
+  bool search = false;
+  cublasLtHandle_t lt = nullptr;                           // made by the first search
+  cudaEvent_t start = nullptr, stop = nullptr;             // likewise
+  std::map<ShapeKey, std::unique_ptr<ShapeChoice>> chosen;  // by the search, per shape
   ~Impl() {
+    chosen.clear();  // its descriptors before the handle
+    if (lt) (void)cublasLtDestroy(lt);
+    if (start) (void)cudaEventDestroy(start);
+    if (stop) (void)cudaEventDestroy(stop);
     if (handle) (void)cublasDestroy(handle);
     if (workspace) (void)cudaFree(workspace);
   }
+
+  cublasComputeType_t compute() const {
+    return tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  }
+  // cublasGemmEx with its own algorithm choice, on the stream the handle was set to.
+  cublasStatus_t gemm_ex(const GemmDims& d, const float* a, const float* b, float* c) const {
+    const float one = 1.0f, zero = 0.0f;
+    return cublasGemmEx(handle, d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, d.m, d.n,
+                        d.k, &one, a, CUDA_R_32F, d.lda, b, CUDA_R_32F, d.ldb, &zero, c,
+                        CUDA_R_32F, d.ldc, compute(), CUBLAS_GEMM_DEFAULT);
+  }
+  // cuBLASLt with algorithm `algo` of shape choice `ch`.
+  cublasStatus_t lt_matmul(const ShapeChoice& ch, const cublasLtMatmulAlgo_t& algo,
+                           const float* a, const float* b, float* c, cudaStream_t stream) const {
+    const float one = 1.0f, zero = 0.0f;
+    return cublasLtMatmul(lt, ch.op.p, &one, a, ch.a.p, b, ch.b.p, &zero, c, ch.c.p, c, ch.c.p,
+                          &algo, workspace, kWorkspaceBytes, stream);
+  }
+
+  // Times cublasGemmEx's choice and the algorithms cuBLASLt's heuristics offer for this shape
+  // on these buffers (their contents are overwritten: the caller's call comes after).
+  std::unique_ptr<ShapeChoice> search_shape(const GemmDims& d, const float* a, const float* b,
+                                            float* c, cudaStream_t stream) {
+    auto ch = std::make_unique<ShapeChoice>();
+    ch->dims = d;
+    if (!start) {
+      UNETCU_CUDA_CHECK(cudaEventCreate(&start));
+      UNETCU_CUDA_CHECK(cudaEventCreate(&stop));
+    }
+    ch->default_ms = time_captured(stream, start, stop, kSearchCalls, kSearchRuns, [&] {
+      return gemm_ex(d, a, b, c) == CUBLAS_STATUS_SUCCESS;
+    });
+    if (!lt && cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) {
+      lt = nullptr;
+      ch->note = "cublasLtCreate failed";
+      return ch;
+    }
+    const cublasOperation_t trans_a = d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t trans_b = CUBLAS_OP_N;
+    const uint64_t workspace_bytes = kWorkspaceBytes;
+    const uint32_t align[3] = {alignment_of(a), alignment_of(b), alignment_of(c)};
+    LtObject<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy> pref;
+    // A is stored k x m when transposed, m x k otherwise; B k x n; C m x n (column-major).
+    bool ok = cublasLtMatmulDescCreate(&ch->op.p, compute(), CUDA_R_32F) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulDescSetAttribute(ch->op.p, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a,
+                                             sizeof(trans_a)) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulDescSetAttribute(ch->op.p, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b,
+                                             sizeof(trans_b)) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&ch->a.p, CUDA_R_32F, d.trans_a ? d.k : d.m,
+                                         d.trans_a ? d.m : d.k, d.lda) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&ch->b.p, CUDA_R_32F, d.k, d.n, d.ldb) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatrixLayoutCreate(&ch->c.p, CUDA_R_32F, d.m, d.n, d.ldc) ==
+                  CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceCreate(&pref.p) == CUBLAS_STATUS_SUCCESS &&
+              cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                   &workspace_bytes, sizeof(workspace_bytes)) ==
+                  CUBLAS_STATUS_SUCCESS;
+    const cublasLtMatmulPreferenceAttributes_t align_attr[3] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES};
+    for (int i = 0; i < 3 && ok; ++i)
+      ok = cublasLtMatmulPreferenceSetAttribute(pref.p, align_attr[i], &align[i],
+                                                sizeof(align[i])) == CUBLAS_STATUS_SUCCESS;
+    cublasLtMatmulHeuristicResult_t results[kGemmSearchAlgorithms] = {};
+    int returned = 0;
+    ok = ok && cublasLtMatmulAlgoGetHeuristic(lt, ch->op.p, ch->a.p, ch->b.p, ch->c.p, ch->c.p,
+                                              pref.p, kGemmSearchAlgorithms, results,
+                                              &returned) == CUBLAS_STATUS_SUCCESS;
+    if (!ok) {
+      (void)cudaGetLastError();
+      ch->note = "cuBLASLt offered no algorithm";
+      return ch;
+    }
+    float best = ch->default_ms;
+    for (int i = 0; i < returned; ++i) {
+      float ms = -1;
+      if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= kWorkspaceBytes)
+        ms = time_captured(stream, start, stop, kSearchCalls, kSearchRuns, [&] {
+          return lt_matmul(*ch, results[i].algo, a, b, c, stream) == CUBLAS_STATUS_SUCCESS;
+        });
+      ch->lt_ms.push_back(ms);
+      if (ms >= 0 && (best < 0 || ms < best)) {
+        best = ms;
+        ch->use_lt = true;
+        ch->algo = results[i].algo;
+        ch->algo_workspace = results[i].workspaceSize;
+        ch->serving = i;
+      }
+    }
+    return ch;
+  }
 };
 
-GemmRunner::GemmRunner(bool tf32) : impl_(std::make_unique<Impl>()) {
+GemmRunner::GemmRunner(bool tf32, int search) : impl_(std::make_unique<Impl>()) {
   impl_->tf32 = tf32;
+  if (search < 0) {
+    const EnvInt e = read_env_int("UNETCU_GEMM_SEARCH", 0, 1);
+    if (e.state == EnvInt::bad)
+      throw CublasError(std::string("UNETCU_GEMM_SEARCH=") + e.text +
+                        ": expected 0 or 1 (1: cuBLASLt's algorithms timed per GEMM shape)");
+    search = e.state == EnvInt::ok ? int(e.value) : 0;
+  }
+  impl_->search = search == 1;
   UNETCU_CUBLAS_CHECK_FOR(cublasCreate(&impl_->handle), std::string());
   UNETCU_CUDA_CHECK_ALLOC(cudaMalloc(&impl_->workspace, kWorkspaceBytes), kWorkspaceBytes);
 }
@@ -94,14 +254,45 @@ void GemmRunner::run(const GemmDims& d, const float* a, const float* b, float* c
   UNETCU_CUBLAS_CHECK_FOR(cublasSetStream(impl_->handle, stream), describe(d));
   UNETCU_CUBLAS_CHECK_FOR(cublasSetWorkspace(impl_->handle, impl_->workspace, kWorkspaceBytes),
                           describe(d));
-  const float one = 1.0f, zero = 0.0f;
-  const cublasComputeType_t compute =
-      impl_->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  UNETCU_CUBLAS_CHECK_FOR(
-      cublasGemmEx(impl_->handle, d.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, d.m, d.n,
-                   d.k, &one, a, CUDA_R_32F, d.lda, b, CUDA_R_32F, d.ldb, &zero, c, CUDA_R_32F,
-                   d.ldc, compute, CUBLAS_GEMM_DEFAULT),
-      describe(d));
+  if (impl_->search) {
+    const ShapeKey key{d.m,       d.n, d.k, d.lda, d.ldb, d.ldc, d.trans_a, alignment_of(a),
+                       alignment_of(b), alignment_of(c)};
+    auto it = impl_->chosen.find(key);
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    UNETCU_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+    // A shape first seen inside a capture keeps cublasGemmEx's choice for that call (the
+    // search runs kernels of its own); the engine's first step of a batch size is eager.
+    if (it == impl_->chosen.end() && capturing == cudaStreamCaptureStatusNone)
+      it = impl_->chosen.emplace(key, impl_->search_shape(d, a, b, c, stream)).first;
+    if (it != impl_->chosen.end() && it->second->use_lt) {
+      UNETCU_CUBLAS_CHECK_FOR(impl_->lt_matmul(*it->second, it->second->algo, a, b, c, stream),
+                              describe(d) + " (cuBLASLt)");
+      return;
+    }
+  }
+  UNETCU_CUBLAS_CHECK_FOR(impl_->gemm_ex(d, a, b, c), describe(d));
+}
+
+std::string GemmRunner::settings() const {
+  return impl_->search ? "GEMM algorithms searched" : std::string();
+}
+
+std::string GemmRunner::report() const {
+  std::ostringstream os;
+  for (const auto& [key, ch] : impl_->chosen) {
+    os << describe(ch->dims) << ": " << (ch->use_lt ? "cuBLASLt algorithm " : "cublasGemmEx")
+       << (ch->use_lt ? std::to_string(ch->serving + 1) + " of " + std::to_string(ch->lt_ms.size())
+                      : std::string())
+       << "; cublasGemmEx " << ch->default_ms << " ms";
+    if (!ch->lt_ms.empty()) {
+      os << "; cuBLASLt";
+      for (float ms : ch->lt_ms) os << " " << ms;
+      os << " ms";
+    }
+    if (!ch->note.empty()) os << "; " << ch->note;
+    os << "\n";
+  }
+  return os.str();
 }
 
 }  // namespace unetcu::cudnn

@@ -14,6 +14,16 @@
 // Results are reproducible run to run: cuBLAS's GEMMs use no atomics unless asked
 // (cublasSetAtomicsMode), and the workspace and stream are the same at every call.
 //
+// Algorithm search (UNETCU_GEMM_SEARCH=1, off by default): the first call of each GEMM shape
+// outside a stream capture also times the best algorithms cuBLASLt's heuristics offer for it
+// (at most kGemmSearchAlgorithms, within the workspace) beside cublasGemmEx's own choice,
+// each as a captured CUDA graph (kernels/cudnn/capture_timing.h), and later calls of the shape
+// run the fastest; report() lists them. Why: the deep layers' GEMMs are small and oddly shaped
+// (256 x 1,024 x 2,304 for layer3's forward), where one ranking's first guess may leave the
+// card part empty; the convolutions' GEMM rivals lost to cuDNN by a few microseconds on some
+// of those shapes (bench/RESULTS.md). The GEMM rival is itself timed against cuDNN and checked
+// against its output, so a slower or wrong algorithm cannot serve.
+//
 // Errors: every cuBLAS call is checked; a failure throws CublasError naming the call,
 // file:line, cuBLAS's status text and a hint.
 #pragma once
@@ -37,16 +47,26 @@ class CublasError : public std::runtime_error {
 // "cuBLAS 13.0.2": the library loaded at run time.
 std::string cublas_version();
 
+constexpr int kGemmSearchAlgorithms = 8;
+
 // One cuBLAS handle; not thread-safe (one per host thread). Calls are asynchronous.
 class GemmRunner {
  public:
-  explicit GemmRunner(bool tf32);
+  // search: 1 times cuBLASLt's algorithms per shape (above), 0 not; -1: UNETCU_GEMM_SEARCH,
+  // else 0 (a value other than 0 or 1 there throws, naming it).
+  explicit GemmRunner(bool tf32, int search = -1);
   ~GemmRunner();
   GemmRunner(const GemmRunner&) = delete;
   GemmRunner& operator=(const GemmRunner&) = delete;
 
   // C = op(A) * B as `d` says (column-major), on `stream`.
   void run(const GemmDims& d, const float* a, const float* b, float* c, cudaStream_t stream);
+  // With the search: one line per GEMM shape, the algorithm that serves and the times of
+  // those tried; empty without it.
+  std::string report() const;
+  // "GEMM algorithms searched" when the search is on, else empty (for the backend's
+  // description).
+  std::string settings() const;
 
  private:
   struct Impl;

@@ -598,6 +598,12 @@ TEST_CASE("UNETCU_CUDNN_WGRAD_SMS outside 0..1024 is refused with its value") {
   CHECK_FALSE(described("UNETCU_CUDNN_WGRAD_SMS", "0", "weight gradients on"));
 }
 
+TEST_CASE("UNETCU_GEMM_SEARCH other than 0 or 1 is refused with its value") {
+  check_runner_setting("UNETCU_GEMM_SEARCH", {"2", "yes", "-1", "1x"}, "0 or 1", {"0", "1"});
+  CHECK(described("UNETCU_GEMM_SEARCH", "1", "GEMM algorithms searched"));
+  CHECK_FALSE(described("UNETCU_GEMM_SEARCH", "0", "searched"));
+}
+
 // The BatchNorm-fusion probe's own machinery (graph builder, variant packs, timing, the check
 // of the outputs against the engine's convolution) on a small shape: its two baselines, one
 // convolution alone in each direction, for which every cuDNN has engines, must run and agree
