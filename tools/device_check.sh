@@ -323,11 +323,13 @@ step_check_rows() {
 # shapes, before the rest (an A/B, or the full check): whether cuDNN fuses the BatchNorm's sums
 # into the convolutions in float32, what builds, how fast, and whether the outputs agree. Its
 # lines are printed with the table. Runtime-compiled engines take seconds each to build, so it
-# has its own limit; the lines finished by then are kept.
+# has its own limit and builds one configuration per heuristics mode
+# (UNETCU_CHECK_FUSION_CONFIGS, default 1); the lines finished by then are kept.
 if [ "${UNETCU_CHECK_FUSION:-0}" = 1 ]; then
   t=$(date +%s)
   probe_bin=$build/bench/bench_cudnn_fusion
-  if [ -x "$probe_bin" ] && run fusion_probe 150 "$probe_bin"; then
+  if [ -x "$probe_bin" ] &&
+     run fusion_probe 150 "$probe_bin" --configs "${UNETCU_CHECK_FUSION_CONFIGS:-1}"; then
     row "BatchNorm-fusion probe" ok "$(elapsed "$t"); $(grep -c 'outputs agree' \
       "$out/fusion_probe.log") variants ran and agree, $(grep -c 'DISAGREE' \
       "$out/fusion_probe.log") disagree, $(grep -c -E 'none ran|graph refused' \
