@@ -1,8 +1,9 @@
 // bench/cudnn_fusion.cpp: runs the BatchNorm-fusion probe (kernels/cudnn/fusion_probe.h) at
 // some of the network's convolution shapes and prints one line per shape and variant: what
 // cuDNN's heuristics offer for a convolution with the BatchNorm's sums (or the ReLU mask and
-// the BatchNorm backward's sums) in its epilogue, in float32, what builds, the fastest one's
-// time beside the engine's own convolution, and whether its outputs agree.
+// the BatchNorm backward's sums) in its epilogue, or the BatchNorm + ReLU before it as a
+// prologue, in float32, what builds, the fastest one's time beside the engine's own
+// convolution, and whether its outputs agree.
 //
 //   bench_cudnn_fusion [--batch N] [--size S] [--shapes a,b,...] [--configs K] [--no-tf32]
 //

@@ -33,6 +33,7 @@ constexpr size_t kWorkspaceLimit = size_t(256) << 20;
 enum Uid : int64_t {
   kX = 1, kW = 2, kY = 3, kSum = 4, kSqSum = 5,  // forward: y's per-channel sums
   kR = 6, kGSum = 7, kZ = 8, kMean = 9, kGzSum = 10,  // data gradient (x-shaped: dx, r, z)
+  kScale = 11, kBias = 12,  // forward prologue: the BatchNorm's per-channel scale and shift
   kVirtual = 100,
 };
 
@@ -74,6 +75,9 @@ struct Variant {
   int sums;            // per-channel sums: forward sum(y)[, sum(y*y)]; backward sum(g)[, sum(g*zc)]
   bool genstats;       // the forward's two sums through GEN_STATS
   bool deterministic;  // the reductions ask for a deterministic order
+  // Forward: the convolution's input is relu(x * scale + bias), the BatchNorm + ReLU before it
+  // applied as the input is loaded (a prologue), so that their output need not be written.
+  bool prologue = false;
 };
 
 const Variant kVariants[] = {
@@ -83,6 +87,9 @@ const Variant kVariants[] = {
     {"conv+sum+sumsq", false, false, 2, false, true},
     {"conv+sum+sumsq", false, false, 2, false, false},
     {"conv+genstats", false, false, 2, true, false},
+    {"bnrelu+conv", false, false, 0, false, false, true},
+    {"bnrelu+conv+sum+sumsq", false, false, 2, false, true, true},
+    {"bnrelu+conv+sum+sumsq", false, false, 2, false, false, true},
     {"dgrad", true, false, 0, false, false},
     {"dgrad+relu", true, true, 0, false, false},
     {"dgrad+relu+sum", true, true, 1, false, true},
@@ -117,9 +124,9 @@ std::vector<int64_t> build_variant(GraphBuilder& gb, cudnnHandle_t handle, const
       gb.set(op, CUDNN_ATTR_OPERATION_POINTWISE_DYDESC, desc, 1, &a, "relu_bwd dy");
       gb.set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, desc, 1, &b, "relu_bwd x");
       gb.set(op, CUDNN_ATTR_OPERATION_POINTWISE_DXDESC, desc, 1, &out, "relu_bwd dx");
-    } else {
+    } else {  // b null: a unary mode (RELU_FWD)
       gb.set(op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, desc, 1, &a, "pointwise x");
-      gb.set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, desc, 1, &b, "pointwise b");
+      if (b) gb.set(op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, desc, 1, &b, "pointwise b");
       gb.set(op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, desc, 1, &out, "pointwise y");
     }
     gb.finalize(op, "pointwise op finalize");
@@ -155,6 +162,17 @@ std::vector<int64_t> build_variant(GraphBuilder& gb, cudnnHandle_t handle, const
   cudnnBackendDescriptor_t w = gb.tensor(kW, sh.k, sh.c, sh.r, sh.s);
   if (!v.backward) {
     cudnnBackendDescriptor_t x = x_shaped(kX), y = y_shaped(kY);
+    if (v.prologue) {
+      cudnnBackendDescriptor_t scaled = x_shaped(kVirtual + 3, true),
+                               shifted = x_shaped(kVirtual + 4, true),
+                               input = x_shaped(kVirtual + 5, true);
+      pointwise(CUDNN_POINTWISE_MUL, x, channels(kScale, sh.c), scaled);
+      pointwise(CUDNN_POINTWISE_ADD, scaled, channels(kBias, sh.c), shifted);
+      pointwise(CUDNN_POINTWISE_RELU_FWD, shifted, nullptr, input);
+      uids.push_back(kScale);
+      uids.push_back(kBias);
+      x = input;
+    }
     convolution(x, w, y);
     if (v.sums > 0) {
       cudnnBackendDescriptor_t sum = channels(kSum, sh.k), sqsum = channels(kSqSum, sh.k);
@@ -224,7 +242,7 @@ class Probe {
   Probe(const ConvShape& sh, const FusionProbeOptions& options)
       : sh_(sh), options_(options), x_(sh.x_size()), w_(sh.w_size()), y_(sh.y_size()),
         dy_(sh.y_size()), r_(sh.x_size()), z_(sh.x_size()), dx_(sh.x_size()), sum_(sh.k),
-        sqsum_(sh.k), mean_(sh.c), gsum_(sh.c), gzsum_(sh.c),
+        sqsum_(sh.k), mean_(sh.c), gsum_(sh.c), gzsum_(sh.c), scale_(sh.c), bias_(sh.c),
         ws_(kWorkspaceLimit / sizeof(float)) {
     UNETCU_CUDA_CHECK(cudaStreamCreate(&stream_));
     UNETCU_CUDA_CHECK(cudaEventCreate(&start_));
@@ -352,14 +370,15 @@ class Probe {
  private:
   const ConvShape sh_;
   const FusionProbeOptions options_;
-  Buffer x_, w_, y_, dy_, r_, z_, dx_, sum_, sqsum_, mean_, gsum_, gzsum_, ws_;
+  Buffer x_, w_, y_, dy_, r_, z_, dx_, sum_, sqsum_, mean_, gsum_, gzsum_, scale_, bias_, ws_;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
   cudnnHandle_t handle_ = nullptr;
   // The engine's own results (ConvRunner, as training runs it) and their times.
   std::vector<double> y_ref_, dx_ref_;
+  std::vector<double> y_prologue_ref_;  // the convolution of relu(x * scale + bias)
   float engine_fwd_ms_ = -1, engine_dgrad_ms_ = -1;
-  std::vector<float> r_host_, z_host_, mean_host_;
+  std::vector<float> x_host_, r_host_, z_host_, mean_host_, scale_host_, bias_host_;
 
   // Random inputs: x, dy ~ N(0, 1); filters ~ N(0, 1 / fan-in) so y is O(1); r = relu of
   // N(0, 1) (half zeros, as a ReLU's output); z ~ N(0.3, 1) and the means near 0.3.
@@ -371,7 +390,12 @@ class Probe {
       for (float& e : v) e = normal(rng) * scale + shift;
       return v;
     };
-    x_.upload(draw(size_t(sh_.x_size()), 1.0f, 0.0f));
+    x_host_ = draw(size_t(sh_.x_size()), 1.0f, 0.0f);
+    x_.upload(x_host_);
+    scale_host_ = draw(size_t(sh_.c), 0.2f, 1.0f);
+    scale_.upload(scale_host_);
+    bias_host_ = draw(size_t(sh_.c), 0.2f, 0.0f);
+    bias_.upload(bias_host_);
     w_.upload(draw(size_t(sh_.w_size()), 1.0f / std::sqrt(float(sh_.r * sh_.s * sh_.c)), 0.0f));
     dy_.upload(draw(size_t(sh_.y_size()), 1.0f, 0.0f));
     r_host_ = draw(size_t(sh_.x_size()), 1.0f, 0.0f);
@@ -415,12 +439,24 @@ class Probe {
     UNETCU_CUDA_CHECK(cudaStreamSynchronize(stream_));
     for (float e : y_.download()) y_ref_.push_back(e);
     for (float e : dx_.download()) dx_ref_.push_back(e);
+    // The prologue variants' reference: the engine's convolution of the normalised input.
+    std::vector<float> normalised(x_host_.size());
+    for (size_t i = 0; i < normalised.size(); ++i) {
+      const size_t ch = i % size_t(sh_.c);
+      normalised[i] = std::max(0.0f, x_host_[i] * scale_host_[ch] + bias_host_[ch]);
+    }
+    const Buffer xn(normalised.size());
+    xn.upload(normalised);
+    runner.forward(y_.get(), xn.get(), w_.get(), sh_, ws_.get(), fwd_ws);
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (float e : y_.download()) y_prologue_ref_.push_back(e);
   }
 
   std::map<int64_t, void*> pointers(const Variant& v) const {
     if (!v.backward)
-      return {{kX, x_.get()}, {kW, w_.get()}, {kY, y_.get()}, {kSum, sum_.get()},
-              {kSqSum, sqsum_.get()}};
+      return {{kX, x_.get()},          {kW, w_.get()},         {kY, y_.get()},
+              {kSum, sum_.get()},       {kSqSum, sqsum_.get()}, {kScale, scale_.get()},
+              {kBias, bias_.get()}};
     return {{kX, dx_.get()}, {kW, w_.get()},    {kY, dy_.get()},      {kR, r_.get()},
             {kGSum, gsum_.get()}, {kZ, z_.get()}, {kMean, mean_.get()}, {kGzSum, gzsum_.get()}};
   }
@@ -442,12 +478,13 @@ class Probe {
                                           : int64_t(sh_.n) * sh_.p * sh_.q);
     const size_t cols = size_t(v.backward ? sh_.c : sh_.k);
     if (!v.backward) {
-      note("y", tensor_error(y_.download(), y_ref_));
+      const std::vector<double>& ref = v.prologue ? y_prologue_ref_ : y_ref_;
+      note("y", tensor_error(y_.download(), ref));
       if (v.sums > 0) {
         std::vector<std::vector<double>> s(cols), ss(cols);
         for (size_t i = 0; i < rows; ++i)
           for (size_t j = 0; j < cols; ++j) {
-            const double e = y_ref_[i * cols + j];
+            const double e = ref[i * cols + j];
             s[j].push_back(e);
             ss[j].push_back(e * e);
           }
@@ -482,7 +519,7 @@ void probe_bn_fusions(const ConvShape& sh, const FusionProbeOptions& options,
                       const std::function<void(const std::string&)>& emit) {
   Probe probe(sh, options);
   for (const Variant& v : kVariants) {
-    const bool baseline = !v.relu && v.sums == 0;
+    const bool baseline = !v.relu && !v.prologue && v.sums == 0;
     if (options.fused || baseline) emit(probe.run(v));
   }
 }

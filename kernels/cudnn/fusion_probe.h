@@ -7,9 +7,11 @@
 // reads the convolution's output again, and in the backward a gradient-sums pass that reads the
 // data gradient (masked by the ReLU) and the BatchNorm's input again. cuDNN's runtime fusion
 // engines can add reductions to a convolution's epilogue (its output tile is still in
-// registers), which would drop those passes (about 0.7 ms a step from the timeline). Whether
-// they do so in float32 with TF32 arithmetic, deterministically, and how fast, the
-// documentation does not settle; this probe asks the library on the card.
+// registers), which would drop those passes (about 0.7 ms a step from the timeline), and
+// apply a BatchNorm + ReLU as a convolution's input is read (the normalising pass, 0.1 ms a
+// step, and the write of its output). Whether they do so in float32 with TF32 arithmetic,
+// deterministically, and how fast, the documentation does not settle; this probe asks the
+// library on the card.
 //
 // Variants, each one operation graph (NHWC float32, KRSC filters, tensors as conv_cudnn.cpp's):
 //   forward, sh's output y as a BatchNorm's input:
@@ -17,6 +19,9 @@
 //     conv+sum         y, and sum(y) per channel (a reduction in the epilogue)
 //     conv+sum+sumsq   y, sum(y), sum(y * y)
 //     conv+genstats    y and both sums through cuDNN's GEN_STATS operation
+//     bnrelu+conv      the input as relu(x * scale + bias), the BatchNorm + ReLU before the
+//                      convolution applied as its input is read (a prologue: their output
+//                      need not be written), then also with sum(y) and sum(y * y)
 //   data gradient, sh's input x as the output of a BatchNorm + ReLU (r = relu(bn(z))):
 //     dgrad            the data gradient alone
 //     dgrad+relu       g = dgrad(dy) masked where r = 0 (RELU_BWD)
