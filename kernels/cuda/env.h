@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <string>
 
 namespace unetcu {
 
@@ -44,6 +45,17 @@ inline EnvInt read_env_int(const char* variable, long lo, long hi) {
   r.value = std::strtol(r.text, &end, 10);
   r.state = *end == '\0' && r.value >= lo && r.value <= hi ? EnvInt::ok : EnvInt::bad;
   return r;
+}
+
+// The integer from lo to hi in `variable`; `fallback` when it is unset or empty; anything else
+// throws Error("VARIABLE=value: expected <expected>") (the cuDNN and cuBLAS runners' settings).
+template <class Error>
+int env_int_or_throw(const char* variable, int fallback, long lo, long hi,
+                     const std::string& expected) {
+  const EnvInt n = read_env_int(variable, lo, hi);
+  if (n.state == EnvInt::bad)
+    throw Error(std::string(variable) + "=" + n.text + ": expected " + expected);
+  return n.state == EnvInt::ok ? int(n.value) : fallback;
 }
 
 }  // namespace unetcu

@@ -224,13 +224,9 @@ bool graph_api_enabled() {
   return v == nullptr || std::string(v) != "0";
 }
 
-// The integer in environment variable `variable`, lo to hi; `fallback` when it is unset or
-// empty; another value throws "VARIABLE=value: expected <expected>".
+// The integer in environment variable `variable` (env_int_or_throw), refused as a CudnnError.
 int env_int(const char* variable, int fallback, int lo, int hi, const std::string& expected) {
-  const EnvInt n = read_env_int(variable, lo, hi);
-  if (n.state == EnvInt::bad)
-    throw CudnnError(std::string(variable) + "=" + n.text + ": expected " + expected);
-  return n.state == EnvInt::ok ? int(n.value) : fallback;
+  return env_int_or_throw<CudnnError>(variable, fallback, lo, hi, expected);
 }
 
 int graph_candidate_limit() {
@@ -580,18 +576,11 @@ struct ConvRunner::Impl {
     return gb.kept();
   }
 
-  // The engine of configuration `config`, with its global index, whether it uses tensor cores,
-  // and whether its notes allow it here (see the section comment above GraphPlan); false when
-  // cuDNN does not say.
-  bool engine_of(cudnnBackendDescriptor_t config, Desc& engine, int64_t* index, bool* usable,
-                 bool* tensor_core) const {
-    EngineNotes e;
-    if (!engine_notes(config, engine, &e)) return false;
-    *index = e.index;
-    *tensor_core = e.tensor_core;
-    *usable = !e.nondeterministic && !e.down_convert && !e.reduced_precision &&
-              !e.runtime_compiled && (!e.tensor_core || options.tf32);
-    return true;
+  // Whether an engine with these notes may serve here (see the section comment above
+  // GraphPlan).
+  bool allowed(const EngineNotes& e) const {
+    return !e.nondeterministic && !e.down_convert && !e.reduced_precision &&
+           !e.runtime_compiled && (!e.tensor_core || options.tf32);
   }
 
   // g.config's execution plan, finalized, when it needs at most `ws_limit` bytes of workspace.
@@ -644,12 +633,14 @@ struct ConvRunner::Impl {
       int taken = 0;
       for (size_t i = 0; i < configs.size() && taken < options.graph_candidates; ++i) {
         Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-        GraphPlan g;
-        bool usable = false;
-        if (!engine_of(configs[i].get(), engine, &g.engine, &usable, &g.tensor_core) || !usable) {
+        EngineNotes notes;
+        if (!engine_notes(configs[i].get(), engine, &notes) || !allowed(notes)) {
           ++skipped;
           continue;
         }
+        GraphPlan g;
+        g.engine = notes.index;
+        g.tensor_core = notes.tensor_core;
         g.graph = graph;
         g.forward_form = forward_form;
         g.heuristics_b = mode == CUDNN_HEUR_MODE_B;
@@ -742,9 +733,8 @@ struct ConvRunner::Impl {
                                                &sms) != CUDNN_STATUS_SUCCESS) ||
           cudnnBackendFinalize(engine->get()) != CUDNN_STATUS_SUCCESS) {
         engine = std::make_shared<Desc>(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-        int64_t read_index = -1;
-        bool usable = false, read_tensor_core = false;
-        if (!engine_of(base_config, *engine, &read_index, &usable, &read_tensor_core)) continue;
+        EngineNotes read;
+        if (!engine_notes(base_config, *engine, &read)) continue;
       }
       const std::map<int, int64_t> current = knob_choices(base_config);
       for (const KnobRange& knob : knob_ranges(engine->get())) {

@@ -276,7 +276,9 @@ class Probe {
     // The configurations the three heuristics modes offer, the first options_.configs of each,
     // each engine and knob setting once.
     struct Candidate {
-      Desc config{CUDNN_BACKEND_ENGINECFG_DESCRIPTOR};
+      Candidate(Desc c, const EngineNotes& n, std::string k)
+          : config(std::move(c)), notes(n), knobs(std::move(k)) {}
+      Desc config;
       EngineNotes notes;
       std::string knobs;
       std::unique_ptr<Desc> exec, pack;
@@ -297,16 +299,14 @@ class Probe {
       }
       line << configs.size();
       for (size_t i = 0; i < configs.size() && int(i) < options_.configs; ++i) {
-        Candidate c;
+        EngineNotes notes;
         Desc engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-        if (!engine_notes(configs[i].get(), engine, &c.notes)) continue;
-        c.knobs = knob_text(configs[i].get());
+        if (!engine_notes(configs[i].get(), engine, &notes)) continue;
+        std::string knobs = knob_text(configs[i].get());
         bool seen = false;
         for (const Candidate& o : cands)
-          seen = seen || (o.notes.index == c.notes.index && o.knobs == c.knobs);
-        if (seen) continue;
-        c.config = std::move(configs[i]);
-        cands.push_back(std::move(c));
+          seen = seen || (o.notes.index == notes.index && o.knobs == knobs);
+        if (!seen) cands.emplace_back(std::move(configs[i]), notes, std::move(knobs));
       }
     }
 

@@ -233,13 +233,9 @@ struct GemmRunner::Impl {
 
 GemmRunner::GemmRunner(bool tf32, int search) : impl_(std::make_unique<Impl>()) {
   impl_->tf32 = tf32;
-  if (search < 0) {
-    const EnvInt e = read_env_int("UNETCU_GEMM_SEARCH", 0, 1);
-    if (e.state == EnvInt::bad)
-      throw CublasError(std::string("UNETCU_GEMM_SEARCH=") + e.text +
-                        ": expected 0 or 1 (1: cuBLASLt's algorithms timed per GEMM shape)");
-    search = e.state == EnvInt::ok ? int(e.value) : 0;
-  }
+  if (search < 0)
+    search = env_int_or_throw<CublasError>(
+        "UNETCU_GEMM_SEARCH", 0, 0, 1, "0 or 1 (1: cuBLASLt's algorithms timed per GEMM shape)");
   impl_->search = search == 1;
   UNETCU_CUBLAS_CHECK_FOR(cublasCreate(&impl_->handle), std::string());
   UNETCU_CUDA_CHECK_ALLOC(cudaMalloc(&impl_->workspace, kWorkspaceBytes), kWorkspaceBytes);
@@ -258,12 +254,14 @@ void GemmRunner::run(const GemmDims& d, const float* a, const float* b, float* c
     const ShapeKey key{d.m,       d.n, d.k, d.lda, d.ldb, d.ldc, d.trans_a, alignment_of(a),
                        alignment_of(b), alignment_of(c)};
     auto it = impl_->chosen.find(key);
-    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-    UNETCU_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
-    // A shape first seen inside a capture keeps cublasGemmEx's choice for that call (the
-    // search runs kernels of its own); the engine's first step of a batch size is eager.
-    if (it == impl_->chosen.end() && capturing == cudaStreamCaptureStatusNone)
-      it = impl_->chosen.emplace(key, impl_->search_shape(d, a, b, c, stream)).first;
+    if (it == impl_->chosen.end()) {
+      // A shape first seen inside a capture keeps cublasGemmEx's choice for that call (the
+      // search runs kernels of its own); the engine's first step of a batch size is eager.
+      cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+      UNETCU_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+      if (capturing == cudaStreamCaptureStatusNone)
+        it = impl_->chosen.emplace(key, impl_->search_shape(d, a, b, c, stream)).first;
+    }
     if (it != impl_->chosen.end() && it->second->use_lt) {
       UNETCU_CUBLAS_CHECK_FOR(impl_->lt_matmul(*it->second, it->second->algo, a, b, c, stream),
                               describe(d) + " (cuBLASLt)");

@@ -571,37 +571,39 @@ TEST_CASE("UNETCU_CUDNN_CANDIDATES outside 1..64 is refused with its value") {
                        {"1", "64"});
 }
 
+// An opt-in setting of the runners: refused as check_runner_setting says, named in the
+// description (`on_text`) under NAME=on, and not (`off_text` absent) under NAME=0.
+void check_opt_in(const char* name, std::initializer_list<const char*> bad_values,
+                  const char* takes, std::initializer_list<const char*> good_values,
+                  const char* on, const char* on_text, const char* off_text) {
+  check_runner_setting(name, bad_values, takes, good_values);
+  CHECK(described(name, on, on_text));
+  CHECK_FALSE(described(name, "0", off_text));
+}
+
 TEST_CASE("UNETCU_CUDNN_DGRAD_AS_FORWARD other than 0 or 1 is refused with its value") {
-  check_runner_setting("UNETCU_CUDNN_DGRAD_AS_FORWARD", {"2", "-1", "yes", "1x"}, "0 or 1",
-                       {"0", "1"});
-  CHECK(described("UNETCU_CUDNN_DGRAD_AS_FORWARD", "1", "data gradients also as forwards"));
-  CHECK_FALSE(described("UNETCU_CUDNN_DGRAD_AS_FORWARD", "0", "as forwards"));
+  check_opt_in("UNETCU_CUDNN_DGRAD_AS_FORWARD", {"2", "-1", "yes", "1x"}, "0 or 1", {"0", "1"},
+               "1", "data gradients also as forwards", "as forwards");
 }
 
 TEST_CASE("UNETCU_CUDNN_HEURISTICS_B other than 0 or 1 is refused with its value") {
-  check_runner_setting("UNETCU_CUDNN_HEURISTICS_B", {"2", "b", "-1"}, "0 or 1", {"0", "1"});
-  CHECK(described("UNETCU_CUDNN_HEURISTICS_B", "1", "heuristics mode B too"));
-  CHECK_FALSE(described("UNETCU_CUDNN_HEURISTICS_B", "0", "mode B"));
+  check_opt_in("UNETCU_CUDNN_HEURISTICS_B", {"2", "b", "-1"}, "0 or 1", {"0", "1"}, "1",
+               "heuristics mode B too", "mode B");
 }
 
 TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value") {
-  check_runner_setting("UNETCU_CUDNN_KNOB_VARIANTS", {"-1", "257", "all", "8x"}, "from 0 to 256",
-                       {"0", "256"});
-  CHECK(described("UNETCU_CUDNN_KNOB_VARIANTS", "64", "64 knob variants"));
-  CHECK_FALSE(described("UNETCU_CUDNN_KNOB_VARIANTS", "0", "knob variants"));
+  check_opt_in("UNETCU_CUDNN_KNOB_VARIANTS", {"-1", "257", "all", "8x"}, "from 0 to 256",
+               {"0", "256"}, "64", "64 knob variants", "knob variants");
 }
 
 TEST_CASE("UNETCU_CUDNN_WGRAD_SMS outside 0..1024 is refused with its value") {
-  check_runner_setting("UNETCU_CUDNN_WGRAD_SMS", {"-1", "1025", "half", "96x"}, "to 1024",
-                       {"0", "96", "1024"});
-  CHECK(described("UNETCU_CUDNN_WGRAD_SMS", "96", "weight gradients on 96 of "));
-  CHECK_FALSE(described("UNETCU_CUDNN_WGRAD_SMS", "0", "weight gradients on"));
+  check_opt_in("UNETCU_CUDNN_WGRAD_SMS", {"-1", "1025", "half", "96x"}, "to 1024",
+               {"0", "96", "1024"}, "96", "weight gradients on 96 of ", "weight gradients on");
 }
 
 TEST_CASE("UNETCU_GEMM_SEARCH other than 0 or 1 is refused with its value") {
-  check_runner_setting("UNETCU_GEMM_SEARCH", {"2", "yes", "-1", "1x"}, "0 or 1", {"0", "1"});
-  CHECK(described("UNETCU_GEMM_SEARCH", "1", "GEMM algorithms searched"));
-  CHECK_FALSE(described("UNETCU_GEMM_SEARCH", "0", "searched"));
+  check_opt_in("UNETCU_GEMM_SEARCH", {"2", "yes", "-1", "1x"}, "0 or 1", {"0", "1"}, "1",
+               "GEMM algorithms searched", "searched");
 }
 
 // The BatchNorm-fusion probe's own machinery (graph builder, variant packs, timing, the check
