@@ -37,6 +37,25 @@
 //     sync is each kernel's first statement, and every launch in kernels/cuda chained (or
 //     cooperative), tests/emu/test_launch_rules.cpp checks in the sources.
 //
+//   UNETCU_LAUNCH_CLUSTER(kernel, blocks, 256, smem_bytes, stream, cluster)(args...);
+//   UNETCU_CLUSTER_SYNC();                // inside that kernel, reached by every thread
+//   UNETCU_CLUSTER_RANK()                 // this block's rank in its cluster, 0 .. cluster-1
+//   UNETCU_CLUSTER_SHARED(ptr, rank)      // ptr (into this block's dynamic shared memory)
+//                                         // mapped to the same place in block `rank`'s
+//     A chained launch (as UNETCU_LAUNCH_CHAINED below: the kernel starts with
+//     UNETCU_GRID_DEPENDENCY_SYNC) whose blocks come in clusters (compute capability 9.0): each
+//     `cluster` consecutive blocks along x (1 to kMaxClusterBlocks, dividing grid.x) are
+//     resident at once, may wait for each other at UNETCU_CLUSTER_SYNC (which also orders
+//     their memory: writes before it, global ones included, are visible to the cluster's
+//     blocks after it) and read each other's shared memory. A block must not finish while
+//     another may still read its shared memory: end with a cluster barrier after the last
+//     such read. nvcc: cudaLaunchKernelEx with the cluster-dimension attribute (and the
+//     chaining one, as chained launches) and cooperative_groups::this_cluster(); the host
+//     checks cluster_launches_work(kernel) first. Emulator: a cluster's blocks run at once,
+//     each on its own OS thread, clusters one after another; the barrier reports blocks that
+//     finish or wait at different places, and a mapped pointer outside the dynamic shared
+//     memory or a rank outside the cluster aborts.
+//
 //   UNETCU_DYNAMIC_SHARED(float, tile);   // inside the kernel body
 //     float* tile: the block's dynamic shared memory (the launch's smem_bytes). Under the
 //     emulator the bytes start as 0xFF so a read before a write shows.
@@ -48,6 +67,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <sstream>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -116,6 +136,12 @@ struct LaunchSite {
 
 }  // namespace unetcu
 
+namespace unetcu {
+// The most blocks a cluster may have without opting in to non-portable sizes (CUDA's
+// portable limit), here and under the emulator.
+constexpr unsigned kMaxClusterBlocks = 8;
+}  // namespace unetcu
+
 // The statement head every launch macro shares: a one-pass for loop whose LaunchSite holds the
 // configuration (evaluated once) and runs the check after the launch expression that follows.
 // The parameters carry a prefix: a parameter named `block` would also replace the member
@@ -136,23 +162,27 @@ struct LaunchSite {
 
 namespace unetcu {
 
-// Launches `kernel` with `site`'s configuration and at most one launch attribute (id 0:
-// none); the site's check follows.
+// Launches `kernel` with `site`'s configuration and the launch attributes whose id is not
+// cudaLaunchAttributeIgnore (0); the site's check follows.
 template <typename... Params>
 struct AttributedLaunch {
   void (*kernel)(Params...);
   const LaunchSite& site;
   cudaLaunchAttribute attribute;
+  cudaLaunchAttribute second = {};
   template <typename... Args>
   void operator()(Args&&... args) const {
-    cudaLaunchAttribute attrs[1] = {attribute};
+    cudaLaunchAttribute attrs[2];
+    unsigned count = 0;
+    for (const cudaLaunchAttribute& a : {attribute, second})
+      if (a.id != cudaLaunchAttributeIgnore) attrs[count++] = a;
     cudaLaunchConfig_t config = {};
     config.gridDim = site.grid;
     config.blockDim = site.block;
     config.dynamicSmemBytes = site.shared_bytes;
     config.stream = site.stream;
     config.attrs = attrs;
-    config.numAttrs = attribute.id == cudaLaunchAttributeIgnore ? 0 : 1;
+    config.numAttrs = count;
     // The error is also the runtime's last error, which the site's check reads.
     (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
   }
@@ -193,6 +223,33 @@ AttributedLaunch<Params...> chained_launch(void (*kernel)(Params...), const Laun
   return AttributedLaunch<Params...>{kernel, site, attribute};
 }
 
+// A chained launch whose blocks come in clusters of `cluster` along x.
+template <typename... Params>
+AttributedLaunch<Params...> cluster_launch(void (*kernel)(Params...), const LaunchSite& site,
+                                           unsigned cluster) {
+  AttributedLaunch<Params...> out = chained_launch(kernel, site);
+  out.second.id = cudaLaunchAttributeClusterDimension;
+  out.second.val.clusterDim.x = cluster;
+  out.second.val.clusterDim.y = 1;
+  out.second.val.clusterDim.z = 1;
+  return out;
+}
+
+// Whether clusters of `kernel` can run here: the device has compute capability 9.0 or later
+// and the kernel was built for it (its cluster calls are traps otherwise). Asked once.
+inline bool cluster_launches_work(const void* kernel) {
+  static const bool device_can = [] {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return major >= 9;
+  }();
+  return device_can && kernel_waits_for_dependencies(kernel);
+}
+
 // The largest grid a cooperative launch of `kernel` may have: the blocks of `threads` threads
 // and `smem_bytes` of dynamic shared memory that fit on the device at once.
 template <typename Kernel>
@@ -221,6 +278,24 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
                               unetcu_stream)                                                     \
   UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
   ::unetcu::chained_launch(unetcu_kernel, unetcu_launch_)
+
+#define UNETCU_LAUNCH_CLUSTER(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem,             \
+                              unetcu_stream, unetcu_cluster)                                     \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
+  ::unetcu::cluster_launch(unetcu_kernel, unetcu_launch_, unsigned(unetcu_cluster))
+
+// Clusters exist from compute capability 9.0; built for an older architecture the calls trap
+// (the host never launches clusters there: cluster_launches_work).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define UNETCU_CLUSTER_SYNC() __trap()
+#define UNETCU_CLUSTER_RANK() (__trap(), 0u)
+#define UNETCU_CLUSTER_SHARED(unetcu_ptr, unetcu_rank) (__trap(), (unetcu_ptr))
+#else
+#define UNETCU_CLUSTER_SYNC() ::cooperative_groups::this_cluster().sync()
+#define UNETCU_CLUSTER_RANK() ::cooperative_groups::this_cluster().block_rank()
+#define UNETCU_CLUSTER_SHARED(unetcu_ptr, unetcu_rank) \
+  ::cooperative_groups::this_cluster().map_shared_rank((unetcu_ptr), (unetcu_rank))
+#endif
 
 // Wait for the previous kernel (a no-op unless this launch was chained), then allow the next
 // chained kernel to launch: its blocks take the slots this grid frees and wait in their own
@@ -269,12 +344,27 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
 
 #define UNETCU_GRID_DEPENDENCY_SYNC() ::unetcu::simt::detail::dependency_sync()
 
+#define UNETCU_LAUNCH_CLUSTER(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem,             \
+                              unetcu_stream, unetcu_cluster)                                     \
+  UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
+  ::unetcu::simt::launcher(unetcu_kernel, unetcu_launch_.grid, unetcu_launch_.block,             \
+                           unetcu_launch_.shared_bytes, unetcu_launch_.stream, #unetcu_kernel,   \
+                           __FILE__, __LINE__, false, true, unsigned(unetcu_cluster))
+
+#define UNETCU_CLUSTER_SYNC() ::unetcu::simt::detail::sync_cluster(__FILE__, __LINE__)
+#define UNETCU_CLUSTER_RANK() ::unetcu::simt::detail::cluster_rank(__FILE__, __LINE__)
+#define UNETCU_CLUSTER_SHARED(unetcu_ptr, unetcu_rank)                                    \
+  static_cast<std::remove_cv_t<decltype(unetcu_ptr)>>(::unetcu::simt::detail::map_shared_rank( \
+      (unetcu_ptr), unsigned(unetcu_rank), __FILE__, __LINE__))
+
 namespace unetcu {
 // The emulator runs at most kMaxCooperativeBlocks blocks at once, whatever the kernel.
 template <typename Kernel>
 inline int max_cooperative_blocks(Kernel, int, size_t) {
   return ::unetcu::simt::kMaxCooperativeBlocks;
 }
+// The emulator runs every cluster launch.
+inline bool cluster_launches_work(const void*) { return true; }
 }  // namespace unetcu
 
 #define UNETCU_DYNAMIC_SHARED(type, name) \

@@ -167,27 +167,64 @@ std::string xyz(const uint3& v) {
   return os.str();
 }
 
-// The grid-wide barrier of a cooperative launch. Each block runs on its own OS thread; the
-// last of a block's threads to reach UNETCU_GRID_SYNC brings the block here, and its OS thread
-// waits until every block has come (its other threads wait at the block-level part). A block
-// that finishes while others wait here would hang a GPU: it aborts with a report instead.
-class GridBarrier {
+// How a launch runs its blocks, for reports: " (cooperative)", " (clusters of 4 blocks)" or "".
+std::string launch_kind(const KernelCall& call) {
+  if (call.cooperative) return " (cooperative)";
+  if (call.cluster != 0) return " (clusters of " + std::to_string(call.cluster) + " blocks)";
+  return "";
+}
+
+// How far a barrier reaches: the block (__syncthreads), the block's cluster
+// (UNETCU_CLUSTER_SYNC) or the whole grid of a cooperative launch (UNETCU_GRID_SYNC).
+enum class Span : uint8_t { block, cluster, grid };
+
+// The blocks of a launch that run at once, each on its own OS thread and Runner: the grid of a
+// cooperative launch, or one cluster of a cluster launch (its clusters run one after another
+// on the same threads, rank r of each on thread r). The group's barrier (UNETCU_GRID_SYNC,
+// UNETCU_CLUSTER_SYNC): the last of a block's threads to reach it brings the block here, and
+// its OS thread waits until every block of the group has come (its other threads wait at the
+// block-level part). A block that finishes while others wait here would hang a GPU: it aborts
+// with a report instead. The mutex also orders memory: what a block wrote before the barrier
+// is visible to the group's blocks after it. For a cluster the group also knows each rank's
+// dynamic shared memory, which UNETCU_CLUSTER_SHARED maps into.
+class BlockGroup {
  public:
-  GridBarrier(const KernelCall& call, uint64_t blocks) : call_(call), blocks_(blocks) {}
+  BlockGroup(const KernelCall& call, unsigned blocks)
+      : call_(call),
+        blocks_(blocks),
+        shared_(blocks, nullptr),
+        finished_(new std::atomic<bool>[blocks]) {
+    for (unsigned rank = 0; rank < blocks; ++rank) finished_[rank].store(false);
+  }
+
+  // Thread `rank` publishes its Runner's dynamic shared memory (the same for every cluster it
+  // runs) and waits until every rank has: a block may map a peer's from its first statement.
+  void join(unsigned rank, unsigned char* shared) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    shared_[rank] = shared;
+    if (++joined_ == blocks_) {
+      wake_.notify_all();
+      return;
+    }
+    wake_.wait(lock, [&] { return joined_ == blocks_; });
+  }
+
+  unsigned char* shared(unsigned rank) const { return shared_[rank]; }
+  bool finished(unsigned rank) const { return finished_[rank].load(std::memory_order_acquire); }
 
   void arrive_and_wait(const std::string& who, const char* file, int line) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (exited_ != 0) {
-      fail(who + " reached the grid barrier at " + place(file, line) + " after " + exited_who_ +
-           " had finished: every block of a cooperative launch must reach each grid barrier");
+      fail(who + " reached the " + barrier() + " at " + place(file, line) + " after " +
+           exited_who_ + " had finished: " + rule());
     }
     if (arrived_ == 0) {
       file_ = file;
       line_ = line;
       first_ = who;
     } else if (!same_place(file, line, file_, line_)) {
-      fail("divergent grid barriers: " + who + " reached the one at " + place(file, line) +
-           " while " + first_ + " waits at " + place(file_, line_));
+      fail("divergent " + std::string(barrier()) + "s: " + who + " reached the one at " +
+           place(file, line) + " while " + first_ + " waits at " + place(file_, line_));
     }
     const uint64_t generation = generation_;
     if (++arrived_ == blocks_) {
@@ -200,22 +237,39 @@ class GridBarrier {
     // An exit while we wait has been reported (and the process aborted) by the exiting block.
   }
 
-  void block_exited(const std::string& who) {
-    std::lock_guard<std::mutex> lock(mutex_);
+  // Block `rank` has finished. Then waits until every block of the group has: the next
+  // cluster starts afresh, and a block's shared memory stays while its cluster runs.
+  void block_exited(unsigned rank, const std::string& who) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    finished_[rank].store(true, std::memory_order_release);
     if (exited_++ == 0) exited_who_ = who;
     if (arrived_ != 0) {
-      fail(who + " finished while " + std::to_string(arrived_) + " block(s) wait at the grid " +
-           "barrier at " + place(file_, line_) + " (e.g. " + first_ +
-           "): every block of a cooperative launch must reach each grid barrier");
+      fail(who + " finished while " + std::to_string(arrived_) + " block(s) wait at the " +
+           barrier() + " at " + place(file_, line_) + " (e.g. " + first_ + "): " + rule());
     }
-    wake_.notify_all();
+    if (exited_ == blocks_) {
+      exited_ = 0;
+      for (unsigned r = 0; r < blocks_; ++r) finished_[r].store(false, std::memory_order_relaxed);
+      ++round_;
+      wake_.notify_all();
+      return;
+    }
+    const uint64_t round = round_;
+    wake_.wait(lock, [&] { return round_ != round; });
   }
 
  private:
+  bool cluster() const { return call_.cluster != 0; }
+  const char* barrier() const { return cluster() ? "cluster barrier" : "grid barrier"; }
+  const char* rule() const {
+    return cluster() ? "every block of a cluster must reach each cluster barrier"
+                     : "every block of a cooperative launch must reach each grid barrier";
+  }
+
   [[noreturn, gnu::noinline, gnu::cold]] void fail(const std::string& what) const {
     std::ostringstream os;
-    os << "unetcu simt: " << what << "\n  in kernel " << call_.name << " launched (cooperative) at "
-       << call_.file << ":" << call_.line << ", grid "
+    os << "unetcu simt: " << what << "\n  in kernel " << call_.name << " launched"
+       << launch_kind(call_) << " at " << call_.file << ":" << call_.line << ", grid "
        << xyz(uint3{call_.grid.x, call_.grid.y, call_.grid.z}) << "\n";
     std::fputs(os.str().c_str(), stderr);
     std::fflush(stderr);
@@ -223,10 +277,13 @@ class GridBarrier {
   }
 
   const KernelCall& call_;
-  const uint64_t blocks_;
+  const unsigned blocks_;
+  std::vector<unsigned char*> shared_;
+  std::unique_ptr<std::atomic<bool>[]> finished_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  uint64_t arrived_ = 0, generation_ = 0, exited_ = 0;
+  unsigned joined_ = 0;
+  uint64_t arrived_ = 0, generation_ = 0, exited_ = 0, round_ = 0;
   const char* file_ = "";
   int line_ = 0;
   std::string first_, exited_who_;
@@ -316,16 +373,27 @@ class Runner {
     add(g_counters.poisoned_reads, poisoned_);
   }
 
-  // The grid barrier of the cooperative launch this thread runs a block of, or null.
-  void set_grid(GridBarrier* grid) { grid_ = grid; }
+  // The blocks running at once with this thread's (a cooperative grid or a cluster) and this
+  // block's rank among them, or null.
+  void set_group(BlockGroup* group, unsigned rank) {
+    group_ = group;
+    rank_ = rank;
+  }
 
-  // `grid`: UNETCU_GRID_SYNC, a __syncthreads whose completion also waits for every block.
-  int sync_block(int predicate, const char* file, int line, bool grid = false) {
+  // This thread's dynamic shared memory, the same for every block it runs.
+  unsigned char* shared() const { return shared_; }
+
+#if defined(UNETCU_SIMT_ASAN)
+  // After a block of a cluster: a peer reading its shared memory now, which a GPU does not
+  // allow, is an ASan report (the next block unpoisons what it uses).
+  void poison_shared() { __asan_poison_memory_region(shared_, kMaxSharedBytes); }
+#endif
+
+  // `span` cluster or grid: UNETCU_CLUSTER_SYNC or UNETCU_GRID_SYNC, a __syncthreads whose
+  // completion also waits for every block of the cluster or grid.
+  int sync_block(int predicate, const char* file, int line, Span span = Span::block) {
     Thread* t = current_;
-    if (grid && grid_ == nullptr) {
-      fatal(describe(t) + " reached a grid barrier at " + place(file, line) +
-            " in a kernel not launched with UNETCU_LAUNCH_COOPERATIVE (it would hang a GPU)");
-    }
+    if (span != Span::block) check_group_barrier(t, span, file, line);
     if (first_exited_ != nullptr) report_barrier_after_exit(t, file, line);
     if (barrier_arrived_ == 0) {
       barrier_file_ = file;
@@ -344,7 +412,7 @@ class Runner {
       t->line = line;
       block(t);
     } else {
-      if (grid) grid_->arrive_and_wait("block " + xyz(blockIdx), file, line);
+      if (span != Span::block) group_->arrive_and_wait("block " + xyz(blockIdx), file, line);
       barrier_arrived_ = 0;
       ++barrier_generation_;
       ++barriers_;
@@ -399,6 +467,27 @@ class Runner {
   unsigned active_mask() const { return warps_[current_->tid >> 5].live; }
 
   void dependency_sync() { current_->waited = true; }
+
+  unsigned cluster_rank(const char* file, int line) const {
+    if (call_->cluster == 0) report_not_cluster(current_, "asked for its cluster rank", file, line);
+    return rank_;
+  }
+
+  void* map_shared_rank(const void* p, unsigned rank, const char* file, int line) const {
+    const Thread* t = current_;
+    if (call_->cluster == 0) {
+      report_not_cluster(t, "mapped shared memory to another block", file, line);
+    }
+    if (rank >= call_->cluster) report_rank_outside_cluster(t, rank, file, line);
+    const uintptr_t address = reinterpret_cast<uintptr_t>(p);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(shared_);
+    // One past the end is a pointer into the memory too, as the end of a loop over it.
+    if (address < base || address - base > call_->shared_bytes) {
+      report_map_outside_shared(t, p, file, line);
+    }
+    if (group_->finished(rank)) report_map_finished(t, rank, file, line);
+    return group_->shared(rank) + (address - base);
+  }
 
   [[noreturn, gnu::noinline, gnu::cold]] void trap(const char* file, int line) {
     fatal(describe(current_) + " executed __trap() at " + place(file, line));
@@ -651,6 +740,63 @@ class Runner {
           "finished, so every thread must wait there before it touches memory");
   }
 
+  // Out of line: __syncthreads, the hot caller, does not need it.
+  [[gnu::noinline]] void check_group_barrier(const Thread* t, Span span, const char* file,
+                                             int line) const {
+    if (span == Span::grid && !call_->cooperative) {
+      fatal(describe(t) + " reached a grid barrier at " + place(file, line) +
+            " in a kernel not launched with UNETCU_LAUNCH_COOPERATIVE (it would hang a GPU)" +
+            (call_->cluster != 0 ? "; a cluster launch waits for its cluster with "
+                                   "UNETCU_CLUSTER_SYNC"
+                                 : ""));
+    }
+    if (span == Span::cluster && call_->cluster == 0) {
+      report_not_cluster(t, "reached a cluster barrier", file, line);
+    }
+  }
+
+  [[noreturn, gnu::noinline, gnu::cold]] void report_not_cluster(const Thread* t,
+                                                                 const char* what,
+                                                                 const char* file,
+                                                                 int line) const {
+    fatal(describe(t) + " " + what + " at " + place(file, line) +
+          " in a kernel not launched with UNETCU_LAUNCH_CLUSTER: only the blocks of a cluster "
+          "launch have a cluster");
+  }
+
+  [[noreturn, gnu::noinline, gnu::cold]] void report_rank_outside_cluster(const Thread* t,
+                                                                          unsigned rank,
+                                                                          const char* file,
+                                                                          int line) const {
+    fatal(describe(t) + " mapped shared memory to rank " + std::to_string(rank) + " at " +
+          place(file, line) + ", but a cluster of this launch has " +
+          std::to_string(call_->cluster) + " block(s), ranks 0 to " +
+          std::to_string(call_->cluster - 1));
+  }
+
+  [[noreturn, gnu::noinline, gnu::cold]] void report_map_outside_shared(const Thread* t,
+                                                                        const void* p,
+                                                                        const char* file,
+                                                                        int line) const {
+    std::ostringstream os;
+    os << describe(t) << " mapped address " << p << " to another block at " << place(file, line)
+       << ", which is not in this block's dynamic shared memory (" << call_->shared_bytes
+       << " bytes at " << static_cast<const void*>(shared_)
+       << "): only dynamic shared memory (UNETCU_DYNAMIC_SHARED) can be mapped; a static "
+          "__shared__ variable is thread_local here, with no place in the other blocks";
+    fatal(os.str());
+  }
+
+  [[noreturn, gnu::noinline, gnu::cold]] void report_map_finished(const Thread* t,
+                                                                  unsigned rank,
+                                                                  const char* file,
+                                                                  int line) const {
+    fatal(describe(t) + " mapped the shared memory of rank " + std::to_string(rank) + " at " +
+          place(file, line) + " after that block had finished: a block's shared memory goes "
+          "with it, so end the kernel with UNETCU_CLUSTER_SYNC after the last read of another "
+          "block's shared memory");
+  }
+
   [[noreturn, gnu::noinline, gnu::cold]] void report_divergent_barrier(const Thread* t,
                                                                        const char* file,
                                                                        int line) const {
@@ -692,10 +838,10 @@ class Runner {
 
   [[noreturn, gnu::noinline, gnu::cold]] void fatal(const std::string& what) const {
     std::ostringstream os;
-    os << "unetcu simt: " << what << "\n  in kernel " << call_->name << " launched at "
-       << call_->file << ":" << call_->line << ", block " << xyz(blockIdx) << " of grid "
-       << xyz(uint3{gridDim.x, gridDim.y, gridDim.z}) << ", block size "
-       << xyz(uint3{blockDim.x, blockDim.y, blockDim.z}) << ", schedule "
+    os << "unetcu simt: " << what << "\n  in kernel " << call_->name << " launched"
+       << launch_kind(*call_) << " at " << call_->file << ":" << call_->line << ", block "
+       << xyz(blockIdx) << " of grid " << xyz(uint3{gridDim.x, gridDim.y, gridDim.z})
+       << ", block size " << xyz(uint3{blockDim.x, blockDim.y, blockDim.z}) << ", schedule "
        << (reverse_ ? "reverse" : "forward") << "\n";
     std::fputs(os.str().c_str(), stderr);
     std::fflush(stderr);
@@ -737,7 +883,8 @@ class Runner {
   int n_ = 0;
   bool reverse_ = false;
   bool in_block_ = false;
-  GridBarrier* grid_ = nullptr;
+  BlockGroup* group_ = nullptr;
+  unsigned rank_ = 0;
   int done_ = 0;
   const Thread* first_exited_ = nullptr;
   Thread* current_ = nullptr;
@@ -877,7 +1024,17 @@ int sync_block(int predicate, const char* file, int line) {
   return runner().sync_block(predicate, file, line);
 }
 
-void sync_grid(const char* file, int line) { runner().sync_block(0, file, line, true); }
+void sync_grid(const char* file, int line) { runner().sync_block(0, file, line, Span::grid); }
+
+void sync_cluster(const char* file, int line) {
+  runner().sync_block(0, file, line, Span::cluster);
+}
+
+unsigned cluster_rank(const char* file, int line) { return runner().cluster_rank(file, line); }
+
+void* map_shared_rank(const void* p, unsigned rank, const char* file, int line) {
+  return runner().map_shared_rank(p, rank, file, line);
+}
 
 void dependency_sync() { runner().dependency_sync(); }
 
@@ -901,23 +1058,34 @@ void run_grid(const KernelCall& call) {
   g_counters.launches.fetch_add(1, std::memory_order_relaxed);
   const uint64_t count = uint64_t{call.grid.x} * call.grid.y * call.grid.z;
   const bool reverse = schedule() == Schedule::reverse;
-  if (call.cooperative) {
-    // Every block at once, as a GPU runs a cooperative grid: one OS thread (and Runner) each,
-    // started in block order; the schedule still orders the threads within each block.
-    GridBarrier barrier(call, count);
-    std::vector<std::thread> blocks;
-    blocks.reserve(count);
-    for (uint64_t b = 0; b < count; ++b) {
-      blocks.emplace_back([&call, &barrier, reverse, b] {
+  if (call.cooperative || call.cluster != 0) {
+    // Blocks at once, as a GPU runs a cooperative grid or a cluster: one OS thread (and Runner)
+    // each, started in rank order; the schedule still orders the threads within each block.
+    // A cluster launch runs its clusters one after another (cluster k: blocks k * size to
+    // k * size + size - 1, consecutive along x as size divides grid.x) on the same threads,
+    // so a cluster of 8 costs 8 threads and Runners per launch, not per cluster.
+    const unsigned size = call.cooperative ? static_cast<unsigned>(count) : call.cluster;
+    const uint64_t groups = count / size;
+    BlockGroup group(call, size);
+    std::vector<std::thread> threads;
+    threads.reserve(size);
+    for (unsigned rank = 0; rank < size; ++rank) {
+      threads.emplace_back([&call, &group, reverse, rank, size, groups] {
         Runner& r = runner();
-        r.set_grid(&barrier);
-        r.run_block(call, reverse, b);
-        r.set_grid(nullptr);
-        barrier.block_exited("block " + xyz(blockIdx));  // still this block's: run_block set it
+        group.join(rank, r.shared());
+        r.set_group(&group, rank);
+        for (uint64_t k = 0; k < groups; ++k) {
+          r.run_block(call, reverse, k * size + rank);
+#if defined(UNETCU_SIMT_ASAN)
+          if (call.cluster != 0) r.poison_shared();
+#endif
+          group.block_exited(rank, "block " + xyz(blockIdx));  // run_block set blockIdx
+        }
+        r.set_group(nullptr, 0);
         r.flush_counters();
       });
     }
-    for (std::thread& t : blocks) t.join();
+    for (std::thread& t : threads) t.join();
     return;
   }
   const int n_workers = workers();

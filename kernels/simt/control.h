@@ -87,12 +87,21 @@ struct KernelCall {
   // of its stream still runs, so every thread must pass UNETCU_GRID_DEPENDENCY_SYNC before it
   // touches memory; the emulator reports a thread that finishes without it.
   bool chained = false;
+  // A cluster launch (UNETCU_LAUNCH_CLUSTER; always chained too): each `cluster` consecutive
+  // blocks along x form a cluster whose blocks run at once, each on its own OS thread, wait for
+  // each other at UNETCU_CLUSTER_SYNC and read each other's dynamic shared memory. 0: not one.
+  unsigned cluster = 0;
 };
 
 // The most blocks a cooperative launch may have under the emulator (one OS thread each); a
 // GPU's limit is its co-resident blocks (occupancy x SMs). A larger cooperative launch fails
 // with cudaErrorCooperativeLaunchTooLarge, as on a GPU.
 constexpr int kMaxCooperativeBlocks = 64;
+
+// The most blocks a cluster may have: CUDA's portable limit (unetcu::kMaxClusterBlocks in
+// kernels/cuda/launch.h). A launch with a larger cluster, or one that does not divide grid.x,
+// fails with cudaErrorInvalidClusterSize, as on a GPU.
+constexpr unsigned kMaxClusterBlocks = 8;
 
 // Runs the launch now, or records it when `stream` is being captured. A bad configuration
 // returns an error (also kept for cudaGetLastError) without running anything, as on a GPU.

@@ -78,6 +78,8 @@ const ErrorText kErrors[] = {
     {cudaErrorNotSupported, "cudaErrorNotSupported", "operation not supported"},
     {cudaErrorCooperativeLaunchTooLarge, "cudaErrorCooperativeLaunchTooLarge",
      "too many blocks in cooperative launch"},
+    {cudaErrorInvalidClusterSize, "cudaErrorInvalidClusterSize",
+     "a kernel launch error has occurred due to cluster misconfiguration"},
     {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
      "operation not permitted when stream is capturing"},
     {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
@@ -505,6 +507,24 @@ cudaError_t validate(const KernelCall& call) {
         << unetcu::simt::kMaxCooperativeBlocks << " at once (a GPU: its co-resident blocks, see "
            "unetcu::max_cooperative_blocks in kernels/cuda/launch.h)";
     return fail(cudaErrorCooperativeLaunchTooLarge, why.str());
+  }
+  if (call.cluster != 0) {
+    const unsigned most = unetcu::simt::kMaxClusterBlocks;
+    if (call.cluster > most) {
+      why << "a cluster of " << call.cluster << " blocks; a cluster has 1 to " << most
+          << " (CUDA's portable limit, unetcu::kMaxClusterBlocks in kernels/cuda/launch.h)";
+      return fail(cudaErrorInvalidClusterSize, why.str());
+    }
+    if (g.x % call.cluster != 0) {
+      why << "grid.x " << g.x << " is not a multiple of the cluster size " << call.cluster
+          << ": a cluster is that many consecutive blocks along x";
+      return fail(cudaErrorInvalidClusterSize, why.str());
+    }
+    if (call.cooperative) {
+      why << "a cluster launch that is also cooperative; the emulator runs either all blocks "
+             "at once or one cluster at a time, not both";
+      return fail(cudaErrorInvalidClusterSize, why.str());
+    }
   }
   if (call.shared_bytes > kMaxSharedBytes) {
     why << call.shared_bytes << " bytes of dynamic shared memory; a block can have at most "

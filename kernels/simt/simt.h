@@ -16,8 +16,10 @@
 //   OS thread, so `__shared__` is `thread_local` and each block sees its own copy. A fiber runs
 //   until it blocks (barrier, warp collective) or finishes, then hands control straight to the
 //   next runnable fiber in schedule order (forward or reverse). The blocks of a grid are handed
-//   to N worker threads from an atomic counter (N = 1 by default). A launch returns when every
-//   block has run: streams are synchronous (unless in the late or early order, control.h).
+//   to N worker threads from an atomic counter (N = 1 by default); a cooperative launch runs
+//   all its blocks at once, and a cluster launch a cluster at a time, one OS thread per block.
+//   A launch returns when every block has run: streams are synchronous (unless in the late or
+//   early order, control.h).
 //
 // ---- What a kernel may use -----------------------------------------------------------------
 //   keywords   __global__ __device__ __host__ __launch_bounds__(...) -> nothing;
@@ -35,6 +37,17 @@
 //              most kMaxCooperativeBlocks, control.h), and wait for each other there. A block
 //              that finishes while others wait, blocks at different grid barriers, and a grid
 //              barrier in an ordinary launch abort with a report.
+//   clusters   UNETCU_CLUSTER_SYNC(), UNETCU_CLUSTER_RANK(), UNETCU_CLUSTER_SHARED(ptr, rank)
+//              (kernels/cuda/launch.h) in a kernel launched with UNETCU_LAUNCH_CLUSTER (a
+//              chained launch): the blocks of a cluster (`cluster` consecutive blocks along x,
+//              1 to kMaxClusterBlocks, control.h) run at once, each on its own OS thread, and the
+//              clusters one after another. The cluster barrier reports as the grid barrier does
+//              (and orders the blocks' memory, as a GPU's does); UNETCU_CLUSTER_SHARED maps a
+//              pointer into the block's dynamic shared memory to the same offset in another
+//              block's. A mapped pointer outside the dynamic shared memory, a rank outside the
+//              cluster, mapping a block that has finished, and the cluster calls outside a
+//              cluster launch abort with a report (under ASan, reading a finished block's
+//              shared memory is a report too).
 //   chaining   UNETCU_GRID_DEPENDENCY_SYNC() (kernels/cuda/launch.h), which a kernel launched
 //              with UNETCU_LAUNCH_CHAINED must reach in every thread: launches run one after
 //              another here, so it waits for nothing, but a thread that finishes without it
@@ -72,6 +85,11 @@
 //              as an H100 would (block <= 1024 threads, x, y <= 1024, z <= 64; grid.y, grid.z
 //              <= 65535; dynamic shared memory <= 48 KB, or <= 227 KB after
 //              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, n)).
+//              UNETCU_LAUNCH_COOPERATIVE and UNETCU_LAUNCH_CLUSTER launches also check their
+//              sizes as a GPU would (cudaErrorCooperativeLaunchTooLarge; a cluster that is
+//              larger than kMaxClusterBlocks or does not divide grid.x:
+//              cudaErrorInvalidClusterSize). The workers (control.h) run ordinary launches
+//              only: these two run their blocks on threads of their own.
 //
 // ---- Host side -----------------------------------------------------------------------------
 //   CUDA runtime   the unetcu_simt library implements, with the real declarations of
@@ -114,12 +132,15 @@
 //
 // ---- What it cannot run ----------------------------------------------------------------------
 //   Tensor cores, inline PTX, cp.async/TMA, CUB/Thrust device code, cooperative groups (the
-//   grid barrier is UNETCU_GRID_SYNC, above), textures, dynamic parallelism (aborts),
-//   __constant__ set through cudaMemcpyToSymbol, `extern __shared__` written directly (link
-//   error: use UNETCU_DYNAMIC_SHARED), spin-waits on another thread of the same block, or on
-//   another block outside a cooperative launch (they hang), and anything about speed. The weak memory
-//   model is not modelled. Device functions defined in headers must be inline (or
-//   __forceinline__/static): without nvcc's device/host split they are ordinary functions.
+//   grid and cluster calls are the UNETCU_ macros above), clusters along y or z or of more than
+//   kMaxClusterBlocks, distributed shared memory other than the dynamic shared memory (static
+//   __shared__ cannot be mapped), textures, dynamic parallelism (aborts), __constant__ set
+//   through cudaMemcpyToSymbol, `extern __shared__` written directly (link error: use
+//   UNETCU_DYNAMIC_SHARED), spin-waits on another thread of the same block, or on another
+//   block outside a cooperative launch or its own cluster (they hang), and anything about
+//   speed. The weak memory model is not modelled. Device functions defined in headers must be
+//   inline (or __forceinline__/static): without nvcc's device/host split they are ordinary
+//   functions.
 //   Emulated code is for executables (initial-exec TLS), not for shared libraries.
 #pragma once
 
@@ -175,6 +196,15 @@ int sync_block(int predicate, const char* file, int line);
 // The grid-wide barrier of a cooperative launch: every thread of every block arrives before any
 // leaves (UNETCU_GRID_SYNC in kernels/cuda/launch.h).
 void sync_grid(const char* file, int line);
+// The barrier of a cluster launch (UNETCU_CLUSTER_SYNC): every thread of every block of the
+// calling block's cluster arrives before any leaves.
+void sync_cluster(const char* file, int line);
+// This block's rank in its cluster, blockIdx.x % cluster (UNETCU_CLUSTER_RANK).
+unsigned cluster_rank(const char* file, int line);
+// `p`, a pointer into this block's dynamic shared memory, moved to the same offset in the
+// dynamic shared memory of the block of its cluster whose rank is `rank`
+// (UNETCU_CLUSTER_SHARED).
+void* map_shared_rank(const void* p, unsigned rank, const char* file, int line);
 // UNETCU_GRID_DEPENDENCY_SYNC (kernels/cuda/launch.h): the emulator's kernels run one after
 // another, so there is nothing to wait for; it marks the thread as having waited, which a
 // chained launch requires of every thread.
@@ -232,10 +262,11 @@ class Launcher {
 
   Launcher(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
            const char* name, const char* file, int line, bool cooperative = false,
-           bool chained = false)
+           bool chained = false, unsigned cluster = 0)
       : kernel_(kernel), stream_(stream) {
     call_.cooperative = cooperative;
     call_.chained = chained;
+    call_.cluster = cluster;
     call_.kernel = reinterpret_cast<const void*>(kernel);
     call_.grid = grid;
     call_.block = block;
@@ -274,9 +305,9 @@ template <typename... Params>
 Launcher<Params...> launcher(void (*kernel)(Params...), dim3 grid, dim3 block,
                              size_t shared_bytes, cudaStream_t stream, const char* name,
                              const char* file, int line, bool cooperative = false,
-                             bool chained = false) {
+                             bool chained = false, unsigned cluster = 0) {
   return Launcher<Params...>(kernel, grid, block, shared_bytes, stream, name, file, line,
-                             cooperative, chained);
+                             cooperative, chained, cluster);
 }
 
 }  // namespace simt

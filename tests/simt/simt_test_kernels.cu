@@ -1,5 +1,6 @@
 // tests/simt/simt_test_kernels.cu: small CUDA kernels that exercise the SIMT emulator: barriers,
-// warp shuffles and votes, atomics, dynamic shared memory, and deliberately faulty kernels.
+// warp shuffles and votes, atomics, dynamic shared memory, grid barriers, chained and cluster
+// launches, and deliberately faulty kernels.
 // Plain CUDA: it builds with nvcc as well as for the emulator.
 #include "tests/simt/simt_test_kernels.h"
 
@@ -187,6 +188,115 @@ __global__ void grid_sync_early_exit_kernel() {
   UNETCU_GRID_SYNC();
 }
 
+// Block (x, y) fills its dynamic shared memory with (y * gridDim.x + x) * 1000 + t; after a
+// cluster barrier thread t reads word (t + 1) % blockDim.x of the next rank's and writes it out.
+// The second barrier keeps every block until its peers have read it.
+__global__ void cluster_exchange_kernel(int* out, unsigned cluster) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  UNETCU_DYNAMIC_SHARED(int, words);
+  const unsigned t = threadIdx.x, n = blockDim.x;
+  const unsigned block = blockIdx.y * gridDim.x + blockIdx.x;
+  words[t] = static_cast<int>(block * 1000 + t);
+  UNETCU_CLUSTER_SYNC();
+  const int* next = UNETCU_CLUSTER_SHARED(words, (UNETCU_CLUSTER_RANK() + 1) % cluster);
+  out[block * n + t] = next[(t + 1) % n];
+  UNETCU_CLUSTER_SYNC();
+}
+
+// Two rounds that reuse the same shared words: word t of block b holds (b + 1) * (t + 1) *
+// (round + 1); after a cluster barrier thread t sums word t of every rank of the cluster, and a
+// second barrier keeps the next round from overwriting a word a peer has yet to read.
+// info[2b] = the block's rank, info[2b+1] = the distance between the mapped one-past-the-end
+// and start of the next rank's shared memory (blockDim.x).
+__global__ void cluster_rounds_kernel(int* sums, int* info, unsigned cluster) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  UNETCU_DYNAMIC_SHARED(int, words);
+  const unsigned t = threadIdx.x, n = blockDim.x, b = blockIdx.x;
+  const unsigned rank = UNETCU_CLUSTER_RANK();
+  if (t == 0) {  // before the last barrier: a peer may have finished after it
+    const unsigned next = (rank + 1) % cluster;
+    info[2 * b] = static_cast<int>(rank);
+    info[2 * b + 1] = static_cast<int>(UNETCU_CLUSTER_SHARED(words + n, next) -
+                                       UNETCU_CLUSTER_SHARED(words, next));
+  }
+  for (unsigned round = 0; round < 2; ++round) {
+    words[t] = static_cast<int>((b + 1) * (t + 1) * (round + 1));
+    UNETCU_CLUSTER_SYNC();
+    int sum = 0;
+    for (unsigned r = 0; r < cluster; ++r) sum += UNETCU_CLUSTER_SHARED(words, r)[t];
+    sums[(round * gridDim.x + b) * n + t] = sum;
+    UNETCU_CLUSTER_SYNC();
+  }
+}
+
+// Rank 1 of each cluster returns before the cluster barrier the others wait at.
+__global__ void cluster_early_exit_kernel() {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  if (UNETCU_CLUSTER_RANK() == 1) return;
+  UNETCU_CLUSTER_SYNC();
+}
+
+// Rank 0 waits at a different cluster barrier from the other ranks.
+__global__ void cluster_divergent_kernel() {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  if (UNETCU_CLUSTER_RANK() == 0) {
+    UNETCU_CLUSTER_SYNC();
+  } else {
+    UNETCU_CLUSTER_SYNC();
+  }
+}
+
+// A cluster call (0: barrier, 1: rank, 2: shared memory map) in a kernel of a chained launch.
+__global__ void cluster_call_kernel(int what) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  UNETCU_DYNAMIC_SHARED(int, words);
+  if (what == 0) UNETCU_CLUSTER_SYNC();
+  if (what == 1) words[0] = static_cast<int>(UNETCU_CLUSTER_RANK());
+  if (what == 2) UNETCU_CLUSTER_SHARED(words, 0)[0] = 1;
+}
+
+__global__ void grid_sync_in_cluster_kernel() {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  UNETCU_GRID_SYNC();
+}
+
+// Maps (0) a static __shared__ array, (1) a pointer past the dynamic shared memory, or (2) the
+// dynamic shared memory of rank `cluster`, one past the last.
+__global__ void cluster_bad_map_kernel(int what, unsigned cluster) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  __shared__ int table[32];
+  UNETCU_DYNAMIC_SHARED(int, words);
+  int* p = what == 0 ? table : what == 1 ? words + blockDim.x + 1 : words;
+  const unsigned rank = what == 2 ? cluster : 0;
+  UNETCU_CLUSTER_SHARED(p, rank)[0] = 1;
+  UNETCU_CLUSTER_SYNC();
+}
+
+// Rank 0 returns at once; thread 0 of rank 1 keeps mapping rank 0's shared memory, which must
+// abort once rank 0 has finished (the loop only bounds the time a broken check would take).
+__global__ void map_finished_block_kernel(int* out) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  UNETCU_DYNAMIC_SHARED(int, words);
+  if (UNETCU_CLUSTER_RANK() == 0 || threadIdx.x != 0) return;
+  for (long i = 0; i < 2000000000L; ++i) {
+    if (UNETCU_CLUSTER_SHARED(words, 0) == nullptr) out[0] = 1;
+  }
+}
+
+// Both ranks pass a cluster barrier after rank 1 mapped rank 0's shared memory; then rank 0
+// returns and thread 0 of rank 1 keeps reading through the old mapping (ASan reports it).
+__global__ void read_finished_block_kernel(int* out) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  UNETCU_DYNAMIC_SHARED(int, words);
+  words[threadIdx.x] = 7;
+  const volatile int* peer = UNETCU_CLUSTER_SHARED(words, 0);
+  UNETCU_CLUSTER_SYNC();
+  if (UNETCU_CLUSTER_RANK() == 0 || threadIdx.x != 0) return;
+  int sum = 0;
+  for (long i = 0; i < 200000000L; ++i) sum += peer[0];
+  out[0] = sum;
+}
+
 __global__ void early_exit_kernel() {
   if (threadIdx.x == 5) return;
   __syncthreads();
@@ -312,6 +422,45 @@ void grid_sync_in_ordinary_launch(cudaStream_t stream) {
 
 void grid_sync_after_block_exit(cudaStream_t stream) {
   UNETCU_LAUNCH_COOPERATIVE(grid_sync_early_exit_kernel, 4, 32, 0, stream)();
+}
+
+void cluster_exchange(int* out, dim3 grid, int threads, unsigned cluster, cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(cluster_exchange_kernel, grid, threads, threads * sizeof(int), stream,
+                        cluster)(out, cluster);
+}
+
+void cluster_rounds(int* sums, int* info, int blocks, int threads, unsigned cluster,
+                    cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(cluster_rounds_kernel, blocks, threads, threads * sizeof(int), stream,
+                        cluster)(sums, info, cluster);
+}
+
+void cluster_sync_after_block_exit(cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(cluster_early_exit_kernel, 8, 32, 0, stream, 4)();
+}
+
+void divergent_cluster_barriers(cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(cluster_divergent_kernel, 4, 32, 0, stream, 4)();
+}
+
+void cluster_call_in_chained_launch(int what, cudaStream_t stream) {
+  UNETCU_LAUNCH_CHAINED(cluster_call_kernel, 2, 32, sizeof(int), stream)(what);
+}
+
+void grid_sync_in_cluster_launch(cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(grid_sync_in_cluster_kernel, 4, 32, 0, stream, 2)();
+}
+
+void cluster_bad_map(int what, cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(cluster_bad_map_kernel, 4, 32, 32 * sizeof(int), stream, 2)(what, 2u);
+}
+
+void map_finished_block(int* out, cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(map_finished_block_kernel, 2, 32, 32 * sizeof(int), stream, 2)(out);
+}
+
+void read_finished_block(int* out, cudaStream_t stream) {
+  UNETCU_LAUNCH_CLUSTER(read_finished_block_kernel, 2, 32, 32 * sizeof(int), stream, 2)(out);
 }
 
 void early_exit_before_barrier(cudaStream_t stream) {

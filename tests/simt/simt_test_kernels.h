@@ -64,7 +64,33 @@ void grid_rounds(int* slots, int* out, int blocks, int threads, int rounds, cuda
 // out[i] = in[i] * 2 + 1 (UNETCU_LAUNCH_CHAINED; the kernel waits in every thread).
 void chained_scale(int* out, const int* in, int n, cudaStream_t stream);
 
+// A cluster launch (UNETCU_LAUNCH_CLUSTER) of `grid` x `threads` in clusters of `cluster`, with
+// `threads` ints of dynamic shared memory: block (x, y) (linear b = y * grid.x + x) fills word t
+// with b * 1000 + t; after a cluster barrier out[b * threads + t] = word (t + 1) % threads of the
+// block of rank (rank + 1) % cluster of its cluster.
+void cluster_exchange(int* out, dim3 grid, int threads, unsigned cluster, cudaStream_t stream);
+// A cluster launch of `blocks` x `threads` in clusters of `cluster`, two rounds: block b puts
+// (b + 1) * (t + 1) * (round + 1) in its shared word t, and
+// sums[(round * blocks + b) * threads + t] = the sum of word t over the ranks of b's cluster.
+// info[2 * b] = b's UNETCU_CLUSTER_RANK(); info[2 * b + 1] = `threads` (the distance between
+// the next rank's mapped one-past-the-end and start of its shared memory).
+void cluster_rounds(int* sums, int* info, int blocks, int threads, unsigned cluster,
+                    cudaStream_t stream);
+
 // Faulty kernels, each aborting the process with a report; run them in a child process.
+// Rank 1 of each cluster of 4 (grid 8) returns while the others wait at the cluster barrier.
+void cluster_sync_after_block_exit(cudaStream_t stream);
+void divergent_cluster_barriers(cudaStream_t stream);  // rank 0 at another cluster barrier
+// A cluster call in UNETCU_LAUNCH_CHAINED: 0 UNETCU_CLUSTER_SYNC, 1 _RANK, 2 _SHARED.
+void cluster_call_in_chained_launch(int what, cudaStream_t stream);
+void grid_sync_in_cluster_launch(cudaStream_t stream);  // a cluster launch is not cooperative
+// Clusters of 2 mapping (0) a static __shared__ array, (1) a pointer past the dynamic shared
+// memory, (2) rank 2.
+void cluster_bad_map(int what, cudaStream_t stream);
+void map_finished_block(int* out, cudaStream_t stream);  // rank 1 maps rank 0 once it finished
+// Rank 1 reads rank 0's shared memory, mapped before a cluster barrier, after rank 0 finished
+// (an AddressSanitizer report; without ASan it runs to the end).
+void read_finished_block(int* out, cudaStream_t stream);
 void grid_sync_in_ordinary_launch(cudaStream_t stream);  // a grid barrier without cooperation
 void grid_sync_after_block_exit(cudaStream_t stream);    // block 1 returns before the barrier
 // chained_scale, but thread 3 of each block returns before UNETCU_GRID_DEPENDENCY_SYNC.

@@ -1,6 +1,7 @@
 // tests/simt/test_simt_kernels.cpp: the SIMT emulator running real kernels: barriers, warp
-// shuffles and votes, atomics, dynamic shared memory, schedules, workers, and the reports for
-// faulty kernels (deadlock, early exit, divergent barrier, poisoned shuffle, launch checks).
+// shuffles and votes, atomics, dynamic shared memory, schedules, workers, cooperative, chained
+// and cluster launches, and the reports for faulty kernels (deadlock, early exit, divergent
+// barrier, poisoned shuffle, cluster misuse, launch checks).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -397,6 +398,210 @@ TEST_CASE("simt: a thread of a chained launch finishing without the dependency s
   CHECK(report.find("chained_missing_sync_kernel") != std::string::npos);
 }
 
+namespace {
+
+// What block (x, y) of cluster_exchange reads: word (t + 1) % threads of the next rank's block.
+int exchanged(dim3 grid, unsigned cluster, int threads, unsigned x, unsigned y, int t) {
+  const unsigned rank = x % cluster, peer = x - rank + (rank + 1) % cluster;
+  return static_cast<int>((y * grid.x + peer) * 1000) + (t + 1) % threads;
+}
+
+// A faulty launch run in a child: the report it aborted with (empty if it did not abort).
+std::string abort_report(const std::function<void()>& launch) {
+  bool aborted = false;
+  const std::string report = simt_test::run_in_child(launch, &aborted);
+  return aborted ? report : std::string();
+}
+
+}  // namespace
+
+TEST_CASE("simt: a cluster launch runs a cluster's blocks together and maps their shared memory") {
+  for (unsigned cluster : {1u, 2u, 4u, 8u}) {
+    for (int threads : {32, 96}) {
+      CAPTURE(cluster);
+      CAPTURE(threads);
+      const dim3 grid(3 * cluster, 2);  // three clusters along x in each of two rows
+      const int blocks = static_cast<int>(grid.x * grid.y);
+      DeviceArray<int> out(size_t(blocks * threads));
+      unetcu::simt::reset_counters();
+      bool identical = false;
+      const std::vector<int> got = simt_test::run_both_schedules(
+          out,
+          [&] {
+            UNETCU_CUDA_CHECK(cudaMemset(out.get(), 0xFF, out.size() * sizeof(int)));
+            simt_test::cluster_exchange(out.get(), grid, threads, cluster, nullptr);
+          },
+          &identical);
+      CHECK(identical);
+      int wrong = 0;
+      for (unsigned y = 0; y < grid.y; ++y) {
+        for (unsigned x = 0; x < grid.x; ++x) {
+          for (int t = 0; t < threads; ++t) {
+            const size_t i = size_t((y * grid.x + x) * threads + t);
+            if (got[i] != exchanged(grid, cluster, threads, x, y, t)) ++wrong;
+          }
+        }
+      }
+      CHECK(wrong == 0);
+      const auto c = unetcu::simt::counters();
+      CHECK(c.launches == 2u);
+      CHECK(c.blocks == uint64_t(2 * blocks));
+      CHECK(c.barriers == uint64_t(2 * 2 * blocks));  // two cluster barriers per block
+    }
+  }
+}
+
+TEST_CASE("simt: cluster ranks, and a reduction over the cluster done twice in one kernel") {
+  const int threads = 64;
+  for (unsigned cluster : {2u, 3u, 8u}) {
+    CAPTURE(cluster);
+    const int blocks = static_cast<int>(2 * cluster);
+    DeviceArray<int> sums(size_t(2 * blocks * threads)), info(size_t(2 * blocks));
+    bool identical = false;
+    const std::vector<int> got = simt_test::run_both_schedules(
+        sums,
+        [&] {
+          simt_test::cluster_rounds(sums.get(), info.get(), blocks, threads, cluster, nullptr);
+        },
+        &identical);
+    CHECK(identical);
+    int wrong = 0;
+    for (int round = 0; round < 2; ++round) {
+      for (int b = 0; b < blocks; ++b) {
+        const int first = b / int(cluster) * int(cluster);
+        int ranks = 0;  // the sum of b + 1 over the blocks of b's cluster
+        for (int k = first; k < first + int(cluster); ++k) ranks += k + 1;
+        for (int t = 0; t < threads; ++t) {
+          if (got[size_t((round * blocks + b) * threads + t)] != (round + 1) * (t + 1) * ranks) {
+            ++wrong;
+          }
+        }
+      }
+    }
+    CHECK(wrong == 0);
+    const std::vector<int> ranks = info.read();
+    for (int b = 0; b < blocks; ++b) {
+      CHECK(ranks[size_t(2 * b)] == b % int(cluster));
+      CHECK(ranks[size_t(2 * b + 1)] == threads);  // one past the end maps too
+    }
+  }
+}
+
+TEST_CASE("simt: a cluster launch whose cluster is too large or does not divide grid.x fails") {
+  const int threads = 32;
+  struct Bad {
+    dim3 grid;
+    unsigned cluster;
+    const char* why;
+  };
+  for (const Bad& bad : {Bad{dim3(8), 3, "grid.x 8 is not a multiple of the cluster size 3"},
+                         Bad{dim3(16), 16, "a cluster of 16 blocks; a cluster has 1 to 8"}}) {
+    CAPTURE(bad.why);
+    DeviceArray<int> out(std::vector<int>(size_t(bad.grid.x * threads), -1));
+    unetcu::simt::reset_counters();
+    cudaError_t code = cudaSuccess;
+    std::string message;
+    try {
+      simt_test::cluster_exchange(out.get(), bad.grid, threads, bad.cluster, nullptr);
+    } catch (const unetcu::CudaError& e) {
+      code = e.code();
+      message = e.what();
+    }
+    CAPTURE(message);
+    CHECK(code == cudaErrorInvalidClusterSize);
+    CHECK(message.find("cluster_exchange_kernel") != std::string::npos);
+    CHECK(message.find(bad.why) != std::string::npos);
+    CHECK(unetcu::simt::counters().launches == 0u);  // nothing ran
+    for (int v : out.read()) CHECK(v == -1);
+    CHECK(cudaPeekAtLastError() == cudaSuccess);
+  }
+}
+
+TEST_CASE("simt: a block finishing while its cluster waits at a cluster barrier aborts") {
+  for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
+    const std::string report = abort_report([&] {
+      unetcu::simt::set_schedule(schedule);
+      simt_test::cluster_sync_after_block_exit(nullptr);
+    });
+    CAPTURE(report);
+    // Rank 1 of the first cluster either finishes while the others wait, or finishes first
+    // and the next block to arrive reports it.
+    CHECK(report.find("block (1,0,0)") != std::string::npos);
+    CHECK(report.find("cluster barrier at tests/simt/simt_test_kernels.cu:") != std::string::npos);
+    CHECK(report.find("every block of a cluster must reach each cluster barrier") !=
+          std::string::npos);
+    CHECK(report.find("cluster_early_exit_kernel launched (clusters of 4 blocks) at") !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("simt: blocks of a cluster at different cluster barriers abort") {
+  const std::string report =
+      abort_report([] { simt_test::divergent_cluster_barriers(nullptr); });
+  CAPTURE(report);
+  CHECK(report.find("divergent cluster barriers: block (") != std::string::npos);
+  CHECK(report.find("cluster_divergent_kernel") != std::string::npos);
+}
+
+TEST_CASE("simt: the cluster calls outside a cluster launch abort") {
+  const char* what[] = {"reached a cluster barrier at ", "asked for its cluster rank at ",
+                        "mapped shared memory to another block at "};
+  for (int call = 0; call < 3; ++call) {
+    CAPTURE(call);
+    const std::string report =
+        abort_report([call] { simt_test::cluster_call_in_chained_launch(call, nullptr); });
+    CAPTURE(report);
+    CHECK(report.find(std::string(what[call]) + "tests/simt/simt_test_kernels.cu:") !=
+          std::string::npos);
+    CHECK(report.find("not launched with UNETCU_LAUNCH_CLUSTER") != std::string::npos);
+    CHECK(report.find("cluster_call_kernel") != std::string::npos);
+  }
+}
+
+TEST_CASE("simt: a grid barrier in a cluster launch aborts (it is not cooperative)") {
+  const std::string report =
+      abort_report([] { simt_test::grid_sync_in_cluster_launch(nullptr); });
+  CAPTURE(report);
+  CHECK(report.find("reached a grid barrier at tests/simt/simt_test_kernels.cu:") !=
+        std::string::npos);
+  CHECK(report.find("not launched with UNETCU_LAUNCH_COOPERATIVE") != std::string::npos);
+}
+
+TEST_CASE("simt: mapping memory that is not dynamic shared memory, or a rank beyond the cluster, "
+          "aborts") {
+  for (int what : {0, 1}) {
+    CAPTURE(what);
+    const std::string report = abort_report([what] { simt_test::cluster_bad_map(what, nullptr); });
+    CAPTURE(report);
+    CHECK(report.find("to another block at tests/simt/simt_test_kernels.cu:") !=
+          std::string::npos);
+    CHECK(report.find("not in this block's dynamic shared memory (128 bytes") !=
+          std::string::npos);
+    CHECK(report.find("only dynamic shared memory (UNETCU_DYNAMIC_SHARED) can be mapped") !=
+          std::string::npos);
+    CHECK(report.find("in kernel cluster_bad_map_kernel launched (clusters of 2 blocks)") !=
+          std::string::npos);
+    CHECK(report.find(", block (") != std::string::npos);
+  }
+  const std::string report = abort_report([] { simt_test::cluster_bad_map(2, nullptr); });
+  CAPTURE(report);
+  CHECK(report.find("mapped shared memory to rank 2 at tests/simt/simt_test_kernels.cu:") !=
+        std::string::npos);
+  CHECK(report.find("has 2 block(s), ranks 0 to 1") != std::string::npos);
+  CHECK(report.find("cluster_bad_map_kernel") != std::string::npos);
+}
+
+TEST_CASE("simt: mapping the shared memory of a block that has finished aborts") {
+  const std::string report = abort_report([] {
+    DeviceArray<int> out(1);
+    simt_test::map_finished_block(out.get(), nullptr);
+  });
+  CAPTURE(report);
+  CHECK(report.find("thread (0,0,0) mapped the shared memory of rank 0 at") != std::string::npos);
+  CHECK(report.find("after that block had finished") != std::string::npos);
+  CHECK(report.find("block (1,0,0)") != std::string::npos);
+}
+
 TEST_CASE("simt: a thread exiting before a __syncthreads aborts") {
   for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
     bool aborted = false;
@@ -495,6 +700,19 @@ TEST_CASE("simt: AddressSanitizer catches a kernel writing past its buffer") {
   CAPTURE(report);
   CHECK(report.find("heap-buffer-overflow") != std::string::npos);
   CHECK(report.find("out_of_bounds_kernel") != std::string::npos);
+}
+
+TEST_CASE("simt: AddressSanitizer catches a read of a finished cluster block's shared memory") {
+  bool aborted = false;
+  const std::string report = simt_test::run_in_child(
+      [] {
+        DeviceArray<int> out(1);
+        simt_test::read_finished_block(out.get(), nullptr);
+      },
+      &aborted);
+  CAPTURE(report);
+  CHECK(report.find("use-after-poison") != std::string::npos);
+  CHECK(report.find("read_finished_block_kernel") != std::string::npos);
 }
 #endif
 

@@ -3,6 +3,7 @@
 // (including the calls a GPU forbids during capture).
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -281,6 +282,50 @@ TEST_CASE("simt runtime: a captured cooperative launch replays with its grid bar
   }
   CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
   cudaStreamDestroy(stream);
+}
+
+TEST_CASE("simt runtime: a captured cluster launch replays as a cluster launch") {
+  const dim3 grid(8, 2);
+  const unsigned cluster = 4;
+  const int threads = 32, n = 16 * threads;
+  DeviceArray<int> direct(static_cast<size_t>(n)), replayed(static_cast<size_t>(n));
+  simt_test::cluster_exchange(direct.get(), grid, threads, cluster, nullptr);
+  const std::vector<int> want = direct.read();
+  cudaStream_t stream = nullptr;
+  REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  cudaGraphExec_t exec = capture(stream, [&] {
+    UNETCU_CUDA_CHECK(cudaMemsetAsync(replayed.get(), 0xFF, n * sizeof(int), stream));
+    simt_test::cluster_exchange(replayed.get(), grid, threads, cluster, stream);
+  });
+  for (int replay = 0; replay < 2; ++replay) {
+    unetcu::simt::reset_counters();
+    REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    CHECK(replayed.read() == want);
+    CHECK(unetcu::simt::counters().barriers == 2u * 16u);  // the two cluster barriers ran
+  }
+  // Block 0 reads word 1 of block 1, its cluster's next rank: the launch did exchange.
+  CHECK(want[0] == 1000 + 1);
+  CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+  cudaStreamDestroy(stream);
+}
+
+TEST_CASE("simt runtime: a launch both cooperative and in clusters fails without running") {
+  static std::atomic<int> runs{0};  // the blocks run on threads of their own
+  unetcu::simt::KernelCall call;
+  call.invoke = [](const void*) { runs.fetch_add(1); };
+  call.grid = dim3(2);
+  call.block = dim3(32);
+  call.name = "both_kernel";
+  call.cooperative = true;
+  call.cluster = 2;
+  CHECK(unetcu::simt::launch(call, nullptr) == cudaErrorInvalidClusterSize);
+  CHECK(cudaGetLastError() == cudaErrorInvalidClusterSize);
+  CHECK(std::string(cudaGetErrorName(cudaErrorInvalidClusterSize)) ==
+        "cudaErrorInvalidClusterSize");
+  CHECK(runs == 0);
+  call.cooperative = false;  // the same as a cluster launch runs
+  CHECK(unetcu::simt::launch(call, nullptr) == cudaSuccess);
+  CHECK(runs == 64);
 }
 
 TEST_CASE("simt runtime: captured chained launches replay in order") {
