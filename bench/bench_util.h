@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -256,7 +257,8 @@ inline CurrentCase& current_case() {
 }
 
 // Registers "<key>/ours" and, with `with_torch`, "<key>/libtorch". The first of them to run
-// builds the case and checks it; a pair that disagrees is skipped with the reason.
+// builds the case and checks it; a pair that disagrees, or whose case throws (an opt-in path
+// the device refuses, say), is skipped with the reason, and the other pairs still run.
 // `manual_time`: the timer reports each iteration's time itself (SetIterationTime) in one
 // iteration, as the GPU timer does with its median of event-timed runs.
 inline void register_pair(PairInfo info, Factory make, Timer timer, bool with_torch,
@@ -268,24 +270,38 @@ inline void register_pair(PairInfo info, Factory make, Timer timer, bool with_to
     auto body = [key, make, timer, ours](benchmark::State& state) {
       PairInfo& info = pair(key);
       CurrentCase& cur = current_case();
-      if (cur.key != key) {
-        cur.op.reset();
-        cur.op = make();
-        cur.key = key;
-      }
-      if (!info.checked) {
-        info.check = cur.op->check();
+      try {
+        if (cur.key != key) {
+          cur.op.reset();
+          cur.key.clear();
+          cur.op = make();
+          cur.key = key;
+        }
+        if (!info.checked) {
+          info.check = cur.op->check();
+          info.checked = true;
+        }
+      } catch (const std::exception& e) {
+        info.check.ok = false;
+        info.check.detail = std::string("failed: ") + e.what();
         info.checked = true;
       }
       if (!info.check.ok) {
-        state.SkipWithError(("disagrees with the reference: " + info.check.detail).c_str());
+        const bool threw = info.check.detail.rfind("failed: ", 0) == 0;
+        state.SkipWithError(
+            ((threw ? "" : "disagrees with the reference: ") + info.check.detail).c_str());
         return;
       }
       OpCase* op = cur.op.get();
-      if (ours)
-        timer(state, [op] { op->ours(); });
-      else
-        timer(state, [op] { op->torch(); });
+      try {
+        if (ours)
+          timer(state, [op] { op->ours(); });
+        else
+          timer(state, [op] { op->torch(); });
+      } catch (const std::exception& e) {
+        state.SkipWithError((std::string("failed: ") + e.what()).c_str());
+        return;
+      }
       set_work_counter(state, info);
     };
     auto* b = benchmark::RegisterBenchmark((key + (ours ? "/ours" : "/libtorch")).c_str(), body);

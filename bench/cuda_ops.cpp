@@ -723,37 +723,58 @@ struct FusedBnCase : OpCase, BnInputs {
   }
 };
 
-// A BatchNorm case with the single-pass training forward on (kernels/batchnorm.h), for the
-// same pair as its default form: the probe that decides whether it becomes the default.
+// A BatchNorm case with one of its opt-in paths on (kernels/batchnorm.h: the single-pass
+// forward, the clusters), for the same pair as its default form: the probes that decide
+// whether they become the default.
+struct OptIn {
+  const char* suffix;  // of the probe's family: "bn.train_fwd" -> "bn.train_fwd.single_pass"
+  void (*set)(bool);
+  bool (*get)();
+};
+constexpr OptIn kSinglePass{".single_pass", cuda::set_batchnorm_single_pass,
+                            cuda::batchnorm_single_pass};
+constexpr OptIn kClusters{".cluster", cuda::set_batchnorm_cluster, cuda::batchnorm_cluster};
+
 template <class Case>
-struct SinglePassCase : Case {
-  using Case::Case;
+struct OptInCase : Case {
+  OptIn opt;
+  template <class... Args>
+  explicit OptInCase(OptIn o, Args&&... args) : Case(std::forward<Args>(args)...), opt(o) {}
   void ours() override {
-    const bool before = cuda::batchnorm_single_pass();
-    cuda::set_batchnorm_single_pass(true);
-    Case::ours();
-    cuda::set_batchnorm_single_pass(before);
+    const bool before = opt.get();
+    opt.set(true);
+    try {
+      Case::ours();
+    } catch (...) {
+      opt.set(before);
+      throw;
+    }
+    opt.set(before);
   }
 };
 
-// The probe pair of a training-forward pair: family "bn.train_fwd" -> "bn.train_fwd.single_pass".
-PairInfo single_pass_probe(const PairInfo& p) {
+PairInfo probe_of(const PairInfo& p, const OptIn& opt) {
   PairInfo probe = p;
   const size_t slash = p.key.find('/');
-  probe.key = p.key.substr(0, slash) + ".single_pass" + p.key.substr(slash);
+  probe.key = p.key.substr(0, slash) + opt.suffix + p.key.substr(slash);
   probe.in_totals = false;
   probe.probe = true;
   return probe;
 }
 
+template <class Case, class Op>
+void register_probe(const PairInfo& p, const OptIn& opt, ActInfo a, Op op, uint64_t s) {
+  register_gpu_pair(probe_of(p, opt), [opt, a, op, s] {
+    return std::make_unique<OptInCase<Case>>(opt, a, op, s);
+  });
+}
+
 void register_batchnorms(const Graph& g) {
   uint64_t seed = for_each_batchnorm_pair(g, [](const PairInfo& p, ActInfo a, BnOp op, uint64_t s) {
     register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
-    if (op == BnOp::train_forward) {
-      register_gpu_pair(single_pass_probe(p), [a, op, s] {
-        return std::make_unique<SinglePassCase<BnCase>>(a, op, s);
-      });
-    }
+    if (op == BnOp::train_forward) register_probe<BnCase>(p, kSinglePass, a, op, s);
+    if (op == BnOp::train_forward || op == BnOp::backward)
+      register_probe<BnCase>(p, kClusters, a, op, s);
   });
   // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
   // The fused forms at the shapes of the ReLUs and add+ReLUs they replace. Bytes a value: each
@@ -782,11 +803,9 @@ void register_batchnorms(const Graph& g) {
       const FusedOp op = o.op;
       const uint64_t s = seed += 10;
       register_gpu_pair(p, [a, op, s] { return std::make_unique<FusedBnCase>(a, op, s); });
-      if (op == FusedOp::relu_forward || op == FusedOp::add_relu_forward) {
-        register_gpu_pair(single_pass_probe(p), [a, op, s] {
-          return std::make_unique<SinglePassCase<FusedBnCase>>(a, op, s);
-        });
-      }
+      if (op == FusedOp::relu_forward || op == FusedOp::add_relu_forward)
+        register_probe<FusedBnCase>(p, kSinglePass, a, op, s);
+      register_probe<FusedBnCase>(p, kClusters, a, op, s);
     }
   }
 }

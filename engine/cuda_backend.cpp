@@ -354,6 +354,9 @@ class CudaBackend final : public Backend {
       os << ", weight gradients of at most " << kSplitMaxK << " channels in " << split_
          << " parts";
     if (prioritised_) os << ", compute stream at the greatest priority";
+    // The opt-in BatchNorm paths, read as the kernels read them (at each call).
+    if (cuda::batchnorm_single_pass()) os << ", single-pass BatchNorm forward";
+    if (cuda::batchnorm_cluster()) os << ", BatchNorms in clusters";
     return os.str();
   }
 #if !defined(UNETCU_SIMT)

@@ -68,6 +68,16 @@ size_t batchnorm_workspace_bytes(const BatchNormShape& sh);
 void set_batchnorm_single_pass(bool on);
 bool batchnorm_single_pass();
 
+// BatchNorm in clusters (kernels/cuda/common.cuh, cluster_reduce_then_map): the training
+// forward and the backward of the vectorizable shapes too large for the one-kernel path, in
+// one launch each where the multi-block path takes three, when the channels give at least 64
+// blocks in clusters of at most 8 (at batch 16, 128x128: every BatchNorm but decoder block
+// 4's). Off by default until measured on a GPU; UNETCU_BN_CLUSTER=1 in the environment turns
+// it on, as does set_batchnorm_cluster. Needs compute capability 9.0 (elsewhere the other
+// paths run). The single pass, when also on, takes the forwards it fits.
+void set_batchnorm_cluster(bool on);
+bool batchnorm_cluster();
+
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var,
                              const float* x, const float* gamma, const float* beta,

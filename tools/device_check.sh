@@ -74,7 +74,9 @@
 # step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL and
 # UNETCU_NCU_DETAIL_COUNT (6c; off by default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
 # after the build, only the step under each of a few settings in turn, with
-# UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first; off by default),
+# UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first, with UNETCU_CHECK_AB_OPS=REGEX the
+# bench_cuda_ops pairs REGEX matches, each checked against the CPU reference, before the
+# rounds; off by default),
 # UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default).
 set -uo pipefail
 
@@ -252,6 +254,14 @@ serving_summary() {
     "$(serving "forward form" "$1") forward forms, $(serving "heuristics B" "$1") of mode B," \
     "$(serving " SMs" "$1") carved out"
 }
+# Pairs that were skipped because they disagreed with the reference or failed, and the
+# memory-bound families below target, of an ops run.
+ops_summary() {
+  local skipped below
+  skipped=$(grep -c -E 'disagrees with the reference|failed: ' "$1")
+  below=$(grep -E 'families below 70% of the copy' "$1")
+  echo "$skipped pairs disagree or fail; memory-bound: ${below:-no table}"
+}
 nograph_summary() {
   local conv
   conv=$(sed -n '/^per family/,/^all /p' "$1" | awk '/^conv/ {printf "%s%s %s", sep, $1, $2; sep=", "}')
@@ -343,10 +353,17 @@ fi
 # UNETCU_CHECK_AB="SETTING;SETTING;...": only bench_cuda_ops' training step (ours, without
 # LibTorch's) under each SETTING (VAR=value words, or "default") in turn,
 # UNETCU_CHECK_AB_ROUNDS rounds (default 2), then the table; the rest of the check is skipped
-# (with UNETCU_CHECK_AB_VERIFY=1, the CPU-vs-GPU steps of section 3 run first). For a change or an opt-in setting measured in a few
-# minutes of GPU time; taking the settings in turn spreads the card's drift over them.
+# (with UNETCU_CHECK_AB_VERIFY=1, the CPU-vs-GPU steps of section 3 run first; with
+# UNETCU_CHECK_AB_OPS=REGEX, the bench_cuda_ops pairs it matches, each checked against the
+# CPU reference before it is timed, into bench_cuda_ops.log, whose tables the table shows: for
+# an opt-in kernel path with probe pairs, e.g. '^(bn[.]|bn_relu|bn_add_relu|limits)' for the
+# BatchNorms and the copies they are held to). For a change or an opt-in setting measured in a
+# few minutes of GPU time; taking the settings in turn spreads the card's drift over them.
 if [ -n "${UNETCU_CHECK_AB:-}" ]; then
   [ "${UNETCU_CHECK_AB_VERIFY:-0}" = 1 ] && step_check_rows
+  if [ -n "${UNETCU_CHECK_AB_OPS:-}" ]; then
+    bench_variant bench_cuda_ops "ops ${UNETCU_CHECK_AB_OPS}" "" "$UNETCU_CHECK_AB_OPS" ops_summary
+  fi
   IFS=';' read -r -a ab_settings <<< "$UNETCU_CHECK_AB"
   for round in $(seq 1 "${UNETCU_CHECK_AB_ROUNDS:-2}"); do
     for i in "${!ab_settings[@]}"; do
@@ -408,6 +425,9 @@ step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UN
 step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
   "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
 step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
+# The BatchNorms in cluster launches (opt-in): one kernel each way where the three of the
+# multi-block path ran.
+step_variant step_check_cluster "cpu-vs-gpu step, BN clusters" UNETCU_BN_CLUSTER=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
 # ---- 4. training on generated data ------------------------------------------------------------
@@ -589,6 +609,9 @@ if [ -x "$gpu_bench" ]; then
   # The whole step with the single-pass BatchNorm forward (opt-in, experimental; its per-op
   # probes, *.single_pass, are in bench_cuda_ops.log and the memory-bound table).
   step_bench bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
+  # The whole step with the BatchNorms in cluster launches (opt-in; its per-op probes,
+  # *.cluster, are in bench_cuda_ops.log and the memory-bound table).
+  step_bench bench_cuda_ops_cluster "step, BN clusters" UNETCU_BN_CLUSTER=1
   # The reductions, the copies they are held to and the step without chained launches
   # (UNETCU_PDL=0): the memory-bound table of that log against the one above says what
   # overlapping each kernel's start with the previous one's end brings.

@@ -20,7 +20,8 @@
 // the H100's 50 MB L2.
 // The partials are row_blocks (<= 1024) doubles per channel and sum, small next to the tensor.
 // Tensors with few rows (layer4: 256 rows at batch 16) take reduce_then_map instead: one
-// kernel, no partials, the barrier a __syncthreads.
+// kernel, no partials, the barrier a __syncthreads. With clusters on (set_batchnorm_cluster,
+// opt-in) most others take cluster_reduce_then_map: one kernel, the barrier a cluster's.
 #include "kernels/batchnorm.h"
 
 #include <array>
@@ -485,6 +486,7 @@ size_t partials_bytes(const BatchNormShape& sh) {
 }
 
 EnvSwitch g_single_pass{"UNETCU_BN_SINGLE_PASS", false};
+EnvSwitch g_cluster{"UNETCU_BN_CLUSTER", false};
 EnvSwitch g_relu_mask_from_input{"UNETCU_BN_RELU_MASK_FROM_INPUT", true};
 
 constexpr int kOnePassSlots = int(sizeof(kOnePassRows) / sizeof(kOnePassRows[0]));
@@ -529,8 +531,9 @@ float* coefs_of(void* workspace, const BatchNormShape& sh) {
 
 // The sums (Src<1>: one channel per thread; Src<V>: V channels per thread) with their
 // epilogue, then the pass `map` over the same rows at vector width V: one kernel,
-// reduce_then_map, when V == 4 and the rows fit one block per vector column, else reduce_rows
-// and map_rows.
+// reduce_then_map, when V == 4 and the rows fit one block per vector column; one cluster
+// launch, cluster_reduce_then_map, when V == 4, clusters are on and the shape has channels
+// enough; else reduce_rows and map_rows.
 template <int V, template <int> class Src, class Epilogue, class Map>
 void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
                        const Epilogue& epilogue, const Map& map, const BatchNormShape& sh,
@@ -542,6 +545,12 @@ void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
                                      stream);
       return;
     }
+    detail::ClusterTiling clustered;
+    if (batchnorm_cluster() &&
+        detail::cluster_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &clustered) &&
+        detail::cluster_reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
+                                               clustered, stream))
+      return;
   }
   detail::reduce_rows<2>(scalar_src, epilogue, stats_tiling(sh), partials_of(workspace), stream);
   detail::map_rows(map, sh.rows, sh.c / V, stream);
@@ -646,6 +655,8 @@ void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const fl
 void set_batchnorm_single_pass(bool on) { g_single_pass.set(on); }
 
 bool batchnorm_single_pass() { return g_single_pass.get(); }
+void set_batchnorm_cluster(bool on) { g_cluster.set(on); }
+bool batchnorm_cluster() { return g_cluster.get(); }
 void set_batchnorm_relu_mask_from_input(bool on) { g_relu_mask_from_input.set(on); }
 bool batchnorm_relu_mask_from_input() { return g_relu_mask_from_input.get(); }
 

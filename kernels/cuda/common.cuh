@@ -12,10 +12,13 @@
 //   reduce_then_map  for tensors with few rows: one block owns all rows of a few columns, sums
 //               them, runs the epilogue and then a map_rows-style pass over the same rows, all
 //               in one kernel (reduce_rows + map_rows take three).
+//   cluster_reduce_then_map  the same for more rows than a block takes: a cluster of blocks
+//               shares the columns, its blocks' sums meet through distributed shared memory at
+//               a cluster barrier (compute capability 9.0; opt-in where used).
 //
 // Every .cu file is compiled twice: by nvcc for the GPU and by g++ under the SIMT emulator
 // (kernels/simt/). Only what the emulator runs is used here: no inline PTX, no CUB, no
-// cooperative groups. Header-level device functions are `inline` (the emulator drops
+// cooperative groups beyond what launch.h wraps. Header-level device functions are `inline` (the emulator drops
 // __forceinline__), and kernels are templates, so the header can be included by several files.
 #pragma once
 
@@ -425,6 +428,107 @@ inline void reduce_then_map(const Src& src, const Epilogue& epilogue, const Map&
                             const SmallTiling& t, cudaStream_t stream) {
   UNETCU_LAUNCH_CHAINED((reduce_then_map_kernel<NV, Src, Epilogue, Map>), t.blocks,
                         t.tile * t.lanes, 0, stream)(src, epilogue, map, t);
+}
+
+// ---- cluster_reduce_then_map -----------------------------------------------------------------
+
+// reduce_then_map for tensors whose rows do not fit one block, in one kernel still: the blocks
+// of a cluster (kernels/cuda/launch.h) share a column tile and split its rows, each summing
+// every cluster-th group of `lanes` rows. Their totals meet in distributed shared memory at a
+// cluster barrier: a hardware barrier between the cluster's SMs, where reduce_rows waits for
+// a whole grid twice (a partial kernel, a final kernel, then map_rows). At layer1's
+// BatchNorm (16x32x32x64) those three kernels took 4.3 + 4.5 + 4.0 us on an H200 for 4 MB,
+// mostly launch and drain; the final kernel alone, 64 blocks adding 2-4 partials each, cost as
+// much as either pass (bench/RESULTS.md).
+struct ClusterTiling {
+  int64_t rows = 0;
+  int cols = 0, tile = 1, lanes = 1, tiles = 1, cluster = 1;
+};
+
+// Blocks a cluster launch aims at: about one per SM of an H100 (132). A block per SM at 256
+// threads is few warps, but each thread keeps several rows' loads in flight (unrolled by 4).
+constexpr int kClusterTargetBlocks = 128;
+// Below this many blocks (narrow tensors: 16 channels are 4 float4 columns, 32 blocks at the
+// largest cluster) half the SMs would stream the whole tensor: those keep the multi-block
+// path.
+constexpr int kClusterMinBlocks = 64;
+
+// The tiling for `rows` x `cols` elements of `elem_bytes` (a column: one element of a row),
+// or false when even the largest cluster leaves fewer than kClusterMinBlocks blocks. As
+// small_tiling, one 16-byte column segment a block; the cluster is the smallest power of two
+// that reaches kClusterTargetBlocks blocks, at most kMaxClusterBlocks.
+inline bool cluster_tiling(int64_t rows, int cols, int elem_bytes, ClusterTiling* t) {
+  if (rows <= 0 || cols <= 0) return false;
+  int tile = (16 + elem_bytes - 1) / elem_bytes;
+  if (tile > cols) tile = cols;
+  const int tiles = (cols + tile - 1) / tile;
+  int cluster = 1;
+  while (cluster < int(kMaxClusterBlocks) && tiles * cluster < kClusterTargetBlocks) cluster *= 2;
+  if (tiles * cluster < kClusterMinBlocks) return false;
+  t->rows = rows;
+  t->cols = cols;
+  t->tile = tile;
+  t->lanes = kThreads / tile;
+  t->tiles = tiles;
+  t->cluster = cluster;
+  return true;
+}
+
+// Block b (rank b % cluster of column tile b / cluster) sums rows rank*lanes + lane, stepping
+// by lanes*cluster; the lane tree gives its column totals, which it leaves in its shared
+// memory; after the cluster barrier rank 0 adds the cluster's totals in rank order (the same
+// bits under any timing) and runs the epilogue (its parts spread over the column's lanes);
+// the second barrier makes the epilogue's writes visible to the cluster and keeps every
+// block's shared memory alive until rank 0 has read it; then every block runs
+// Map::column(col)(row) over its rows. The rows are read twice, the second time mostly from
+// L2, as the multi-block path reads them.
+template <int NV, class Src, class Epilogue, class Map>
+__global__ void __launch_bounds__(kThreads)
+    cluster_reduce_then_map_kernel(Src src, Epilogue epilogue, Map map, ClusterTiling t) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  UNETCU_DYNAMIC_SHARED(double, block_totals);  // [NV][tile]
+  const int rank = int(UNETCU_CLUSTER_RANK());
+  const int col = int(blockIdx.x) / t.cluster * t.tile + int(threadIdx.x) % t.tile;
+  const int lane = int(threadIdx.x) / t.tile;
+  const int64_t first = int64_t(rank) * t.lanes + lane;
+  const int64_t step = int64_t(t.lanes) * t.cluster;
+  double acc[NV] = {};
+  if (col < t.cols) {
+    const auto column = src.column(0, col);
+    UNETCU_UNROLL_4
+    for (int64_t r = first; r < t.rows; r += step) column.add(acc, r);
+  }
+  reduce_lanes<double, NV>(acc, t.tile, t.lanes);
+  if (lane == 0)
+    for (int v = 0; v < NV; ++v) block_totals[v * t.tile + int(threadIdx.x)] = acc[v];
+  UNETCU_CLUSTER_SYNC();
+  if (rank == 0 && col < t.cols) {
+    double totals[NV] = {};
+    for (int b = 0; b < t.cluster; ++b) {
+      const double* peer = UNETCU_CLUSTER_SHARED(block_totals, b);
+      for (int v = 0; v < NV; ++v) totals[v] += peer[v * t.tile + int(threadIdx.x) % t.tile];
+    }
+    run_epilogue(epilogue, 0, col, lane, t.lanes, totals);
+  }
+  UNETCU_CLUSTER_SYNC();
+  if (col >= t.cols) return;  // the last barrier is behind us
+  const auto out = map.column(col);
+  UNETCU_UNROLL_4
+  for (int64_t r = first; r < t.rows; r += step) out(r);
+}
+
+// Launches cluster_reduce_then_map_kernel, or returns false (launching nothing) where clusters
+// cannot run (launch.h: cluster_launches_work), for the caller's other path.
+template <int NV, class Src, class Epilogue, class Map>
+inline bool cluster_reduce_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
+                                    const ClusterTiling& t, cudaStream_t stream) {
+  const auto kernel = &cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>;
+  if (!cluster_launches_work(reinterpret_cast<const void*>(kernel))) return false;
+  UNETCU_LAUNCH_CLUSTER((cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>),
+                        t.tiles * t.cluster, t.tile * t.lanes,
+                        size_t(NV) * size_t(t.tile) * sizeof(double), stream, t.cluster)(
+      src, epilogue, map, t);
+  return true;
 }
 
 // Workspace layout helper: `bytes` rounded up so that a following region stays 256-aligned.

@@ -698,5 +698,8 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
     CHECK_FALSE(test::contains(backend->describe(), "channels in"));
   else
     CHECK(test::contains(backend->describe(), parts));
+  const char* clusters = std::getenv("UNETCU_BN_CLUSTER");
+  CHECK(test::contains(backend->describe(), "BatchNorms in clusters") ==
+        (clusters != nullptr && std::string(clusters) == "1"));
 }
 #endif

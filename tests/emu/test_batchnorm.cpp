@@ -82,6 +82,26 @@ void reference_train_forward(std::vector<float>& y, std::vector<float>& mean,
   if (f == Fusion::add_relu) cpu::add_relu_forward(y.data(), y.data(), d.residual.data(), count);
 }
 
+// Sets one of the BatchNorm's switches (kernels/batchnorm.h) for a scope, and puts it back.
+struct Switched {
+  void (*set)(bool);
+  bool before;
+  Switched(void (*setter)(bool), bool (*getter)(), bool on) : set(setter), before(getter()) {
+    set(on);
+  }
+  Switched(const Switched&) = delete;  // one restore per scope
+  ~Switched() { set(before); }
+};
+// The switches the tests below turn: where the BatchNorm + ReLU backward takes its mask from,
+// the single-pass forward, the clusters.
+Switched relu_mask_from_input(bool on) {
+  return {cuda::set_batchnorm_relu_mask_from_input, cuda::batchnorm_relu_mask_from_input, on};
+}
+Switched single_pass() {
+  return {cuda::set_batchnorm_single_pass, cuda::batchnorm_single_pass, true};
+}
+Switched clusters() { return {cuda::set_batchnorm_cluster, cuda::batchnorm_cluster, true}; }
+
 // One shape, all three fusions, against the reference; both schedules bit-identical. Under the
 // emulator, `launches` (when >= 0) is the number of kernels each call must take.
 void check_train_forward(const BnCase& bc, int launches = -1) {
@@ -144,15 +164,8 @@ TEST_CASE("cuda batchnorm train forward (plain and fused) matches the reference"
   for (const BnCase& bc : kCases) check_train_forward(bc);
 }
 
-// Turns the single-pass forward on for a scope, and back to what it was.
-struct SinglePass {
-  bool before = cuda::batchnorm_single_pass();
-  SinglePass() { cuda::set_batchnorm_single_pass(true); }
-  ~SinglePass() { cuda::set_batchnorm_single_pass(before); }
-};
-
 TEST_CASE("cuda batchnorm train forward in a single pass matches the reference") {
-  SinglePass on;
+  const Switched on = single_pass();
   // One cooperative launch where the rows fit the co-resident blocks (the emulator's 64):
   // 2,304 rows of 64 channels (16 lanes: 4 rows a thread, 36 blocks), 1,089 of 16 (64 lanes,
   // 2 rows, 9 blocks), 5,000 of 128 (8 lanes, 16 rows, 40 blocks), 600 of 512 (2 lanes, 8
@@ -220,18 +233,13 @@ TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference")
   }
 }
 
-// Sets where the BatchNorm + ReLU backward takes its mask from for a scope, and puts it back.
-struct ReluMaskFromInput {
-  bool before = cuda::batchnorm_relu_mask_from_input();
-  explicit ReluMaskFromInput(bool on) { cuda::set_batchnorm_relu_mask_from_input(on); }
-  ~ReluMaskFromInput() { cuda::set_batchnorm_relu_mask_from_input(before); }
-};
-
-TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in all grad modes") {
-  // y and the statistics here are the CPU reference's, so the mask is taken from y; the
-  // mask formed from x, which assumes our forward's y, has its own test below.
-  ReluMaskFromInput from_y(false);
-  for (const BnCase& bc : kCases) {
+// One shape, all three fusions and every grad mode, against the reference composition; both
+// schedules bit-identical. Under the emulator, `launches` (when >= 0) is the number of kernels
+// each call must take. y and the statistics here are the CPU reference's, so the mask is taken
+// from y; the mask formed from x, which assumes our forward's y, has its own test below.
+void check_backward(const BnCase& bc, int launches = -1) {
+  const Switched from_y = relu_mask_from_input(false);
+  {
     for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
       for (GradMode dx_mode : kGradModes) {
         // The parameter and residual modes cycle with the dx mode's opposite, so every mode of
@@ -282,6 +290,9 @@ TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in al
             ddbeta.poison();
           }
           if (res_mode == GradMode::overwrite) ddres.poison();
+#if defined(UNETCU_TEST_EMULATED)
+          simt::reset_counters();
+#endif
           if (f == Fusion::none) {
             cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(), dx.get(),
                                      dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
@@ -298,6 +309,9 @@ TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in al
                                               param_mode, ws.get(), nullptr);
           }
           sync_device();
+#if defined(UNETCU_TEST_EMULATED)
+          if (launches >= 0) CHECK(simt::counters().launches == uint64_t(launches));
+#endif
           Outputs o;
           o.add("dx", ddx);
           o.add("dgamma", ddgamma);
@@ -318,6 +332,38 @@ TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in al
       }
     }
   }
+}
+
+TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in all grad modes") {
+  for (const BnCase& bc : kCases) check_backward(bc);
+}
+
+TEST_CASE("cuda batchnorm in clusters matches the reference, forward and backward") {
+  const Switched on = clusters();
+  // One cluster launch each way where the float4 columns reach 64 blocks in clusters of at
+  // most 8: 5,000 rows of 64 channels (16 columns x 8 = 128 blocks; 2 or 3 rows a thread, the
+  // loop's remainder), 1,000 rows of 128 (32 x 4: some threads without a row), 600 rows of 256
+  // (64 x 2), 1,089 rows of 32 (8 x 8 = 64 blocks, the least), and 700 rows of 1,024 (256
+  // columns: a cluster of one). 1,089 rows of 16 channels (32 blocks), tensors of at most 512
+  // rows (one block a column), and the scalar shapes (misaligned, or channels not a multiple
+  // of 4) keep their paths.
+#if defined(UNETCU_TEST_EMULATED)
+  const int kOne = 1, kSmall = 1, kMulti = 3;
+#else
+  const int kOne = -1, kSmall = -1, kMulti = -1;  // a GPU below 9.0 keeps the other paths
+#endif
+  for (const BnCase& bc : {BnCase{2, 50, 50, 64, 0}, BnCase{1, 25, 40, 128, 0},
+                           BnCase{2, 15, 20, 256, 0}, BnCase{1, 33, 33, 32, 0},
+                           BnCase{1, 25, 28, 1024, 0}}) {
+    check_train_forward(bc, kOne);
+    check_backward(bc, kOne);
+  }
+  check_train_forward({1, 33, 33, 16, 0}, kMulti);
+  check_backward({1, 33, 33, 16, 0}, kMulti);
+  check_train_forward({1, 8, 8, 64, 0}, kSmall);
+  check_backward({1, 8, 8, 64, 0}, kSmall);
+  check_train_forward({2, 9, 11, 16, 1}, -1);
+  check_train_forward({2, 20, 21, 3, 0}, -1);
 }
 
 // Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a
@@ -392,7 +438,7 @@ void check_relu_mask_from_x(const BnCase& bc, MaskData kind) {
                             mode);
     Outputs by_source[2];
     for (bool from_x : {false, true}) {
-      ReluMaskFromInput source(from_x);
+      const Switched source = relu_mask_from_input(from_x);
       by_source[from_x] = run_deterministic([&] {
         DeviceBuffer<float> ddy(dy, bc.shift), dyv(y, bc.shift), dx(d.x, bc.shift);
         DeviceBuffer<float> ddx(dx0, bc.shift), dgamma(d.gamma), dbeta(d.beta);
