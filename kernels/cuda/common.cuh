@@ -495,7 +495,9 @@ __global__ void __launch_bounds__(kThreads)
   double acc[NV] = {};
   if (col < t.cols) {
     const auto column = src.column(0, col);
-    UNETCU_UNROLL_4
+    // Eight rows' loads in flight a thread (reduce_rows_partial_kernel has four): about one
+    // block an SM here, so a thread's own loads are what covers DRAM latency.
+    UNETCU_UNROLL_8
     for (int64_t r = first; r < t.rows; r += step) column.add(acc, r);
   }
   reduce_lanes<double, NV>(acc, t.tile, t.lanes);
