@@ -74,7 +74,8 @@
 # step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL and
 # UNETCU_NCU_DETAIL_COUNT (6c; off by default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
 # after the build, only the step under each of a few settings in turn, with
-# UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first, with UNETCU_CHECK_AB_OPS=REGEX the
+# UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first (and under each setting of
+# UNETCU_CHECK_AB_VERIFY_SETTINGS="SETTING;..."), with UNETCU_CHECK_AB_OPS=REGEX the
 # bench_cuda_ops pairs REGEX matches, each checked against the CPU reference, before the
 # rounds; off by default),
 # UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default).
@@ -328,6 +329,24 @@ step_check_rows() {
   fi
 }
 
+# The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
+# as row LABEL; only when the plain steps ran on a GPU. They check schedules and kernels, not
+# cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time).
+step_variant() {
+  local name=$1 label=$2 setting=$3 t grads
+  [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
+  t=$(date +%s)
+  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
+  if run "$name" 120 env UNETCU_CUDNN_CANDIDATES=4 $setting "$step_bin" -s \
+       '-tce=*PyTorch*smp*'; then
+    grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
+      awk '{printf "%s%s", sep, $NF; sep=", "}')
+    row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
+  else
+    row "$label" FAILED "$(elapsed "$t"); see $name.log"
+  fi
+}
+
 # ---- 2a. the BatchNorm-fusion probe (opt-in) -------------------------------------------------
 # UNETCU_CHECK_FUSION=1: bench_cudnn_fusion (kernels/cudnn/fusion_probe.h) at its default
 # shapes, before the rest (an A/B, or the full check): whether cuDNN fuses the BatchNorm's sums
@@ -353,14 +372,22 @@ fi
 # UNETCU_CHECK_AB="SETTING;SETTING;...": only bench_cuda_ops' training step (ours, without
 # LibTorch's) under each SETTING (VAR=value words, or "default") in turn,
 # UNETCU_CHECK_AB_ROUNDS rounds (default 2), then the table; the rest of the check is skipped
-# (with UNETCU_CHECK_AB_VERIFY=1, the CPU-vs-GPU steps of section 3 run first; with
+# (with UNETCU_CHECK_AB_VERIFY=1, the CPU-vs-GPU steps of section 3 run first, then again
+# under each of UNETCU_CHECK_AB_VERIFY_SETTINGS="SETTING;..." (for opt-in paths); with
 # UNETCU_CHECK_AB_OPS=REGEX, the bench_cuda_ops pairs it matches, each checked against the
 # CPU reference before it is timed, into bench_cuda_ops.log, whose tables the table shows: for
 # an opt-in kernel path with probe pairs, e.g. '^(bn[.]|bn_relu|bn_add_relu|limits)' for the
 # BatchNorms and the copies they are held to). For a change or an opt-in setting measured in a
 # few minutes of GPU time; taking the settings in turn spreads the card's drift over them.
 if [ -n "${UNETCU_CHECK_AB:-}" ]; then
-  [ "${UNETCU_CHECK_AB_VERIFY:-0}" = 1 ] && step_check_rows
+  if [ "${UNETCU_CHECK_AB_VERIFY:-0}" = 1 ]; then
+    step_check_rows
+    IFS=';' read -r -a verify_settings <<< "${UNETCU_CHECK_AB_VERIFY_SETTINGS:-}"
+    for i in "${!verify_settings[@]}"; do
+      step_variant "step_check_ab_$i" "cpu-vs-gpu step, ${verify_settings[$i]}" \
+        "${verify_settings[$i]}"
+    done
+  fi
   if [ -n "${UNETCU_CHECK_AB_OPS:-}" ]; then
     bench_variant bench_cuda_ops "ops ${UNETCU_CHECK_AB_OPS}" "" "$UNETCU_CHECK_AB_OPS" ops_summary
   fi
@@ -379,23 +406,6 @@ fi
 
 # ---- 3. the CPU-vs-GPU training step, for its numbers ------------------------------------------
 step_check_rows
-# The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
-# as row LABEL; only when the plain steps ran on a GPU. They check schedules and kernels, not
-# cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time).
-step_variant() {
-  local name=$1 label=$2 setting=$3 t grads
-  [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
-  t=$(date +%s)
-  # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if run "$name" 120 env UNETCU_CUDNN_CANDIDATES=4 $setting "$step_bin" -s \
-       '-tce=*PyTorch*smp*'; then
-    grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
-      awk '{printf "%s%s", sep, $NF; sep=", "}')
-    row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
-  else
-    row "$label" FAILED "$(elapsed "$t"); see $name.log"
-  fi
-}
 # The forward and backward-data as a cuBLAS GEMM and a gather wherever they apply (the deep
 # layers), not only where timed faster: the cuBLAS calls' dimensions on the real step. Then the
 # other stream schedules (the default joins the weight gradients once a backward pass, on
