@@ -26,8 +26,17 @@ inline float time_captured(cudaStream_t stream, cudaEvent_t start, cudaEvent_t s
   if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess)
     return failed();
   bool ok = true;
-  for (int c = 0; c < calls && ok; ++c) ok = run();
   cudaGraph_t graph = nullptr;
+  try {
+    for (int c = 0; c < calls && ok; ++c) ok = run();
+  } catch (...) {
+    // End the capture before the exception leaves: a stream left capturing would take the
+    // caller's later work into a dead graph.
+    if (cudaStreamEndCapture(stream, &graph) == cudaSuccess && graph != nullptr)
+      (void)cudaGraphDestroy(graph);
+    (void)cudaGetLastError();
+    throw;
+  }
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
   cudaGraphExec_t exec = nullptr;
   ok = ok && ended == cudaSuccess && graph != nullptr &&

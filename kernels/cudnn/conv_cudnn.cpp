@@ -24,6 +24,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/env.h"
+#include "kernels/cudnn/agreement.h"
 #include "kernels/cudnn/graph_api.h"
 #include "kernels/cudnn/knob_values.h"
 #include "kernels/cudnn/library_error.h"
@@ -624,7 +625,17 @@ struct ConvRunner::Impl {
     int skipped = 0;
     for (const cudnnBackendHeurMode_t mode : modes) {
       Steps hs;
-      std::vector<Desc> configs = heuristic_configs(op_graph, mode, hs, sm_target(d));
+      int sms = sm_target(d);
+      std::vector<Desc> configs = heuristic_configs(op_graph, mode, hs, sms);
+      if (!hs.ok() && sms > 0) {
+        // Heuristics that refuse the carveout (a card or library without it) still offer the
+        // whole card's configurations, as without the setting.
+        failed += (failed.empty() ? "" : "; ") + hs.failed + " (for " + std::to_string(sms) +
+                  " SMs)";
+        hs = Steps{};
+        sms = 0;
+        configs = heuristic_configs(op_graph, mode, hs, 0);
+      }
       if (!hs.ok()) {
         failed += (failed.empty() ? "" : "; ") + hs.failed;
         continue;
@@ -644,7 +655,7 @@ struct ConvRunner::Impl {
         g.graph = graph;
         g.forward_form = forward_form;
         g.heuristics_b = mode == CUDNN_HEUR_MODE_B;
-        g.sm_target = sm_target(d);
+        g.sm_target = sms;
         g.config = std::make_unique<Desc>(std::move(configs[i]));
         if (!finish_plan(g, ws_limit)) {
           ++skipped;
@@ -852,31 +863,6 @@ struct ConvRunner::Impl {
       return nullptr;
     }
     return best;
-  }
-
-  // Whether two finished outputs on the device agree. Different algorithms round differently
-  // (TF32: ~1e-3 of the rms); a wrong layout or scale is off by the order of the values
-  // themselves.
-  struct Agreement {
-    bool agree = true;
-    double worst = 0, rms = 0;
-  };
-  static Agreement compare_outputs(const void* out, const void* ref, size_t out_bytes) {
-    const size_t count = out_bytes / sizeof(float);
-    std::vector<float> got(count), want(count);
-    UNETCU_CUDA_CHECK(cudaMemcpy(got.data(), out, out_bytes, cudaMemcpyDeviceToHost));
-    UNETCU_CUDA_CHECK(cudaMemcpy(want.data(), ref, out_bytes, cudaMemcpyDeviceToHost));
-    Agreement a;
-    double sum_sq = 0;
-    for (size_t i = 0; i < count; ++i) sum_sq += double(want[i]) * want[i];
-    a.rms = count ? std::sqrt(sum_sq / double(count)) : 0.0;
-    for (size_t i = 0; i < count; ++i) {
-      const double err = std::fabs(double(got[i]) - double(want[i]));
-      const double bound = (a.rms + std::fabs(double(want[i]))) / 32;
-      if (!(err <= bound)) a.agree = false;
-      if (!(err <= a.worst)) a.worst = err;
-    }
-    return a;
   }
 
   // The rival (ConvRunner::Rival) against the overwriting choice: timed the same way into the
@@ -1121,7 +1107,13 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
   UNETCU_CUDA_CHECK(
       cudaDeviceGetAttribute(&impl_->device_sms, cudaDevAttrMultiProcessorCount, device));
   UNETCU_CUDNN_CHECK(cudnnCreate(&impl_->handle));
-  UNETCU_CUDNN_CHECK(cudnnSetStream(impl_->handle, stream));
+  const cudnnStatus_t bound = cudnnSetStream(impl_->handle, stream);
+  if (bound != CUDNN_STATUS_SUCCESS) {
+    // The destructor does not run for a constructor that throws: the handle goes here.
+    cudnnDestroy(impl_->handle);
+    impl_->handle = nullptr;
+    UNETCU_CUDNN_CHECK(bound);
+  }
 }
 
 void ConvRunner::set_stream(cudaStream_t stream) {
@@ -1182,8 +1174,11 @@ std::string ConvRunner::settings() const {
   if (o.knob_variants > 0) os << ", " << o.knob_variants << " knob variants";
   if (o.dgrad_as_forward > 0) os << ", data gradients also as forwards";
   if (o.heuristics_b > 0) os << ", heuristics mode B too";
-  if (o.wgrad_sm_target > 0)
+  if (o.wgrad_sm_target > 0 && o.wgrad_sm_target < impl_->device_sms)
     os << ", weight gradients on " << o.wgrad_sm_target << " of " << impl_->device_sms << " SMs";
+  else if (o.wgrad_sm_target > 0)
+    os << ", weight gradients on all " << impl_->device_sms << " SMs (" << o.wgrad_sm_target
+       << " asked)";
   return os.str();
 }
 

@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/env.h"
+#include "kernels/cudnn/agreement.h"
 #include "kernels/cudnn/capture_timing.h"
 #include "kernels/cudnn/library_error.h"
 
@@ -195,12 +196,17 @@ struct GemmRunner::Impl {
               cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                    &workspace_bytes, sizeof(workspace_bytes)) ==
                   CUBLAS_STATUS_SUCCESS;
-    const cublasLtMatmulPreferenceAttributes_t align_attr[3] = {
+    // D is C (the product is written in place), so it gets C's alignment: unset, the
+    // heuristics would take D as 256-byte aligned and could offer an algorithm C's buffer
+    // cannot serve.
+    const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES};
-    for (int i = 0; i < 3 && ok; ++i)
-      ok = cublasLtMatmulPreferenceSetAttribute(pref.p, align_attr[i], &align[i],
-                                                sizeof(align[i])) == CUBLAS_STATUS_SUCCESS;
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4 && ok; ++i) {
+      const uint32_t bytes = align[i < 3 ? i : 2];
+      ok = cublasLtMatmulPreferenceSetAttribute(pref.p, align_attr[i], &bytes, sizeof(bytes)) ==
+           CUBLAS_STATUS_SUCCESS;
+    }
     cublasLtMatmulHeuristicResult_t results[kGemmSearchAlgorithms] = {};
     int returned = 0;
     ok = ok && cublasLtMatmulAlgoGetHeuristic(lt, ch->op.p, ch->a.p, ch->b.p, ch->c.p, ch->c.p,
@@ -227,7 +233,39 @@ struct GemmRunner::Impl {
         ch->serving = i;
       }
     }
+    if (ch->use_lt && !agrees_with_gemm_ex(*ch, a, b, c, stream)) {
+      ch->use_lt = false;
+      ch->note = "cuBLASLt algorithm " + std::to_string(ch->serving + 1) +
+                 " disagreed with cublasGemmEx: not used";
+      ch->serving = -1;
+    }
     return ch;
+  }
+
+  // The chosen cuBLASLt algorithm's product against cublasGemmEx's on the same inputs (C is
+  // overwritten; the caller's call comes after), as a rival convolution is checked against
+  // cuDNN's. Every shape searched gets it: a step's buffers can differ in alignment from the
+  // ones a rival was checked on, which makes a search of its own.
+  bool agrees_with_gemm_ex(const ShapeChoice& ch, const float* a, const float* b, float* c,
+                           cudaStream_t stream) const {
+    if (ch.dims.m <= 0 || ch.dims.n <= 0) return true;  // an empty product: nothing differs
+    // C's extent: n columns ldc apart, the last one m long (rows past m are neither
+    // written nor, being the same memory in both copies, a difference).
+    const size_t bytes =
+        (size_t(ch.dims.ldc) * size_t(ch.dims.n - 1) + size_t(ch.dims.m)) * sizeof(float);
+    float* ref = nullptr;
+    if (cudaMalloc(&ref, bytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;  // no room for the check: keep cublasGemmEx
+    }
+    bool ok = lt_matmul(ch, ch.algo, a, b, c, stream) == CUBLAS_STATUS_SUCCESS &&
+              cudaMemcpyAsync(ref, c, bytes, cudaMemcpyDeviceToDevice, stream) == cudaSuccess &&
+              gemm_ex(ch.dims, a, b, c) == CUBLAS_STATUS_SUCCESS &&
+              cudaStreamSynchronize(stream) == cudaSuccess;
+    ok = ok && compare_outputs(ref, c, bytes).agree;
+    (void)cudaFree(ref);
+    (void)cudaGetLastError();
+    return ok;
   }
 };
 

@@ -360,6 +360,10 @@ inline bool engine_notes(cudnnBackendDescriptor_t config, Desc& engine, EngineNo
                                CUDNN_TYPE_BEHAVIOR_NOTE, CUDNN_BEHAVIOR_NOTE_TYPE_COUNT,
                                &n_behavior, behavior) != CUDNN_STATUS_SUCCESS)
     return false;
+  // The counts cuDNN reports may exceed what it wrote (a library newer than these headers,
+  // with more notes): read only what the arrays hold.
+  n_notes = std::min<int64_t>(n_notes, CUDNN_NUMERICAL_NOTE_TYPE_COUNT);
+  n_behavior = std::min<int64_t>(n_behavior, CUDNN_BEHAVIOR_NOTE_TYPE_COUNT);
   for (int64_t k = 0; k < n_notes; ++k) {
     switch (notes[k]) {
       case CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC: out->nondeterministic = true; break;

@@ -599,6 +599,8 @@ TEST_CASE("UNETCU_CUDNN_KNOB_VARIANTS outside 0..256 is refused with its value")
 TEST_CASE("UNETCU_CUDNN_WGRAD_SMS outside 0..1024 is refused with its value") {
   check_opt_in("UNETCU_CUDNN_WGRAD_SMS", {"-1", "1025", "half", "96x"}, "to 1024",
                {"0", "96", "1024"}, "96", "weight gradients on 96 of ", "weight gradients on");
+  // As many SMs as the card has, or more: no carveout, and the description says so.
+  CHECK(described("UNETCU_CUDNN_WGRAD_SMS", "1024", "weight gradients on all "));
 }
 
 TEST_CASE("UNETCU_GEMM_SEARCH other than 0 or 1 is refused with its value") {
