@@ -51,6 +51,11 @@ inline std::string cuda_hint(cudaError_t error) {
       hint << "the block needs more registers or shared memory than a multiprocessor has: "
               "launch fewer threads per block or check __launch_bounds__";
       break;
+    case cudaErrorInvalidClusterSize:
+      hint << "a cluster launch (compute capability 9.0) that the device cannot place: at most "
+              "8 blocks a cluster, dividing grid.x, all resident at once; the opt-in paths that "
+              "use clusters (UNETCU_BN_CLUSTER) can be left off";
+      break;
     case cudaErrorNoDevice:
     case cudaErrorInsufficientDriver:
     case cudaErrorSystemDriverMismatch:

@@ -18,8 +18,9 @@
 //
 // Every .cu file is compiled twice: by nvcc for the GPU and by g++ under the SIMT emulator
 // (kernels/simt/). Only what the emulator runs is used here: no inline PTX, no CUB, no
-// cooperative groups beyond what launch.h wraps. Header-level device functions are `inline` (the emulator drops
-// __forceinline__), and kernels are templates, so the header can be included by several files.
+// cooperative groups beyond what launch.h wraps. Header-level device functions are `inline`
+// (the emulator drops __forceinline__), and kernels are templates, so the header can be
+// included by several files.
 #pragma once
 
 #include <cstddef>
@@ -446,7 +447,7 @@ struct ClusterTiling {
 };
 
 // Blocks a cluster launch aims at: about one per SM of an H100 (132). A block per SM at 256
-// threads is few warps, but each thread keeps several rows' loads in flight (unrolled by 4).
+// threads is few warps, but each thread keeps several rows' loads in flight (unrolled by 8).
 constexpr int kClusterTargetBlocks = 128;
 // Below this many blocks (narrow tensors: 16 channels are 4 float4 columns, 32 blocks at the
 // largest cluster) half the SMs would stream the whole tensor: those keep the multi-block
@@ -520,15 +521,18 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Launches cluster_reduce_then_map_kernel, or returns false (launching nothing) where clusters
-// cannot run (launch.h: cluster_launches_work), for the caller's other path.
+// cannot run or this one cannot be placed (launch.h: cluster_launches_work, cluster_fits), for
+// the caller's other path.
 template <int NV, class Src, class Epilogue, class Map>
 inline bool cluster_reduce_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
                                     const ClusterTiling& t, cudaStream_t stream) {
   const auto kernel = &cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>;
-  if (!cluster_launches_work(reinterpret_cast<const void*>(kernel))) return false;
+  const size_t smem = size_t(NV) * size_t(t.tile) * sizeof(double);
+  if (!cluster_launches_work(reinterpret_cast<const void*>(kernel)) ||
+      !cluster_fits(kernel, unsigned(t.tile * t.lanes), smem, unsigned(t.cluster)))
+    return false;
   UNETCU_LAUNCH_CLUSTER((cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>),
-                        t.tiles * t.cluster, t.tile * t.lanes,
-                        size_t(NV) * size_t(t.tile) * sizeof(double), stream, t.cluster)(
+                        t.tiles * t.cluster, t.tile * t.lanes, smem, stream, t.cluster)(
       src, epilogue, map, t);
   return true;
 }

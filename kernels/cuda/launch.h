@@ -51,10 +51,10 @@
 //     another may still read its shared memory: end with a cluster barrier after the last
 //     such read. nvcc: cudaLaunchKernelEx with the cluster-dimension attribute (and the
 //     chaining one, as chained launches) and cooperative_groups::this_cluster(); the host
-//     checks cluster_launches_work(kernel) first. Emulator: a cluster's blocks run at once,
-//     each on its own OS thread, clusters one after another; the barrier reports blocks that
-//     finish or wait at different places, and a mapped pointer outside the dynamic shared
-//     memory or a rank outside the cluster aborts.
+//     checks cluster_launches_work(kernel) and cluster_fits first. Emulator: a cluster's
+//     blocks run at once, each on its own OS thread, clusters one after another; the barrier
+//     reports blocks that finish or wait at different places, and a mapped pointer outside
+//     the dynamic shared memory or a rank outside the cluster aborts.
 //
 //   UNETCU_DYNAMIC_SHARED(float, tile);   // inside the kernel body
 //     float* tile: the block's dynamic shared memory (the launch's smem_bytes). Under the
@@ -65,8 +65,10 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <sstream>
+#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -250,6 +252,39 @@ inline bool cluster_launches_work(const void* kernel) {
   return device_can && kernel_waits_for_dependencies(kernel);
 }
 
+// Whether a cluster of `cluster` blocks of `kernel` (`threads` threads and `smem_bytes` of
+// dynamic shared memory each) can be resident at once somewhere on the device (a card shared
+// through MPS, or a kernel that needs more registers, may leave no room): asked of the
+// occupancy calculator once per kernel and shape.
+template <typename... Params>
+inline bool cluster_fits(void (*kernel)(Params...), unsigned threads, size_t smem_bytes,
+                         unsigned cluster) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, unsigned, size_t, unsigned>, bool> known;
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, smem_bytes,
+                                   cluster);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = known.find(key);
+  if (it != known.end()) return it->second;
+  cudaLaunchAttribute attribute = {};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = cluster;
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(cluster);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = smem_bytes;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  int clusters = 0;
+  const bool fits = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess &&
+                    clusters > 0;
+  if (!fits) (void)cudaGetLastError();
+  known.emplace(key, fits);
+  return fits;
+}
+
 // The largest grid a cooperative launch of `kernel` may have: the blocks of `threads` threads
 // and `smem_bytes` of dynamic shared memory that fit on the device at once.
 template <typename Kernel>
@@ -365,6 +400,10 @@ inline int max_cooperative_blocks(Kernel, int, size_t) {
 }
 // The emulator runs every cluster launch.
 inline bool cluster_launches_work(const void*) { return true; }
+template <typename Kernel>
+inline bool cluster_fits(Kernel, unsigned, size_t, unsigned) {
+  return true;
+}
 }  // namespace unetcu
 
 #define UNETCU_DYNAMIC_SHARED(type, name) \
