@@ -521,16 +521,14 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Launches cluster_reduce_then_map_kernel, or returns false (launching nothing) where clusters
-// cannot run or this one cannot be placed (launch.h: cluster_launches_work, cluster_fits), for
-// the caller's other path.
+// cannot run or this one cannot be placed (launch.h: cluster_fits), for the caller's other
+// path.
 template <int NV, class Src, class Epilogue, class Map>
 inline bool cluster_reduce_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
                                     const ClusterTiling& t, cudaStream_t stream) {
   const auto kernel = &cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>;
   const size_t smem = size_t(NV) * size_t(t.tile) * sizeof(double);
-  if (!cluster_launches_work(reinterpret_cast<const void*>(kernel)) ||
-      !cluster_fits(kernel, unsigned(t.tile * t.lanes), smem, unsigned(t.cluster)))
-    return false;
+  if (!cluster_fits(kernel, unsigned(t.tile * t.lanes), smem, unsigned(t.cluster))) return false;
   UNETCU_LAUNCH_CLUSTER((cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>),
                         t.tiles * t.cluster, t.tile * t.lanes, smem, stream, t.cluster)(
       src, epilogue, map, t);

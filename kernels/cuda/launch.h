@@ -51,10 +51,10 @@
 //     another may still read its shared memory: end with a cluster barrier after the last
 //     such read. nvcc: cudaLaunchKernelEx with the cluster-dimension attribute (and the
 //     chaining one, as chained launches) and cooperative_groups::this_cluster(); the host
-//     checks cluster_launches_work(kernel) and cluster_fits first. Emulator: a cluster's
-//     blocks run at once, each on its own OS thread, clusters one after another; the barrier
-//     reports blocks that finish or wait at different places, and a mapped pointer outside
-//     the dynamic shared memory or a rank outside the cluster aborts.
+//     checks cluster_fits(kernel, ...) first. Emulator: a cluster's blocks run at once, each
+//     on its own OS thread, clusters one after another; the barrier reports blocks that finish
+//     or wait at different places, and a mapped pointer outside the dynamic shared memory or a
+//     rank outside the cluster aborts.
 //
 //   UNETCU_DYNAMIC_SHARED(float, tile);   // inside the kernel body
 //     float* tile: the block's dynamic shared memory (the launch's smem_bytes). Under the
@@ -225,21 +225,33 @@ AttributedLaunch<Params...> chained_launch(void (*kernel)(Params...), const Laun
   return AttributedLaunch<Params...>{kernel, site, attribute};
 }
 
+// The launch attribute that groups each `cluster` consecutive blocks along x.
+inline cudaLaunchAttribute cluster_attribute(unsigned cluster) {
+  cudaLaunchAttribute attribute = {};
+  attribute.id = cudaLaunchAttributeClusterDimension;
+  attribute.val.clusterDim.x = cluster;
+  attribute.val.clusterDim.y = 1;
+  attribute.val.clusterDim.z = 1;
+  return attribute;
+}
+
 // A chained launch whose blocks come in clusters of `cluster` along x.
 template <typename... Params>
 AttributedLaunch<Params...> cluster_launch(void (*kernel)(Params...), const LaunchSite& site,
                                            unsigned cluster) {
   AttributedLaunch<Params...> out = chained_launch(kernel, site);
-  out.second.id = cudaLaunchAttributeClusterDimension;
-  out.second.val.clusterDim.x = cluster;
-  out.second.val.clusterDim.y = 1;
-  out.second.val.clusterDim.z = 1;
+  out.second = cluster_attribute(cluster);
   return out;
 }
 
-// Whether clusters of `kernel` can run here: the device has compute capability 9.0 or later
-// and the kernel was built for it (its cluster calls are traps otherwise). Asked once.
-inline bool cluster_launches_work(const void* kernel) {
+// Whether `kernel` can run in clusters of `cluster` blocks of `threads` threads and
+// `smem_bytes` of dynamic shared memory each: the device has compute capability 9.0 or later,
+// the kernel was built for it (its cluster calls are traps otherwise), and the occupancy
+// calculator finds room for a whole cluster at once (a card shared through MPS, or a kernel
+// that needs more registers, may leave none). Asked once per kernel and shape.
+template <typename... Params>
+inline bool cluster_fits(void (*kernel)(Params...), unsigned threads, size_t smem_bytes,
+                         unsigned cluster) {
   static const bool device_can = [] {
     int device = 0, major = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
@@ -249,28 +261,15 @@ inline bool cluster_launches_work(const void* kernel) {
     }
     return major >= 9;
   }();
-  return device_can && kernel_waits_for_dependencies(kernel);
-}
-
-// Whether a cluster of `cluster` blocks of `kernel` (`threads` threads and `smem_bytes` of
-// dynamic shared memory each) can be resident at once somewhere on the device (a card shared
-// through MPS, or a kernel that needs more registers, may leave no room): asked of the
-// occupancy calculator once per kernel and shape.
-template <typename... Params>
-inline bool cluster_fits(void (*kernel)(Params...), unsigned threads, size_t smem_bytes,
-                         unsigned cluster) {
+  const void* entry = reinterpret_cast<const void*>(kernel);
+  if (!device_can || !kernel_waits_for_dependencies(entry)) return false;
   static std::mutex mutex;
   static std::map<std::tuple<const void*, unsigned, size_t, unsigned>, bool> known;
-  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), threads, smem_bytes,
-                                   cluster);
+  const auto key = std::make_tuple(entry, threads, smem_bytes, cluster);
   std::lock_guard<std::mutex> lock(mutex);
   auto it = known.find(key);
   if (it != known.end()) return it->second;
-  cudaLaunchAttribute attribute = {};
-  attribute.id = cudaLaunchAttributeClusterDimension;
-  attribute.val.clusterDim.x = cluster;
-  attribute.val.clusterDim.y = 1;
-  attribute.val.clusterDim.z = 1;
+  cudaLaunchAttribute attribute = cluster_attribute(cluster);
   cudaLaunchConfig_t config = {};
   config.gridDim = dim3(cluster);
   config.blockDim = dim3(threads);
@@ -320,7 +319,7 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
   ::unetcu::cluster_launch(unetcu_kernel, unetcu_launch_, unsigned(unetcu_cluster))
 
 // Clusters exist from compute capability 9.0; built for an older architecture the calls trap
-// (the host never launches clusters there: cluster_launches_work).
+// (the host never launches clusters there: cluster_fits).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #define UNETCU_CLUSTER_SYNC() __trap()
 #define UNETCU_CLUSTER_RANK() (__trap(), 0u)
@@ -399,7 +398,6 @@ inline int max_cooperative_blocks(Kernel, int, size_t) {
   return ::unetcu::simt::kMaxCooperativeBlocks;
 }
 // The emulator runs every cluster launch.
-inline bool cluster_launches_work(const void*) { return true; }
 template <typename Kernel>
 inline bool cluster_fits(Kernel, unsigned, size_t, unsigned) {
   return true;

@@ -621,6 +621,9 @@ struct ConvRunner::Impl {
     std::vector<cudnnBackendHeurMode_t> modes = {CUDNN_HEUR_MODE_A};
     if (options.heuristics_b) modes.push_back(CUDNN_HEUR_MODE_B);
     std::string failed;
+    auto add_failure = [&](const std::string& why) {
+      failed += (failed.empty() ? "" : "; ") + why;
+    };
     int64_t offered = 0;
     int skipped = 0;
     for (const cudnnBackendHeurMode_t mode : modes) {
@@ -630,14 +633,13 @@ struct ConvRunner::Impl {
       if (!hs.ok() && sms > 0) {
         // Heuristics that refuse the carveout (a card or library without it) still offer the
         // whole card's configurations, as without the setting.
-        failed += (failed.empty() ? "" : "; ") + hs.failed + " (for " + std::to_string(sms) +
-                  " SMs)";
+        add_failure(hs.failed + " (for " + std::to_string(sms) + " SMs)");
         hs = Steps{};
         sms = 0;
         configs = heuristic_configs(op_graph, mode, hs, 0);
       }
       if (!hs.ok()) {
-        failed += (failed.empty() ? "" : "; ") + hs.failed;
+        add_failure(hs.failed);
         continue;
       }
       offered += int64_t(configs.size());
