@@ -19,8 +19,10 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
-inline RunResult run_tool(const std::string& args) {
-  const std::string cmd = std::string(UNETCU_TEST_BIN_DIR) + "/unetcu " + args + " 2>&1";
+// Runs the tool with `args`, in folder `cwd` when given (the demo writes relative paths).
+inline RunResult run_tool(const std::string& args, const std::string& cwd = "") {
+  const std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") +
+                          std::string(UNETCU_TEST_BIN_DIR) + "/unetcu " + args + " 2>&1";
   RunResult r;
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);

@@ -154,8 +154,9 @@ TEST_CASE("init: the same seed gives the same bytes") {
 
 TEST_CASE("bad input: clear errors naming the file, non-zero exit, nothing half-written") {
   TempDir t("bad");
-  auto expect_error = [&](const std::string& args, const std::string& must_contain) {
-    RunResult r = run_tool(args);
+  auto expect_error = [&](const std::string& args, const std::string& must_contain,
+                          const std::string& cwd = "") {
+    RunResult r = run_tool(args, cwd);
     INFO(args << "\n" << r.output);
     CHECK(r.status != 0);
     CHECK(r.output.find("error") != std::string::npos);
@@ -193,6 +194,11 @@ TEST_CASE("bad input: clear errors naming the file, non-zero exit, nothing half-
   expect_error("train " + t.str("d") + " --image-size 100 --device cpu", "multiple of 32");
   expect_error("train " + t.str("d") + " --bogus 1", "--bogus");
   expect_error("train " + t.str("d") + " --epochs many", "--epochs");
+  // The demo (no DATA) checks its options before generating images into the working folder.
+  for (const std::string bad : {"--image-size 100", "--batch-size 0", "--limit -1", "--split odd"}) {
+    expect_error("train --device cpu " + bad, bad.substr(2, 5), t.str(""));
+    CHECK_FALSE(fs::exists(t.path / "runs"));
+  }
   expect_error("eval " + t.str("d") + " --weights " + t.str("missing.safetensors"), "missing.safetensors");
   // None of the failures above left a checkpoint behind.
   CHECK_FALSE(fs::exists(t.path / "run" / "last.safetensors"));

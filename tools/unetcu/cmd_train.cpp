@@ -86,8 +86,9 @@ int cmd_train(int argc, char** argv) {
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.positional().size() > 1) fail("unetcu train: expected at most one DATA folder");
 
+  // Every option is checked, and the device opened, before the demo's images are generated:
+  // a mistyped option fails at once rather than after seconds of generating.
   const bool demo = a.positional().empty();
-  const std::string data_dir = demo ? ensure_demo_data() : a.positional()[0];
   const int epochs = int(a.has("epochs") || !demo ? a.integer("epochs", 1, 100000) : 5);
   const int image_size = int(a.has("image-size") || !demo ? a.integer("image-size", 32, 4096) : 64);
   if (image_size % 32 != 0) fail("--image-size must be a multiple of 32, got ", image_size);
@@ -98,6 +99,9 @@ int cmd_train(int argc, char** argv) {
   const double val_frac = a.number("val-frac", 0.0, 0.9), test_frac = a.number("test-frac", 0.0, 0.9);
   const bool augment = a.flag_set("augment");
   const int workers = int(a.integer("workers", 1, 64));
+  const int limit = int(a.integer("limit", 0, INT32_MAX));
+  if (a.str("split") != "random" && a.str("split") != "lesion")
+    fail("--split must be random or lesion, got '", a.str("split"), "'");
 
   BackendOptions bopt;
   bopt.tf32 = !a.flag_set("no-tf32");
@@ -110,7 +114,8 @@ int cmd_train(int argc, char** argv) {
                          "unetcu's own kernels for every convolution and captures the step as a "
                          "CUDA graph (seconds)\n");
 
-  data::Dataset ds = load_folder(data_dir, image_size, int(a.integer("limit", 0, INT32_MAX)), data_options(a));
+  const std::string data_dir = demo ? ensure_demo_data() : a.positional()[0];
+  data::Dataset ds = load_folder(data_dir, image_size, limit, data_options(a));
   // The split is made once and kept in the run folder as names; --resume reads it back, so a
   // run goes on with the images it started with.
   const std::string split_path = state_path(out, "split.json");
