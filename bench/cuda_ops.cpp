@@ -734,6 +734,15 @@ struct OptIn {
 constexpr OptIn kSinglePass{".single_pass", cuda::set_batchnorm_single_pass,
                             cuda::batchnorm_single_pass};
 constexpr OptIn kClusters{".cluster", cuda::set_batchnorm_cluster, cuda::batchnorm_cluster};
+// The clusters of up to 16 blocks (the non-portable size): both settings at once.
+void set_clusters16(bool on) {
+  cuda::set_batchnorm_cluster(on);
+  cuda::set_batchnorm_cluster_max(on ? 16 : 8);
+}
+bool clusters16() { return cuda::batchnorm_cluster() && cuda::batchnorm_cluster_max() == 16; }
+constexpr OptIn kClusters16{".cluster16", set_clusters16, clusters16};
+// The fused Dice forward and counts in one cluster launch (kernels/loss.h).
+constexpr OptIn kLossCluster{".cluster", cuda::set_loss_cluster, cuda::loss_cluster};
 
 template <class Case>
 struct OptInCase : Case {
@@ -773,8 +782,10 @@ void register_batchnorms(const Graph& g) {
   uint64_t seed = for_each_batchnorm_pair(g, [](const PairInfo& p, ActInfo a, BnOp op, uint64_t s) {
     register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
     if (op == BnOp::train_forward) register_probe<BnCase>(p, kSinglePass, a, op, s);
-    if (op == BnOp::train_forward || op == BnOp::backward)
+    if (op == BnOp::train_forward || op == BnOp::backward) {
       register_probe<BnCase>(p, kClusters, a, op, s);
+      register_probe<BnCase>(p, kClusters16, a, op, s);
+    }
   });
   // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
   // The fused forms at the shapes of the ReLUs and add+ReLUs they replace. Bytes a value: each
@@ -806,6 +817,7 @@ void register_batchnorms(const Graph& g) {
       if (op == FusedOp::relu_forward || op == FusedOp::add_relu_forward)
         register_probe<FusedBnCase>(p, kSinglePass, a, op, s);
       register_probe<FusedBnCase>(p, kClusters, a, op, s);
+      register_probe<FusedBnCase>(p, kClusters16, a, op, s);
     }
   }
 }
@@ -1304,6 +1316,12 @@ void register_loss_and_optimizer(const Options& o) {
     const uint64_t s = seed += 10;
     register_gpu_pair(p,
                       [op, n, pixels, s] { return std::make_unique<LossCase>(op, n, pixels, s); });
+    // The same in one launch, its blocks a cluster (opt-in): dice_counts.fwd.cluster.
+    if (op == LossOp::dice_and_counts) {
+      register_gpu_pair(probe_of(p, kLossCluster), [op, n, pixels, s] {
+        return std::make_unique<OptInCase<LossCase>>(kLossCluster, op, n, pixels, s);
+      });
+    }
   }
   PairInfo norm;
   norm.key = "normalize/input";

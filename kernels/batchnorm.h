@@ -71,12 +71,19 @@ bool batchnorm_single_pass();
 // BatchNorm in clusters (kernels/cuda/common.cuh, cluster_reduce_then_map): the training
 // forward and the backward of the vectorizable shapes too large for the one-kernel path, in
 // one launch each where the multi-block path takes three, when the channels give at least 64
-// blocks in clusters of at most 8 (at batch 16, 128x128: every BatchNorm but decoder block
-// 4's). Off by default until measured on a GPU; UNETCU_BN_CLUSTER=1 in the environment turns
+// blocks in clusters of at most batchnorm_cluster_max() (8: at batch 16, 128x128 every
+// BatchNorm but decoder block 4's). Off by default until measured on a GPU; UNETCU_BN_CLUSTER=1 in the environment turns
 // it on, as does set_batchnorm_cluster. Needs compute capability 9.0 (elsewhere the other
 // paths run). The single pass, when also on, takes the forwards it fits.
 void set_batchnorm_cluster(bool on);
 bool batchnorm_cluster();
+// The largest cluster those BatchNorms take: 8 (CUDA's portable limit, the default) or 16 (an
+// H100's limit for kernels that opt in: decoder block 4's BatchNorms then take clusters too,
+// and each shape aims at about 256 blocks instead of 128). UNETCU_BN_CLUSTER_MAX in the
+// environment, or set_batchnorm_cluster_max; any other value throws std::invalid_argument. 8
+// until 16 is measured; where the device refuses a cluster of 16 the other paths run.
+void set_batchnorm_cluster_max(int blocks);
+int batchnorm_cluster_max();
 
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var,

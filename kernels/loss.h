@@ -100,6 +100,15 @@ size_t loss_and_counts_workspace_bytes(int n_images);
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,
                      cudaStream_t stream);
+// loss_and_counts in one launch: the images' blocks as one thread-block cluster (compute
+// capability 9.0; above 8 images the kernel opts in to the non-portable size, up to 16), whose
+// rank 0 adds the images' Dice sums from the others' shared memory after a cluster barrier, in
+// the same order as the second kernel does (the same bits). Off by default until measured on
+// a GPU (a cluster of 16 blocks of 1024 threads needs 16 free SMs in one GPC at once);
+// UNETCU_LOSS_CLUSTER=1 in the environment turns it on, as does set_loss_cluster. Batches of
+// more than 16 images, and devices that cannot place the cluster, keep the two launches.
+void set_loss_cluster(bool on);
+bool loss_cluster();
 
 // Running sums over an epoch, kept on the device; zero it (all bytes 0) at the start of an
 // epoch. Micro-imagewise IoU = iou_sum / images; micro IoU = tp / (tp + fp + fn).

@@ -438,6 +438,11 @@ step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_
 # The BatchNorms in cluster launches (opt-in): one kernel each way where the three of the
 # multi-block path ran.
 step_variant step_check_cluster "cpu-vs-gpu step, BN clusters" UNETCU_BN_CLUSTER=1
+# And in clusters of up to 16 (the non-portable size: decoder block 4's BatchNorms too).
+step_variant step_check_cluster16 "cpu-vs-gpu step, BN clusters of 16" \
+  "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
+# The Dice forward and counts in one cluster launch (opt-in; the same bits as the default).
+step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
 # ---- 4. training on generated data ------------------------------------------------------------
@@ -620,8 +625,12 @@ if [ -x "$gpu_bench" ]; then
   # probes, *.single_pass, are in bench_cuda_ops.log and the memory-bound table).
   step_bench bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
   # The whole step with the BatchNorms in cluster launches (opt-in; its per-op probes,
-  # *.cluster, are in bench_cuda_ops.log and the memory-bound table).
+  # *.cluster and *.cluster16, are in bench_cuda_ops.log and the memory-bound table).
   step_bench bench_cuda_ops_cluster "step, BN clusters" UNETCU_BN_CLUSTER=1
+  step_bench bench_cuda_ops_cluster16 "step, BN clusters of 16" \
+    "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
+  # The Dice forward and counts in one cluster launch (opt-in; probe dice_counts.fwd.cluster).
+  step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
   # The reductions, the copies they are held to and the step without chained launches
   # (UNETCU_PDL=0): the memory-bound table of that log against the one above says what
   # overlapping each kernel's start with the previous one's end brings.

@@ -25,6 +25,9 @@
 #include "kernels/batchnorm.h"
 
 #include <array>
+#include <atomic>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/cuda/common.cuh"
 
@@ -487,6 +490,16 @@ size_t partials_bytes(const BatchNormShape& sh) {
 
 EnvSwitch g_single_pass{"UNETCU_BN_SINGLE_PASS", false};
 EnvSwitch g_cluster{"UNETCU_BN_CLUSTER", false};
+// The largest cluster (batchnorm_cluster_max); 0: not read from the environment yet.
+std::atomic<int> g_cluster_max{0};
+
+bool valid_cluster_max(long blocks) {
+  return blocks == long(kMaxClusterBlocks) || blocks == long(kMaxNonPortableClusterBlocks);
+}
+std::string cluster_max_expected() {
+  return "expected " + std::to_string(kMaxClusterBlocks) + " or " +
+         std::to_string(kMaxNonPortableClusterBlocks);
+}
 EnvSwitch g_relu_mask_from_input{"UNETCU_BN_RELU_MASK_FROM_INPUT", true};
 
 constexpr int kOnePassSlots = int(sizeof(kOnePassRows) / sizeof(kOnePassRows[0]));
@@ -547,7 +560,8 @@ void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
     }
     detail::ClusterTiling clustered;
     if (batchnorm_cluster() &&
-        detail::cluster_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &clustered) &&
+        detail::cluster_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &clustered,
+                               batchnorm_cluster_max()) &&
         detail::cluster_reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
                                                clustered, stream))
       return;
@@ -657,6 +671,24 @@ void set_batchnorm_single_pass(bool on) { g_single_pass.set(on); }
 bool batchnorm_single_pass() { return g_single_pass.get(); }
 void set_batchnorm_cluster(bool on) { g_cluster.set(on); }
 bool batchnorm_cluster() { return g_cluster.get(); }
+void set_batchnorm_cluster_max(int blocks) {
+  if (!valid_cluster_max(blocks))
+    throw std::invalid_argument("set_batchnorm_cluster_max(" + std::to_string(blocks) +
+                                "): " + cluster_max_expected());
+  g_cluster_max.store(blocks, std::memory_order_relaxed);
+}
+int batchnorm_cluster_max() {
+  int blocks = g_cluster_max.load(std::memory_order_relaxed);
+  if (blocks == 0) {
+    const EnvInt n = read_env_int("UNETCU_BN_CLUSTER_MAX", 1, 1024);
+    if (n.state == EnvInt::bad || (n.state == EnvInt::ok && !valid_cluster_max(n.value)))
+      throw std::invalid_argument(std::string("UNETCU_BN_CLUSTER_MAX=") + n.text + ": " +
+                                  cluster_max_expected());
+    blocks = n.state == EnvInt::ok ? int(n.value) : int(kMaxClusterBlocks);
+    g_cluster_max.store(blocks, std::memory_order_relaxed);
+  }
+  return blocks;
+}
 void set_batchnorm_relu_mask_from_input(bool on) { g_relu_mask_from_input.set(on); }
 bool batchnorm_relu_mask_from_input() { return g_relu_mask_from_input.get(); }
 

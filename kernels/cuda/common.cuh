@@ -446,25 +446,29 @@ struct ClusterTiling {
   int cols = 0, tile = 1, lanes = 1, tiles = 1, cluster = 1;
 };
 
-// Blocks a cluster launch aims at: about one per SM of an H100 (132). A block per SM at 256
-// threads is few warps, but each thread keeps several rows' loads in flight (unrolled by 8).
-constexpr int kClusterTargetBlocks = 128;
-// Below this many blocks (narrow tensors: 16 channels are 4 float4 columns, 32 blocks at the
-// largest cluster) half the SMs would stream the whole tensor: those keep the multi-block
-// path.
+// Blocks a cluster launch aims at for each block its largest cluster may have: 128 at the
+// portable 8, about one per SM of an H100 (132). A block per SM at 256 threads is few warps,
+// but each thread keeps several rows' loads in flight (unrolled by 8); clusters of 16 (opt-in)
+// aim at 256, two an SM, for more loads in flight still.
+constexpr int kClusterTargetBlocksPerRank = 16;
+// Below this many blocks (narrow tensors: 16 channels are 4 float4 columns, 32 blocks in
+// clusters of 8) half the SMs would stream the whole tensor: those keep the multi-block path.
 constexpr int kClusterMinBlocks = 64;
 
 // The tiling for `rows` x `cols` elements of `elem_bytes` (a column: one element of a row),
 // or false when even the largest cluster leaves fewer than kClusterMinBlocks blocks. As
 // small_tiling, one 16-byte column segment a block; the cluster is the smallest power of two
-// that reaches kClusterTargetBlocks blocks, at most kMaxClusterBlocks.
-inline bool cluster_tiling(int64_t rows, int cols, int elem_bytes, ClusterTiling* t) {
+// that reaches kClusterTargetBlocksPerRank * max_cluster blocks, at most max_cluster (a power
+// of two up to kMaxNonPortableClusterBlocks; above kMaxClusterBlocks the launch opts in).
+inline bool cluster_tiling(int64_t rows, int cols, int elem_bytes, ClusterTiling* t,
+                           int max_cluster = int(kMaxClusterBlocks)) {
   if (rows <= 0 || cols <= 0) return false;
   int tile = (16 + elem_bytes - 1) / elem_bytes;
   if (tile > cols) tile = cols;
   const int tiles = (cols + tile - 1) / tile;
+  const int target = kClusterTargetBlocksPerRank * max_cluster;
   int cluster = 1;
-  while (cluster < int(kMaxClusterBlocks) && tiles * cluster < kClusterTargetBlocks) cluster *= 2;
+  while (cluster < max_cluster && tiles * cluster < target) cluster *= 2;
   if (tiles * cluster < kClusterMinBlocks) return false;
   t->rows = rows;
   t->cols = cols;

@@ -44,7 +44,8 @@
 //                                         // mapped to the same place in block `rank`'s
 //     A chained launch (as UNETCU_LAUNCH_CHAINED below: the kernel starts with
 //     UNETCU_GRID_DEPENDENCY_SYNC) whose blocks come in clusters (compute capability 9.0): each
-//     `cluster` consecutive blocks along x (1 to kMaxClusterBlocks, dividing grid.x) are
+//     `cluster` consecutive blocks along x (1 to kMaxClusterBlocks, or to
+//     kMaxNonPortableClusterBlocks once cluster_fits has opted the kernel in; dividing grid.x) are
 //     resident at once, may wait for each other at UNETCU_CLUSTER_SYNC (which also orders
 //     their memory: writes before it, global ones included, are visible to the cluster's
 //     blocks after it) and read each other's shared memory. A block must not finish while
@@ -142,6 +143,24 @@ namespace unetcu {
 // The most blocks a cluster may have without opting in to non-portable sizes (CUDA's
 // portable limit), here and under the emulator.
 constexpr unsigned kMaxClusterBlocks = 8;
+// The most with the opt-in (cudaFuncAttributeNonPortableClusterSizeAllowed), on an H100: the
+// CUDA C++ Programming Guide's Hopper figure. A card or partition without room for that many
+// resident blocks in one GPC refuses it (cluster_fits then says no).
+constexpr unsigned kMaxNonPortableClusterBlocks = 16;
+
+// Clusters above the portable size need the kernel's opt-in before they are launched or sized
+// by the occupancy calculator: set here (it stays set for the kernel); false when the size is
+// above kMaxNonPortableClusterBlocks or the opt-in is refused.
+template <typename Kernel>
+inline bool allow_cluster_size(Kernel kernel, unsigned cluster) {
+  if (cluster <= kMaxClusterBlocks) return true;
+  if (cluster > kMaxNonPortableClusterBlocks) return false;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+      cudaSuccess)
+    return true;
+  (void)cudaGetLastError();
+  return false;
+}
 }  // namespace unetcu
 
 // The statement head every launch macro shares: a one-pass for loop whose LaunchSite holds the
@@ -246,9 +265,10 @@ AttributedLaunch<Params...> cluster_launch(void (*kernel)(Params...), const Laun
 
 // Whether `kernel` can run in clusters of `cluster` blocks of `threads` threads and
 // `smem_bytes` of dynamic shared memory each: the device has compute capability 9.0 or later,
-// the kernel was built for it (its cluster calls are traps otherwise), and the occupancy
-// calculator finds room for a whole cluster at once (a card shared through MPS, or a kernel
-// that needs more registers, may leave none). Asked once per kernel and shape.
+// the kernel was built for it (its cluster calls are traps otherwise), a non-portable size is
+// allowed for it (allow_cluster_size), and the occupancy calculator finds room for a whole
+// cluster at once (a card shared through MPS, or a kernel that needs more registers, may leave
+// none). Asked once per kernel and shape.
 template <typename... Params>
 inline bool cluster_fits(void (*kernel)(Params...), unsigned threads, size_t smem_bytes,
                          unsigned cluster) {
@@ -277,7 +297,8 @@ inline bool cluster_fits(void (*kernel)(Params...), unsigned threads, size_t sme
   config.attrs = &attribute;
   config.numAttrs = 1;
   int clusters = 0;
-  const bool fits = cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess &&
+  const bool fits = allow_cluster_size(kernel, cluster) &&
+                    cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess &&
                     clusters > 0;
   if (!fits) (void)cudaGetLastError();
   known.emplace(key, fits);
@@ -397,10 +418,11 @@ template <typename Kernel>
 inline int max_cooperative_blocks(Kernel, int, size_t) {
   return ::unetcu::simt::kMaxCooperativeBlocks;
 }
-// The emulator runs every cluster launch.
+// The emulator runs every cluster launch of an allowed size (above the portable one, after
+// the same opt-in as on a GPU).
 template <typename Kernel>
-inline bool cluster_fits(Kernel, unsigned, size_t, unsigned) {
-  return true;
+inline bool cluster_fits(Kernel kernel, unsigned, size_t, unsigned cluster) {
+  return allow_cluster_size(kernel, cluster);
 }
 }  // namespace unetcu
 

@@ -14,7 +14,8 @@
 //   both at once     (loss_and_counts, the training step's call where images are small): one
 //                    block of 1024 threads per image sums the Dice terms and the counts from
 //                    one read of its logits (four float4s a thread at a time), warp
-//                    trees then a tree over the warps; one thread adds the images' Dice sums.
+//                    trees then a tree over the warps; one thread adds the images' Dice sums,
+//                    in a second kernel or (opt-in) in the same one, its blocks a cluster.
 #include "kernels/loss.h"
 
 #include <cmath>
@@ -182,10 +183,14 @@ constexpr int kFusedSums = 6;
 
 // Block b sums image b: each thread its float4s j = threadIdx.x + k * kFusedThreads in order,
 // then the warps' trees, then warp 0's tree over the 32 warp totals. Thread 0 writes the
-// image's counts and its three Dice sums (workspace: image_sums[b][3]).
+// image's counts and its three Dice sums: to the workspace (image_sums[b][3]) for
+// dice_from_image_sums_kernel, or, kClustered (one cluster of all the images' blocks, rank b
+// = image b), to its dynamic shared memory, where after the cluster barrier thread 0 of rank
+// 0 adds them in image order, as that kernel does (the same bits), and writes the loss.
+template <bool kClustered>
 __global__ void __launch_bounds__(kFusedThreads)
-    image_sums_kernel(ConfusionCounts* counts, double* image_sums, const float* logits,
-                      const uint8_t* target, int64_t pixels) {
+    image_sums_kernel(ConfusionCounts* counts, double* image_sums, float* loss, DiceSums* sums,
+                      const float* logits, const uint8_t* target, int64_t pixels) {
   UNETCU_GRID_DEPENDENCY_SYNC();
   __shared__ double warp_totals[kFusedSums][kFusedThreads / 32];
   const int64_t base = int64_t(blockIdx.x) * pixels;
@@ -232,17 +237,40 @@ __global__ void __launch_bounds__(kFusedThreads)
     if (lane == 0) warp_totals[v][warp] = w;
   }
   __syncthreads();
-  if (warp != 0) return;  // no barrier below
-  double total[kFusedSums];
-  for (int v = 0; v < kFusedSums; ++v) total[v] = warp_tree_sum(warp_totals[v][lane]);
-  if (lane != 0) return;
-  ConfusionCounts c;
-  c.tp = int64_t(total[3]);
-  c.fp = int64_t(total[4]);
-  c.fn = int64_t(total[5]);
-  c.tn = pixels - c.tp - c.fp - c.fn;
-  counts[blockIdx.x] = c;
-  for (int v = 0; v < 3; ++v) image_sums[int64_t(blockIdx.x) * 3 + v] = total[v];
+  if (warp == 0) {
+    double total[kFusedSums];
+    for (int v = 0; v < kFusedSums; ++v) total[v] = warp_tree_sum(warp_totals[v][lane]);
+    if (lane == 0) {
+      ConfusionCounts c;
+      c.tp = int64_t(total[3]);
+      c.fp = int64_t(total[4]);
+      c.fn = int64_t(total[5]);
+      c.tn = pixels - c.tp - c.fp - c.fn;
+      counts[blockIdx.x] = c;
+      if constexpr (kClustered) {
+        UNETCU_DYNAMIC_SHARED(double, image_total);  // [3]
+        for (int v = 0; v < 3; ++v) image_total[v] = total[v];
+      } else {
+        for (int v = 0; v < 3; ++v) image_sums[int64_t(blockIdx.x) * 3 + v] = total[v];
+      }
+    }
+  }
+  if constexpr (kClustered) {
+    UNETCU_CLUSTER_SYNC();
+    if (tid == 0 && UNETCU_CLUSTER_RANK() == 0) {
+      UNETCU_DYNAMIC_SHARED(double, image_total);
+      DiceSums s;
+      for (int i = 0; i < int(gridDim.x); ++i) {
+        const double* t = UNETCU_CLUSTER_SHARED(image_total, i);
+        s.sum_p += t[0];
+        s.sum_t += t[1];
+        s.intersection += t[2];
+      }
+      *sums = s;
+      *loss = float(dice_loss_from_sums(s));
+    }
+    UNETCU_CLUSTER_SYNC();  // every block's sums stay until rank 0 has read them
+  }
 }
 
 // One thread: the batch's Dice sums as the images' sums added in image order, and the loss.
@@ -259,6 +287,8 @@ __global__ void dice_from_image_sums_kernel(float* loss, DiceSums* sums, const d
   *loss = float(dice_loss_from_sums(s));
 }
 
+EnvSwitch g_loss_cluster{"UNETCU_LOSS_CLUSTER", false};
+
 }  // namespace
 
 bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
@@ -271,12 +301,22 @@ size_t loss_and_counts_workspace_bytes(int n_images) {
   return size_t(n_images > 0 ? n_images : 0) * 3 * sizeof(double);
 }
 
+void set_loss_cluster(bool on) { g_loss_cluster.set(on); }
+bool loss_cluster() { return g_loss_cluster.get(); }
+
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,
                      cudaStream_t stream) {
+  const size_t cluster_smem = 3 * sizeof(double);
+  if (loss_cluster() && n_images <= int(kMaxNonPortableClusterBlocks) &&
+      cluster_fits(image_sums_kernel<true>, kFusedThreads, cluster_smem, unsigned(n_images))) {
+    UNETCU_LAUNCH_CLUSTER(image_sums_kernel<true>, n_images, kFusedThreads, cluster_smem, stream,
+                          n_images)(counts, nullptr, loss, sums, logits, target, pixels);
+    return;
+  }
   double* image_sums = static_cast<double*>(workspace);
-  UNETCU_LAUNCH_CHAINED(image_sums_kernel, n_images, kFusedThreads, 0, stream)(
-      counts, image_sums, logits, target, pixels);
+  UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, n_images, kFusedThreads, 0, stream)(
+      counts, image_sums, nullptr, nullptr, logits, target, pixels);
   UNETCU_LAUNCH_CHAINED(dice_from_image_sums_kernel, 1, 1, 0, stream)(loss, sums, image_sums,
                                                                        n_images);
 }

@@ -99,9 +99,12 @@ struct KernelCall {
 constexpr int kMaxCooperativeBlocks = 64;
 
 // The most blocks a cluster may have: CUDA's portable limit (unetcu::kMaxClusterBlocks in
-// kernels/cuda/launch.h). A launch with a larger cluster, or one that does not divide grid.x,
-// fails with cudaErrorInvalidClusterSize, as on a GPU.
+// kernels/cuda/launch.h), or an H100's non-portable one for a kernel opted in with
+// cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1). A launch
+// with a larger cluster, or one that does not divide grid.x, fails with
+// cudaErrorInvalidClusterSize, as on a GPU.
 constexpr unsigned kMaxClusterBlocks = 8;
+constexpr unsigned kMaxNonPortableClusterBlocks = 16;
 
 // Runs the launch now, or records it when `stream` is being captured. A bad configuration
 // returns an error (also kept for cudaGetLastError) without running anything, as on a GPU.

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <sstream>
@@ -480,6 +481,7 @@ cudaError_t check_sync(cudaStream_t stream, const char* what) {
 
 std::mutex g_function_mutex;
 std::map<const void*, size_t> g_max_dynamic_shared;
+std::set<const void*> g_non_portable_clusters;  // kernels opted in to clusters above 8
 
 cudaError_t validate(const KernelCall& call) {
   using unetcu::simt::detail::kDefaultSharedBytes;
@@ -509,10 +511,21 @@ cudaError_t validate(const KernelCall& call) {
     return fail(cudaErrorCooperativeLaunchTooLarge, why.str());
   }
   if (call.cluster != 0) {
-    const unsigned most = unetcu::simt::kMaxClusterBlocks;
+    bool opted_in = false;
+    {
+      std::lock_guard<std::mutex> lock(g_function_mutex);
+      opted_in = g_non_portable_clusters.count(call.kernel) != 0;
+    }
+    const unsigned most = opted_in ? unetcu::simt::kMaxNonPortableClusterBlocks
+                                   : unetcu::simt::kMaxClusterBlocks;
     if (call.cluster > most) {
-      why << "a cluster of " << call.cluster << " blocks; a cluster has 1 to " << most
-          << " (CUDA's portable limit, unetcu::kMaxClusterBlocks in kernels/cuda/launch.h)";
+      why << "a cluster of " << call.cluster << " blocks; a cluster has 1 to " << most;
+      if (opted_in)
+        why << " (an H100's non-portable limit)";
+      else
+        why << " (CUDA's portable limit; up to " << unetcu::simt::kMaxNonPortableClusterBlocks
+            << " after cudaFuncSetAttribute(kernel, "
+               "cudaFuncAttributeNonPortableClusterSizeAllowed, 1))";
       return fail(cudaErrorInvalidClusterSize, why.str());
     }
     if (g.x % call.cluster != 0) {
@@ -820,6 +833,15 @@ cudaError_t cudaFuncSetAttribute(const void* func, enum cudaFuncAttribute attr, 
     }
     std::lock_guard<std::mutex> lock(g_function_mutex);
     g_max_dynamic_shared[func] = size_t(value);
+  } else if (attr == cudaFuncAttributeNonPortableClusterSizeAllowed) {
+    if (value != 0 && value != 1)
+      return fail(cudaErrorInvalidValue,
+                  "cudaFuncAttributeNonPortableClusterSizeAllowed takes 0 or 1");
+    std::lock_guard<std::mutex> lock(g_function_mutex);
+    if (value == 1)
+      g_non_portable_clusters.insert(func);
+    else
+      g_non_portable_clusters.erase(func);
   }
   return cudaSuccess;
 }

@@ -40,8 +40,10 @@
 //   clusters   UNETCU_CLUSTER_SYNC(), UNETCU_CLUSTER_RANK(), UNETCU_CLUSTER_SHARED(ptr, rank)
 //              (kernels/cuda/launch.h) in a kernel launched with UNETCU_LAUNCH_CLUSTER (a
 //              chained launch): the blocks of a cluster (`cluster` consecutive blocks along x,
-//              1 to kMaxClusterBlocks, control.h) run at once, each on its own OS thread, and the
-//              clusters one after another. The cluster barrier reports as the grid barrier does
+//              1 to kMaxClusterBlocks, or to kMaxNonPortableClusterBlocks for a kernel opted in
+//              with cudaFuncAttributeNonPortableClusterSizeAllowed, control.h) run at once, each
+//              on its own OS thread, and the clusters one after another. The cluster barrier
+//              reports as the grid barrier does
 //              (and orders the blocks' memory, as a GPU's does); UNETCU_CLUSTER_SHARED maps a
 //              pointer into the block's dynamic shared memory to the same offset in another
 //              block's. A mapped pointer outside the dynamic shared memory, a rank outside the
@@ -87,7 +89,7 @@
 //              cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, n)).
 //              UNETCU_LAUNCH_COOPERATIVE and UNETCU_LAUNCH_CLUSTER launches also check their
 //              sizes as a GPU would (cudaErrorCooperativeLaunchTooLarge; a cluster that is
-//              larger than kMaxClusterBlocks or does not divide grid.x:
+//              larger than the kernel's limit above or does not divide grid.x:
 //              cudaErrorInvalidClusterSize). The workers (control.h) run ordinary launches
 //              only: these two run their blocks on threads of their own.
 //
@@ -133,7 +135,7 @@
 // ---- What it cannot run ----------------------------------------------------------------------
 //   Tensor cores, inline PTX, cp.async/TMA, CUB/Thrust device code, cooperative groups (the
 //   grid and cluster calls are the UNETCU_ macros above), clusters along y or z or of more than
-//   kMaxClusterBlocks, distributed shared memory other than the dynamic shared memory (static
+//   kMaxNonPortableClusterBlocks, distributed shared memory other than the dynamic shared memory (static
 //   __shared__ cannot be mapped), textures, dynamic parallelism (aborts), __constant__ set
 //   through cudaMemcpyToSymbol, `extern __shared__` written directly (link error: use
 //   UNETCU_DYNAMIC_SHARED), spin-waits on another thread of the same block, or on another

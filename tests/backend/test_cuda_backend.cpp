@@ -701,7 +701,15 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   else
     CHECK(test::contains(backend->describe(), parts));
   const char* clusters = std::getenv("UNETCU_BN_CLUSTER");
+  const char* cluster_max = std::getenv("UNETCU_BN_CLUSTER_MAX");
   CHECK(test::contains(backend->describe(), "BatchNorms in clusters") ==
         (clusters != nullptr && std::string(clusters) == "1"));
+  const char* loss_cluster = std::getenv("UNETCU_LOSS_CLUSTER");
+  CHECK(test::contains(backend->describe(), "Dice and counts in one cluster") ==
+        (loss_cluster != nullptr && std::string(loss_cluster) == "1"));
+  if (clusters != nullptr && std::string(clusters) == "1")
+    CHECK(test::contains(backend->describe(),
+                         "BatchNorms in clusters of up to " +
+                             std::string(cluster_max != nullptr ? cluster_max : "8")));
 }
 #endif

@@ -10,6 +10,8 @@
 // the largest intermediate (|x*scale|, |mean*scale| <= ~20 here), so 1e-5 absolute plus 1e-5
 // relative. dx = a*dy + b*(x - mean) + d with float coefficients from the double sums: the
 // same formula, so differences stay at the ulp level of the terms (<= ~10): 1e-5 absolute.
+#include <stdexcept>
+
 #include "kernel_test.h"
 #include "kernels/batchnorm.h"
 #include "kernels/elementwise.h"
@@ -364,6 +366,35 @@ TEST_CASE("cuda batchnorm in clusters matches the reference, forward and backwar
   check_backward({1, 8, 8, 64, 0}, kSmall);
   check_train_forward({2, 9, 11, 16, 1}, -1);
   check_train_forward({2, 20, 21, 3, 0}, -1);
+}
+
+TEST_CASE("cuda batchnorm in clusters of up to 16 matches the reference, forward and backward") {
+  const Switched on = clusters();
+  struct ClusterMax {  // set for the scope, then the default again
+    ClusterMax() { cuda::set_batchnorm_cluster_max(16); }
+    ~ClusterMax() { cuda::set_batchnorm_cluster_max(8); }
+  } sixteen;
+  CHECK(cuda::batchnorm_cluster_max() == 16);
+  // Aiming at 256 blocks: 10,000 rows of 16 channels (4 columns x 16 = 64 blocks, which
+  // clusters of 8 leave to the multi-block path; 2 or 3 rows a thread), 5,000 rows of 64
+  // (16 x 16 = 256 blocks, 1 or 2 rows a thread), 1,089 rows of 32 (8 x 16), 600 rows of 256
+  // (64 x 4). 1,000 rows of 8 channels (2 columns: 32 blocks) keep the multi-block path.
+#if defined(UNETCU_TEST_EMULATED)
+  const int kOne = 1, kMulti = 3;
+#else
+  const int kOne = -1, kMulti = -1;  // a GPU may refuse clusters of 16
+#endif
+  for (const BnCase& bc : {BnCase{1, 100, 100, 16, 0}, BnCase{2, 50, 50, 64, 0},
+                           BnCase{1, 33, 33, 32, 0}, BnCase{2, 15, 20, 256, 0}}) {
+    check_train_forward(bc, kOne);
+    check_backward(bc, kOne);
+  }
+  check_train_forward({1, 25, 40, 8, 0}, kMulti);
+  check_backward({1, 25, 40, 8, 0}, kMulti);
+  // Only 8 and 16 are sizes the BatchNorms take.
+  CHECK_THROWS_AS(cuda::set_batchnorm_cluster_max(4), std::invalid_argument);
+  CHECK_THROWS_AS(cuda::set_batchnorm_cluster_max(32), std::invalid_argument);
+  CHECK(cuda::batchnorm_cluster_max() == 16);
 }
 
 // Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a

@@ -3,6 +3,7 @@
 // Adam steps (the reason the step counter lives on the device).
 #include <algorithm>
 #include <cmath>
+#include <memory>
 
 #include "kernel_test.h"
 #include "kernels/adam.h"
@@ -274,6 +275,69 @@ TEST_CASE("cuda fused dice forward and counts match the reference and the separa
                 0.0, 1e-12, "dice sums against the separate kernels");
     check_close(out.get<float>("loss"), std::vector<float>{want_loss}, 1e-6, 0.0, "dice loss");
   }
+}
+
+TEST_CASE("the fused dice forward and counts as one cluster: the two launches' bits in one") {
+  struct ClusterOn {  // on for the scope, then off again
+    ClusterOn() { cuda::set_loss_cluster(true); }
+    ~ClusterOn() { cuda::set_loss_cluster(false); }
+  };
+  struct FusedCase {
+    int n_images;
+    int64_t pixels;
+  };
+  // Clusters of 1, 5 and 8 blocks (portable), 16 (the opted-in size: the training batch); 17
+  // images keep the two launches.
+  for (const FusedCase& fc : {FusedCase{1, 4}, FusedCase{5, 4100}, FusedCase{8, 1000},
+                              FusedCase{16, 16384}, FusedCase{17, 64}}) {
+    CAPTURE(fc.n_images);
+    CAPTURE(fc.pixels);
+    const int64_t count = fc.n_images * fc.pixels;
+    const auto x = dice_logits(size_t(count), 950 + uint64_t(count));
+    const auto t = random_binary(size_t(count), 951, 0.4);
+    // Each form's loss, sums and counts; the clustered one from poisoned outputs.
+    auto run = [&](bool clustered, int* launches) {
+      return run_deterministic([&] {
+        std::unique_ptr<ClusterOn> on(clustered ? new ClusterOn : nullptr);
+        DeviceBuffer<float> dx(x), dloss(1);
+        DeviceBuffer<uint8_t> dt(t);
+        DeviceBuffer<DiceSums> dsums(1);
+        DeviceBuffer<ConfusionCounts> dcounts(size_t(fc.n_images));
+        DeviceBuffer<unsigned char> ws(cuda::loss_and_counts_workspace_bytes(fc.n_images));
+        dloss.poison();
+        dsums.poison();
+        dcounts.poison();
+#if defined(UNETCU_TEST_EMULATED)
+        simt::reset_counters();
+#endif
+        cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(),
+                              fc.n_images, fc.pixels, ws.get(), nullptr);
+        sync_device();
+#if defined(UNETCU_TEST_EMULATED)
+        *launches = int(simt::counters().launches);
+#else
+        *launches = -1;  // a GPU may refuse the cluster and take the two launches
+#endif
+        Outputs o;
+        o.add("loss", dloss);
+        o.add("sums", dsums);
+        o.add("counts", dcounts);
+        return o;
+      });
+    };
+    int launches_two = 0, launches_one = 0;
+    const Outputs two = run(false, &launches_two);
+    const Outputs one = run(true, &launches_one);
+    if (launches_two >= 0) {
+      CHECK(launches_two == 2);
+      CHECK(launches_one == (fc.n_images <= 16 ? 1 : 2));
+    }
+    for (const char* name : {"loss", "sums", "counts"}) {
+      CAPTURE(name);
+      CHECK(one.get<unsigned char>(name) == two.get<unsigned char>(name));
+    }
+  }
+  CHECK_FALSE(cuda::loss_cluster());
 }
 
 TEST_CASE("the fused dice forward and counts take only images it can hold in one block") {

@@ -429,6 +429,15 @@ void cluster_exchange(int* out, dim3 grid, int threads, unsigned cluster, cudaSt
                         cluster)(out, cluster);
 }
 
+cudaError_t set_cluster_exchange_non_portable(int value) {
+  return cudaFuncSetAttribute(cluster_exchange_kernel,
+                              cudaFuncAttributeNonPortableClusterSizeAllowed, value);
+}
+
+bool cluster_exchange_fits(unsigned cluster) {
+  return unetcu::cluster_fits(cluster_exchange_kernel, 32, 32 * sizeof(int), cluster);
+}
+
 void cluster_rounds(int* sums, int* info, int blocks, int threads, unsigned cluster,
                     cudaStream_t stream) {
   UNETCU_LAUNCH_CLUSTER(cluster_rounds_kernel, blocks, threads, threads * sizeof(int), stream,

@@ -69,6 +69,10 @@ void chained_scale(int* out, const int* in, int n, cudaStream_t stream);
 // with b * 1000 + t; after a cluster barrier out[b * threads + t] = word (t + 1) % threads of the
 // block of rank (rank + 1) % cluster of its cluster.
 void cluster_exchange(int* out, dim3 grid, int threads, unsigned cluster, cudaStream_t stream);
+// cudaFuncSetAttribute(cluster_exchange's kernel, cudaFuncAttributeNonPortableClusterSizeAllowed,
+// value), and unetcu::cluster_fits for it in clusters of `cluster` (which opts it in above 8).
+cudaError_t set_cluster_exchange_non_portable(int value);
+bool cluster_exchange_fits(unsigned cluster);
 // A cluster launch of `blocks` x `threads` in clusters of `cluster`, two rounds: block b puts
 // (b + 1) * (t + 1) * (round + 1) in its shared word t, and
 // sums[(round * blocks + b) * threads + t] = the sum of word t over the ranks of b's cluster.

@@ -517,6 +517,50 @@ TEST_CASE("simt: a cluster launch whose cluster is too large or does not divide 
   }
 }
 
+TEST_CASE("simt: clusters above 8 blocks run after the kernel's non-portable opt-in, to 16") {
+  const int threads = 32;
+  auto launch_error = [&](dim3 grid, unsigned cluster, std::string* message) {
+    DeviceArray<int> out(size_t(grid.x * threads));
+    try {
+      simt_test::cluster_exchange(out.get(), grid, threads, cluster, nullptr);
+    } catch (const unetcu::CudaError& e) {
+      *message = e.what();
+      return e.code();
+    }
+    return cudaSuccess;
+  };
+  std::string message;
+  // Not opted in: refused, and the message says how to opt in; cluster_fits says no for 32.
+  REQUIRE(simt_test::set_cluster_exchange_non_portable(0) == cudaSuccess);
+  CHECK(launch_error(dim3(16), 16, &message) == cudaErrorInvalidClusterSize);
+  CHECK(message.find("cudaFuncAttributeNonPortableClusterSizeAllowed") != std::string::npos);
+  CHECK_FALSE(simt_test::cluster_exchange_fits(32));
+  // cluster_fits opts the kernel in; clusters of 16 then run and exchange as smaller ones do.
+  CHECK(simt_test::cluster_exchange_fits(16));
+  const dim3 grid(32, 1);
+  DeviceArray<int> out(size_t(grid.x * threads));
+  bool identical = false;
+  const std::vector<int> got = simt_test::run_both_schedules(
+      out, [&] { simt_test::cluster_exchange(out.get(), grid, threads, 16, nullptr); },
+      &identical);
+  CHECK(identical);
+  int wrong = 0;
+  for (unsigned x = 0; x < grid.x; ++x)
+    for (int t = 0; t < threads; ++t)
+      if (got[size_t(x * threads + t)] != exchanged(grid, 16, threads, x, 0, t)) ++wrong;
+  CHECK(wrong == 0);
+  // Opted in, 32 is still above the limit.
+  message.clear();
+  CHECK(launch_error(dim3(32), 32, &message) == cudaErrorInvalidClusterSize);
+  CHECK(message.find("a cluster of 32 blocks; a cluster has 1 to 16") != std::string::npos);
+  CHECK(simt_test::set_cluster_exchange_non_portable(2) == cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+  // Opting out again restores the portable limit (and leaves the other tests as they were).
+  REQUIRE(simt_test::set_cluster_exchange_non_portable(0) == cudaSuccess);
+  CHECK(launch_error(dim3(16), 16, &message) == cudaErrorInvalidClusterSize);
+  CHECK(cudaPeekAtLastError() == cudaSuccess);
+}
+
 TEST_CASE("simt: a block finishing while its cluster waits at a cluster barrier aborts") {
   for (Schedule schedule : {Schedule::forward, Schedule::reverse}) {
     const std::string report = abort_report([&] {
