@@ -71,8 +71,9 @@
 # to what is left of the whole budget, so the table always gets printed. Environment knobs:
 # UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps),
 # UNETCU_CHECK_BUDGET (seconds for everything, default 540), UNETCU_TORCH_MODES (the PyTorch
-# step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL and
-# UNETCU_NCU_DETAIL_COUNT (6c; off by default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
+# step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL,
+# UNETCU_NCU_DETAIL_COUNT and UNETCU_NCU_DETAIL_SETTING (6c, also after 2b's A/B; off by
+# default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
 # after the build, only the step under each of a few settings in turn, with
 # UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first (and under each setting of
 # UNETCU_CHECK_AB_VERIFY_SETTINGS="SETTING;..."), with UNETCU_CHECK_AB_OPS=REGEX the
@@ -347,6 +348,34 @@ step_variant() {
   fi
 }
 
+# Nsight Compute's full sections for the kernels matching UNETCU_NCU_DETAIL (6c; also after
+# the quick A/B of 2b), with the environment SETTING in UNETCU_NCU_DETAIL_SETTING (VAR=value
+# words; none by default), e.g. an opt-in path's kernels. Every section replays each kernel
+# several times (about 40 passes), so only a few kernels.
+ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | tail -1)
+ncu_detail_rows() {
+  local ncu_detail=${UNETCU_NCU_DETAIL:-} t
+  [ -n "$ncu_detail" ] || return 0
+  if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
+    row "kernel details (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
+    return 0
+  fi
+  t=$(date +%s)
+  # shellcheck disable=SC2086  # the setting may hold several VAR=value words
+  if run ncu_detail 120 env ${UNETCU_NCU_DETAIL_SETTING:-} "$ncu_bin" --profile-from-start off \
+       -k "regex:$ncu_detail" \
+       -c "${UNETCU_NCU_DETAIL_COUNT:-12}" --section SpeedOfLight --section Occupancy \
+       --section LaunchStats --section WarpStateStats --section SchedulerStats \
+       --section MemoryWorkloadAnalysis --section SourceCounters --cache-control none \
+       --clock-control none \
+       "$gpu_bench" --profile-steps 1; then
+    row "kernel details (ncu)" ok "$(elapsed "$t"); $(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' \
+      "$out/ncu_detail.log") kernels matching '$ncu_detail' in ncu_detail.log${UNETCU_NCU_DETAIL_SETTING:+ (with $UNETCU_NCU_DETAIL_SETTING)}"
+  else
+    row "kernel details (ncu)" FAILED "$(elapsed "$t"); see ncu_detail.log"
+  fi
+}
+
 # ---- 2a. the BatchNorm-fusion probe (opt-in) -------------------------------------------------
 # UNETCU_CHECK_FUSION=1: bench_cudnn_fusion (kernels/cudnn/fusion_probe.h) at its default
 # shapes, before the rest (an A/B, or the full check): whether cuDNN fuses the BatchNorm's sums
@@ -400,6 +429,7 @@ if [ -n "${UNETCU_CHECK_AB:-}" ]; then
         '^train_step.*/ours/' serving_summary
     done
   done
+  ncu_detail_rows
   print_table
   exit 0
 fi
@@ -665,7 +695,6 @@ row "ctest (cuda kernels)" "$(grep -q '100% tests passed' "$out/ctest.log" && ec
 # ---- 6b. where the step's time goes --------------------------------------------------------------
 # Nsight Compute's duration of every kernel of 3 replayed training steps (bench_cuda_ops
 # --profile-steps opens the profiler range after the set-up), summed by family.
-ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | tail -1)
 if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
   row "step profile (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
 else
@@ -680,26 +709,6 @@ else
 fi
 
 # ---- 6c. why chosen kernels take their time (opt-in) ----------------------------------------------
-# Every section replays each kernel several times (about 40 passes), so only a few kernels.
-ncu_detail=${UNETCU_NCU_DETAIL:-}
-if [ -n "$ncu_detail" ]; then
-  if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
-    row "kernel details (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
-  else
-    t=$(date +%s)
-    if run ncu_detail 120 "$ncu_bin" --profile-from-start off -k "regex:$ncu_detail" \
-         -c "${UNETCU_NCU_DETAIL_COUNT:-12}" --section SpeedOfLight --section Occupancy \
-         --section LaunchStats --section WarpStateStats --section SchedulerStats \
-         --section MemoryWorkloadAnalysis --section SourceCounters --cache-control none \
-         --clock-control none \
-         "$gpu_bench" --profile-steps 1; then
-      row "kernel details (ncu)" ok "$(elapsed "$t"); $(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' \
-        "$out/ncu_detail.log") kernels matching '$ncu_detail' in ncu_detail.log"
-    else
-      row "kernel details (ncu)" FAILED "$(elapsed "$t"); see ncu_detail.log"
-    fi
-  fi
-fi
-
+ncu_detail_rows
 # ---- 7. the table -----------------------------------------------------------------------------
 print_table
