@@ -741,7 +741,7 @@ void set_clusters16(bool on) {
 }
 bool clusters16() { return cuda::batchnorm_cluster() && cuda::batchnorm_cluster_max() == 16; }
 constexpr OptIn kClusters16{".cluster16", set_clusters16, clusters16};
-// The fused Dice forward and counts in one cluster launch (kernels/loss.h).
+// The loss reductions in one launch each, the Dice sums' through a cluster (kernels/loss.h).
 constexpr OptIn kLossCluster{".cluster", cuda::set_loss_cluster, cuda::loss_cluster};
 
 template <class Case>
@@ -1316,12 +1316,10 @@ void register_loss_and_optimizer(const Options& o) {
     const uint64_t s = seed += 10;
     register_gpu_pair(p,
                       [op, n, pixels, s] { return std::make_unique<LossCase>(op, n, pixels, s); });
-    // The same in one launch, its blocks a cluster (opt-in): dice_counts.fwd.cluster.
-    if (op == LossOp::dice_and_counts) {
-      register_gpu_pair(probe_of(p, kLossCluster), [op, n, pixels, s] {
-        return std::make_unique<OptInCase<LossCase>>(kLossCluster, op, n, pixels, s);
-      });
-    }
+    // The same in one launch each (opt-in; kernels/loss.h): dice.fwd.cluster, ...
+    register_gpu_pair(probe_of(p, kLossCluster), [op, n, pixels, s] {
+      return std::make_unique<OptInCase<LossCase>>(kLossCluster, op, n, pixels, s);
+    });
   }
   PairInfo norm;
   norm.key = "normalize/input";

@@ -100,13 +100,17 @@ size_t loss_and_counts_workspace_bytes(int n_images);
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,
                      cudaStream_t stream);
-// loss_and_counts in one launch: the images' blocks as one thread-block cluster (compute
-// capability 9.0; above 8 images the kernel opts in to the non-portable size, up to 16), whose
-// rank 0 adds the images' Dice sums from the others' shared memory after a cluster barrier, in
-// the same order as the second kernel does (the same bits). Off by default until measured on
-// a GPU (a cluster of 16 blocks of 1024 threads needs 16 free SMs in one GPC at once);
-// UNETCU_LOSS_CLUSTER=1 in the environment turns it on, as does set_loss_cluster. Batches of
-// more than 16 images, and devices that cannot place the cluster, keep the two launches.
+// The loss reductions in one launch each: loss_and_counts with the images' blocks as one
+// thread-block cluster (compute capability 9.0; above 8 images the kernel opts in to the
+// non-portable size, up to 16), whose rank 0 adds the images' Dice sums from the others'
+// shared memory after a cluster barrier, in the same order as the second kernel does (the
+// same bits); dice_loss_forward the same over the values cut into up to 16 equal blocks (other
+// bits than its two-stage reduction: another order of addition); confusion_counts one block
+// an image (no cluster: nothing to add across images). Where they do not apply (images larger
+// than kFusedLossMaxPixels or not float4 runs, more than 16 blocks for the loss, a device that
+// cannot place the cluster) the other paths run. Off by default until measured on a GPU (a
+// cluster of 16 blocks of 1024 threads needs 16 free SMs in one GPC at once);
+// UNETCU_LOSS_CLUSTER=1 in the environment turns it on, as does set_loss_cluster.
 void set_loss_cluster(bool on);
 bool loss_cluster();
 

@@ -471,7 +471,7 @@ step_variant step_check_cluster "cpu-vs-gpu step, BN clusters" UNETCU_BN_CLUSTER
 # And in clusters of up to 16 (the non-portable size: decoder block 4's BatchNorms too).
 step_variant step_check_cluster16 "cpu-vs-gpu step, BN clusters of 16" \
   "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
-# The Dice forward and counts in one cluster launch (opt-in; the same bits as the default).
+# The loss reductions in one launch each (opt-in; the fused one the same bits as the default).
 step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
@@ -659,7 +659,7 @@ if [ -x "$gpu_bench" ]; then
   step_bench bench_cuda_ops_cluster "step, BN clusters" UNETCU_BN_CLUSTER=1
   step_bench bench_cuda_ops_cluster16 "step, BN clusters of 16" \
     "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
-  # The Dice forward and counts in one cluster launch (opt-in; probe dice_counts.fwd.cluster).
+  # The loss reductions in one launch each (opt-in; probes dice*.cluster, confusion_counts.cluster).
   step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
   # The reductions, the copies they are held to and the step without chained launches
   # (UNETCU_PDL=0): the memory-bound table of that log against the one above says what

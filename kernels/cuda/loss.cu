@@ -183,10 +183,11 @@ constexpr int kFusedSums = 6;
 
 // Block b sums image b: each thread its float4s j = threadIdx.x + k * kFusedThreads in order,
 // then the warps' trees, then warp 0's tree over the 32 warp totals. Thread 0 writes the
-// image's counts and its three Dice sums: to the workspace (image_sums[b][3]) for
-// dice_from_image_sums_kernel, or, kClustered (one cluster of all the images' blocks, rank b
-// = image b), to its dynamic shared memory, where after the cluster barrier thread 0 of rank
-// 0 adds them in image order, as that kernel does (the same bits), and writes the loss.
+// image's counts (unless `counts` is null) and its three Dice sums: to the workspace
+// (image_sums[b][3], unless null) for dice_from_image_sums_kernel, or, kClustered (one cluster
+// of all the images' blocks, rank b = image b), to its dynamic shared memory, where after the
+// cluster barrier thread 0 of rank 0 adds them in image order, as that kernel does (the same
+// bits), and writes the loss.
 template <bool kClustered>
 __global__ void __launch_bounds__(kFusedThreads)
     image_sums_kernel(ConfusionCounts* counts, double* image_sums, float* loss, DiceSums* sums,
@@ -246,11 +247,11 @@ __global__ void __launch_bounds__(kFusedThreads)
       c.fp = int64_t(total[4]);
       c.fn = int64_t(total[5]);
       c.tn = pixels - c.tp - c.fp - c.fn;
-      counts[blockIdx.x] = c;
+      if (counts) counts[blockIdx.x] = c;
       if constexpr (kClustered) {
         UNETCU_DYNAMIC_SHARED(double, image_total);  // [3]
         for (int v = 0; v < 3; ++v) image_total[v] = total[v];
-      } else {
+      } else if (image_sums) {
         for (int v = 0; v < 3; ++v) image_sums[int64_t(blockIdx.x) * 3 + v] = total[v];
       }
     }
@@ -304,16 +305,35 @@ size_t loss_and_counts_workspace_bytes(int n_images) {
 void set_loss_cluster(bool on) { g_loss_cluster.set(on); }
 bool loss_cluster() { return g_loss_cluster.get(); }
 
+namespace {
+
+// The one-launch forms (set_loss_cluster) over `blocks` blocks of `pixels` values each: with
+// the loss, the blocks as one cluster whose rank 0 adds their Dice sums; counts alone (loss and
+// sums null), one block an image and nothing to add. False, launching nothing, where they do
+// not apply (more than 16 blocks for the loss, or a device that cannot place the cluster).
+bool one_launch_sums(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
+                     const uint8_t* target, int blocks, int64_t pixels, cudaStream_t stream) {
+  if (!loss_cluster() || !loss_and_counts_applies(logits, target, blocks, pixels)) return false;
+  if (loss == nullptr) {
+    UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, blocks, kFusedThreads, 0, stream)(
+        counts, nullptr, nullptr, nullptr, logits, target, pixels);
+    return true;
+  }
+  const size_t smem = 3 * sizeof(double);
+  if (blocks > int(kMaxNonPortableClusterBlocks) ||
+      !cluster_fits(image_sums_kernel<true>, kFusedThreads, smem, unsigned(blocks)))
+    return false;
+  UNETCU_LAUNCH_CLUSTER(image_sums_kernel<true>, blocks, kFusedThreads, smem, stream, blocks)(
+      counts, nullptr, loss, sums, logits, target, pixels);
+  return true;
+}
+
+}  // namespace
+
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,
                      cudaStream_t stream) {
-  const size_t cluster_smem = 3 * sizeof(double);
-  if (loss_cluster() && n_images <= int(kMaxNonPortableClusterBlocks) &&
-      cluster_fits(image_sums_kernel<true>, kFusedThreads, cluster_smem, unsigned(n_images))) {
-    UNETCU_LAUNCH_CLUSTER(image_sums_kernel<true>, n_images, kFusedThreads, cluster_smem, stream,
-                          n_images)(counts, nullptr, loss, sums, logits, target, pixels);
-    return;
-  }
+  if (one_launch_sums(loss, sums, counts, logits, target, n_images, pixels, stream)) return;
   double* image_sums = static_cast<double*>(workspace);
   UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, n_images, kFusedThreads, 0, stream)(
       counts, image_sums, nullptr, nullptr, logits, target, pixels);
@@ -327,6 +347,14 @@ size_t dice_loss_workspace_bytes(int64_t count) {
 
 void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
                        int64_t count, void* workspace, cudaStream_t stream) {
+  // One launch (opt-in): the values cut into the most blocks, up to a cluster's 16, that take
+  // equal whole float4 runs a block can hold.
+  for (int blocks = int(kMaxNonPortableClusterBlocks); blocks >= 1; --blocks) {
+    if (count % (4 * blocks) != 0 || count / blocks > kFusedLossMaxPixels) continue;
+    if (one_launch_sums(loss, sums, nullptr, logits, target, blocks, count / blocks, stream))
+      return;
+    break;
+  }
   detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
                          detail::reduce_tiling(count, 1), static_cast<double*>(workspace),
                          stream);
@@ -349,6 +377,7 @@ size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels) {
 void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
                       int n_images, int64_t pixels, void* workspace, cudaStream_t stream) {
   if (n_images <= 0) return;
+  if (one_launch_sums(nullptr, nullptr, counts, logits, target, n_images, pixels, stream)) return;
   detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels}, ConfusionEpilogue{counts, pixels},
                          detail::reduce_tiling(pixels, 1, n_images),
                          static_cast<double*>(workspace), stream);

@@ -23,6 +23,22 @@ std::vector<float> dice_logits(size_t count, uint64_t seed) {
 
 std::vector<double> sums_vector(const DiceSums& s) { return {s.sum_p, s.sum_t, s.intersection}; }
 
+// Runs `issue` (which launches kernels) and synchronises: the kernels it launched under the
+// emulator; -1 on a GPU, which may refuse a cluster and take the other path.
+template <class F>
+int launches_of(F&& issue) {
+#if defined(UNETCU_TEST_EMULATED)
+  simt::reset_counters();
+#endif
+  issue();
+  sync_device();
+#if defined(UNETCU_TEST_EMULATED)
+  return int(simt::counters().launches);
+#else
+  return -1;
+#endif
+}
+
 // Counts are exact: every image's four, as the reference's.
 void check_counts(const std::vector<ConfusionCounts>& got,
                   const std::vector<ConfusionCounts>& want) {
@@ -307,17 +323,10 @@ TEST_CASE("the fused dice forward and counts as one cluster: the two launches' b
         dloss.poison();
         dsums.poison();
         dcounts.poison();
-#if defined(UNETCU_TEST_EMULATED)
-        simt::reset_counters();
-#endif
-        cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(),
-                              fc.n_images, fc.pixels, ws.get(), nullptr);
-        sync_device();
-#if defined(UNETCU_TEST_EMULATED)
-        *launches = int(simt::counters().launches);
-#else
-        *launches = -1;  // a GPU may refuse the cluster and take the two launches
-#endif
+        *launches = launches_of([&] {
+          cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(),
+                                fc.n_images, fc.pixels, ws.get(), nullptr);
+        });
         Outputs o;
         o.add("loss", dloss);
         o.add("sums", dsums);
@@ -338,6 +347,82 @@ TEST_CASE("the fused dice forward and counts as one cluster: the two launches' b
     }
   }
   CHECK_FALSE(cuda::loss_cluster());
+}
+
+TEST_CASE("cuda dice forward and counts alone in one launch each, when asked") {
+  cuda::set_loss_cluster(true);
+  // The Dice forward over up to 16 equal blocks of whole float4 runs: 64 values (16 blocks of
+  // 4), 1,000 (10 of 100), 262,144 (16 of 16,384), 524,288 (16 of 32,768, the most a block
+  // takes); 4,099 (no float4 runs) and 1,048,576 (too many for 16 blocks) keep two launches.
+  struct Flat {
+    int64_t count;
+    int launches;
+  };
+  for (const Flat& f : {Flat{64, 1}, Flat{1000, 1}, Flat{262144, 1}, Flat{524288, 1},
+                        Flat{4099, 2}, Flat{1048576, 2}}) {
+    CAPTURE(f.count);
+    const auto x = dice_logits(size_t(f.count), 960 + uint64_t(f.count));
+    const auto t = random_binary(size_t(f.count), 961, 0.3);
+    float want_loss = 0;
+    DiceSums want_sums;
+    cpu::dice_loss_forward(&want_loss, &want_sums, x.data(), t.data(), f.count);
+    int launches = -1;
+    const Outputs out = run_deterministic([&] {
+      DeviceBuffer<float> dx(x), dloss(1);
+      DeviceBuffer<uint8_t> dt(t);
+      DeviceBuffer<DiceSums> dsums(1);
+      DeviceBuffer<unsigned char> ws(cuda::dice_loss_workspace_bytes(f.count));
+      dloss.poison();
+      dsums.poison();
+      launches = launches_of([&] {
+        cuda::dice_loss_forward(dloss.get(), dsums.get(), dx.get(), dt.get(), f.count, ws.get(),
+                                nullptr);
+      });
+      Outputs o;
+      o.add("loss", dloss);
+      o.add("sums", dsums);
+      return o;
+    });
+    if (launches >= 0) CHECK(launches == f.launches);
+    const DiceSums got_sums = out.get<DiceSums>("sums").at(0);
+    check_close(sums_vector(got_sums), sums_vector(want_sums), 1e-9, 1e-6, "dice sums");
+    CHECK(got_sums.sum_t == want_sums.sum_t);
+    check_close(out.get<float>("loss"), std::vector<float>{want_loss}, 1e-6, 0.0, "dice loss");
+  }
+  // The counts alone: one block an image, no cluster (so also more than 16 images).
+  struct Images {
+    int n;
+    int64_t pixels;
+    int launches;
+  };
+  for (const Images& im : {Images{16, 4096, 1}, Images{3, 1000, 1}, Images{20, 64, 1},
+                           Images{2, 1001, 2}}) {
+    CAPTURE(im.n);
+    CAPTURE(im.pixels);
+    const int64_t count = im.n * im.pixels;
+    const auto x = dice_logits(size_t(count), 970 + uint64_t(count));
+    const auto t = random_binary(size_t(count), 971, 0.4);
+    std::vector<ConfusionCounts> want(size_t(im.n));
+    cpu::confusion_counts(want.data(), x.data(), t.data(), im.n, im.pixels);
+    int launches = -1;
+    const Outputs out = run_deterministic([&] {
+      DeviceBuffer<float> dx(x);
+      DeviceBuffer<uint8_t> dt(t);
+      DeviceBuffer<ConfusionCounts> dcounts(size_t(im.n));
+      DeviceBuffer<unsigned char> ws(cuda::confusion_counts_workspace_bytes(im.n, im.pixels));
+      dcounts.poison();
+      launches = launches_of([&] {
+        cuda::confusion_counts(dcounts.get(), dx.get(), dt.get(), im.n, im.pixels, ws.get(),
+                               nullptr);
+      });
+      Outputs o;
+      o.add("counts", dcounts);
+      return o;
+    });
+    if (launches >= 0) CHECK(launches == im.launches);
+    check_counts(out.get<ConfusionCounts>("counts"), want);
+  }
+  cuda::set_loss_cluster(false);
 }
 
 TEST_CASE("the fused dice forward and counts take only images it can hold in one block") {
