@@ -70,14 +70,22 @@ struct StatsSrc {
 };
 
 // Hands each channel of a vector column its two sums: epilogues are written per channel, and
-// the V channels are the epilogue's parts (common.cuh), run by V threads at once.
+// the V channels are the epilogue's parts (common.cuh), run by V threads at once. Its
+// coefficients (E::Coefs: what the pass after it needs of the channel, E::coefficients) are
+// the same values the epilogue writes to memory, formed without writing anything, for the
+// cluster kernel's blocks (common.cuh, cluster_reduce_then_map).
 template <int V, class E>
 struct PerChannel {
   static constexpr int kParts = V;
+  using Coefs = typename E::Coefs;
   E e;
   __device__ void operator()(int batch, int col, int part, const double (&sum)[2 * V]) const {
     const double pair[2] = {sum[2 * part], sum[2 * part + 1]};
     e(batch, col * V + part, pair);
+  }
+  __device__ Coefs coefficients(int col, int part, const double (&sum)[2 * V]) const {
+    const double pair[2] = {sum[2 * part], sum[2 * part + 1]};
+    return e.coefficients(col * V + part, pair);
   }
 };
 
@@ -105,20 +113,35 @@ struct StatsEpilogue {
   const float* gamma;
   int64_t rows;
   double momentum, eps;
-  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
+  struct Stats {
+    double mean, var, invstd;
+  };
+  __device__ Stats stats(int ch, const double (&sum)[2]) const {
     const double n = double(rows);
     const double mean_shifted = sum[0] / n;
     double var = sum[1] / n - mean_shifted * mean_shifted;
     var = var > 0.0 ? var : 0.0;
-    const double mean = double(x[ch]) + mean_shifted;
-    const double invstd = 1.0 / sqrt(var + eps);
+    return {double(x[ch]) + mean_shifted, var, 1.0 / sqrt(var + eps)};
+  }
+  // The normalising pass's mean and scale, as saved below.
+  struct Coefs {
+    float mean, scale;
+  };
+  __device__ Coefs coefficients(int ch, const double (&sum)[2]) const {
+    const Stats s = stats(ch, sum);
+    return {float(s.mean), train_scale(gamma[ch], float(s.invstd))};
+  }
+  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
+    const Stats s = stats(ch, sum);
     // PyTorch needs n > 1 in training; the guard only avoids an infinity.
+    const double n = double(rows);
     const double unbias = rows > 1 ? n / (n - 1.0) : 1.0;
-    save_mean[ch] = float(mean);
-    save_invstd[ch] = float(invstd);
-    scale[ch] = train_scale(gamma[ch], float(invstd));
-    running_mean[ch] = float((1.0 - momentum) * double(running_mean[ch]) + momentum * mean);
-    running_var[ch] = float((1.0 - momentum) * double(running_var[ch]) + momentum * var * unbias);
+    save_mean[ch] = float(s.mean);
+    save_invstd[ch] = float(s.invstd);
+    scale[ch] = train_scale(gamma[ch], float(s.invstd));
+    running_mean[ch] = float((1.0 - momentum) * double(running_mean[ch]) + momentum * s.mean);
+    running_var[ch] =
+        float((1.0 - momentum) * double(running_var[ch]) + momentum * s.var * unbias);
   }
 };
 
@@ -208,15 +231,24 @@ struct GradEpilogue {
   int64_t rows;
   int c;
   bool accumulate_params;
-  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
+  // The gradient pass's a, b and d, as written to coef below.
+  struct Coefs {
+    float a, b, d;
+  };
+  __device__ Coefs coefficients(int ch, const double (&sum)[2]) const {
     const double n = double(rows);
     const double invstd = double(save_invstd[ch]);
-    const double sum_dy = sum[0];
     const double sum_dy_xhat = sum[1] * invstd;
     const double g = double(gamma[ch]) * invstd;
-    coef[ch] = float(g);
-    coef[c + ch] = float(-g * invstd * sum_dy_xhat / n);
-    coef[2 * c + ch] = float(-g * sum_dy / n);
+    return {float(g), float(-g * invstd * sum_dy_xhat / n), float(-g * sum[0] / n)};
+  }
+  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
+    const Coefs k = coefficients(ch, sum);
+    coef[ch] = k.a;
+    coef[c + ch] = k.b;
+    coef[2 * c + ch] = k.d;
+    const double sum_dy = sum[0];
+    const double sum_dy_xhat = sum[1] * double(save_invstd[ch]);
     dgamma[ch] = float(accumulate_params ? double(dgamma[ch]) + sum_dy_xhat : sum_dy_xhat);
     dbeta[ch] = float(accumulate_params ? double(dbeta[ch]) + sum_dy : sum_dy);
   }
@@ -267,6 +299,15 @@ struct Normalize {
       store_vec<V>(y, i, v);
     }
   };
+  // Training, with the channels' mean and scale at hand (StatsEpilogue::coefficients).
+  __device__ Column column_with(int col, const StatsEpilogue::Coefs* c) const {
+    Column out{y, x, residual, cols, col, apply_relu, {}, {}, channel_values<V>(beta, col)};
+    for (int k = 0; k < V; ++k) {
+      out.mean.v[k] = c[k].mean;
+      out.scale.v[k] = c[k].scale;
+    }
+    return out;
+  }
   __device__ Column column(int col) const {
     Column out{y, x, residual, cols, col, apply_relu, channel_values<V>(mean, col), {},
                channel_values<V>(beta, col)};
@@ -328,7 +369,23 @@ struct GradApply {
       }
     }
   };
-  __device__ Column column(int col) const {
+  // With the channels' a, b and d at hand (GradEpilogue::coefficients).
+  __device__ Column column_with(int col, const GradEpilogue::Coefs* k) const {
+    Column out = column(col, false);
+    for (int j = 0; j < V; ++j) {
+      out.a.v[j] = k[j].a;
+      out.b.v[j] = k[j].b;
+      out.d.v[j] = k[j].d;
+    }
+    return out;
+  }
+  __device__ Column column(int col, bool load_coefs = true) const {
+    Vec<float, V> a{}, b{}, d{};
+    if (load_coefs) {
+      a = channel_values<V>(coef, col);
+      b = channel_values<V>(coef + c, col);
+      d = channel_values<V>(coef + 2 * c, col);
+    }
     return Column{dx,
                   dresidual,
                   dy,
@@ -339,9 +396,9 @@ struct GradApply {
                   accumulate_dx,
                   accumulate_dresidual,
                   channel_values<V>(save_mean, col),
-                  channel_values<V>(coef, col),
-                  channel_values<V>(coef + c, col),
-                  channel_values<V>(coef + 2 * c, col)};
+                  a,
+                  b,
+                  d};
   }
 };
 

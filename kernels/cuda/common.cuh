@@ -14,7 +14,8 @@
 //               in one kernel (reduce_rows + map_rows take three).
 //   cluster_reduce_then_map  the same for more rows than a block takes: a cluster of blocks
 //               shares the columns, its blocks' sums meet through distributed shared memory at
-//               a cluster barrier (compute capability 9.0; opt-in where used).
+//               a cluster barrier, and each block forms the coefficients it needs from them
+//               (compute capability 9.0; opt-in where used).
 //
 // Every .cu file is compiled twice: by nvcc for the GPU and by g++ under the SIMT emulator
 // (kernels/simt/). Only what the emulator runs is used here: no inline PTX, no CUB, no
@@ -481,19 +482,26 @@ inline bool cluster_tiling(int64_t rows, int cols, int elem_bytes, ClusterTiling
 
 // Block b (rank b % cluster of column tile b / cluster) sums rows rank*lanes + lane, stepping
 // by lanes*cluster; the lane tree gives its column totals, which it leaves in its shared
-// memory; after the cluster barrier rank 0 adds the cluster's totals in rank order (the same
-// bits under any timing) and runs the epilogue (its parts spread over the column's lanes);
-// the second barrier makes the epilogue's writes visible to the cluster and keeps every
-// block's shared memory alive until rank 0 has read it; then every block runs
-// Map::column(col)(row) over its rows. The rows are read twice, the second time mostly from
-// L2, as the multi-block path reads them.
+// memory. After the cluster barrier every block adds the cluster's totals in rank order (the
+// same bits in each) and forms its columns' coefficients, one epilogue part a thread
+// (Epilogue::coefficients: what the map needs, the same values the epilogue writes); rank 0
+// alone also runs the epilogue, whose writes (statistics, running averages, parameter
+// gradients) later kernels read. So no block waits for another's epilogue: a block runs
+// Map::column_with(col, coefficients)(row) over its rows straight after. The last cluster
+// barrier keeps every block's shared memory until the whole cluster has read it. The rows are
+// read twice, the second time mostly from L2, as the multi-block path reads them.
 template <int NV, class Src, class Epilogue, class Map>
 __global__ void __launch_bounds__(kThreads)
     cluster_reduce_then_map_kernel(Src src, Epilogue epilogue, Map map, ClusterTiling t) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  UNETCU_DYNAMIC_SHARED(double, block_totals);  // [NV][tile]
+  static_assert(EpilogueParts<Epilogue>::split, "the coefficients come a part a thread");
+  using Coefs = typename Epilogue::Coefs;
+  constexpr int kParts = EpilogueParts<Epilogue>::value;
+  UNETCU_DYNAMIC_SHARED(double, block_totals);  // [NV][tile], then Coefs [tile][kParts]
+  Coefs* const coefs = reinterpret_cast<Coefs*>(block_totals + NV * t.tile);
   const int rank = int(UNETCU_CLUSTER_RANK());
-  const int col = int(blockIdx.x) / t.cluster * t.tile + int(threadIdx.x) % t.tile;
+  const int in_tile = int(threadIdx.x) % t.tile;
+  const int col = int(blockIdx.x) / t.cluster * t.tile + in_tile;
   const int lane = int(threadIdx.x) / t.tile;
   const int64_t first = int64_t(rank) * t.lanes + lane;
   const int64_t step = int64_t(t.lanes) * t.cluster;
@@ -507,21 +515,32 @@ __global__ void __launch_bounds__(kThreads)
   }
   reduce_lanes<double, NV>(acc, t.tile, t.lanes);
   if (lane == 0)
-    for (int v = 0; v < NV; ++v) block_totals[v * t.tile + int(threadIdx.x)] = acc[v];
+    for (int v = 0; v < NV; ++v) block_totals[v * t.tile + in_tile] = acc[v];
   UNETCU_CLUSTER_SYNC();
-  if (rank == 0 && col < t.cols) {
+  if (col < t.cols && lane < kParts) {
     double totals[NV] = {};
     for (int b = 0; b < t.cluster; ++b) {
       const double* peer = UNETCU_CLUSTER_SHARED(block_totals, b);
-      for (int v = 0; v < NV; ++v) totals[v] += peer[v * t.tile + int(threadIdx.x) % t.tile];
+      for (int v = 0; v < NV; ++v) totals[v] += peer[v * t.tile + in_tile];
     }
-    run_epilogue(epilogue, 0, col, lane, t.lanes, totals);
+    coefs[in_tile * kParts + lane] = epilogue.coefficients(col, lane, totals);
+    if (rank == 0) run_epilogue(epilogue, 0, col, lane, kParts, totals);
+  }
+  __syncthreads();  // the coefficients, to the whole block
+  if (col < t.cols) {
+    const auto out = map.column_with(col, coefs + in_tile * kParts);
+    UNETCU_UNROLL_4
+    for (int64_t r = first; r < t.rows; r += step) out(r);
   }
   UNETCU_CLUSTER_SYNC();
-  if (col >= t.cols) return;  // the last barrier is behind us
-  const auto out = map.column(col);
-  UNETCU_UNROLL_4
-  for (int64_t r = first; r < t.rows; r += step) out(r);
+}
+
+// Dynamic shared memory of a cluster_reduce_then_map block.
+template <int NV, class Epilogue>
+inline size_t cluster_shared_bytes(const ClusterTiling& t) {
+  return size_t(NV) * size_t(t.tile) * sizeof(double) +
+         size_t(t.tile) * size_t(EpilogueParts<Epilogue>::value) *
+             sizeof(typename Epilogue::Coefs);
 }
 
 // Launches cluster_reduce_then_map_kernel, or returns false (launching nothing) where clusters
@@ -531,7 +550,7 @@ template <int NV, class Src, class Epilogue, class Map>
 inline bool cluster_reduce_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
                                     const ClusterTiling& t, cudaStream_t stream) {
   const auto kernel = &cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>;
-  const size_t smem = size_t(NV) * size_t(t.tile) * sizeof(double);
+  const size_t smem = cluster_shared_bytes<NV, Epilogue>(t);
   if (!cluster_fits(kernel, unsigned(t.tile * t.lanes), smem, unsigned(t.cluster))) return false;
   UNETCU_LAUNCH_CLUSTER((cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>),
                         t.tiles * t.cluster, t.tile * t.lanes, smem, stream, t.cluster)(
