@@ -741,6 +741,8 @@ void set_clusters16(bool on) {
 }
 bool clusters16() { return cuda::batchnorm_cluster() && cuda::batchnorm_cluster_max() == 16; }
 constexpr OptIn kClusters16{".cluster16", set_clusters16, clusters16};
+constexpr OptIn kTwoKernels{".two_kernels", cuda::set_batchnorm_two_kernels,
+                            cuda::batchnorm_two_kernels};
 // The loss reductions in one launch each, the Dice sums' through a cluster (kernels/loss.h).
 constexpr OptIn kLossCluster{".cluster", cuda::set_loss_cluster, cuda::loss_cluster};
 
@@ -785,6 +787,7 @@ void register_batchnorms(const Graph& g) {
     if (op == BnOp::train_forward || op == BnOp::backward) {
       register_probe<BnCase>(p, kClusters, a, op, s);
       register_probe<BnCase>(p, kClusters16, a, op, s);
+      register_probe<BnCase>(p, kTwoKernels, a, op, s);
     }
   });
   // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
@@ -818,6 +821,7 @@ void register_batchnorms(const Graph& g) {
         register_probe<FusedBnCase>(p, kSinglePass, a, op, s);
       register_probe<FusedBnCase>(p, kClusters, a, op, s);
       register_probe<FusedBnCase>(p, kClusters16, a, op, s);
+      register_probe<FusedBnCase>(p, kTwoKernels, a, op, s);
     }
   }
 }

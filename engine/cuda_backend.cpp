@@ -358,6 +358,7 @@ class CudaBackend final : public Backend {
     if (cuda::batchnorm_single_pass()) os << ", single-pass BatchNorm forward";
     if (cuda::batchnorm_cluster())
       os << ", BatchNorms in clusters of up to " << cuda::batchnorm_cluster_max();
+    if (cuda::batchnorm_two_kernels()) os << ", BatchNorms in two kernels";
     if (cuda::loss_cluster()) os << ", Dice and counts in one cluster";
     return os.str();
   }

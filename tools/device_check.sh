@@ -471,6 +471,9 @@ step_variant step_check_cluster "cpu-vs-gpu step, BN clusters" UNETCU_BN_CLUSTER
 # And in clusters of up to 16 (the non-portable size: decoder block 4's BatchNorms too).
 step_variant step_check_cluster16 "cpu-vs-gpu step, BN clusters of 16" \
   "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
+# The clusters' blocks in two ordinary kernels (opt-in, any device).
+step_variant step_check_bn_two_kernels "cpu-vs-gpu step, BN in two kernels" \
+  UNETCU_BN_TWO_KERNELS=1
 # The loss reductions in one launch each (opt-in; the fused one the same bits as the default).
 step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
@@ -659,6 +662,8 @@ if [ -x "$gpu_bench" ]; then
   step_bench bench_cuda_ops_cluster "step, BN clusters" UNETCU_BN_CLUSTER=1
   step_bench bench_cuda_ops_cluster16 "step, BN clusters of 16" \
     "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
+  # The clusters' blocks in two ordinary kernels (opt-in; probes *.two_kernels).
+  step_bench bench_cuda_ops_bn_two_kernels "step, BN in two kernels" UNETCU_BN_TWO_KERNELS=1
   # The loss reductions in one launch each (opt-in; probes dice*.cluster, confusion_counts.cluster).
   step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
   # The reductions, the copies they are held to and the step without chained launches

@@ -542,11 +542,15 @@ size_t partials_bytes(const BatchNormShape& sh) {
     const size_t one_pass = 2 * size_t(sh.c) * size_t(blocks);
     if (one_pass > doubles) doubles = one_pass;
   }
+  // The two-kernel path's (partials_then_map): two sums a channel from each of up to 16 parts.
+  const size_t two_kernels = 2 * size_t(sh.c) * kMaxNonPortableClusterBlocks;
+  if (two_kernels > doubles) doubles = two_kernels;
   return detail::align256(doubles * sizeof(double));
 }
 
 EnvSwitch g_single_pass{"UNETCU_BN_SINGLE_PASS", false};
 EnvSwitch g_cluster{"UNETCU_BN_CLUSTER", false};
+EnvSwitch g_two_kernels{"UNETCU_BN_TWO_KERNELS", false};
 // The largest cluster (batchnorm_cluster_max); 0: not read from the environment yet.
 std::atomic<int> g_cluster_max{0};
 
@@ -603,7 +607,8 @@ float* coefs_of(void* workspace, const BatchNormShape& sh) {
 // epilogue, then the pass `map` over the same rows at vector width V: one kernel,
 // reduce_then_map, when V == 4 and the rows fit one block per vector column; one cluster
 // launch, cluster_reduce_then_map, when V == 4, clusters are on and the shape has channels
-// enough; else reduce_rows and map_rows.
+// enough; the same blocks in two kernels, partials_then_map, when that is on instead (or the
+// device cannot place the cluster); else reduce_rows and map_rows.
 template <int V, template <int> class Src, class Epilogue, class Map>
 void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
                        const Epilogue& epilogue, const Map& map, const BatchNormShape& sh,
@@ -622,6 +627,14 @@ void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
         detail::cluster_reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
                                                clustered, stream))
       return;
+    // The same blocks without a cluster, in two kernels (opt-in): up to 16 parts a column.
+    if (batchnorm_two_kernels() &&
+        detail::cluster_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &clustered,
+                               int(kMaxNonPortableClusterBlocks))) {
+      detail::partials_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
+                                       clustered, partials_of(workspace), stream);
+      return;
+    }
   }
   detail::reduce_rows<2>(scalar_src, epilogue, stats_tiling(sh), partials_of(workspace), stream);
   detail::map_rows(map, sh.rows, sh.c / V, stream);
@@ -728,6 +741,8 @@ void set_batchnorm_single_pass(bool on) { g_single_pass.set(on); }
 bool batchnorm_single_pass() { return g_single_pass.get(); }
 void set_batchnorm_cluster(bool on) { g_cluster.set(on); }
 bool batchnorm_cluster() { return g_cluster.get(); }
+void set_batchnorm_two_kernels(bool on) { g_two_kernels.set(on); }
+bool batchnorm_two_kernels() { return g_two_kernels.get(); }
 void set_batchnorm_cluster_max(int blocks) {
   if (!valid_cluster_max(blocks))
     throw std::invalid_argument("set_batchnorm_cluster_max(" + std::to_string(blocks) +

@@ -16,6 +16,8 @@
 //               shares the columns, its blocks' sums meet through distributed shared memory at
 //               a cluster barrier, and each block forms the coefficients it needs from them
 //               (compute capability 9.0; opt-in where used).
+//   partials_then_map  the same blocks in two ordinary kernels, the grid boundary in place of
+//               the cluster barrier (any device; opt-in where used).
 //
 // Every .cu file is compiled twice: by nvcc for the GPU and by g++ under the SIMT emulator
 // (kernels/simt/). Only what the emulator runs is used here: no inline PTX, no CUB, no
@@ -480,67 +482,97 @@ inline bool cluster_tiling(int64_t rows, int cols, int elem_bytes, ClusterTiling
   return true;
 }
 
-// Block b (rank b % cluster of column tile b / cluster) sums rows rank*lanes + lane, stepping
-// by lanes*cluster; the lane tree gives its column totals, which it leaves in its shared
-// memory. After the cluster barrier every block adds the cluster's totals in rank order (the
-// same bits in each) and forms its columns' coefficients, one epilogue part a thread
-// (Epilogue::coefficients: what the map needs, the same values the epilogue writes); rank 0
-// alone also runs the epilogue, whose writes (statistics, running averages, parameter
-// gradients) later kernels read. So no block waits for another's epilogue: a block runs
-// Map::column_with(col, coefficients)(row) over its rows straight after. The last cluster
-// barrier keeps every block's shared memory until the whole cluster has read it. The rows are
-// read twice, the second time mostly from L2, as the multi-block path reads them.
+// One block of a column tile split over `t.cluster` blocks (cluster_reduce_then_map's, and
+// partials_then_map's two kernels'): block b is part b % cluster (its rank, in a cluster) of
+// column tile b / cluster and takes rows part*lanes + lane, stepping by lanes*cluster.
+struct ColumnPart {
+  int part, in_tile, col, lane;
+  int64_t first, step;
+  __device__ ColumnPart(const ClusterTiling& t, int part_of_tile)
+      : part(part_of_tile),
+        in_tile(int(threadIdx.x) % t.tile),
+        col(int(blockIdx.x) / t.cluster * t.tile + in_tile),
+        lane(int(threadIdx.x) / t.tile),
+        first(int64_t(part_of_tile) * t.lanes + lane),
+        step(int64_t(t.lanes) * t.cluster) {}
+
+  // This thread's sums of its rows, then the lane tree: every thread gets its column's block
+  // totals (every thread of the block must call it).
+  template <int NV, class Src>
+  __device__ void sums(const Src& src, const ClusterTiling& t, double (&acc)[NV]) const {
+    if (col < t.cols) {
+      const auto column = src.column(0, col);
+      // Eight rows' loads in flight a thread (reduce_rows_partial_kernel has four): about one
+      // block an SM here, so a thread's own loads are what covers DRAM latency.
+      UNETCU_UNROLL_8
+      for (int64_t r = first; r < t.rows; r += step) column.add(acc, r);
+    }
+    reduce_lanes<double, NV>(acc, t.tile, t.lanes);
+  }
+
+  // With the column's totals (threads of lane < the epilogue's parts): its coefficients
+  // (Epilogue::coefficients, the values the epilogue writes) into coefs[in_tile][part], and,
+  // where `commit`, the epilogue itself, whose writes later kernels read.
+  template <int NV, class Epilogue>
+  __device__ void finish(const Epilogue& epilogue, const double (&totals)[NV],
+                         typename Epilogue::Coefs* coefs, bool commit) const {
+    constexpr int kParts = EpilogueParts<Epilogue>::value;
+    coefs[in_tile * kParts + lane] = epilogue.coefficients(col, lane, totals);
+    if (commit) run_epilogue(epilogue, 0, col, lane, kParts, totals);
+  }
+
+  // Map::column_with(col, its coefficients)(row) over this thread's rows (the rows it summed,
+  // read again mostly from L2).
+  template <class Epilogue, class Map>
+  __device__ void pass(const Map& map, const ClusterTiling& t,
+                       const typename Epilogue::Coefs* coefs) const {
+    if (col >= t.cols) return;
+    const auto out = map.column_with(col, coefs + in_tile * EpilogueParts<Epilogue>::value);
+    UNETCU_UNROLL_4
+    for (int64_t r = first; r < t.rows; r += step) out(r);
+  }
+};
+
+// The blocks of a cluster share a column tile (ColumnPart: rank = part). Each leaves its
+// column totals in its shared memory; after the cluster barrier every block adds the
+// cluster's totals in rank order (the same bits in each) and forms its columns' coefficients,
+// one epilogue part a thread (Epilogue::coefficients: what the map needs, the same values the
+// epilogue writes); rank 0 alone also runs the epilogue, whose writes (statistics, running
+// averages, parameter gradients) later kernels read. So no block waits for another's
+// epilogue: it runs its pass straight after. The last cluster barrier keeps every block's
+// shared memory until the whole cluster has read it.
 template <int NV, class Src, class Epilogue, class Map>
 __global__ void __launch_bounds__(kThreads)
     cluster_reduce_then_map_kernel(Src src, Epilogue epilogue, Map map, ClusterTiling t) {
   UNETCU_GRID_DEPENDENCY_SYNC();
   static_assert(EpilogueParts<Epilogue>::split, "the coefficients come a part a thread");
   using Coefs = typename Epilogue::Coefs;
-  constexpr int kParts = EpilogueParts<Epilogue>::value;
-  UNETCU_DYNAMIC_SHARED(double, block_totals);  // [NV][tile], then Coefs [tile][kParts]
+  UNETCU_DYNAMIC_SHARED(double, block_totals);  // [NV][tile], then Coefs [tile][parts]
   Coefs* const coefs = reinterpret_cast<Coefs*>(block_totals + NV * t.tile);
-  const int rank = int(UNETCU_CLUSTER_RANK());
-  const int in_tile = int(threadIdx.x) % t.tile;
-  const int col = int(blockIdx.x) / t.cluster * t.tile + in_tile;
-  const int lane = int(threadIdx.x) / t.tile;
-  const int64_t first = int64_t(rank) * t.lanes + lane;
-  const int64_t step = int64_t(t.lanes) * t.cluster;
+  const ColumnPart me(t, int(UNETCU_CLUSTER_RANK()));
   double acc[NV] = {};
-  if (col < t.cols) {
-    const auto column = src.column(0, col);
-    // Eight rows' loads in flight a thread (reduce_rows_partial_kernel has four): about one
-    // block an SM here, so a thread's own loads are what covers DRAM latency.
-    UNETCU_UNROLL_8
-    for (int64_t r = first; r < t.rows; r += step) column.add(acc, r);
-  }
-  reduce_lanes<double, NV>(acc, t.tile, t.lanes);
-  if (lane == 0)
-    for (int v = 0; v < NV; ++v) block_totals[v * t.tile + in_tile] = acc[v];
+  me.sums<NV>(src, t, acc);
+  if (me.lane == 0)
+    for (int v = 0; v < NV; ++v) block_totals[v * t.tile + me.in_tile] = acc[v];
   UNETCU_CLUSTER_SYNC();
-  if (col < t.cols && lane < kParts) {
+  if (me.col < t.cols && me.lane < EpilogueParts<Epilogue>::value) {
     double totals[NV] = {};
     for (int b = 0; b < t.cluster; ++b) {
       const double* peer = UNETCU_CLUSTER_SHARED(block_totals, b);
-      for (int v = 0; v < NV; ++v) totals[v] += peer[v * t.tile + in_tile];
+      for (int v = 0; v < NV; ++v) totals[v] += peer[v * t.tile + me.in_tile];
     }
-    coefs[in_tile * kParts + lane] = epilogue.coefficients(col, lane, totals);
-    if (rank == 0) run_epilogue(epilogue, 0, col, lane, kParts, totals);
+    me.finish(epilogue, totals, coefs, me.part == 0);
   }
   __syncthreads();  // the coefficients, to the whole block
-  if (col < t.cols) {
-    const auto out = map.column_with(col, coefs + in_tile * kParts);
-    UNETCU_UNROLL_4
-    for (int64_t r = first; r < t.rows; r += step) out(r);
-  }
+  me.pass<Epilogue>(map, t, coefs);
   UNETCU_CLUSTER_SYNC();
 }
 
-// Dynamic shared memory of a cluster_reduce_then_map block.
-template <int NV, class Epilogue>
-inline size_t cluster_shared_bytes(const ClusterTiling& t) {
-  return size_t(NV) * size_t(t.tile) * sizeof(double) +
-         size_t(t.tile) * size_t(EpilogueParts<Epilogue>::value) *
-             sizeof(typename Epilogue::Coefs);
+// Dynamic shared memory for a block's coefficients: [tile][parts].
+template <class Epilogue>
+inline size_t coefficient_bytes(const ClusterTiling& t) {
+  return size_t(t.tile) * size_t(EpilogueParts<Epilogue>::value) *
+         sizeof(typename Epilogue::Coefs);
 }
 
 // Launches cluster_reduce_then_map_kernel, or returns false (launching nothing) where clusters
@@ -550,12 +582,69 @@ template <int NV, class Src, class Epilogue, class Map>
 inline bool cluster_reduce_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
                                     const ClusterTiling& t, cudaStream_t stream) {
   const auto kernel = &cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>;
-  const size_t smem = cluster_shared_bytes<NV, Epilogue>(t);
+  const size_t smem =
+      size_t(NV) * size_t(t.tile) * sizeof(double) + coefficient_bytes<Epilogue>(t);
   if (!cluster_fits(kernel, unsigned(t.tile * t.lanes), smem, unsigned(t.cluster))) return false;
   UNETCU_LAUNCH_CLUSTER((cluster_reduce_then_map_kernel<NV, Src, Epilogue, Map>),
                         t.tiles * t.cluster, t.tile * t.lanes, smem, stream, t.cluster)(
       src, epilogue, map, t);
   return true;
+}
+
+// ---- partials_then_map -----------------------------------------------------------------------
+
+// cluster_reduce_then_map's work in two ordinary kernels, for any device: the same blocks
+// (ClusterTiling, `cluster` parts a column tile, no cluster launch), the grid boundary in
+// place of the cluster barrier. The first writes each block's column totals to
+// partials[v][col][part]; in the second every block adds its column's parts in part order
+// (the same bits in each), forms its coefficients, part 0 runs the epilogue's writes, and the
+// block passes over the rows the first kernel's block of its index summed. Two launches where
+// reduce_rows + map_rows take three: no block waits on a final reduction's kernel, and each
+// adds only `cluster` partials.
+template <int NV, class Src>
+__global__ void __launch_bounds__(kThreads)
+    column_partials_kernel(double* partials, Src src, ClusterTiling t) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  const ColumnPart me(t, int(blockIdx.x) % t.cluster);
+  double acc[NV] = {};
+  me.sums<NV>(src, t, acc);
+  if (me.lane == 0 && me.col < t.cols)
+    for (int v = 0; v < NV; ++v)
+      partials[(size_t(v) * t.cols + me.col) * t.cluster + me.part] = acc[v];
+}
+
+template <int NV, class Epilogue, class Map>
+__global__ void __launch_bounds__(kThreads)
+    finish_then_map_kernel(Epilogue epilogue, Map map, const double* partials, ClusterTiling t) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  static_assert(EpilogueParts<Epilogue>::split, "the coefficients come a part a thread");
+  using Coefs = typename Epilogue::Coefs;
+  UNETCU_DYNAMIC_SHARED(Coefs, coefs);  // [tile][parts]
+  const ColumnPart me(t, int(blockIdx.x) % t.cluster);
+  if (me.col < t.cols && me.lane < EpilogueParts<Epilogue>::value) {
+    double totals[NV] = {};
+    for (int b = 0; b < t.cluster; ++b)
+      for (int v = 0; v < NV; ++v)
+        totals[v] += partials[(size_t(v) * t.cols + me.col) * t.cluster + b];
+    me.finish(epilogue, totals, coefs, me.part == 0);
+  }
+  __syncthreads();  // the coefficients, to the whole block
+  me.pass<Epilogue>(map, t, coefs);
+}
+
+// Doubles of partials_then_map's partials for `nv` sums a column.
+inline size_t partials_then_map_doubles(const ClusterTiling& t, int nv) {
+  return size_t(nv) * size_t(t.cols) * size_t(t.cluster);
+}
+
+template <int NV, class Src, class Epilogue, class Map>
+inline void partials_then_map(const Src& src, const Epilogue& epilogue, const Map& map,
+                              const ClusterTiling& t, double* partials, cudaStream_t stream) {
+  UNETCU_LAUNCH_CHAINED((column_partials_kernel<NV, Src>), t.tiles * t.cluster, t.tile * t.lanes,
+                        0, stream)(partials, src, t);
+  UNETCU_LAUNCH_CHAINED((finish_then_map_kernel<NV, Epilogue, Map>), t.tiles * t.cluster,
+                        t.tile * t.lanes, coefficient_bytes<Epilogue>(t), stream)(
+      epilogue, map, partials, t);
 }
 
 // Workspace layout helper: `bytes` rounded up so that a following region stays 256-aligned.

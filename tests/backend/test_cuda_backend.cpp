@@ -704,6 +704,9 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   const char* cluster_max = std::getenv("UNETCU_BN_CLUSTER_MAX");
   CHECK(test::contains(backend->describe(), "BatchNorms in clusters") ==
         (clusters != nullptr && std::string(clusters) == "1"));
+  const char* two_kernels = std::getenv("UNETCU_BN_TWO_KERNELS");
+  CHECK(test::contains(backend->describe(), "BatchNorms in two kernels") ==
+        (two_kernels != nullptr && std::string(two_kernels) == "1"));
   const char* loss_cluster = std::getenv("UNETCU_LOSS_CLUSTER");
   CHECK(test::contains(backend->describe(), "Dice and counts in one cluster") ==
         (loss_cluster != nullptr && std::string(loss_cluster) == "1"));

@@ -103,6 +103,9 @@ Switched single_pass() {
   return {cuda::set_batchnorm_single_pass, cuda::batchnorm_single_pass, true};
 }
 Switched clusters() { return {cuda::set_batchnorm_cluster, cuda::batchnorm_cluster, true}; }
+Switched two_kernels() {
+  return {cuda::set_batchnorm_two_kernels, cuda::batchnorm_two_kernels, true};
+}
 
 // One shape, all three fusions, against the reference; both schedules bit-identical. Under the
 // emulator, `launches` (when >= 0) is the number of kernels each call must take.
@@ -395,6 +398,19 @@ TEST_CASE("cuda batchnorm in clusters of up to 16 matches the reference, forward
   CHECK_THROWS_AS(cuda::set_batchnorm_cluster_max(4), std::invalid_argument);
   CHECK_THROWS_AS(cuda::set_batchnorm_cluster_max(32), std::invalid_argument);
   CHECK(cuda::batchnorm_cluster_max() == 16);
+}
+
+TEST_CASE("cuda batchnorm in two kernels (the clusters' blocks) matches the reference") {
+  const Switched on = two_kernels();
+  // The shapes of the clusters of 16 above, each way in two launches on any device; 1,000
+  // rows of 8 channels (32 blocks) keep the three kernels.
+  for (const BnCase& bc : {BnCase{1, 100, 100, 16, 0}, BnCase{2, 50, 50, 64, 0},
+                           BnCase{1, 33, 33, 32, 0}, BnCase{2, 15, 20, 256, 0}}) {
+    check_train_forward(bc, 2);
+    check_backward(bc, 2);
+  }
+  check_train_forward({1, 25, 40, 8, 0}, 3);
+  check_backward({1, 25, 40, 8, 0}, 3);
 }
 
 // Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a
