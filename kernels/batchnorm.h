@@ -86,11 +86,10 @@ void set_batchnorm_cluster_max(int blocks);
 int batchnorm_cluster_max();
 
 // The clusters' blocks without a cluster (kernels/cuda/common.cuh, partials_then_map), for any
-// device: the sums of a column tile's 16 parts (about 256 blocks) to memory in one kernel;
-// in a second, every block adds its column's 16 partials (the same bits in each), forms its
-// coefficients and passes over its rows, one block a column writing the statistics. Two
-// launches each way where the multi-block path takes three, for the shapes the clusters of 16
-// take. Off by default until measured on a GPU; UNETCU_BN_TWO_KERNELS=1 in the environment
+// device: the sums of each float4 column's parts (as many as give about 256 blocks, up to 64)
+// to memory in one kernel; in a second, every block adds its column's partials (the same bits
+// in each), forms its coefficients and passes over its rows, one block a column writing the
+// statistics. Two launches each way where the multi-block path takes three. Off by default until measured on a GPU; UNETCU_BN_TWO_KERNELS=1 in the environment
 // turns it on, as does set_batchnorm_two_kernels. With clusters also on, clusters come first.
 void set_batchnorm_two_kernels(bool on);
 bool batchnorm_two_kernels();

@@ -542,8 +542,8 @@ size_t partials_bytes(const BatchNormShape& sh) {
     const size_t one_pass = 2 * size_t(sh.c) * size_t(blocks);
     if (one_pass > doubles) doubles = one_pass;
   }
-  // The two-kernel path's (partials_then_map): two sums a channel from each of up to 16 parts.
-  const size_t two_kernels = 2 * size_t(sh.c) * kMaxNonPortableClusterBlocks;
+  // The two-kernel path's (partials_then_map): two sums a channel from each of its parts.
+  const size_t two_kernels = 2 * size_t(sh.c) * size_t(detail::kMaxParts);
   if (two_kernels > doubles) doubles = two_kernels;
   return detail::align256(doubles * sizeof(double));
 }
@@ -627,10 +627,11 @@ void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
         detail::cluster_reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
                                                clustered, stream))
       return;
-    // The same blocks without a cluster, in two kernels (opt-in): up to 16 parts a column.
+    // The same blocks without a cluster, in two kernels (opt-in), as many parts as give about
+    // 256 blocks.
     if (batchnorm_two_kernels() &&
         detail::cluster_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &clustered,
-                               int(kMaxNonPortableClusterBlocks))) {
+                               detail::kMaxParts, detail::kPartsTargetBlocks)) {
       detail::partials_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
                                        clustered, partials_of(workspace), stream);
       return;

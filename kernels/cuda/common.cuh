@@ -461,15 +461,17 @@ constexpr int kClusterMinBlocks = 64;
 // The tiling for `rows` x `cols` elements of `elem_bytes` (a column: one element of a row),
 // or false when even the largest cluster leaves fewer than kClusterMinBlocks blocks. As
 // small_tiling, one 16-byte column segment a block; the cluster is the smallest power of two
-// that reaches kClusterTargetBlocksPerRank * max_cluster blocks, at most max_cluster (a power
-// of two up to kMaxNonPortableClusterBlocks; above kMaxClusterBlocks the launch opts in).
+// that reaches `target` blocks (by default kClusterTargetBlocksPerRank * max_cluster), at most
+// max_cluster (for a cluster launch a power of two up to kMaxNonPortableClusterBlocks; above
+// kMaxClusterBlocks the launch opts in; partials_then_map, which has no cluster, may take
+// more parts).
 inline bool cluster_tiling(int64_t rows, int cols, int elem_bytes, ClusterTiling* t,
-                           int max_cluster = int(kMaxClusterBlocks)) {
+                           int max_cluster = int(kMaxClusterBlocks), int target = 0) {
   if (rows <= 0 || cols <= 0) return false;
   int tile = (16 + elem_bytes - 1) / elem_bytes;
   if (tile > cols) tile = cols;
   const int tiles = (cols + tile - 1) / tile;
-  const int target = kClusterTargetBlocksPerRank * max_cluster;
+  if (target <= 0) target = kClusterTargetBlocksPerRank * max_cluster;
   int cluster = 1;
   while (cluster < max_cluster && tiles * cluster < target) cluster *= 2;
   if (tiles * cluster < kClusterMinBlocks) return false;
@@ -631,6 +633,12 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();  // the coefficients, to the whole block
   me.pass<Epilogue>(map, t, coefs);
 }
+
+// partials_then_map's parts: as many as it takes to give about 256 blocks (two an SM of an
+// H100), up to 64 a column tile, so narrow tensors (decoder block 4's 16 channels: 4 float4
+// columns) get as many blocks as wide ones; a column's partials stay few to add.
+constexpr int kMaxParts = 64;
+constexpr int kPartsTargetBlocks = 256;
 
 // Doubles of partials_then_map's partials for `nv` sums a column.
 inline size_t partials_then_map_doubles(const ClusterTiling& t, int nv) {

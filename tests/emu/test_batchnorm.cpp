@@ -402,15 +402,20 @@ TEST_CASE("cuda batchnorm in clusters of up to 16 matches the reference, forward
 
 TEST_CASE("cuda batchnorm in two kernels (the clusters' blocks) matches the reference") {
   const Switched on = two_kernels();
-  // The shapes of the clusters of 16 above, each way in two launches on any device; 1,000
-  // rows of 8 channels (32 blocks) keep the three kernels.
+  // Each way in two launches on any device, as many parts a float4 column as give about 256
+  // blocks (up to 64): 10,000 rows of 16 channels (4 columns x 64 parts), 5,000 of 64 (16 x
+  // 16), 1,089 of 32 (8 x 32), 600 of 256 (64 x 4), 1,000 of 8 (2 x 64: 128 blocks). Tensors
+  // of at most 512 rows keep their one kernel, scalar shapes (3 channels) their three.
   for (const BnCase& bc : {BnCase{1, 100, 100, 16, 0}, BnCase{2, 50, 50, 64, 0},
-                           BnCase{1, 33, 33, 32, 0}, BnCase{2, 15, 20, 256, 0}}) {
+                           BnCase{1, 33, 33, 32, 0}, BnCase{2, 15, 20, 256, 0},
+                           BnCase{1, 25, 40, 8, 0}}) {
     check_train_forward(bc, 2);
     check_backward(bc, 2);
   }
-  check_train_forward({1, 25, 40, 8, 0}, 3);
-  check_backward({1, 25, 40, 8, 0}, 3);
+  check_train_forward({1, 8, 8, 64, 0}, 1);
+  check_backward({1, 8, 8, 64, 0}, 1);
+  check_train_forward({2, 20, 21, 3, 0}, 3);
+  check_backward({2, 20, 21, 3, 0}, 3);
 }
 
 // Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a
