@@ -72,9 +72,10 @@ bool batchnorm_single_pass();
 // forward and the backward of the vectorizable shapes too large for the one-kernel path, in
 // one launch each where the multi-block path takes three, when the channels give at least 64
 // blocks in clusters of at most batchnorm_cluster_max() (8: at batch 16, 128x128 every
-// BatchNorm but decoder block 4's). Off by default until measured on a GPU; UNETCU_BN_CLUSTER=1 in the environment turns
-// it on, as does set_batchnorm_cluster. Needs compute capability 9.0 (elsewhere the other
-// paths run). The single pass, when also on, takes the forwards it fits.
+// BatchNorm but decoder block 4's). Off by default until measured on a GPU;
+// UNETCU_BN_CLUSTER=1 in the environment turns it on, as does set_batchnorm_cluster. Needs
+// compute capability 9.0 (elsewhere the other paths run). The single pass, when also on,
+// takes the forwards it fits.
 void set_batchnorm_cluster(bool on);
 bool batchnorm_cluster();
 // The largest cluster those BatchNorms take: 8 (CUDA's portable limit, the default) or 16 (an
@@ -89,8 +90,9 @@ int batchnorm_cluster_max();
 // device: the sums of each float4 column's parts (as many as give about 256 blocks, up to 64)
 // to memory in one kernel; in a second, every block adds its column's partials (the same bits
 // in each), forms its coefficients and passes over its rows, one block a column writing the
-// statistics. Two launches each way where the multi-block path takes three. Off by default until measured on a GPU; UNETCU_BN_TWO_KERNELS=1 in the environment
-// turns it on, as does set_batchnorm_two_kernels. With clusters also on, clusters come first.
+// statistics. Two launches each way where the multi-block path takes three. Off by default
+// until measured on a GPU; UNETCU_BN_TWO_KERNELS=1 in the environment turns it on, as does
+// set_batchnorm_two_kernels. With clusters also on, clusters come first.
 void set_batchnorm_two_kernels(bool on);
 bool batchnorm_two_kernels();
 

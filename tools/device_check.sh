@@ -369,8 +369,10 @@ ncu_detail_rows() {
        --section MemoryWorkloadAnalysis --section SourceCounters --cache-control none \
        --clock-control none \
        "$gpu_bench" --profile-steps 1; then
-    row "kernel details (ncu)" ok "$(elapsed "$t"); $(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' \
-      "$out/ncu_detail.log") kernels matching '$ncu_detail' in ncu_detail.log${UNETCU_NCU_DETAIL_SETTING:+ (with $UNETCU_NCU_DETAIL_SETTING)}"
+    local kernels setting=${UNETCU_NCU_DETAIL_SETTING:-}
+    kernels=$(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' "$out/ncu_detail.log")
+    kernels="$kernels kernels matching '$ncu_detail' in ncu_detail.log"
+    row "kernel details (ncu)" ok "$(elapsed "$t"); $kernels${setting:+ (with $setting)}"
   else
     row "kernel details (ncu)" FAILED "$(elapsed "$t"); see ncu_detail.log"
   fi

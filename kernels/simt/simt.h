@@ -135,11 +135,11 @@
 // ---- What it cannot run ----------------------------------------------------------------------
 //   Tensor cores, inline PTX, cp.async/TMA, CUB/Thrust device code, cooperative groups (the
 //   grid and cluster calls are the UNETCU_ macros above), clusters along y or z or of more than
-//   kMaxNonPortableClusterBlocks, distributed shared memory other than the dynamic shared memory (static
-//   __shared__ cannot be mapped), textures, dynamic parallelism (aborts), __constant__ set
-//   through cudaMemcpyToSymbol, `extern __shared__` written directly (link error: use
-//   UNETCU_DYNAMIC_SHARED), spin-waits on another thread of the same block, or on another
-//   block outside a cooperative launch or its own cluster (they hang), and anything about
+//   kMaxNonPortableClusterBlocks, distributed shared memory other than the dynamic shared
+//   memory (static __shared__ cannot be mapped), textures, dynamic parallelism (aborts),
+//   __constant__ set through cudaMemcpyToSymbol, `extern __shared__` written directly (link
+//   error: use UNETCU_DYNAMIC_SHARED), spin-waits on another thread of the same block, or on
+//   another block outside a cooperative launch or its own cluster (they hang), and anything about
 //   speed. The weak memory model is not modelled. Device functions defined in headers must be
 //   inline (or __forceinline__/static): without nvcc's device/host split they are ordinary
 //   functions.

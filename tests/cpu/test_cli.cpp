@@ -195,7 +195,8 @@ TEST_CASE("bad input: clear errors naming the file, non-zero exit, nothing half-
   expect_error("train " + t.str("d") + " --bogus 1", "--bogus");
   expect_error("train " + t.str("d") + " --epochs many", "--epochs");
   // The demo (no DATA) checks its options before generating images into the working folder.
-  for (const std::string bad : {"--image-size 100", "--batch-size 0", "--limit -1", "--split odd"}) {
+  for (const std::string bad :
+       {"--image-size 100", "--batch-size 0", "--limit -1", "--split odd"}) {
     expect_error("train --device cpu " + bad, bad.substr(2, 5), t.str(""));
     CHECK_FALSE(fs::exists(t.path / "runs"));
   }
