@@ -127,18 +127,21 @@ struct StatsEpilogue {
   struct Coefs {
     float mean, scale;
   };
-  __device__ Coefs coefficients(int ch, const double (&sum)[2]) const {
-    const Stats s = stats(ch, sum);
+  __device__ Coefs coefs_of(int ch, const Stats& s) const {
     return {float(s.mean), train_scale(gamma[ch], float(s.invstd))};
+  }
+  __device__ Coefs coefficients(int ch, const double (&sum)[2]) const {
+    return coefs_of(ch, stats(ch, sum));
   }
   __device__ void operator()(int, int ch, const double (&sum)[2]) const {
     const Stats s = stats(ch, sum);
+    const Coefs k = coefs_of(ch, s);
     // PyTorch needs n > 1 in training; the guard only avoids an infinity.
     const double n = double(rows);
     const double unbias = rows > 1 ? n / (n - 1.0) : 1.0;
-    save_mean[ch] = float(s.mean);
+    save_mean[ch] = k.mean;
     save_invstd[ch] = float(s.invstd);
-    scale[ch] = train_scale(gamma[ch], float(s.invstd));
+    scale[ch] = k.scale;
     running_mean[ch] = float((1.0 - momentum) * double(running_mean[ch]) + momentum * s.mean);
     running_var[ch] =
         float((1.0 - momentum) * double(running_var[ch]) + momentum * s.var * unbias);

@@ -33,6 +33,17 @@ std::vector<float> random_floats(size_t n, unsigned seed) {
   return v;
 }
 
+// Runs `launch`: the code of the CudaError it threw (cudaSuccess if none), its text in *message.
+cudaError_t launch_error(const std::function<void()>& launch, std::string* message) {
+  try {
+    launch();
+  } catch (const unetcu::CudaError& e) {
+    *message = e.what();
+    return e.code();
+  }
+  return cudaSuccess;
+}
+
 std::vector<double> block_sums(const std::vector<float>& in, int block) {
   std::vector<double> sums((in.size() + block - 1) / block, 0.0);
   for (size_t i = 0; i < in.size(); ++i) sums[i / block] += in[i];
@@ -331,14 +342,9 @@ TEST_CASE("simt: a cooperative launch runs its blocks together across grid barri
 TEST_CASE("simt: a cooperative launch beyond the co-resident limit fails as on a GPU") {
   const int blocks = unetcu::simt::kMaxCooperativeBlocks + 1;
   DeviceArray<int> slots(static_cast<size_t>(blocks)), out(static_cast<size_t>(blocks));
-  cudaError_t code = cudaSuccess;
   std::string message;
-  try {
-    simt_test::grid_rounds(slots.get(), out.get(), blocks, 32, 1, nullptr);
-  } catch (const unetcu::CudaError& e) {
-    code = e.code();
-    message = e.what();
-  }
+  const cudaError_t code = launch_error(
+      [&] { simt_test::grid_rounds(slots.get(), out.get(), blocks, 32, 1, nullptr); }, &message);
   CAPTURE(message);
   CHECK(code == cudaErrorCooperativeLaunchTooLarge);
   CHECK(message.find("grid_rounds_kernel") != std::string::npos);
@@ -499,14 +505,10 @@ TEST_CASE("simt: a cluster launch whose cluster is too large or does not divide 
     CAPTURE(bad.why);
     DeviceArray<int> out(std::vector<int>(size_t(bad.grid.x * threads), -1));
     unetcu::simt::reset_counters();
-    cudaError_t code = cudaSuccess;
     std::string message;
-    try {
-      simt_test::cluster_exchange(out.get(), bad.grid, threads, bad.cluster, nullptr);
-    } catch (const unetcu::CudaError& e) {
-      code = e.code();
-      message = e.what();
-    }
+    const cudaError_t code = launch_error(
+        [&] { simt_test::cluster_exchange(out.get(), bad.grid, threads, bad.cluster, nullptr); },
+        &message);
     CAPTURE(message);
     CHECK(code == cudaErrorInvalidClusterSize);
     CHECK(message.find("cluster_exchange_kernel") != std::string::npos);
@@ -519,20 +521,15 @@ TEST_CASE("simt: a cluster launch whose cluster is too large or does not divide 
 
 TEST_CASE("simt: clusters above 8 blocks run after the kernel's non-portable opt-in, to 16") {
   const int threads = 32;
-  auto launch_error = [&](dim3 grid, unsigned cluster, std::string* message) {
+  auto exchange_error = [&](dim3 grid, unsigned cluster, std::string* message) {
     DeviceArray<int> out(size_t(grid.x * threads));
-    try {
-      simt_test::cluster_exchange(out.get(), grid, threads, cluster, nullptr);
-    } catch (const unetcu::CudaError& e) {
-      *message = e.what();
-      return e.code();
-    }
-    return cudaSuccess;
+    return launch_error(
+        [&] { simt_test::cluster_exchange(out.get(), grid, threads, cluster, nullptr); }, message);
   };
   std::string message;
   // Not opted in: refused, and the message says how to opt in; cluster_fits says no for 32.
   REQUIRE(simt_test::set_cluster_exchange_non_portable(0) == cudaSuccess);
-  CHECK(launch_error(dim3(16), 16, &message) == cudaErrorInvalidClusterSize);
+  CHECK(exchange_error(dim3(16), 16, &message) == cudaErrorInvalidClusterSize);
   CHECK(message.find("cudaFuncAttributeNonPortableClusterSizeAllowed") != std::string::npos);
   CHECK_FALSE(simt_test::cluster_exchange_fits(32));
   // cluster_fits opts the kernel in; clusters of 16 then run and exchange as smaller ones do.
@@ -551,13 +548,13 @@ TEST_CASE("simt: clusters above 8 blocks run after the kernel's non-portable opt
   CHECK(wrong == 0);
   // Opted in, 32 is still above the limit.
   message.clear();
-  CHECK(launch_error(dim3(32), 32, &message) == cudaErrorInvalidClusterSize);
+  CHECK(exchange_error(dim3(32), 32, &message) == cudaErrorInvalidClusterSize);
   CHECK(message.find("a cluster of 32 blocks; a cluster has 1 to 16") != std::string::npos);
   CHECK(simt_test::set_cluster_exchange_non_portable(2) == cudaErrorInvalidValue);
   (void)cudaGetLastError();
   // Opting out again restores the portable limit (and leaves the other tests as they were).
   REQUIRE(simt_test::set_cluster_exchange_non_portable(0) == cudaSuccess);
-  CHECK(launch_error(dim3(16), 16, &message) == cudaErrorInvalidClusterSize);
+  CHECK(exchange_error(dim3(16), 16, &message) == cudaErrorInvalidClusterSize);
   CHECK(cudaPeekAtLastError() == cudaSuccess);
 }
 
