@@ -1506,7 +1506,8 @@ struct StepCase : OpCase {
     while (session->next_train_result(pending, true)) {
     }
     const float got = session->train_step(images.data(), masks.data(), batch).loss;
-    std::printf("cuDNN algorithms of the training step (chosen in its first step):\n%s",
+    std::printf("cuDNN algorithms and our kernels' timed paths of the training step (chosen "
+                "in its first step):\n%s",
                 backend->choices().c_str());
     auto cpu = make_cpu_backend();
     ModelSession ref(*cpu, size, size);

@@ -58,6 +58,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/elementwise.h"
+#include "kernels/path_timing.h"
 #if !defined(UNETCU_SIMT)
 #include "kernels/cudnn/conv_cudnn.h"
 #include "kernels/cudnn/gemm_cublas.h"
@@ -360,13 +361,18 @@ class CudaBackend final : public Backend {
       os << ", BatchNorms in clusters of up to " << cuda::batchnorm_cluster_max();
     if (cuda::batchnorm_two_kernels()) os << ", BatchNorms in two kernels";
     if (cuda::loss_cluster()) os << ", Dice and counts in one cluster";
+    if (cuda::path_timing()) os << ", BatchNorm and loss paths timed per shape";
     return os.str();
   }
-#if !defined(UNETCU_SIMT)
+  // The convolutions' choices, then our kernels' timed paths (kernels/path_timing.h).
   std::string choices() const override {
-    return conv_->report() + side_conv_->report() + (gemm_ ? gemm_->report() : std::string());
-  }
+#if defined(UNETCU_SIMT)
+    return cuda::path_timing_report();
+#else
+    return conv_->report() + side_conv_->report() + (gemm_ ? gemm_->report() : std::string()) +
+           cuda::path_timing_report();
 #endif
+  }
 
   // ---- memory ------------------------------------------------------------------------------
 

@@ -95,6 +95,8 @@ int batchnorm_cluster_max();
 // set_batchnorm_two_kernels. With clusters also on, clusters come first.
 void set_batchnorm_two_kernels(bool on);
 bool batchnorm_two_kernels();
+// With path timing on (kernels/path_timing.h, opt-in), the paths above are timed per shape at
+// its first call outside a capture and the fastest is kept, whatever the three settings say.
 
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var,

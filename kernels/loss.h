@@ -113,6 +113,8 @@ void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const
 // UNETCU_LOSS_CLUSTER=1 in the environment turns it on, as does set_loss_cluster.
 void set_loss_cluster(bool on);
 bool loss_cluster();
+// With path timing on (kernels/path_timing.h, opt-in), one launch and two are timed per shape
+// at its first call outside a capture and the faster is kept, whatever the setting says.
 
 // Running sums over an epoch, kept on the device; zero it (all bytes 0) at the start of an
 // epoch. Micro-imagewise IoU = iou_sum / images; micro IoU = tp / (tp + fp + fn).

@@ -250,11 +250,20 @@ variant_summary() {
 # How many of the step's convolutions a graph-API plan marked MARK serves in LOG:
 # serving MARK LOG ("knob variant", "forward form").
 serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
+# With path timing on (UNETCU_PATH_TIMING=1), how many of our kernels' op shapes kept each
+# path in LOG (kernels/path_timing.h's report lines: "OP ROWSxCOLS: PATH (...)"):
+# kept_paths LOG -> "3 cluster16, 2 three_kernels", or "none timed".
+kept_paths() {
+  local kept line='^(batchnorm|loss_and_counts|dice_loss|confusion)[a-z_.]* [0-9]+x[0-9]+: [a-z0-9_]+'
+  kept=$(grep -oE "$line" "$1" | awk '{print $3}' | sort | uniq -c |
+    awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')
+  echo "${kept:-none timed}"
+}
 # The step, and how many plans of each opt-in kind serve in it.
 serving_summary() {
   echo "$(step_summary "$1"); serving: $(serving "knob variant" "$1") knob variants," \
     "$(serving "forward form" "$1") forward forms, $(serving "heuristics B" "$1") of mode B," \
-    "$(serving " SMs" "$1") carved out"
+    "$(serving " SMs" "$1") carved out; paths kept: $(kept_paths "$1")"
 }
 # Pairs that were skipped because they disagreed with the reference or failed, and the
 # memory-bound families below target, of an ops run.
@@ -478,6 +487,9 @@ step_variant step_check_bn_two_kernels "cpu-vs-gpu step, BN in two kernels" \
   UNETCU_BN_TWO_KERNELS=1
 # The loss reductions in one launch each (opt-in; the fused one the same bits as the default).
 step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
+# Every BatchNorm and loss path timed per shape at the first step, the fastest kept (opt-in;
+# the timing runs' side effects go to scratch, which this checks on the card).
+step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 
 # ---- 4. training on generated data ------------------------------------------------------------
@@ -668,6 +680,9 @@ if [ -x "$gpu_bench" ]; then
   step_bench bench_cuda_ops_bn_two_kernels "step, BN in two kernels" UNETCU_BN_TWO_KERNELS=1
   # The loss reductions in one launch each (opt-in; probes dice*.cluster, confusion_counts.cluster).
   step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
+  # Each BatchNorm and loss shape's fastest path kept (opt-in; the row counts the paths kept).
+  bench_variant bench_cuda_ops_path_timing "step, paths timed" UNETCU_PATH_TIMING=1 \
+    '^train_step' serving_summary
   # The reductions, the copies they are held to and the step without chained launches
   # (UNETCU_PDL=0): the memory-bound table of that log against the one above says what
   # overlapping each kernel's start with the previous one's end brings.

@@ -28,8 +28,10 @@
 #include <atomic>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/fastest_path.h"
 
 namespace unetcu::cuda {
 namespace {
@@ -532,7 +534,8 @@ int64_t one_pass_blocks(const OnePassTiling& t, int k) {
   return (t.rows + int64_t(t.lanes) * k - 1) / (int64_t(t.lanes) * k);
 }
 
-// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float].
+// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float]
+// [path timing's scratch: 2 x c float].
 // The single pass keeps its [2][c][blocks] partials in the same region: at most the blocks of
 // its fewest rows a thread, capped as the multi-block reduction is.
 double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
@@ -602,46 +605,102 @@ bool one_pass_tiling(const BatchNormShape& sh, OnePassTiling* t) {
   return false;
 }
 
+// The scratch takes the side effects of path timing's runs (train_forward_v, backward_v).
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
   return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
 }
+float* scratch_of(void* workspace, const BatchNormShape& sh) {
+  return coefs_of(workspace, sh) + 3 * size_t(sh.c);
+}
+
+// The paths of a BatchNorm too large for reduce_then_map (kernels/path_timing.h names them in
+// its report): reduce_rows then map_rows (three kernels, any shape); cluster_reduce_then_map in
+// clusters of up to 8 or up to 16 blocks (one kernel); partials_then_map (two kernels). The
+// last three need float4 columns enough (cluster_tiling), the clusters a device that places
+// them.
+enum Path : int { kThreeKernels, kCluster8, kCluster16, kTwoKernels, kPaths };
+constexpr const char* kPathNames[kPaths] = {"three_kernels", "cluster8", "cluster16",
+                                            "two_kernels"};
+
+// Untimed, the first of these that applies: as the settings say (kernels/batchnorm.h).
+std::vector<int> configured_paths() {
+  std::vector<int> order;
+  if (batchnorm_cluster())
+    order.push_back(batchnorm_cluster_max() == int(kMaxNonPortableClusterBlocks) ? kCluster16
+                                                                                 : kCluster8);
+  if (batchnorm_two_kernels()) order.push_back(kTwoKernels);
+  order.push_back(kThreeKernels);
+  return order;
+}
 
 // The sums (Src<1>: one channel per thread; Src<V>: V channels per thread) with their
-// epilogue, then the pass `map` over the same rows at vector width V: one kernel,
-// reduce_then_map, when V == 4 and the rows fit one block per vector column; one cluster
-// launch, cluster_reduce_then_map, when V == 4, clusters are on and the shape has channels
-// enough; the same blocks in two kernels, partials_then_map, when that is on instead (or the
-// device cannot place the cluster); else reduce_rows and map_rows.
+// epilogue, and the pass `map` after them over the same rows at vector width V.
 template <int V, template <int> class Src, class Epilogue, class Map>
-void reduce_then_apply(const Src<1>& scalar_src, const Src<V>& vector_src,
-                       const Epilogue& epilogue, const Map& map, const BatchNormShape& sh,
-                       void* workspace, cudaStream_t stream) {
+struct BnParts {
+  Src<1> scalar_src;
+  Src<V> vector_src;
+  Epilogue epilogue;
+  Map map;
+};
+
+// Launches path `path` of `parts`; false, launching nothing, where it does not apply.
+template <int V, template <int> class Src, class Epilogue, class Map>
+bool launch_path(int path, const BnParts<V, Src, Epilogue, Map>& parts, const BatchNormShape& sh,
+                 void* workspace, cudaStream_t stream) {
+  if (path == kThreeKernels) {
+    detail::reduce_rows<2>(parts.scalar_src, parts.epilogue, stats_tiling(sh),
+                           partials_of(workspace), stream);
+    detail::map_rows(parts.map, sh.rows, sh.c / V, stream);
+    return true;
+  }
+  if constexpr (V == 4) {
+    const PerChannel<V, Epilogue> per_channel{parts.epilogue};
+    detail::ClusterTiling t;
+    const int elem = int(V * sizeof(float));
+    if (path == kCluster8 || path == kCluster16)
+      return detail::cluster_tiling(sh.rows, sh.c / V, elem, &t,
+                                    int(path == kCluster16 ? kMaxNonPortableClusterBlocks
+                                                           : kMaxClusterBlocks)) &&
+             detail::cluster_reduce_then_map<2 * V>(parts.vector_src, per_channel, parts.map, t,
+                                                    stream);
+    if (path == kTwoKernels) {
+      // As many parts a column as give about 256 blocks.
+      if (!detail::cluster_tiling(sh.rows, sh.c / V, elem, &t, detail::kMaxParts,
+                                  detail::kPartsTargetBlocks))
+        return false;
+      detail::partials_then_map<2 * V>(parts.vector_src, per_channel, parts.map, t,
+                                       partials_of(workspace), stream);
+      return true;
+    }
+  }
+  return false;
+}
+
+// Runs the BatchNorm `op` whose parts make(timing) gives (with `timing`, its side effects sent
+// to scratch: kernels/cuda/fastest_path.h): one kernel, reduce_then_map, when V == 4 and the
+// rows fit one block per vector column; else the path run_fastest picks (the settings', or
+// with path timing the fastest; the single-pass forward is its caller's).
+template <int V, class Make>
+void reduce_then_apply(const char* op, const BatchNormShape& sh, bool repeatable,
+                       void* workspace, cudaStream_t stream, const Make& make) {
+  const auto parts = make(false);
   if constexpr (V == 4) {
     detail::SmallTiling small;
     if (detail::small_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &small)) {
-      detail::reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map, small,
-                                     stream);
+      detail::reduce_then_map<2 * V>(parts.vector_src,
+                                     PerChannel<V, decltype(parts.epilogue)>{parts.epilogue},
+                                     parts.map, small, stream);
       return;
     }
-    detail::ClusterTiling clustered;
-    if (batchnorm_cluster() &&
-        detail::cluster_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &clustered,
-                               batchnorm_cluster_max()) &&
-        detail::cluster_reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
-                                               clustered, stream))
-      return;
-    // The same blocks without a cluster, in two kernels (opt-in), as many parts as give about
-    // 256 blocks.
-    if (batchnorm_two_kernels() &&
-        detail::cluster_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &clustered,
-                               detail::kMaxParts, detail::kPartsTargetBlocks)) {
-      detail::partials_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map,
-                                       clustered, partials_of(workspace), stream);
-      return;
-    }
+    const detail::PathOp path_op{op, std::to_string(sh.rows) + "x" + std::to_string(sh.c),
+                                 kPathNames, kPaths, configured_paths()};
+    detail::run_fastest(path_op, repeatable, stream, [&](int path, bool timing) {
+      return timing ? launch_path(path, make(true), sh, workspace, stream)
+                    : launch_path(path, parts, sh, workspace, stream);
+    });
+    return;
   }
-  detail::reduce_rows<2>(scalar_src, epilogue, stats_tiling(sh), partials_of(workspace), stream);
-  detail::map_rows(map, sh.rows, sh.c / V, stream);
+  launch_path(kThreeKernels, parts, sh, workspace, stream);
 }
 
 void normalize_pass(float* y, const float* x, const float* residual, const float* mean,
@@ -682,10 +741,23 @@ void train_forward_v(float* y, float* save_mean, float* save_invstd, float* runn
       return;
     }
   }
-  reduce_then_apply<V>(StatsSrc<1>{x, sh.c}, StatsSrc<V>{x, sh.c / V}, stats,
-                       Normalize<V>{y, x, residual, save_mean, scale, nullptr, nullptr, beta,
-                                    sh.c / V, double(eps), apply_relu},
-                       sh, workspace, stream);
+  // A timing run updates running statistics of its own (the workspace's scratch), so the real
+  // ones get the one update of the call. It may run again unless y overwrites an input.
+  float* scratch = scratch_of(workspace, sh);
+  const bool repeatable = y != x && y != residual;
+  const char* op = residual ? "batchnorm.train_fwd_add_relu"
+                            : (apply_relu ? "batchnorm.train_fwd_relu" : "batchnorm.train_fwd");
+  reduce_then_apply<V>(op, sh, repeatable, workspace, stream, [&](bool timing) {
+    StatsEpilogue e = stats;
+    if (timing) {
+      e.running_mean = scratch;
+      e.running_var = scratch + sh.c;
+    }
+    return BnParts<V, StatsSrc, StatsEpilogue, Normalize<V>>{
+        StatsSrc<1>{x, sh.c}, StatsSrc<V>{x, sh.c / V}, e,
+        Normalize<V>{y, x, residual, save_mean, scale, nullptr, nullptr, beta, sh.c / V,
+                     double(eps), apply_relu}};
+  });
 }
 
 void train_forward(float* y, float* save_mean, float* save_invstd, float* running_mean,
@@ -712,13 +784,29 @@ void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const 
   float* coef = coefs_of(workspace, sh);
   const ReluMask<1> scalar_mask{y, beta, gamma, save_invstd};
   const ReluMask<V> vector_mask{y, beta, gamma, save_invstd};
-  reduce_then_apply<V>(GradSrc<1>{dy, x, save_mean, scalar_mask, sh.c},
-                       GradSrc<V>{dy, x, save_mean, vector_mask, sh.c / V},
-                       GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c,
-                                    acc_params},
-                       GradApply<V>{dx, dresidual, dy, vector_mask, x, save_mean, coef, sh.c / V,
-                                    sh.c, acc_dx, acc_res},
-                       sh, workspace, stream);
+  // A timing run writes the parameter gradients to the workspace's scratch and an accumulated
+  // residual gradient into dx (both are garbage then; the real run overwrites dx), so the
+  // results are the one call's. It may run again unless it accumulates into dx or dx
+  // overwrites an input.
+  float* scratch = scratch_of(workspace, sh);
+  auto reads = [&](const float* out) { return out && (out == dy || out == x || out == y); };
+  const bool repeatable = !acc_dx && !reads(dx) && !reads(dresidual);
+  const char* op = dresidual ? "batchnorm.bwd_add_relu"
+                             : (y || beta ? "batchnorm.bwd_relu" : "batchnorm.bwd");
+  reduce_then_apply<V>(op, sh, repeatable, workspace, stream, [&](bool timing) {
+    GradEpilogue e{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c, acc_params};
+    float* res = dresidual;
+    if (timing) {
+      e.dgamma = scratch;
+      e.dbeta = scratch + sh.c;
+      if (acc_res) res = dx;
+    }
+    return BnParts<V, GradSrc, GradEpilogue, GradApply<V>>{
+        GradSrc<1>{dy, x, save_mean, scalar_mask, sh.c},
+        GradSrc<V>{dy, x, save_mean, vector_mask, sh.c / V}, e,
+        GradApply<V>{dx, res, dy, vector_mask, x, save_mean, coef, sh.c / V, sh.c, acc_dx,
+                     acc_res}};
+  });
 }
 
 void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
@@ -769,7 +857,7 @@ void set_batchnorm_relu_mask_from_input(bool on) { g_relu_mask_from_input.set(on
 bool batchnorm_relu_mask_from_input() { return g_relu_mask_from_input.get(); }
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
-  return partials_bytes(sh) + detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
+  return partials_bytes(sh) + detail::align256(5 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
 }
 
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,

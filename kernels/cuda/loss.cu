@@ -19,8 +19,11 @@
 #include "kernels/loss.h"
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/fastest_path.h"
 
 namespace unetcu::cuda {
 namespace {
@@ -307,13 +310,13 @@ bool loss_cluster() { return g_loss_cluster.get(); }
 
 namespace {
 
-// The one-launch forms (set_loss_cluster) over `blocks` blocks of `pixels` values each: with
-// the loss, the blocks as one cluster whose rank 0 adds their Dice sums; counts alone (loss and
-// sums null), one block an image and nothing to add. False, launching nothing, where they do
-// not apply (more than 16 blocks for the loss, or a device that cannot place the cluster).
+// The one-launch forms over `blocks` blocks of `pixels` values each: with the loss, the
+// blocks as one cluster whose rank 0 adds their Dice sums; counts alone (loss and sums null),
+// one block an image and nothing to add. False, launching nothing, where they do not apply
+// (more than 16 blocks for the loss, or a device that cannot place the cluster).
 bool one_launch_sums(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int blocks, int64_t pixels, cudaStream_t stream) {
-  if (!loss_cluster() || !loss_and_counts_applies(logits, target, blocks, pixels)) return false;
+  if (!loss_and_counts_applies(logits, target, blocks, pixels)) return false;
   if (loss == nullptr) {
     UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, blocks, kFusedThreads, 0, stream)(
         counts, nullptr, nullptr, nullptr, logits, target, pixels);
@@ -328,17 +331,40 @@ bool one_launch_sums(float* loss, DiceSums* sums, ConfusionCounts* counts, const
   return true;
 }
 
+// The reductions' paths (kernels/path_timing.h names them in its report): two launches (any
+// shape), or one (one_launch_sums, where it applies). Untimed, one launch comes first when
+// set_loss_cluster is on.
+enum Path : int { kTwoLaunches, kOneLaunch, kPaths };
+constexpr const char* kPathNames[kPaths] = {"two_launches", "one_launch"};
+
+// Runs `op` over `images` x `pixels` values by the path run_fastest picks; launch(path) as
+// there. Every path writes only the op's outputs and workspace, so any call may be timed.
+template <class Launch>
+void run_loss_path(const char* op, int images, int64_t pixels, cudaStream_t stream,
+                   const Launch& launch) {
+  std::vector<int> order;
+  if (loss_cluster()) order.push_back(kOneLaunch);
+  order.push_back(kTwoLaunches);
+  const detail::PathOp path_op{op, std::to_string(images) + "x" + std::to_string(pixels),
+                               kPathNames, kPaths, order};
+  detail::run_fastest(path_op, true, stream, [&](int path, bool) { return launch(path); });
+}
+
 }  // namespace
 
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,
                      cudaStream_t stream) {
-  if (one_launch_sums(loss, sums, counts, logits, target, n_images, pixels, stream)) return;
-  double* image_sums = static_cast<double*>(workspace);
-  UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, n_images, kFusedThreads, 0, stream)(
-      counts, image_sums, nullptr, nullptr, logits, target, pixels);
-  UNETCU_LAUNCH_CHAINED(dice_from_image_sums_kernel, 1, 1, 0, stream)(loss, sums, image_sums,
-                                                                       n_images);
+  run_loss_path("loss_and_counts", n_images, pixels, stream, [&](int path) {
+    if (path == kOneLaunch)
+      return one_launch_sums(loss, sums, counts, logits, target, n_images, pixels, stream);
+    double* image_sums = static_cast<double*>(workspace);
+    UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, n_images, kFusedThreads, 0, stream)(
+        counts, image_sums, nullptr, nullptr, logits, target, pixels);
+    UNETCU_LAUNCH_CHAINED(dice_from_image_sums_kernel, 1, 1, 0, stream)(loss, sums, image_sums,
+                                                                         n_images);
+    return true;
+  });
 }
 
 size_t dice_loss_workspace_bytes(int64_t count) {
@@ -347,17 +373,22 @@ size_t dice_loss_workspace_bytes(int64_t count) {
 
 void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
                        int64_t count, void* workspace, cudaStream_t stream) {
-  // One launch (opt-in): the values cut into the most blocks, up to a cluster's 16, that take
-  // equal whole float4 runs a block can hold.
-  for (int blocks = int(kMaxNonPortableClusterBlocks); blocks >= 1; --blocks) {
-    if (count % (4 * blocks) != 0 || count / blocks > kFusedLossMaxPixels) continue;
-    if (one_launch_sums(loss, sums, nullptr, logits, target, blocks, count / blocks, stream))
-      return;
-    break;
-  }
-  detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
-                         detail::reduce_tiling(count, 1), static_cast<double*>(workspace),
-                         stream);
+  run_loss_path("dice_loss_forward", 1, count, stream, [&](int path) {
+    if (path == kOneLaunch) {
+      // The values cut into the most blocks, up to a cluster's 16, that take equal whole
+      // float4 runs a block can hold.
+      for (int blocks = int(kMaxNonPortableClusterBlocks); blocks >= 1; --blocks) {
+        if (count % (4 * blocks) != 0 || count / blocks > kFusedLossMaxPixels) continue;
+        return one_launch_sums(loss, sums, nullptr, logits, target, blocks, count / blocks,
+                               stream);
+      }
+      return false;
+    }
+    detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
+                           detail::reduce_tiling(count, 1), static_cast<double*>(workspace),
+                           stream);
+    return true;
+  });
 }
 
 void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
@@ -377,10 +408,15 @@ size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels) {
 void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
                       int n_images, int64_t pixels, void* workspace, cudaStream_t stream) {
   if (n_images <= 0) return;
-  if (one_launch_sums(nullptr, nullptr, counts, logits, target, n_images, pixels, stream)) return;
-  detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels}, ConfusionEpilogue{counts, pixels},
-                         detail::reduce_tiling(pixels, 1, n_images),
-                         static_cast<double*>(workspace), stream);
+  run_loss_path("confusion_counts", n_images, pixels, stream, [&](int path) {
+    if (path == kOneLaunch)
+      return one_launch_sums(nullptr, nullptr, counts, logits, target, n_images, pixels, stream);
+    detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels},
+                           ConfusionEpilogue{counts, pixels},
+                           detail::reduce_tiling(pixels, 1, n_images),
+                           static_cast<double*>(workspace), stream);
+    return true;
+  });
 }
 
 void epoch_totals_accumulate(EpochTotals* totals, const float* loss,

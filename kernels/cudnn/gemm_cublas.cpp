@@ -14,7 +14,7 @@
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/env.h"
 #include "kernels/cudnn/agreement.h"
-#include "kernels/cudnn/capture_timing.h"
+#include "kernels/cuda/capture_timing.h"
 #include "kernels/cudnn/library_error.h"
 
 namespace unetcu::cudnn {

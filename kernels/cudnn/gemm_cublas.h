@@ -17,7 +17,7 @@
 // Algorithm search (UNETCU_GEMM_SEARCH=1, off by default): the first call of each GEMM shape
 // outside a stream capture also times the best algorithms cuBLASLt's heuristics offer for it
 // (at most kGemmSearchAlgorithms, within the workspace) beside cublasGemmEx's own choice,
-// each as a captured CUDA graph (kernels/cudnn/capture_timing.h), and later calls of the shape
+// each as a captured CUDA graph (kernels/cuda/capture_timing.h), and later calls of the shape
 // run the fastest; report() lists them. Why: the deep layers' GEMMs are small and oddly shaped
 // (256 x 1,024 x 2,304 for layer3's forward), where one ranking's first guess may leave the
 // card part empty; the convolutions' GEMM rivals lost to cuDNN by a few microseconds on some

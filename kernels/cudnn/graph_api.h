@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "kernels/conv.h"
-#include "kernels/cudnn/capture_timing.h"
+#include "kernels/cuda/capture_timing.h"
 
 namespace unetcu::cudnn {
 

@@ -28,6 +28,7 @@
 #include "engine/cpu_backend.h"
 #include "engine/cuda_backend.h"
 #include "kernels/cuda/check.h"
+#include "kernels/path_timing.h"
 #if !defined(UNETCU_TEST_EMULATED)
 #include "kernels/cudnn/fusion_probe.h"
 #endif
@@ -264,6 +265,17 @@ TEST_CASE("CUDA backend training steps match the CPU backend (UNet, batch 2, 64x
   const double logit_err = rel_l2(gpu.logits, cpu.logits);
   MESSAGE("eval logits after the last step: relative L2 " << logit_err);
   CHECK(logit_err < 1e-2);
+
+  // With path timing on (UNETCU_PATH_TIMING=1), the eager first step timed the paths of the
+  // BatchNorms too large for one block a column (the stem's: 2,048 rows of 64 channels) and
+  // of the loss, and the steps above ran the kept ones.
+  if (cuda::path_timing()) {
+    const std::string report = cuda::path_timing_report();
+    MESSAGE("paths kept:\n" << report);
+    CHECK(test::contains(report, "batchnorm.train_fwd_relu 2048x64: "));
+    CHECK(test::contains(report, "batchnorm.bwd_relu 2048x64: "));
+    CHECK(test::contains(report, "loss_and_counts 2x4096: "));
+  }
 }
 
 // The captured graph must do exactly what the eager ops do: same kernels, same pointers, same
@@ -710,6 +722,9 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   const char* loss_cluster = std::getenv("UNETCU_LOSS_CLUSTER");
   CHECK(test::contains(backend->describe(), "Dice and counts in one cluster") ==
         (loss_cluster != nullptr && std::string(loss_cluster) == "1"));
+  const char* timing = std::getenv("UNETCU_PATH_TIMING");
+  CHECK(test::contains(backend->describe(), "paths timed per shape") ==
+        (timing != nullptr && std::string(timing) == "1"));
   if (clusters != nullptr && std::string(clusters) == "1")
     CHECK(test::contains(backend->describe(),
                          "BatchNorms in clusters of up to " +

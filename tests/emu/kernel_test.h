@@ -24,6 +24,7 @@
 
 #include "kernels/common.h"
 #include "kernels/cuda/check.h"
+#include "kernels/path_timing.h"
 #include "test_util.h"
 
 #if defined(UNETCU_TEST_EMULATED)
@@ -159,6 +160,51 @@ Outputs run_deterministic(Body&& body) {
   }
   return first;
 }
+
+// A stream of its own for the scope: path timing captures the stream it times on, which the
+// legacy default stream (nullptr) cannot be on a GPU.
+struct TestStream {
+  cudaStream_t stream = nullptr;
+  TestStream() { UNETCU_CUDA_CHECK(cudaStreamCreate(&stream)); }
+  TestStream(const TestStream&) = delete;
+  ~TestStream() { (void)cudaStreamDestroy(stream); }
+};
+
+// Path timing (kernels/path_timing.h) on for the scope, with the path named `cheapest` made the
+// fastest by the test hook (1 us, every other path 2 us); every choice is forgotten before and
+// after, and the switch and hook are put back.
+class TimedPaths {
+ public:
+  explicit TimedPaths(const char* cheapest) : before_(cuda::path_timing()) {
+    cheapest_name() = cheapest;
+    cuda::forget_path_choices();
+    cuda::set_path_cost_for_tests(&cost);
+    cuda::set_path_timing(true);
+  }
+  TimedPaths(const TimedPaths&) = delete;
+  ~TimedPaths() {
+    cuda::set_path_timing(before_);
+    cuda::set_path_cost_for_tests(nullptr);
+    cuda::forget_path_choices();
+  }
+  // The report's lines (kernels/path_timing.h).
+  static std::vector<std::string> lines() {
+    std::vector<std::string> out;
+    std::istringstream in(cuda::path_timing_report());
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+
+ private:
+  static std::string& cheapest_name() {
+    static std::string name;
+    return name;
+  }
+  static double cost(const std::string&, const std::string& path) {
+    return path == cheapest_name() ? 1.0 : 2.0;
+  }
+  bool before_;
+};
 
 inline void sync_device() { UNETCU_CUDA_CHECK(cudaDeviceSynchronize()); }
 

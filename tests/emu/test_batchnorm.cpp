@@ -109,7 +109,7 @@ Switched two_kernels() {
 
 // One shape, all three fusions, against the reference; both schedules bit-identical. Under the
 // emulator, `launches` (when >= 0) is the number of kernels each call must take.
-void check_train_forward(const BnCase& bc, int launches = -1) {
+void check_train_forward(const BnCase& bc, int launches = -1, cudaStream_t stream = nullptr) {
   for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
     const std::string shape = shape_name(bc);
     CAPTURE(shape);
@@ -133,16 +133,16 @@ void check_train_forward(const BnCase& bc, int launches = -1) {
       if (f == Fusion::none) {
         cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
                                       dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
-                                      ws.get(), nullptr);
+                                      ws.get(), stream);
       } else if (f == Fusion::relu) {
         cuda::batchnorm_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
                                            drv.get(), dx.get(), dgamma.get(), dbeta.get(), d.sh,
-                                           kMomentum, kEps, ws.get(), nullptr);
+                                           kMomentum, kEps, ws.get(), stream);
       } else {
         cuda::batchnorm_add_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
                                                drv.get(), dx.get(), dres.get(), dgamma.get(),
                                                dbeta.get(), d.sh, kMomentum, kEps, ws.get(),
-                                               nullptr);
+                                               stream);
       }
       sync_device();
 #if defined(UNETCU_TEST_EMULATED)
@@ -154,7 +154,10 @@ void check_train_forward(const BnCase& bc, int launches = -1) {
       o.add("save_invstd", dinvstd);
       o.add("running_mean", drm);
       o.add("running_var", drv);
-      o.add("workspace", ws);  // only its guards matter; its bytes must be deterministic too
+      // Only its guards matter; its bytes must be deterministic too, except where the first
+      // run timed the paths (and left their scratch there) and the second did not.
+      if (!cuda::path_timing()) o.add("workspace", ws);
+      else ws.check_guards("workspace");
       return o;
     });
     check_close(out.get<float>("y"), y, 1e-5, 1e-5, "y");
@@ -242,7 +245,7 @@ TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference")
 // schedules bit-identical. Under the emulator, `launches` (when >= 0) is the number of kernels
 // each call must take. y and the statistics here are the CPU reference's, so the mask is taken
 // from y; the mask formed from x, which assumes our forward's y, has its own test below.
-void check_backward(const BnCase& bc, int launches = -1) {
+void check_backward(const BnCase& bc, int launches = -1, cudaStream_t stream = nullptr) {
   const Switched from_y = relu_mask_from_input(false);
   {
     for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
@@ -301,17 +304,17 @@ void check_backward(const BnCase& bc, int launches = -1) {
           if (f == Fusion::none) {
             cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(), dx.get(),
                                      dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
-                                     param_mode, ws.get(), nullptr);
+                                     param_mode, ws.get(), stream);
           } else if (f == Fusion::relu) {
             cuda::batchnorm_relu_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(),
                                           dyv.get(), dx.get(), dgamma.get(), nullptr, dmean.get(),
                                           dinvstd.get(), d.sh, dx_mode, param_mode, ws.get(),
-                                          nullptr);
+                                          stream);
           } else {
             cuda::batchnorm_add_relu_backward(ddx.get(), ddres.get(), ddgamma.get(), ddbeta.get(),
                                               ddy.get(), dyv.get(), dx.get(), dgamma.get(),
                                               dmean.get(), dinvstd.get(), d.sh, dx_mode, res_mode,
-                                              param_mode, ws.get(), nullptr);
+                                              param_mode, ws.get(), stream);
           }
           sync_device();
 #if defined(UNETCU_TEST_EMULATED)
@@ -416,6 +419,121 @@ TEST_CASE("cuda batchnorm in two kernels (the clusters' blocks) matches the refe
   check_backward({1, 8, 8, 64, 0}, 1);
   check_train_forward({2, 20, 21, 3, 0}, 3);
   check_backward({2, 20, 21, 3, 0}, 3);
+}
+
+// The report's line for `op` at `shape` ("batchnorm.bwd_relu 5000x64"), or "" when it has none.
+std::string report_line(const std::string& op_and_shape) {
+  for (const std::string& line : TimedPaths::lines())
+    if (line.rfind(op_and_shape + ": ", 0) == 0) return line;
+  return "";
+}
+
+TEST_CASE("cuda batchnorm paths timed per shape: the fastest is kept, its results the one call's") {
+  // 1,089 rows of 32 channels take every path (three kernels, clusters of 8 and 16, two
+  // kernels): each of three kinds made the cheapest; 1,000 rows of 16 no cluster of 8 (4 float4
+  // columns: 32 blocks): made the cheapest, it is reported not applicable and another is kept.
+  // Whichever path the timing keeps, the results are the reference's: the timing runs left the
+  // running statistics, the accumulated parameter and residual gradients as one call does (the
+  // checks compare them), and the second run of each check (the other schedule) runs the kept
+  // path untimed, bit for bit.
+  const TestStream s;
+  struct Timed {
+    const char* cheapest;
+    BnCase bc;
+  };
+  for (const Timed& tc : {Timed{"three_kernels", {1, 33, 33, 32, 0}},
+                          Timed{"cluster16", {1, 33, 33, 32, 0}},
+                          Timed{"two_kernels", {1, 33, 33, 32, 0}},
+                          Timed{"cluster8", {1, 25, 40, 16, 0}}}) {
+    const std::string path = tc.cheapest, shape = std::to_string(int64_t(tc.bc.n) * tc.bc.h *
+                                                                 tc.bc.w) +
+                                                  "x" + std::to_string(tc.bc.c);
+    CAPTURE(path);
+    CAPTURE(shape);
+    const TimedPaths timed(tc.cheapest);
+    check_train_forward(tc.bc, -1, s.stream);
+    check_backward(tc.bc, -1, s.stream);
+    // Every op timed once (the backward's calls that accumulate into dx cannot be: they run as
+    // the settings say), the cheapest kept where it applies.
+    for (const char* op : {"batchnorm.train_fwd", "batchnorm.train_fwd_relu",
+                           "batchnorm.train_fwd_add_relu", "batchnorm.bwd", "batchnorm.bwd_relu",
+                           "batchnorm.bwd_add_relu"}) {
+      const std::string op_name = op;
+      CAPTURE(op_name);
+      const std::string line = report_line(op_name + " " + shape);
+      REQUIRE(!line.empty());
+      const bool applies = line.find(path + " not applicable") == std::string::npos;
+#if defined(UNETCU_TEST_EMULATED)
+      // Under the emulator every path runs where the shape allows it.
+      CHECK(applies == (path != "cluster8"));
+#endif
+      CHECK((line.find(": " + path + " (") != std::string::npos) == applies);
+    }
+    CHECK(TimedPaths::lines().size() == 6);
+  }
+}
+
+TEST_CASE("cuda batchnorm path timing: a kept path runs alone; captured and unrepeatable calls "
+          "are not timed") {
+  const TestStream s;
+  const BnCase bc{2, 50, 50, 64, 0};
+  const BnData d = make_data(bc, 700);
+  const size_t count = d.x.size(), c = size_t(bc.c);
+  DeviceBuffer<float> dx(d.x), dy(count), dgamma(d.gamma), dbeta(d.beta), drm(d.running_mean);
+  DeviceBuffer<float> drv(d.running_var), dmean(c), dinvstd(c), dgrad(count), ddx(count);
+  DeviceBuffer<float> ddgamma(c), ddbeta(c);
+  DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+  auto forward = [&] {
+    cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
+                                  dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
+                                  ws.get(), s.stream);
+  };
+  auto backward = [&](GradMode dx_mode) {
+    cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), dgrad.get(), dx.get(),
+                             dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
+                             GradMode::overwrite, ws.get(), s.stream);
+  };
+  const std::string shape = std::to_string(d.sh.rows) + "x" + std::to_string(bc.c);
+  for (const char* cheapest : {"cluster8", "two_kernels"}) {
+    const std::string path = cheapest;
+    CAPTURE(path);
+    const TimedPaths timed(cheapest);
+    // Inside a capture nothing is timed or kept: the settings' path (three kernels) is all
+    // the graph holds.
+    UNETCU_CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal));
+    forward();
+    cudaGraph_t graph = nullptr;
+    UNETCU_CUDA_CHECK(cudaStreamEndCapture(s.stream, &graph));
+    size_t nodes = 0;
+    UNETCU_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
+    CHECK(nodes == 3);
+    UNETCU_CUDA_CHECK(cudaGraphDestroy(graph));
+    CHECK(TimedPaths::lines().empty());
+    // Accumulating into dx, the backward cannot run twice: untimed, nothing kept.
+    backward(GradMode::accumulate);
+    sync_device();
+    CHECK(TimedPaths::lines().empty());
+    // The first call outside a capture times and keeps; the next runs the kept path alone.
+    forward();
+    backward(GradMode::overwrite);
+    sync_device();
+    CHECK(report_line("batchnorm.train_fwd " + shape).find(std::string(": ") + cheapest) !=
+          std::string::npos);
+    CHECK(report_line("batchnorm.bwd " + shape).find(std::string(": ") + cheapest) !=
+          std::string::npos);
+#if defined(UNETCU_TEST_EMULATED)
+    const uint64_t kept = std::string(cheapest) == "cluster8" ? 1 : 2;
+    simt::reset_counters();
+    forward();
+    sync_device();
+    CHECK(simt::counters().launches == kept);
+    simt::reset_counters();
+    backward(GradMode::overwrite);
+    sync_device();
+    CHECK(simt::counters().launches == kept);
+#endif
+    CHECK(TimedPaths::lines().size() == 2);
+  }
 }
 
 // Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a

@@ -425,6 +425,66 @@ TEST_CASE("cuda dice forward and counts alone in one launch each, when asked") {
   cuda::set_loss_cluster(false);
 }
 
+TEST_CASE("the loss reductions' paths timed per shape: the two launches' bits, then alone") {
+  // 5 images of 4,100 pixels: the fused loss and counts, the Dice forward over all 20,500
+  // values (5 blocks of 4,100 in one launch), the counts alone. Whichever path the timing
+  // keeps, the bytes are the two launches' (run untimed first), and the next call of the
+  // same shape runs the kept path alone.
+  const int n = 5;
+  const int64_t pixels = 4100, count = n * pixels;
+  const auto x = dice_logits(size_t(count), 980);
+  const auto t = random_binary(size_t(count), 981, 0.4);
+  const TestStream s;
+  DeviceBuffer<float> dx(x), dloss(1);
+  DeviceBuffer<uint8_t> dt(t);
+  DeviceBuffer<DiceSums> dsums(1);
+  DeviceBuffer<ConfusionCounts> dcounts{size_t(n)};
+  DeviceBuffer<unsigned char> ws(cuda::loss_and_counts_workspace_bytes(n) +
+                                 cuda::dice_loss_workspace_bytes(count) +
+                                 cuda::confusion_counts_workspace_bytes(n, pixels));
+  // Each op's outputs as bytes, from poisoned buffers; `launches`: the kernels it took.
+  auto run = [&](int op, int* launches) {
+    dloss.poison();
+    dsums.poison();
+    dcounts.poison();
+    *launches = launches_of([&] {
+      if (op == 0)
+        cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(), n,
+                              pixels, ws.get(), s.stream);
+      else if (op == 1)
+        cuda::dice_loss_forward(dloss.get(), dsums.get(), dx.get(), dt.get(), count, ws.get(),
+                                s.stream);
+      else
+        cuda::confusion_counts(dcounts.get(), dx.get(), dt.get(), n, pixels, ws.get(),
+                               s.stream);
+    });
+    Outputs o;
+    o.add("loss", dloss);
+    o.add("sums", dsums);
+    o.add("counts", dcounts);
+    return o.items();
+  };
+  const char* const ops[] = {"loss_and_counts 5x4100", "dice_loss_forward 1x20500",
+                             "confusion_counts 5x4100"};
+  for (int op = 0; op < 3; ++op) {
+    const std::string op_name = ops[op];
+    CAPTURE(op_name);
+    int launches = 0;
+    const auto want = run(op, &launches);
+    for (const char* cheapest : {"two_launches", "one_launch"}) {
+      const std::string path = cheapest;
+      CAPTURE(path);
+      const TimedPaths timed(cheapest);
+      CHECK(run(op, &launches) == want);
+      const auto lines = TimedPaths::lines();
+      REQUIRE(lines.size() == 1);
+      CHECK(lines[0].rfind(std::string(ops[op]) + ": " + cheapest + " (", 0) == 0);
+      CHECK(run(op, &launches) == want);
+      if (launches >= 0) CHECK(launches == (std::string(cheapest) == "one_launch" ? 1 : 2));
+    }
+  }
+}
+
 TEST_CASE("the fused dice forward and counts take only images it can hold in one block") {
   DeviceBuffer<float> dx(size_t(2 * cuda::kFusedLossMaxPixels + 8));
   DeviceBuffer<uint8_t> dt(size_t(2 * cuda::kFusedLossMaxPixels + 8));

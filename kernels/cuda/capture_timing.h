@@ -1,6 +1,7 @@
-// kernels/cudnn/capture_timing.h: how kernels/cudnn times a candidate library call (a cuDNN
-// plan, a cuBLAS algorithm) before choosing it: as the captured training step runs it.
-// CUDA runtime only, so each library's translation unit can share it.
+// kernels/cuda/capture_timing.h: how a candidate way of running a call (a cuDNN plan, a
+// cuBLAS algorithm, one of our kernels' paths) is timed before it is chosen: as the captured
+// training step runs it. CUDA runtime only (the SIMT emulator runs it too), so every runner can
+// share it.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,7 +10,7 @@
 #include <functional>
 #include <vector>
 
-namespace unetcu::cudnn {
+namespace unetcu {
 
 // The time of one call of `run` in ms: `calls` calls captured as one CUDA graph on `stream`
 // (as a captured training step runs them, without the host's time to issue each), the graph
@@ -59,4 +60,4 @@ inline float time_captured(cudaStream_t stream, cudaEvent_t start, cudaEvent_t s
   return ms[ms.size() / 2];
 }
 
-}  // namespace unetcu::cudnn
+}  // namespace unetcu

@@ -1,0 +1,98 @@
+// kernels/cuda/fastest_path.h: how an op of kernels/cuda with more than one way to run picks
+// one (kernels/path_timing.h says what path timing is for).
+//
+//   run_fastest(PathOp{"batchnorm.train_fwd", shape, kNames, kPaths, order}, repeatable,
+//               stream, [&](int path, bool timing) { return launch path `path`; });
+//
+// `launch(path, timing)` runs the op by path `path` and returns true, or returns false,
+// launching nothing, where that path does not apply to this call (this shape, this device);
+// with `timing`, it writes the op's side effects (running statistics, parameter gradients, an
+// accumulated output) to scratch, so that it may run again without changing the results. The
+// last path of `order` must apply to every call.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/capture_timing.h"
+#include "kernels/cuda/check.h"
+#include "kernels/path_timing.h"
+
+namespace unetcu::cuda::detail {
+
+// An op and shape with the paths it may take.
+struct PathOp {
+  const char* op;            // "batchnorm.train_fwd_relu"
+  std::string shape;         // "65536x64"
+  const char* const* names;  // every path's name, by index
+  int paths;                 // how many names
+  std::vector<int> order;    // untimed: the first of these that applies
+  std::string key() const { return std::string(op) + " " + shape; }
+};
+
+// The path recorded for `key`, or -1.
+int recorded_path(const std::string& key);
+// Records the fastest of `us` (negative: the path did not apply, or failed) for `key` with its
+// report line, and returns it; -1 (nothing recorded) when none ran.
+int record_fastest(const std::string& key, const PathOp& op, const std::vector<double>& us);
+// The test hook's time for `key` and path `name` (kernels/path_timing.h), or negative.
+double cost_for_tests(const std::string& key, const char* name);
+// Whether `stream` is being captured (a graph's calls cannot be timed, nor run twice).
+bool stream_capturing(cudaStream_t stream);
+
+// Calls each timed path's graph holds, and timed replays (the median serves). The emulator's
+// times mean nothing, so it runs each path as few times as the choice allows.
+#if defined(UNETCU_SIMT)
+constexpr int kPathCalls = 1, kPathRuns = 1;
+#else
+constexpr int kPathCalls = 4, kPathRuns = 5;
+#endif
+
+// Every path of `op` timed on `stream`: microseconds per call, negative where it does not apply
+// or fails (a launch error: cleared, so that it does not surface at a later launch).
+template <class Launch>
+std::vector<double> time_paths(const std::string& key, const PathOp& op, cudaStream_t stream,
+                               const Launch& launch) {
+  std::vector<double> us(size_t(op.paths), -1.0);
+  cudaEvent_t start = nullptr, stop = nullptr;
+  UNETCU_CUDA_CHECK(cudaEventCreate(&start));
+  UNETCU_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int p = 0; p < op.paths; ++p) {
+    float ms = -1.0f;
+    try {
+      ms = time_captured(stream, start, stop, kPathCalls, kPathRuns,
+                         [&] { return launch(p, true); });
+    } catch (const CudaError&) {
+      (void)cudaGetLastError();
+      ms = -1.0f;
+    }
+    if (ms < 0.0f) continue;
+    const double hook = cost_for_tests(key, op.names[p]);
+    us[size_t(p)] = hook >= 0.0 ? hook : double(ms) * 1000.0;
+  }
+  (void)cudaEventDestroy(start);
+  (void)cudaEventDestroy(stop);
+  return us;
+}
+
+// Runs `op` by its recorded path; without one, and where path timing is on, the call may be
+// repeated and `stream` is not being captured, by the fastest path after timing them all;
+// otherwise by the first of op.order that applies.
+template <class Launch>
+void run_fastest(const PathOp& op, bool repeatable, cudaStream_t stream, const Launch& launch) {
+  if (path_timing()) {
+    const std::string key = op.key();
+    int path = recorded_path(key);
+    if (path < 0 && repeatable && !stream_capturing(stream))
+      path = record_fastest(key, op, time_paths(key, op, stream, launch));
+    if (path >= 0 && launch(path, false)) return;
+  }
+  for (int path : op.order)
+    if (launch(path, false)) return;
+  throw std::logic_error(op.key() + ": no path of its order applies (a bug in the caller)");
+}
+
+}  // namespace unetcu::cuda::detail
