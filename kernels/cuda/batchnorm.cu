@@ -605,10 +605,10 @@ bool one_pass_tiling(const BatchNormShape& sh, OnePassTiling* t) {
   return false;
 }
 
-// The scratch takes the side effects of path timing's runs (train_forward_v, backward_v).
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
   return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
 }
+// Takes the side effects of path timing's runs (train_forward_v, backward_v).
 float* scratch_of(void* workspace, const BatchNormShape& sh) {
   return coefs_of(workspace, sh) + 3 * size_t(sh.c);
 }
