@@ -517,10 +517,13 @@ TEST_CASE("cuda batchnorm path timing: a kept path runs alone; captured and unre
     forward();
     backward(GradMode::overwrite);
     sync_device();
-    CHECK(report_line("batchnorm.train_fwd " + shape).find(std::string(": ") + cheapest) !=
-          std::string::npos);
-    CHECK(report_line("batchnorm.bwd " + shape).find(std::string(": ") + cheapest) !=
-          std::string::npos);
+    // (A GPU below compute capability 9.0 runs no cluster: another path is kept there.)
+    for (const char* op : {"batchnorm.train_fwd ", "batchnorm.bwd "}) {
+      const std::string line = report_line(op + shape);
+      REQUIRE(!line.empty());
+      if (line.find(path + " not applicable") == std::string::npos)
+        CHECK(line.find(": " + path + " (") != std::string::npos);
+    }
 #if defined(UNETCU_TEST_EMULATED)
     const uint64_t kept = std::string(cheapest) == "cluster8" ? 1 : 2;
     simt::reset_counters();
