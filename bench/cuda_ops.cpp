@@ -74,6 +74,7 @@
 #include "kernels/elementwise.h"
 #include "kernels/loss.h"
 #include "kernels/normalize.h"
+#include "kernels/path_timing.h"
 #include "kernels/pool.h"
 #include "kernels/upsample.h"
 #include "model/checkpoint.h"
@@ -723,16 +724,15 @@ struct FusedBnCase : OpCase, BnInputs {
   }
 };
 
-// A BatchNorm case with one of its opt-in paths on (kernels/batchnorm.h: the single-pass
-// forward, the clusters), for the same pair as its default form: the probes that decide
-// whether they become the default.
+// A BatchNorm case with one of its opt-in paths on (kernels/batchnorm.h: the clusters, the two
+// kernels), for the same pair as its default form: the probes that decide whether they become
+// the default. Path timing (kernels/path_timing.h) is off while a probe runs, or it would
+// time the probe's path against the others and run the fastest.
 struct OptIn {
-  const char* suffix;  // of the probe's family: "bn.train_fwd" -> "bn.train_fwd.single_pass"
+  const char* suffix;  // of the probe's family: "bn.train_fwd" -> "bn.train_fwd.cluster"
   void (*set)(bool);
   bool (*get)();
 };
-constexpr OptIn kSinglePass{".single_pass", cuda::set_batchnorm_single_pass,
-                            cuda::batchnorm_single_pass};
 constexpr OptIn kClusters{".cluster", cuda::set_batchnorm_cluster, cuda::batchnorm_cluster};
 // The clusters of up to 16 blocks (the non-portable size): both settings at once.
 void set_clusters16(bool on) {
@@ -752,15 +752,18 @@ struct OptInCase : Case {
   template <class... Args>
   explicit OptInCase(OptIn o, Args&&... args) : Case(std::forward<Args>(args)...), opt(o) {}
   void ours() override {
-    const bool before = opt.get();
+    const bool before = opt.get(), timing = cuda::path_timing();
     opt.set(true);
+    cuda::set_path_timing(false);
     try {
       Case::ours();
     } catch (...) {
       opt.set(before);
+      cuda::set_path_timing(timing);
       throw;
     }
     opt.set(before);
+    cuda::set_path_timing(timing);
   }
 };
 
@@ -783,7 +786,6 @@ void register_probe(const PairInfo& p, const OptIn& opt, ActInfo a, Op op, uint6
 void register_batchnorms(const Graph& g) {
   uint64_t seed = for_each_batchnorm_pair(g, [](const PairInfo& p, ActInfo a, BnOp op, uint64_t s) {
     register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
-    if (op == BnOp::train_forward) register_probe<BnCase>(p, kSinglePass, a, op, s);
     if (op == BnOp::train_forward || op == BnOp::backward) {
       register_probe<BnCase>(p, kClusters, a, op, s);
       register_probe<BnCase>(p, kClusters16, a, op, s);
@@ -817,8 +819,6 @@ void register_batchnorms(const Graph& g) {
       const FusedOp op = o.op;
       const uint64_t s = seed += 10;
       register_gpu_pair(p, [a, op, s] { return std::make_unique<FusedBnCase>(a, op, s); });
-      if (op == FusedOp::relu_forward || op == FusedOp::add_relu_forward)
-        register_probe<FusedBnCase>(p, kSinglePass, a, op, s);
       register_probe<FusedBnCase>(p, kClusters, a, op, s);
       register_probe<FusedBnCase>(p, kClusters16, a, op, s);
       register_probe<FusedBnCase>(p, kTwoKernels, a, op, s);

@@ -356,7 +356,6 @@ class CudaBackend final : public Backend {
          << " parts";
     if (prioritised_) os << ", compute stream at the greatest priority";
     // The opt-in BatchNorm paths, read as the kernels read them (at each call).
-    if (cuda::batchnorm_single_pass()) os << ", single-pass BatchNorm forward";
     if (cuda::batchnorm_cluster())
       os << ", BatchNorms in clusters of up to " << cuda::batchnorm_cluster_max();
     if (cuda::batchnorm_two_kernels()) os << ", BatchNorms in two kernels";

@@ -60,22 +60,13 @@ namespace cuda {
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh);
 
-// The single-pass training forward (kernels/cuda/batchnorm.cu): one cooperative launch that
-// reads x once, holding it in registers between the statistics and the normalisation, for the
-// vectorizable shapes too large for the one-kernel path whose rows fit the co-resident blocks
-// (the rest keep the multi-block path). Off by default: on an H200 it measured no faster;
-// UNETCU_BN_SINGLE_PASS=1 in the environment turns it on, as does set_batchnorm_single_pass.
-void set_batchnorm_single_pass(bool on);
-bool batchnorm_single_pass();
-
 // BatchNorm in clusters (kernels/cuda/common.cuh, cluster_reduce_then_map): the training
 // forward and the backward of the vectorizable shapes too large for the one-kernel path, in
 // one launch each where the multi-block path takes three, when the channels give at least 64
 // blocks in clusters of at most batchnorm_cluster_max() (8: at batch 16, 128x128 every
 // BatchNorm but decoder block 4's). Off by default until measured on a GPU;
 // UNETCU_BN_CLUSTER=1 in the environment turns it on, as does set_batchnorm_cluster. Needs
-// compute capability 9.0 (elsewhere the other paths run). The single pass, when also on,
-// takes the forwards it fits.
+// compute capability 9.0 (elsewhere the other paths run).
 void set_batchnorm_cluster(bool on);
 bool batchnorm_cluster();
 // The largest cluster those BatchNorms take: 8 (CUDA's portable limit, the default) or 16 (an

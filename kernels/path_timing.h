@@ -16,8 +16,7 @@
 //
 // Off by default until measured on a GPU; UNETCU_PATH_TIMING=1 in the environment turns it on,
 // as does set_path_timing. While it is on, the shapes it has timed ignore UNETCU_BN_CLUSTER,
-// UNETCU_BN_CLUSTER_MAX, UNETCU_BN_TWO_KERNELS and UNETCU_LOSS_CLUSTER; the single-pass
-// BatchNorm forward (UNETCU_BN_SINGLE_PASS=1) still comes first where it applies.
+// UNETCU_BN_CLUSTER_MAX, UNETCU_BN_TWO_KERNELS and UNETCU_LOSS_CLUSTER.
 #pragma once
 
 #include <string>

@@ -22,8 +22,8 @@
 #      UNETCU_STREAM_PRIORITY=0 (every
 #      stream at the default priority), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
-#      schedule (those and UNETCU_EARLY_ADAM=0), UNETCU_BN_SINGLE_PASS=1 and UNETCU_PDL=0
-#      (chained launches off);
+#      schedule (those and UNETCU_EARLY_ADAM=0), the BatchNorm and loss variants (clusters, two
+#      kernels, path timing) and UNETCU_PDL=0 (chained launches off);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -46,8 +46,8 @@
 #      weight gradients' plans on 112 and 96 SMs (UNETCU_CUDNN_WGRAD_SMS, and its timeline), with
 #      cuBLASLt's algorithms searched per GEMM shape (UNETCU_GEMM_SEARCH=1), the
 #      convolutions and the step
-#      with UNETCU_CUDNN_GRAPH=0, the step with UNETCU_BN_SINGLE_PASS=1, then the reductions,
-#      copies and step with UNETCU_PDL=0)
+#      with UNETCU_CUDNN_GRAPH=0, the step with each BatchNorm and loss variant, then the
+#      reductions, copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #      The step's timeline comes first among those: 5 replayed steps under CUPTI's activity
@@ -451,9 +451,9 @@ step_check_rows
 # layers), not only where timed faster: the cuBLAS calls' dimensions on the real step. Then the
 # other stream schedules (the default joins the weight gradients once a backward pass, on
 # three streams, with Adam in parts beside it): one weight-gradient stream; a join after each
-# convolution; the serial schedule (both, and Adam after the backward pass); the single-pass
-# BatchNorm forward (opt-in, experimental); chained launches off (UNETCU_PDL=0; on by default,
-# each hand-written kernel may start while the one before it ends).
+# convolution; the serial schedule (both, and Adam after the backward pass); chained launches
+# off (UNETCU_PDL=0; on by default, each hand-written kernel may start while the one before it
+# ends).
 step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
 # Knob variants of cuDNN's configurations timed too (opt-in): those that serve, on these steps'
 # shapes, against the CPU and bit for bit between eager and replayed steps.
@@ -475,7 +475,6 @@ step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRA
 step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
 step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
   "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
-step_variant step_check_single_pass "cpu-vs-gpu step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
 # The BatchNorms in cluster launches (opt-in): one kernel each way where the three of the
 # multi-block path ran.
 step_variant step_check_cluster "cpu-vs-gpu step, BN clusters" UNETCU_BN_CLUSTER=1
@@ -668,9 +667,6 @@ if [ -x "$gpu_bench" ]; then
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \
     '^(conv[.]|train_step)' nograph_summary
-  # The whole step with the single-pass BatchNorm forward (opt-in, experimental; its per-op
-  # probes, *.single_pass, are in bench_cuda_ops.log and the memory-bound table).
-  step_bench bench_cuda_ops_single_pass "step, single-pass BN" UNETCU_BN_SINGLE_PASS=1
   # The whole step with the BatchNorms in cluster launches (opt-in; its per-op probes,
   # *.cluster and *.cluster16, are in bench_cuda_ops.log and the memory-bound table).
   step_bench bench_cuda_ops_cluster "step, BN clusters" UNETCU_BN_CLUSTER=1

@@ -24,7 +24,6 @@
 // opt-in) most others take cluster_reduce_then_map: one kernel, the barrier a cluster's.
 #include "kernels/batchnorm.h"
 
-#include <array>
 #include <atomic>
 #include <stdexcept>
 #include <string>
@@ -407,104 +406,6 @@ struct GradApply {
   }
 };
 
-// ---- single pass (cooperative) ---------------------------------------------------------------
-//
-// Training forward in one launch that reads x once: each thread keeps its k float4s of x in the
-// block's shared memory while the block sums them, every block waits at a grid barrier, the
-// channels' statistics are formed (channel ch by block ch % grid), a second grid barrier, and
-// the threads normalise what they hold. The multi-block path reads x twice (sums, then the
-// normalising pass) in three kernels. Needs every block resident at once (a cooperative
-// launch), so it serves the shapes whose rows fit grid x lanes x k; others keep the
-// multi-block path. Shared memory, not registers: 16 float4s a thread in registers took 151
-// registers (one 256-thread block per SM, 132 blocks on an H100: half of encoder.bn1), where
-// 32 a thread in shared memory (128 KB a block) hold all of its 16x64x64x64 in 132 blocks.
-// Opt-in (set_batchnorm_single_pass, UNETCU_BN_SINGLE_PASS=1): on an H200 it measured no faster
-// than the three kernels (27 vs 26 us at encoder.bn1, the step 2.6% slower; bench/RESULTS.md).
-// One 256-thread block per SM at 32 rows a thread may be too few warps to cover DRAM latency.
-
-// A single-pass launch: `lanes` rows of `tile` float4 columns per block and sweep, `k` rows
-// per thread, `blocks` blocks.
-struct OnePassTiling {
-  int64_t rows = 0;
-  int cols = 0, tile = 1, lanes = 1, k = 1, blocks = 1;
-};
-
-// Dynamic shared memory of a single-pass block: k float4s per thread.
-inline size_t one_pass_shared_bytes(int k) { return size_t(k) * detail::kThreads * 16; }
-
-__global__ void __launch_bounds__(detail::kThreads)
-    train_forward_one_pass_kernel(float* y, const float* x, const float* residual,
-                                  const float* beta, StatsEpilogue stats, double* partials,
-                                  OnePassTiling t, bool apply_relu) {
-  UNETCU_GRID_DEPENDENCY_SYNC();
-  using Float4 = Vec<float, 4>;
-  UNETCU_DYNAMIC_SHARED(Float4, held);  // [k][threads]: a warp's stores are contiguous
-  const int col = int(threadIdx.x) % t.tile;
-  const int lane = int(threadIdx.x) / t.tile;
-  const int c = t.cols * 4;
-  const int grid = int(gridDim.x);
-  const int threads = int(blockDim.x);
-  const int64_t first = int64_t(blockIdx.x) * t.lanes + lane;
-  const int64_t stride = int64_t(grid) * t.lanes;
-  // Shifted sums, as the multi-block path: d = x - x[row 0] keeps E[d^2] - E[d]^2 exact enough.
-  double shift[4], acc[8] = {};
-  for (int j = 0; j < 4; ++j) shift[j] = double(x[col * 4 + j]);
-  // Eight rows' loads in flight before their additions (a thread's rows are independent).
-  UNETCU_UNROLL_8
-  for (int k = 0; k < t.k; ++k) {
-    const int64_t r = first + k * stride;
-    if (r < t.rows) {
-      const auto v = load_vec<4>(x, r * t.cols + col);
-      held[k * threads + int(threadIdx.x)] = v;
-      for (int j = 0; j < 4; ++j) {
-        const double d = double(v.v[j]) - shift[j];
-        acc[2 * j] += d;
-        acc[2 * j + 1] += d * d;
-      }
-    }
-  }
-  detail::reduce_lanes<double, 8>(acc, t.tile, t.lanes);
-  // partials[s][channel][block]: a channel's blocks are contiguous for the finishing sums.
-  if (lane == 0)
-    for (int j = 0; j < 4; ++j)
-      for (int s = 0; s < 2; ++s)
-        partials[(size_t(s) * c + col * 4 + j) * grid + blockIdx.x] = acc[2 * j + s];
-  UNETCU_GRID_SYNC();
-  // Channel ch's statistics by block ch % grid: its threads add the grid's partials (a fixed
-  // tree: the same bits whichever block does it) and thread 0 runs the epilogue.
-  for (int ch = int(blockIdx.x); ch < c; ch += grid) {
-    double total[2] = {};
-    for (int b = int(threadIdx.x); b < grid; b += threads)
-      for (int s = 0; s < 2; ++s) total[s] += __ldcg(partials + (size_t(s) * c + ch) * grid + b);
-    detail::reduce_lanes<double, 2>(total, 1, threads);
-    if (threadIdx.x == 0) stats(0, ch, total);
-  }
-  UNETCU_GRID_SYNC();
-  Vec<float, 4> mean, scale, b;
-  for (int j = 0; j < 4; ++j) {
-    mean.v[j] = __ldcg(stats.save_mean + col * 4 + j);
-    scale.v[j] = __ldcg(stats.scale + col * 4 + j);
-    b.v[j] = beta[col * 4 + j];
-  }
-  UNETCU_UNROLL_8
-  for (int k = 0; k < t.k; ++k) {
-    const int64_t r = first + k * stride;
-    if (r < t.rows) {
-      const int64_t i = r * t.cols + col;
-      const auto v = held[k * threads + int(threadIdx.x)];
-      Vec<float, 4> out;
-      for (int j = 0; j < 4; ++j) out.v[j] = normalized(v.v[j] - mean.v[j], scale.v[j], b.v[j]);
-      if (residual) {
-        const auto res = load_vec<4>(residual, i);
-        for (int j = 0; j < 4; ++j) out.v[j] += res.v[j];
-      }
-      if (apply_relu)
-        for (int j = 0; j < 4; ++j) out.v[j] = relu(out.v[j]);
-      store_vec<4>(y, i, out);
-    }
-  }
-}
-
 // ---- host side -------------------------------------------------------------------------------
 
 // The multi-block sums run one channel per thread: on the H200, four channels per thread (a
@@ -515,46 +416,17 @@ __global__ void __launch_bounds__(detail::kThreads)
 RowTiling stats_tiling(const BatchNormShape& sh) { return detail::reduce_tiling(sh.rows, sh.c); }
 bool vectorizable(const BatchNormShape& sh) { return sh.c % 4 == 0; }
 
-// Single-pass rows a thread may hold (the smallest that fits is used: the most blocks). At 32
-// a block needs 128 KB of shared memory: one block per SM.
-constexpr int kOnePassRows[] = {2, 4, 8, 16, 32};
-constexpr int kOnePassMaxRows = 32;
-
-// The single pass's block: one row of all c/4 float4 columns (tile), `lanes` such rows; false
-// for shapes it cannot take.
-bool one_pass_block(const BatchNormShape& sh, OnePassTiling* t) {
-  if (!vectorizable(sh) || sh.c / 4 > detail::kThreads || sh.rows <= 0) return false;
-  t->rows = sh.rows;
-  t->cols = sh.c / 4;
-  t->tile = t->cols;
-  t->lanes = detail::kThreads / t->tile;
-  return true;
-}
-int64_t one_pass_blocks(const OnePassTiling& t, int k) {
-  return (t.rows + int64_t(t.lanes) * k - 1) / (int64_t(t.lanes) * k);
-}
-
 // Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float]
 // [path timing's scratch: 2 x c float].
-// The single pass keeps its [2][c][blocks] partials in the same region: at most the blocks of
-// its fewest rows a thread, capped as the multi-block reduction is.
 double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
 size_t partials_bytes(const BatchNormShape& sh) {
   size_t doubles = stats_tiling(sh).partial_count(2);
-  OnePassTiling t;
-  if (one_pass_block(sh, &t)) {
-    int64_t blocks = one_pass_blocks(t, kOnePassRows[0]);
-    if (blocks > detail::kReduceBlocks) blocks = detail::kReduceBlocks;
-    const size_t one_pass = 2 * size_t(sh.c) * size_t(blocks);
-    if (one_pass > doubles) doubles = one_pass;
-  }
   // The two-kernel path's (partials_then_map): two sums a channel from each of its parts.
   const size_t two_kernels = 2 * size_t(sh.c) * size_t(detail::kMaxParts);
   if (two_kernels > doubles) doubles = two_kernels;
   return detail::align256(doubles * sizeof(double));
 }
 
-EnvSwitch g_single_pass{"UNETCU_BN_SINGLE_PASS", false};
 EnvSwitch g_cluster{"UNETCU_BN_CLUSTER", false};
 EnvSwitch g_two_kernels{"UNETCU_BN_TWO_KERNELS", false};
 // The largest cluster (batchnorm_cluster_max); 0: not read from the environment yet.
@@ -568,42 +440,6 @@ std::string cluster_max_expected() {
          std::to_string(kMaxNonPortableClusterBlocks);
 }
 EnvSwitch g_relu_mask_from_input{"UNETCU_BN_RELU_MASK_FROM_INPUT", true};
-
-constexpr int kOnePassSlots = int(sizeof(kOnePassRows) / sizeof(kOnePassRows[0]));
-
-// The co-resident blocks of the single-pass kernel at each entry of kOnePassRows, asked once
-// (the device is fixed). Above 48 KB of dynamic shared memory the kernel must opt in first.
-const int* one_pass_capacity() {
-  static const std::array<int, kOnePassSlots> blocks = [] {
-    UNETCU_CUDA_CHECK(cudaFuncSetAttribute(train_forward_one_pass_kernel,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           int(one_pass_shared_bytes(kOnePassMaxRows))));
-    std::array<int, kOnePassSlots> out{};
-    for (int slot = 0; slot < kOnePassSlots; ++slot) {
-      const int n = max_cooperative_blocks(train_forward_one_pass_kernel, detail::kThreads,
-                                           one_pass_shared_bytes(kOnePassRows[slot]));
-      out[size_t(slot)] = n < detail::kReduceBlocks ? n : detail::kReduceBlocks;
-    }
-    return out;
-  }();
-  return blocks.data();
-}
-
-// The single-pass tiling: the fewest rows a thread whose grid fits the co-resident blocks;
-// false if the shape is not the single pass's or no grid fits.
-bool one_pass_tiling(const BatchNormShape& sh, OnePassTiling* t) {
-  if (!one_pass_block(sh, t)) return false;
-  const int* capacity = one_pass_capacity();
-  for (int slot = 0; slot < kOnePassSlots; ++slot) {
-    const int64_t blocks = one_pass_blocks(*t, kOnePassRows[slot]);
-    if (blocks <= capacity[slot]) {
-      t->k = kOnePassRows[slot];
-      t->blocks = int(blocks);
-      return true;
-    }
-  }
-  return false;
-}
 
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
   return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
@@ -679,7 +515,7 @@ bool launch_path(int path, const BnParts<V, Src, Epilogue, Map>& parts, const Ba
 // Runs the BatchNorm `op` whose parts make(timing) gives (with `timing`, its side effects sent
 // to scratch: kernels/cuda/fastest_path.h): one kernel, reduce_then_map, when V == 4 and the
 // rows fit one block per vector column; else the path run_fastest picks (the settings', or
-// with path timing the fastest; the single-pass forward is its caller's).
+// with path timing the fastest).
 template <int V, class Make>
 void reduce_then_apply(const char* op, const BatchNormShape& sh, bool repeatable,
                        void* workspace, cudaStream_t stream, const Make& make) {
@@ -727,20 +563,6 @@ void train_forward_v(float* y, float* save_mean, float* save_invstd, float* runn
   float* scale = coefs_of(workspace, sh);
   const StatsEpilogue stats{save_mean, save_invstd, running_mean, running_var, scale, x,
                             gamma,     sh.rows,     double(momentum), double(eps)};
-  if constexpr (V == 4) {
-    // Few rows: reduce_then_map's one ordinary kernel (reduce_then_apply); else the single
-    // pass when enabled.
-    detail::SmallTiling small;
-    OnePassTiling t;
-    if (batchnorm_single_pass() &&
-        !detail::small_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &small) &&
-        one_pass_tiling(sh, &t)) {
-      UNETCU_LAUNCH_COOPERATIVE(train_forward_one_pass_kernel, t.blocks, t.tile * t.lanes,
-                                one_pass_shared_bytes(t.k), stream)(
-          y, x, residual, beta, stats, partials_of(workspace), t, apply_relu);
-      return;
-    }
-  }
   // A timing run updates running statistics of its own (the workspace's scratch), so the real
   // ones get the one update of the call. It may run again unless y overwrites an input.
   float* scratch = scratch_of(workspace, sh);
@@ -828,9 +650,6 @@ void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const fl
 
 }  // namespace
 
-void set_batchnorm_single_pass(bool on) { g_single_pass.set(on); }
-
-bool batchnorm_single_pass() { return g_single_pass.get(); }
 void set_batchnorm_cluster(bool on) { g_cluster.set(on); }
 bool batchnorm_cluster() { return g_cluster.get(); }
 void set_batchnorm_two_kernels(bool on) { g_two_kernels.set(on); }

@@ -95,12 +95,9 @@ struct Switched {
   ~Switched() { set(before); }
 };
 // The switches the tests below turn: where the BatchNorm + ReLU backward takes its mask from,
-// the single-pass forward, the clusters.
+// the clusters, the two kernels.
 Switched relu_mask_from_input(bool on) {
   return {cuda::set_batchnorm_relu_mask_from_input, cuda::batchnorm_relu_mask_from_input, on};
-}
-Switched single_pass() {
-  return {cuda::set_batchnorm_single_pass, cuda::batchnorm_single_pass, true};
 }
 Switched clusters() { return {cuda::set_batchnorm_cluster, cuda::batchnorm_cluster, true}; }
 Switched two_kernels() {
@@ -170,32 +167,6 @@ void check_train_forward(const BnCase& bc, int launches = -1, cudaStream_t strea
 
 TEST_CASE("cuda batchnorm train forward (plain and fused) matches the reference") {
   for (const BnCase& bc : kCases) check_train_forward(bc);
-}
-
-TEST_CASE("cuda batchnorm train forward in a single pass matches the reference") {
-  const Switched on = single_pass();
-  // One cooperative launch where the rows fit the co-resident blocks (the emulator's 64):
-  // 2,304 rows of 64 channels (16 lanes: 4 rows a thread, 36 blocks), 1,089 of 16 (64 lanes,
-  // 2 rows, 9 blocks), 5,000 of 128 (8 lanes, 16 rows, 40 blocks), 600 of 512 (2 lanes, 8
-  // rows, 38 blocks; 128 columns a block), 3,000 of 512 (32 rows, 47 blocks: the largest k).
-  // Small tensors (one kernel), misaligned or non-multiple-of-4 channels (scalar path) and
-  // rows beyond the co-resident blocks (4,200 of 512: 66 blocks at 32 rows; three kernels)
-  // keep the other paths.
-  const int kOne = 1;
-#if defined(UNETCU_TEST_EMULATED)
-  const int kSmall = 1, kMulti = 3;
-#else
-  const int kSmall = -1, kMulti = -1;  // a GPU fits more blocks: the path is not fixed
-#endif
-  check_train_forward({1, 48, 48, 64, 0}, kOne);
-  check_train_forward({1, 33, 33, 16, 0}, kOne);
-  check_train_forward({2, 50, 50, 128, 0}, kOne);
-  check_train_forward({1, 20, 30, 512, 0}, kOne);
-  check_train_forward({1, 50, 60, 512, 0}, kOne);
-  check_train_forward({1, 8, 8, 64, 0}, kSmall);
-  check_train_forward({2, 9, 11, 16, 1}, -1);
-  check_train_forward({2, 20, 21, 3, 0}, -1);
-  check_train_forward({1, 60, 70, 512, 0}, kMulti);
 }
 
 TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference") {
