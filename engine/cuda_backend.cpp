@@ -360,7 +360,7 @@ class CudaBackend final : public Backend {
       os << ", BatchNorms in clusters of up to " << cuda::batchnorm_cluster_max();
     if (cuda::batchnorm_two_kernels()) os << ", BatchNorms in two kernels";
     if (cuda::loss_cluster()) os << ", Dice and counts in one cluster";
-    if (cuda::path_timing()) os << ", BatchNorm and loss paths timed per shape";
+    if (cuda::path_timing()) os << ", BatchNorm, loss and head paths timed per shape";
     return os.str();
   }
   // The convolutions' choices, then our kernels' timed paths (kernels/path_timing.h).

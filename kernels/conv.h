@@ -127,6 +127,9 @@ bool conv2d_narrow_applies(const ConvShape& sh);
 void conv2d_narrow_forward(float* y, const float* x, const float* wt, const float* bias,
                            const ConvShape& sh, cudaStream_t stream);
 // dx (+)= conv_transpose(dy, wt)
+// Both have a second form for the head's 3x3 "same" shape, row sweeps (a warp walks down 32
+// columns, each lane loading its pixel once a row), which runs where path timing
+// (kernels/path_timing.h, opt-in) finds it faster; untimed, a thread per pixel.
 void conv2d_narrow_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                                  GradMode mode, cudaStream_t stream);
 // dwt (+)= correlation of x with dy over the batch: a deterministic two-stage reduction in

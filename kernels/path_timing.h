@@ -2,7 +2,8 @@
 //
 // Where a hand-written op can run in more than one way (a BatchNorm too large for one block a
 // column: three kernels, a cluster of up to 8 or of up to 16 blocks, or two kernels; the Dice
-// and count reductions: two launches or one), which is fastest depends on the shape and the
+// and count reductions: two launches or one; the head's forward and data gradient: a thread
+// per pixel or row sweeps), which is fastest depends on the shape and the
 // card, and so far only Nsight Compute and the benchmarks' probes said so, one setting at a
 // time. With path timing on, the first call of each op and shape outside a CUDA graph capture
 // runs every path that applies to it as the captured training step would (a few calls captured
@@ -27,8 +28,8 @@ void set_path_timing(bool on);
 bool path_timing();
 
 // One line per op and shape timed so far, in the order they were timed:
-//   "batchnorm.train_fwd_relu 65536x64: cluster16 (cluster16 12.100 us, three_kernels 23.300
-//   us, two_kernels 15.000 us, cluster8 not applicable)"
+//   "batchnorm.train_fwd_relu 65536x64: cluster16 (three_kernels 23.300 us, cluster8 not
+//   applicable, cluster16 12.100 us, two_kernels 15.000 us)"
 // Empty when nothing was timed.
 std::string path_timing_report();
 

@@ -251,10 +251,11 @@ variant_summary() {
 # serving MARK LOG ("knob variant", "forward form").
 serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
 # With path timing on (UNETCU_PATH_TIMING=1), how many of our kernels' op shapes kept each
-# path in LOG (kernels/path_timing.h's report lines: "OP ROWSxCOLS: PATH (...)"):
+# path in LOG (kernels/path_timing.h's report lines: "OP SHAPE: PATH (...)"):
 # kept_paths LOG -> "3 cluster16, 2 three_kernels", or "none timed".
 kept_paths() {
-  local kept line='^(batchnorm|loss_and_counts|dice_loss|confusion)[a-z_.]* [0-9]+x[0-9]+: [a-z0-9_]+'
+  local kept line
+  line='^(batchnorm|loss_and_counts|dice_loss|confusion|conv)[a-z_.]* [0-9x]+: [a-z0-9_]+'
   kept=$(grep -oE "$line" "$1" | awk '{print $3}' | sort | uniq -c |
     awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')
   echo "${kept:-none timed}"
@@ -676,7 +677,7 @@ if [ -x "$gpu_bench" ]; then
   step_bench bench_cuda_ops_bn_two_kernels "step, BN in two kernels" UNETCU_BN_TWO_KERNELS=1
   # The loss reductions in one launch each (opt-in; probes dice*.cluster, confusion_counts.cluster).
   step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
-  # Each BatchNorm and loss shape's fastest path kept (opt-in; the row counts the paths kept).
+  # Each BatchNorm, loss and head shape's fastest path kept (opt-in; the row counts them).
   bench_variant bench_cuda_ops_path_timing "step, paths timed" UNETCU_PATH_TIMING=1 \
     '^train_step' serving_summary
   # The reductions, the copies they are held to and the step without chained launches

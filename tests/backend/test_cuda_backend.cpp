@@ -267,14 +267,16 @@ TEST_CASE("CUDA backend training steps match the CPU backend (UNet, batch 2, 64x
   CHECK(logit_err < 1e-2);
 
   // With path timing on (UNETCU_PATH_TIMING=1), the eager first step timed the paths of the
-  // BatchNorms too large for one block a column (the stem's: 2,048 rows of 64 channels) and
-  // of the loss, and the steps above ran the kept ones.
+  // BatchNorms too large for one block a column (the stem's: 2,048 rows of 64 channels), of
+  // the loss and of the head, and the steps above ran the kept ones.
   if (cuda::path_timing()) {
     const std::string report = cuda::path_timing_report();
     MESSAGE("paths kept:\n" << report);
     CHECK(test::contains(report, "batchnorm.train_fwd_relu 2048x64: "));
     CHECK(test::contains(report, "batchnorm.bwd_relu 2048x64: "));
     CHECK(test::contains(report, "loss_and_counts 2x4096: "));
+    CHECK(test::contains(report, "conv.narrow_fwd 2x64x64x16: "));
+    CHECK(test::contains(report, "conv.narrow_bwd_data 2x64x64x16: "));
   }
 }
 

@@ -79,6 +79,56 @@ TEST_CASE("cuda narrow conv backward-data is within its float bound in both grad
   }
 }
 
+TEST_CASE("cuda narrow conv as row sweeps (path timing's alternative) is within its bounds") {
+  // Path timing made to keep the row sweeps where they apply (3x3, padding 1, c % 4 == 0, at
+  // most 64 channels, aligned): the head's shape small and larger; rows wider than a warp's 30
+  // columns (three strips, the last part-empty); row chunks of 8 and a partial one; one
+  // column, one row, one pixel; 4 and 64 channels. Backward-data times at its overwriting
+  // call and runs the kept sweep when accumulating too. Where they do not apply (misaligned
+  // buffers, 3 channels, a 1x3 filter) the thread-per-pixel kernels are kept.
+  struct SweepCase {
+    ConvShape sh;
+    size_t shift;
+    bool sweeps;
+  };
+  const SweepCase cases[] = {
+      {ConvShape::make(2, 9, 7, 16, 1, 3, 3, 1, 1), 0, true},
+      {ConvShape::make(4, 32, 32, 16, 1, 3, 3, 1, 1), 0, true},
+      {ConvShape::make(1, 10, 70, 8, 1, 3, 3, 1, 1), 0, true},
+      {ConvShape::make(2, 17, 3, 4, 1, 3, 3, 1, 1), 0, true},
+      {ConvShape::make(1, 1, 40, 12, 1, 3, 3, 1, 1), 0, true},
+      {ConvShape::make(3, 12, 1, 64, 1, 3, 3, 1, 1), 0, true},
+      {ConvShape::make(1, 1, 1, 16, 1, 3, 3, 1, 1), 0, true},
+      {ConvShape::make(2, 9, 7, 16, 1, 3, 3, 1, 1), 1, false},
+      {ConvShape::make(2, 7, 5, 3, 1, 3, 3, 1, 1), 0, false},
+      {ConvShape::make(1, 6, 5, 4, 1, 1, 3, 1, 1), 0, false}};
+  const TestStream s;
+  for (const SweepCase& sc : cases) {
+    const ConvShape& sh = sc.sh;
+    CAPTURE(case_name(NarrowCase{sh, sc.shift}));
+    const TimedPaths timed("row_sweep");
+    for (bool with_bias : {false, true}) {
+      CAPTURE(with_bias);
+      check_forward_kernel(sh, sc.shift, with_bias, double(sh.r) * sh.s * sh.c + 1,
+                           "sweep forward y",
+                           [&](float* y, const float* x, const float* wt, const float* bias) {
+                             cuda::conv2d_narrow_forward(y, x, wt, bias, sh, s.stream);
+                           });
+    }
+    check_data_kernel(sh, sc.shift, double(sh.r) * sh.s + 1, "sweep backward-data dx",
+                      [&](float* dx, const float* dy, const float* wt, GradMode mode) {
+                        cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, s.stream);
+                      });
+    const auto lines = TimedPaths::lines();
+    REQUIRE(lines.size() == 2);
+    for (const std::string& line : lines) {
+      CAPTURE(line);
+      CHECK(line.find(sc.sweeps ? ": row_sweep (" : ": per_pixel (") != std::string::npos);
+      CHECK((line.find("row_sweep not applicable") == std::string::npos) == sc.sweeps);
+    }
+  }
+}
+
 // A weight-gradient kernel against the double reference in both grad modes, seeded inputs,
 // poisoned workspace (and output when overwriting), two thread schedules. The kernel sums at
 // most `float_run` products in float per thread first (0: none), then in double, rounded to
