@@ -528,22 +528,29 @@ bool sweep_applies(const ConvShape& sh, const float* big, const float* wt) {
          sh.c <= kSweepMaxC && sh.n > 0 && sh.h > 0 && sh.w > 0 && detail::all_vec4(big, wt);
 }
 
-// The strip and row chunk of this warp: strips across a row, chunks down an image.
-struct SweepWarp {
+// This lane's place in a sweep: its warp's strip (across a row) and row chunk (down an image).
+struct SweepLane {
   int n, col, row0, rows;  // image, this lane's column (-1 .. w), first row, rows to write
+  int groups;              // float4s of channels a pixel
   bool active;             // false for the grid's surplus warps (the whole warp)
+  bool inside;             // the column is in the image (else its values are the padding's 0)
+  bool writes;             // inside and not a halo lane (0 or 31)
 };
-__device__ inline SweepWarp sweep_warp(const ConvShape& sh) {
+__device__ inline SweepLane sweep_lane(const ConvShape& sh) {
   const int strips = (sh.w + kSweepCols - 1) / kSweepCols;
   const int chunks = (sh.h + kSweepRows - 1) / kSweepRows;
   const int warp = int(blockIdx.x) * kSweepWarps + int(threadIdx.x) / 32;
+  const int lane = int(threadIdx.x) % 32;
   const int strip = warp % strips, chunk = warp / strips % chunks, n = warp / strips / chunks;
-  SweepWarp out;
+  SweepLane out;
   out.n = n;
-  out.col = strip * kSweepCols - 1 + int(threadIdx.x) % 32;
+  out.col = strip * kSweepCols - 1 + lane;
   out.row0 = chunk * kSweepRows;
   out.rows = sh.h - out.row0 < kSweepRows ? sh.h - out.row0 : kSweepRows;
+  out.groups = sh.c / 4;
   out.active = n < sh.n;
+  out.inside = out.col >= 0 && out.col < sh.w;
+  out.writes = out.inside && lane > 0 && lane < 31;
   return out;
 }
 
@@ -565,21 +572,18 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
   UNETCU_GRID_DEPENDENCY_SYNC();
   __shared__ Vec<float, 4> filter[9 * kSweepMaxC / 4];
   stage_filter(filter, wt, sh.c);
-  const SweepWarp wp = sweep_warp(sh);
+  const SweepLane wp = sweep_lane(sh);
   if (!wp.active) return;
-  const int lane = int(threadIdx.x) % 32, groups = sh.c / 4;
-  const bool inside = wp.col >= 0 && wp.col < sh.w;
-  const bool writes = lane > 0 && lane < 31 && inside;
   const float b = bias ? bias[0] : 0.0f;
   float acc[3] = {0.0f, 0.0f, 0.0f};
   for (int iy = wp.row0 - 1; iy <= wp.row0 + wp.rows; ++iy) {
     float z[9] = {};
-    if (inside && iy >= 0 && iy < sh.h) {
-      const int64_t at = ((int64_t(wp.n) * sh.h + iy) * sh.w + wp.col) * groups;
-      for (int g = 0; g < groups; ++g) {
+    if (wp.inside && iy >= 0 && iy < sh.h) {
+      const int64_t at = ((int64_t(wp.n) * sh.h + iy) * sh.w + wp.col) * wp.groups;
+      for (int g = 0; g < wp.groups; ++g) {
         const Vec<float, 4> xv = load_vec<4>(x, at + g);
         for (int t = 0; t < 9; ++t) {
-          const Vec<float, 4> wv = filter[t * groups + g];
+          const Vec<float, 4> wv = filter[t * wp.groups + g];
           for (int k = 0; k < 4; ++k) z[t] = fmaf(xv.v[k], wv.v[k], z[t]);
         }
       }
@@ -596,7 +600,7 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
     acc[1] += h[1];
     acc[2] = h[0];   // output row iy + 1 starts here
     const int done = iy - 1;
-    if (writes && done >= wp.row0 && done < wp.row0 + wp.rows)
+    if (wp.writes && done >= wp.row0 && done < wp.row0 + wp.rows)
       y[(int64_t(wp.n) * sh.h + done) * sh.w + wp.col] = bias ? acc[0] + b : acc[0];
     acc[0] = acc[1];
     acc[1] = acc[2];
@@ -613,16 +617,13 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
   UNETCU_GRID_DEPENDENCY_SYNC();
   __shared__ Vec<float, 4> filter[9 * kSweepMaxC / 4];
   stage_filter(filter, wt, sh.c);
-  const SweepWarp wp = sweep_warp(sh);
+  const SweepLane wp = sweep_lane(sh);
   if (!wp.active) return;
-  const int lane = int(threadIdx.x) % 32, groups = sh.c / 4;
-  const bool inside = wp.col >= 0 && wp.col < sh.w;
-  const bool writes = lane > 0 && lane < 31 && inside;
   // window[0..2]: dy rows iy + 1, iy, iy - 1 (filter rows 0, 1, 2 of dx row iy), each as the
   // values right of, at and left of this column (taps 0, 1, 2).
   float window[3][3] = {};
   auto dy_row = [&](int oy, float (&taps)[3]) {
-    const float d = inside && oy >= 0 && oy < sh.h ? dy[(int64_t(wp.n) * sh.h + oy) * sh.w +
+    const float d = wp.inside && oy >= 0 && oy < sh.h ? dy[(int64_t(wp.n) * sh.h + oy) * sh.w +
                                                         wp.col]
                                                   : 0.0f;
     taps[0] = __shfl_down_sync(0xffffffffu, d, 1);  // column + 1
@@ -638,12 +639,12 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
       window[1][t] = window[0][t];
     }
     dy_row(iy + 1, window[0]);
-    if (!writes) continue;
-    const int64_t at = ((int64_t(wp.n) * sh.h + iy) * sh.w + wp.col) * groups;
-    for (int g = 0; g < groups; ++g) {
+    if (!wp.writes) continue;
+    const int64_t at = ((int64_t(wp.n) * sh.h + iy) * sh.w + wp.col) * wp.groups;
+    for (int g = 0; g < wp.groups; ++g) {
       Vec<float, 4> sum{};
       for (int t = 0; t < 9; ++t) {
-        const Vec<float, 4> wv = filter[t * groups + g];
+        const Vec<float, 4> wv = filter[t * wp.groups + g];
         const float d = window[t / 3][t % 3];
         for (int k = 0; k < 4; ++k) sum.v[k] = fmaf(d, wv.v[k], sum.v[k]);
       }
