@@ -54,8 +54,12 @@ struct StatsSrc {
     int64_t cols;
     int col;
     double shift[V];
-    __device__ void add(double (&acc)[2 * V], int64_t row) const {
-      const auto v = load_vec<V>(x, row * cols + col);
+    // A row's loads apart from its additions, so that the cluster blocks' loops can issue a
+    // batch of rows' loads first (common.cuh, ColumnPart).
+    using Loaded = Vec<float, V>;
+    __device__ Loaded load(int64_t row) const { return load_vec<V>(x, row * cols + col); }
+    __device__ void add(double (&acc)[2 * V], int64_t row) const { add(acc, load(row)); }
+    __device__ void add(double (&acc)[2 * V], const Loaded& v) const {
       for (int j = 0; j < V; ++j) {
         const double d = double(v.v[j]) - shift[j];
         acc[2 * j] += d;
@@ -165,12 +169,15 @@ struct ReluMask {
     const float* y;
     bool from_x;
     Vec<float, V> scale, beta;
-    // dy at vector index i (g), masked; centred: x - save_mean there, in float.
+    // What the mask reads at vector index i: y there, when it is the source.
+    __device__ Vec<float, V> load(int64_t i) const {
+      return y ? load_vec<V>(y, i) : Vec<float, V>{};
+    }
+    // dy at that index (g), masked; centred: x - save_mean there, in float; yv: load(i).
     __device__ Vec<float, V> apply(Vec<float, V> g, const Vec<float, V>& centred,
-                                   int64_t i) const {
+                                   const Vec<float, V>& yv) const {
       if (y) {
-        const auto out = load_vec<V>(y, i);
-        for (int k = 0; k < V; ++k) g.v[k] = out.v[k] > 0.0f ? g.v[k] : 0.0f;
+        for (int k = 0; k < V; ++k) g.v[k] = yv.v[k] > 0.0f ? g.v[k] : 0.0f;
       } else if (from_x) {
         for (int k = 0; k < V; ++k)
           g.v[k] = normalized(centred.v[k], scale.v[k], beta.v[k]) > 0.0f ? g.v[k] : 0.0f;
@@ -205,15 +212,22 @@ struct GradSrc {
     int64_t cols;
     int col;
     double mean[V];  // save_mean exactly, so float(mean[j]) is save_mean[j] again
-    __device__ void add(double (&acc)[2 * V], int64_t row) const {
+    // A row's loads apart from its additions (as StatsSrc's).
+    struct Loaded {
+      Vec<float, V> x, dy, y;
+    };
+    __device__ Loaded load(int64_t row) const {
       const int64_t i = row * cols + col;
-      const auto xv = load_vec<V>(x, i);
+      return {load_vec<V>(x, i), load_vec<V>(dy, i), mask.load(i)};
+    }
+    __device__ void add(double (&acc)[2 * V], int64_t row) const { add(acc, load(row)); }
+    __device__ void add(double (&acc)[2 * V], const Loaded& in) const {
       Vec<float, V> centred;
-      for (int j = 0; j < V; ++j) centred.v[j] = xv.v[j] - float(mean[j]);
-      const auto g = mask.apply(load_vec<V>(dy, i), centred, i);
+      for (int j = 0; j < V; ++j) centred.v[j] = in.x.v[j] - float(mean[j]);
+      const auto g = mask.apply(in.dy, centred, in.y);
       for (int j = 0; j < V; ++j) {
         acc[2 * j] += double(g.v[j]);
-        acc[2 * j + 1] += double(g.v[j]) * (double(xv.v[j]) - mean[j]);
+        acc[2 * j + 1] += double(g.v[j]) * (double(in.x.v[j]) - mean[j]);
       }
     }
   };
@@ -290,18 +304,25 @@ struct Normalize {
     int col;
     bool apply_relu;
     Vec<float, V> mean, scale, beta;
-    __device__ void operator()(int64_t row) const {
+    // A row's loads apart from its computation and store, so that the cluster blocks' pass can
+    // issue a batch of rows' loads before the batch's stores (common.cuh, ColumnPart).
+    struct Loaded {
+      Vec<float, V> x, residual;
+    };
+    __device__ Loaded load(int64_t row) const {
       const int64_t i = row * cols + col;
-      auto v = load_vec<V>(x, i);
+      return {load_vec<V>(x, i), residual ? load_vec<V>(residual, i) : Vec<float, V>{}};
+    }
+    __device__ void store(int64_t row, const Loaded& in) const {
+      auto v = in.x;
       for (int k = 0; k < V; ++k) v.v[k] = normalized(v.v[k] - mean.v[k], scale.v[k], beta.v[k]);
-      if (residual) {
-        const auto r = load_vec<V>(residual, i);
-        for (int k = 0; k < V; ++k) v.v[k] += r.v[k];
-      }
+      if (residual)
+        for (int k = 0; k < V; ++k) v.v[k] += in.residual.v[k];
       if (apply_relu)
         for (int k = 0; k < V; ++k) v.v[k] = relu(v.v[k]);
-      store_vec<V>(y, i, v);
+      store_vec<V>(y, row * cols + col, v);
     }
+    __device__ void operator()(int64_t row) const { store(row, load(row)); }
   };
   // Training, with the channels' mean and scale at hand (StatsEpilogue::coefficients).
   __device__ Column column_with(int col, const StatsEpilogue::Coefs* c) const {
@@ -351,27 +372,34 @@ struct GradApply {
     int col;
     bool accumulate_dx, accumulate_dresidual;
     Vec<float, V> mean, a, b, d;
-    __device__ void operator()(int64_t row) const {
+    // A row's loads (the old outputs too, when accumulating) apart from its computation and
+    // stores (as Normalize's).
+    struct Loaded {
+      Vec<float, V> x, dy, y, dx, dresidual;
+    };
+    __device__ Loaded load(int64_t row) const {
       const int64_t i = row * cols + col;
-      const auto xv = load_vec<V>(x, i);
+      return {load_vec<V>(x, i), load_vec<V>(this->dy, i), mask.load(i),
+              accumulate_dx ? load_vec<V>(this->dx, i) : Vec<float, V>{},
+              dresidual && accumulate_dresidual ? load_vec<V>(dresidual, i) : Vec<float, V>{}};
+    }
+    __device__ void store(int64_t row, const Loaded& in) const {
+      const int64_t i = row * cols + col;
       Vec<float, V> centred;
-      for (int k = 0; k < V; ++k) centred.v[k] = xv.v[k] - mean.v[k];
-      auto g = mask.apply(load_vec<V>(dy, i), centred, i);
+      for (int k = 0; k < V; ++k) centred.v[k] = in.x.v[k] - mean.v[k];
+      auto g = mask.apply(in.dy, centred, in.y);
       Vec<float, V> r;
       for (int k = 0; k < V; ++k) r.v[k] = a.v[k] * g.v[k] + b.v[k] * centred.v[k] + d.v[k];
-      if (accumulate_dx) {
-        const auto old = load_vec<V>(dx, i);
-        for (int k = 0; k < V; ++k) r.v[k] = old.v[k] + r.v[k];
-      }
-      store_vec<V>(dx, i, r);
+      if (accumulate_dx)
+        for (int k = 0; k < V; ++k) r.v[k] = in.dx.v[k] + r.v[k];
+      store_vec<V>(this->dx, i, r);
       if (dresidual) {
-        if (accumulate_dresidual) {
-          const auto old = load_vec<V>(dresidual, i);
-          for (int k = 0; k < V; ++k) g.v[k] = old.v[k] + g.v[k];
-        }
+        if (accumulate_dresidual)
+          for (int k = 0; k < V; ++k) g.v[k] = in.dresidual.v[k] + g.v[k];
         store_vec<V>(dresidual, i, g);
       }
     }
+    __device__ void operator()(int64_t row) const { store(row, load(row)); }
   };
   // With the channels' a, b and d at hand (GradEpilogue::coefficients).
   __device__ Column column_with(int col, const GradEpilogue::Coefs* k) const {

@@ -36,9 +36,11 @@
 #if defined(__CUDACC__)
 #define UNETCU_UNROLL_4 _Pragma("unroll 4")
 #define UNETCU_UNROLL_8 _Pragma("unroll 8")
+#define UNETCU_UNROLL_ALL _Pragma("unroll")
 #else
 #define UNETCU_UNROLL_4
 #define UNETCU_UNROLL_8
+#define UNETCU_UNROLL_ALL
 #endif
 
 namespace unetcu::cuda::detail {
@@ -488,6 +490,15 @@ inline bool cluster_tiling(int64_t rows, int cols, int elem_bytes, ClusterTiling
 // partials_then_map's two kernels'): block b is part b % cluster (its rank, in a cluster) of
 // column tile b / cluster and takes rows part*lanes + lane, stepping by lanes*cluster.
 struct ColumnPart {
+  // Rows a batch of in_batches loads at once: about 192 bytes of a thread's registers (48)
+  // for a row's loads of type L, at most Most rows. The gradient's rows hold x, dy and the
+  // mask's y (sums), and the old dx and dresidual too (pass), whether read or not: a larger
+  // batch of those took 170 registers (one 256-thread block an SM).
+  template <class L, int Most>
+  struct BatchOf {
+    static constexpr int n = int(192 / sizeof(L));
+    static constexpr int value = n < 1 ? 1 : (n > Most ? Most : n);
+  };
   int part, in_tile, col, lane;
   int64_t first, step;
   __device__ ColumnPart(const ClusterTiling& t, int part_of_tile)
@@ -498,16 +509,35 @@ struct ColumnPart {
         first(int64_t(part_of_tile) * t.lanes + lane),
         step(int64_t(t.lanes) * t.cluster) {}
 
-  // This thread's sums of its rows, then the lane tree: every thread gets its column's block
+  // use(row, column.load(row)) over this thread's rows, in row order, a batch of rows' loads
+  // (Column::load) before the batch's uses. About one block an SM runs these loops, so a
+  // thread's own loads are what covers DRAM latency; row by row, nvcc issued each row's load
+  // after the previous row's additions (an exit test between rows) or stores (a store it
+  // cannot prove is elsewhere), one load in flight (sm_90 SASS).
+  template <int Most, class Column, class Use>
+  __device__ void in_batches(const Column& column, const ClusterTiling& t, const Use& use) const {
+    using Loaded = typename Column::Loaded;
+    constexpr int kBatch = BatchOf<Loaded, Most>::value;
+    const int64_t n = first < t.rows ? (t.rows - first + step - 1) / step : 0;
+    int64_t i = 0;
+    for (; i + kBatch <= n; i += kBatch) {
+      Loaded in[kBatch];
+      UNETCU_UNROLL_ALL
+      for (int k = 0; k < kBatch; ++k) in[k] = column.load(first + (i + k) * step);
+      UNETCU_UNROLL_ALL
+      for (int k = 0; k < kBatch; ++k) use(first + (i + k) * step, in[k]);
+    }
+    for (; i < n; ++i) use(first + i * step, column.load(first + i * step));
+  }
+
+  // This thread's sums of its rows (up to 8 rows' loads in flight; reduce_rows_partial_kernel
+  // has 4 at four times the blocks), then the lane tree: every thread gets its column's block
   // totals (every thread of the block must call it).
   template <int NV, class Src>
   __device__ void sums(const Src& src, const ClusterTiling& t, double (&acc)[NV]) const {
     if (col < t.cols) {
       const auto column = src.column(0, col);
-      // Eight rows' loads in flight a thread (reduce_rows_partial_kernel has four): about one
-      // block an SM here, so a thread's own loads are what covers DRAM latency.
-      UNETCU_UNROLL_8
-      for (int64_t r = first; r < t.rows; r += step) column.add(acc, r);
+      in_batches<8>(column, t, [&](int64_t, const auto& in) { column.add(acc, in); });
     }
     reduce_lanes<double, NV>(acc, t.tile, t.lanes);
   }
@@ -523,15 +553,14 @@ struct ColumnPart {
     if (commit) run_epilogue(epilogue, 0, col, lane, kParts, totals);
   }
 
-  // Map::column_with(col, its coefficients)(row) over this thread's rows (the rows it summed,
-  // read again mostly from L2).
+  // Map::column_with(col, its coefficients) over this thread's rows (the rows it summed, read
+  // again mostly from L2), up to 4 rows' loads before their stores.
   template <class Epilogue, class Map>
   __device__ void pass(const Map& map, const ClusterTiling& t,
                        const typename Epilogue::Coefs* coefs) const {
     if (col >= t.cols) return;
     const auto out = map.column_with(col, coefs + in_tile * EpilogueParts<Epilogue>::value);
-    UNETCU_UNROLL_4
-    for (int64_t r = first; r < t.rows; r += step) out(r);
+    in_batches<4>(out, t, [&](int64_t row, const auto& in) { out.store(row, in); });
   }
 };
 

@@ -339,6 +339,11 @@ TEST_CASE("cuda batchnorm in clusters matches the reference, forward and backwar
   }
   check_train_forward({1, 33, 33, 16, 0}, kMulti);
   check_backward({1, 33, 33, 16, 0}, kMulti);
+  // 2,600 rows of 512 channels: clusters of one block, ten rows a thread, so the blocks' loops
+  // run whole batches of loads (8 rows summed, 4 passed; 4 and 2 for the gradient) and a
+  // remainder.
+  check_train_forward({2, 26, 50, 512, 0}, kOne);
+  check_backward({2, 26, 50, 512, 0}, kOne);
   check_train_forward({1, 8, 8, 64, 0}, kSmall);
   check_backward({1, 8, 8, 64, 0}, kSmall);
   check_train_forward({2, 9, 11, 16, 1}, -1);
