@@ -542,6 +542,21 @@ struct ColumnPart {
     reduce_lanes<double, NV>(acc, t.tile, t.lanes);
   }
 
+  // The column's totals of `parts` parts, part(b, v) the v-th sum of part b, into every
+  // thread of the block (each thread must call it): lane b fetches part b (and b + lanes, ...,
+  // in order), then a fixed tree over the lanes adds them, so every block gets the same bits.
+  // All parts' loads are in flight at once: added in one thread part after part, each part's
+  // loads waited for the part before (64 parts, 64 round trips to L2, were some 25 us).
+  template <int NV, class Part>
+  __device__ void add_parts(int parts, const ClusterTiling& t, double (&totals)[NV],
+                            const Part& part) const {
+    for (int v = 0; v < NV; ++v) totals[v] = 0.0;
+    if (col < t.cols)
+      for (int b = lane; b < parts; b += t.lanes)
+        for (int v = 0; v < NV; ++v) totals[v] += part(b, v);
+    reduce_lanes<double, NV>(totals, t.tile, parts < t.lanes ? parts : t.lanes);
+  }
+
   // With the column's totals (threads of lane < the epilogue's parts): its coefficients
   // (Epilogue::coefficients, the values the epilogue writes) into coefs[in_tile][part], and,
   // where `commit`, the epilogue itself, whose writes later kernels read.
@@ -566,8 +581,8 @@ struct ColumnPart {
 
 // The blocks of a cluster share a column tile (ColumnPart: rank = part). Each leaves its
 // column totals in its shared memory; after the cluster barrier every block adds the
-// cluster's totals in rank order (the same bits in each) and forms its columns' coefficients,
-// one epilogue part a thread (Epilogue::coefficients: what the map needs, the same values the
+// cluster's totals by a fixed tree over the ranks (the same bits in each: add_parts) and
+// forms its columns' coefficients, one epilogue part a thread (Epilogue::coefficients: what the map needs, the same values the
 // epilogue writes); rank 0 alone also runs the epilogue, whose writes (statistics, running
 // averages, parameter gradients) later kernels read. So no block waits for another's
 // epilogue: it runs its pass straight after. The last cluster barrier keeps every block's
@@ -586,14 +601,12 @@ __global__ void __launch_bounds__(kThreads)
   if (me.lane == 0)
     for (int v = 0; v < NV; ++v) block_totals[v * t.tile + me.in_tile] = acc[v];
   UNETCU_CLUSTER_SYNC();
-  if (me.col < t.cols && me.lane < EpilogueParts<Epilogue>::value) {
-    double totals[NV] = {};
-    for (int b = 0; b < t.cluster; ++b) {
-      const double* peer = UNETCU_CLUSTER_SHARED(block_totals, b);
-      for (int v = 0; v < NV; ++v) totals[v] += peer[v * t.tile + me.in_tile];
-    }
+  double totals[NV];
+  me.add_parts(t.cluster, t, totals, [&](int b, int v) {
+    return UNETCU_CLUSTER_SHARED(block_totals, b)[v * t.tile + me.in_tile];
+  });
+  if (me.col < t.cols && me.lane < EpilogueParts<Epilogue>::value)
     me.finish(epilogue, totals, coefs, me.part == 0);
-  }
   __syncthreads();  // the coefficients, to the whole block
   me.pass<Epilogue>(map, t, coefs);
   UNETCU_CLUSTER_SYNC();
@@ -627,7 +640,7 @@ inline bool cluster_reduce_then_map(const Src& src, const Epilogue& epilogue, co
 // cluster_reduce_then_map's work in two ordinary kernels, for any device: the same blocks
 // (ClusterTiling, `cluster` parts a column tile, no cluster launch), the grid boundary in
 // place of the cluster barrier. The first writes each block's column totals to
-// partials[v][col][part]; in the second every block adds its column's parts in part order
+// partials[v][col][part]; in the second every block adds its column's parts by a fixed tree
 // (the same bits in each), forms its coefficients, part 0 runs the epilogue's writes, and the
 // block passes over the rows the first kernel's block of its index summed. Two launches where
 // reduce_rows + map_rows take three: no block waits on a final reduction's kernel, and each
@@ -652,13 +665,12 @@ __global__ void __launch_bounds__(kThreads)
   using Coefs = typename Epilogue::Coefs;
   UNETCU_DYNAMIC_SHARED(Coefs, coefs);  // [tile][parts]
   const ColumnPart me(t, int(blockIdx.x) % t.cluster);
-  if (me.col < t.cols && me.lane < EpilogueParts<Epilogue>::value) {
-    double totals[NV] = {};
-    for (int b = 0; b < t.cluster; ++b)
-      for (int v = 0; v < NV; ++v)
-        totals[v] += partials[(size_t(v) * t.cols + me.col) * t.cluster + b];
+  double totals[NV];
+  me.add_parts(t.cluster, t, totals, [&](int b, int v) {
+    return partials[(size_t(v) * t.cols + me.col) * t.cluster + b];
+  });
+  if (me.col < t.cols && me.lane < EpilogueParts<Epilogue>::value)
     me.finish(epilogue, totals, coefs, me.part == 0);
-  }
   __syncthreads();  // the coefficients, to the whole block
   me.pass<Epilogue>(map, t, coefs);
 }
