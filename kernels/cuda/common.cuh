@@ -582,11 +582,11 @@ struct ColumnPart {
 // The blocks of a cluster share a column tile (ColumnPart: rank = part). Each leaves its
 // column totals in its shared memory; after the cluster barrier every block adds the
 // cluster's totals by a fixed tree over the ranks (the same bits in each: add_parts) and
-// forms its columns' coefficients, one epilogue part a thread (Epilogue::coefficients: what the map needs, the same values the
-// epilogue writes); rank 0 alone also runs the epilogue, whose writes (statistics, running
-// averages, parameter gradients) later kernels read. So no block waits for another's
-// epilogue: it runs its pass straight after. The last cluster barrier keeps every block's
-// shared memory until the whole cluster has read it.
+// forms its columns' coefficients, one epilogue part a thread (Epilogue::coefficients: what
+// the map needs, the same values the epilogue writes); rank 0 alone also runs the epilogue,
+// whose writes (statistics, running averages, parameter gradients) later kernels read. So no
+// block waits for another's epilogue: it runs its pass straight after. The last cluster
+// barrier keeps every block's shared memory until the whole cluster has read it.
 template <int NV, class Src, class Epilogue, class Map>
 __global__ void __launch_bounds__(kThreads)
     cluster_reduce_then_map_kernel(Src src, Epilogue epilogue, Map map, ClusterTiling t) {
