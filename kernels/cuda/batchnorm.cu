@@ -27,7 +27,6 @@
 #include <atomic>
 #include <stdexcept>
 #include <string>
-#include <vector>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/fastest_path.h"
@@ -486,15 +485,15 @@ enum Path : int { kThreeKernels, kCluster8, kCluster16, kTwoKernels, kPaths };
 constexpr const char* kPathNames[kPaths] = {"three_kernels", "cluster8", "cluster16",
                                             "two_kernels"};
 
-// Untimed, the first of these that applies: as the settings say (kernels/batchnorm.h).
-std::vector<int> configured_paths() {
-  std::vector<int> order;
+// `op` at `sh` with its paths; untimed, the first that applies as the settings say
+// (kernels/batchnorm.h).
+detail::PathOp path_op(const char* op, const BatchNormShape& sh) {
+  detail::PathOp out(op, kPathNames, kPaths, {sh.rows, sh.c});
   if (batchnorm_cluster())
-    order.push_back(batchnorm_cluster_max() == int(kMaxNonPortableClusterBlocks) ? kCluster16
-                                                                                 : kCluster8);
-  if (batchnorm_two_kernels()) order.push_back(kTwoKernels);
-  order.push_back(kThreeKernels);
-  return order;
+    out.then(batchnorm_cluster_max() == int(kMaxNonPortableClusterBlocks) ? kCluster16
+                                                                          : kCluster8);
+  if (batchnorm_two_kernels()) out.then(kTwoKernels);
+  return out.then(kThreeKernels);
 }
 
 // The sums (Src<1>: one channel per thread; Src<V>: V channels per thread) with their
@@ -556,9 +555,7 @@ void reduce_then_apply(const char* op, const BatchNormShape& sh, bool repeatable
                                      parts.map, small, stream);
       return;
     }
-    const detail::PathOp path_op{op, std::to_string(sh.rows) + "x" + std::to_string(sh.c),
-                                 kPathNames, kPaths, configured_paths()};
-    detail::run_fastest(path_op, repeatable, stream, [&](int path, bool timing) {
+    detail::run_fastest(path_op(op, sh), repeatable, stream, [&](int path, bool timing) {
       return timing ? launch_path(path, make(true), sh, workspace, stream)
                     : launch_path(path, parts, sh, workspace, stream);
     });

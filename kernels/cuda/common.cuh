@@ -35,11 +35,9 @@
 
 #if defined(__CUDACC__)
 #define UNETCU_UNROLL_4 _Pragma("unroll 4")
-#define UNETCU_UNROLL_8 _Pragma("unroll 8")
 #define UNETCU_UNROLL_ALL _Pragma("unroll")
 #else
 #define UNETCU_UNROLL_4
-#define UNETCU_UNROLL_8
 #define UNETCU_UNROLL_ALL
 #endif
 

@@ -45,8 +45,6 @@
 // keeps the faster.
 #include "kernels/conv.h"
 
-#include <string>
-
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/fastest_path.h"
 
@@ -554,12 +552,15 @@ __device__ inline SweepLane sweep_lane(const ConvShape& sh) {
   return out;
 }
 
-// The filter, [tap][c / 4] float4s, into the block's shared memory.
-__device__ inline void stage_filter(Vec<float, 4>* filter, const float* wt, int c) {
-  const int vectors = 9 * c / 4;
+// A sweep kernel's start: the filter, [tap][c / 4] float4s, into the block's shared memory
+// (every thread, before any leaves), then this lane's place.
+__device__ inline SweepLane start_sweep(Vec<float, 4>* filter, const float* wt,
+                                        const ConvShape& sh) {
+  const int vectors = 9 * sh.c / 4;
   for (int i = int(threadIdx.x); i < vectors; i += int(blockDim.x))
     filter[i] = load_vec<4>(wt, i);
   __syncthreads();
+  return sweep_lane(sh);
 }
 
 // y = conv(x, wt) (+ bias). Input row iy adds to output rows iy + 1, iy and iy - 1 (filter rows
@@ -571,8 +572,7 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
                                 ConvShape sh) {
   UNETCU_GRID_DEPENDENCY_SYNC();
   __shared__ Vec<float, 4> filter[9 * kSweepMaxC / 4];
-  stage_filter(filter, wt, sh.c);
-  const SweepLane wp = sweep_lane(sh);
+  const SweepLane wp = start_sweep(filter, wt, sh);
   if (!wp.active) return;
   const float b = bias ? bias[0] : 0.0f;
   float acc[3] = {0.0f, 0.0f, 0.0f};
@@ -616,8 +616,7 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
                                       bool accumulate) {
   UNETCU_GRID_DEPENDENCY_SYNC();
   __shared__ Vec<float, 4> filter[9 * kSweepMaxC / 4];
-  stage_filter(filter, wt, sh.c);
-  const SweepLane wp = sweep_lane(sh);
+  const SweepLane wp = start_sweep(filter, wt, sh);
   if (!wp.active) return;
   // window[0..2]: dy rows iy + 1, iy, iy - 1 (filter rows 0, 1, 2 of dx row iy), each as the
   // values right of, at and left of this column (taps 0, 1, 2).
@@ -669,9 +668,10 @@ unsigned sweep_blocks(const ConvShape& sh) {
 enum NarrowPath : int { kPerPixel, kRowSweep, kNarrowPaths };
 constexpr const char* kNarrowPathNames[kNarrowPaths] = {"per_pixel", "row_sweep"};
 
-std::string narrow_shape(const ConvShape& sh) {
-  return std::to_string(sh.n) + "x" + std::to_string(sh.h) + "x" + std::to_string(sh.w) + "x" +
-         std::to_string(sh.c);
+// `op` at `sh` (n x h x w x c), its paths in the untimed order.
+detail::PathOp narrow_path_op(const char* op, const ConvShape& sh) {
+  return detail::PathOp(op, kNarrowPathNames, kNarrowPaths, {sh.n, sh.h, sh.w, sh.c})
+      .then(kPerPixel);
 }
 
 }  // namespace
@@ -685,8 +685,7 @@ void conv2d_narrow_forward(float* y, const float* x, const float* wt, const floa
                            const ConvShape& sh, cudaStream_t stream) {
   const int64_t rows = int64_t(sh.n) * sh.p * sh.q;
   const bool sweep = sweep_applies(sh, x, wt);
-  const detail::PathOp op{"conv.narrow_fwd", narrow_shape(sh), kNarrowPathNames, kNarrowPaths,
-                          {kPerPixel}};
+  const detail::PathOp op = narrow_path_op("conv.narrow_fwd", sh);
   detail::run_fastest(op, y != x, stream, [&](int path, bool) {
     if (path == kRowSweep) {
       if (!sweep) return false;
@@ -706,9 +705,8 @@ void conv2d_narrow_backward_data(float* dx, const float* dy, const float* wt, co
   const int64_t rows = int64_t(sh.n) * sh.h * sh.w;
   const bool acc = mode == GradMode::accumulate;
   const bool sweep = sweep_applies(sh, dx, wt);
-  const detail::PathOp op{"conv.narrow_bwd_data", narrow_shape(sh), kNarrowPathNames,
-                          kNarrowPaths, {kPerPixel}};
   // Accumulating, a timing run would add twice: such calls are not timed.
+  const detail::PathOp op = narrow_path_op("conv.narrow_bwd_data", sh);
   detail::run_fastest(op, !acc && dx != dy, stream, [&](int path, bool) {
     if (path == kRowSweep) {
       if (!sweep) return false;

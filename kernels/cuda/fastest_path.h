@@ -1,8 +1,8 @@
 // kernels/cuda/fastest_path.h: how an op of kernels/cuda with more than one way to run picks
 // one (kernels/path_timing.h says what path timing is for).
 //
-//   run_fastest(PathOp{"batchnorm.train_fwd", shape, kNames, kPaths, order}, repeatable,
-//               stream, [&](int path, bool timing) { return launch path `path`; });
+//   run_fastest(PathOp("batchnorm.train_fwd", kNames, kPaths, {rows, c}).then(kThreeKernels),
+//               repeatable, stream, [&](int path, bool timing) { return launch path `path`; });
 //
 // `launch(path, timing)` runs the op by path `path` and returns true, or returns false,
 // launching nothing, where that path does not apply to this call (this shape, this device);
@@ -13,6 +13,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -23,14 +25,30 @@
 
 namespace unetcu::cuda::detail {
 
-// An op and shape with the paths it may take.
+// An op and shape with the paths it may take. Built at every call of the op (a kernel
+// launch's host side), so it holds numbers only: the key string is formed when path timing
+// looks the shape up.
+constexpr int kMaxPaths = 4, kMaxDims = 4;
 struct PathOp {
   const char* op;            // "batchnorm.train_fwd_relu"
-  std::string shape;         // "65536x64"
   const char* const* names;  // every path's name, by index
   int paths;                 // how many names
-  std::vector<int> order;    // untimed: the first of these that applies
-  std::string key() const { return std::string(op) + " " + shape; }
+  int64_t shape[kMaxDims];   // the shape's dims, "65536x64" in the key
+  int dims = 0;
+  int order[kMaxPaths];      // untimed: the first of these that applies
+  int orders = 0;
+  PathOp(const char* op_name, const char* const* path_names, int path_count,
+         std::initializer_list<int64_t> dims_of_shape)
+      : op(op_name), names(path_names), paths(path_count) {
+    for (int64_t d : dims_of_shape)
+      if (dims < kMaxDims) shape[dims++] = d;
+  }
+  // Appends `path` to the untimed order.
+  PathOp& then(int path) {
+    if (orders < kMaxPaths) order[orders++] = path;
+    return *this;
+  }
+  std::string key() const;  // "OP D0xD1x..."
 };
 
 // The path recorded for `key`, or -1.
@@ -90,8 +108,8 @@ void run_fastest(const PathOp& op, bool repeatable, cudaStream_t stream, const L
       path = record_fastest(key, op, time_paths(key, op, stream, launch));
     if (path >= 0 && launch(path, false)) return;
   }
-  for (int path : op.order)
-    if (launch(path, false)) return;
+  for (int i = 0; i < op.orders; ++i)
+    if (launch(op.order[i], false)) return;
   throw std::logic_error(op.key() + ": no path of its order applies (a bug in the caller)");
 }
 

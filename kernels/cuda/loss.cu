@@ -19,8 +19,6 @@
 #include "kernels/loss.h"
 
 #include <cmath>
-#include <string>
-#include <vector>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/fastest_path.h"
@@ -342,11 +340,9 @@ constexpr const char* kPathNames[kPaths] = {"two_launches", "one_launch"};
 template <class Launch>
 void run_loss_path(const char* op, int images, int64_t pixels, cudaStream_t stream,
                    const Launch& launch) {
-  std::vector<int> order;
-  if (loss_cluster()) order.push_back(kOneLaunch);
-  order.push_back(kTwoLaunches);
-  const detail::PathOp path_op{op, std::to_string(images) + "x" + std::to_string(pixels),
-                               kPathNames, kPaths, order};
+  detail::PathOp path_op(op, kPathNames, kPaths, {images, pixels});
+  if (loss_cluster()) path_op.then(kOneLaunch);
+  path_op.then(kTwoLaunches);
   detail::run_fastest(path_op, true, stream, [&](int path, bool) { return launch(path); });
 }
 

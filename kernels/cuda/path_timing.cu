@@ -50,6 +50,12 @@ void set_path_cost_for_tests(PathCost cost) { g_cost.store(cost); }
 
 namespace detail {
 
+std::string PathOp::key() const {
+  std::string out = std::string(op) + " ";
+  for (int d = 0; d < dims; ++d) out += (d ? "x" : "") + std::to_string(shape[d]);
+  return out;
+}
+
 int recorded_path(const std::string& key) {
   Choices& c = choices();
   std::lock_guard<std::mutex> lock(c.mutex);

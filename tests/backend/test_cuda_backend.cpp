@@ -24,6 +24,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "engine/cpu_backend.h"
 #include "engine/cuda_backend.h"
@@ -714,20 +715,21 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
     CHECK_FALSE(test::contains(backend->describe(), "channels in"));
   else
     CHECK(test::contains(backend->describe(), parts));
-  const char* clusters = std::getenv("UNETCU_BN_CLUSTER");
+  // The opt-in kernel paths (on when their variable is "1") and the words that name them.
+  const auto set_to_one = [](const char* variable) {
+    const char* value = std::getenv(variable);
+    return value != nullptr && std::string(value) == "1";
+  };
+  for (const auto& [variable, words] :
+       {std::pair<const char*, const char*>{"UNETCU_BN_CLUSTER", "BatchNorms in clusters"},
+        {"UNETCU_BN_TWO_KERNELS", "BatchNorms in two kernels"},
+        {"UNETCU_LOSS_CLUSTER", "Dice and counts in one cluster"},
+        {"UNETCU_PATH_TIMING", "paths timed per shape"}}) {
+    CAPTURE(variable);
+    CHECK(test::contains(backend->describe(), words) == set_to_one(variable));
+  }
   const char* cluster_max = std::getenv("UNETCU_BN_CLUSTER_MAX");
-  CHECK(test::contains(backend->describe(), "BatchNorms in clusters") ==
-        (clusters != nullptr && std::string(clusters) == "1"));
-  const char* two_kernels = std::getenv("UNETCU_BN_TWO_KERNELS");
-  CHECK(test::contains(backend->describe(), "BatchNorms in two kernels") ==
-        (two_kernels != nullptr && std::string(two_kernels) == "1"));
-  const char* loss_cluster = std::getenv("UNETCU_LOSS_CLUSTER");
-  CHECK(test::contains(backend->describe(), "Dice and counts in one cluster") ==
-        (loss_cluster != nullptr && std::string(loss_cluster) == "1"));
-  const char* timing = std::getenv("UNETCU_PATH_TIMING");
-  CHECK(test::contains(backend->describe(), "paths timed per shape") ==
-        (timing != nullptr && std::string(timing) == "1"));
-  if (clusters != nullptr && std::string(clusters) == "1")
+  if (set_to_one("UNETCU_BN_CLUSTER"))
     CHECK(test::contains(backend->describe(),
                          "BatchNorms in clusters of up to " +
                              std::string(cluster_max != nullptr ? cluster_max : "8")));
