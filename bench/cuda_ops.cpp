@@ -238,6 +238,7 @@ struct ConvCase : OpCase {
   ConvDir dir;
   bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
   bool direct = false;  // a direct kernel, which won against cuDNN (as the engine runs it)
+  bool tensor_cores = false;  // the direct kernel is the TF32 one (conv_mma.cu), as with TF32
   bool gemm = false;    // the GEMM and gather, which won against cuDNN (likewise)
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
@@ -282,7 +283,8 @@ struct ConvCase : OpCase {
   // UNETCU_DIRECT_CONV=0, else for the forward and backward-data the GEMM and gather, unless
   // UNETCU_GEMM_CONV=0; the timing is cuDNN's runner's (ConvRunner::Rival). The direct weight
   // gradient, which the backend runs only when UNETCU_DIRECT_CONV=1, competes only then (its
-  // time alone is then in the rival notes).
+  // time alone is then in the rival notes). With TF32 the forward's and backward-data's direct
+  // kernel is the tensor-core one where it applies.
   void prepare() {
     const char* setting = std::getenv("UNETCU_DIRECT_CONV");
     const bool allowed = setting == nullptr || std::string(setting) != "0";
@@ -301,7 +303,10 @@ struct ConvCase : OpCase {
     bool applies = false, gemm_applies = false;
     switch (dir) {
       case ConvDir::forward:
-        applies = allowed && cuda::conv2d_direct_forward_applies(sh, dx_in.get(), out.get());
+        tensor_cores = g_tf32 && cuda::conv2d_mma_forward_applies(sh, dx_in.get(), out.get());
+        applies = allowed && (tensor_cores ||
+                              cuda::conv2d_direct_forward_applies(sh, dx_in.get(), out.get()));
+        if (tensor_cores) rival.name = "tensor-core kernel";
         gemm_applies = offer_gemm(applies);
         ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get(),
                                            applies || gemm_applies ? &rival : nullptr);
@@ -309,7 +314,11 @@ struct ConvCase : OpCase {
         gemm = gemm_applies && g_conv->rival_serves_forward(sh);
         break;
       case ConvDir::backward_data:
-        applies = allowed && cuda::conv2d_direct_backward_data_applies(sh, ddy.get(), out.get());
+        tensor_cores =
+            g_tf32 && cuda::conv2d_mma_backward_data_applies(sh, ddy.get(), out.get());
+        applies = allowed && (tensor_cores || cuda::conv2d_direct_backward_data_applies(
+                                                  sh, ddy.get(), out.get()));
+        if (tensor_cores) rival.name = "tensor-core kernel";
         gemm_applies = offer_gemm(applies);
         ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get(),
                                                  applies || gemm_applies ? &rival : nullptr);
@@ -344,11 +353,18 @@ struct ConvCase : OpCase {
   void direct_ours(float* o, void* workspace) {
     switch (dir) {
       case ConvDir::forward:
-        cuda::conv2d_direct_forward(o, dx_in.get(), dwt.get(), sh, g_stream);
+        if (tensor_cores)
+          cuda::conv2d_mma_forward(o, dx_in.get(), dwt.get(), sh, g_stream);
+        else
+          cuda::conv2d_direct_forward(o, dx_in.get(), dwt.get(), sh, g_stream);
         break;
       case ConvDir::backward_data:
-        cuda::conv2d_direct_backward_data(o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
-                                          g_stream);
+        if (tensor_cores)
+          cuda::conv2d_mma_backward_data(o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
+                                         g_stream);
+        else
+          cuda::conv2d_direct_backward_data(o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
+                                            g_stream);
         break;
       case ConvDir::backward_filter:
         cuda::conv2d_direct_backward_filter(o, ddy.get(), dx_in.get(), sh, GradMode::overwrite,

@@ -239,6 +239,7 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(const BackendOptions& opt)
       : direct_conv_(conv_choice("UNETCU_DIRECT_CONV", "direct kernels")),
+        tf32_(opt.tf32),
         gemm_conv_(conv_choice("UNETCU_GEMM_CONV", "GEMM convolutions")),
         side_count_(side_stream_count()),
         split_(weight_grad_split()),
@@ -503,8 +504,12 @@ class CudaBackend final : public Backend {
       cuda::conv2d_narrow_forward(y, x, wt, bias, sh, compute_);
       return;
     }
-    const bool direct = direct_conv_ != ConvChoice::off &&
-                        cuda::conv2d_direct_forward_applies(sh, x, y);
+    const DirectKind kind = direct_conv_ == ConvChoice::off ? DirectKind::none
+                            : tf32_ && cuda::conv2d_mma_forward_applies(sh, x, y)
+                                ? DirectKind::tensor_cores
+                            : cuda::conv2d_direct_forward_applies(sh, x, y) ? DirectKind::fp32
+                                                                           : DirectKind::none;
+    const bool direct = kind != DirectKind::none;
     const bool gemm = !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_applies(sh);
     const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
@@ -517,9 +522,10 @@ class CudaBackend final : public Backend {
     if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
-        rival = rival_of("direct kernel", 0, [x, wt, sh](float* out, void*, cudaStream_t stream) {
-          cuda::conv2d_direct_forward(out, x, wt, sh, stream);
-        });
+        rival = rival_of(direct_name(kind), 0,
+                         [kind, x, wt, sh](float* out, void*, cudaStream_t stream) {
+                           direct_forward(kind, out, x, wt, sh, stream);
+                         });
       if (gemm)
         rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
                          [this, x, wt, sh](float* out, void* ws, cudaStream_t stream) {
@@ -539,9 +545,29 @@ class CudaBackend final : public Backend {
     if (gemm) {
       gemm_forward(y, x, wt, sh, static_cast<float*>(scratch(conv2d_col_bytes(sh))), compute_);
     } else {
-      cuda::conv2d_direct_forward(y, x, wt, sh, compute_);
+      direct_forward(kind, y, x, wt, sh, compute_);
     }
     if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
+  }
+  // The direct kernels of a forward or data gradient: with TF32 convolutions the tensor-core
+  // ones where they apply (kernels/cuda/conv_mma.cu), else the fp32 ones (conv_narrow.cu).
+  enum class DirectKind { none, fp32, tensor_cores };
+  static const char* direct_name(DirectKind kind) {
+    return kind == DirectKind::tensor_cores ? "tensor-core kernel" : "direct kernel";
+  }
+  static void direct_forward(DirectKind kind, float* y, const float* x, const float* wt,
+                             const ConvShape& sh, cudaStream_t stream) {
+    if (kind == DirectKind::tensor_cores)
+      cuda::conv2d_mma_forward(y, x, wt, sh, stream);
+    else
+      cuda::conv2d_direct_forward(y, x, wt, sh, stream);
+  }
+  static void direct_backward_data(DirectKind kind, float* dx, const float* dy, const float* wt,
+                                   const ConvShape& sh, GradMode mode, cudaStream_t stream) {
+    if (kind == DirectKind::tensor_cores)
+      cuda::conv2d_mma_backward_data(dx, dy, wt, sh, mode, stream);
+    else
+      cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, stream);
   }
   // y = conv(x, wt) as col = im2col(x), then the GEMM of wt and col; `col` holds
   // conv2d_col_bytes(sh).
@@ -556,8 +582,13 @@ class CudaBackend final : public Backend {
       cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, compute_);
       return;
     }
-    const bool direct = direct_conv_ != ConvChoice::off &&
-                        cuda::conv2d_direct_backward_data_applies(sh, dy, dx);
+    const DirectKind kind = direct_conv_ == ConvChoice::off ? DirectKind::none
+                            : tf32_ && cuda::conv2d_mma_backward_data_applies(sh, dy, dx)
+                                ? DirectKind::tensor_cores
+                            : cuda::conv2d_direct_backward_data_applies(sh, dy, dx)
+                                ? DirectKind::fp32
+                                : DirectKind::none;
+    const bool direct = kind != DirectKind::none;
     const bool gemm = !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_applies(sh);
     const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
@@ -569,9 +600,11 @@ class CudaBackend final : public Backend {
     if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
-        rival = rival_of("direct kernel", 0, [dy, wt, sh](float* out, void*, cudaStream_t stream) {
-          cuda::conv2d_direct_backward_data(out, dy, wt, sh, GradMode::overwrite, stream);
-        });
+        rival = rival_of(direct_name(kind), 0,
+                         [kind, dy, wt, sh](float* out, void*, cudaStream_t stream) {
+                           direct_backward_data(kind, out, dy, wt, sh, GradMode::overwrite,
+                                                stream);
+                         });
       if (gemm)
         rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
                          [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream) {
@@ -593,7 +626,7 @@ class CudaBackend final : public Backend {
                          compute_);
       return;
     }
-    cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, compute_);
+    direct_backward_data(kind, dx, dy, wt, sh, mode, compute_);
   }
   // dx (+)= conv_transpose(dy, wt) as col = the GEMM of wt and dy, then the gather; `col`
   // holds conv2d_col_bytes(sh).
@@ -1056,7 +1089,9 @@ class CudaBackend final : public Backend {
 #endif
 
   std::string description_;
-  ConvChoice direct_conv_, gemm_conv_;
+  ConvChoice direct_conv_;
+  bool tf32_;  // TF32 convolutions: the direct forward and data gradient on the tensor cores
+  ConvChoice gemm_conv_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   cudaEvent_t compute_mark_ = nullptr;
   cudaEvent_t direct_copied_ = nullptr;  // after a pinned_src upload's copies

@@ -166,6 +166,19 @@ bool conv2d_direct_backward_data_applies(const ConvShape& sh, const float* dy, c
 void conv2d_direct_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                                  GradMode mode, cudaStream_t stream);
 
+// The same shapes on the tensor cores in TF32 (kernels/cuda/conv_mma.cu): a "same" 3x3 filter at
+// stride 1, 16 or 32 output channels of the direction, input channels a multiple of 16, the
+// activations 16-byte aligned, and a device that runs TF32 products (compute capability 8.0).
+// Operands rounded to TF32 to nearest (not truncated); each output adds its products in a fixed
+// order. For the engine's TF32 convolutions (cuDNN's rival there, as the kernels above
+// are with TF32 off).
+bool conv2d_mma_forward_applies(const ConvShape& sh, const float* x, const float* y);
+void conv2d_mma_forward(float* y, const float* x, const float* wt, const ConvShape& sh,
+                        cudaStream_t stream);
+bool conv2d_mma_backward_data_applies(const ConvShape& sh, const float* dy, const float* dx);
+void conv2d_mma_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                              GradMode mode, cudaStream_t stream);
+
 // The gathers of the GEMM convolutions (conv2d_forward_gemm_dims and
 // conv2d_backward_data_gemm_dims above), which apply where the column matrix is at most
 // kConvGemmMaxColBytes (at batch 16, 128x128: encoder layers 1-4, the stem's forward, the

@@ -532,15 +532,19 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
     fi
   done
   # Where the direct kernels won their timing against cuDNN's choice in the TF32 run (the
-  # "rival" notes of algorithms.txt): direction and shape, their time, cuDNN's.
+  # "rival" notes of algorithms.txt; with TF32 the forward's and data gradient's direct kernel
+  # is the tensor-core one where it applies): direction and shape, their time, cuDNN's, and
+  # how many disagreed with cuDNN's output (a wrong kernel on this card).
   algos=$out/train-tf32/algorithms.txt
   if [ -f "$algos" ]; then
-    tried=$(grep -c 'rival direct kernel' "$algos")
-    served=$(grep 'rival direct kernel: [0-9.e+-]* ms, SERVES' "$algos" |
-      sed -E 's/^([a-z-]+ [^:]*):.*rival direct kernel: ([0-9.e+-]*) ms, SERVES \(cuDNN.s choice ([0-9.e+-]*) ms\).*/\1: \2 vs \3 ms/' |
+    rival='rival (direct|tensor-core) kernel'
+    tried=$(grep -cE "$rival" "$algos")
+    disagree=$(grep -E "$rival" "$algos" | grep -c 'DISAGREES')
+    served=$(grep -E "$rival: [0-9.e+-]* ms, SERVES" "$algos" |
+      sed -E 's/^([a-z-]+ [^:]*):.*rival ([a-z-]+) kernel: ([0-9.e+-]*) ms, SERVES \(cuDNN.s choice ([0-9.e+-]*) ms\).*/\1 (\2): \3 vs \4 ms/' |
       paste -sd ';' -)
-    row "direct convs vs cuDNN, tf32" "" \
-      "serve $(grep -c 'rival direct kernel: [0-9.e+-]* ms, SERVES' "$algos") of $tried: ${served:-none}"
+    row "direct convs vs cuDNN, tf32" "$([ "$disagree" = 0 ] || echo FAILED)" \
+      "serve $(grep -cE "$rival: [0-9.e+-]* ms, SERVES" "$algos") of $tried, $disagree disagree: ${served:-none}"
   fi
   # Inference on the GPU against the CPU, from the TF32 run's best weights: the same 8 images
   # through `unetcu predict` on both devices (fp32 convolutions on the GPU), probabilities

@@ -217,21 +217,30 @@ AttributedLaunch<Params...> cooperative_launch(void (*kernel)(Params...), const 
   return AttributedLaunch<Params...>{kernel, site, attribute};
 }
 
-// Whether `kernel` was compiled for compute capability 9.0 or later, so that its
-// UNETCU_GRID_DEPENDENCY_SYNC really waits (built for an older architecture it is empty, and
-// a chained launch of it would race the previous kernel). Asked once per kernel.
-inline bool kernel_waits_for_dependencies(const void* kernel) {
+// `ask(kernel)`'s answer about a kernel, asked once per kernel and kept for the process (each
+// question, a lambda of its own type, has its own answers); false answers clear the runtime's
+// last error, which the question may have set.
+template <class Ask>
+inline bool asked_once(const void* kernel, const Ask& ask) {
   static std::mutex mutex;
   static std::unordered_map<const void*, bool> known;
   std::lock_guard<std::mutex> lock(mutex);
   auto it = known.find(kernel);
   if (it != known.end()) return it->second;
-  cudaFuncAttributes attributes = {};
-  const bool waits =
-      cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess && attributes.ptxVersion >= 90;
-  if (!waits) (void)cudaGetLastError();
-  known.emplace(kernel, waits);
-  return waits;
+  const bool yes = ask(kernel);
+  if (!yes) (void)cudaGetLastError();
+  known.emplace(kernel, yes);
+  return yes;
+}
+
+// Whether `kernel` was compiled for compute capability 9.0 or later, so that its
+// UNETCU_GRID_DEPENDENCY_SYNC really waits (built for an older architecture it is empty, and
+// a chained launch of it would race the previous kernel). Asked once per kernel.
+inline bool kernel_waits_for_dependencies(const void* kernel) {
+  return asked_once(kernel, [](const void* k) {
+    cudaFuncAttributes attributes = {};
+    return cudaFuncGetAttributes(&attributes, k) == cudaSuccess && attributes.ptxVersion >= 90;
+  });
 }
 
 template <typename... Params>

@@ -144,6 +144,7 @@ const char* collective_name(Collective op) {
     case Collective::reduce_add: return "__reduce_add_sync";
     case Collective::reduce_min: return "__reduce_min_sync";
     case Collective::reduce_max: return "__reduce_max_sync";
+    case Collective::mma_tf32: return "mma.sync.m16n8k8.tf32";
   }
   return "warp collective";
 }
@@ -643,6 +644,11 @@ class Runner {
       case Collective::reduce_max:
         common = reduce(group->op, arrived, group->value, group->arg[__builtin_ctz(arrived)] != 0);
         break;
+      case Collective::mma_tf32:
+        // A lane that exited left the warp short: mma.sync needs all 32.
+        if (arrived != 0xffffffffu) report_short_mma(w, group);
+        mma_tf32(group->value);
+        break;
       default:
         break;
     }
@@ -687,6 +693,38 @@ class Runner {
     return group->value[j];
   }
 
+  // Every lane's d of one m16n8k8 TF32 product; value[lane] points at the lane's MmaTf32Lane.
+  static void mma_tf32(const uint64_t* value) {
+    MmaTf32Lane* lane[32];
+    for (int l = 0; l < 32; ++l) lane[l] = reinterpret_cast<MmaTf32Lane*>(value[l]);
+    // The hardware reads an operand's sign, exponent and 10 mantissa bits only.
+    auto tf32 = [](uint32_t bits) {
+      float f;
+      bits &= 0xffffe000u;
+      std::memcpy(&f, &bits, sizeof f);
+      return double(f);
+    };
+    double a[16][8], b[8][8];
+    for (int l = 0; l < 32; ++l) {
+      const int g = l >> 2, t = l & 3;
+      a[g][t] = tf32(lane[l]->a[0]);
+      a[g + 8][t] = tf32(lane[l]->a[1]);
+      a[g][t + 4] = tf32(lane[l]->a[2]);
+      a[g + 8][t + 4] = tf32(lane[l]->a[3]);
+      b[t][g] = tf32(lane[l]->b[0]);
+      b[t + 4][g] = tf32(lane[l]->b[1]);
+    }
+    for (int l = 0; l < 32; ++l) {
+      const int g = l >> 2, t = l & 3;
+      for (int i = 0; i < 4; ++i) {
+        const int row = g + (i >> 1) * 8, col = 2 * t + (i & 1);
+        double sum = lane[l]->c[i];
+        for (int k = 0; k < 8; ++k) sum += a[row][k] * b[k][col];
+        lane[l]->d[i] = float(sum);
+      }
+    }
+  }
+
   static uint64_t reduce(Collective op, unsigned arrived, const uint64_t* value, bool is_signed) {
     int64_t acc = 0;
     bool first = true;
@@ -714,6 +752,14 @@ class Runner {
 
   // The reports are out of line and cold: the hot paths keep small frames, so each fiber
   // touches fewer stack cache lines per switch.
+  [[noreturn, gnu::noinline, gnu::cold]] void report_short_mma(int w,
+                                                                const WarpGroup* group) const {
+    std::ostringstream os;
+    os << "warp " << w << " reached " << collective_name(group->op) << " at "
+       << place(group->file, group->line) << " with lanes 0x" << std::hex << group->arrived
+       << " only (a lane exited: the product needs all 32)";
+    fatal(os.str());
+  }
   [[noreturn, gnu::noinline, gnu::cold]] void report_barrier_after_exit(const Thread* t,
                                                                         const char* file,
                                                                         int line) const {

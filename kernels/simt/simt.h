@@ -61,6 +61,9 @@
 //              its mask (exited lanes do not count). Reading a lane that did not take part
 //              returns poison (all bits set: NaN for floats) and is counted. A lane outside its
 //              own mask, a bad width, or lanes of one mask at different collectives abort.
+//   tensor     unetcu::simt::mma_tf32_m16n8k8 (kernels/cuda/mma.cuh's emulated mma_tf32): the
+//              m16n8k8 TF32 product of PTX's mma.sync in its fragment layout, a collective of
+//              all 32 lanes (a lane that exited before it aborts the launch with a report).
 //   atomics    atomicAdd, atomicSub, atomicAnd/Or/Xor, atomicExch, atomicCAS, atomicMax/Min on
 //              int, unsigned, long long, unsigned long long; atomicAdd on float and double;
 //              atomicExch on float; atomicInc/Dec. Real (relaxed) atomics, safe across workers.
@@ -189,7 +192,17 @@ extern __thread unsigned char* dynamic_shared_base;
 
 enum class Collective : uint8_t {
   shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, sync, reduce_add, reduce_min,
-  reduce_max
+  reduce_max, mma_tf32
+};
+
+// One lane's operands and result of mma_tf32_m16n8k8 (PTX mma.sync.aligned.m16n8k8.row.col
+// .f32.tf32.tf32.f32): the lane deposits a pointer to it, and the warp's last lane to arrive
+// computes every lane's d from all lanes' a, b and c while they wait.
+struct MmaTf32Lane {
+  uint32_t a[4];
+  uint32_t b[2];
+  float c[4];
+  float d[4];
 };
 
 // Blocks the calling fiber until every thread of the block arrives; returns the number of threads
@@ -411,6 +424,26 @@ UNETCU_SIMT_WARP_REDUCE(__reduce_min_sync, reduce_min, int)
 UNETCU_SIMT_WARP_REDUCE(__reduce_max_sync, reduce_max, unsigned)
 UNETCU_SIMT_WARP_REDUCE(__reduce_max_sync, reduce_max, int)
 #undef UNETCU_SIMT_WARP_REDUCE
+
+namespace unetcu {
+namespace simt {
+// The tensor cores' m16n8k8 TF32 product (kernels/cuda/mma.cuh), a collective of all 32 lanes
+// of the warp: d = A (16 x 8, row-major) * B (8 x 8, column-major) + C in PTX's fragment
+// layout (g = lane / 4, t = lane % 4): a = A[g][t], A[g+8][t], A[g][t+4], A[g+8][t+4];
+// b = B[t][g], B[t+4][g]; c and d = C[g][2t], C[g][2t+1], C[g+8][2t], C[g+8][2t+1]. As the
+// hardware does, only an operand's TF32 bits count (the low 13 bits of a float are ignored).
+// Each d is the eight products, exact, and c added in double and rounded once.
+inline void mma_tf32_m16n8k8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                             const float (&c)[4], const char* file = __builtin_FILE(),
+                             int line = __builtin_LINE()) {
+  using namespace unetcu::simt::detail;
+  MmaTf32Lane lane{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}, {c[0], c[1], c[2], c[3]}, {}};
+  warp_collective(Collective::mma_tf32, 0xffffffffu, reinterpret_cast<uintptr_t>(&lane), 0,
+                  warpSize, file, line);
+  for (int i = 0; i < 4; ++i) d[i] = lane.d[i];
+}
+}  // namespace simt
+}  // namespace unetcu
 
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

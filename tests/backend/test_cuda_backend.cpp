@@ -560,6 +560,46 @@ TEST_CASE("UNETCU_GEMM_CONV other than 0, 1 or auto is refused with its value") 
   check_conv_choice("UNETCU_GEMM_CONV", {"2", "yes", "gemm"}, "GEMM convolutions");
 }
 
+// The direct convolutions a backend runs (UNETCU_DIRECT_CONV=1 forces them where they apply):
+// with TF32 convolutions the tensor-core ones (kernels/cuda/conv_mma.cu), which round their
+// operands to TF32, else the fp32 ones. Every input is 1 + 2^-12, which TF32 rounds to 1 (to
+// nearest) and fp32 keeps; the filters are 1; every sum below is exact in float either way.
+TEST_CASE("forced direct convolutions run on the tensor cores with TF32, in fp32 without") {
+  ScopedEnv env("UNETCU_DIRECT_CONV");
+  env.set("1");
+  const ConvShape sh = ConvShape::make(1, 6, 6, 32, 16, 3, 3, 1, 1);  // the decoder's 32 -> 16
+  const float input = 1.0f + 1.0f / 4096;
+  for (bool tf32 : {true, false}) {
+    CAPTURE(tf32);
+    BackendOptions opt;
+    opt.tf32 = tf32;
+    std::unique_ptr<Backend> be = make_cuda_backend(opt);
+    const std::vector<float> x(size_t(sh.x_size()), input), dy(size_t(sh.y_size()), input);
+    const std::vector<float> wt(size_t(sh.w_size()), 1.0f);
+    float* d_x = static_cast<float*>(be->alloc(x.size() * sizeof(float)));
+    float* d_dy = static_cast<float*>(be->alloc(dy.size() * sizeof(float)));
+    float* d_wt = static_cast<float*>(be->alloc(wt.size() * sizeof(float)));
+    float* d_y = static_cast<float*>(be->alloc(dy.size() * sizeof(float)));
+    float* d_dx = static_cast<float*>(be->alloc(x.size() * sizeof(float)));
+    be->upload(d_x, x.data(), x.size() * sizeof(float));
+    be->upload(d_dy, dy.data(), dy.size() * sizeof(float));
+    be->upload(d_wt, wt.data(), wt.size() * sizeof(float));
+    be->conv_forward(d_y, d_x, d_wt, nullptr, sh);
+    be->conv_backward_data(d_dx, d_dy, d_wt, sh, GradMode::overwrite);
+    std::vector<float> y(dy.size()), dx(x.size());
+    be->download(y.data(), d_y, y.size() * sizeof(float));
+    be->download(dx.data(), d_dx, dx.size() * sizeof(float));
+    be->synchronize();
+    // An interior pixel sums 9 taps x 32 channels forward, 9 x 16 backward-data.
+    const size_t pixel = size_t(2 * sh.w + 3);
+    for (int k = 0; k < sh.k; ++k)
+      CHECK(y[pixel * size_t(sh.k) + size_t(k)] == (tf32 ? 288.0f : 288.0f * input));
+    for (int c = 0; c < sh.c; ++c)
+      CHECK(dx[pixel * size_t(sh.c) + size_t(c)] == (tf32 ? 144.0f : 144.0f * input));
+    for (float* p : {d_x, d_dy, d_wt, d_y, d_dx}) be->release(p);
+  }
+}
+
 #if !defined(UNETCU_TEST_EMULATED)
 // Read by cuDNN's runner, which the emulated build does not have: bad values refused (the
 // error names the variable, the value and `takes`), good ones accepted.

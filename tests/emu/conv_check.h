@@ -22,10 +22,26 @@ namespace unetcu::test {
 
 constexpr double kU = 1.0 / (1 << 24);  // float unit roundoff
 
-inline std::vector<double> widen(const std::vector<float>& v) { return {v.begin(), v.end()}; }
-inline std::vector<double> magnitude(const std::vector<float>& v) {
+// What a kernel multiplies for an input value: the value itself, or (tf32_nearest) the value
+// rounded to TF32 as the tensor-core kernels round their operands.
+using Operand = double (*)(float);
+inline double exact(float x) { return x; }
+// x rounded to 11 significant bits (TF32), to nearest with ties away from zero (PTX's
+// cvt.rna.tf32.f32), written with double arithmetic apart from the kernels' bit form.
+inline double tf32_nearest(float x) {
+  if (x == 0.0f || !std::isfinite(x)) return x;
+  const double step = std::ldexp(1.0, std::ilogb(x) - 10);
+  return std::round(double(x) / step) * step;
+}
+
+inline std::vector<double> widen(const std::vector<float>& v, Operand op = exact) {
   std::vector<double> a(v.size());
-  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(double(v[i]));
+  for (size_t i = 0; i < v.size(); ++i) a[i] = op(v[i]);
+  return a;
+}
+inline std::vector<double> magnitude(const std::vector<float>& v, Operand op = exact) {
+  std::vector<double> a(v.size());
+  for (size_t i = 0; i < v.size(); ++i) a[i] = std::fabs(op(v[i]));
   return a;
 }
 
@@ -59,19 +75,19 @@ inline void check_bounded(const std::vector<float>& got, const std::vector<doubl
 }
 
 // A forward kernel against the double reference: seeded inputs, poisoned output, two thread
-// schedules; each output sums at most `L` float terms (gamma_L |terms|).
-// `launch(y, x, wt, bias)` runs it (bias null without one).
+// schedules; each output sums at most `L` float terms (gamma_L |terms|) of the products of
+// op(x) and op(wt). `launch(y, x, wt, bias)` runs it (bias null without one).
 template <class Launch>
 void check_forward_kernel(const ConvShape& sh, size_t shift, bool with_bias, double L,
-                          const std::string& what, Launch launch) {
+                          const std::string& what, Launch launch, Operand op = exact) {
   const auto x = random_vector<float>(size_t(sh.x_size()), 900);
   const auto wt = random_vector<float>(size_t(sh.w_size()), 901);
   const auto bias = random_vector<float>(size_t(sh.k), 902);
   const std::vector<double> b = widen(bias), b_abs = magnitude(bias);
   std::vector<double> want(size_t(sh.y_size())), terms(want.size());
-  cpu::conv2d_forward(want.data(), widen(x).data(), widen(wt).data(),
+  cpu::conv2d_forward(want.data(), widen(x, op).data(), widen(wt, op).data(),
                       with_bias ? b.data() : nullptr, sh);
-  cpu::conv2d_forward(terms.data(), magnitude(x).data(), magnitude(wt).data(),
+  cpu::conv2d_forward(terms.data(), magnitude(x, op).data(), magnitude(wt, op).data(),
                       with_bias ? b_abs.data() : nullptr, sh);
   const std::vector<double> bound = sum_bound(L, terms);
 
@@ -89,19 +105,20 @@ void check_forward_kernel(const ConvShape& sh, size_t shift, bool with_bias, dou
 }
 
 // A backward-data kernel against the double reference in both grad modes (poisoned output
-// when overwriting); each element sums at most `L` float terms, the old value included.
-// `launch(dx, dy, wt, mode)` runs it.
+// when overwriting); each element sums at most `L` float terms, the old value included, of the
+// products of op(dy) and op(wt). `launch(dx, dy, wt, mode)` runs it.
 template <class Launch>
 void check_data_kernel(const ConvShape& sh, size_t shift, double L, const std::string& what,
-                       Launch launch) {
+                       Launch launch, Operand op = exact) {
   for (GradMode mode : kGradModes) {
     CAPTURE(mode_name(mode));
     const auto dy = random_vector<float>(size_t(sh.y_size()), 910);
     const auto wt = random_vector<float>(size_t(sh.w_size()), 911);
     const auto dx0 = random_vector<float>(size_t(sh.x_size()), 912);
     std::vector<double> want = widen(dx0), terms = magnitude(dx0);
-    cpu::conv2d_backward_data(want.data(), widen(dy).data(), widen(wt).data(), sh, mode);
-    cpu::conv2d_backward_data(terms.data(), magnitude(dy).data(), magnitude(wt).data(), sh, mode);
+    cpu::conv2d_backward_data(want.data(), widen(dy, op).data(), widen(wt, op).data(), sh, mode);
+    cpu::conv2d_backward_data(terms.data(), magnitude(dy, op).data(), magnitude(wt, op).data(), sh,
+                              mode);
     const std::vector<double> bound = sum_bound(L, terms);
 
     const Outputs out = run_deterministic([&] {

@@ -5,6 +5,7 @@
 #include "tests/simt/simt_test_kernels.h"
 
 #include "kernels/cuda/launch.h"
+#include "kernels/cuda/mma.cuh"
 
 namespace simt_test {
 namespace {
@@ -50,6 +51,27 @@ __global__ void shuffles_kernel(int* out, const int* src, int delta, int lane_ma
   out[1 * 32 + lane] = __shfl_up_sync(kFull, v, delta, width);
   out[2 * 32 + lane] = __shfl_down_sync(kFull, v, delta, width);
   out[3 * 32 + lane] = __shfl_xor_sync(kFull, v, lane_mask, width);
+}
+
+// Lane (g, t) = (lane / 4, lane % 4) loads its fragments by PTX's layout (mma.cuh).
+__global__ void mma_tf32_kernel(float* d, const float* a, const float* b, const float* c) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  const float fa[4] = {a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4]};
+  const float fb[2] = {b[t * 8 + g], b[(t + 4) * 8 + g]};
+  float acc[4] = {c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t],
+                  c[(g + 8) * 8 + 2 * t + 1]};
+  unetcu::cuda::detail::mma_tf32(acc, fa, fb);
+  d[g * 8 + 2 * t] = acc[0];
+  d[g * 8 + 2 * t + 1] = acc[1];
+  d[(g + 8) * 8 + 2 * t] = acc[2];
+  d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+}
+
+__global__ void mma_short_warp_kernel(int lane) {
+  if (int(threadIdx.x) == lane) return;
+  float acc[4] = {0, 0, 0, 0};
+  const float fa[4] = {1, 1, 1, 1}, fb[2] = {1, 1};
+  unetcu::cuda::detail::mma_tf32(acc, fa, fb);
 }
 
 __global__ void votes_kernel(unsigned* out, const int* pred) {
@@ -353,6 +375,15 @@ void block_sum_shuffle(float* out, const float* in, int n, int block, cudaStream
 void shuffles(int* out, const int* src, int delta, int lane_mask, int width,
               cudaStream_t stream) {
   UNETCU_LAUNCH(shuffles_kernel, 1, 32, 0, stream)(out, src, delta, lane_mask, width);
+}
+
+void mma_tf32_product(float* d, const float* a, const float* b, const float* c,
+                      cudaStream_t stream) {
+  UNETCU_LAUNCH(mma_tf32_kernel, 1, 32, 0, stream)(d, a, b, c);
+}
+
+void mma_short_warp(int lane, cudaStream_t stream) {
+  UNETCU_LAUNCH(mma_short_warp_kernel, 1, 32, 0, stream)(lane);
 }
 
 void votes(unsigned* out, const int* pred, int threads, cudaStream_t stream) {

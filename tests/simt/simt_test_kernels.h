@@ -20,6 +20,14 @@ void block_sum_shuffle(float* out, const float* in, int n, int block, cudaStream
 //   out[3*32+i] = __shfl_xor_sync(full, v, lane_mask, width)
 void shuffles(int* out, const int* src, int delta, int lane_mask, int width, cudaStream_t stream);
 
+// One warp's tensor-core product (kernels/cuda/mma.cuh's mma_tf32, PTX's m16n8k8 TF32 layout):
+// d (16 x 8, row-major) = a (16 x 8, row-major) * b (8 x 8, row-major) + c (16 x 8), the
+// operands passed as given (their low 13 bits are then ignored, as on a GPU).
+void mma_tf32_product(float* d, const float* a, const float* b, const float* c,
+                      cudaStream_t stream);
+// The same with lane `lane` returning before the product: the warp is short.
+void mma_short_warp(int lane, cudaStream_t stream);
+
 // `threads` threads (one or more warps); predicate for thread t = pred[t]. Per thread:
 // out[3*t] = __ballot_sync(full, p), out[3*t+1] = __any_sync, out[3*t+2] = __all_sync.
 void votes(unsigned* out, const int* pred, int threads, cudaStream_t stream);

@@ -136,6 +136,60 @@ TEST_CASE("simt: shuffles follow the CUDA rules for every width") {
   }
 }
 
+// The TF32 value the hardware reads from a float: its top 19 bits (sign, exponent, 10 mantissa
+// bits), the low 13 ignored; written apart from the emulator's own masking.
+double tf32_truncated(float x) {
+  if (x == 0.0f) return 0.0;
+  const int exponent = std::ilogb(x);  // x = m 2^e, 1 <= |m| < 2
+  const double step = std::ldexp(1.0, exponent - 10);
+  return std::trunc(double(x) / step) * step;
+}
+
+TEST_CASE("simt: the tensor-core product follows PTX's m16n8k8 TF32 fragment layout") {
+  std::mt19937 rng(41);
+  std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+  auto random = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+  };
+  const std::vector<float> a = random(16 * 8), b = random(8 * 8), c = random(16 * 8);
+  DeviceArray<float> da(a), db(b), dc(c), dd(16 * 8);
+  unetcu::simt::reset_counters();
+  simt_test::mma_tf32_product(dd.get(), da.get(), db.get(), dc.get(), nullptr);
+  const std::vector<float> d = dd.read();
+  CHECK(unetcu::simt::counters().warp_collectives == 1);
+  int wrong = 0;
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      // The products of the TF32 operands are exact in double; the sum is rounded once.
+      double want = c[i * 8 + j], terms = std::fabs(c[i * 8 + j]);
+      for (int k = 0; k < 8; ++k) {
+        want += tf32_truncated(a[i * 8 + k]) * tf32_truncated(b[k * 8 + j]);
+        terms += std::fabs(tf32_truncated(a[i * 8 + k]) * tf32_truncated(b[k * 8 + j]));
+      }
+      const double err = std::fabs(double(d[i * 8 + j]) - want);
+      if (!(err <= terms * std::ldexp(1.0, -24))) {
+        ++wrong;
+        CAPTURE(i);
+        CAPTURE(j);
+        CHECK(d[i * 8 + j] == doctest::Approx(want));
+      }
+    }
+  }
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("simt: a tensor-core product with a lane gone aborts") {
+  bool aborted = false;
+  const std::string report =
+      simt_test::run_in_child([] { simt_test::mma_short_warp(5, nullptr); }, &aborted);
+  CAPTURE(report);
+  CHECK(aborted);
+  CHECK(report.find("mma.sync.m16n8k8.tf32") != std::string::npos);
+  CHECK(report.find("with lanes 0xffffffdf only") != std::string::npos);
+}
+
 TEST_CASE("simt: ballot, any and all per warp") {
   const int threads = 64;
   std::vector<int> pred(threads, 7);                                  // warp 0: all true

@@ -1,0 +1,216 @@
+// kernels/cuda/conv_mma.cu: the decoder's full-resolution convolutions (3x3 "same", stride 1,
+// 16 or 32 output channels of the direction) forward and backward-data on the tensor cores in
+// TF32, as an implicit GEMM with one warp-level product (kernels/cuda/mma.cuh) per 16 pixels x
+// 8 output channels x 8 of the reduction's (tap, input channel) pairs.
+//
+// Why: on the H100 cuDNN's TF32 kernels take 46-62 us each way for 3x3 32 -> 16 and 16 -> 16
+// at 128x128 (batch 16), and 17-21 us for 32 -> 32 at 64x64 (bench/RESULTS.md), all on the
+// step's critical path, where moving the input and the output once takes 11-17 us and the
+// tensor cores need a few: their GEMMs have only 16 or 32 columns, which cuDNN's tiles leave
+// mostly idle. The fp32 direct kernels (conv_narrow.cu) do the same work on the CUDA cores and
+// lost to cuDNN at all but 16 -> 16 (15-35% of the FP32 rate).
+//
+// A tile is 4 output rows x 32 columns of one image and every output channel: warp w takes
+// the 16 pixels of row w / 2 starting at column 16 (w % 2). The input channels (a multiple of
+// 16) are taken 16 at a time: the block stages the tile's input (6 x 34 pixels with the halo,
+// zeros outside the image) and the chunk's filters in shared memory, rounded to TF32 once
+// there, then each warp runs 9 taps x 2 channel groups x (outputs / 8) products. Where the
+// filters fit (16 outputs and at most 32 inputs, or 32 and 16) they are staged once for all
+// the block's tiles, and a block takes two tiles or more where the grid has over 1,056.
+// Shared-memory strides keep a warp's fragment reads on 32 distinct banks: a lane
+// (g = lane / 4, t = lane % 4) reads pixel g or g + 8 and channel t or t + 4, and output
+// channel g (the filter), at stride 20 floats a pixel and 148 a filter (both 4, 12, 20 or 28
+// mod 32 after multiplying by g, plus t). Backward-data is the forward convolution of dy with
+// the filters transposed and turned around, as in conv_narrow.cu's direct kernels.
+//
+// Each output is its products added in the tensor cores' order (fixed by the shape: chunks,
+// then taps, then channel groups), so the result does not depend on scheduling. The engine
+// times it against cuDNN's choice per shape and direction, as the direct kernels, when the
+// convolutions run in TF32.
+#include "kernels/conv.h"
+
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/mma.cuh"
+
+namespace unetcu::cuda {
+namespace {
+
+constexpr int kTileRows = 4, kTileCols = 32;             // a block's output pixels
+constexpr int kInRows = kTileRows + 2, kInCols = kTileCols + 2;
+constexpr int kChunk = 16;                               // input channels staged at a time
+constexpr int kPixelStride = kChunk + 4;                 // floats a staged input pixel
+constexpr int kTaps = 9;
+constexpr int kFilterStride = kTaps * kChunk + 4;        // floats a staged output channel
+constexpr int kMmaThreads = 256;                         // 8 warps x 16 pixels = the tile
+
+// The staging loops load and store one value at a time: at 48-64 registers (ptxas, sm_90) four
+// blocks fit an SM and keep about 16 KB of loads in flight an SM while their neighbours
+// compute. Loading a thread's whole share before storing it took 124-252 registers (one block
+// an SM), or spilled when held to four blocks' 64.
+
+// Stages input channels [c0, c0 + kChunk) of the filters, rounded to TF32:
+// staged_wt[o][tap][i] = w'[o][tap][c0 + i].
+template <int Cout, bool Flip>
+__device__ inline void stage_filters(float* staged_wt, const float* __restrict__ wt, int c0,
+                                     int wt_c) {
+  for (int e = int(threadIdx.x); e < Cout * kTaps * kChunk; e += kMmaThreads) {
+    const int i = e % kChunk, tap = (e / kChunk) % kTaps, o = e / (kChunk * kTaps);
+    const float v = Flip ? wt[(int64_t(c0 + i) * kTaps + (kTaps - 1 - tap)) * wt_c + o]
+                         : wt[(int64_t(o) * kTaps + tap) * wt_c + c0 + i];
+    staged_wt[o * kFilterStride + tap * kChunk + i] = detail::tf32_round(v);
+  }
+}
+
+// out (+)= the "same" 3x3 stride-1 convolution of `in` ([n][h][w][cin]) into `out`
+// ([n][h][w][Cout]). Forward: the filters as given, wt[o][tap][i] (KRSC). Flip (backward-data,
+// in = dy, out = dx): w'[o][tap][i] = wt[i][8 - tap][o], the forward's filters transposed
+// and turned around. Block b takes tiles [b * per_block, (b + 1) * per_block) of the
+// (image, tile row, tile column) order; where its filters fit (kResident chunks of input
+// channels) they are staged once for all of them.
+template <int Cout, bool Flip>
+__global__ void __launch_bounds__(kMmaThreads)
+    mma_conv_kernel(float* out, const float* __restrict__ in, const float* __restrict__ wt,
+                    int n, int h, int w, int cin, int wt_c, int per_block, bool accumulate) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  constexpr int kTiles = Cout / 8;  // output-channel tiles of the product
+  // Chunks of filters that stay staged for all of a block's tiles: two at 16 outputs (the
+  // decoder's 32 -> 16 forward), one at 32 (35 KB of static shared memory either way).
+  constexpr int kResident = Cout == 16 ? 2 : 1;
+  __shared__ float staged_in[kInRows * kInCols * kPixelStride];
+  __shared__ float staged_wt[kResident * Cout * kFilterStride];
+
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int row = warp / 2, col0 = (warp % 2) * 16;  // the warp's 16 pixels in the tile
+  const int tile_cols = (w + kTileCols - 1) / kTileCols;
+  const int tile_rows = (h + kTileRows - 1) / kTileRows;
+  const int64_t tiles = int64_t(n) * tile_rows * tile_cols;
+  const bool resident = cin <= kResident * kChunk;
+  if (resident)
+    for (int c0 = 0; c0 < cin; c0 += kChunk)
+      stage_filters<Cout, Flip>(staged_wt + c0 / kChunk * Cout * kFilterStride, wt, c0, wt_c);
+
+  for (int64_t tile = int64_t(blockIdx.x) * per_block;
+       tile < tiles && tile < int64_t(blockIdx.x + 1) * per_block; ++tile) {
+    const int img = int(tile / (int64_t(tile_rows) * tile_cols));
+    const int y0 = int(tile / tile_cols % tile_rows) * kTileRows;
+    const int x0 = int(tile % tile_cols) * kTileCols;
+    const int64_t image_base = int64_t(img) * h * w;
+
+    float acc[kTiles][4];
+    for (int j = 0; j < kTiles; ++j)
+      for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+
+    for (int c0 = 0; c0 < cin; c0 += kChunk) {
+      constexpr int cc = kChunk, vecs = kChunk / 4;  // cin is a multiple of kChunk
+      __syncthreads();  // the previous chunk's (or tile's) reads are done
+      for (int e = int(threadIdx.x); e < kInRows * kInCols * vecs; e += kMmaThreads) {
+        const int v = e % vecs, p = e / vecs;
+        const int iy = y0 - 1 + p / kInCols, ix = x0 - 1 + p % kInCols;
+        detail::Vec<float, 4> val{};
+        if (iy >= 0 && iy < h && ix >= 0 && ix < w)
+          val = detail::load_vec<4>(in, ((image_base + int64_t(iy) * w + ix) * cin + c0) / 4 + v);
+        float* dst = staged_in + p * kPixelStride + v * 4;
+        for (int m = 0; m < 4; ++m) dst[m] = detail::tf32_round(val.v[m]);
+      }
+      if (!resident) stage_filters<Cout, Flip>(staged_wt, wt, c0, wt_c);
+      const float* chunk_wt =
+          resident ? staged_wt + c0 / kChunk * Cout * kFilterStride : staged_wt;
+      __syncthreads();
+
+      UNETCU_UNROLL_ALL
+      for (int tap = 0; tap < kTaps; ++tap) {
+        // The warp's pixel 0 shifted by the tap, in the staged tile (its halo included).
+        const float* a_px = staged_in + ((row + tap / 3) * kInCols + col0 + tap % 3) * kPixelStride;
+        UNETCU_UNROLL_ALL
+        for (int k0 = 0; k0 < cc; k0 += 8) {
+          const float* a_lo = a_px + g * kPixelStride + k0 + t;  // pixel g, channel k0 + t
+          const float* a_hi = a_lo + 8 * kPixelStride;           // pixel g + 8
+          const float a[4] = {a_lo[0], a_hi[0], a_lo[4], a_hi[4]};
+          for (int j = 0; j < kTiles; ++j) {
+            const float* b_col = chunk_wt + (j * 8 + g) * kFilterStride + tap * kChunk + k0 + t;
+            const float b[2] = {b_col[0], b_col[4]};
+            detail::mma_tf32(acc[j], a, b);
+          }
+        }
+      }
+    }
+
+    // Lane (g, t) holds output channels j * 8 + 2t and + 1 of the warp's pixels g and g + 8.
+    const int oy = y0 + row;
+    for (int half = 0; half < 2; ++half) {
+      const int ox = x0 + col0 + g + 8 * half;
+      if (oy >= h || ox >= w) continue;
+      float* dst = out + (image_base + int64_t(oy) * w + ox) * Cout;
+      for (int j = 0; j < kTiles; ++j) {
+        detail::Vec<float, 2> r{{acc[j][2 * half], acc[j][2 * half + 1]}};
+        const int64_t at = (j * 8 + 2 * t) / 2;
+        if (accumulate) {
+          const detail::Vec<float, 2> old = detail::load_vec<2>(dst, at);
+          r.v[0] += old.v[0];
+          r.v[1] += old.v[1];
+        }
+        detail::store_vec<2>(dst, at, r);
+      }
+    }
+  }
+}
+
+// Blocks of a launch: about eight resident blocks' worth on an H100 (132 SMs), more tiles a
+// block beyond that, so that a block's staged filters serve several tiles.
+constexpr int64_t kMmaBlocks = 1056;
+
+template <int Cout, bool Flip>
+void launch_mma_conv(float* out, const float* in, const float* wt, const ConvShape& sh, int cin,
+                     bool accumulate, cudaStream_t stream) {
+  const int64_t tiles = int64_t(sh.n) * ((sh.h + kTileRows - 1) / kTileRows) *
+                        ((sh.w + kTileCols - 1) / kTileCols);
+  const int64_t per_block = (tiles + kMmaBlocks - 1) / kMmaBlocks;
+  const int64_t blocks = (tiles + per_block - 1) / per_block;
+  UNETCU_LAUNCH_CHAINED((mma_conv_kernel<Cout, Flip>), dim3(unsigned(blocks)), kMmaThreads, 0,
+                        stream)(out, in, wt, sh.n, sh.h, sh.w, cin, sh.c, int(per_block),
+                                accumulate);
+}
+
+template <bool Flip>
+void launch_mma(float* out, const float* in, const float* wt, const ConvShape& sh, int cin,
+                int cout, bool accumulate, cudaStream_t stream) {
+  if (cout == 16)
+    launch_mma_conv<16, Flip>(out, in, wt, sh, cin, accumulate, stream);
+  else
+    launch_mma_conv<32, Flip>(out, in, wt, sh, cin, accumulate, stream);
+}
+
+// The shapes the kernels take, by the direction's input and output channels; the device must
+// run the product (compute capability 8.0 or later, the kernels built for it).
+bool mma_conv_shape(const ConvShape& sh, int cin, int cout) {
+  if (!(sh.stride == 1 && sh.r == 3 && sh.s == 3 && sh.pad == 1 && (cout == 16 || cout == 32) &&
+        cin % kChunk == 0 && cin > 0 && sh.n > 0 && sh.h > 0 && sh.w > 0))
+    return false;
+  return cout == 16 ? detail::mma_kernel_usable(
+                          reinterpret_cast<const void*>(mma_conv_kernel<16, false>))
+                    : detail::mma_kernel_usable(
+                          reinterpret_cast<const void*>(mma_conv_kernel<32, false>));
+}
+
+}  // namespace
+
+bool conv2d_mma_forward_applies(const ConvShape& sh, const float* x, const float* y) {
+  return mma_conv_shape(sh, sh.c, sh.k) && detail::all_vec4(x, y);
+}
+
+void conv2d_mma_forward(float* y, const float* x, const float* wt, const ConvShape& sh,
+                        cudaStream_t stream) {
+  launch_mma<false>(y, x, wt, sh, sh.c, sh.k, false, stream);
+}
+
+bool conv2d_mma_backward_data_applies(const ConvShape& sh, const float* dy, const float* dx) {
+  return mma_conv_shape(sh, sh.k, sh.c) && detail::all_vec4(dy, dx);
+}
+
+void conv2d_mma_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
+                              GradMode mode, cudaStream_t stream) {
+  launch_mma<true>(dx, dy, wt, sh, sh.k, sh.c, mode == GradMode::accumulate, stream);
+}
+
+}  // namespace unetcu::cuda

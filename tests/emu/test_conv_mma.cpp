@@ -1,0 +1,122 @@
+// tests/emu/test_conv_mma.cpp: the tensor-core (TF32) forward and backward-data
+// (kernels/cuda/conv_mma.cu) against the double-precision reference convolution of the
+// operands rounded to TF32 (conv_check.h's tf32_nearest), each element within the bound of how
+// the products are added. That leaves only the accumulation's rounding, so a kernel that
+// truncated its operands to TF32 instead of rounding them (an error of up to 2^-11 of each
+// operand) falls outside it, as does a wrong tap, channel, border or fragment layout.
+//   emulated  each product of 8 (tap, channel) terms is added to the running sum in double and
+//             rounded once (kernels/simt): at most 9 c / 8 roundings, and one more for the old
+//             value when accumulating: gamma_L |terms| with L = 9 c / 8 + 1;
+//   on a GPU  the tensor cores' accumulation order and rounding are not documented: the bound
+//             of adding every product one at a time, rounded towards zero (two units of
+//             roundoff a step), L = 2 * 9 c + 1.
+#include <cstdint>
+#include <string>
+
+#include "conv_check.h"
+#include "kernel_test.h"
+#include "kernels/conv.h"
+
+namespace unetcu::test {
+namespace {
+
+// Terms an output adds: L in the header's comment, for `in` input channels of the direction.
+double mma_bound_terms(int in) {
+#if defined(UNETCU_TEST_EMULATED)
+  return 9.0 * in / 8 + 1;
+#else
+  return 2.0 * 9 * in + 1;
+#endif
+}
+
+// Around the decoder's 3x3 convolutions of 16 and 32 output channels: partial tiles of rows (4)
+// and columns (32), one and several chunks of 16 input channels, a 1x1 image, two tile columns.
+const ConvShape kMmaCases[] = {
+    ConvShape::make(2, 9, 7, 32, 16, 3, 3, 1, 1),    // the decoder's last conv1, small
+    ConvShape::make(3, 5, 6, 16, 16, 3, 3, 1, 1),    // its conv2: one chunk either way
+    ConvShape::make(1, 8, 8, 32, 32, 3, 3, 1, 1),    // 32 output channels either way
+    ConvShape::make(2, 4, 5, 64, 16, 3, 3, 1, 1),    // four chunks forward
+    ConvShape::make(2, 4, 5, 16, 64, 3, 3, 1, 1),    // four chunks backward-data
+    ConvShape::make(1, 1, 1, 16, 16, 3, 3, 1, 1),    // 1x1 image: 8 of 9 taps in padding
+    ConvShape::make(1, 6, 35, 128, 32, 3, 3, 1, 1),  // decoder block 3's conv1 forward, 2 columns
+    ConvShape::make(2, 33, 31, 16, 32, 3, 3, 1, 1)}; // 9 x 1 tiles an image
+
+TEST_CASE("cuda tensor-core conv applies to 3x3 same, 16 or 32 outputs, inputs a multiple of 16") {
+  const float* aligned = reinterpret_cast<const float*>(uintptr_t(256));
+  const float* misaligned = reinterpret_cast<const float*>(uintptr_t(264));
+  const ConvShape last = ConvShape::make(16, 128, 128, 32, 16, 3, 3, 1, 1);
+  CHECK(cuda::conv2d_mma_forward_applies(last, aligned, aligned));
+  CHECK(cuda::conv2d_mma_backward_data_applies(last, aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(last, misaligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_backward_data_applies(last, aligned, misaligned));
+  // 128 -> 32: the forward takes it; backward-data would write 128 channels.
+  const ConvShape wide = ConvShape::make(16, 64, 64, 128, 32, 3, 3, 1, 1);
+  CHECK(cuda::conv2d_mma_forward_applies(wide, aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_backward_data_applies(wide, aligned, aligned));
+  // 8 input channels (not a chunk of 16); a 1x1 filter; stride 2; 3x3 without padding.
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 8, 8, 8, 16, 3, 3, 1, 1),
+                                               aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 8, 8, 16, 16, 1, 1, 1, 0),
+                                               aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 8, 8, 16, 16, 3, 3, 2, 1),
+                                               aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 8, 8, 16, 16, 3, 3, 1, 0),
+                                               aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 8, 8, 16, 48, 3, 3, 1, 1),
+                                               aligned, aligned));  // 48 outputs
+}
+
+TEST_CASE("cuda tensor-core conv forward is within its bound of the TF32 operands' product") {
+  int ran = 0;
+  for (const ConvShape& sh : kMmaCases) {
+    CAPTURE(shape_name(sh));
+    if (sh.k != 16 && sh.k != 32) continue;  // a backward-data case
+    ++ran;
+    check_forward_kernel(
+        sh, 0, false, mma_bound_terms(sh.c), "tensor-core forward y",
+        [&](float* y, const float* x, const float* wt, const float*) {
+          REQUIRE(cuda::conv2d_mma_forward_applies(sh, x, y));
+          cuda::conv2d_mma_forward(y, x, wt, sh, nullptr);
+        },
+        tf32_nearest);
+  }
+  CHECK(ran == 7);
+}
+
+TEST_CASE("cuda tensor-core conv backward-data is within its bound in both grad modes") {
+  int ran = 0;
+  for (const ConvShape& sh : kMmaCases) {
+    CAPTURE(shape_name(sh));
+    if (sh.c != 16 && sh.c != 32) continue;  // a forward case
+    ++ran;
+    check_data_kernel(
+        sh, 0, mma_bound_terms(sh.k), "tensor-core backward-data dx",
+        [&](float* dx, const float* dy, const float* wt, GradMode mode) {
+          REQUIRE(cuda::conv2d_mma_backward_data_applies(sh, dy, dx));
+          cuda::conv2d_mma_backward_data(dx, dy, wt, sh, mode, nullptr);
+        },
+        tf32_nearest);
+  }
+  CHECK(ran == 6);
+}
+
+// More tiles than the launch has blocks (1,056), so each block takes two, with its filters
+// staged once for both: two chunks of 16 input channels forward (32 -> 16), one backward-data.
+TEST_CASE("cuda tensor-core conv with several tiles a block is within its bound") {
+  const ConvShape sh = ConvShape::make(4, 132, 270, 32, 16, 3, 3, 1, 1);  // 1,188 tiles
+  check_forward_kernel(
+      sh, 0, false, mma_bound_terms(sh.c), "tensor-core forward y",
+      [&](float* y, const float* x, const float* wt, const float*) {
+        cuda::conv2d_mma_forward(y, x, wt, sh, nullptr);
+      },
+      tf32_nearest);
+  check_data_kernel(
+      sh, 0, mma_bound_terms(sh.k), "tensor-core backward-data dx",
+      [&](float* dx, const float* dy, const float* wt, GradMode mode) {
+        cuda::conv2d_mma_backward_data(dx, dy, wt, sh, mode, nullptr);
+      },
+      tf32_nearest);
+}
+
+}  // namespace
+}  // namespace unetcu::test
