@@ -238,7 +238,7 @@ struct ConvCase : OpCase {
   ConvDir dir;
   bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
   bool direct = false;  // a direct kernel, which won against cuDNN (as the engine runs it)
-  bool tensor_cores = false;  // the direct kernel is the TF32 one (conv_mma.cu), as with TF32
+  bool tensor_cores = false;  // the direct kernel is the TF32 one (conv_mma.cu), with TF32
   bool gemm = false;    // the GEMM and gather, which won against cuDNN (likewise)
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
@@ -283,8 +283,8 @@ struct ConvCase : OpCase {
   // UNETCU_DIRECT_CONV=0, else for the forward and backward-data the GEMM and gather, unless
   // UNETCU_GEMM_CONV=0; the timing is cuDNN's runner's (ConvRunner::Rival). The direct weight
   // gradient, which the backend runs only when UNETCU_DIRECT_CONV=1, competes only then (its
-  // time alone is then in the rival notes). With TF32 the forward's and backward-data's direct
-  // kernel is the tensor-core one where it applies.
+  // time alone is then in the rival notes). With TF32 the direct kernel of every direction is
+  // the tensor-core one where it applies, the weight gradient's timed as well.
   void prepare() {
     const char* setting = std::getenv("UNETCU_DIRECT_CONV");
     const bool allowed = setting == nullptr || std::string(setting) != "0";
@@ -326,9 +326,14 @@ struct ConvCase : OpCase {
         gemm = gemm_applies && g_conv->rival_serves_backward_data(sh);
         break;
       case ConvDir::backward_filter:
-        applies =
-            forced && cuda::conv2d_direct_backward_filter_applies(sh, ddy.get(), dx_in.get());
-        rival.workspace_bytes = cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
+        tensor_cores = allowed && g_tf32 &&
+                       cuda::conv2d_mma_backward_filter_applies(sh, ddy.get(), dx_in.get());
+        applies = tensor_cores || (forced && cuda::conv2d_direct_backward_filter_applies(
+                                                 sh, ddy.get(), dx_in.get()));
+        if (tensor_cores) rival.name = "tensor-core kernel";
+        rival.workspace_bytes = tensor_cores
+                                    ? cuda::conv2d_mma_backward_filter_workspace_bytes(sh)
+                                    : cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
         ws_bytes = g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get(),
                                                    applies ? &rival : nullptr);
         direct = applies && g_conv->rival_serves_backward_filter(sh);
@@ -367,8 +372,12 @@ struct ConvCase : OpCase {
                                             g_stream);
         break;
       case ConvDir::backward_filter:
-        cuda::conv2d_direct_backward_filter(o, ddy.get(), dx_in.get(), sh, GradMode::overwrite,
-                                            workspace, g_stream);
+        if (tensor_cores)
+          cuda::conv2d_mma_backward_filter(o, ddy.get(), dx_in.get(), sh, GradMode::overwrite,
+                                           workspace, g_stream);
+        else
+          cuda::conv2d_direct_backward_filter(o, ddy.get(), dx_in.get(), sh,
+                                              GradMode::overwrite, workspace, g_stream);
         break;
     }
   }

@@ -989,29 +989,54 @@ class CudaBackend final : public Backend {
   // One weight-gradient call of conv_backward_filter on `lane`.
   void backward_filter_part(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                             GradMode mode, const Lane& lane) {
-    // The direct weight gradient only when forced (UNETCU_DIRECT_CONV=1), not timed against
-    // cuDNN: it runs on a side stream beside the critical path, where its time alone is not
-    // its cost. On an H100 it was timed faster than cuDNN's choice at both 128x128 shapes (145
-    // against 209 us, 90 against 98), and the step ran 1.3% slower with it serving: its
-    // blocks (two per SM, 80 registers a thread, the whole kernel long) leave no room on the
-    // SMs for the compute stream's kernels (bench/RESULTS.md).
-    const bool direct = direct_conv_ == ConvChoice::always &&
+    // With TF32 convolutions the tensor-core weight gradient (kernels/cuda/conv_mma.cu) where
+    // it applies, timed against cuDNN's choice like the forward's and data gradient's rivals
+    // (unless forced or off). Else the fp32 direct weight gradient only when forced
+    // (UNETCU_DIRECT_CONV=1), not timed against cuDNN: it runs on a side stream beside the
+    // critical path, where its time alone is not its cost. On an H100 it was timed faster
+    // than cuDNN's choice at both 128x128 shapes (145 against 209 us, 90 against 98), and the
+    // step ran 1.3% slower with it serving: its blocks (two per SM, 80 registers a thread, the
+    // whole kernel long) leave no room on the SMs for the compute stream's kernels
+    // (bench/RESULTS.md). The tensor-core one is expected to take a fraction of cuDNN's time
+    // (it moves the same bytes, with the products off the CUDA cores), so that holding the SMs
+    // for less time pays where a third less did not; the device check's step with
+    // UNETCU_DIRECT_CONV=0 measures it.
+    const bool mma = direct_conv_ != ConvChoice::off && tf32_ &&
+                     cuda::conv2d_mma_backward_filter_applies(sh, dy, x);
+    const bool direct = !mma && direct_conv_ == ConvChoice::always &&
                         cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
 #if defined(UNETCU_SIMT)
-    if (!direct) {
+    if (!direct && !(mma && direct_conv_ == ConvChoice::always)) {
       host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
                 lane.stream);
       return;
     }
 #else
-    if (!direct) {
-      const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, nullptr);
-      const Workspace ws = sized(*lane.ws, bytes);
-      lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
-      after_async("cuDNN convolution backward filter", lane.stream);
-      return;
+    if (!direct && !(mma && direct_conv_ == ConvChoice::always)) {
+      Rival rival;
+      // The rival's output is checked against cuDNN's overwriting one.
+      if (mma)
+        rival = rival_of("tensor-core kernel",
+                         cuda::conv2d_mma_backward_filter_workspace_bytes(sh),
+                         [sh, dy, x](float* out, void* ws, cudaStream_t stream) {
+                           cuda::conv2d_mma_backward_filter(out, dy, x, sh, GradMode::overwrite,
+                                                            ws, stream);
+                         });
+      const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, mma ? &rival : nullptr);
+      if (!mma || !lane.conv->rival_serves_backward_filter(sh)) {
+        const Workspace ws = sized(*lane.ws, bytes);
+        lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
+        after_async("cuDNN convolution backward filter", lane.stream);
+        return;
+      }
     }
 #endif
+    if (mma) {
+      cuda::conv2d_mma_backward_filter(
+          dwt, dy, x, sh, mode,
+          grow(*lane.ws, cuda::conv2d_mma_backward_filter_workspace_bytes(sh)), lane.stream);
+      return;
+    }
     cuda::conv2d_direct_backward_filter(
         dwt, dy, x, sh, mode,
         grow(*lane.ws, cuda::conv2d_direct_backward_filter_workspace_bytes(sh)), lane.stream);

@@ -167,8 +167,9 @@ void conv2d_direct_backward_data(float* dx, const float* dy, const float* wt, co
                                  GradMode mode, cudaStream_t stream);
 
 // The same shapes on the tensor cores in TF32 (kernels/cuda/conv_mma.cu): a "same" 3x3 filter at
-// stride 1, 16 or 32 output channels of the direction, input channels a multiple of 16, the
-// activations 16-byte aligned, and a device that runs TF32 products (compute capability 8.0).
+// stride 1, 16 or 32 output channels of the direction (forward and backward-data also 64, 96
+// or 128), input channels a multiple of 16, the activations 16-byte aligned, and a device that
+// runs TF32 products (compute capability 8.0).
 // Operands rounded to TF32 to nearest (not truncated); each output adds its products in a fixed
 // order. For the engine's TF32 convolutions (cuDNN's rival there, as the kernels above
 // are with TF32 off).
@@ -178,6 +179,16 @@ void conv2d_mma_forward(float* y, const float* x, const float* wt, const ConvSha
 bool conv2d_mma_backward_data_applies(const ConvShape& sh, const float* dy, const float* dx);
 void conv2d_mma_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                               GradMode mode, cudaStream_t stream);
+// dwt (+)= correlation of x with dy over the batch, for the forward's shapes above: the
+// products of each block's pixels (at most conv2d_mma_backward_filter_pixels(sh) of them) added
+// on the tensor cores in float, the blocks' sums in double through `workspace`
+// (conv2d_mma_backward_filter_workspace_bytes(sh), scratch) in a fixed order, rounded to float
+// once.
+bool conv2d_mma_backward_filter_applies(const ConvShape& sh, const float* dy, const float* x);
+size_t conv2d_mma_backward_filter_workspace_bytes(const ConvShape& sh);
+int64_t conv2d_mma_backward_filter_pixels(const ConvShape& sh);
+void conv2d_mma_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
+                                GradMode mode, void* workspace, cudaStream_t stream);
 
 // The gathers of the GEMM convolutions (conv2d_forward_gemm_dims and
 // conv2d_backward_data_gemm_dims above), which apply where the column matrix is at most

@@ -1,7 +1,8 @@
 // kernels/cuda/conv_mma.cu: the decoder's full-resolution convolutions (3x3 "same", stride 1,
-// 16 or 32 output channels of the direction) forward and backward-data on the tensor cores in
-// TF32, as an implicit GEMM with one warp-level product (kernels/cuda/mma.cuh) per 16 pixels x
-// 8 output channels x 8 of the reduction's (tap, input channel) pairs.
+// 16 or 32 output channels of the direction) on the tensor cores in TF32: forward and
+// backward-data as an implicit GEMM with one warp-level product (kernels/cuda/mma.cuh) per 16
+// pixels x 8 output channels x 8 of the reduction's (tap, input channel) pairs; the weight
+// gradient (below) with one per 16 output channels x 8 input channels x 8 pixels.
 //
 // Why: on the H100 cuDNN's TF32 kernels take 46-62 us each way for 3x3 32 -> 16 and 16 -> 16
 // at 128x128 (batch 16), and 17-21 us for 32 -> 32 at 64x64 (bench/RESULTS.md), all on the
@@ -30,6 +31,7 @@
 #include "kernels/conv.h"
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/filter_gradient.cuh"
 #include "kernels/cuda/mma.cuh"
 
 namespace unetcu::cuda {
@@ -48,30 +50,32 @@ constexpr int kMmaThreads = 256;                         // 8 warps x 16 pixels 
 // compute. Loading a thread's whole share before storing it took 124-252 registers (one block
 // an SM), or spilled when held to four blocks' 64.
 
-// Stages input channels [c0, c0 + kChunk) of the filters, rounded to TF32:
-// staged_wt[o][tap][i] = w'[o][tap][c0 + i].
+// Stages input channels [c0, c0 + kChunk) of output channels [o0, o0 + Cout) of the filters,
+// rounded to TF32: staged_wt[o][tap][i] = w'[o0 + o][tap][c0 + i].
 template <int Cout, bool Flip>
-__device__ inline void stage_filters(float* staged_wt, const float* __restrict__ wt, int c0,
-                                     int wt_c) {
+__device__ inline void stage_filters(float* staged_wt, const float* __restrict__ wt, int o0,
+                                     int c0, int wt_c) {
   for (int e = int(threadIdx.x); e < Cout * kTaps * kChunk; e += kMmaThreads) {
-    const int i = e % kChunk, tap = (e / kChunk) % kTaps, o = e / (kChunk * kTaps);
+    const int i = e % kChunk, tap = (e / kChunk) % kTaps, o = o0 + e / (kChunk * kTaps);
     const float v = Flip ? wt[(int64_t(c0 + i) * kTaps + (kTaps - 1 - tap)) * wt_c + o]
                          : wt[(int64_t(o) * kTaps + tap) * wt_c + c0 + i];
-    staged_wt[o * kFilterStride + tap * kChunk + i] = detail::tf32_round(v);
+    staged_wt[(o - o0) * kFilterStride + tap * kChunk + i] = detail::tf32_round(v);
   }
 }
 
 // out (+)= the "same" 3x3 stride-1 convolution of `in` ([n][h][w][cin]) into `out`
-// ([n][h][w][Cout]). Forward: the filters as given, wt[o][tap][i] (KRSC). Flip (backward-data,
+// ([n][h][w][out_c]). Forward: the filters as given, wt[o][tap][i] (KRSC). Flip (backward-data,
 // in = dy, out = dx): w'[o][tap][i] = wt[i][8 - tap][o], the forward's filters transposed
-// and turned around. Block b takes tiles [b * per_block, (b + 1) * per_block) of the
-// (image, tile row, tile column) order; where its filters fit (kResident chunks of input
-// channels) they are staged once for all of them.
+// and turned around. Block (b, y) takes output channels [y Cout, (y + 1) Cout) of tiles
+// [b * per_block, (b + 1) * per_block) of the (image, tile row, tile column) order; where its
+// filters fit (kResident chunks of input channels) they are staged once for all of them.
 template <int Cout, bool Flip>
 __global__ void __launch_bounds__(kMmaThreads)
     mma_conv_kernel(float* out, const float* __restrict__ in, const float* __restrict__ wt,
-                    int n, int h, int w, int cin, int wt_c, int per_block, bool accumulate) {
+                    int n, int h, int w, int cin, int out_c, int wt_c, int per_block,
+                    bool accumulate) {
   UNETCU_GRID_DEPENDENCY_SYNC();
+  const int o0 = int(blockIdx.y) * Cout;
   constexpr int kTiles = Cout / 8;  // output-channel tiles of the product
   // Chunks of filters that stay staged for all of a block's tiles: two at 16 outputs (the
   // decoder's 32 -> 16 forward), one at 32 (35 KB of static shared memory either way).
@@ -88,7 +92,8 @@ __global__ void __launch_bounds__(kMmaThreads)
   const bool resident = cin <= kResident * kChunk;
   if (resident)
     for (int c0 = 0; c0 < cin; c0 += kChunk)
-      stage_filters<Cout, Flip>(staged_wt + c0 / kChunk * Cout * kFilterStride, wt, c0, wt_c);
+      stage_filters<Cout, Flip>(staged_wt + c0 / kChunk * Cout * kFilterStride, wt, o0, c0,
+                                wt_c);
 
   for (int64_t tile = int64_t(blockIdx.x) * per_block;
        tile < tiles && tile < int64_t(blockIdx.x + 1) * per_block; ++tile) {
@@ -113,7 +118,7 @@ __global__ void __launch_bounds__(kMmaThreads)
         float* dst = staged_in + p * kPixelStride + v * 4;
         for (int m = 0; m < 4; ++m) dst[m] = detail::tf32_round(val.v[m]);
       }
-      if (!resident) stage_filters<Cout, Flip>(staged_wt, wt, c0, wt_c);
+      if (!resident) stage_filters<Cout, Flip>(staged_wt, wt, o0, c0, wt_c);
       const float* chunk_wt =
           resident ? staged_wt + c0 / kChunk * Cout * kFilterStride : staged_wt;
       __syncthreads();
@@ -136,12 +141,12 @@ __global__ void __launch_bounds__(kMmaThreads)
       }
     }
 
-    // Lane (g, t) holds output channels j * 8 + 2t and + 1 of the warp's pixels g and g + 8.
+    // Lane (g, t) holds output channels o0 + j * 8 + 2t and + 1 of the warp's pixels g, g + 8.
     const int oy = y0 + row;
     for (int half = 0; half < 2; ++half) {
       const int ox = x0 + col0 + g + 8 * half;
       if (oy >= h || ox >= w) continue;
-      float* dst = out + (image_base + int64_t(oy) * w + ox) * Cout;
+      float* dst = out + (image_base + int64_t(oy) * w + ox) * out_c + o0;
       for (int j = 0; j < kTiles; ++j) {
         detail::Vec<float, 2> r{{acc[j][2 * half], acc[j][2 * half + 1]}};
         const int64_t at = (j * 8 + 2 * t) / 2;
@@ -162,30 +167,35 @@ constexpr int64_t kMmaBlocks = 1056;
 
 template <int Cout, bool Flip>
 void launch_mma_conv(float* out, const float* in, const float* wt, const ConvShape& sh, int cin,
-                     bool accumulate, cudaStream_t stream) {
+                     int cout, bool accumulate, cudaStream_t stream) {
   const int64_t tiles = int64_t(sh.n) * ((sh.h + kTileRows - 1) / kTileRows) *
                         ((sh.w + kTileCols - 1) / kTileCols);
   const int64_t per_block = (tiles + kMmaBlocks - 1) / kMmaBlocks;
   const int64_t blocks = (tiles + per_block - 1) / per_block;
-  UNETCU_LAUNCH_CHAINED((mma_conv_kernel<Cout, Flip>), dim3(unsigned(blocks)), kMmaThreads, 0,
-                        stream)(out, in, wt, sh.n, sh.h, sh.w, cin, sh.c, int(per_block),
-                                accumulate);
+  UNETCU_LAUNCH_CHAINED((mma_conv_kernel<Cout, Flip>),
+                        dim3(unsigned(blocks), unsigned(cout / Cout)), kMmaThreads, 0, stream)(
+      out, in, wt, sh.n, sh.h, sh.w, cin, cout, sh.c, int(per_block), accumulate);
 }
 
 template <bool Flip>
 void launch_mma(float* out, const float* in, const float* wt, const ConvShape& sh, int cin,
                 int cout, bool accumulate, cudaStream_t stream) {
   if (cout == 16)
-    launch_mma_conv<16, Flip>(out, in, wt, sh, cin, accumulate, stream);
+    launch_mma_conv<16, Flip>(out, in, wt, sh, cin, cout, accumulate, stream);
   else
-    launch_mma_conv<32, Flip>(out, in, wt, sh, cin, accumulate, stream);
+    launch_mma_conv<32, Flip>(out, in, wt, sh, cin, cout, accumulate, stream);
 }
+
+// Output channels the forward and backward-data take at most, in blocks of 32 (each block
+// stages the tile's input again): decoder block 3's first data gradient writes 128.
+constexpr int kMaxOut = 128;
 
 // The shapes the kernels take, by the direction's input and output channels; the device must
 // run the product (compute capability 8.0 or later, the kernels built for it).
-bool mma_conv_shape(const ConvShape& sh, int cin, int cout) {
-  if (!(sh.stride == 1 && sh.r == 3 && sh.s == 3 && sh.pad == 1 && (cout == 16 || cout == 32) &&
-        cin % kChunk == 0 && cin > 0 && sh.n > 0 && sh.h > 0 && sh.w > 0))
+bool mma_conv_shape(const ConvShape& sh, int cin, int cout, int max_out) {
+  if (!(sh.stride == 1 && sh.r == 3 && sh.s == 3 && sh.pad == 1 &&
+        (cout == 16 || (cout % 32 == 0 && cout > 0 && cout <= max_out)) && cin % kChunk == 0 &&
+        cin > 0 && sh.n > 0 && sh.h > 0 && sh.w > 0))
     return false;
   return cout == 16 ? detail::mma_kernel_usable(
                           reinterpret_cast<const void*>(mma_conv_kernel<16, false>))
@@ -193,10 +203,151 @@ bool mma_conv_shape(const ConvShape& sh, int cin, int cout) {
                           reinterpret_cast<const void*>(mma_conv_kernel<32, false>));
 }
 
+// ---- the weight gradient ----
+//
+// dwt[o][tap][i] = sum over output pixels of dy[pixel][o] * x[pixel shifted by the tap][i]: a
+// GEMM of Cout rows, 9 x cin columns and a reduction over every pixel of the batch (262,144 at
+// 16 x 128 x 128), where cuDNN's TF32 kernels took 0.21 ms for 32 -> 16 and 0.10 for 16 -> 16
+// on the H100 (12 TFLOP/s), held every SM the whole time on a side stream, and the compute
+// stream waited 116 us a step under the first (bench/RESULTS.md). A product here is
+// D (16 outputs x 8 input channels) += dy^T (16 x 8 pixels) * x (8 pixels x 8 channels).
+//
+// A block has one warp per tap (9 x 32 threads) and takes a run of segments (at most 64
+// consecutive output pixels of one image row) and one chunk of input channels (grid y): it
+// stages a segment's dy and the three input rows its taps read (zeros in the padding), then
+// each warp walks the segment 8 pixels at a time, (Cout / 16) x (chunk / 8) products a step.
+// Fragment reads fall on 32 distinct banks: a lane reads pixel t or t + 4 and channel g of
+// either array, at a pixel stride of 8 mod 32 floats. Each warp adds its products in
+// pixel order in float; the blocks' partials (double) are added in a fixed order by stage 2
+// (filter_gradient.cuh): the result does not depend on scheduling.
+constexpr int kSegment = 64;         // output pixels a segment has at most
+constexpr int kFilterThreads = 9 * 32;
+constexpr int kFilterBlocks = 264;   // stage-1 blocks at most (two an H100 SM)
+constexpr int64_t kMinSegmentsPerBlock = 4;
+constexpr int64_t kMaxPartials = int64_t(2) << 20;  // doubles of partials at most (16 MB)
+
+struct MmaFilterTiling {
+  int chunk = 16, chunks = 1;         // input channels a block takes, and how many such blocks
+  int seg_len = 1, segs_per_row = 1;  // a row of q pixels: segs_per_row segments of seg_len
+  int64_t segments = 1, segs_per_block = 1;
+  int blocks = 1;                     // along x
+};
+
+// From the shape alone, so that the summation order is fixed.
+MmaFilterTiling mma_filter_tiling(const ConvShape& sh) {
+  MmaFilterTiling ft;
+  ft.chunk = sh.c % 32 == 0 ? 32 : 16;
+  ft.chunks = sh.c / ft.chunk;
+  ft.seg_len = sh.q < kSegment ? sh.q : kSegment;
+  ft.segs_per_row = (sh.q + ft.seg_len - 1) / ft.seg_len;
+  ft.segments = int64_t(sh.n) * sh.p * ft.segs_per_row;
+  int64_t cap = kFilterBlocks / ft.chunks;
+  if (kMaxPartials / sh.w_size() < cap) cap = kMaxPartials / sh.w_size();
+  const detail::SegmentSplit split = detail::split_segments(ft.segments, cap, kMinSegmentsPerBlock);
+  ft.segs_per_block = split.per_block;
+  ft.blocks = split.blocks;
+  return ft;
+}
+
+template <int Cout, int Chunk>
+__global__ void __launch_bounds__(kFilterThreads)
+    mma_filter_partial_kernel(double* partials, const float* __restrict__ dy,
+                              const float* __restrict__ x, ConvShape sh, MmaFilterTiling ft) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  constexpr int kDyStride = Cout + 8, kXStride = Chunk + 8;  // floats a staged pixel
+  constexpr int kXCols = kSegment + 2;
+  constexpr int kMTiles = Cout / 16, kNTiles = Chunk / 8;
+  __shared__ float dys[kSegment * kDyStride];
+  __shared__ float xs[3 * kXCols * kXStride];
+
+  const int tap = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int r = tap / 3, s = tap % 3;
+  const int c0 = int(blockIdx.y) * Chunk;
+
+  float acc[kMTiles][kNTiles][4];
+  for (int m = 0; m < kMTiles; ++m)
+    for (int j = 0; j < kNTiles; ++j)
+      for (int i = 0; i < 4; ++i) acc[m][j][i] = 0.0f;
+
+  const int64_t first = int64_t(blockIdx.x) * ft.segs_per_block;
+  const int64_t last = first + ft.segs_per_block < ft.segments ? first + ft.segs_per_block
+                                                               : ft.segments;
+  for (int64_t seg = first; seg < last; ++seg) {
+    const int64_t row = seg / ft.segs_per_row;  // (image, output row)
+    const int img = int(row / sh.p), oy = int(row % sh.p);
+    const int ox0 = int(seg % ft.segs_per_row) * ft.seg_len;
+    const int len = sh.q - ox0 < ft.seg_len ? sh.q - ox0 : ft.seg_len;
+    __syncthreads();  // the previous segment's reads are done
+    // dy of the segment's pixels (zeros past its end), rounded to TF32.
+    for (int e = int(threadIdx.x); e < kSegment * (Cout / 4); e += kFilterThreads) {
+      const int px = e / (Cout / 4), v = e % (Cout / 4);
+      detail::Vec<float, 4> val{};
+      if (px < len)
+        val = detail::load_vec<4>(dy, ((row * sh.q + ox0 + px) * Cout) / 4 + v);
+      for (int m = 0; m < 4; ++m) dys[px * kDyStride + v * 4 + m] = detail::tf32_round(val.v[m]);
+    }
+    // The three input rows the taps read, columns ox0 - 1 .. ox0 + 64 (zeros outside the image).
+    for (int e = int(threadIdx.x); e < 3 * kXCols * (Chunk / 4); e += kFilterThreads) {
+      const int v = e % (Chunk / 4), col = e / (Chunk / 4) % kXCols, rr = e / (Chunk / 4 * kXCols);
+      const int iy = oy - 1 + rr, ix = ox0 - 1 + col;
+      detail::Vec<float, 4> val{};
+      if (iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w && col < len + 2)
+        val = detail::load_vec<4>(
+            x, (((int64_t(img) * sh.h + iy) * sh.w + ix) * sh.c + c0) / 4 + v);
+      for (int m = 0; m < 4; ++m)
+        xs[(rr * kXCols + col) * kXStride + v * 4 + m] = detail::tf32_round(val.v[m]);
+    }
+    __syncthreads();
+
+    // Pixel j of the segment reads input column ox0 + j + s - 1: staged column j + s.
+    const float* x_row = xs + (r * kXCols + s) * kXStride;
+    for (int k0 = 0; k0 < len; k0 += 8) {
+      float a[kMTiles][4];
+      UNETCU_UNROLL_ALL
+      for (int m = 0; m < kMTiles; ++m) {
+        const float* d_lo = dys + (k0 + t) * kDyStride + m * 16 + g;  // pixel k0 + t, out g
+        const float* d_hi = d_lo + 4 * kDyStride;                       // pixel k0 + t + 4
+        a[m][0] = d_lo[0];
+        a[m][1] = d_lo[8];
+        a[m][2] = d_hi[0];
+        a[m][3] = d_hi[8];
+      }
+      UNETCU_UNROLL_ALL
+      for (int j = 0; j < kNTiles; ++j) {
+        const float* x_lo = x_row + (k0 + t) * kXStride + j * 8 + g;  // pixel k0 + t, chan g
+        const float b[2] = {x_lo[0], x_lo[4 * kXStride]};
+        UNETCU_UNROLL_ALL
+        for (int m = 0; m < kMTiles; ++m) detail::mma_tf32(acc[m][j], a[m], b);
+      }
+    }
+  }
+
+  // Lane (g, t) holds outputs o = m * 16 + g (and + 8) of input channels c0 + j * 8 + 2t (and
+  // + 1), for its warp's tap.
+  UNETCU_UNROLL_ALL
+  for (int m = 0; m < kMTiles; ++m)
+    UNETCU_UNROLL_ALL
+    for (int j = 0; j < kNTiles; ++j)
+      UNETCU_UNROLL_ALL
+      for (int i = 0; i < 4; ++i) {
+        const int o = m * 16 + g + (i >> 1) * 8, ch = c0 + j * 8 + 2 * t + (i & 1);
+        partials[((int64_t(o) * 9 + tap) * sh.c + ch) * gridDim.x + blockIdx.x] = acc[m][j][i];
+      }
+}
+
+template <int Cout, int Chunk>
+void launch_mma_filter(double* partials, const float* dy, const float* x, const ConvShape& sh,
+                       const MmaFilterTiling& ft, cudaStream_t stream) {
+  UNETCU_LAUNCH_CHAINED((mma_filter_partial_kernel<Cout, Chunk>),
+                        dim3(unsigned(ft.blocks), unsigned(ft.chunks)), kFilterThreads, 0,
+                        stream)(partials, dy, x, sh, ft);
+}
+
 }  // namespace
 
 bool conv2d_mma_forward_applies(const ConvShape& sh, const float* x, const float* y) {
-  return mma_conv_shape(sh, sh.c, sh.k) && detail::all_vec4(x, y);
+  return mma_conv_shape(sh, sh.c, sh.k, kMaxOut) && detail::all_vec4(x, y);
 }
 
 void conv2d_mma_forward(float* y, const float* x, const float* wt, const ConvShape& sh,
@@ -205,12 +356,36 @@ void conv2d_mma_forward(float* y, const float* x, const float* wt, const ConvSha
 }
 
 bool conv2d_mma_backward_data_applies(const ConvShape& sh, const float* dy, const float* dx) {
-  return mma_conv_shape(sh, sh.k, sh.c) && detail::all_vec4(dy, dx);
+  return mma_conv_shape(sh, sh.k, sh.c, kMaxOut) && detail::all_vec4(dy, dx);
 }
 
 void conv2d_mma_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                               GradMode mode, cudaStream_t stream) {
   launch_mma<true>(dx, dy, wt, sh, sh.k, sh.c, mode == GradMode::accumulate, stream);
+}
+
+bool conv2d_mma_backward_filter_applies(const ConvShape& sh, const float* dy, const float* x) {
+  return mma_conv_shape(sh, sh.c, sh.k, 32) && detail::all_vec4(dy, x);
+}
+
+size_t conv2d_mma_backward_filter_workspace_bytes(const ConvShape& sh) {
+  return size_t(sh.w_size()) * size_t(mma_filter_tiling(sh).blocks) * sizeof(double);
+}
+
+int64_t conv2d_mma_backward_filter_pixels(const ConvShape& sh) {
+  const MmaFilterTiling ft = mma_filter_tiling(sh);
+  return ft.segs_per_block * ft.seg_len;
+}
+
+void conv2d_mma_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
+                                GradMode mode, void* workspace, cudaStream_t stream) {
+  double* partials = static_cast<double*>(workspace);
+  const MmaFilterTiling ft = mma_filter_tiling(sh);
+  if (sh.k == 16 && ft.chunk == 16) launch_mma_filter<16, 16>(partials, dy, x, sh, ft, stream);
+  if (sh.k == 16 && ft.chunk == 32) launch_mma_filter<16, 32>(partials, dy, x, sh, ft, stream);
+  if (sh.k == 32 && ft.chunk == 16) launch_mma_filter<32, 16>(partials, dy, x, sh, ft, stream);
+  if (sh.k == 32 && ft.chunk == 32) launch_mma_filter<32, 32>(partials, dy, x, sh, ft, stream);
+  detail::finish_filter_gradient(dwt, partials, sh, ft.blocks, mode, stream);
 }
 
 }  // namespace unetcu::cuda

@@ -47,10 +47,12 @@
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/fastest_path.h"
+#include "kernels/cuda/filter_gradient.cuh"
 
 namespace unetcu::cuda {
 namespace {
 
+using detail::finish_filter_gradient;
 using detail::load_vec;
 using detail::store_vec;
 using detail::Vec;
@@ -198,14 +200,6 @@ __global__ void __launch_bounds__(detail::kThreads)
   }
 }
 
-struct FilterEpilogue {
-  float* dwt;
-  bool accumulate;
-  __device__ void operator()(int, int col, const double (&sum)[1]) const {
-    dwt[col] = float(accumulate ? double(dwt[col]) + sum[0] : sum[0]);
-  }
-};
-
 // The stage-1 geometry at vector width V: a function of the shape alone, so the summation
 // order is fixed. A block is `tile` channel groups (all of them when they fit) by `lanes`
 // pixel lanes; each lane takes at least kFilterRowsPerThread pixels, so the per-tap trees run
@@ -226,18 +220,6 @@ FilterTiling filter_tiling(const ConvShape& sh, int v) {
   return ft;
 }
 
-// Stage 2 of both weight gradients: the partials seen as one column per filter element
-// (KRSC order), `blocks` partials each, added in common.cuh's fixed order into dwt.
-void finish_filter_gradient(float* dwt, const double* partials, const ConvShape& sh, int blocks,
-                            GradMode mode, cudaStream_t stream) {
-  detail::RowTiling t;
-  t.rows = int64_t(sh.n) * sh.p * sh.q;
-  t.cols = int(sh.w_size());
-  t.row_blocks = blocks;
-  UNETCU_LAUNCH_CHAINED((detail::reduce_rows_final_kernel<1, FilterEpilogue>), dim3(t.cols, 1),
-                        t.finalize_threads(), 0, stream)(
-      FilterEpilogue{dwt, mode == GradMode::accumulate}, partials, t);
-}
 
 bool filter_vec4(const ConvShape& sh, const float* x) {
   return sh.c % 4 == 0 && (x == nullptr || detail::all_vec4(x));
@@ -295,12 +277,9 @@ DirectTiling direct_tiling(const ConvShape& sh) {
   int64_t cap = kDirectBlocks / dt.cchunks;
   const int64_t by_partials = kDirectPartials / sh.w_size();
   if (by_partials < cap) cap = by_partials;
-  if (cap < 1) cap = 1;
-  int64_t blocks = (dt.segments + kMinSegments - 1) / kMinSegments;
-  if (blocks > cap) blocks = cap;
-  if (blocks < 1) blocks = 1;
-  dt.segs_per_block = (dt.segments + blocks - 1) / blocks;
-  dt.blocks = int((dt.segments + dt.segs_per_block - 1) / dt.segs_per_block);  // none empty
+  const detail::SegmentSplit split = detail::split_segments(dt.segments, cap, kMinSegments);
+  dt.segs_per_block = split.per_block;
+  dt.blocks = split.blocks;
   return dt;
 }
 

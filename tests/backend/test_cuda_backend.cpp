@@ -563,7 +563,8 @@ TEST_CASE("UNETCU_GEMM_CONV other than 0, 1 or auto is refused with its value") 
 // The direct convolutions a backend runs (UNETCU_DIRECT_CONV=1 forces them where they apply):
 // with TF32 convolutions the tensor-core ones (kernels/cuda/conv_mma.cu), which round their
 // operands to TF32, else the fp32 ones. Every input is 1 + 2^-12, which TF32 rounds to 1 (to
-// nearest) and fp32 keeps; the filters are 1; every sum below is exact in float either way.
+// nearest) and fp32 keeps; the filters are 1; the forward and data-gradient sums below are
+// exact in float either way.
 TEST_CASE("forced direct convolutions run on the tensor cores with TF32, in fp32 without") {
   ScopedEnv env("UNETCU_DIRECT_CONV");
   env.set("1");
@@ -584,11 +585,14 @@ TEST_CASE("forced direct convolutions run on the tensor cores with TF32, in fp32
     be->upload(d_x, x.data(), x.size() * sizeof(float));
     be->upload(d_dy, dy.data(), dy.size() * sizeof(float));
     be->upload(d_wt, wt.data(), wt.size() * sizeof(float));
+    float* d_dwt = static_cast<float*>(be->alloc(wt.size() * sizeof(float)));
     be->conv_forward(d_y, d_x, d_wt, nullptr, sh);
     be->conv_backward_data(d_dx, d_dy, d_wt, sh, GradMode::overwrite);
-    std::vector<float> y(dy.size()), dx(x.size());
+    be->conv_backward_filter(d_dwt, d_dy, d_x, sh, GradMode::overwrite);
+    std::vector<float> y(dy.size()), dx(x.size()), dwt(wt.size());
     be->download(y.data(), d_y, y.size() * sizeof(float));
     be->download(dx.data(), d_dx, dx.size() * sizeof(float));
+    be->download(dwt.data(), d_dwt, dwt.size() * sizeof(float));
     be->synchronize();
     // An interior pixel sums 9 taps x 32 channels forward, 9 x 16 backward-data.
     const size_t pixel = size_t(2 * sh.w + 3);
@@ -596,7 +600,17 @@ TEST_CASE("forced direct convolutions run on the tensor cores with TF32, in fp32
       CHECK(y[pixel * size_t(sh.k) + size_t(k)] == (tf32 ? 288.0f : 288.0f * input));
     for (int c = 0; c < sh.c; ++c)
       CHECK(dx[pixel * size_t(sh.c) + size_t(c)] == (tf32 ? 144.0f : 144.0f * input));
-    for (float* p : {d_x, d_dy, d_wt, d_y, d_dx}) be->release(p);
+    // The centre tap's weight gradient sums dy * x over all 36 pixels: 36 with TF32, about
+    // 36 (1 + 2^-11) in fp32 (not exactly, so within float rounding of it).
+    for (int k = 0; k < sh.k; ++k)
+      for (int c = 0; c < sh.c; ++c) {
+        const float got = dwt[(size_t(k) * 9 + 4) * size_t(sh.c) + size_t(c)];
+        if (tf32)
+          CHECK(got == 36.0f);
+        else
+          CHECK(got == doctest::Approx(36.0 * (1 + 1.0 / 2048)).epsilon(1e-6));
+      }
+    for (float* p : {d_x, d_dy, d_wt, d_y, d_dx, d_dwt}) be->release(p);
   }
 }
 

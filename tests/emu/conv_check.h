@@ -134,6 +134,45 @@ void check_data_kernel(const ConvShape& sh, size_t shift, double L, const std::s
   }
 }
 
+// A weight-gradient kernel against the double reference in both grad modes, seeded inputs,
+// poisoned workspace (and output when overwriting), two thread schedules. The kernel sums at
+// most `float_run` products in float per thread first (0: none), then in double, rounded to
+// float once: the bound is gamma_run |terms| + u |result| + the double sums' n 2^-53 |terms|,
+// of the products of op(dy) and op(x). `launch(dwt, dy, x, mode, workspace)` runs it.
+template <class Launch>
+void check_filter_kernel(const ConvShape& sh, size_t shift, double float_run,
+                         size_t workspace_bytes, const std::string& what, Launch launch,
+                         Operand op = exact) {
+  for (GradMode mode : kGradModes) {
+    CAPTURE(mode_name(mode));
+    const auto dy = random_vector<float>(size_t(sh.y_size()), 920);
+    const auto x = random_vector<float>(size_t(sh.x_size()), 921);
+    const auto dw0 = random_vector<float>(size_t(sh.w_size()), 922);
+    std::vector<double> want = widen(dw0), terms = magnitude(dw0);
+    cpu::conv2d_backward_filter(want.data(), widen(dy, op).data(), widen(x, op).data(), sh, mode);
+    cpu::conv2d_backward_filter(terms.data(), magnitude(dy, op).data(), magnitude(x, op).data(),
+                                sh, mode);
+    const double n = double(sh.n) * sh.p * sh.q + 1;
+    std::vector<double> bound = sum_bound(float_run, terms);
+    for (size_t i = 0; i < bound.size(); ++i)
+      bound[i] += kU * std::fabs(want[i]) + 2 * n * 0x1p-53 * terms[i] + 1e-30;
+
+    const Outputs out = run_deterministic([&] {
+      DeviceBuffer<float> ddy(dy, shift), dx(x, shift), ddw(dw0, shift);
+      DeviceBuffer<unsigned char> ws(workspace_bytes);
+      ws.poison();
+      if (mode == GradMode::overwrite) ddw.poison();
+      launch(ddw.get(), ddy.get(), dx.get(), mode, ws.get());
+      sync_device();
+      Outputs o;
+      o.add("dwt", ddw);
+      o.add("workspace", ws);
+      return o;
+    });
+    check_bounded(out.get<float>("dwt"), want, bound, what);
+  }
+}
+
 inline std::string shape_name(const ConvShape& sh) {
   std::ostringstream os;
   os << "n" << sh.n << " " << sh.h << "x" << sh.w << "x" << sh.c << " -> " << sh.k << ", "

@@ -10,6 +10,8 @@
 //   on a GPU  the tensor cores' accumulation order and rounding are not documented: the bound
 //             of adding every product one at a time, rounded towards zero (two units of
 //             roundoff a step), L = 2 * 9 c + 1.
+// The weight gradient likewise adds each block's pixels 8 at a time in float (L = pixels / 8,
+// on a GPU 2 * pixels), then the blocks' sums in double, rounded to float once.
 #include <cstdint>
 #include <string>
 
@@ -28,9 +30,18 @@ double mma_bound_terms(int in) {
   return 2.0 * 9 * in + 1;
 #endif
 }
+// The same for the weight gradient's float sums of at most `pixels` products.
+double mma_filter_terms(int64_t pixels) {
+#if defined(UNETCU_TEST_EMULATED)
+  return double((pixels + 7) / 8);
+#else
+  return 2.0 * double(pixels);
+#endif
+}
 
 // Around the decoder's 3x3 convolutions of 16 and 32 output channels: partial tiles of rows (4)
-// and columns (32), one and several chunks of 16 input channels, a 1x1 image, two tile columns.
+// and columns (32), one and several chunks of 16 input channels, a 1x1 image, two tile columns,
+// and 64 and 128 output channels of a direction (two and four blocks of 32).
 const ConvShape kMmaCases[] = {
     ConvShape::make(2, 9, 7, 32, 16, 3, 3, 1, 1),    // the decoder's last conv1, small
     ConvShape::make(3, 5, 6, 16, 16, 3, 3, 1, 1),    // its conv2: one chunk either way
@@ -49,10 +60,16 @@ TEST_CASE("cuda tensor-core conv applies to 3x3 same, 16 or 32 outputs, inputs a
   CHECK(cuda::conv2d_mma_backward_data_applies(last, aligned, aligned));
   CHECK_FALSE(cuda::conv2d_mma_forward_applies(last, misaligned, aligned));
   CHECK_FALSE(cuda::conv2d_mma_backward_data_applies(last, aligned, misaligned));
-  // 128 -> 32: the forward takes it; backward-data would write 128 channels.
+  // 128 -> 32: both (backward-data writes 128 channels in four blocks of 32); not 256.
   const ConvShape wide = ConvShape::make(16, 64, 64, 128, 32, 3, 3, 1, 1);
   CHECK(cuda::conv2d_mma_forward_applies(wide, aligned, aligned));
-  CHECK_FALSE(cuda::conv2d_mma_backward_data_applies(wide, aligned, aligned));
+  CHECK(cuda::conv2d_mma_backward_data_applies(wide, aligned, aligned));
+  const ConvShape wider = ConvShape::make(16, 64, 64, 256, 32, 3, 3, 1, 1);
+  CHECK_FALSE(cuda::conv2d_mma_backward_data_applies(wider, aligned, aligned));
+  // The weight gradient: 16 or 32 output channels only.
+  CHECK(cuda::conv2d_mma_backward_filter_applies(wide, aligned, aligned));
+  CHECK_FALSE(cuda::conv2d_mma_backward_filter_applies(
+      ConvShape::make(2, 8, 8, 16, 64, 3, 3, 1, 1), aligned, aligned));
   // 8 input channels (not a chunk of 16); a 1x1 filter; stride 2; 3x3 without padding.
   CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 8, 8, 8, 16, 3, 3, 1, 1),
                                                aligned, aligned));
@@ -67,11 +84,8 @@ TEST_CASE("cuda tensor-core conv applies to 3x3 same, 16 or 32 outputs, inputs a
 }
 
 TEST_CASE("cuda tensor-core conv forward is within its bound of the TF32 operands' product") {
-  int ran = 0;
   for (const ConvShape& sh : kMmaCases) {
     CAPTURE(shape_name(sh));
-    if (sh.k != 16 && sh.k != 32) continue;  // a backward-data case
-    ++ran;
     check_forward_kernel(
         sh, 0, false, mma_bound_terms(sh.c), "tensor-core forward y",
         [&](float* y, const float* x, const float* wt, const float*) {
@@ -80,15 +94,11 @@ TEST_CASE("cuda tensor-core conv forward is within its bound of the TF32 operand
         },
         tf32_nearest);
   }
-  CHECK(ran == 7);
 }
 
 TEST_CASE("cuda tensor-core conv backward-data is within its bound in both grad modes") {
-  int ran = 0;
   for (const ConvShape& sh : kMmaCases) {
     CAPTURE(shape_name(sh));
-    if (sh.c != 16 && sh.c != 32) continue;  // a forward case
-    ++ran;
     check_data_kernel(
         sh, 0, mma_bound_terms(sh.k), "tensor-core backward-data dx",
         [&](float* dx, const float* dy, const float* wt, GradMode mode) {
@@ -97,7 +107,6 @@ TEST_CASE("cuda tensor-core conv backward-data is within its bound in both grad 
         },
         tf32_nearest);
   }
-  CHECK(ran == 6);
 }
 
 // More tiles than the launch has blocks (1,056), so each block takes two, with its filters
@@ -116,6 +125,27 @@ TEST_CASE("cuda tensor-core conv with several tiles a block is within its bound"
         cuda::conv2d_mma_backward_data(dx, dy, wt, sh, mode, nullptr);
       },
       tf32_nearest);
+}
+
+TEST_CASE("cuda tensor-core conv backward-filter is within its bound in both grad modes") {
+  // The forward's shapes, and a block of several segments: rows of 64 + 6 pixels, 20 segments
+  // over 5 blocks; inputs in chunks of 32 (128 channels) and of 16 (48).
+  std::vector<ConvShape> cases;
+  for (const ConvShape& sh : kMmaCases)
+    if (sh.k == 16 || sh.k == 32) cases.push_back(sh);
+  cases.push_back(ConvShape::make(2, 5, 70, 48, 16, 3, 3, 1, 1));
+  for (const ConvShape& sh : cases) {
+    CAPTURE(shape_name(sh));
+    check_filter_kernel(
+        sh, 0, mma_filter_terms(cuda::conv2d_mma_backward_filter_pixels(sh)),
+        cuda::conv2d_mma_backward_filter_workspace_bytes(sh), "tensor-core backward-filter dwt",
+        [&](float* dw, const float* dy, const float* x, GradMode mode, void* ws) {
+          REQUIRE(cuda::conv2d_mma_backward_filter_applies(sh, dy, x));
+          cuda::conv2d_mma_backward_filter(dw, dy, x, sh, mode, ws, nullptr);
+        },
+        tf32_nearest);
+  }
+  CHECK(cases.size() == 8);
 }
 
 }  // namespace
