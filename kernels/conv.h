@@ -173,6 +173,8 @@ void conv2d_direct_backward_data(float* dx, const float* dy, const float* wt, co
 // Operands rounded to TF32 to nearest (not truncated); each output adds its products in a fixed
 // order. For the engine's TF32 convolutions (cuDNN's rival there, as the kernels above
 // are with TF32 off).
+// The forward also takes the encoder's stem: 3 input channels, 7x7, stride 2, padding 3, a
+// multiple of 32 outputs (x at any alignment).
 bool conv2d_mma_forward_applies(const ConvShape& sh, const float* x, const float* y);
 void conv2d_mma_forward(float* y, const float* x, const float* wt, const ConvShape& sh,
                         cudaStream_t stream);

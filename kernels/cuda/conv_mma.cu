@@ -2,7 +2,8 @@
 // 16 or 32 output channels of the direction) on the tensor cores in TF32: forward and
 // backward-data as an implicit GEMM with one warp-level product (kernels/cuda/mma.cuh) per 16
 // pixels x 8 output channels x 8 of the reduction's (tap, input channel) pairs; the weight
-// gradient (below) with one per 16 output channels x 8 input channels x 8 pixels.
+// gradient (below) with one per 16 output channels x 8 input channels x 8 pixels; and the
+// encoder's 7x7 stride-2 stem forward (below).
 //
 // Why: on the H100 cuDNN's TF32 kernels take 46-62 us each way for 3x3 32 -> 16 and 16 -> 16
 // at 128x128 (batch 16), and 17-21 us for 32 -> 32 at 64x64 (bench/RESULTS.md), all on the
@@ -203,6 +204,102 @@ bool mma_conv_shape(const ConvShape& sh, int cin, int cout, int max_out) {
                           reinterpret_cast<const void*>(mma_conv_kernel<32, false>));
 }
 
+// ---- the stem: 7x7, stride 2, 3 input channels ----
+//
+// The encoder's first convolution (3 -> 64, 7x7, stride 2, padding 3; 0.6 G multiply-adds at
+// 16 x 128 x 128) ran on cuDNN's generic fp32 NHWC kernel in 53-57 us on the H100, on the
+// compute stream, where reading the images (3 MB) and writing the output (16.8 MB) takes about
+// 7 us at the copy rate (bench/RESULTS.md). As an implicit GEMM its reduction is 7 x 7 x 3 =
+// 147 (r, s, c) terms, padded to 152 (19 products of 8). A block of 8 warps takes 4 output
+// rows x 32 columns of one image and 32 output channels (grid y: two blocks for 64): it stages
+// the 13 x 69 input pixels those outputs read (3 channels and a zero, zeros outside the image)
+// and the 32 filters in shared memory, rounded to TF32, with a table of each term's offset in
+// the staged input (the padding terms point at a zero). Each warp takes 16 pixels of a row.
+constexpr int kStemTaps = 7, kStemStride = 2, kStemPad = 3, kStemIn = 3;
+constexpr int kStemTerms = kStemTaps * kStemTaps * kStemIn;           // 147
+constexpr int kStemK = (kStemTerms + 7) / 8 * 8;                       // 152
+constexpr int kStemRows = (kTileRows - 1) * kStemStride + kStemTaps;  // 13 input rows
+constexpr int kStemCols = (kTileCols - 1) * kStemStride + kStemTaps;  // 69 input columns
+constexpr int kStemOut = 32;                                          // output channels a block
+constexpr int kStemFilterStride = kStemK + 4;  // 156: g * 156 + t on 32 distinct banks
+
+__global__ void __launch_bounds__(kMmaThreads)
+    mma_stem_kernel(float* out, const float* __restrict__ in, const float* __restrict__ wt,
+                    ConvShape sh) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  __shared__ float staged_in[kStemRows * kStemCols * 4];  // [row][col][channel, then a zero]
+  __shared__ float staged_wt[kStemOut * kStemFilterStride];
+  __shared__ int term_offset[kStemK];
+  const int o0 = int(blockIdx.y) * kStemOut;
+  const int tile_cols = (sh.q + kTileCols - 1) / kTileCols;
+  const int tile_rows = (sh.p + kTileRows - 1) / kTileRows;
+  const int img = int(blockIdx.x) / (tile_rows * tile_cols);
+  const int oy0 = int(blockIdx.x) / tile_cols % tile_rows * kTileRows;
+  const int ox0 = int(blockIdx.x) % tile_cols * kTileCols;
+  const int iy0 = oy0 * kStemStride - kStemPad, ix0 = ox0 * kStemStride - kStemPad;
+
+  for (int e = int(threadIdx.x); e < kStemRows * kStemCols * 4; e += kMmaThreads) {
+    const int c = e % 4, col = e / 4 % kStemCols, row = e / (4 * kStemCols);
+    const int iy = iy0 + row, ix = ix0 + col;
+    float v = 0.0f;
+    if (c < kStemIn && iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w)
+      v = in[((int64_t(img) * sh.h + iy) * sh.w + ix) * kStemIn + c];
+    staged_in[e] = detail::tf32_round(v);
+  }
+  // KRSC with 3 channels: filter o's term k = (r * 7 + s) * 3 + c is wt[o * 147 + k].
+  for (int e = int(threadIdx.x); e < kStemOut * kStemK; e += kMmaThreads) {
+    const int k = e % kStemK, o = e / kStemK;
+    const float v = k < kStemTerms ? wt[int64_t(o0 + o) * kStemTerms + k] : 0.0f;
+    staged_wt[o * kStemFilterStride + k] = detail::tf32_round(v);
+  }
+  for (int k = int(threadIdx.x); k < kStemK; k += kMmaThreads) {
+    const int r = k / (kStemTaps * kStemIn), s = k / kStemIn % kStemTaps, c = k % kStemIn;
+    term_offset[k] = k < kStemTerms ? (r * kStemCols + s) * 4 + c : 3;  // 3: a staged zero
+  }
+  __syncthreads();
+
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int row = warp / 2, col0 = (warp % 2) * 16;  // the warp's 16 pixels in the tile
+  // Output pixel (row, col) reads from staged row row * 2 + r, column col * 2 + s.
+  const float* px_lo = staged_in + (row * kStemStride * kStemCols + (col0 + g) * kStemStride) * 4;
+  const float* px_hi = px_lo + 8 * kStemStride * 4;  // pixel g + 8
+  float acc[kStemOut / 8][4];
+  for (int j = 0; j < kStemOut / 8; ++j)
+    for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
+  UNETCU_UNROLL_ALL
+  for (int k0 = 0; k0 < kStemK; k0 += 8) {
+    const int off_lo = term_offset[k0 + t], off_hi = term_offset[k0 + t + 4];
+    const float a[4] = {px_lo[off_lo], px_hi[off_lo], px_lo[off_hi], px_hi[off_hi]};
+    UNETCU_UNROLL_ALL
+    for (int j = 0; j < kStemOut / 8; ++j) {
+      const float* b_col = staged_wt + (j * 8 + g) * kStemFilterStride + k0 + t;
+      const float b[2] = {b_col[0], b_col[4]};
+      detail::mma_tf32(acc[j], a, b);
+    }
+  }
+
+  const int oy = oy0 + row;
+  for (int half = 0; half < 2; ++half) {
+    const int ox = ox0 + col0 + g + 8 * half;
+    if (oy >= sh.p || ox >= sh.q) continue;
+    float* dst = out + ((int64_t(img) * sh.p + oy) * sh.q + ox) * sh.k + o0;
+    for (int j = 0; j < kStemOut / 8; ++j) {
+      const detail::Vec<float, 2> r{{acc[j][2 * half], acc[j][2 * half + 1]}};
+      detail::store_vec<2>(dst, (j * 8 + 2 * t) / 2, r);
+    }
+  }
+}
+
+// The stem's shape: 3 input channels, 7x7, stride 2, padding 3, a multiple of 32 outputs.
+bool mma_stem_shape(const ConvShape& sh) {
+  return sh.c == kStemIn && sh.r == kStemTaps && sh.s == kStemTaps && sh.stride == kStemStride &&
+         sh.pad == kStemPad && sh.k % kStemOut == 0 && sh.k > 0 && sh.n > 0 && sh.p > 0 &&
+         sh.q > 0 && int64_t(sh.n) * ((sh.p + kTileRows - 1) / kTileRows) *
+                             ((sh.q + kTileCols - 1) / kTileCols) < (int64_t(1) << 31) &&
+         detail::mma_kernel_usable(reinterpret_cast<const void*>(mma_stem_kernel));
+}
+
 // ---- the weight gradient ----
 //
 // dwt[o][tap][i] = sum over output pixels of dy[pixel][o] * x[pixel shifted by the tap][i]: a
@@ -347,11 +444,19 @@ void launch_mma_filter(double* partials, const float* dy, const float* x, const 
 }  // namespace
 
 bool conv2d_mma_forward_applies(const ConvShape& sh, const float* x, const float* y) {
+  if (mma_stem_shape(sh)) return detail::all_vec4(y);  // the images are read a float at a time
   return mma_conv_shape(sh, sh.c, sh.k, kMaxOut) && detail::all_vec4(x, y);
 }
 
 void conv2d_mma_forward(float* y, const float* x, const float* wt, const ConvShape& sh,
                         cudaStream_t stream) {
+  if (mma_stem_shape(sh)) {
+    const int tiles = sh.n * ((sh.p + kTileRows - 1) / kTileRows) *
+                      ((sh.q + kTileCols - 1) / kTileCols);
+    UNETCU_LAUNCH_CHAINED(mma_stem_kernel, dim3(unsigned(tiles), unsigned(sh.k / kStemOut)),
+                          kMmaThreads, 0, stream)(y, x, wt, sh);
+    return;
+  }
   launch_mma<false>(y, x, wt, sh, sh.c, sh.k, false, stream);
 }
 

@@ -148,5 +148,39 @@ TEST_CASE("cuda tensor-core conv backward-filter is within its bound in both gra
   CHECK(cases.size() == 8);
 }
 
+// The stem (3 -> 64 or 32, 7x7, stride 2, padding 3): 19 products of 8 of its 147 terms (152
+// with the padding), so L = 19 + 1 emulated, 2 * 147 + 1 on a GPU; partial tiles of rows and
+// columns, two tile rows and columns, a 1x1 output, two blocks of 32 output channels.
+TEST_CASE("cuda tensor-core stem forward is within its bound of the TF32 operands' product") {
+  const float* aligned = reinterpret_cast<const float*>(uintptr_t(256));
+  const float* misaligned = reinterpret_cast<const float*>(uintptr_t(260));
+  const ConvShape stem = ConvShape::make(16, 128, 128, 3, 64, 7, 7, 2, 3);
+  CHECK(cuda::conv2d_mma_forward_applies(stem, misaligned, aligned));  // images: any alignment
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(stem, aligned, misaligned));
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 9, 9, 3, 64, 7, 7, 1, 3),
+                                               aligned, aligned));  // stride 1
+  CHECK_FALSE(cuda::conv2d_mma_forward_applies(ConvShape::make(2, 9, 9, 3, 48, 7, 7, 2, 3),
+                                               aligned, aligned));  // 48 outputs
+  CHECK_FALSE(cuda::conv2d_mma_backward_data_applies(stem, aligned, aligned));
+  const double L =
+#if defined(UNETCU_TEST_EMULATED)
+      20;
+#else
+      2.0 * 147 + 1;
+#endif
+  for (const ConvShape& sh : {ConvShape::make(2, 13, 17, 3, 64, 7, 7, 2, 3),
+                              ConvShape::make(2, 70, 66, 3, 32, 7, 7, 2, 3),
+                              ConvShape::make(1, 1, 1, 3, 64, 7, 7, 2, 3)}) {
+    CAPTURE(shape_name(sh));
+    check_forward_kernel(
+        sh, 0, false, L, "tensor-core stem y",
+        [&](float* y, const float* x, const float* wt, const float*) {
+          REQUIRE(cuda::conv2d_mma_forward_applies(sh, x, y));
+          cuda::conv2d_mma_forward(y, x, wt, sh, nullptr);
+        },
+        tf32_nearest);
+  }
+}
+
 }  // namespace
 }  // namespace unetcu::test
