@@ -238,7 +238,7 @@ struct ConvCase : OpCase {
   ConvDir dir;
   bool narrow;  // one output channel: the hand-written kernels, as the engine runs it
   bool direct = false;  // a direct kernel, which won against cuDNN (as the engine runs it)
-  bool tensor_cores = false;  // the direct kernel is the TF32 one (conv_mma.cu), with TF32
+  cuda::DirectKernel kernel = cuda::DirectKernel::none;  // the direct kernel of this direction
   bool gemm = false;    // the GEMM and gather, which won against cuDNN (likewise)
   std::vector<float> x, wt, bias, dy;
   Dev<float> dx_in, dwt, dbias_in, ddy, out, dbias;
@@ -290,7 +290,6 @@ struct ConvCase : OpCase {
     const bool allowed = setting == nullptr || std::string(setting) != "0";
     const bool forced = setting != nullptr && std::string(setting) == "1";
     cudnn::ConvRunner::Rival rival;
-    rival.name = "direct kernel";
     rival.run = [this](float* o, void* w, cudaStream_t) { direct_ours(o, w); };
     // Where no direct kernel applies to a forward or backward-data, the GEMM and gather.
     auto offer_gemm = [&](bool direct_applies) {
@@ -303,10 +302,9 @@ struct ConvCase : OpCase {
     bool applies = false, gemm_applies = false;
     switch (dir) {
       case ConvDir::forward:
-        tensor_cores = g_tf32 && cuda::conv2d_mma_forward_applies(sh, dx_in.get(), out.get());
-        applies = allowed && (tensor_cores ||
-                              cuda::conv2d_direct_forward_applies(sh, dx_in.get(), out.get()));
-        if (tensor_cores) rival.name = "tensor-core kernel";
+        kernel = cuda::direct_forward_kernel(sh, dx_in.get(), out.get(), g_tf32);
+        rival.name = cuda::direct_kernel_name(kernel);
+        applies = allowed && kernel != cuda::DirectKernel::none;
         gemm_applies = offer_gemm(applies);
         ws_bytes = g_conv->prepare_forward(sh, dx_in.get(), dwt.get(),
                                            applies || gemm_applies ? &rival : nullptr);
@@ -314,11 +312,9 @@ struct ConvCase : OpCase {
         gemm = gemm_applies && g_conv->rival_serves_forward(sh);
         break;
       case ConvDir::backward_data:
-        tensor_cores =
-            g_tf32 && cuda::conv2d_mma_backward_data_applies(sh, ddy.get(), out.get());
-        applies = allowed && (tensor_cores || cuda::conv2d_direct_backward_data_applies(
-                                                  sh, ddy.get(), out.get()));
-        if (tensor_cores) rival.name = "tensor-core kernel";
+        kernel = cuda::direct_backward_data_kernel(sh, ddy.get(), out.get(), g_tf32);
+        rival.name = cuda::direct_kernel_name(kernel);
+        applies = allowed && kernel != cuda::DirectKernel::none;
         gemm_applies = offer_gemm(applies);
         ws_bytes = g_conv->prepare_backward_data(sh, ddy.get(), dwt.get(),
                                                  applies || gemm_applies ? &rival : nullptr);
@@ -326,14 +322,11 @@ struct ConvCase : OpCase {
         gemm = gemm_applies && g_conv->rival_serves_backward_data(sh);
         break;
       case ConvDir::backward_filter:
-        tensor_cores = allowed && g_tf32 &&
-                       cuda::conv2d_mma_backward_filter_applies(sh, ddy.get(), dx_in.get());
-        applies = tensor_cores || (forced && cuda::conv2d_direct_backward_filter_applies(
-                                                 sh, ddy.get(), dx_in.get()));
-        if (tensor_cores) rival.name = "tensor-core kernel";
-        rival.workspace_bytes = tensor_cores
-                                    ? cuda::conv2d_mma_backward_filter_workspace_bytes(sh)
-                                    : cuda::conv2d_direct_backward_filter_workspace_bytes(sh);
+        kernel = cuda::direct_backward_filter_kernel(sh, ddy.get(), dx_in.get(), g_tf32);
+        rival.name = cuda::direct_kernel_name(kernel);
+        applies = (allowed && kernel == cuda::DirectKernel::tensor_cores) ||
+                  (forced && kernel == cuda::DirectKernel::fp32);
+        rival.workspace_bytes = cuda::direct_backward_filter_workspace_bytes(kernel, sh);
         ws_bytes = g_conv->prepare_backward_filter(sh, ddy.get(), dx_in.get(),
                                                    applies ? &rival : nullptr);
         direct = applies && g_conv->rival_serves_backward_filter(sh);
@@ -358,26 +351,15 @@ struct ConvCase : OpCase {
   void direct_ours(float* o, void* workspace) {
     switch (dir) {
       case ConvDir::forward:
-        if (tensor_cores)
-          cuda::conv2d_mma_forward(o, dx_in.get(), dwt.get(), sh, g_stream);
-        else
-          cuda::conv2d_direct_forward(o, dx_in.get(), dwt.get(), sh, g_stream);
+        cuda::direct_forward(kernel, o, dx_in.get(), dwt.get(), sh, g_stream);
         break;
       case ConvDir::backward_data:
-        if (tensor_cores)
-          cuda::conv2d_mma_backward_data(o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
-                                         g_stream);
-        else
-          cuda::conv2d_direct_backward_data(o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
-                                            g_stream);
+        cuda::direct_backward_data(kernel, o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
+                                   g_stream);
         break;
       case ConvDir::backward_filter:
-        if (tensor_cores)
-          cuda::conv2d_mma_backward_filter(o, ddy.get(), dx_in.get(), sh, GradMode::overwrite,
-                                           workspace, g_stream);
-        else
-          cuda::conv2d_direct_backward_filter(o, ddy.get(), dx_in.get(), sh,
-                                              GradMode::overwrite, workspace, g_stream);
+        cuda::direct_backward_filter(kernel, o, ddy.get(), dx_in.get(), sh, GradMode::overwrite,
+                                     workspace, g_stream);
         break;
     }
   }

@@ -504,12 +504,10 @@ class CudaBackend final : public Backend {
       cuda::conv2d_narrow_forward(y, x, wt, bias, sh, compute_);
       return;
     }
-    const DirectKind kind = direct_conv_ == ConvChoice::off ? DirectKind::none
-                            : tf32_ && cuda::conv2d_mma_forward_applies(sh, x, y)
-                                ? DirectKind::tensor_cores
-                            : cuda::conv2d_direct_forward_applies(sh, x, y) ? DirectKind::fp32
-                                                                           : DirectKind::none;
-    const bool direct = kind != DirectKind::none;
+    const cuda::DirectKernel kind = direct_conv_ == ConvChoice::off
+                                        ? cuda::DirectKernel::none
+                                        : cuda::direct_forward_kernel(sh, x, y, tf32_);
+    const bool direct = kind != cuda::DirectKernel::none;
     const bool gemm = !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_applies(sh);
     const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
@@ -522,9 +520,9 @@ class CudaBackend final : public Backend {
     if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
-        rival = rival_of(direct_name(kind), 0,
+        rival = rival_of(cuda::direct_kernel_name(kind), 0,
                          [kind, x, wt, sh](float* out, void*, cudaStream_t stream) {
-                           direct_forward(kind, out, x, wt, sh, stream);
+                           cuda::direct_forward(kind, out, x, wt, sh, stream);
                          });
       if (gemm)
         rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
@@ -545,29 +543,9 @@ class CudaBackend final : public Backend {
     if (gemm) {
       gemm_forward(y, x, wt, sh, static_cast<float*>(scratch(conv2d_col_bytes(sh))), compute_);
     } else {
-      direct_forward(kind, y, x, wt, sh, compute_);
+      cuda::direct_forward(kind, y, x, wt, sh, compute_);
     }
     if (bias) cuda::conv2d_add_bias(y, bias, sh, compute_);
-  }
-  // The direct kernels of a forward or data gradient: with TF32 convolutions the tensor-core
-  // ones where they apply (kernels/cuda/conv_mma.cu), else the fp32 ones (conv_narrow.cu).
-  enum class DirectKind { none, fp32, tensor_cores };
-  static const char* direct_name(DirectKind kind) {
-    return kind == DirectKind::tensor_cores ? "tensor-core kernel" : "direct kernel";
-  }
-  static void direct_forward(DirectKind kind, float* y, const float* x, const float* wt,
-                             const ConvShape& sh, cudaStream_t stream) {
-    if (kind == DirectKind::tensor_cores)
-      cuda::conv2d_mma_forward(y, x, wt, sh, stream);
-    else
-      cuda::conv2d_direct_forward(y, x, wt, sh, stream);
-  }
-  static void direct_backward_data(DirectKind kind, float* dx, const float* dy, const float* wt,
-                                   const ConvShape& sh, GradMode mode, cudaStream_t stream) {
-    if (kind == DirectKind::tensor_cores)
-      cuda::conv2d_mma_backward_data(dx, dy, wt, sh, mode, stream);
-    else
-      cuda::conv2d_direct_backward_data(dx, dy, wt, sh, mode, stream);
   }
   // y = conv(x, wt) as col = im2col(x), then the GEMM of wt and col; `col` holds
   // conv2d_col_bytes(sh).
@@ -582,13 +560,10 @@ class CudaBackend final : public Backend {
       cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, compute_);
       return;
     }
-    const DirectKind kind = direct_conv_ == ConvChoice::off ? DirectKind::none
-                            : tf32_ && cuda::conv2d_mma_backward_data_applies(sh, dy, dx)
-                                ? DirectKind::tensor_cores
-                            : cuda::conv2d_direct_backward_data_applies(sh, dy, dx)
-                                ? DirectKind::fp32
-                                : DirectKind::none;
-    const bool direct = kind != DirectKind::none;
+    const cuda::DirectKernel kind = direct_conv_ == ConvChoice::off
+                                        ? cuda::DirectKernel::none
+                                        : cuda::direct_backward_data_kernel(sh, dy, dx, tf32_);
+    const bool direct = kind != cuda::DirectKernel::none;
     const bool gemm = !direct && gemm_conv_ != ConvChoice::off && cuda::conv2d_gemm_applies(sh);
     const ConvChoice choice = direct ? direct_conv_ : gemm ? gemm_conv_ : ConvChoice::off;
 #if defined(UNETCU_SIMT)
@@ -600,10 +575,10 @@ class CudaBackend final : public Backend {
     if (choice != ConvChoice::always) {
       Rival rival;
       if (direct)
-        rival = rival_of(direct_name(kind), 0,
+        rival = rival_of(cuda::direct_kernel_name(kind), 0,
                          [kind, dy, wt, sh](float* out, void*, cudaStream_t stream) {
-                           direct_backward_data(kind, out, dy, wt, sh, GradMode::overwrite,
-                                                stream);
+                           cuda::direct_backward_data(kind, out, dy, wt, sh, GradMode::overwrite,
+                                                      stream);
                          });
       if (gemm)
         rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
@@ -626,7 +601,7 @@ class CudaBackend final : public Backend {
                          compute_);
       return;
     }
-    direct_backward_data(kind, dx, dy, wt, sh, mode, compute_);
+    cuda::direct_backward_data(kind, dx, dy, wt, sh, mode, compute_);
   }
   // dx (+)= conv_transpose(dy, wt) as col = the GEMM of wt and dy, then the gather; `col`
   // holds conv2d_col_bytes(sh).
@@ -1001,29 +976,33 @@ class CudaBackend final : public Backend {
     // (it moves the same bytes, with the products off the CUDA cores), so that holding the SMs
     // for less time pays where a third less did not; the device check's step with
     // UNETCU_DIRECT_CONV=0 measures it.
-    const bool mma = direct_conv_ != ConvChoice::off && tf32_ &&
-                     cuda::conv2d_mma_backward_filter_applies(sh, dy, x);
-    const bool direct = !mma && direct_conv_ == ConvChoice::always &&
-                        cuda::conv2d_direct_backward_filter_applies(sh, dy, x);
+    const cuda::DirectKernel kind = direct_conv_ == ConvChoice::off
+                                        ? cuda::DirectKernel::none
+                                        : cuda::direct_backward_filter_kernel(sh, dy, x, tf32_);
+    const bool runs = kind == cuda::DirectKernel::tensor_cores ||
+                      (kind == cuda::DirectKernel::fp32 && direct_conv_ == ConvChoice::always);
+    const size_t direct_bytes = cuda::direct_backward_filter_workspace_bytes(kind, sh);
 #if defined(UNETCU_SIMT)
-    if (!direct && !(mma && direct_conv_ == ConvChoice::always)) {
+    if (!runs) {  // the emulator never times (auto is off there)
       host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
                 lane.stream);
       return;
     }
 #else
-    if (!direct && !(mma && direct_conv_ == ConvChoice::always)) {
-      Rival rival;
+    const bool timed =
+        kind == cuda::DirectKernel::tensor_cores && direct_conv_ == ConvChoice::timed;
+    if (!runs || timed) {
       // The rival's output is checked against cuDNN's overwriting one.
-      if (mma)
-        rival = rival_of("tensor-core kernel",
-                         cuda::conv2d_mma_backward_filter_workspace_bytes(sh),
-                         [sh, dy, x](float* out, void* ws, cudaStream_t stream) {
-                           cuda::conv2d_mma_backward_filter(out, dy, x, sh, GradMode::overwrite,
-                                                            ws, stream);
+      Rival rival;
+      if (timed)
+        rival = rival_of(cuda::direct_kernel_name(kind), direct_bytes,
+                         [kind, sh, dy, x](float* out, void* ws, cudaStream_t stream) {
+                           cuda::direct_backward_filter(kind, out, dy, x, sh,
+                                                        GradMode::overwrite, ws, stream);
                          });
-      const size_t bytes = lane.conv->prepare_backward_filter(sh, dy, x, mma ? &rival : nullptr);
-      if (!mma || !lane.conv->rival_serves_backward_filter(sh)) {
+      const size_t bytes =
+          lane.conv->prepare_backward_filter(sh, dy, x, timed ? &rival : nullptr);
+      if (!timed || !lane.conv->rival_serves_backward_filter(sh)) {
         const Workspace ws = sized(*lane.ws, bytes);
         lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
         after_async("cuDNN convolution backward filter", lane.stream);
@@ -1031,15 +1010,8 @@ class CudaBackend final : public Backend {
       }
     }
 #endif
-    if (mma) {
-      cuda::conv2d_mma_backward_filter(
-          dwt, dy, x, sh, mode,
-          grow(*lane.ws, cuda::conv2d_mma_backward_filter_workspace_bytes(sh)), lane.stream);
-      return;
-    }
-    cuda::conv2d_direct_backward_filter(
-        dwt, dy, x, sh, mode,
-        grow(*lane.ws, cuda::conv2d_direct_backward_filter_workspace_bytes(sh)), lane.stream);
+    cuda::direct_backward_filter(kind, dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
+                                 lane.stream);
   }
 
   // The compute stream's workspace, at least `bytes` long.
@@ -1115,7 +1087,7 @@ class CudaBackend final : public Backend {
 
   std::string description_;
   ConvChoice direct_conv_;
-  bool tf32_;  // TF32 convolutions: the direct forward and data gradient on the tensor cores
+  bool tf32_;  // TF32 convolutions: the direct kernels are the tensor-core ones where they apply
   ConvChoice gemm_conv_;
   cudaStream_t compute_ = nullptr, copy_ = nullptr;
   cudaEvent_t compute_mark_ = nullptr;

@@ -192,6 +192,27 @@ int64_t conv2d_mma_backward_filter_pixels(const ConvShape& sh);
 void conv2d_mma_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                                 GradMode mode, void* workspace, cudaStream_t stream);
 
+// Which of the two kinds above serves a convolution (kernels/cuda/conv_direct.cu): with TF32
+// convolutions (`tf32`) the tensor-core kernel where it applies, else the fp32 one where it
+// applies, else none. Whether it runs, forced or timed against cuDNN, is the caller's policy;
+// the functions below run the chosen one (not none).
+enum class DirectKernel { none, fp32, tensor_cores };
+const char* direct_kernel_name(DirectKernel kernel);  // "tensor-core kernel", "direct kernel"
+DirectKernel direct_forward_kernel(const ConvShape& sh, const float* x, const float* y,
+                                   bool tf32);
+DirectKernel direct_backward_data_kernel(const ConvShape& sh, const float* dy, const float* dx,
+                                         bool tf32);
+DirectKernel direct_backward_filter_kernel(const ConvShape& sh, const float* dy, const float* x,
+                                           bool tf32);
+void direct_forward(DirectKernel kernel, float* y, const float* x, const float* wt,
+                    const ConvShape& sh, cudaStream_t stream);
+void direct_backward_data(DirectKernel kernel, float* dx, const float* dy, const float* wt,
+                          const ConvShape& sh, GradMode mode, cudaStream_t stream);
+size_t direct_backward_filter_workspace_bytes(DirectKernel kernel, const ConvShape& sh);
+void direct_backward_filter(DirectKernel kernel, float* dwt, const float* dy, const float* x,
+                            const ConvShape& sh, GradMode mode, void* workspace,
+                            cudaStream_t stream);
+
 // The gathers of the GEMM convolutions (conv2d_forward_gemm_dims and
 // conv2d_backward_data_gemm_dims above), which apply where the column matrix is at most
 // kConvGemmMaxColBytes (at batch 16, 128x128: encoder layers 1-4, the stem's forward, the

@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kMmaThreads)
       for (int i = 0; i < 4; ++i) acc[j][i] = 0.0f;
 
     for (int c0 = 0; c0 < cin; c0 += kChunk) {
-      constexpr int cc = kChunk, vecs = kChunk / 4;  // cin is a multiple of kChunk
+      constexpr int vecs = kChunk / 4;  // cin is a multiple of kChunk
       __syncthreads();  // the previous chunk's (or tile's) reads are done
       for (int e = int(threadIdx.x); e < kInRows * kInCols * vecs; e += kMmaThreads) {
         const int v = e % vecs, p = e / vecs;
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kMmaThreads)
         // The warp's pixel 0 shifted by the tap, in the staged tile (its halo included).
         const float* a_px = staged_in + ((row + tap / 3) * kInCols + col0 + tap % 3) * kPixelStride;
         UNETCU_UNROLL_ALL
-        for (int k0 = 0; k0 < cc; k0 += 8) {
+        for (int k0 = 0; k0 < kChunk; k0 += 8) {
           const float* a_lo = a_px + g * kPixelStride + k0 + t;  // pixel g, channel k0 + t
           const float* a_hi = a_lo + 8 * kPixelStride;           // pixel g + 8
           const float a[4] = {a_lo[0], a_hi[0], a_lo[4], a_hi[4]};
