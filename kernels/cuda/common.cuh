@@ -209,7 +209,7 @@ inline void map_rows(const Op& op, int64_t rows, int cols, cudaStream_t stream) 
 // but every thread of the block must make each call.
 template <typename T, int NV>
 __device__ inline void reduce_lanes(T (&vals)[NV], int tile, int lanes) {
-  __shared__ T buf[NV][kThreads];
+  UNETCU_STATIC_SHARED(T, buf, [NV][kThreads]);
   const int tid = int(threadIdx.x);
   const int lane = tid / tile;
   for (int v = 0; v < NV; ++v) buf[v][tid] = vals[v];
@@ -248,7 +248,7 @@ __device__ inline T warp_tree_sum(T v) {
 // read.
 template <typename T, int NV>
 __device__ inline void reduce_block(T (&vals)[NV]) {
-  __shared__ T warp_totals[NV][kThreads / 32];
+  UNETCU_STATIC_SHARED(T, warp_totals, [NV][kThreads / 32]);
   const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
   const int warps = int(blockDim.x) / 32;
   for (int v = 0; v < NV; ++v) {

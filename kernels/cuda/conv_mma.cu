@@ -81,8 +81,8 @@ __global__ void __launch_bounds__(kMmaThreads)
   // Chunks of filters that stay staged for all of a block's tiles: two at 16 outputs (the
   // decoder's 32 -> 16 forward), one at 32 (35 KB of static shared memory either way).
   constexpr int kResident = Cout == 16 ? 2 : 1;
-  __shared__ float staged_in[kInRows * kInCols * kPixelStride];
-  __shared__ float staged_wt[kResident * Cout * kFilterStride];
+  UNETCU_STATIC_SHARED(float, staged_in, [kInRows * kInCols * kPixelStride]);
+  UNETCU_STATIC_SHARED(float, staged_wt, [kResident * Cout * kFilterStride]);
 
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
@@ -227,9 +227,10 @@ __global__ void __launch_bounds__(kMmaThreads)
     mma_stem_kernel(float* out, const float* __restrict__ in, const float* __restrict__ wt,
                     ConvShape sh) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  __shared__ float staged_in[kStemRows * kStemCols * 4];  // [row][col][channel, then a zero]
-  __shared__ float staged_wt[kStemOut * kStemFilterStride];
-  __shared__ int term_offset[kStemK];
+  // [row][col][channel, then a zero]
+  UNETCU_STATIC_SHARED(float, staged_in, [kStemRows * kStemCols * 4]);
+  UNETCU_STATIC_SHARED(float, staged_wt, [kStemOut * kStemFilterStride]);
+  UNETCU_STATIC_SHARED(int, term_offset, [kStemK]);
   const int o0 = int(blockIdx.y) * kStemOut;
   const int tile_cols = (sh.q + kTileCols - 1) / kTileCols;
   const int tile_rows = (sh.p + kTileRows - 1) / kTileRows;
@@ -354,8 +355,8 @@ __global__ void __launch_bounds__(kFilterThreads)
   constexpr int kDyStride = Cout + 8, kXStride = Chunk + 8;  // floats a staged pixel
   constexpr int kXCols = kSegment + 2;
   constexpr int kMTiles = Cout / 16, kNTiles = Chunk / 8;
-  __shared__ float dys[kSegment * kDyStride];
-  __shared__ float xs[3 * kXCols * kXStride];
+  UNETCU_STATIC_SHARED(float, dys, [kSegment * kDyStride]);
+  UNETCU_STATIC_SHARED(float, xs, [3 * kXCols * kXStride]);
 
   const int tap = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;

@@ -56,6 +56,7 @@ using detail::finish_filter_gradient;
 using detail::load_vec;
 using detail::store_vec;
 using detail::Vec;
+using Float4 = Vec<float, 4>;  // a type without a comma, for UNETCU_STATIC_SHARED
 
 // Filter taps a backward-data thread holds in registers: 3x3 is what the network needs.
 constexpr int kMaxTaps = 9;
@@ -296,8 +297,9 @@ __global__ void __launch_bounds__(kDirectThreads, 2)
     direct_filter_partial_kernel(double* partials, const float* __restrict__ dy,
                                  const float* __restrict__ x, ConvShape sh, DirectTiling dt) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  __shared__ Vec<float, 4> xs[3][kSegmentPixels + 2][kBlockCGroups];  // [filter row][col][group]
-  __shared__ Vec<float, 4> ds[kSegmentPixels][kDirectMaxK / 4];       // [pixel][k group]
+  // [filter row][col][group]
+  UNETCU_STATIC_SHARED(Float4, xs, [3][kSegmentPixels + 2][kBlockCGroups]);
+  UNETCU_STATIC_SHARED(Float4, ds, [kSegmentPixels][kDirectMaxK / 4]);  // [pixel][k group]
   const int tid = int(threadIdx.x);
   const int owners = dt.owners;
   const int cgl = tid % dt.cgroups, kg = (tid / dt.cgroups) % dt.kgroups;
@@ -404,7 +406,8 @@ __global__ void __launch_bounds__(detail::kThreads)
     direct_conv_kernel(float* out, const float* __restrict__ in, const float* __restrict__ wt,
                        ConvShape sh, int cin, int cout, bool accumulate) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  __shared__ Vec<float, 4> filters[kDirectOut * kMaxTaps * (kDirectMaxIn / 4)];  // [o][tap][i/4]
+  // [o][tap][i/4]
+  UNETCU_STATIC_SHARED(Float4, filters, [kDirectOut * kMaxTaps * (kDirectMaxIn / 4)]);
   const int taps = sh.r * sh.s, cvec = cin / 4;
   const int first_out = int(blockIdx.y) * kDirectOut;
   float* staged = reinterpret_cast<float*>(filters);
@@ -550,7 +553,7 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
     narrow_sweep_forward_kernel(float* y, const float* x, const float* wt, const float* bias,
                                 ConvShape sh) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  __shared__ Vec<float, 4> filter[9 * kSweepMaxC / 4];
+  UNETCU_STATIC_SHARED(Float4, filter, [9 * kSweepMaxC / 4]);
   const SweepLane wp = start_sweep(filter, wt, sh);
   if (!wp.active) return;
   const float b = bias ? bias[0] : 0.0f;
@@ -594,7 +597,7 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
     narrow_sweep_backward_data_kernel(float* dx, const float* dy, const float* wt, ConvShape sh,
                                       bool accumulate) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  __shared__ Vec<float, 4> filter[9 * kSweepMaxC / 4];
+  UNETCU_STATIC_SHARED(Float4, filter, [9 * kSweepMaxC / 4]);
   const SweepLane wp = start_sweep(filter, wt, sh);
   if (!wp.active) return;
   // window[0..2]: dy rows iy + 1, iy, iy - 1 (filter rows 0, 1, 2 of dx row iy), each as the

@@ -60,6 +60,18 @@
 //   UNETCU_DYNAMIC_SHARED(float, tile);   // inside the kernel body
 //     float* tile: the block's dynamic shared memory (the launch's smem_bytes). Under the
 //     emulator the bytes start as 0xFF so a read before a write shows.
+//
+//   UNETCU_STATIC_SHARED(float, tile, [4][32]);  // inside a kernel or device function
+//     `__shared__ float tile[4][32];` under nvcc, and the only way kernels/cuda declares
+//     static shared memory (tests/emu/test_launch_rules.cpp checks). The type may not contain
+//     a comma (use an alias). Emulator: `tile` is a reference to an array of that type in the
+//     running block's static shared memory, placed when a thread of the block first declares
+//     it (the block's other threads, and later calls, get the same array). Its bytes start as
+//     0xFF in every block, where a plain `__shared__` (thread_local) keeps the previous
+//     block's values and hides a read before a write; under AddressSanitizer a redzone after
+//     it reports a read or write past its end (ASan does not watch thread_local arrays); and
+//     the emulated builds' -fsanitize=bounds checks every index of `tile[i][j]`. A block whose
+//     static arrays pass 48 KB (what a kernel may declare) aborts with a report.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -382,6 +394,8 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
   extern __shared__ __align__(16) unsigned char unetcu_dynamic_shared_[];        \
   type* const name = reinterpret_cast<type*>(unetcu_dynamic_shared_)
 
+#define UNETCU_STATIC_SHARED(type, name, extents) __shared__ type name extents
+
 #elif defined(UNETCU_SIMT)
 
 #define UNETCU_LAUNCH(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)      \
@@ -437,6 +451,15 @@ inline bool cluster_fits(Kernel kernel, unsigned, size_t, unsigned cluster) {
 
 #define UNETCU_DYNAMIC_SHARED(type, name) \
   type* const name = reinterpret_cast<type*>(::unetcu::simt::detail::dynamic_shared_base)
+
+// A site per declaration and OS thread (the blocks of one worker run on one OS thread).
+#define UNETCU_STATIC_SHARED(type, name, extents)                                              \
+  using unetcu_static_shared_##name##_t_ = type extents;                                        \
+  static thread_local ::unetcu::simt::detail::StaticSharedSite unetcu_static_site_##name##_;   \
+  unetcu_static_shared_##name##_t_& name =                                                      \
+      *static_cast<unetcu_static_shared_##name##_t_*>(::unetcu::simt::detail::static_shared(   \
+          unetcu_static_site_##name##_, sizeof(unetcu_static_shared_##name##_t_),             \
+          alignof(unetcu_static_shared_##name##_t_), #name, __FILE__, __LINE__))
 
 #else
 #error "kernels/cuda/launch.h launches kernels: compile with nvcc, or as an emulated library"

@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(kFusedThreads)
     image_sums_kernel(ConfusionCounts* counts, double* image_sums, float* loss, DiceSums* sums,
                       const float* logits, const uint8_t* target, int64_t pixels) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  __shared__ double warp_totals[kFusedSums][kFusedThreads / 32];
+  UNETCU_STATIC_SHARED(double, warp_totals, [kFusedSums][kFusedThreads / 32]);
   const int64_t base = int64_t(blockIdx.x) * pixels;
   const int64_t vecs = pixels / 4;
   const int tid = int(threadIdx.x);

@@ -45,6 +45,7 @@ namespace simt {
 namespace detail {
 
 __thread unsigned char* dynamic_shared_base;
+__thread uint64_t block_serial;
 
 namespace {
 
@@ -54,6 +55,13 @@ constexpr size_t kStackBytes = 256 * 1024;  // ASan's redzones make frames sever
 constexpr size_t kStackBytes = 64 * 1024;
 #endif
 constexpr uint64_t kPoison = ~uint64_t{0};
+
+// Static shared memory (UNETCU_STATIC_SHARED): what a kernel may declare on a GPU, and the
+// emulator's arena for it. Each array starts 16-byte aligned and is followed by a redzone
+// (poisoned under ASan, 0xFF otherwise), so reading or writing past its end shows.
+constexpr size_t kStaticSharedBytes = 48 * 1024;
+constexpr size_t kStaticRedzone = 64;
+constexpr size_t kStaticArenaBytes = 2 * kStaticSharedBytes;
 
 // ---- settings and counters --------------------------------------------------------------------
 
@@ -301,12 +309,22 @@ class Runner {
     }
     shared_ = static_cast<unsigned char*>(buffer);
     dynamic_shared_base = shared_;
+    if (posix_memalign(&buffer, 128, kStaticArenaBytes) != 0) {
+      std::fprintf(stderr, "unetcu simt: cannot allocate static shared memory\n");
+      std::abort();
+    }
+    static_shared_ = static_cast<unsigned char*>(buffer);
+#if defined(UNETCU_SIMT_ASAN)
+    __asan_poison_memory_region(static_shared_, kStaticArenaBytes);
+#endif
   }
   ~Runner() {
 #if defined(UNETCU_SIMT_ASAN)
     __asan_unpoison_memory_region(shared_, kMaxSharedBytes);
+    __asan_unpoison_memory_region(static_shared_, kStaticArenaBytes);
 #endif
     std::free(shared_);
+    std::free(static_shared_);
   }
   Runner(const Runner&) = delete;
   Runner& operator=(const Runner&) = delete;
@@ -342,6 +360,15 @@ class Runner {
       warps_[w].groups = nullptr;
     }
     barrier_arrived_ = 0;
+
+    // A new block: every static shared array is placed afresh when first declared, with
+    // poison in it, as a GPU gives a block shared memory with whatever was there.
+    ++block_serial;
+#if defined(UNETCU_SIMT_ASAN)
+    __asan_poison_memory_region(static_shared_, static_used_);
+#endif
+    static_used_ = 0;
+    static_declared_ = 0;
 
     if (call.shared_bytes > 0) {
 #if defined(UNETCU_SIMT_ASAN)
@@ -383,6 +410,40 @@ class Runner {
 
   // This thread's dynamic shared memory, the same for every block it runs.
   unsigned char* shared() const { return shared_; }
+
+  // detail::static_shared's first call for `site` in this block: the array's place in the
+  // arena, after the block's earlier arrays and their redzones.
+  void* place_static_shared(StaticSharedSite& site, size_t bytes, size_t align,
+                            const char* name, const char* file, int line) {
+    align = align < 16 ? 16 : align;
+    const size_t declared = (static_declared_ + align - 1) / align * align + bytes;
+    if (declared > kStaticSharedBytes) {
+      report_static_shared(name, bytes, declared, "the 48 KB of static shared memory a kernel "
+                           "may declare", file, line);
+    }
+    if (declared + call_->shared_bytes > kMaxSharedBytes) {
+      report_static_shared(name, bytes, declared, "with the launch's " +
+                           std::to_string(call_->shared_bytes) + " bytes of dynamic shared "
+                           "memory, the 227 KB a block may have", file, line);
+    }
+    const size_t offset = (static_used_ + align - 1) / align * align;
+    if (offset + bytes + kStaticRedzone > kStaticArenaBytes) {
+      report_static_shared(name, bytes, declared, "the emulator's room for static arrays and "
+                           "their redzones (fewer, larger arrays fit)", file, line);
+    }
+    unsigned char* at = static_shared_ + offset;
+#if defined(UNETCU_SIMT_ASAN)
+    __asan_unpoison_memory_region(at, bytes);
+    std::memset(at, 0xFF, bytes);
+#else
+    std::memset(at, 0xFF, bytes + kStaticRedzone);
+#endif
+    static_declared_ = declared;
+    static_used_ = offset + bytes + kStaticRedzone;
+    site.block = block_serial;
+    site.address = at;
+    return at;
+  }
 
 #if defined(UNETCU_SIMT_ASAN)
   // After a block of a cluster: a peer reading its shared memory now, which a GPU does not
@@ -750,6 +811,14 @@ class Runner {
 
   std::string describe(const Thread* t) const { return "thread " + xyz(t->idx); }
 
+  [[noreturn, gnu::noinline, gnu::cold]] void report_static_shared(
+      const char* name, size_t bytes, size_t declared, const std::string& limit,
+      const char* file, int line) const {
+    fatal(describe(current_) + " declared the static shared array " + name + " (" +
+          std::to_string(bytes) + " bytes) at " + place(file, line) + ": the block's static "
+          "arrays take " + std::to_string(declared) + " bytes, more than " + limit);
+  }
+
   // The reports are out of line and cold: the hot paths keep small frames, so each fiber
   // touches fewer stack cache lines per switch.
   [[noreturn, gnu::noinline, gnu::cold]] void report_short_mma(int w,
@@ -949,6 +1018,9 @@ class Runner {
   std::vector<std::unique_ptr<WarpGroup>> groups_;
   WarpGroup* free_groups_ = nullptr;
   unsigned char* shared_ = nullptr;
+  unsigned char* static_shared_ = nullptr;
+  size_t static_used_ = 0;      // arena bytes the block's static arrays and redzones take
+  size_t static_declared_ = 0;  // what the same arrays would take on a GPU (no redzones)
 
   uint64_t blocks_ = 0, threads_run_ = 0, barriers_ = 0, collectives_ = 0, poisoned_ = 0;
 };
@@ -1083,6 +1155,11 @@ void* map_shared_rank(const void* p, unsigned rank, const char* file, int line) 
 }
 
 void dependency_sync() { runner().dependency_sync(); }
+
+void* place_static_shared(StaticSharedSite& site, size_t bytes, size_t align, const char* name,
+                          const char* file, int line) {
+  return runner().place_static_shared(site, bytes, align, name, file, line);
+}
 
 uint64_t warp_collective(Collective op, unsigned mask, uint64_t value, int arg, int width,
                          const char* file, int line) {

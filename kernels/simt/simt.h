@@ -81,8 +81,17 @@
 //   memory     __ldg, __ldcg, __ldcs, __stcg, __stcs: plain loads and stores. Dynamic shared
 //              memory only through UNETCU_DYNAMIC_SHARED(type, name) (kernels/cuda/launch.h): a
 //              227 KB buffer per worker whose requested bytes are filled with 0xFF before each
-//              block (the rest is poisoned under ASan). Static __shared__ variables keep what
-//              the previous block on the same worker left.
+//              block (the rest is poisoned under ASan). Static shared arrays through
+//              UNETCU_STATIC_SHARED(type, name, [extents]) (kernels/cuda/launch.h): placed in a
+//              per-worker arena when the block first declares them, filled with 0xFF for every
+//              block, 16-byte aligned, each followed by a redzone that ASan reports; more than
+//              48 KB of them (or, with the dynamic bytes, 227 KB) aborts with a report. A plain
+//              `__shared__` variable is a thread_local: it keeps what the previous block on the
+//              same worker left, and ASan does not watch it.
+//   checks     Every emulated build adds -fsanitize=alignment,bounds (kernels/simt/
+//              CMakeLists.txt): a float4 access at an address a GPU would fault on
+//              ("misaligned address") and an index past an array of known extent (a static
+//              shared array's included) stop the run with a report naming the line.
 //   launches   UNETCU_LAUNCH(kernel, grid, block, smem_bytes, stream)(args...) from
 //              kernels/cuda/launch.h; a template kernel goes in parentheses:
 //              UNETCU_LAUNCH((kern<float, 4>), ...). The arguments are converted to the
@@ -189,6 +198,27 @@ namespace detail {
 
 // Start of the current block's dynamic shared memory (UNETCU_DYNAMIC_SHARED).
 extern __thread unsigned char* dynamic_shared_base;
+
+// One UNETCU_STATIC_SHARED declaration (kernels/cuda/launch.h) on one OS thread: the block it
+// last placed the array for (block_serial) and where. Zero-initialised: no block yet.
+struct StaticSharedSite {
+  uint64_t block;
+  void* address;
+};
+// Counts the blocks this OS thread has started (from 1), so a site knows whether its array
+// belongs to the running block.
+extern __thread uint64_t block_serial;
+// Places a site's array of `bytes` in the running block's static shared memory, filled with
+// 0xFF; every later call of the same block returns the same address. Aborts with a report when
+// the block's static arrays pass the 48 KB a kernel may declare (or, with its dynamic shared
+// memory, the 227 KB a block may have).
+void* place_static_shared(StaticSharedSite& site, size_t bytes, size_t align, const char* name,
+                          const char* file, int line);
+inline void* static_shared(StaticSharedSite& site, size_t bytes, size_t align, const char* name,
+                           const char* file, int line) {
+  if (site.block == block_serial) return site.address;
+  return place_static_shared(site, bytes, align, name, file, line);
+}
 
 enum class Collective : uint8_t {
   shfl_idx, shfl_up, shfl_down, shfl_xor, ballot, any, all, sync, reduce_add, reduce_min,

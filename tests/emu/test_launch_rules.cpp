@@ -5,6 +5,10 @@
 // and only sees a thread that never reaches the sync; it cannot see a load placed before it.
 // Hence: the sync is the first statement of every kernel, and every launch there is chained
 // (or cooperative, which the sync also serves, or in clusters, which are chained too).
+// A second rule keeps the emulator's checks of shared memory in force: static shared arrays are
+// declared through UNETCU_STATIC_SHARED, whose emulated arrays start as poison in every block
+// and have redzones; a plain `__shared__` array is a thread_local there, which keeps the
+// previous block's values and which AddressSanitizer does not watch.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -122,6 +126,18 @@ TEST_CASE("every launch in kernels/cuda is chained, cooperative or in clusters")
                   macro << " launches a kernel unchained");
   });
   CHECK(launches >= 13);  // 13 when this test was written
+}
+
+TEST_CASE("kernels/cuda declares static shared memory only through UNETCU_STATIC_SHARED") {
+  const auto plain = [](const std::string& code) { return occurrences(code, "__shared__"); };
+  const int found = for_each_site(plain, [](const std::string&, size_t) {
+    FAIL_CHECK("a plain __shared__ declaration: use UNETCU_STATIC_SHARED (kernels/cuda/launch.h)");
+  });
+  CHECK(found == 0);
+  const auto declared = [](const std::string& code) {
+    return occurrences(code, "UNETCU_STATIC_SHARED");
+  };
+  CHECK(for_each_site(declared, [](const std::string&, size_t) {}) >= 15);  // 15 when written
 }
 
 }  // namespace

@@ -137,6 +137,55 @@ __global__ void read_dynamic_shared_kernel(unsigned* out) {
   out[threadIdx.x] = words[threadIdx.x];
 }
 
+// One static shared array, declared in a device function that a kernel may call more than once.
+__device__ unsigned* block_words() {
+  UNETCU_STATIC_SHARED(unsigned, words, [64]);
+  return words;
+}
+
+__global__ void static_shared_fresh_kernel(unsigned* out) {
+  unsigned* words = block_words();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = words[threadIdx.x];
+  __syncthreads();
+  words[threadIdx.x] = blockIdx.x;
+}
+
+__global__ void static_shared_places_kernel(unsigned long long* out) {
+  unsigned* first = block_words();
+  UNETCU_STATIC_SHARED(double, values, [3]);
+  UNETCU_STATIC_SHARED(char, bytes, [5]);
+  unsigned* again = block_words();
+  unsigned long long* mine = out + 5 * threadIdx.x;
+  mine[0] = reinterpret_cast<uintptr_t>(first);
+  mine[1] = reinterpret_cast<uintptr_t>(again);
+  mine[2] = reinterpret_cast<uintptr_t>(values);
+  mine[3] = reinterpret_cast<uintptr_t>(bytes);
+  mine[4] = sizeof(values);
+}
+
+__global__ void static_shared_too_large_kernel() {
+  UNETCU_STATIC_SHARED(float, first, [8192]);
+  UNETCU_STATIC_SHARED(float, second, [4097]);
+  first[threadIdx.x] = second[threadIdx.x] = 0.0f;
+}
+
+__global__ void static_with_dynamic_kernel() {
+  UNETCU_STATIC_SHARED(float, tile, [4096]);
+  UNETCU_DYNAMIC_SHARED(float, rest);
+  tile[threadIdx.x] = rest[threadIdx.x] = 0.0f;
+}
+
+__global__ void static_shared_index_kernel(int i, bool through_pointer) {
+  UNETCU_STATIC_SHARED(int, words, [32]);
+  int* p = words;
+  if (threadIdx.x != 0) return;
+  if (through_pointer) {
+    p[i] = 1;
+  } else {
+    words[i] = 1;
+  }
+}
+
 __global__ void use_dynamic_shared_kernel() {
   UNETCU_DYNAMIC_SHARED(unsigned char, bytes);
   if (threadIdx.x == 0) bytes[0] = 1;
@@ -286,7 +335,7 @@ __global__ void grid_sync_in_cluster_kernel() {
 // dynamic shared memory of rank `cluster`, one past the last.
 __global__ void cluster_bad_map_kernel(int what, unsigned cluster) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  __shared__ int table[32];
+  UNETCU_STATIC_SHARED(int, table, [32]);
   UNETCU_DYNAMIC_SHARED(int, words);
   int* p = what == 0 ? table : what == 1 ? words + blockDim.x + 1 : words;
   const unsigned rank = what == 2 ? cluster : 0;
@@ -410,6 +459,29 @@ void reverse_blocks(float* out, const float* in, int n, int block, cudaStream_t 
 
 void read_dynamic_shared(unsigned* out, int words, cudaStream_t stream) {
   UNETCU_LAUNCH(read_dynamic_shared_kernel, 1, words, words * sizeof(unsigned), stream)(out);
+}
+
+void static_shared_fresh(unsigned* out, int blocks, cudaStream_t stream) {
+  UNETCU_LAUNCH(static_shared_fresh_kernel, blocks, 64, 0, stream)(out);
+}
+
+void static_shared_places(unsigned long long* out, int threads, cudaStream_t stream) {
+  UNETCU_LAUNCH(static_shared_places_kernel, 1, threads, 0, stream)(out);
+}
+
+void static_shared_too_large(cudaStream_t stream) {
+  UNETCU_LAUNCH(static_shared_too_large_kernel, 1, 32, 0, stream)();
+}
+
+void static_with_dynamic(size_t smem_bytes, cudaStream_t stream) {
+  UNETCU_CUDA_CHECK(cudaFuncSetAttribute(static_with_dynamic_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(smem_bytes)));
+  UNETCU_LAUNCH(static_with_dynamic_kernel, 1, 32, smem_bytes, stream)();
+}
+
+void static_shared_index(int i, bool through_pointer, cudaStream_t stream) {
+  UNETCU_LAUNCH(static_shared_index_kernel, 1, 32, 0, stream)(i, through_pointer);
 }
 
 void use_dynamic_shared(size_t smem_bytes, cudaStream_t stream) {

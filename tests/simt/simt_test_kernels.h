@@ -50,6 +50,19 @@ void atomics(float* fsum, int* isum, int* imax, unsigned long long* casum, int b
 void reverse_blocks(float* out, const float* in, int n, int block, cudaStream_t stream);
 // out[t] = the dynamic shared word at t as the block starts (0xFFFFFFFF when poisoned).
 void read_dynamic_shared(unsigned* out, int words, cudaStream_t stream);
+// `blocks` blocks of 64 threads; out[b*64+t] = word t of a static shared array
+// (UNETCU_STATIC_SHARED) as block b first sees it, before the block writes b there.
+void static_shared_fresh(unsigned* out, int blocks, cudaStream_t stream);
+// One block of `threads`; per thread t, out[5*t .. 5*t+4] = the addresses of a 64-word array
+// declared in a device function (first call, second call), of a double[3] and a char[5]
+// declared in the kernel, and sizeof the double[3].
+void static_shared_places(unsigned long long* out, int threads, cudaStream_t stream);
+// A kernel whose static shared arrays take 32 KB and 16 KB + 4 bytes (more than 48 KB).
+void static_shared_too_large(cudaStream_t stream);
+// A kernel with 16 KB of static shared memory, launched with `smem_bytes` dynamic.
+void static_with_dynamic(size_t smem_bytes, cudaStream_t stream);
+// Thread 0 writes element i of a static int[32], by index or through a pointer to it.
+void static_shared_index(int i, bool through_pointer, cudaStream_t stream);
 // A kernel with `smem_bytes` of dynamic shared memory; nothing else.
 void use_dynamic_shared(size_t smem_bytes, cudaStream_t stream);
 // Sets the kernel attribute that allows `bytes` of dynamic shared memory for use_dynamic_shared.

@@ -318,6 +318,76 @@ TEST_CASE("simt: dynamic shared memory is per block and starts poisoned") {
   for (unsigned w : words.read()) CHECK(w == 0xffffffffu);
 }
 
+TEST_CASE("simt: static shared arrays start poisoned in every block") {
+  // One worker runs the blocks one after another on one OS thread: a plain `__shared__`
+  // (thread_local) array would show block 0's writes to block 1.
+  unetcu::simt::set_workers(1);
+  const int blocks = 3;
+  DeviceArray<unsigned> out(blocks * 64);
+  simt_test::static_shared_fresh(out.get(), blocks, nullptr);
+  const std::vector<unsigned> words = out.read();
+  for (int i = 0; i < blocks * 64; ++i) {
+    CAPTURE(i);
+    CHECK(words[i] == 0xffffffffu);
+  }
+}
+
+TEST_CASE("simt: a static shared array is one per block, aligned and apart from the others") {
+  const int threads = 64;
+  DeviceArray<unsigned long long> out(5 * threads);
+  simt_test::static_shared_places(out.get(), threads, nullptr);
+  const std::vector<unsigned long long> v = out.read();
+  for (int t = 1; t < threads; ++t) {
+    CAPTURE(t);
+    for (int k = 0; k < 4; ++k) CHECK(v[5 * t + k] == v[k]);  // every thread, the same arrays
+  }
+  CHECK(v[1] == v[0]);   // the device function's second call: the same array
+  CHECK(v[4] == 24u);    // sizeof sees the array type
+  struct Range {
+    unsigned long long begin, bytes;
+  };
+  const Range ranges[] = {{v[0], 64 * 4}, {v[2], 3 * 8}, {v[3], 5}};
+  for (const Range& a : ranges) {
+    CHECK(a.begin % 16 == 0);
+    for (const Range& b : ranges) {
+      if (&a != &b) CHECK((a.begin + a.bytes <= b.begin || b.begin + b.bytes <= a.begin));
+    }
+  }
+}
+
+TEST_CASE("simt: static shared arrays past what a kernel may declare abort") {
+  bool aborted = false;
+  std::string report =
+      simt_test::run_in_child([] { simt_test::static_shared_too_large(nullptr); }, &aborted);
+  CAPTURE(report);
+  CHECK(aborted);
+  CHECK(report.find("declared the static shared array second (16388 bytes) at "
+                    "tests/simt/simt_test_kernels.cu:") != std::string::npos);
+  CHECK(report.find("the block's static arrays take 49156 bytes, more than the 48 KB") !=
+        std::string::npos);
+  CHECK(report.find("in kernel static_shared_too_large_kernel") != std::string::npos);
+
+  // 16 KB static and 211 KB dynamic fit the 227 KB a block may have; 4 bytes more do not.
+  CHECK_NOTHROW(simt_test::static_with_dynamic(211 * 1024, nullptr));
+  report = simt_test::run_in_child(
+      [] { simt_test::static_with_dynamic(211 * 1024 + 4, nullptr); }, &aborted);
+  CAPTURE(report);
+  CHECK(aborted);
+  CHECK(report.find("with the launch's 216068 bytes of dynamic shared memory, the 227 KB") !=
+        std::string::npos);
+}
+
+TEST_CASE("simt: an index past a static shared array is a bounds report") {
+  // -fsanitize=bounds in every emulated build: the array's type carries its extent.
+  bool aborted = false;
+  CHECK_NOTHROW(simt_test::static_shared_index(31, false, nullptr));
+  const std::string report =
+      simt_test::run_in_child([] { simt_test::static_shared_index(32, false, nullptr); },
+                              &aborted);
+  CAPTURE(report);
+  CHECK(report.find("index 32 out of bounds for type 'int [32]'") != std::string::npos);
+}
+
 TEST_CASE("simt: a missing __syncthreads shows as a schedule difference") {
   const int block = 64;
   DeviceArray<float> out(block);
@@ -795,6 +865,17 @@ TEST_CASE("simt: AddressSanitizer catches a kernel writing past its buffer") {
   CAPTURE(report);
   CHECK(report.find("heap-buffer-overflow") != std::string::npos);
   CHECK(report.find("out_of_bounds_kernel") != std::string::npos);
+}
+
+TEST_CASE("simt: AddressSanitizer catches a write past a static shared array") {
+  bool aborted = false;
+  CHECK_NOTHROW(simt_test::static_shared_index(31, true, nullptr));
+  const std::string report =
+      simt_test::run_in_child([] { simt_test::static_shared_index(32, true, nullptr); },
+                              &aborted);
+  CAPTURE(report);
+  CHECK(report.find("use-after-poison") != std::string::npos);
+  CHECK(report.find("static_shared_index_kernel") != std::string::npos);
 }
 
 TEST_CASE("simt: AddressSanitizer catches a read of a finished cluster block's shared memory") {
