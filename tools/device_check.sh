@@ -10,6 +10,8 @@
 #      runs on the GPU: unetcu, the native test binaries, bench_cuda_ops and bench_cudnn_fusion
 #      (the CPU tests and benchmarks are CI's; building them here would spend the GPU's time);
 #   2a. with UNETCU_CHECK_FUSION=1, the BatchNorm-fusion probe (bench_cudnn_fusion);
+#   2c. with UNETCU_CHECK_SANITIZE=PATTERN, the native kernel tests PATTERN selects, plain and
+#      under compute-sanitizer (memcheck, racecheck, synccheck, initcheck);
 #   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
 #      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
@@ -79,7 +81,9 @@
 # UNETCU_CHECK_AB_VERIFY_SETTINGS="SETTING;..."), with UNETCU_CHECK_AB_OPS=REGEX the
 # bench_cuda_ops pairs REGEX matches, each checked against the CPU reference, before the
 # rounds; off by default),
-# UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default).
+# UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default),
+# UNETCU_CHECK_SANITIZE=PATTERN (2c: the native kernel tests PATTERN matches, plain and under
+# compute-sanitizer's memcheck, racecheck, synccheck and initcheck; off by default).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -407,6 +411,56 @@ if [ "${UNETCU_CHECK_FUSION:-0}" = 1 ]; then
   else
     row "BatchNorm-fusion probe" FAILED "$(elapsed "$t"); see fusion_probe.log"
   fi
+fi
+
+# ---- 2c. new kernels under compute-sanitizer (opt-in) -----------------------------------------
+# UNETCU_CHECK_SANITIZE=PATTERN: the native kernel tests whose cases PATTERN matches (doctest's
+# -tc, e.g. '*tensor-core*'), first as they are, then under each of compute-sanitizer's tools:
+# memcheck (out-of-bounds and misaligned accesses, global and shared memory), racecheck
+# (shared-memory hazards between a block's threads without a barrier between), synccheck
+# (barriers and warp collectives used wrongly) and initcheck (reads of device memory nothing
+# wrote). What the SIMT emulator cannot see on a GPU, checked for the kernels that have not yet
+# run on one; before an A/B (2b) or the full check. Where the machine's runtime refuses the
+# tool ("Device not supported"), its rows say skipped.
+kernel_bin=$build/tests/emu/unetcu_cuda_tests
+sanitizer_bin=$(command -v compute-sanitizer ||
+  ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
+    2> /dev/null | head -1)
+# doctest's totals in LOG: "N cases, M assertions".
+doctest_totals() {
+  local cases asserts
+  cases=$(grep -oE 'test cases: +[0-9]+ \| +[0-9]+ passed' "$1" | grep -oE '[0-9]+ passed')
+  asserts=$(grep -oE 'assertions: +[0-9]+ \| +[0-9]+ passed' "$1" | grep -oE '[0-9]+ passed')
+  echo "cases ${cases:-?}, assertions ${asserts:-?}"
+}
+sanitize_pattern=${UNETCU_CHECK_SANITIZE:-}
+if [ -n "$sanitize_pattern" ]; then
+  t=$(date +%s)
+  if [ -x "$kernel_bin" ] && run kernel_tests_native 120 "$kernel_bin" -tc="$sanitize_pattern" &&
+     ! grep -q '^SKIPPED' "$out/kernel_tests_native.log"; then
+    row "kernel tests $sanitize_pattern" ok "$(elapsed "$t"); $(doctest_totals \
+      "$out/kernel_tests_native.log")"
+  else
+    row "kernel tests $sanitize_pattern" FAILED "$(elapsed "$t"); see kernel_tests_native.log"
+  fi
+  for tool in memcheck racecheck synccheck initcheck; do
+    t=$(date +%s)
+    if [ -z "$sanitizer_bin" ] || [ ! -x "$kernel_bin" ]; then
+      row "compute-sanitizer $tool" skipped "needs compute-sanitizer and unetcu_cuda_tests"
+      continue
+    fi
+    if run "sanitize_$tool" 150 "$sanitizer_bin" --tool "$tool" --error-exitcode 9 \
+         --print-limit 20 "$kernel_bin" -tc="$sanitize_pattern"; then
+      summary=$(grep -m1 -E '(ERROR|RACECHECK) SUMMARY' "$out/sanitize_$tool.log" |
+        sed 's/^========= //')
+      row "compute-sanitizer $tool" ok "$(elapsed "$t"); $summary"
+    elif grep -q 'Device not supported' "$out/sanitize_$tool.log"; then
+      row "compute-sanitizer $tool" skipped "the runtime refuses it; see sanitize_$tool.log"
+    else
+      row "compute-sanitizer $tool" FAILED "$(elapsed "$t"); $(grep -m1 -E '^========= [A-Z]' \
+        "$out/sanitize_$tool.log" | sed 's/^========= //' | cut -c1-90); see sanitize_$tool.log"
+    fi
+  done
 fi
 
 # ---- 2b. a quick A/B of the step (opt-in) ----------------------------------------------------
