@@ -42,6 +42,12 @@ class Backend {
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // Bytes the executor leaves after each of its buffers and fills with NaNs that name the
+  // guard (a multiple of 256; 0: none). Executor::check_guards() then finds a kernel that
+  // wrote past its buffer into the next one, which a plan of adjacent buffers otherwise
+  // hides; a read past it gets NaNs. The CUDA backend asks for them under the SIMT emulator
+  // (and with UNETCU_BUFFER_GUARDS=1 on a GPU).
+  virtual size_t buffer_guard_bytes() const { return 0; }
 
   // Host memory that the device copies to and from asynchronously (page-locked on CUDA): the
   // loader's batch ring and the step results live in it. The default, 256-byte aligned

@@ -110,6 +110,19 @@ EnvSwitch& upsample_in_place_switch() {
   return on;
 }
 
+// Guards of NaNs after the executor's buffers (Backend::buffer_guard_bytes): always under the
+// emulator, where ctest's training steps then find a kernel that wrote past its output (the
+// plan's buffers are adjacent, so nothing else would); on a GPU with UNETCU_BUFFER_GUARDS=1,
+// to find one there.
+EnvSwitch& buffer_guards_switch() {
+#if defined(UNETCU_SIMT)
+  static EnvSwitch on{"UNETCU_BUFFER_GUARDS", true};
+#else
+  static EnvSwitch on{"UNETCU_BUFFER_GUARDS", false};
+#endif
+  return on;
+}
+
 // UNETCU_WGRAD_STREAMS=N (1 to kMaxSideStreams, default 3): with the late join, successive
 // convolutions' weight gradients take N side streams in turn, so they can also run beside one
 // another. At the deepest layers one weight gradient fills a fraction of the GPU (layer3's
@@ -695,6 +708,7 @@ class CudaBackend final : public Backend {
   // re-read the activation in between (and add_relu a third tensor).
   bool fuses_batchnorm_relu() const override { return true; }
   bool fuses_upsample_concat() const override { return upsample_in_place_switch().get(); }
+  size_t buffer_guard_bytes() const override { return buffer_guards_switch().get() ? 256 : 0; }
   void batchnorm_relu_train_forward(float* y, float* save_mean, float* save_invstd,
                                     float* running_mean, float* running_var, const float* x,
                                     const float* gamma, const float* beta,

@@ -1,6 +1,8 @@
 // engine/executor.cpp: static memory plan and the forward/backward walk over the graph.
 #include "engine/executor.h"
 
+#include <cstring>
+
 #include "engine/error.h"
 
 namespace unetcu {
@@ -51,31 +53,42 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
   std::vector<bool> planned(acts.size(), true);
   for (const Step& st : steps_)
     if (st.fusion == Fusion::upsample_concat) planned[size_t(nodes[size_t(st.node)].out)] = false;
+  guard_bytes_ = be_.buffer_guard_bytes();
+  if (guard_bytes_ % 256 != 0)
+    fail("buffer guards of ", guard_bytes_, " bytes: not a multiple of 256");
   int64_t cursor = 0;
+  // A buffer of `floats` at the cursor, then its guard when there are guards.
+  const auto place = [&](int64_t floats, const std::string& what) {
+    const int64_t off = cursor;
+    cursor += round_up(floats);
+    if (guard_bytes_ > 0) {
+      guards_.push_back({cursor, what});
+      cursor += int64_t(guard_bytes_ / sizeof(float));
+    }
+    return off;
+  };
   value_off_.assign(acts.size(), -1);
   grad_off_.assign(acts.size(), -1);
   save_off_.assign(nodes.size(), -1);
   for (size_t a = 0; a < acts.size(); ++a) {
     if (!planned[a]) continue;
-    value_off_[a] = cursor;
-    cursor += round_up(acts[a].numel());
-    if (int(a) != graph.input()) {  // the image needs no gradient
-      grad_off_[a] = cursor;
-      cursor += round_up(acts[a].numel());
-    }
+    value_off_[a] = place(acts[a].numel(), "the value of " + acts[a].name);
+    if (int(a) != graph.input())  // the image needs no gradient
+      grad_off_[a] = place(acts[a].numel(), "the gradient of " + acts[a].name);
   }
   for (size_t i = 0; i < nodes.size(); ++i) {
     const Node& nd = nodes[i];
-    if (nd.op == OpKind::batchnorm) {
-      save_off_[i] = cursor;
-      cursor += round_up(2 * int64_t(nd.bn.c));
-    } else if (nd.op == OpKind::maxpool) {
-      save_off_[i] = cursor;  // int32 argmax, same size as a float
-      cursor += round_up(acts[nd.out].numel());
-    }
+    if (nd.op == OpKind::batchnorm)
+      save_off_[i] = place(2 * int64_t(nd.bn.c), "the saved statistics of " + nd.name);
+    else if (nd.op == OpKind::maxpool)  // int32 argmax, same size as a float
+      save_off_[i] = place(acts[nd.out].numel(), "the argmax of " + nd.name);
   }
   bytes_ = size_t(cursor) * sizeof(float);
   base_ = static_cast<float*>(be_.alloc(bytes_));
+  for (size_t i = 0; i < guards_.size(); ++i) {
+    const std::vector<uint32_t> words = guard_words(i);
+    be_.upload(base_ + guards_[i].off, words.data(), guard_bytes_);
+  }
 
   bool in_order = true;
   int64_t last = -1;
@@ -96,6 +109,40 @@ Executor::Executor(Backend& backend, const Graph& graph) : be_(backend), graph_(
     step_param_start_.push_back(lo);
   }
   if (!in_order) step_param_start_.assign(steps_.size(), -1);  // nothing to report
+}
+
+// Guard i's words: quiet NaNs (a read of one past a buffer gives NaN) whose payload is the
+// guard's number and the word's place in it, so a kernel that copies a guard it read past its
+// input into the guard past its output changes that guard too (one fill for all would not).
+std::vector<uint32_t> Executor::guard_words(size_t i) const {
+  std::vector<uint32_t> words(guard_bytes_ / 4);
+  for (size_t k = 0; k < words.size(); ++k)
+    words[k] = 0x7fc00000u | uint32_t((i * words.size() + k) & 0x3fffffu);
+  return words;
+}
+
+std::string Executor::check_guards() const {
+  if (guards_.empty()) return std::string();
+  be_.synchronize();
+  std::vector<uint32_t> got(guard_bytes_ / 4);
+  std::string report;
+  int hit = 0;
+  for (size_t i = 0; i < guards_.size(); ++i) {
+    const Guard& g = guards_[i];
+    be_.download(got.data(), base_ + g.off, guard_bytes_);
+    const std::vector<uint32_t> want = guard_words(i);
+    size_t k = 0;
+    while (k < want.size() && got[k] == want[k]) ++k;
+    if (k == want.size()) continue;
+    if (++hit <= 3) {
+      report += (hit > 1 ? "; " : "") + std::string("the ") + std::to_string(guard_bytes_) +
+                " guard bytes after " + g.after + " were overwritten (byte " +
+                std::to_string(4 * k) + " of them first)";
+    }
+  }
+  if (hit == 0) return std::string();
+  if (hit > 3) report += "; and " + std::to_string(hit - 3) + " more guards";
+  return report + ": a kernel wrote past the end of that buffer, or before the start of the next";
 }
 
 UpsampleShape Executor::in_place_upsample(const Node& up, const Node& cat) {

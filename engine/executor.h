@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "engine/backend.h"
@@ -59,6 +60,13 @@ class Executor {
     return count;
   }
   size_t bytes() const { return bytes_; }
+  // Of bytes(), what the guards after the buffers take (Backend::buffer_guard_bytes).
+  size_t guard_bytes() const { return guards_.size() * guard_bytes_; }
+  // Empty when every guard still holds what it was filled with; else whose guards were
+  // written (the first three in plan order, and how many more): the writer of that buffer,
+  // or of the next, went past its end or start. Downloads the guards, so it waits for the
+  // work issued before it.
+  std::string check_guards() const;
 
  private:
   Backend& be_;
@@ -68,6 +76,14 @@ class Executor {
   std::vector<int64_t> value_off_, grad_off_;  // per activation, in floats; -1: no buffer
   float* at(int64_t off) const { return off < 0 ? nullptr : base_ + off; }
   std::vector<int64_t> save_off_;              // per node: BN mean/invstd or maxpool argmax
+  // The guards after the buffers: where each starts (floats) and whose buffer it follows.
+  struct Guard {
+    int64_t off;
+    std::string after;
+  };
+  std::vector<Guard> guards_;
+  size_t guard_bytes_ = 0;
+  std::vector<uint32_t> guard_words(size_t i) const;
   // What forward/backward run: one node, or a BatchNorm (node) fused with the next node, or an
   // upsampling (node) written in place into the concatenation that is the next node.
   enum class Fusion { none, bn_relu, bn_add_relu, upsample_concat };

@@ -69,7 +69,16 @@ void ModelSession::set_state(const HostModelState& s) {
   num_batches_tracked_ = s.num_batches_tracked;
 }
 
+void ModelSession::check_buffer_guards() const {
+  for (const auto& [n, pb] : batches_) {
+    const std::string problem = pb->exec->check_guards();
+    if (!problem.empty())
+      fail("after a step of ", n, n == 1 ? " image: " : " images: ", problem);
+  }
+}
+
 HostModelState ModelSession::state() const {
+  check_buffer_guards();
   HostModelState s;
   s.params.resize(size_t(spec_.param_count));
   s.running.resize(size_t(spec_.running_count));
@@ -102,6 +111,7 @@ HostOptimizerState ModelSession::optimizer() const {
 }
 
 std::vector<float> ModelSession::gradients() const {
+  check_buffer_guards();
   std::vector<float> g(size_t(spec_.param_count));
   be_.download(g.data(), grads_, g.size() * sizeof(float));
   return g;
@@ -299,6 +309,7 @@ std::vector<float> ModelSession::predict(const uint8_t* images, int n) {
   issue_eval_step(pb, n);
   std::vector<float> logits(size_t(n) * h_ * w_);
   be_.download(logits.data(), pb.exec->value(pb.unet.graph.output()), logits.size() * sizeof(float));
+  check_buffer_guards();
   return logits;
 }
 

@@ -109,6 +109,10 @@ class ModelSession {
     int n = 0;
   };
   void collect_oldest(StepResult& out);  // waits for the oldest in-flight slot
+  // Fails naming the buffer when a kernel wrote into the guard after it (Executor::
+  // check_guards; a no-op without guards). state(), gradients() and predict() call it: the
+  // points where the tests (and the CLI, at its checkpoints) read the device's results.
+  void check_buffer_guards() const;
   static StepResult parse_results(const unsigned char* host, int n);
 
   Backend& be_;

@@ -372,12 +372,56 @@ TEST_CASE("the CUDA executor fuses BatchNorm + ReLU or add_relu, and upsampling 
     CHECK(plain.value(nodes[i].out) != nullptr);
   }
   CHECK(in_place == 4);
-  CHECK(fused.bytes() == plain.bytes() - saved);
+  CHECK(fused.bytes() - fused.guard_bytes() == plain.bytes() - saved);
   int unplanned = 0;
   for (size_t a = 0; a < acts.size(); ++a)
     unplanned += fused.value(int(a)) == nullptr;
   CHECK(unplanned == 4);
   CHECK(fused.grad(unet.graph.input()) == nullptr);
+}
+
+// Under the emulator every buffer of the plan is followed by 256 bytes of NaNs, which a kernel
+// that writes past its output overwrites: the steps above (and ctest's variants of them) read
+// their results through ModelSession::state() and gradients(), which check the guards. Here the
+// check itself: guards after every buffer, untouched by a step, and a write of one float past
+// a buffer's end reported with the buffer's name.
+TEST_CASE("the CUDA executor's buffer guards find a write past a buffer") {
+  static Backend* const backend = cuda_backend().release();  // see cuda_run
+  const Unet unet = build_unet(1, 32, 32);
+  Executor exec(*backend, unet.graph);
+  if (exec.guard_bytes() == 0) {
+#if defined(UNETCU_TEST_EMULATED)
+    FAIL("the emulated backend plans no buffer guards");
+#endif
+    MESSAGE("SKIPPED: no buffer guards (UNETCU_BUFFER_GUARDS is off on a GPU by default)");
+    return;
+  }
+  const auto& nodes = unet.graph.nodes();
+  const auto& acts = unet.graph.acts();
+  size_t buffers = 0;
+  for (size_t a = 0; a < acts.size(); ++a)
+    buffers += (exec.value(int(a)) != nullptr) + (exec.grad(int(a)) != nullptr);
+  for (const Node& nd : nodes) buffers += nd.op == OpKind::batchnorm || nd.op == OpKind::maxpool;
+  CHECK(exec.guard_bytes() == buffers * 256);
+  CHECK(exec.check_guards().empty());
+
+  // A forward and a backward pass write every buffer; the guards stay whole.
+  ModelSession session(*backend, 32, 32, AdamConfig{});
+  std::vector<uint8_t> images(32 * 32 * 3, 100), masks(32 * 32, 0);
+  for (size_t k = 0; k < masks.size(); k += 3) masks[k] = 1;
+  session.train_step(images.data(), masks.data(), 1);
+  CHECK_NOTHROW(session.gradients());
+
+  // The first convolution's output, one float past its end (its size is a multiple of 64).
+  const int out = nodes[0].out;
+  REQUIRE(acts[size_t(out)].numel() % 64 == 0);
+  const float stray = 1.0f;
+  backend->upload(exec.value(out) + acts[size_t(out)].numel(), &stray, sizeof stray);
+  const std::string problem = exec.check_guards();
+  CAPTURE(problem);
+  CHECK(problem.find("the 256 guard bytes after the value of " + acts[size_t(out)].name +
+                     " were overwritten (byte 0 of them first): a kernel wrote past") !=
+        std::string::npos);
 }
 
 // The asynchronous path: steps submitted back to back (more than the results ring holds, so
