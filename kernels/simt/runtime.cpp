@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -124,6 +125,55 @@ size_t memory_limit_locked() {
                                                          : size_t{16} << 30;
   }
   return g_memory_limit;
+}
+
+// Past the end of every cudaMalloc'd block (its size rounded up to 4 bytes), a tail of quiet
+// NaNs whose payload is the block's address and the word's place: a kernel that writes past its
+// buffer changes it, which cudaFree and the end of the process check (a read past the end gets
+// NaN). Under AddressSanitizer the block keeps its exact size instead: ASan's own redzone then
+// reports the first byte past it, at the access.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr size_t kTailBytes = 0;
+#else
+constexpr size_t kTailBytes = 256;
+#endif
+
+size_t tail_start(size_t bytes) { return (bytes + 3) / 4 * 4; }
+
+uint32_t tail_word(uintptr_t base, size_t k) {
+  return 0x7fc00000u | uint32_t(((base >> 8) * (kTailBytes / 4) + k) & 0x3fffffu);
+}
+
+void fill_tail(unsigned char* p, size_t bytes) {
+  for (size_t k = 0; k < kTailBytes / 4; ++k) {
+    const uint32_t w = tail_word(reinterpret_cast<uintptr_t>(p), k);
+    std::memcpy(p + tail_start(bytes) + 4 * k, &w, 4);
+  }
+}
+
+// Aborts with a report when the tail after the block at `p` of `bytes` was written.
+void check_tail(uintptr_t p, size_t bytes, const char* when) {
+  const unsigned char* at = reinterpret_cast<const unsigned char*>(p) + tail_start(bytes);
+  for (size_t k = 0; k < kTailBytes / 4; ++k) {
+    uint32_t w;
+    std::memcpy(&w, at + 4 * k, 4);
+    if (w == tail_word(p, k)) continue;
+    std::fprintf(stderr,
+                 "unetcu simt: the %zu bytes past the end of a %zu-byte cudaMalloc allocation "
+                 "at %p were written (byte %zu of them first), found %s: a kernel wrote past "
+                 "the end of its buffer\n",
+                 kTailBytes, bytes, reinterpret_cast<const void*>(p), 4 * k, when);
+    std::fflush(stderr);
+    std::abort();
+  }
+}
+
+// At the end of the process, the tails of the blocks never freed (a test's backend that lives
+// until then, say).
+void check_tails_at_exit() {
+  std::lock_guard<std::mutex> lock(g_memory_mutex);
+  for (const auto& [p, a] : g_allocations)
+    if (a.device) check_tail(p, a.bytes, "at the end of the process");
 }
 
 // The tracked allocation holding `p`, if any (memory_mutex held).
@@ -658,12 +708,17 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     }
   }
   void* p = nullptr;
-  // The exact size, so AddressSanitizer sees an overrun by one element; 0xFF bytes read as NaN
-  // (floats) or -1 (integers), so a kernel that reads memory nobody wrote shows it.
-  if (posix_memalign(&p, 256, size) != 0) {
+  // 0xFF bytes read as NaN (floats) or -1 (integers), so a kernel that reads memory nobody
+  // wrote shows it; the tail (kTailBytes) shows one that writes past the end.
+  if (posix_memalign(&p, 256, kTailBytes > 0 ? tail_start(size) + kTailBytes : size) != 0) {
     return fail(cudaErrorMemoryAllocation, "cudaMalloc: host allocation failed");
   }
   std::memset(p, 0xFF, size);
+  if (kTailBytes > 0) {
+    fill_tail(static_cast<unsigned char*>(p), size);
+    static std::once_flag registered;
+    std::call_once(registered, [] { std::atexit(check_tails_at_exit); });
+  }
   std::lock_guard<std::mutex> lock(g_memory_mutex);
   g_allocations[reinterpret_cast<uintptr_t>(p)] = Allocation{size, true};
   g_device_bytes += size;
@@ -681,6 +736,7 @@ cudaError_t cudaFree(void* ptr) {
     return fail(cudaErrorInvalidValue,
                 "cudaFree of a pointer that cudaMalloc did not return (or already freed)");
   }
+  if (kTailBytes > 0) check_tail(it->first, it->second.bytes, "at its cudaFree");
   g_device_bytes -= it->second.bytes;
   g_allocations.erase(it);
   std::free(ptr);

@@ -107,8 +107,11 @@
 //
 // ---- Host side -----------------------------------------------------------------------------
 //   CUDA runtime   the unetcu_simt library implements, with the real declarations of
-//                  <cuda_runtime_api.h> (CUDA 13): cudaMalloc/Free (exact-size host memory
-//                  filled with 0xFF, range-checked by the memcpy/memset functions),
+//                  <cuda_runtime_api.h> (CUDA 13): cudaMalloc/Free (host memory filled
+//                  with 0xFF, range-checked by the memcpy/memset functions; without ASan a
+//                  256-byte tail of NaNs after each block, which cudaFree and the end of the
+//                  process check: a kernel that wrote past its block aborts with a report;
+//                  under ASan the exact size, for ASan's own redzone),
 //                  cudaMallocHost/HostAlloc/FreeHost, cudaMallocAsync/FreeAsync, cudaMemcpy(2D)
 //                  (Async), cudaMemset(Async), cudaMemGetInfo, cudaGetLastError,
 //                  cudaPeekAtLastError, cudaGetErrorString/Name, cudaDeviceSynchronize,

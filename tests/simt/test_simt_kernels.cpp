@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <functional>
@@ -851,6 +852,44 @@ TEST_CASE("simt: launch configuration errors name the kernel, the limit and the 
   CHECK(cudaPeekAtLastError() == cudaSuccess);
   CHECK_NOTHROW(simt_test::launch_config(2, 32, 0, nullptr));
 }
+
+#if !defined(__SANITIZE_ADDRESS__)
+// Without AddressSanitizer, the tail after each cudaMalloc'd block: checked at cudaFree, and at
+// the end of the process for the blocks still allocated.
+TEST_CASE("simt: a kernel writing past its cudaMalloc block is reported") {
+  for (const bool freed : {true, false}) {
+    CAPTURE(freed);
+    bool aborted = false;
+    const std::string report = simt_test::run_in_child(
+        [freed] {
+          const int n = 100;
+          float* data = nullptr;
+          UNETCU_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&data), n * sizeof(float)));
+          simt_test::out_of_bounds_write(data, n, nullptr);
+          if (freed) cudaFree(data);
+          std::exit(0);  // runs the end-of-process check, which _exit would skip
+        },
+        &aborted);
+    CAPTURE(report);
+    CHECK(aborted);
+    CHECK(report.find("the 256 bytes past the end of a 400-byte cudaMalloc allocation at ") !=
+          std::string::npos);
+    CHECK(report.find(std::string("were written (byte 0 of them first), found ") +
+                      (freed ? "at its cudaFree" : "at the end of the process")) !=
+          std::string::npos);
+  }
+  // A kernel that stays inside its block: nothing to report.
+  bool aborted = true;
+  const std::string report = simt_test::run_in_child(
+      [] {
+        DeviceArray<float> data(101);
+        simt_test::out_of_bounds_write(data.get(), 100, nullptr);
+      },
+      &aborted);
+  CAPTURE(report);
+  CHECK_FALSE(aborted);
+}
+#endif
 
 #if defined(__SANITIZE_ADDRESS__)
 TEST_CASE("simt: AddressSanitizer catches a kernel writing past its buffer") {
