@@ -12,8 +12,9 @@
 #   2a. with UNETCU_CHECK_FUSION=1, the BatchNorm-fusion probe (bench_cudnn_fusion);
 #   2c. with UNETCU_CHECK_SANITIZE=PATTERN, the native kernel tests PATTERN selects, plain and
 #      under compute-sanitizer (memcheck, racecheck, synccheck, initcheck);
-#   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests) and
-#      keeps their numbers, then the steps again with UNETCU_GEMM_CONV=1 (every forward and
+#   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests, with the
+#      memory plan's buffer guards on: UNETCU_BUFFER_GUARDS=1) and keeps their numbers, then
+#      the steps again with UNETCU_GEMM_CONV=1 (every forward and
 #      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
 #      UNETCU_CUDNN_KNOB_VARIANTS=16 (knob variants of cuDNN's configurations timed too),
 #      UNETCU_CUDNN_DGRAD_AS_FORWARD=1 (the stride-1 data gradients also as forward convolutions),
@@ -324,7 +325,9 @@ step_bin=$build/tests/backend/unetcu_backend_cuda_tests
 step_check_rows() {
   local t grads
   t=$(date +%s)
-  if [ -x "$step_bin" ] && run step_check 240 "$step_bin" -s; then
+  # With the memory plan's buffer guards (checked when a test reads the state or gradients):
+  # a kernel, ours or a library's, that writes past its output fails the check natively too.
+  if [ -x "$step_bin" ] && run step_check 240 env UNETCU_BUFFER_GUARDS=1 "$step_bin" -s; then
     if grep -q '^SKIPPED' "$out/step_check.log"; then
       row "cpu-vs-gpu step" skipped "$(head -1 "$out/step_check.log")"
     else
