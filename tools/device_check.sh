@@ -349,14 +349,15 @@ step_check_rows() {
 
 # The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
 # as row LABEL; only when the plain steps ran on a GPU. They check schedules and kernels, not
-# cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time).
+# cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time);
+# with the buffer guards, as the plain steps.
 step_variant() {
   local name=$1 label=$2 setting=$3 t grads
   [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if run "$name" 120 env UNETCU_CUDNN_CANDIDATES=4 $setting "$step_bin" -s \
-       '-tce=*PyTorch*smp*'; then
+  if run "$name" 120 env UNETCU_CUDNN_CANDIDATES=4 UNETCU_BUFFER_GUARDS=1 $setting \
+       "$step_bin" -s '-tce=*PyTorch*smp*'; then
     grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
       awk '{printf "%s%s", sep, $NF; sep=", "}')
     row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
