@@ -75,8 +75,10 @@ inline std::string cuda_hint(cudaError_t error) {
     case cudaErrorAssert:
     case cudaErrorHardwareStackError:
       hint << "a kernel faulted; the error may surface at a later call: rerun with UNETCU_SYNC=1 "
-              "to stop at the faulting launch, and run the emulated-kernel tests (ASan) or "
-              "compute-sanitizer";
+              "to stop at the faulting launch (UNETCU_BUFFER_GUARDS=1 also names a kernel that "
+              "wrote past its output), and run the emulated-kernel tests (ASan) or "
+              "compute-sanitizer; UNETCU_DIRECT_CONV=0 leaves the hand-written convolution "
+              "kernels out";
       break;
     case cudaErrorStreamCaptureUnsupported:
     case cudaErrorStreamCaptureInvalidated:

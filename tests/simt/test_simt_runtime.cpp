@@ -107,6 +107,20 @@ TEST_CASE("simt runtime: out of memory says how much was asked and what to do") 
   CHECK(total_bytes > size_t{1} << 20);
 }
 
+// A fault surfaces at whatever call comes next: the message says how to find the kernel.
+TEST_CASE("a kernel fault's message says how to find the kernel") {
+  cudaError_t code = cudaSuccess;
+  const std::string message = cuda_error_of(
+      [] { unetcu::cuda_fail(cudaErrorIllegalAddress, "cudaStreamSynchronize", "x.cpp", 7); },
+      &code);
+  CAPTURE(message);
+  CHECK(code == cudaErrorIllegalAddress);
+  CHECK(message.find("in cudaStreamSynchronize at x.cpp:7") != std::string::npos);
+  for (const char* lead : {"UNETCU_SYNC=1", "UNETCU_BUFFER_GUARDS=1", "compute-sanitizer",
+                           "UNETCU_DIRECT_CONV=0"})
+    CHECK(message.find(lead) != std::string::npos);
+}
+
 TEST_CASE("simt runtime: one emulated device with H100 limits") {
   int count = 0;
   REQUIRE(cudaGetDeviceCount(&count) == cudaSuccess);
