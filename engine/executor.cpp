@@ -1,8 +1,6 @@
 // engine/executor.cpp: static memory plan and the forward/backward walk over the graph.
 #include "engine/executor.h"
 
-#include <cstring>
-
 #include "engine/error.h"
 
 namespace unetcu {

@@ -430,7 +430,7 @@ kernel_bin=$build/tests/emu/unetcu_cuda_tests
 sanitizer_bin=$(command -v compute-sanitizer ||
   ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
     2> /dev/null | head -1)
-# doctest's totals in LOG: "N cases, M assertions".
+# doctest's totals in LOG: "cases N passed, assertions M passed".
 doctest_totals() {
   local cases asserts
   cases=$(grep -oE 'test cases: +[0-9]+ \| +[0-9]+ passed' "$1" | grep -oE '[0-9]+ passed')
