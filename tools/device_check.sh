@@ -26,7 +26,8 @@
 #      stream at the default priority), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
 #      schedule (those and UNETCU_EARLY_ADAM=0), the BatchNorm and loss variants (clusters, two
-#      kernels, path timing) and UNETCU_PDL=0 (chained launches off);
+#      kernels, path timing), UNETCU_PDL=0 (chained launches off) and
+#      UNETCU_UPSAMPLE_IN_PLACE=0 (the upsampled halves copied into the concatenations);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
 #      and the graph captures);
@@ -84,7 +85,9 @@
 # rounds; off by default),
 # UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default),
 # UNETCU_CHECK_SANITIZE=PATTERN (2c: the native kernel tests PATTERN matches, plain and under
-# compute-sanitizer's memcheck, racecheck, synccheck and initcheck; off by default).
+# compute-sanitizer's memcheck, racecheck, synccheck and initcheck; off by default;
+# UNETCU_CHECK_RACECHECK=PATTERN narrows racecheck's), UNETCU_CHECK_PACK=1 (OUTDIR ends as
+# summary.txt and logs.tar.gz, every other log packed; also when the check is stopped).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -138,8 +141,53 @@ run() {
     echo "not run: the check's time budget is spent" > "$out/$name.log"
     return 124
   fi
-  timeout --kill-after=10 "$limit" "$@" > "$out/$name.log" 2>&1
+  # In the background and waited for, so that a TERM to the check (on_stop) is taken at once,
+  # not when the phase ends.
+  timeout --kill-after=10 "$limit" "$@" > "$out/$name.log" 2>&1 &
+  running=$!
+  wait "$running"
+  local status=$?
+  running=
+  return "$status"
 }
+
+# The first failure a doctest log reports ("file:line: ERROR: CHECK( ... ) is NOT correct!" or
+# a crash), shortened for a row; empty when there is none.
+first_failure() {
+  local line
+  line=$(grep -m1 -E '(ERROR|FATAL ERROR): ' "$1" 2> /dev/null | sed -E 's|^.*/||' | cut -c1-100)
+  echo "${line:-no failed check in the log}"
+}
+
+# With UNETCU_CHECK_PACK=1 OUTDIR ends holding summary.txt and logs.tar.gz (every other log
+# packed in it): for a caller that takes back only a few files, where one per phase would leave
+# most of them behind. A check stopped by TERM or INT (an outer timeout) prints its table so far
+# and packs too.
+pack_logs() {
+  [ "${UNETCU_CHECK_PACK:-0}" = 1 ] || return 0
+  local tmp
+  tmp=$(mktemp "${TMPDIR:-/tmp}/unetcu-logs.XXXXXX") || return 0
+  if tar czf "$tmp" -C "$out" --exclude=./summary.txt --exclude=./logs.tar.gz .; then
+    find "$out" -mindepth 1 -maxdepth 1 ! -name summary.txt ! -name logs.tar.gz -exec rm -rf {} +
+    chmod 644 "$tmp" && mv "$tmp" "$out/logs.tar.gz"
+  else
+    rm -f "$tmp"
+  fi
+}
+running=
+on_stop() {
+  trap - TERM INT
+  # The phase running: its timeout passes the signal on to the command.
+  if [ -n "$running" ]; then
+    kill -TERM "$running" 2> /dev/null
+    wait "$running" 2> /dev/null
+  fi
+  row "stopped" "" "by a signal after $(elapsed "$started"); the rows above are what ran"
+  if declare -F print_table > /dev/null; then print_table; else printf '%s\n' "${rows[@]}"; fi
+  exit 143
+}
+trap pack_logs EXIT
+trap on_stop TERM INT
 
 # ---- 1. the machine ---------------------------------------------------------------------------
 {
@@ -336,13 +384,15 @@ step_check_rows() {
       row "cpu-vs-gpu step" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
     fi
   else
-    row "cpu-vs-gpu step" FAILED "$(elapsed "$t"); see step_check.log"
+    row "cpu-vs-gpu step" FAILED \
+      "$(elapsed "$t"); $(first_failure "$out/step_check.log"); see step_check.log"
     # Is it cuDNN's graph-API path? The same tests with the descriptor API alone say.
     t=$(date +%s)
     if [ -x "$step_bin" ] && run step_check_nograph 240 env UNETCU_CUDNN_GRAPH=0 "$step_bin" -s; then
       row "cpu-vs-gpu step, graph API off" ok "$(elapsed "$t"); see step_check_nograph.log"
     else
-      row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t"); see step_check_nograph.log"
+      row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t");\
+ $(first_failure "$out/step_check_nograph.log"); see step_check_nograph.log"
     fi
   fi
 }
@@ -362,7 +412,7 @@ step_variant() {
       awk '{printf "%s%s", sep, $NF; sep=", "}')
     row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
   else
-    row "$label" FAILED "$(elapsed "$t"); see $name.log"
+    row "$label" FAILED "$(elapsed "$t"); $(first_failure "$out/$name.log"); see $name.log"
   fi
 }
 
@@ -425,7 +475,9 @@ fi
 # (barriers and warp collectives used wrongly) and initcheck (reads of device memory nothing
 # wrote). What the SIMT emulator cannot see on a GPU, checked for the kernels that have not yet
 # run on one; before an A/B (2b) or the full check. Where the machine's runtime refuses the
-# tool ("Device not supported"), its rows say skipped.
+# tool ("Device not supported"), its rows say skipped. Each tool has 150 s; racecheck is by far
+# the slowest (on an H100 the BatchNorm cluster tests alone outlast it), so
+# UNETCU_CHECK_RACECHECK=PATTERN gives it a narrower pattern of its own.
 kernel_bin=$build/tests/emu/unetcu_cuda_tests
 sanitizer_bin=$(command -v compute-sanitizer ||
   ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer \
@@ -453,16 +505,33 @@ if [ -n "$sanitize_pattern" ]; then
       row "compute-sanitizer $tool" skipped "needs compute-sanitizer and unetcu_cuda_tests"
       continue
     fi
-    if run "sanitize_$tool" 150 "$sanitizer_bin" --tool "$tool" --error-exitcode 9 \
-         --print-limit 20 "$kernel_bin" -tc="$sanitize_pattern"; then
-      summary=$(grep -m1 -E '(ERROR|RACECHECK) SUMMARY' "$out/sanitize_$tool.log" |
-        sed 's/^========= //')
-      row "compute-sanitizer $tool" ok "$(elapsed "$t"); $summary"
-    elif grep -q 'Device not supported' "$out/sanitize_$tool.log"; then
-      row "compute-sanitizer $tool" skipped "the runtime refuses it; see sanitize_$tool.log"
+    pattern=$sanitize_pattern
+    [ "$tool" = racecheck ] && pattern=${UNETCU_CHECK_RACECHECK:-$sanitize_pattern}
+    label="compute-sanitizer $tool"
+    [ "$pattern" = "$sanitize_pattern" ] || label="$label $pattern"
+    run "sanitize_$tool" 150 "$sanitizer_bin" --tool "$tool" --error-exitcode 9 \
+      --print-limit 20 "$kernel_bin" -tc="$pattern"
+    status=$?
+    # A test process the tool started can outlive the tool's timeout and hold the card: the
+    # next tool must not find it there.
+    pkill -KILL -f -- "$kernel_bin" 2> /dev/null || true
+    log=$out/sanitize_$tool.log
+    # The first of the tool's lines after its banner: the first error, or why it stopped.
+    first=$(grep -E '^========= +[A-Za-z]' "$log" | grep -v -m1 'COMPUTE-SANITIZER' |
+      sed 's/^========= *//' | cut -c1-90)
+    if [ "$status" -eq 0 ]; then
+      row "$label" ok "$(elapsed "$t"); $(grep -m1 -E '(ERROR|RACECHECK) SUMMARY' "$log" |
+        sed 's/^========= //')"
+    elif grep -q '^not run: ' "$log"; then
+      row "$label" skipped "$(head -1 "$log" | sed 's/^not run: //')"
+    elif grep -q 'Device not supported' "$log"; then
+      row "$label" skipped "the runtime refuses it; see sanitize_$tool.log"
+    elif [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+      row "$label" FAILED "$(elapsed "$t"): out of time (a narrower pattern: UNETCU_CHECK_SANITIZE,\
+ UNETCU_CHECK_RACECHECK); ${first:-nothing reported}; see sanitize_$tool.log"
     else
-      row "compute-sanitizer $tool" FAILED "$(elapsed "$t"); $(grep -m1 -E '^========= [A-Z]' \
-        "$out/sanitize_$tool.log" | sed 's/^========= //' | cut -c1-90); see sanitize_$tool.log"
+      row "$label" FAILED \
+        "$(elapsed "$t"), exit $status; ${first:-no report}; see sanitize_$tool.log"
     fi
   done
 fi
@@ -549,6 +618,9 @@ step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNET
 # the timing runs' side effects go to scratch, which this checks on the card).
 step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
+# The decoder's upsampled halves copied into their concatenations (the plan's buffers for them
+# back; the fusion test follows the setting).
+step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
 
 # ---- 4. training on generated data ------------------------------------------------------------
 unetcu=$build/unetcu

@@ -10,6 +10,8 @@
 //                    per thread: gamma_run |terms| more.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <sstream>
 #include <string>
 
@@ -52,34 +54,40 @@ TEST_CASE("cuda conv2d_narrow_applies takes one output channel at stride 1 with 
   CHECK_FALSE(cuda::conv2d_narrow_applies(ConvShape::make(16, 128, 128, 16, 1, 5, 5, 1, 2)));
 }
 
+// The thread-per-pixel kernels (path timing made to keep them: untimed, the row sweeps run
+// where they apply; the sweeps' own case is further down).
 TEST_CASE("cuda narrow conv forward, with and without bias, is within its float bound") {
+  const TestStream s;
   for (const NarrowCase& nc : kNarrowCases) {
     const ConvShape& sh = nc.sh;
     CAPTURE(case_name(nc));
     REQUIRE(cuda::conv2d_narrow_applies(sh));
+    const TimedPaths timed("per_pixel");
     for (bool with_bias : {false, true}) {
       CAPTURE(with_bias);
       check_forward_kernel(sh, nc.shift, with_bias, double(sh.r) * sh.s * sh.c + 1,
                            "narrow forward y",
                            [&](float* y, const float* x, const float* wt, const float* bias) {
-                             cuda::conv2d_narrow_forward(y, x, wt, bias, sh, nullptr);
+                             cuda::conv2d_narrow_forward(y, x, wt, bias, sh, s.stream);
                            });
     }
   }
 }
 
 TEST_CASE("cuda narrow conv backward-data is within its float bound in both grad modes") {
+  const TestStream s;
   for (const NarrowCase& nc : kNarrowCases) {
     const ConvShape& sh = nc.sh;
     CAPTURE(case_name(nc));
+    const TimedPaths timed("per_pixel");
     check_data_kernel(sh, nc.shift, double(sh.r) * sh.s + 1, "narrow backward-data dx",
                       [&](float* dx, const float* dy, const float* wt, GradMode mode) {
-                        cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, nullptr);
+                        cuda::conv2d_narrow_backward_data(dx, dy, wt, sh, mode, s.stream);
                       });
   }
 }
 
-TEST_CASE("cuda narrow conv as row sweeps (path timing's alternative) is within its bounds") {
+TEST_CASE("cuda narrow conv as row sweeps (path timing kept) is within its bounds") {
   // Path timing made to keep the row sweeps where they apply (3x3, padding 1, c % 4 == 0, at
   // most 64 channels, aligned): the head's shape small and larger; rows wider than a warp's 30
   // columns (three strips, the last part-empty); row chunks of 8 and a partial one; one
@@ -127,6 +135,45 @@ TEST_CASE("cuda narrow conv as row sweeps (path timing's alternative) is within 
       CHECK((line.find("row_sweep not applicable") == std::string::npos) == sc.sweeps);
     }
   }
+}
+
+// The order without path timing: the row sweeps where they apply (measured faster on an H100),
+// else a thread per pixel. Which ran shows in the bits: the two sum the same products in
+// different orders, so at the head's shape (16 channels, random values) some outputs differ
+// between them, and the untimed call must give the sweeps' bits exactly (and, misaligned, where
+// the sweeps do not apply, the per-pixel kernel's).
+TEST_CASE("cuda narrow conv runs the row sweeps untimed where they apply, else a pixel a thread") {
+  const ConvShape sh = ConvShape::make(2, 9, 7, 16, 1, 3, 3, 1, 1);
+  const std::vector<float> x = random_vector<float>(size_t(sh.x_size()), 71);
+  const std::vector<float> wt = random_vector<float>(size_t(sh.w_size()), 72);
+  const std::vector<float> dy = random_vector<float>(size_t(sh.y_size()), 73);
+  const TestStream s;
+  // Forward and data gradient by `path` ("per_pixel", "row_sweep", or "" untimed), in that
+  // order in one vector.
+  auto run = [&](const char* path, size_t shift) {
+    std::unique_ptr<TimedPaths> timed;
+    if (*path != '\0') timed = std::make_unique<TimedPaths>(path);
+    const bool before = cuda::path_timing();
+    if (!timed) cuda::set_path_timing(false);
+    DeviceBuffer<float> d_x(x, shift), d_wt(wt, shift), d_dy(dy, shift);
+    DeviceBuffer<float> d_y(dy.size(), shift), d_dx(x.size(), shift);
+    cuda::conv2d_narrow_forward(d_y.get(), d_x.get(), d_wt.get(), nullptr, sh, s.stream);
+    cuda::conv2d_narrow_backward_data(d_dx.get(), d_dy.get(), d_wt.get(), sh,
+                                      GradMode::overwrite, s.stream);
+    UNETCU_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    cuda::set_path_timing(before);
+    std::vector<float> out = d_y.download();
+    const std::vector<float> dx = d_dx.download();
+    out.insert(out.end(), dx.begin(), dx.end());
+    return out;
+  };
+  const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  const std::vector<float> per_pixel = run("per_pixel", 0), sweeps = run("row_sweep", 0);
+  REQUIRE_FALSE(same(per_pixel, sweeps));  // else the bits could not tell them apart
+  CHECK(same(run("", 0), sweeps));
+  CHECK(same(run("", 1), run("per_pixel", 1)));
 }
 
 TEST_CASE("cuda narrow conv backward-filter rounds the double sum once, in both grad modes") {
