@@ -731,25 +731,15 @@ struct FusedBnCase : OpCase, BnInputs {
   }
 };
 
-// A BatchNorm case with one of its opt-in paths on (kernels/batchnorm.h: the clusters, the two
-// kernels), for the same pair as its default form: the probes that decide whether they become
-// the default. Path timing (kernels/path_timing.h) is off while a probe runs, or it would
-// time the probe's path against the others and run the fastest.
+// A case with one of its opt-in paths on (the loss reductions in one launch), for the same
+// pair as its default form: the probes that decide whether they become the default. Path
+// timing (kernels/path_timing.h) is off while a probe runs, or it would time the probe's path
+// against the others and run the fastest.
 struct OptIn {
-  const char* suffix;  // of the probe's family: "bn.train_fwd" -> "bn.train_fwd.cluster"
+  const char* suffix;  // of the probe's family: "dice.fwd" -> "dice.fwd.cluster"
   void (*set)(bool);
   bool (*get)();
 };
-constexpr OptIn kClusters{".cluster", cuda::set_batchnorm_cluster, cuda::batchnorm_cluster};
-// The clusters of up to 16 blocks (the non-portable size): both settings at once.
-void set_clusters16(bool on) {
-  cuda::set_batchnorm_cluster(on);
-  cuda::set_batchnorm_cluster_max(on ? 16 : 8);
-}
-bool clusters16() { return cuda::batchnorm_cluster() && cuda::batchnorm_cluster_max() == 16; }
-constexpr OptIn kClusters16{".cluster16", set_clusters16, clusters16};
-constexpr OptIn kTwoKernels{".two_kernels", cuda::set_batchnorm_two_kernels,
-                            cuda::batchnorm_two_kernels};
 // The loss reductions in one launch each, the Dice sums' through a cluster (kernels/loss.h).
 constexpr OptIn kLossCluster{".cluster", cuda::set_loss_cluster, cuda::loss_cluster};
 
@@ -783,21 +773,9 @@ PairInfo probe_of(const PairInfo& p, const OptIn& opt) {
   return probe;
 }
 
-template <class Case, class Op>
-void register_probe(const PairInfo& p, const OptIn& opt, ActInfo a, Op op, uint64_t s) {
-  register_gpu_pair(probe_of(p, opt), [opt, a, op, s] {
-    return std::make_unique<OptInCase<Case>>(opt, a, op, s);
-  });
-}
-
 void register_batchnorms(const Graph& g) {
   uint64_t seed = for_each_batchnorm_pair(g, [](const PairInfo& p, ActInfo a, BnOp op, uint64_t s) {
     register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
-    if (op == BnOp::train_forward || op == BnOp::backward) {
-      register_probe<BnCase>(p, kClusters, a, op, s);
-      register_probe<BnCase>(p, kClusters16, a, op, s);
-      register_probe<BnCase>(p, kTwoKernels, a, op, s);
-    }
   });
   // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
   // The fused forms at the shapes of the ReLUs and add+ReLUs they replace. Bytes a value: each
@@ -826,9 +804,6 @@ void register_batchnorms(const Graph& g) {
       const FusedOp op = o.op;
       const uint64_t s = seed += 10;
       register_gpu_pair(p, [a, op, s] { return std::make_unique<FusedBnCase>(a, op, s); });
-      register_probe<FusedBnCase>(p, kClusters, a, op, s);
-      register_probe<FusedBnCase>(p, kClusters16, a, op, s);
-      register_probe<FusedBnCase>(p, kTwoKernels, a, op, s);
     }
   }
 }

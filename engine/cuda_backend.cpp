@@ -369,12 +369,9 @@ class CudaBackend final : public Backend {
       os << ", weight gradients of at most " << kSplitMaxK << " channels in " << split_
          << " parts";
     if (prioritised_) os << ", compute stream at the greatest priority";
-    // The opt-in BatchNorm paths, read as the kernels read them (at each call).
-    if (cuda::batchnorm_cluster())
-      os << ", BatchNorms in clusters of up to " << cuda::batchnorm_cluster_max();
-    if (cuda::batchnorm_two_kernels()) os << ", BatchNorms in two kernels";
+    // The opt-in loss path, read as the kernels read it (at each call).
     if (cuda::loss_cluster()) os << ", Dice and counts in one cluster";
-    if (cuda::path_timing()) os << ", BatchNorm, loss and head paths timed per shape";
+    if (cuda::path_timing()) os << ", loss and head paths timed per shape";
     return os.str();
   }
   // The convolutions' choices, then our kernels' timed paths (kernels/path_timing.h).

@@ -60,35 +60,6 @@ namespace cuda {
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh);
 
-// BatchNorm in clusters (kernels/cuda/common.cuh, cluster_reduce_then_map): the training
-// forward and the backward of the vectorizable shapes too large for the one-kernel path, in
-// one launch each where the multi-block path takes three, when the channels give at least 64
-// blocks in clusters of at most batchnorm_cluster_max() (8: at batch 16, 128x128 every
-// BatchNorm but decoder block 4's). Off by default until measured on a GPU;
-// UNETCU_BN_CLUSTER=1 in the environment turns it on, as does set_batchnorm_cluster. Needs
-// compute capability 9.0 (elsewhere the other paths run).
-void set_batchnorm_cluster(bool on);
-bool batchnorm_cluster();
-// The largest cluster those BatchNorms take: 8 (CUDA's portable limit, the default) or 16 (an
-// H100's limit for kernels that opt in: decoder block 4's BatchNorms then take clusters too,
-// and each shape aims at about 256 blocks instead of 128). UNETCU_BN_CLUSTER_MAX in the
-// environment, or set_batchnorm_cluster_max; any other value throws std::invalid_argument. 8
-// until 16 is measured; where the device refuses a cluster of 16 the other paths run.
-void set_batchnorm_cluster_max(int blocks);
-int batchnorm_cluster_max();
-
-// The clusters' blocks without a cluster (kernels/cuda/common.cuh, partials_then_map), for any
-// device: the sums of each float4 column's parts (as many as give about 256 blocks, up to 64)
-// to memory in one kernel; in a second, every block adds its column's partials (the same bits
-// in each), forms its coefficients and passes over its rows, one block a column writing the
-// statistics. Two launches each way where the multi-block path takes three. Off by default
-// until measured on a GPU; UNETCU_BN_TWO_KERNELS=1 in the environment turns it on, as does
-// set_batchnorm_two_kernels. With clusters also on, clusters come first.
-void set_batchnorm_two_kernels(bool on);
-bool batchnorm_two_kernels();
-// With path timing on (kernels/path_timing.h, opt-in), the paths above are timed per shape at
-// its first call outside a capture and the fastest is kept, whatever the three settings say.
-
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var,
                              const float* x, const float* gamma, const float* beta,

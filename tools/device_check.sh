@@ -25,8 +25,8 @@
 #      UNETCU_STREAM_PRIORITY=0 (every
 #      stream at the default priority), UNETCU_WGRAD_STREAMS=1 (one
 #      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
-#      schedule (those and UNETCU_EARLY_ADAM=0), the BatchNorm and loss variants (clusters, two
-#      kernels, path timing), UNETCU_PDL=0 (chained launches off) and
+#      schedule (those and UNETCU_EARLY_ADAM=0), the loss in one launch, path timing,
+#      UNETCU_PDL=0 (chained launches off) and
 #      UNETCU_UPSAMPLE_IN_PLACE=0 (the upsampled halves copied into the concatenations);
 #   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
 #      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
@@ -50,7 +50,7 @@
 #      weight gradients' plans on 112 and 96 SMs (UNETCU_CUDNN_WGRAD_SMS, and its timeline), with
 #      cuBLASLt's algorithms searched per GEMM shape (UNETCU_GEMM_SEARCH=1), the
 #      convolutions and the step
-#      with UNETCU_CUDNN_GRAPH=0, the step with each BatchNorm and loss variant, then the
+#      with UNETCU_CUDNN_GRAPH=0, the step with the loss in one launch and path timing, then the
 #      reductions, copies and step with UNETCU_PDL=0)
 #      and the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
@@ -305,10 +305,10 @@ variant_summary() {
 serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
 # With path timing on (UNETCU_PATH_TIMING=1), how many of our kernels' op shapes kept each
 # path in LOG (kernels/path_timing.h's report lines: "OP SHAPE: PATH (...)"):
-# kept_paths LOG -> "3 cluster16, 2 three_kernels", or "none timed".
+# kept_paths LOG -> "2 row_sweep, 1 two_launches", or "none timed".
 kept_paths() {
   local kept line
-  line='^(batchnorm|loss_and_counts|dice_loss|confusion|conv)[a-z_.]* [0-9x]+: [a-z0-9_]+'
+  line='^(loss_and_counts|dice_loss|confusion|conv)[a-z_.]* [0-9x]+: [a-z0-9_]+'
   kept=$(grep -oE "$line" "$1" | awk '{print $3}' | sort | uniq -c |
     awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')
   echo "${kept:-none timed}"
@@ -476,7 +476,7 @@ fi
 # wrote). What the SIMT emulator cannot see on a GPU, checked for the kernels that have not yet
 # run on one; before an A/B (2b) or the full check. Where the machine's runtime refuses the
 # tool ("Device not supported"), its rows say skipped. Each tool has 150 s; racecheck is by far
-# the slowest (on an H100 the BatchNorm cluster tests alone outlast it), so
+# the slowest (on an H100 the BatchNorm cluster tests, since removed, alone outlasted it), so
 # UNETCU_CHECK_RACECHECK=PATTERN gives it a narrower pattern of its own.
 kernel_bin=$build/tests/emu/unetcu_cuda_tests
 sanitizer_bin=$(command -v compute-sanitizer ||
@@ -603,19 +603,9 @@ step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRA
 step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
 step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
   "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
-# The BatchNorms in cluster launches (opt-in): one kernel each way where the three of the
-# multi-block path ran.
-step_variant step_check_cluster "cpu-vs-gpu step, BN clusters" UNETCU_BN_CLUSTER=1
-# And in clusters of up to 16 (the non-portable size: decoder block 4's BatchNorms too).
-step_variant step_check_cluster16 "cpu-vs-gpu step, BN clusters of 16" \
-  "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
-# The clusters' blocks in two ordinary kernels (opt-in, any device).
-step_variant step_check_bn_two_kernels "cpu-vs-gpu step, BN in two kernels" \
-  UNETCU_BN_TWO_KERNELS=1
 # The loss reductions in one launch each (opt-in; the fused one the same bits as the default).
 step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
-# Every BatchNorm and loss path timed per shape at the first step, the fastest kept (opt-in;
-# the timing runs' side effects go to scratch, which this checks on the card).
+# Every loss and head path timed per shape at the first step, the fastest kept (opt-in).
 step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 # The decoder's upsampled halves copied into their concatenations (the plan's buffers for them
@@ -802,16 +792,9 @@ if [ -x "$gpu_bench" ]; then
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \
     '^(conv[.]|train_step)' nograph_summary
-  # The whole step with the BatchNorms in cluster launches (opt-in; its per-op probes,
-  # *.cluster and *.cluster16, are in bench_cuda_ops.log and the memory-bound table).
-  step_bench bench_cuda_ops_cluster "step, BN clusters" UNETCU_BN_CLUSTER=1
-  step_bench bench_cuda_ops_cluster16 "step, BN clusters of 16" \
-    "UNETCU_BN_CLUSTER=1 UNETCU_BN_CLUSTER_MAX=16"
-  # The clusters' blocks in two ordinary kernels (opt-in; probes *.two_kernels).
-  step_bench bench_cuda_ops_bn_two_kernels "step, BN in two kernels" UNETCU_BN_TWO_KERNELS=1
   # The loss reductions in one launch each (opt-in; probes dice*.cluster, confusion_counts.cluster).
   step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
-  # Each BatchNorm, loss and head shape's fastest path kept (opt-in; the row counts them).
+  # Each loss and head shape's fastest path kept (opt-in; the row counts them).
   bench_variant bench_cuda_ops_path_timing "step, paths timed" UNETCU_PATH_TIMING=1 \
     '^train_step' serving_summary
   # The reductions, the copies they are held to and the step without chained launches

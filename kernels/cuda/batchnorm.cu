@@ -20,16 +20,13 @@
 // the H100's 50 MB L2.
 // The partials are row_blocks (<= 1024) doubles per channel and sum, small next to the tensor.
 // Tensors with few rows (layer4: 256 rows at batch 16) take reduce_then_map instead: one
-// kernel, no partials, the barrier a __syncthreads. With clusters on (set_batchnorm_cluster,
-// opt-in) most others take cluster_reduce_then_map: one kernel, the barrier a cluster's.
+// kernel, no partials, the barrier a __syncthreads. (The others in one kernel through
+// thread-block clusters, or in two, ran 1.3-3x slower on an H100 and were removed:
+// bench/RESULTS.md, "Eighth H100 run".)
 #include "kernels/batchnorm.h"
 
-#include <atomic>
-#include <stdexcept>
-#include <string>
-
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/fastest_path.h"
+#include "kernels/cuda/env.h"
 
 namespace unetcu::cuda {
 namespace {
@@ -53,12 +50,8 @@ struct StatsSrc {
     int64_t cols;
     int col;
     double shift[V];
-    // A row's loads apart from its additions, so that the cluster blocks' loops can issue a
-    // batch of rows' loads first (common.cuh, ColumnPart).
-    using Loaded = Vec<float, V>;
-    __device__ Loaded load(int64_t row) const { return load_vec<V>(x, row * cols + col); }
-    __device__ void add(double (&acc)[2 * V], int64_t row) const { add(acc, load(row)); }
-    __device__ void add(double (&acc)[2 * V], const Loaded& v) const {
+    __device__ void add(double (&acc)[2 * V], int64_t row) const {
+      const Vec<float, V> v = load_vec<V>(x, row * cols + col);
       for (int j = 0; j < V; ++j) {
         const double d = double(v.v[j]) - shift[j];
         acc[2 * j] += d;
@@ -74,22 +67,14 @@ struct StatsSrc {
 };
 
 // Hands each channel of a vector column its two sums: epilogues are written per channel, and
-// the V channels are the epilogue's parts (common.cuh), run by V threads at once. Its
-// coefficients (E::Coefs: what the pass after it needs of the channel, E::coefficients) are
-// the same values the epilogue writes to memory, formed without writing anything, for the
-// cluster kernel's blocks (common.cuh, cluster_reduce_then_map).
+// the V channels are the epilogue's parts (common.cuh), run by V threads at once.
 template <int V, class E>
 struct PerChannel {
   static constexpr int kParts = V;
-  using Coefs = typename E::Coefs;
   E e;
   __device__ void operator()(int batch, int col, int part, const double (&sum)[2 * V]) const {
     const double pair[2] = {sum[2 * part], sum[2 * part + 1]};
     e(batch, col * V + part, pair);
-  }
-  __device__ Coefs coefficients(int col, int part, const double (&sum)[2 * V]) const {
-    const double pair[2] = {sum[2 * part], sum[2 * part + 1]};
-    return e.coefficients(col * V + part, pair);
   }
 };
 
@@ -127,25 +112,14 @@ struct StatsEpilogue {
     var = var > 0.0 ? var : 0.0;
     return {double(x[ch]) + mean_shifted, var, 1.0 / sqrt(var + eps)};
   }
-  // The normalising pass's mean and scale, as saved below.
-  struct Coefs {
-    float mean, scale;
-  };
-  __device__ Coefs coefs_of(int ch, const Stats& s) const {
-    return {float(s.mean), train_scale(gamma[ch], float(s.invstd))};
-  }
-  __device__ Coefs coefficients(int ch, const double (&sum)[2]) const {
-    return coefs_of(ch, stats(ch, sum));
-  }
   __device__ void operator()(int, int ch, const double (&sum)[2]) const {
     const Stats s = stats(ch, sum);
-    const Coefs k = coefs_of(ch, s);
     // PyTorch needs n > 1 in training; the guard only avoids an infinity.
     const double n = double(rows);
     const double unbias = rows > 1 ? n / (n - 1.0) : 1.0;
-    save_mean[ch] = k.mean;
+    save_mean[ch] = float(s.mean);
     save_invstd[ch] = float(s.invstd);
-    scale[ch] = k.scale;
+    scale[ch] = train_scale(gamma[ch], float(s.invstd));
     running_mean[ch] = float((1.0 - momentum) * double(running_mean[ch]) + momentum * s.mean);
     running_var[ch] =
         float((1.0 - momentum) * double(running_var[ch]) + momentum * s.var * unbias);
@@ -211,22 +185,15 @@ struct GradSrc {
     int64_t cols;
     int col;
     double mean[V];  // save_mean exactly, so float(mean[j]) is save_mean[j] again
-    // A row's loads apart from its additions (as StatsSrc's).
-    struct Loaded {
-      Vec<float, V> x, dy, y;
-    };
-    __device__ Loaded load(int64_t row) const {
+    __device__ void add(double (&acc)[2 * V], int64_t row) const {
       const int64_t i = row * cols + col;
-      return {load_vec<V>(x, i), load_vec<V>(dy, i), mask.load(i)};
-    }
-    __device__ void add(double (&acc)[2 * V], int64_t row) const { add(acc, load(row)); }
-    __device__ void add(double (&acc)[2 * V], const Loaded& in) const {
+      const Vec<float, V> xv = load_vec<V>(x, i);
       Vec<float, V> centred;
-      for (int j = 0; j < V; ++j) centred.v[j] = in.x.v[j] - float(mean[j]);
-      const auto g = mask.apply(in.dy, centred, in.y);
+      for (int j = 0; j < V; ++j) centred.v[j] = xv.v[j] - float(mean[j]);
+      const auto g = mask.apply(load_vec<V>(dy, i), centred, mask.load(i));
       for (int j = 0; j < V; ++j) {
         acc[2 * j] += double(g.v[j]);
-        acc[2 * j + 1] += double(g.v[j]) * (double(in.x.v[j]) - mean[j]);
+        acc[2 * j + 1] += double(g.v[j]) * (double(xv.v[j]) - mean[j]);
       }
     }
   };
@@ -248,24 +215,15 @@ struct GradEpilogue {
   int64_t rows;
   int c;
   bool accumulate_params;
-  // The gradient pass's a, b and d, as written to coef below.
-  struct Coefs {
-    float a, b, d;
-  };
-  __device__ Coefs coefficients(int ch, const double (&sum)[2]) const {
+  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
     const double n = double(rows);
     const double invstd = double(save_invstd[ch]);
+    const double sum_dy = sum[0];
     const double sum_dy_xhat = sum[1] * invstd;
     const double g = double(gamma[ch]) * invstd;
-    return {float(g), float(-g * invstd * sum_dy_xhat / n), float(-g * sum[0] / n)};
-  }
-  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
-    const Coefs k = coefficients(ch, sum);
-    coef[ch] = k.a;
-    coef[c + ch] = k.b;
-    coef[2 * c + ch] = k.d;
-    const double sum_dy = sum[0];
-    const double sum_dy_xhat = sum[1] * double(save_invstd[ch]);
+    coef[ch] = float(g);
+    coef[c + ch] = float(-g * invstd * sum_dy_xhat / n);
+    coef[2 * c + ch] = float(-g * sum_dy / n);
     dgamma[ch] = float(accumulate_params ? double(dgamma[ch]) + sum_dy_xhat : sum_dy_xhat);
     dbeta[ch] = float(accumulate_params ? double(dbeta[ch]) + sum_dy : sum_dy);
   }
@@ -303,35 +261,19 @@ struct Normalize {
     int col;
     bool apply_relu;
     Vec<float, V> mean, scale, beta;
-    // A row's loads apart from its computation and store, so that the cluster blocks' pass can
-    // issue a batch of rows' loads before the batch's stores (common.cuh, ColumnPart).
-    struct Loaded {
-      Vec<float, V> x, residual;
-    };
-    __device__ Loaded load(int64_t row) const {
+    __device__ void operator()(int64_t row) const {
       const int64_t i = row * cols + col;
-      return {load_vec<V>(x, i), residual ? load_vec<V>(residual, i) : Vec<float, V>{}};
-    }
-    __device__ void store(int64_t row, const Loaded& in) const {
-      auto v = in.x;
+      auto v = load_vec<V>(x, i);
       for (int k = 0; k < V; ++k) v.v[k] = normalized(v.v[k] - mean.v[k], scale.v[k], beta.v[k]);
-      if (residual)
-        for (int k = 0; k < V; ++k) v.v[k] += in.residual.v[k];
+      if (residual) {
+        const auto r = load_vec<V>(residual, i);
+        for (int k = 0; k < V; ++k) v.v[k] += r.v[k];
+      }
       if (apply_relu)
         for (int k = 0; k < V; ++k) v.v[k] = relu(v.v[k]);
-      store_vec<V>(y, row * cols + col, v);
+      store_vec<V>(y, i, v);
     }
-    __device__ void operator()(int64_t row) const { store(row, load(row)); }
   };
-  // Training, with the channels' mean and scale at hand (StatsEpilogue::coefficients).
-  __device__ Column column_with(int col, const StatsEpilogue::Coefs* c) const {
-    Column out{y, x, residual, cols, col, apply_relu, {}, {}, channel_values<V>(beta, col)};
-    for (int k = 0; k < V; ++k) {
-      out.mean.v[k] = c[k].mean;
-      out.scale.v[k] = c[k].scale;
-    }
-    return out;
-  }
   __device__ Column column(int col) const {
     Column out{y, x, residual, cols, col, apply_relu, channel_values<V>(mean, col), {},
                channel_values<V>(beta, col)};
@@ -371,52 +313,29 @@ struct GradApply {
     int col;
     bool accumulate_dx, accumulate_dresidual;
     Vec<float, V> mean, a, b, d;
-    // A row's loads (the old outputs too, when accumulating) apart from its computation and
-    // stores (as Normalize's).
-    struct Loaded {
-      Vec<float, V> x, dy, y, dx, dresidual;
-    };
-    __device__ Loaded load(int64_t row) const {
+    __device__ void operator()(int64_t row) const {
       const int64_t i = row * cols + col;
-      return {load_vec<V>(x, i), load_vec<V>(this->dy, i), mask.load(i),
-              accumulate_dx ? load_vec<V>(this->dx, i) : Vec<float, V>{},
-              dresidual && accumulate_dresidual ? load_vec<V>(dresidual, i) : Vec<float, V>{}};
-    }
-    __device__ void store(int64_t row, const Loaded& in) const {
-      const int64_t i = row * cols + col;
+      const Vec<float, V> xv = load_vec<V>(x, i);
       Vec<float, V> centred;
-      for (int k = 0; k < V; ++k) centred.v[k] = in.x.v[k] - mean.v[k];
-      auto g = mask.apply(in.dy, centred, in.y);
+      for (int k = 0; k < V; ++k) centred.v[k] = xv.v[k] - mean.v[k];
+      auto g = mask.apply(load_vec<V>(this->dy, i), centred, mask.load(i));
       Vec<float, V> r;
       for (int k = 0; k < V; ++k) r.v[k] = a.v[k] * g.v[k] + b.v[k] * centred.v[k] + d.v[k];
-      if (accumulate_dx)
-        for (int k = 0; k < V; ++k) r.v[k] = in.dx.v[k] + r.v[k];
+      if (accumulate_dx) {
+        const Vec<float, V> old = load_vec<V>(this->dx, i);
+        for (int k = 0; k < V; ++k) r.v[k] = old.v[k] + r.v[k];
+      }
       store_vec<V>(this->dx, i, r);
       if (dresidual) {
-        if (accumulate_dresidual)
-          for (int k = 0; k < V; ++k) g.v[k] = in.dresidual.v[k] + g.v[k];
+        if (accumulate_dresidual) {
+          const Vec<float, V> old = load_vec<V>(dresidual, i);
+          for (int k = 0; k < V; ++k) g.v[k] = old.v[k] + g.v[k];
+        }
         store_vec<V>(dresidual, i, g);
       }
     }
-    __device__ void operator()(int64_t row) const { store(row, load(row)); }
   };
-  // With the channels' a, b and d at hand (GradEpilogue::coefficients).
-  __device__ Column column_with(int col, const GradEpilogue::Coefs* k) const {
-    Column out = column(col, false);
-    for (int j = 0; j < V; ++j) {
-      out.a.v[j] = k[j].a;
-      out.b.v[j] = k[j].b;
-      out.d.v[j] = k[j].d;
-    }
-    return out;
-  }
-  __device__ Column column(int col, bool load_coefs = true) const {
-    Vec<float, V> a{}, b{}, d{};
-    if (load_coefs) {
-      a = channel_values<V>(coef, col);
-      b = channel_values<V>(coef + c, col);
-      d = channel_values<V>(coef + 2 * c, col);
-    }
+  __device__ Column column(int col) const {
     return Column{dx,
                   dresidual,
                   dy,
@@ -427,9 +346,9 @@ struct GradApply {
                   accumulate_dx,
                   accumulate_dresidual,
                   channel_values<V>(save_mean, col),
-                  a,
-                  b,
-                  d};
+                  channel_values<V>(coef, col),
+                  channel_values<V>(coef + c, col),
+                  channel_values<V>(coef + 2 * c, col)};
   }
 };
 
@@ -443,125 +362,36 @@ struct GradApply {
 RowTiling stats_tiling(const BatchNormShape& sh) { return detail::reduce_tiling(sh.rows, sh.c); }
 bool vectorizable(const BatchNormShape& sh) { return sh.c % 4 == 0; }
 
-// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float]
-// [path timing's scratch: 2 x c float].
+// Workspace: [partials: 2 sums x channels x row blocks, double][coefficients: 3 x c float].
 double* partials_of(void* workspace) { return static_cast<double*>(workspace); }
 size_t partials_bytes(const BatchNormShape& sh) {
-  size_t doubles = stats_tiling(sh).partial_count(2);
-  // The two-kernel path's (partials_then_map): two sums a channel from each of its parts.
-  const size_t two_kernels = 2 * size_t(sh.c) * size_t(detail::kMaxParts);
-  if (two_kernels > doubles) doubles = two_kernels;
-  return detail::align256(doubles * sizeof(double));
+  return detail::align256(stats_tiling(sh).partial_count(2) * sizeof(double));
 }
 
-EnvSwitch g_cluster{"UNETCU_BN_CLUSTER", false};
-EnvSwitch g_two_kernels{"UNETCU_BN_TWO_KERNELS", false};
-// The largest cluster (batchnorm_cluster_max); 0: not read from the environment yet.
-std::atomic<int> g_cluster_max{0};
-
-bool valid_cluster_max(long blocks) {
-  return blocks == long(kMaxClusterBlocks) || blocks == long(kMaxNonPortableClusterBlocks);
-}
-std::string cluster_max_expected() {
-  return "expected " + std::to_string(kMaxClusterBlocks) + " or " +
-         std::to_string(kMaxNonPortableClusterBlocks);
-}
 EnvSwitch g_relu_mask_from_input{"UNETCU_BN_RELU_MASK_FROM_INPUT", true};
 
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
   return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
 }
-// Takes the side effects of path timing's runs (train_forward_v, backward_v).
-float* scratch_of(void* workspace, const BatchNormShape& sh) {
-  return coefs_of(workspace, sh) + 3 * size_t(sh.c);
-}
 
-// The paths of a BatchNorm too large for reduce_then_map (kernels/path_timing.h names them in
-// its report): reduce_rows then map_rows (three kernels, any shape); cluster_reduce_then_map in
-// clusters of up to 8 or up to 16 blocks (one kernel); partials_then_map (two kernels). The
-// last three need float4 columns enough (cluster_tiling), the clusters a device that places
-// them.
-enum Path : int { kThreeKernels, kCluster8, kCluster16, kTwoKernels, kPaths };
-constexpr const char* kPathNames[kPaths] = {"three_kernels", "cluster8", "cluster16",
-                                            "two_kernels"};
-
-// `op` at `sh` with its paths; untimed, the first that applies as the settings say
-// (kernels/batchnorm.h).
-detail::PathOp path_op(const char* op, const BatchNormShape& sh) {
-  detail::PathOp out(op, kPathNames, kPaths, {sh.rows, sh.c});
-  if (batchnorm_cluster())
-    out.then(batchnorm_cluster_max() == int(kMaxNonPortableClusterBlocks) ? kCluster16
-                                                                          : kCluster8);
-  if (batchnorm_two_kernels()) out.then(kTwoKernels);
-  return out.then(kThreeKernels);
-}
-
-// The sums (Src<1>: one channel per thread; Src<V>: V channels per thread) with their
-// epilogue, and the pass `map` after them over the same rows at vector width V.
-template <int V, template <int> class Src, class Epilogue, class Map>
-struct BnParts {
-  Src<1> scalar_src;
-  Src<V> vector_src;
-  Epilogue epilogue;
-  Map map;
-};
-
-// Launches path `path` of `parts`; false, launching nothing, where it does not apply.
-template <int V, template <int> class Src, class Epilogue, class Map>
-bool launch_path(int path, const BnParts<V, Src, Epilogue, Map>& parts, const BatchNormShape& sh,
-                 void* workspace, cudaStream_t stream) {
-  if (path == kThreeKernels) {
-    detail::reduce_rows<2>(parts.scalar_src, parts.epilogue, stats_tiling(sh),
-                           partials_of(workspace), stream);
-    detail::map_rows(parts.map, sh.rows, sh.c / V, stream);
-    return true;
-  }
-  if constexpr (V == 4) {
-    const PerChannel<V, Epilogue> per_channel{parts.epilogue};
-    detail::ClusterTiling t;
-    const int elem = int(V * sizeof(float));
-    if (path == kCluster8 || path == kCluster16)
-      return detail::cluster_tiling(sh.rows, sh.c / V, elem, &t,
-                                    int(path == kCluster16 ? kMaxNonPortableClusterBlocks
-                                                           : kMaxClusterBlocks)) &&
-             detail::cluster_reduce_then_map<2 * V>(parts.vector_src, per_channel, parts.map, t,
-                                                    stream);
-    if (path == kTwoKernels) {
-      // As many parts a column as give about 256 blocks.
-      if (!detail::cluster_tiling(sh.rows, sh.c / V, elem, &t, detail::kMaxParts,
-                                  detail::kPartsTargetBlocks))
-        return false;
-      detail::partials_then_map<2 * V>(parts.vector_src, per_channel, parts.map, t,
-                                       partials_of(workspace), stream);
-      return true;
-    }
-  }
-  return false;
-}
-
-// Runs the BatchNorm `op` whose parts make(timing) gives (with `timing`, its side effects sent
-// to scratch: kernels/cuda/fastest_path.h): one kernel, reduce_then_map, when V == 4 and the
-// rows fit one block per vector column; else the path run_fastest picks (the settings', or
-// with path timing the fastest).
-template <int V, class Make>
-void reduce_then_apply(const char* op, const BatchNormShape& sh, bool repeatable,
-                       void* workspace, cudaStream_t stream, const Make& make) {
-  const auto parts = make(false);
+// The sums `src` (one channel per thread) and `vector_src` (V channels per thread) with their
+// epilogue, then the pass `map` over the same rows at vector width V: one kernel,
+// reduce_then_map, when V == 4 and the rows fit one block per vector column; else reduce_rows
+// then map_rows (three kernels).
+template <int V, class Src, class VectorSrc, class Epilogue, class Map>
+void reduce_then_apply(const Src& src, const VectorSrc& vector_src, const Epilogue& epilogue,
+                       const Map& map, const BatchNormShape& sh, void* workspace,
+                       cudaStream_t stream) {
   if constexpr (V == 4) {
     detail::SmallTiling small;
     if (detail::small_tiling(sh.rows, sh.c / V, int(V * sizeof(float)), &small)) {
-      detail::reduce_then_map<2 * V>(parts.vector_src,
-                                     PerChannel<V, decltype(parts.epilogue)>{parts.epilogue},
-                                     parts.map, small, stream);
+      detail::reduce_then_map<2 * V>(vector_src, PerChannel<V, Epilogue>{epilogue}, map, small,
+                                     stream);
       return;
     }
-    detail::run_fastest(path_op(op, sh), repeatable, stream, [&](int path, bool timing) {
-      return timing ? launch_path(path, make(true), sh, workspace, stream)
-                    : launch_path(path, parts, sh, workspace, stream);
-    });
-    return;
   }
-  launch_path(kThreeKernels, parts, sh, workspace, stream);
+  detail::reduce_rows<2>(src, epilogue, stats_tiling(sh), partials_of(workspace), stream);
+  detail::map_rows(map, sh.rows, sh.c / V, stream);
 }
 
 void normalize_pass(float* y, const float* x, const float* residual, const float* mean,
@@ -588,23 +418,10 @@ void train_forward_v(float* y, float* save_mean, float* save_invstd, float* runn
   float* scale = coefs_of(workspace, sh);
   const StatsEpilogue stats{save_mean, save_invstd, running_mean, running_var, scale, x,
                             gamma,     sh.rows,     double(momentum), double(eps)};
-  // A timing run updates running statistics of its own (the workspace's scratch), so the real
-  // ones get the one update of the call. It may run again unless y overwrites an input.
-  float* scratch = scratch_of(workspace, sh);
-  const bool repeatable = y != x && y != residual;
-  const char* op = residual ? "batchnorm.train_fwd_add_relu"
-                            : (apply_relu ? "batchnorm.train_fwd_relu" : "batchnorm.train_fwd");
-  reduce_then_apply<V>(op, sh, repeatable, workspace, stream, [&](bool timing) {
-    StatsEpilogue e = stats;
-    if (timing) {
-      e.running_mean = scratch;
-      e.running_var = scratch + sh.c;
-    }
-    return BnParts<V, StatsSrc, StatsEpilogue, Normalize<V>>{
-        StatsSrc<1>{x, sh.c}, StatsSrc<V>{x, sh.c / V}, e,
-        Normalize<V>{y, x, residual, save_mean, scale, nullptr, nullptr, beta, sh.c / V,
-                     double(eps), apply_relu}};
-  });
+  reduce_then_apply<V>(StatsSrc<1>{x, sh.c}, StatsSrc<V>{x, sh.c / V}, stats,
+                       Normalize<V>{y, x, residual, save_mean, scale, nullptr, nullptr, beta,
+                                    sh.c / V, double(eps), apply_relu},
+                       sh, workspace, stream);
 }
 
 void train_forward(float* y, float* save_mean, float* save_invstd, float* running_mean,
@@ -631,29 +448,13 @@ void backward_v(float* dx, float* dresidual, float* dgamma, float* dbeta, const 
   float* coef = coefs_of(workspace, sh);
   const ReluMask<1> scalar_mask{y, beta, gamma, save_invstd};
   const ReluMask<V> vector_mask{y, beta, gamma, save_invstd};
-  // A timing run writes the parameter gradients to the workspace's scratch and an accumulated
-  // residual gradient into dx (both are garbage then; the real run overwrites dx), so the
-  // results are the one call's. It may run again unless it accumulates into dx or dx
-  // overwrites an input.
-  float* scratch = scratch_of(workspace, sh);
-  auto reads = [&](const float* out) { return out && (out == dy || out == x || out == y); };
-  const bool repeatable = !acc_dx && !reads(dx) && !reads(dresidual);
-  const char* op = dresidual ? "batchnorm.bwd_add_relu"
-                             : (y || beta ? "batchnorm.bwd_relu" : "batchnorm.bwd");
-  reduce_then_apply<V>(op, sh, repeatable, workspace, stream, [&](bool timing) {
-    GradEpilogue e{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c, acc_params};
-    float* res = dresidual;
-    if (timing) {
-      e.dgamma = scratch;
-      e.dbeta = scratch + sh.c;
-      if (acc_res) res = dx;
-    }
-    return BnParts<V, GradSrc, GradEpilogue, GradApply<V>>{
-        GradSrc<1>{dy, x, save_mean, scalar_mask, sh.c},
-        GradSrc<V>{dy, x, save_mean, vector_mask, sh.c / V}, e,
-        GradApply<V>{dx, res, dy, vector_mask, x, save_mean, coef, sh.c / V, sh.c, acc_dx,
-                     acc_res}};
-  });
+  reduce_then_apply<V>(
+      GradSrc<1>{dy, x, save_mean, scalar_mask, sh.c},
+      GradSrc<V>{dy, x, save_mean, vector_mask, sh.c / V},
+      GradEpilogue{dgamma, dbeta, coef, gamma, save_invstd, sh.rows, sh.c, acc_params},
+      GradApply<V>{dx, dresidual, dy, vector_mask, x, save_mean, coef, sh.c / V, sh.c, acc_dx,
+                   acc_res},
+      sh, workspace, stream);
 }
 
 void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const float* dy,
@@ -675,33 +476,11 @@ void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const fl
 
 }  // namespace
 
-void set_batchnorm_cluster(bool on) { g_cluster.set(on); }
-bool batchnorm_cluster() { return g_cluster.get(); }
-void set_batchnorm_two_kernels(bool on) { g_two_kernels.set(on); }
-bool batchnorm_two_kernels() { return g_two_kernels.get(); }
-void set_batchnorm_cluster_max(int blocks) {
-  if (!valid_cluster_max(blocks))
-    throw std::invalid_argument("set_batchnorm_cluster_max(" + std::to_string(blocks) +
-                                "): " + cluster_max_expected());
-  g_cluster_max.store(blocks, std::memory_order_relaxed);
-}
-int batchnorm_cluster_max() {
-  int blocks = g_cluster_max.load(std::memory_order_relaxed);
-  if (blocks == 0) {
-    const EnvInt n = read_env_int("UNETCU_BN_CLUSTER_MAX", 1, 1024);
-    if (n.state == EnvInt::bad || (n.state == EnvInt::ok && !valid_cluster_max(n.value)))
-      throw std::invalid_argument(std::string("UNETCU_BN_CLUSTER_MAX=") + n.text + ": " +
-                                  cluster_max_expected());
-    blocks = n.state == EnvInt::ok ? int(n.value) : int(kMaxClusterBlocks);
-    g_cluster_max.store(blocks, std::memory_order_relaxed);
-  }
-  return blocks;
-}
 void set_batchnorm_relu_mask_from_input(bool on) { g_relu_mask_from_input.set(on); }
 bool batchnorm_relu_mask_from_input() { return g_relu_mask_from_input.get(); }
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
-  return partials_bytes(sh) + detail::align256(5 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
+  return partials_bytes(sh) + detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
 }
 
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,

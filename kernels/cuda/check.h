@@ -54,7 +54,7 @@ inline std::string cuda_hint(cudaError_t error) {
     case cudaErrorInvalidClusterSize:
       hint << "a cluster launch (compute capability 9.0) that the device cannot place: at most "
               "8 blocks a cluster, dividing grid.x, all resident at once; the opt-in paths that "
-              "use clusters (UNETCU_BN_CLUSTER) can be left off";
+              "use clusters (UNETCU_LOSS_CLUSTER) can be left off";
       break;
     case cudaErrorNoDevice:
     case cudaErrorInsufficientDriver:

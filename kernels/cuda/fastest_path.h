@@ -1,13 +1,14 @@
 // kernels/cuda/fastest_path.h: how an op of kernels/cuda with more than one way to run picks
 // one (kernels/path_timing.h says what path timing is for).
 //
-//   run_fastest(PathOp("batchnorm.train_fwd", kNames, kPaths, {rows, c}).then(kThreeKernels),
+//   run_fastest(PathOp("conv.narrow_fwd", kNames, kPaths, {n, h, w, c}).then(kRowSweep)
+//                   .then(kPerPixel),
 //               repeatable, stream, [&](int path, bool timing) { return launch path `path`; });
 //
 // `launch(path, timing)` runs the op by path `path` and returns true, or returns false,
 // launching nothing, where that path does not apply to this call (this shape, this device);
-// with `timing`, it writes the op's side effects (running statistics, parameter gradients, an
-// accumulated output) to scratch, so that it may run again without changing the results. The
+// with `timing`, it writes the op's side effects, if it has any (today's ops write only their
+// outputs and workspace), to scratch, so that it may run again without changing the results. The
 // last path of `order` must apply to every call.
 #pragma once
 
@@ -30,7 +31,7 @@ namespace unetcu::cuda::detail {
 // looks the shape up.
 constexpr int kMaxPaths = 4, kMaxDims = 4;
 struct PathOp {
-  const char* op;            // "batchnorm.train_fwd_relu"
+  const char* op;            // "conv.narrow_fwd"
   const char* const* names;  // every path's name, by index
   int paths;                 // how many names
   int64_t shape[kMaxDims];   // the shape's dims, "65536x64" in the key

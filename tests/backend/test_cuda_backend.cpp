@@ -268,13 +268,10 @@ TEST_CASE("CUDA backend training steps match the CPU backend (UNet, batch 2, 64x
   CHECK(logit_err < 1e-2);
 
   // With path timing on (UNETCU_PATH_TIMING=1), the eager first step timed the paths of the
-  // BatchNorms too large for one block a column (the stem's: 2,048 rows of 64 channels), of
-  // the loss and of the head, and the steps above ran the kept ones.
+  // loss and of the head, and the steps above ran the kept ones.
   if (cuda::path_timing()) {
     const std::string report = cuda::path_timing_report();
     MESSAGE("paths kept:\n" << report);
-    CHECK(test::contains(report, "batchnorm.train_fwd_relu 2048x64: "));
-    CHECK(test::contains(report, "batchnorm.bwd_relu 2048x64: "));
     CHECK(test::contains(report, "loss_and_counts 2x4096: "));
     CHECK(test::contains(report, "conv.narrow_fwd 2x64x64x16: "));
     CHECK(test::contains(report, "conv.narrow_bwd_data 2x64x64x16: "));
@@ -825,17 +822,11 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
     return value != nullptr && std::string(value) == "1";
   };
   for (const auto& [variable, words] :
-       {std::pair<const char*, const char*>{"UNETCU_BN_CLUSTER", "BatchNorms in clusters"},
-        {"UNETCU_BN_TWO_KERNELS", "BatchNorms in two kernels"},
-        {"UNETCU_LOSS_CLUSTER", "Dice and counts in one cluster"},
+       {std::pair<const char*, const char*>{"UNETCU_LOSS_CLUSTER",
+                                            "Dice and counts in one cluster"},
         {"UNETCU_PATH_TIMING", "paths timed per shape"}}) {
     CAPTURE(variable);
     CHECK(test::contains(backend->describe(), words) == set_to_one(variable));
   }
-  const char* cluster_max = std::getenv("UNETCU_BN_CLUSTER_MAX");
-  if (set_to_one("UNETCU_BN_CLUSTER"))
-    CHECK(test::contains(backend->describe(),
-                         "BatchNorms in clusters of up to " +
-                             std::string(cluster_max != nullptr ? cluster_max : "8")));
 }
 #endif

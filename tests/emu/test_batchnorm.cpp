@@ -10,7 +10,6 @@
 // the largest intermediate (|x*scale|, |mean*scale| <= ~20 here), so 1e-5 absolute plus 1e-5
 // relative. dx = a*dy + b*(x - mean) + d with float coefficients from the double sums: the
 // same formula, so differences stay at the ulp level of the terms (<= ~10): 1e-5 absolute.
-#include <stdexcept>
 
 #include "kernel_test.h"
 #include "kernels/batchnorm.h"
@@ -94,19 +93,14 @@ struct Switched {
   Switched(const Switched&) = delete;  // one restore per scope
   ~Switched() { set(before); }
 };
-// The switches the tests below turn: where the BatchNorm + ReLU backward takes its mask from,
-// the clusters, the two kernels.
+// The switch the tests below turn: where the BatchNorm + ReLU backward takes its mask from.
 Switched relu_mask_from_input(bool on) {
   return {cuda::set_batchnorm_relu_mask_from_input, cuda::batchnorm_relu_mask_from_input, on};
-}
-Switched clusters() { return {cuda::set_batchnorm_cluster, cuda::batchnorm_cluster, true}; }
-Switched two_kernels() {
-  return {cuda::set_batchnorm_two_kernels, cuda::batchnorm_two_kernels, true};
 }
 
 // One shape, all three fusions, against the reference; both schedules bit-identical. Under the
 // emulator, `launches` (when >= 0) is the number of kernels each call must take.
-void check_train_forward(const BnCase& bc, int launches = -1, cudaStream_t stream = nullptr) {
+void check_train_forward(const BnCase& bc, int launches = -1) {
   for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
     const std::string shape = shape_name(bc);
     CAPTURE(shape);
@@ -130,16 +124,16 @@ void check_train_forward(const BnCase& bc, int launches = -1, cudaStream_t strea
       if (f == Fusion::none) {
         cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
                                       dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
-                                      ws.get(), stream);
+                                      ws.get(), nullptr);
       } else if (f == Fusion::relu) {
         cuda::batchnorm_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
                                            drv.get(), dx.get(), dgamma.get(), dbeta.get(), d.sh,
-                                           kMomentum, kEps, ws.get(), stream);
+                                           kMomentum, kEps, ws.get(), nullptr);
       } else {
         cuda::batchnorm_add_relu_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(),
                                                drv.get(), dx.get(), dres.get(), dgamma.get(),
                                                dbeta.get(), d.sh, kMomentum, kEps, ws.get(),
-                                               stream);
+                                               nullptr);
       }
       sync_device();
 #if defined(UNETCU_TEST_EMULATED)
@@ -151,10 +145,8 @@ void check_train_forward(const BnCase& bc, int launches = -1, cudaStream_t strea
       o.add("save_invstd", dinvstd);
       o.add("running_mean", drm);
       o.add("running_var", drv);
-      // Only its guards matter; its bytes must be deterministic too, except where the first
-      // run timed the paths (and left their scratch there) and the second did not.
-      if (!cuda::path_timing()) o.add("workspace", ws);
-      else ws.check_guards("workspace");
+      // Only its guards matter; its bytes must be deterministic too.
+      o.add("workspace", ws);
       return o;
     });
     check_close(out.get<float>("y"), y, 1e-5, 1e-5, "y");
@@ -216,7 +208,7 @@ TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference")
 // schedules bit-identical. Under the emulator, `launches` (when >= 0) is the number of kernels
 // each call must take. y and the statistics here are the CPU reference's, so the mask is taken
 // from y; the mask formed from x, which assumes our forward's y, has its own test below.
-void check_backward(const BnCase& bc, int launches = -1, cudaStream_t stream = nullptr) {
+void check_backward(const BnCase& bc, int launches = -1) {
   const Switched from_y = relu_mask_from_input(false);
   {
     for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
@@ -275,17 +267,17 @@ void check_backward(const BnCase& bc, int launches = -1, cudaStream_t stream = n
           if (f == Fusion::none) {
             cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(), dx.get(),
                                      dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
-                                     param_mode, ws.get(), stream);
+                                     param_mode, ws.get(), nullptr);
           } else if (f == Fusion::relu) {
             cuda::batchnorm_relu_backward(ddx.get(), ddgamma.get(), ddbeta.get(), ddy.get(),
                                           dyv.get(), dx.get(), dgamma.get(), nullptr, dmean.get(),
                                           dinvstd.get(), d.sh, dx_mode, param_mode, ws.get(),
-                                          stream);
+                                          nullptr);
           } else {
             cuda::batchnorm_add_relu_backward(ddx.get(), ddres.get(), ddgamma.get(), ddbeta.get(),
                                               ddy.get(), dyv.get(), dx.get(), dgamma.get(),
                                               dmean.get(), dinvstd.get(), d.sh, dx_mode, res_mode,
-                                              param_mode, ws.get(), stream);
+                                              param_mode, ws.get(), nullptr);
           }
           sync_device();
 #if defined(UNETCU_TEST_EMULATED)
@@ -317,202 +309,22 @@ TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in al
   for (const BnCase& bc : kCases) check_backward(bc);
 }
 
-TEST_CASE("cuda batchnorm in clusters matches the reference, forward and backward") {
-  const Switched on = clusters();
-  // One cluster launch each way where the float4 columns reach 64 blocks in clusters of at
-  // most 8: 5,000 rows of 64 channels (16 columns x 8 = 128 blocks; 2 or 3 rows a thread, the
-  // loop's remainder), 1,000 rows of 128 (32 x 4: some threads without a row), 600 rows of 256
-  // (64 x 2), 1,089 rows of 32 (8 x 8 = 64 blocks, the least), and 700 rows of 1,024 (256
-  // columns: a cluster of one). 1,089 rows of 16 channels (32 blocks), tensors of at most 512
-  // rows (one block a column), and the scalar shapes (misaligned, or channels not a multiple
-  // of 4) keep their paths.
+// Where a block holds all the rows of its float4 columns (at most 512 rows), one kernel each
+// way; larger tensors, and the scalar shapes (misaligned, or channels not a multiple of 4),
+// three: the sums' partials, their final addition, the pass.
+TEST_CASE("cuda batchnorm takes one kernel where a block holds the rows, three otherwise") {
 #if defined(UNETCU_TEST_EMULATED)
-  const int kOne = 1, kSmall = 1, kMulti = 3;
+  const int kOne = 1, kThree = 3;
 #else
-  const int kOne = -1, kSmall = -1, kMulti = -1;  // a GPU below 9.0 keeps the other paths
+  const int kOne = -1, kThree = -1;  // counted by the emulator
 #endif
-  for (const BnCase& bc : {BnCase{2, 50, 50, 64, 0}, BnCase{1, 25, 40, 128, 0},
-                           BnCase{2, 15, 20, 256, 0}, BnCase{1, 33, 33, 32, 0},
-                           BnCase{1, 25, 28, 1024, 0}}) {
-    check_train_forward(bc, kOne);
-    check_backward(bc, kOne);
-  }
-  check_train_forward({1, 33, 33, 16, 0}, kMulti);
-  check_backward({1, 33, 33, 16, 0}, kMulti);
-  // 2,600 rows of 512 channels: clusters of one block, ten rows a thread, so the blocks' loops
-  // run whole batches of loads (8 rows summed, 4 passed; 4 and 2 for the gradient) and a
-  // remainder.
-  check_train_forward({2, 26, 50, 512, 0}, kOne);
-  check_backward({2, 26, 50, 512, 0}, kOne);
-  check_train_forward({1, 8, 8, 64, 0}, kSmall);
-  check_backward({1, 8, 8, 64, 0}, kSmall);
-  check_train_forward({2, 9, 11, 16, 1}, -1);
-  check_train_forward({2, 20, 21, 3, 0}, -1);
-}
-
-TEST_CASE("cuda batchnorm in clusters of up to 16 matches the reference, forward and backward") {
-  const Switched on = clusters();
-  struct ClusterMax {  // set for the scope, then the default again
-    ClusterMax() { cuda::set_batchnorm_cluster_max(16); }
-    ~ClusterMax() { cuda::set_batchnorm_cluster_max(8); }
-  } sixteen;
-  CHECK(cuda::batchnorm_cluster_max() == 16);
-  // Aiming at 256 blocks: 10,000 rows of 16 channels (4 columns x 16 = 64 blocks, which
-  // clusters of 8 leave to the multi-block path; 2 or 3 rows a thread), 5,000 rows of 64
-  // (16 x 16 = 256 blocks, 1 or 2 rows a thread), 1,089 rows of 32 (8 x 16), 600 rows of 256
-  // (64 x 4). 1,000 rows of 8 channels (2 columns: 32 blocks) keep the multi-block path.
-#if defined(UNETCU_TEST_EMULATED)
-  const int kOne = 1, kMulti = 3;
-#else
-  const int kOne = -1, kMulti = -1;  // a GPU may refuse clusters of 16
-#endif
-  for (const BnCase& bc : {BnCase{1, 100, 100, 16, 0}, BnCase{2, 50, 50, 64, 0},
-                           BnCase{1, 33, 33, 32, 0}, BnCase{2, 15, 20, 256, 0}}) {
-    check_train_forward(bc, kOne);
-    check_backward(bc, kOne);
-  }
-  check_train_forward({1, 25, 40, 8, 0}, kMulti);
-  check_backward({1, 25, 40, 8, 0}, kMulti);
-  // Only 8 and 16 are sizes the BatchNorms take.
-  CHECK_THROWS_AS(cuda::set_batchnorm_cluster_max(4), std::invalid_argument);
-  CHECK_THROWS_AS(cuda::set_batchnorm_cluster_max(32), std::invalid_argument);
-  CHECK(cuda::batchnorm_cluster_max() == 16);
-}
-
-TEST_CASE("cuda batchnorm in two kernels (the clusters' blocks) matches the reference") {
-  const Switched on = two_kernels();
-  // Each way in two launches on any device, as many parts a float4 column as give about 256
-  // blocks (up to 64): 10,000 rows of 16 channels (4 columns x 64 parts), 5,000 of 64 (16 x
-  // 16), 1,089 of 32 (8 x 32), 600 of 256 (64 x 4), 1,000 of 8 (2 x 64: 128 blocks). Tensors
-  // of at most 512 rows keep their one kernel, scalar shapes (3 channels) their three.
-  for (const BnCase& bc : {BnCase{1, 100, 100, 16, 0}, BnCase{2, 50, 50, 64, 0},
-                           BnCase{1, 33, 33, 32, 0}, BnCase{2, 15, 20, 256, 0},
-                           BnCase{1, 25, 40, 8, 0}}) {
-    check_train_forward(bc, 2);
-    check_backward(bc, 2);
-  }
-  check_train_forward({1, 8, 8, 64, 0}, 1);
-  check_backward({1, 8, 8, 64, 0}, 1);
-  check_train_forward({2, 20, 21, 3, 0}, 3);
-  check_backward({2, 20, 21, 3, 0}, 3);
-}
-
-// The report's line for `op` at `shape` ("batchnorm.bwd_relu 5000x64"), or "" when it has none.
-std::string report_line(const std::string& op_and_shape) {
-  for (const std::string& line : TimedPaths::lines())
-    if (line.rfind(op_and_shape + ": ", 0) == 0) return line;
-  return "";
-}
-
-TEST_CASE("cuda batchnorm paths timed per shape: the fastest is kept, its results the one call's") {
-  // 1,089 rows of 32 channels take every path (three kernels, clusters of 8 and 16, two
-  // kernels): each of three kinds made the cheapest; 1,000 rows of 16 no cluster of 8 (4 float4
-  // columns: 32 blocks): made the cheapest, it is reported not applicable and another is kept.
-  // Whichever path the timing keeps, the results are the reference's: the timing runs left the
-  // running statistics, the accumulated parameter and residual gradients as one call does (the
-  // checks compare them), and the second run of each check (the other schedule) runs the kept
-  // path untimed, bit for bit.
-  const TestStream s;
-  struct Timed {
-    const char* cheapest;
-    BnCase bc;
-  };
-  for (const Timed& tc : {Timed{"three_kernels", {1, 33, 33, 32, 0}},
-                          Timed{"cluster16", {1, 33, 33, 32, 0}},
-                          Timed{"two_kernels", {1, 33, 33, 32, 0}},
-                          Timed{"cluster8", {1, 25, 40, 16, 0}}}) {
-    const std::string path = tc.cheapest, shape = std::to_string(int64_t(tc.bc.n) * tc.bc.h *
-                                                                 tc.bc.w) +
-                                                  "x" + std::to_string(tc.bc.c);
-    CAPTURE(path);
-    CAPTURE(shape);
-    const TimedPaths timed(tc.cheapest);
-    check_train_forward(tc.bc, -1, s.stream);
-    check_backward(tc.bc, -1, s.stream);
-    // Every op timed once (the backward's calls that accumulate into dx cannot be: they run as
-    // the settings say), the cheapest kept where it applies.
-    for (const char* op : {"batchnorm.train_fwd", "batchnorm.train_fwd_relu",
-                           "batchnorm.train_fwd_add_relu", "batchnorm.bwd", "batchnorm.bwd_relu",
-                           "batchnorm.bwd_add_relu"}) {
-      const std::string op_name = op;
-      CAPTURE(op_name);
-      const std::string line = report_line(op_name + " " + shape);
-      REQUIRE(!line.empty());
-      const bool applies = line.find(path + " not applicable") == std::string::npos;
-#if defined(UNETCU_TEST_EMULATED)
-      // Under the emulator every path runs where the shape allows it.
-      CHECK(applies == (path != "cluster8"));
-#endif
-      CHECK((line.find(": " + path + " (") != std::string::npos) == applies);
-    }
-    CHECK(TimedPaths::lines().size() == 6);
-  }
-}
-
-TEST_CASE("cuda batchnorm path timing: a kept path runs alone; captured and unrepeatable calls "
-          "are not timed") {
-  const TestStream s;
-  const BnCase bc{2, 50, 50, 64, 0};
-  const BnData d = make_data(bc, 700);
-  const size_t count = d.x.size(), c = size_t(bc.c);
-  DeviceBuffer<float> dx(d.x), dy(count), dgamma(d.gamma), dbeta(d.beta), drm(d.running_mean);
-  DeviceBuffer<float> drv(d.running_var), dmean(c), dinvstd(c), dgrad(count), ddx(count);
-  DeviceBuffer<float> ddgamma(c), ddbeta(c);
-  DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
-  auto forward = [&] {
-    cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
-                                  dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
-                                  ws.get(), s.stream);
-  };
-  auto backward = [&](GradMode dx_mode) {
-    cuda::batchnorm_backward(ddx.get(), ddgamma.get(), ddbeta.get(), dgrad.get(), dx.get(),
-                             dgamma.get(), dmean.get(), dinvstd.get(), d.sh, dx_mode,
-                             GradMode::overwrite, ws.get(), s.stream);
-  };
-  const std::string shape = std::to_string(d.sh.rows) + "x" + std::to_string(bc.c);
-  for (const char* cheapest : {"cluster8", "two_kernels"}) {
-    const std::string path = cheapest;
-    CAPTURE(path);
-    const TimedPaths timed(cheapest);
-    // Inside a capture nothing is timed or kept: the settings' path (three kernels) is all
-    // the graph holds.
-    UNETCU_CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal));
-    forward();
-    cudaGraph_t graph = nullptr;
-    UNETCU_CUDA_CHECK(cudaStreamEndCapture(s.stream, &graph));
-    size_t nodes = 0;
-    UNETCU_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
-    CHECK(nodes == 3);
-    UNETCU_CUDA_CHECK(cudaGraphDestroy(graph));
-    CHECK(TimedPaths::lines().empty());
-    // Accumulating into dx, the backward cannot run twice: untimed, nothing kept.
-    backward(GradMode::accumulate);
-    sync_device();
-    CHECK(TimedPaths::lines().empty());
-    // The first call outside a capture times and keeps; the next runs the kept path alone.
-    forward();
-    backward(GradMode::overwrite);
-    sync_device();
-    // (A GPU below compute capability 9.0 runs no cluster: another path is kept there.)
-    for (const char* op : {"batchnorm.train_fwd ", "batchnorm.bwd "}) {
-      const std::string line = report_line(op + shape);
-      REQUIRE(!line.empty());
-      if (line.find(path + " not applicable") == std::string::npos)
-        CHECK(line.find(": " + path + " (") != std::string::npos);
-    }
-#if defined(UNETCU_TEST_EMULATED)
-    const uint64_t kept = std::string(cheapest) == "cluster8" ? 1 : 2;
-    simt::reset_counters();
-    forward();
-    sync_device();
-    CHECK(simt::counters().launches == kept);
-    simt::reset_counters();
-    backward(GradMode::overwrite);
-    sync_device();
-    CHECK(simt::counters().launches == kept);
-#endif
-    CHECK(TimedPaths::lines().size() == 2);
-  }
+  check_train_forward({1, 8, 8, 64, 0}, kOne);
+  check_backward({1, 8, 8, 64, 0}, kOne);
+  check_train_forward({1, 33, 33, 16, 0}, kThree);
+  check_backward({1, 33, 33, 16, 0}, kThree);
+  check_train_forward({2, 20, 21, 3, 0}, kThree);
+  check_backward({2, 20, 21, 3, 0}, kThree);
+  check_train_forward({1, 8, 8, 64, 1}, kThree);
 }
 
 // Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a
