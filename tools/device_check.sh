@@ -497,7 +497,8 @@ if [ -n "$sanitize_pattern" ]; then
     row "kernel tests $sanitize_pattern" ok "$(elapsed "$t"); $(doctest_totals \
       "$out/kernel_tests_native.log")"
   else
-    row "kernel tests $sanitize_pattern" FAILED "$(elapsed "$t"); see kernel_tests_native.log"
+    row "kernel tests $sanitize_pattern" FAILED "$(elapsed "$t");\
+ $(first_failure "$out/kernel_tests_native.log"); see kernel_tests_native.log"
   fi
   for tool in memcheck racecheck synccheck initcheck; do
     t=$(date +%s)
@@ -825,8 +826,12 @@ run ctest 240 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout
   -R '^unetcu_cuda_tests$'
 summary=$(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)
 skipped=$(grep -c -E '\*\*\*Skipped|Not Run' "$out/ctest.log" || true)
-row "ctest (cuda kernels)" "$(grep -q '100% tests passed' "$out/ctest.log" && echo ok || echo FAILED)" \
-  "$(elapsed "$t"); ${summary:-no summary}; $skipped skipped"
+if grep -q '100% tests passed' "$out/ctest.log"; then
+  row "ctest (cuda kernels)" ok "$(elapsed "$t"); ${summary:-no summary}; $skipped skipped"
+else
+  row "ctest (cuda kernels)" FAILED "$(elapsed "$t"); ${summary:-no summary};\
+ $(first_failure "$out/ctest.log"); see ctest.log"
+fi
 
 # ---- 6b. where the step's time goes --------------------------------------------------------------
 # Nsight Compute's duration of every kernel of 3 replayed training steps (bench_cuda_ops
