@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# python3 (standard library only) runs the tools tests (tests/tools).
-packages=(cmake g++ make libstb-dev doctest-dev libopenblas-dev libbenchmark-dev libtorch-dev python3)
+# python3 (standard library only) runs the tools tests (tests/tools); procps gives them (and
+# tools/device_check.sh) pgrep and pkill.
+packages=(cmake g++ make libstb-dev doctest-dev libopenblas-dev libbenchmark-dev libtorch-dev python3
+  procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""tools/device_check.sh's own logic, run here without a GPU against stand-ins: a cmake that
+builds nothing, test binaries that pass or print a failed check, a compute-sanitizer whose
+tools pass, report a race, refuse the device or hang, and no nvidia-smi. Checked: the table's
+rows (the first failed check named, a tool's first report instead of its banner, a tool out of
+time, rows the spent budget skips), UNETCU_CHECK_RACECHECK, UNETCU_CHECK_PACK (OUTDIR left as
+summary.txt and logs.tar.gz) and a check stopped by a signal (its table so far printed, its
+running phase stopped at once, nothing left running). A GPU machine runs the real thing; a
+mistake here would cost one of its runs."""
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+CHECK = os.path.join(ROOT, "tools", "device_check.sh")
+
+# A failed doctest check as the native tests print it.
+FAILURE = "/somewhere/tests/emu/test_x.cpp:12: ERROR: CHECK( a == b ) is NOT correct!"
+
+# compute-sanitizer --tool TOOL --error-exitcode 9 --print-limit 20 BINARY ARGS...
+SANITIZER = r"""#!/bin/bash
+tool=$2; shift 6
+echo "========= COMPUTE-SANITIZER"
+case $tool in
+  memcheck) "$@"; echo "========= ERROR SUMMARY: 0 errors"; exit 0;;
+  racecheck)
+    case "$*" in
+      *hang*) setsid "$@" "$MARKER" < /dev/null > /dev/null 2>&1 & sleep 300;;
+      *) echo "========= Error: Race reported between Write access at kernel_a+0x10"
+         echo "========= RACECHECK SUMMARY: 1 hazard displayed (1 error, 0 warnings)"; exit 9;;
+    esac;;
+  synccheck) echo "========= Error: Device not supported"; exit 1;;
+  initcheck) "$@"; echo "========= ERROR SUMMARY: 0 errors"; exit 0;;
+esac
+"""
+
+# A native test binary: passes, or (FAIL_TESTS=1) prints a failed check; with the marker
+# argument it stands for a test process a sanitizer left behind, and stays (as itself, so that
+# its command line still names it).
+TESTS = r"""#!/bin/bash
+case "$*" in *"$MARKER"*) for _ in $(seq 300); do sleep 1; done; exit 0;; esac
+if [ "${FAIL_TESTS:-0}" = 1 ]; then echo "FAILURE"; exit 1; fi
+echo "[doctest] test cases:    3 |    3 passed | 0 failed | 9 skipped"
+echo "[doctest] assertions:   42 |   42 passed | 0 failed |"
+""".replace("FAILURE", FAILURE)
+
+
+class DeviceCheckTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="unetcu-device-check-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.marker = "unetcu-leftover-" + os.path.basename(self.tmp)
+        self.addCleanup(subprocess.run, ["pkill", "-KILL", "-f", self.marker],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bin_dir = os.path.join(self.tmp, "bin")
+        self.build = os.path.join(self.tmp, "build")
+        self.out = os.path.join(self.tmp, "out")
+        self.script(os.path.join(bin_dir, "cmake"), "#!/bin/sh\necho \"cmake $*\"\n")
+        self.script(os.path.join(bin_dir, "ctest"), "#!/bin/sh\necho 'No tests were found'\n")
+        self.script(os.path.join(bin_dir, "nvidia-smi"), "#!/bin/sh\nexit 1\n")
+        self.script(os.path.join(bin_dir, "compute-sanitizer"), SANITIZER)
+        for path in ("tests/emu/unetcu_cuda_tests", "tests/backend/unetcu_backend_cuda_tests"):
+            self.script(os.path.join(self.build, path), TESTS)
+        self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                        UNETCU_DEVICE_BUILD=self.build, MARKER=self.marker,
+                        UNETCU_CHECK_PACK="1", UNETCU_CHECK_SANITIZE="*x*",
+                        UNETCU_CHECK_BUDGET="60")
+
+    @staticmethod
+    def script(path, text):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o755)
+
+    def check(self, stop_at=None, **env):
+        """The check's output (stdout and stderr); with `stop_at` (a log's name), a TERM to the
+        check's process group once that phase has begun, as an outer timeout sends it, and the
+        seconds from then to the check's end."""
+        proc = subprocess.Popen(["bash", CHECK, self.out], cwd=ROOT, env=dict(self.env, **env),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        if stop_at is None:
+            return proc.communicate(timeout=300)[0], None
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(self.out, stop_at)) and proc.poll() is None:
+            self.assertLess(time.monotonic(), deadline, f"{stop_at} never began")
+            time.sleep(0.1)
+        time.sleep(1)
+        stopped = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0]
+        return output, time.monotonic() - stopped
+
+    def row(self, output, label):
+        """The table's row that starts with `label` (the last such line)."""
+        rows = [line for line in output.splitlines() if line.startswith(label)]
+        self.assertTrue(rows, f"no row {label!r} in:\n{output}")
+        return rows[-1]
+
+    def packed(self):
+        """The names in OUTDIR, and those in its logs.tar.gz."""
+        with tarfile.open(os.path.join(self.out, "logs.tar.gz")) as tar:
+            names = {os.path.normpath(n) for n in tar.getnames()}
+        return sorted(os.listdir(self.out)), names
+
+    def leftovers(self):
+        found = subprocess.run(["pgrep", "-f", self.marker], stdout=subprocess.PIPE, text=True)
+        return found.stdout.split()
+
+    def test_rows_name_what_failed_and_the_logs_are_packed(self):
+        output, _ = self.check(FAIL_TESTS="1")
+        self.assertIn("FAILED", self.row(output, "kernel tests *x*"))
+        self.assertIn("test_x.cpp:12: ERROR: CHECK( a == b ) is NOT correct!",
+                      self.row(output, "kernel tests *x*"))
+        self.assertIn("ERROR SUMMARY: 0 errors", self.row(output, "compute-sanitizer memcheck"))
+        race = self.row(output, "compute-sanitizer racecheck")
+        self.assertIn("FAILED", race)
+        self.assertIn("exit 9; Error: Race reported between Write access", race)
+        self.assertNotIn("COMPUTE-SANITIZER", race)
+        self.assertIn("skipped  the runtime refuses it", self.row(output,
+                                                                "compute-sanitizer synccheck"))
+        step = self.row(output, "cpu-vs-gpu step ")
+        self.assertIn("FAILED", step)
+        self.assertIn("test_x.cpp:12: ERROR: CHECK( a == b )", step)
+        listed, packed = self.packed()
+        self.assertEqual(listed, ["logs.tar.gz", "summary.txt"])
+        for log in ("sanitize_racecheck.log", "step_check.log", "kernel_tests_native.log"):
+            self.assertIn(log, packed)
+        with open(os.path.join(self.out, "summary.txt")) as f:
+            self.assertIn("compute-sanitizer racecheck", f.read())
+
+    def test_a_tool_out_of_time_says_so_and_leaves_nothing_running(self):
+        # The budget (20 s) cuts racecheck's 150 s.
+        output, _ = self.check(UNETCU_CHECK_RACECHECK="*hang*", UNETCU_CHECK_BUDGET="20")
+        race = self.row(output, "compute-sanitizer racecheck *hang*")
+        self.assertIn("FAILED", race)
+        self.assertIn("out of time", race)
+        self.assertIn("nothing reported", race)
+        # The budget is spent: the next tools are skipped, not run, and not called failures.
+        self.assertIn("skipped  the check's time budget is spent",
+                      self.row(output, "compute-sanitizer initcheck"))
+        self.assertEqual(self.leftovers(), [])
+
+    def test_a_stopped_check_prints_its_table_and_packs_at_once(self):
+        output, seconds = self.check(stop_at="sanitize_racecheck.log",
+                                     UNETCU_CHECK_RACECHECK="*hang*")
+        self.assertIn("by a signal after", self.row(output, "stopped"))
+        self.assertIn("ok", self.row(output, "compute-sanitizer memcheck"))
+        self.assertLess(seconds, 30)  # racecheck's phase had 150 s; the stop did not wait
+        listed, packed = self.packed()
+        self.assertIn("logs.tar.gz", listed)
+        self.assertIn("sanitize_memcheck.log", packed)
+
+
+if __name__ == "__main__":
+    unittest.main()
