@@ -6,8 +6,8 @@
 // each op and shape outside a CUDA graph capture runs every path that applies to it as the
 // captured training step would (a few calls captured as one graph, replayed between two
 // events: kernels/cuda/capture_timing.h, as cuDNN's candidates are timed), keeps the fastest,
-// and later calls of that op and shape (captured ones included) run it. The timing runs write
-// their side effects to scratch, so the call's results are those of one call by the chosen
+// and later calls of that op and shape (captured ones included) run it. The timed ops write
+// only their outputs and workspace, so the call's results are those of one call by the chosen
 // path. A call that cannot be repeated (one that accumulates into its main output, or whose
 // output overlaps an input) runs untimed by the settings below and leaves the shape to a
 // later call.

@@ -152,7 +152,7 @@ run() {
 }
 
 # The first failure a doctest log reports ("file:line: ERROR: CHECK( ... ) is NOT correct!" or
-# a crash), shortened for a row; empty when there is none.
+# a crash), shortened for a row; "no failed check in the log" when there is none.
 first_failure() {
   local line
   line=$(grep -m1 -E '(ERROR|FATAL ERROR): ' "$1" 2> /dev/null | sed -E 's|^.*/||' | cut -c1-100)

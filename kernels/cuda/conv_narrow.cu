@@ -671,7 +671,7 @@ void conv2d_narrow_forward(float* y, const float* x, const float* wt, const floa
   const int64_t rows = int64_t(sh.n) * sh.p * sh.q;
   const bool sweep = sweep_applies(sh, x, wt);
   const detail::PathOp op = narrow_path_op("conv.narrow_fwd", sh);
-  detail::run_fastest(op, y != x, stream, [&](int path, bool) {
+  detail::run_fastest(op, y != x, stream, [&](int path) {
     if (path == kRowSweep) {
       if (!sweep) return false;
       UNETCU_LAUNCH_CHAINED(narrow_sweep_forward_kernel, sweep_blocks(sh), kSweepWarps * 32, 0,
@@ -692,7 +692,7 @@ void conv2d_narrow_backward_data(float* dx, const float* dy, const float* wt, co
   const bool sweep = sweep_applies(sh, dx, wt);
   // Accumulating, a timing run would add twice: such calls are not timed.
   const detail::PathOp op = narrow_path_op("conv.narrow_bwd_data", sh);
-  detail::run_fastest(op, !acc && dx != dy, stream, [&](int path, bool) {
+  detail::run_fastest(op, !acc && dx != dy, stream, [&](int path) {
     if (path == kRowSweep) {
       if (!sweep) return false;
       UNETCU_LAUNCH_CHAINED(narrow_sweep_backward_data_kernel, sweep_blocks(sh),

@@ -3,13 +3,13 @@
 //
 //   run_fastest(PathOp("conv.narrow_fwd", kNames, kPaths, {n, h, w, c}).then(kRowSweep)
 //                   .then(kPerPixel),
-//               repeatable, stream, [&](int path, bool timing) { return launch path `path`; });
+//               repeatable, stream, [&](int path) { return launch path `path`; });
 //
-// `launch(path, timing)` runs the op by path `path` and returns true, or returns false,
-// launching nothing, where that path does not apply to this call (this shape, this device);
-// with `timing`, it writes the op's side effects, if it has any (today's ops write only their
-// outputs and workspace), to scratch, so that it may run again without changing the results. The
-// last path of `order` must apply to every call.
+// `launch(path)` runs the op by path `path` and returns true, or returns false, launching
+// nothing, where that path does not apply to this call (this shape, this device). Timing runs
+// it more than once, so an op with path timing writes only its outputs and workspace (no
+// accumulated output, no running statistics). The last path of `order` must apply to every
+// call.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -83,7 +83,7 @@ std::vector<double> time_paths(const std::string& key, const PathOp& op, cudaStr
     float ms = -1.0f;
     try {
       ms = time_captured(stream, start, stop, kPathCalls, kPathRuns,
-                         [&] { return launch(p, true); });
+                         [&] { return launch(p); });
     } catch (const CudaError&) {
       (void)cudaGetLastError();
       ms = -1.0f;
@@ -107,10 +107,10 @@ void run_fastest(const PathOp& op, bool repeatable, cudaStream_t stream, const L
     int path = recorded_path(key);
     if (path < 0 && repeatable && !stream_capturing(stream))
       path = record_fastest(key, op, time_paths(key, op, stream, launch));
-    if (path >= 0 && launch(path, false)) return;
+    if (path >= 0 && launch(path)) return;
   }
   for (int i = 0; i < op.orders; ++i)
-    if (launch(op.order[i], false)) return;
+    if (launch(op.order[i])) return;
   throw std::logic_error(op.key() + ": no path of its order applies (a bug in the caller)");
 }
 

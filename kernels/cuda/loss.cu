@@ -343,7 +343,7 @@ void run_loss_path(const char* op, int images, int64_t pixels, cudaStream_t stre
   detail::PathOp path_op(op, kPathNames, kPaths, {images, pixels});
   if (loss_cluster()) path_op.then(kOneLaunch);
   path_op.then(kTwoLaunches);
-  detail::run_fastest(path_op, true, stream, [&](int path, bool) { return launch(path); });
+  detail::run_fastest(path_op, true, stream, launch);
 }
 
 }  // namespace
