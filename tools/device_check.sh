@@ -9,59 +9,38 @@
 #      package when there is one, the staged dependencies) and builds, with all cores, only what
 #      runs on the GPU: unetcu, the native test binaries, bench_cuda_ops and bench_cudnn_fusion
 #      (the CPU tests and benchmarks are CI's; building them here would spend the GPU's time);
-#   2a. with UNETCU_CHECK_FUSION=1, the BatchNorm-fusion probe (bench_cudnn_fusion);
 #   2c. with UNETCU_CHECK_SANITIZE=PATTERN, the native kernel tests PATTERN selects, plain and
 #      under compute-sanitizer (memcheck, racecheck, synccheck, initcheck);
-#   3. runs the CPU-vs-GPU training-step and parity checks (unetcu_backend_cuda_tests, with the
-#      memory plan's buffer guards on: UNETCU_BUFFER_GUARDS=1) and keeps their numbers, then
-#      the steps again with UNETCU_GEMM_CONV=1 (every forward and
-#      backward-data it applies to as a cuBLAS GEMM and a gather, untimed),
-#      UNETCU_CUDNN_KNOB_VARIANTS=16 (knob variants of cuDNN's configurations timed too),
-#      UNETCU_CUDNN_DGRAD_AS_FORWARD=1 (the stride-1 data gradients also as forward convolutions),
-#      UNETCU_CUDNN_WGRAD_SMS=112 (the weight gradients' plans on 112 SMs),
-#      UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1 (cuBLASLt's algorithms searched per GEMM),
-#      UNETCU_WGRAD_SPLIT=2 (the narrow weight gradients in two parts over the batch),
-#      UNETCU_BN_RELU_MASK_FROM_INPUT=0 (the BatchNorm + ReLU backward reading y > 0),
-#      UNETCU_STREAM_PRIORITY=0 (every
-#      stream at the default priority), UNETCU_WGRAD_STREAMS=1 (one
-#      weight-gradient stream), UNETCU_LATE_JOIN=0 (a join after each convolution), the serial
-#      schedule (those and UNETCU_EARLY_ADAM=0), the loss in one launch, path timing,
-#      UNETCU_PDL=0 (chained launches off) and
-#      UNETCU_UPSAMPLE_IN_PLACE=0 (the upsampled halves copied into the concatenations);
-#   4. trains on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off)
-#      and takes images/s from the last epoch (the first includes cuDNN's algorithm search
-#      and the graph captures);
-#      Then `unetcu predict` from its weights on 8 images, on the GPU and the CPU, probabilities
-#      compared;
-#   5. runs the GPU benchmarks (bench_cuda_ops: every op and the training step, ours vs
-#      LibTorch, the memory-bound ops against equal-size device copies; then the step with
-#      UNETCU_LATE_JOIN=0, with UNETCU_EARLY_ADAM=0, with UNETCU_WGRAD_STREAMS=1, with
-#      the serial schedule (all three off), with cuDNN's
-#      convolutions only (UNETCU_DIRECT_CONV=0), without the GEMM convolutions
-#      (UNETCU_GEMM_CONV=0), with the narrow weight gradients in two parts
-#      (UNETCU_WGRAD_SPLIT=2), with the ReLU masks read from y
-#      (UNETCU_BN_RELU_MASK_FROM_INPUT=0), with the upsampled halves copied into the
-#      concatenations (UNETCU_UPSAMPLE_IN_PLACE=0), without stream priorities (UNETCU_STREAM_PRIORITY=0), with
-#      the top 4 or 32 graph-API configurations timed
-#      per shape instead of 12 (UNETCU_CUDNN_CANDIDATES=4, 32), with 64 knob variants of the
-#      best two timed beside them (UNETCU_CUDNN_KNOB_VARIANTS=64), with the stride-1 data
-#      gradients also timed as forward convolutions (UNETCU_CUDNN_DGRAD_AS_FORWARD=1), with
-#      heuristics mode B's configurations timed too (UNETCU_CUDNN_HEURISTICS_B=1), with the
-#      weight gradients' plans on 112 and 96 SMs (UNETCU_CUDNN_WGRAD_SMS, and its timeline), with
-#      cuBLASLt's algorithms searched per GEMM shape (UNETCU_GEMM_SEARCH=1), the
-#      convolutions and the step
-#      with UNETCU_CUDNN_GRAPH=0, the step with the loss in one launch and path timing, then the
-#      reductions, copies and step with UNETCU_PDL=0)
-#      and the PyTorch reference step
+#   3. what every run must bring, first, so that a tight budget never cuts it: the native kernel
+#      tests (unetcu_cuda_tests, ctest); the CPU-vs-GPU training-step and parity checks
+#      (unetcu_backend_cuda_tests, with the memory plan's buffer guards on:
+#      UNETCU_BUFFER_GUARDS=1); training on generated data with --device cuda at batch 16,
+#      128x128 (TF32 on, then off; images/s from the last epoch, the first includes cuDNN's
+#      algorithm search and the graph captures) and `unetcu predict` from its weights on the GPU
+#      and the CPU, probabilities compared; bench_cuda_ops (every op and the training step, ours
+#      vs LibTorch, the memory-bound ops against equal-size device copies) and the step's
+#      timeline (5 replayed steps under CUPTI's activity trace, bench_cuda_ops --trace-steps,
+#      read by tools/step_timeline.py: how the streams overlapped, where the compute stream
+#      waited and under which kernels); the PyTorch reference step
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
-#      The step's timeline comes first among those: 5 replayed steps under CUPTI's activity
-#      trace (bench_cuda_ops --trace-steps), read by tools/step_timeline.py (how the streams
-#      overlapped, where the compute stream waited and under which kernels), then again with
-#      UNETCU_WGRAD_SPLIT=2;
-#   6. runs the native CUDA kernel tests (unetcu_cuda_tests) with ctest;
-#   6b. profiles 3 replayed training steps with Nsight Compute when ncu is there (each kernel's
-#      duration, summed by family: tools/ncu_step_summary.py);
-#   6c. with UNETCU_NCU_DETAIL=REGEX, Nsight Compute's full sections (speed of light,
+#      Nsight Compute's profile of 3 replayed steps, when ncu is there (each kernel's duration,
+#      summed by family: tools/ncu_step_summary.py);
+#   4. what has not yet run on a GPU: the opt-in settings built but never measured, each checked
+#      against the CPU where it changes what the step computes and the step timed with it
+#      (UNETCU_CUDNN_KNOB_VARIANTS, UNETCU_CUDNN_DGRAD_AS_FORWARD=1, UNETCU_CUDNN_HEURISTICS_B=1,
+#      UNETCU_UPSAMPLE_IN_PLACE=0, UNETCU_CUDNN_CANDIDATES=32), then the BatchNorm-fusion probe
+#      (bench_cudnn_fusion; UNETCU_CHECK_FUSION=0 leaves it out);
+#   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: the
+#      CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
+#      with UNETCU_GEMM_SEARCH=1, UNETCU_CUDNN_WGRAD_SMS=112, UNETCU_PATH_TIMING=1,
+#      UNETCU_LOSS_CLUSTER=1, UNETCU_WGRAD_SPLIT=2, UNETCU_BN_RELU_MASK_FROM_INPUT=0,
+#      UNETCU_STREAM_PRIORITY=0, UNETCU_WGRAD_STREAMS=1, UNETCU_LATE_JOIN=0, the serial schedule,
+#      UNETCU_PDL=0), then the step with each (and with UNETCU_DIRECT_CONV=0,
+#      UNETCU_GEMM_CONV=0, UNETCU_CUDNN_WGRAD_SMS=96, UNETCU_CUDNN_CANDIDATES=4,
+#      UNETCU_EARLY_ADAM=0, UNETCU_CUDNN_GRAPH=0 for the convolutions too, UNETCU_PDL=0 for the
+#      reductions and copies too) and the timeline with 112 SMs and with the split; the budget
+#      cuts the last;
+#   6. with UNETCU_NCU_DETAIL=REGEX, Nsight Compute's full sections (speed of light,
 #      occupancy, launch, warp states and stall reasons, scheduler, memory workload, source
 #      counters: where the sampled stalls sit) for the
 #      first UNETCU_NCU_DETAIL_COUNT (default 12) kernels of one replayed step whose names
@@ -72,18 +51,20 @@
 #      and the cuDNN algorithm of every convolution of the TF32 training run. Full logs go to
 #      OUTDIR.
 # A failing phase is recorded and the next phases still run; each phase has a time limit, cut
-# to what is left of the whole budget, so the table always gets printed. Environment knobs:
+# to what is left of the whole budget, so the table always gets printed; the phases the spent
+# budget kept from running are named in one "not run" row. Environment knobs:
 # UNETCU_DEVICE_BUILD (build folder, default build-device), UNETCU_DEPS (default .device-deps),
 # UNETCU_CHECK_BUDGET (seconds for everything, default 540), UNETCU_TORCH_MODES (the PyTorch
-# step's modes, default eager,channels_last_bf16,cuda_graph,compile), UNETCU_NCU_DETAIL,
-# UNETCU_NCU_DETAIL_COUNT and UNETCU_NCU_DETAIL_SETTING (6c, also after 2b's A/B; off by
+# step's modes, default eager,cuda_graph), UNETCU_NCU_DETAIL,
+# UNETCU_NCU_DETAIL_COUNT and UNETCU_NCU_DETAIL_SETTING (6, also after 2b's A/B; off by
 # default), UNETCU_CHECK_AB and UNETCU_CHECK_AB_ROUNDS (2b:
 # after the build, only the step under each of a few settings in turn, with
 # UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first (and under each setting of
 # UNETCU_CHECK_AB_VERIFY_SETTINGS="SETTING;..."), with UNETCU_CHECK_AB_OPS=REGEX the
 # bench_cuda_ops pairs REGEX matches, each checked against the CPU reference, before the
 # rounds; off by default),
-# UNETCU_CHECK_FUSION=1 (2a: the BatchNorm-fusion probe after the build; off by default),
+# UNETCU_CHECK_FUSION (=0: no BatchNorm-fusion probe in section 4; =1: the probe before a quick
+# A/B too),
 # UNETCU_CHECK_SANITIZE=PATTERN (2c: the native kernel tests PATTERN matches, plain and under
 # compute-sanitizer's memcheck, racecheck, synccheck and initcheck; off by default;
 # UNETCU_CHECK_RACECHECK=PATTERN narrows racecheck's), UNETCU_CHECK_PACK=1 (OUTDIR ends as
@@ -104,9 +85,10 @@ multiarch=$(gcc -print-multiarch 2>/dev/null || true)
 multiarch=${multiarch:-x86_64-linux-gnu}
 started=$(date +%s)
 budget=${UNETCU_CHECK_BUDGET:-540}
-# torch.compile last: its compilation is the slowest (about 40 s), and each mode's line is
-# printed as it ends.
-torch_modes=${UNETCU_TORCH_MODES:-eager,channels_last_bf16,cuda_graph,compile}
+# Eager and CUDA-graph replay, the fair peer of our captured step; channels_last_bf16 and compile
+# (about 40 s to compile) measured slower than the graph replay on an H200 (bench/RESULTS.md) and
+# are there to name.
+torch_modes=${UNETCU_TORCH_MODES:-eager,cuda_graph}
 if ! command -v nvcc > /dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH=/usr/local/cuda/bin:$PATH
 fi
@@ -146,9 +128,28 @@ run() {
   timeout --kill-after=10 "$limit" "$@" > "$out/$name.log" 2>&1 &
   running=$!
   wait "$running"
-  local status=$?
+  run_status=$?
   running=
-  return "$status"
+  return "$run_status"
+}
+run_status=0
+
+# The row LABEL of phase NAME, which did not succeed: FAILED with DETAIL, or "out of time" when
+# its limit (or the budget) stopped it; a phase the spent budget kept from running joins the
+# one "not run" row instead (print_table), so that a tight budget does not bury the rows that
+# ran under a row per phase it cut. Call it right after the phase's `run`.
+budget_cut=()
+not_ok() {
+  local name=$1 label=$2 detail=$3
+  if [ ! -f "$out/$name.log" ]; then
+    row "$label" FAILED "$detail"
+  elif grep -q '^not run: ' "$out/$name.log"; then
+    budget_cut+=("$label")
+  elif [ "$run_status" -eq 124 ] || [ "$run_status" -eq 137 ]; then
+    row "$label" FAILED "out of time (its limit, or what was left of the budget); $detail"
+  else
+    row "$label" FAILED "$detail"
+  fi
 }
 
 # The first failure a doctest log reports ("file:line: ERROR: CHECK( ... ) is NOT correct!" or
@@ -270,7 +271,7 @@ bench_variant() {
   elif grep -q '^SKIPPED' "$out/$name.log"; then
     row "$label" skipped "$(grep -m1 '^SKIPPED' "$out/$name.log")"
   else
-    row "$label" FAILED "$(elapsed "$t"); see $name.log"
+    not_ok "$name" "$label" "$(elapsed "$t"); see $name.log"
   fi
 }
 step_summary() {
@@ -284,14 +285,20 @@ timeline_row() {
   local name=$1 text=$out/$2 label=$3 setting=$4 t figures
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if run "$name" 90 env $setting "$gpu_bench" --trace-steps 5 --trace-out "$out/$name.csv" &&
-     python3 "$root/tools/step_timeline.py" "$out/$name.csv" > "$text" 2>&1; then
+  if ! run "$name" 90 env $setting "$gpu_bench" --trace-steps 5 --trace-out "$out/$name.csv"; then
+    not_ok "$name" "$label" "$(elapsed "$t"); see $name.log"
+  elif python3 "$root/tools/step_timeline.py" "$out/$name.csv" > "$text" 2>&1; then
     figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute|from compute start) ' \
       "$text" | sed -E 's/ {2,}/ /g' | paste -sd';' - | sed 's/;/; /g')
     row "$label" ok "$(elapsed "$t"); ms, share of the step: $figures"
   else
     row "$label" FAILED "$(elapsed "$t"); see $name.log, $text"
   fi
+}
+# Whether bench_cuda_ops can run its variants: built, and its default run (when there was one)
+# found a GPU.
+bench_runs() {
+  [ -x "$gpu_bench" ] && ! grep -q '^SKIPPED' "$out/bench_cuda_ops.log" 2> /dev/null
 }
 # The training step alone under SETTING: step_bench NAME LABEL SETTING.
 step_bench() { bench_variant "$1" "$2" "$3" '^train_step' step_summary; }
@@ -339,6 +346,10 @@ print_table() {
     echo
     echo "unetcu device check ($(tree_id), $(date -u +%Y-%m-%dT%H:%MZ), $(elapsed "$started") total; logs in $out)"
     printf '%s\n' "${rows[@]}"
+    if [ "${#budget_cut[@]}" -gt 0 ]; then
+      printf '%-26s %-8s %s\n' "not run" "" "the budget spent before ${#budget_cut[@]}:\
+ $(printf '%s; ' "${budget_cut[@]}" | sed 's/; $//')"
+    fi
     if [ -f "$out/bench_cuda_ops.log" ]; then
       echo
       sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
@@ -384,14 +395,15 @@ step_check_rows() {
       row "cpu-vs-gpu step" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
     fi
   else
-    row "cpu-vs-gpu step" FAILED \
+    not_ok step_check "cpu-vs-gpu step" \
       "$(elapsed "$t"); $(first_failure "$out/step_check.log"); see step_check.log"
+    [ -x "$step_bin" ] && ! grep -q '^not run: ' "$out/step_check.log" || return 0
     # Is it cuDNN's graph-API path? The same tests with the descriptor API alone say.
     t=$(date +%s)
-    if [ -x "$step_bin" ] && run step_check_nograph 240 env UNETCU_CUDNN_GRAPH=0 "$step_bin" -s; then
+    if run step_check_nograph 240 env UNETCU_CUDNN_GRAPH=0 "$step_bin" -s; then
       row "cpu-vs-gpu step, graph API off" ok "$(elapsed "$t"); see step_check_nograph.log"
     else
-      row "cpu-vs-gpu step, graph API off" FAILED "$(elapsed "$t");\
+      not_ok step_check_nograph "cpu-vs-gpu step, graph API off" "$(elapsed "$t");\
  $(first_failure "$out/step_check_nograph.log"); see step_check_nograph.log"
     fi
   fi
@@ -412,11 +424,11 @@ step_variant() {
       awk '{printf "%s%s", sep, $NF; sep=", "}')
     row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
   else
-    row "$label" FAILED "$(elapsed "$t"); $(first_failure "$out/$name.log"); see $name.log"
+    not_ok "$name" "$label" "$(elapsed "$t"); $(first_failure "$out/$name.log"); see $name.log"
   fi
 }
 
-# Nsight Compute's full sections for the kernels matching UNETCU_NCU_DETAIL (6c; also after
+# Nsight Compute's full sections for the kernels matching UNETCU_NCU_DETAIL (6; also after
 # the quick A/B of 2b), with the environment SETTING in UNETCU_NCU_DETAIL_SETTING (VAR=value
 # words; none by default), e.g. an opt-in path's kernels. Every section replays each kernel
 # several times (about 40 passes), so only a few kernels.
@@ -442,29 +454,34 @@ ncu_detail_rows() {
     kernels="$kernels kernels matching '$ncu_detail' in ncu_detail.log"
     row "kernel details (ncu)" ok "$(elapsed "$t"); $kernels${setting:+ (with $setting)}"
   else
-    row "kernel details (ncu)" FAILED "$(elapsed "$t"); see ncu_detail.log"
+    not_ok ncu_detail "kernel details (ncu)" "$(elapsed "$t"); see ncu_detail.log"
   fi
 }
 
-# ---- 2a. the BatchNorm-fusion probe (opt-in) -------------------------------------------------
-# UNETCU_CHECK_FUSION=1: bench_cudnn_fusion (kernels/cudnn/fusion_probe.h) at its default
-# shapes, before the rest (an A/B, or the full check): whether cuDNN fuses the BatchNorm's sums
-# into the convolutions in float32, what builds, how fast, and whether the outputs agree. Its
-# lines are printed with the table. Runtime-compiled engines take seconds each to build, so it
-# has its own limit and builds one configuration per heuristics mode
-# (UNETCU_CHECK_FUSION_CONFIGS, default 1); the lines finished by then are kept.
-if [ "${UNETCU_CHECK_FUSION:-0}" = 1 ]; then
+# ---- the BatchNorm-fusion probe --------------------------------------------------------------
+# bench_cudnn_fusion (kernels/cudnn/fusion_probe.h) at its default shapes: whether cuDNN fuses the
+# BatchNorm's sums into the convolutions in float32, what builds, how fast, and whether the
+# outputs agree. Its lines are printed with the table. Runtime-compiled engines take seconds each
+# to build, so it has its own limit (LIMIT seconds) and builds one configuration per heuristics
+# mode (UNETCU_CHECK_FUSION_CONFIGS, default 1); the lines finished by then are kept. In the full
+# check it runs among what has not yet run on a GPU (UNETCU_CHECK_FUSION=0 leaves it out); before
+# a quick A/B only with UNETCU_CHECK_FUSION=1.
+fusion_probe_row() {
+  local limit=$1 t probe_bin=$build/bench/bench_cudnn_fusion
   t=$(date +%s)
-  probe_bin=$build/bench/bench_cudnn_fusion
-  if [ -x "$probe_bin" ] &&
-     run fusion_probe 150 "$probe_bin" --configs "${UNETCU_CHECK_FUSION_CONFIGS:-1}"; then
+  if [ ! -x "$probe_bin" ]; then
+    row "BatchNorm-fusion probe" skipped "bench_cudnn_fusion not built"
+  elif run fusion_probe "$limit" "$probe_bin" --configs "${UNETCU_CHECK_FUSION_CONFIGS:-1}"; then
     row "BatchNorm-fusion probe" ok "$(elapsed "$t"); $(grep -c 'outputs agree' \
       "$out/fusion_probe.log") variants ran and agree, $(grep -c 'DISAGREE' \
       "$out/fusion_probe.log") disagree, $(grep -c -E 'none ran|graph refused' \
       "$out/fusion_probe.log") did not run"
   else
-    row "BatchNorm-fusion probe" FAILED "$(elapsed "$t"); see fusion_probe.log"
+    not_ok fusion_probe "BatchNorm-fusion probe" "$(elapsed "$t"); see fusion_probe.log"
   fi
+}
+if [ -n "${UNETCU_CHECK_AB:-}" ] && [ "${UNETCU_CHECK_FUSION:-0}" = 1 ]; then
+  fusion_probe_row 150
 fi
 
 # ---- 2c. new kernels under compute-sanitizer (opt-in) -----------------------------------------
@@ -497,7 +514,7 @@ if [ -n "$sanitize_pattern" ]; then
     row "kernel tests $sanitize_pattern" ok "$(elapsed "$t"); $(doctest_totals \
       "$out/kernel_tests_native.log")"
   else
-    row "kernel tests $sanitize_pattern" FAILED "$(elapsed "$t");\
+    not_ok kernel_tests_native "kernel tests $sanitize_pattern" "$(elapsed "$t");\
  $(first_failure "$out/kernel_tests_native.log"); see kernel_tests_native.log"
   fi
   for tool in memcheck racecheck synccheck initcheck; do
@@ -524,7 +541,7 @@ if [ -n "$sanitize_pattern" ]; then
       row "$label" ok "$(elapsed "$t"); $(grep -m1 -E '(ERROR|RACECHECK) SUMMARY' "$log" |
         sed 's/^========= //')"
     elif grep -q '^not run: ' "$log"; then
-      row "$label" skipped "$(head -1 "$log" | sed 's/^not run: //')"
+      budget_cut+=("$label")
     elif grep -q 'Device not supported' "$log"; then
       row "$label" skipped "the runtime refuses it; see sanitize_$tool.log"
     elif [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
@@ -574,51 +591,47 @@ if [ -n "${UNETCU_CHECK_AB:-}" ]; then
   exit 0
 fi
 
-# ---- 3. the CPU-vs-GPU training step, for its numbers ------------------------------------------
-step_check_rows
-# The forward and backward-data as a cuBLAS GEMM and a gather wherever they apply (the deep
-# layers), not only where timed faster: the cuBLAS calls' dimensions on the real step. Then the
-# other stream schedules (the default joins the weight gradients once a backward pass, on
-# three streams, with Adam in parts beside it): one weight-gradient stream; a join after each
-# convolution; the serial schedule (both, and Adam after the backward pass); chained launches
-# off (UNETCU_PDL=0; on by default, each hand-written kernel may start while the one before it
-# ends).
-step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
-# Knob variants of cuDNN's configurations timed too (opt-in): those that serve, on these steps'
-# shapes, against the CPU and bit for bit between eager and replayed steps.
-step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
-# The stride-1 data gradients also timed as forward convolutions (opt-in): those that serve.
-step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
-  UNETCU_CUDNN_DGRAD_AS_FORWARD=1
-# The GEMM convolutions everywhere they apply, with cuBLASLt's algorithms searched per shape
-# (opt-in): the algorithms that serve, against the CPU.
-step_variant step_check_gemm_search "cpu-vs-gpu step, GEMM search" \
-  "UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1"
-# The weight gradients' cuDNN plans on 112 SMs (opt-in): those that serve.
-step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" UNETCU_CUDNN_WGRAD_SMS=112
-step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
-step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
-  UNETCU_BN_RELU_MASK_FROM_INPUT=0
-step_variant step_check_priority "cpu-vs-gpu step, no stream priority" UNETCU_STREAM_PRIORITY=0
-step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
-step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
-step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
-  "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
-# The loss reductions in one launch each (opt-in; the fused one the same bits as the default).
-step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
-# Every loss and head path timed per shape at the first step, the fastest kept (opt-in).
-step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
-step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
-# The decoder's upsampled halves copied into their concatenations (the plan's buffers for them
-# back; the fusion test follows the setting).
-step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
+# ---- the phases of the full check -------------------------------------------------------------
+# Each a function; section 3 below runs them in the order of what a run must bring first.
 
-# ---- 4. training on generated data ------------------------------------------------------------
+# The native CUDA kernel tests (unetcu_cuda_tests: every hand-written kernel against the CPU
+# reference on the card) with ctest.
+native_kernel_tests() {
+  local t summary skipped
+  t=$(date +%s)
+  if run ctest 240 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 220 \
+       -R '^unetcu_cuda_tests$' && grep -q '100% tests passed' "$out/ctest.log"; then
+    summary=$(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)
+    skipped=$(grep -c -E '\*\*\*Skipped|Not Run' "$out/ctest.log" || true)
+    row "ctest (cuda kernels)" ok "$(elapsed "$t"); ${summary:-no summary}; $skipped skipped"
+  else
+    summary=$(grep -E 'tests passed|tests failed' "$out/ctest.log" 2> /dev/null | tail -1)
+    not_ok ctest "ctest (cuda kernels)" "$(elapsed "$t"); ${summary:-no summary};\
+ $(first_failure "$out/ctest.log"); see ctest.log"
+  fi
+}
+
+# Training on generated data with --device cuda at batch 16, 128x128 (TF32 on, then off), images/s
+# from the last epoch (the first includes cuDNN's algorithm search and the graph captures); where
+# the direct kernels served; then `unetcu predict` from its weights on 8 images, on the GPU and
+# the CPU, probabilities compared.
 unetcu=$build/unetcu
-data=$out/synth-data
-if [ -z "$gpu" ]; then
-  row "train" skipped "no GPU (nvidia-smi found none)"
-elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --width 256 --height 192; then
+train_and_predict() {
+  local data=$out/synth-data t mode extra run_dir ips loss first algos rival tried disagree \
+    served ckpt
+  if [ -z "$gpu" ]; then
+    row "train" skipped "no GPU (nvidia-smi found none)"
+    return 0
+  fi
+  if [ ! -x "$unetcu" ]; then
+    row "train" FAILED "no unetcu binary; see build.log"
+    return 0
+  fi
+  t=$(date +%s)
+  if ! run synth 120 "$unetcu" synth "$data" --count 270 --width 256 --height 192; then
+    not_ok synth "train" "$(elapsed "$t"); synth failed; see synth.log"
+    return 0
+  fi
   for mode in tf32 fp32; do
     t=$(date +%s)
     extra=()
@@ -636,8 +649,10 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
       first=$(head -1 "$run_dir/metrics.jsonl" 2>/dev/null |
         grep -o '"epoch_seconds": *[0-9.e+-]*' | sed 's/.*: *//')
       row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}, epoch 1 took ${first:-?} s"
+    elif grep -q '^not run: ' "$out/train-$mode.log"; then
+      not_ok "train-$mode" "train b16 128px $mode" ""
     else
-      row "train b16 128px $mode" FAILED "$(elapsed "$t"); see train-$mode.log"
+      not_ok "train-$mode" "train b16 128px $mode" "$(elapsed "$t"); see train-$mode.log"
       # Still get a figure, and tell whether cuDNN's graph-API path is the cause.
       t=$(date +%s)
       rm -rf "$run_dir-nograph"
@@ -648,7 +663,8 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
           grep -o '"images_per_sec": *[0-9.e+-]*' | sed 's/.*: *//')
         row "train $mode, graph API off" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3)"
       else
-        row "train $mode, graph API off" FAILED "$(elapsed "$t"); see train-$mode-nograph.log"
+        not_ok "train-$mode-nograph" "train $mode, graph API off" \
+          "$(elapsed "$t"); see train-$mode-nograph.log"
       fi
     fi
   done
@@ -671,14 +687,16 @@ elif [ -x "$unetcu" ] && run synth 120 "$unetcu" synth "$data" --count 270 --wid
   # through `unetcu predict` on both devices (fp32 convolutions on the GPU), probabilities
   # compared. Eval-mode BatchNorm and fp32 cuDNN put them ~1e-5 apart; 1e-3 fails.
   ckpt=$out/train-tf32/best.safetensors
-  if [ -f "$ckpt" ]; then
-    t=$(date +%s)
-    mapfile -t imgs < <(find "$data/images" -type f | sort | head -8)
-    if run predict_cuda 120 "$unetcu" predict --weights "$ckpt" "${imgs[@]}" --out "$out/predict-cuda" \
-         --device cuda --no-tf32 --probs --batch-size 8 &&
-       run predict_cpu 120 "$unetcu" predict --weights "$ckpt" "${imgs[@]}" --out "$out/predict-cpu" \
-         --device cpu --probs --batch-size 8 &&
-       python3 - "$out/predict-cuda" "$out/predict-cpu" > "$out/predict_compare.log" 2>&1 <<'PY'
+  [ -f "$ckpt" ] || return 0
+  t=$(date +%s)
+  mapfile -t imgs < <(find "$data/images" -type f | sort | head -8)
+  if ! run predict_cuda 120 "$unetcu" predict --weights "$ckpt" "${imgs[@]}" \
+         --out "$out/predict-cuda" --device cuda --no-tf32 --probs --batch-size 8; then
+    not_ok predict_cuda "predict --device cuda" "$(elapsed "$t"); see predict_cuda.log"
+  elif ! run predict_cpu 120 "$unetcu" predict --weights "$ckpt" "${imgs[@]}" \
+           --out "$out/predict-cpu" --device cpu --probs --batch-size 8; then
+    not_ok predict_cpu "predict --device cuda" "$(elapsed "$t"); see predict_cpu.log"
+  elif python3 - "$out/predict-cuda" "$out/predict-cpu" > "$out/predict_compare.log" 2>&1 <<'PY'
 import pathlib, sys
 import numpy as np
 gpu, cpu = (pathlib.Path(d) for d in sys.argv[1:3])
@@ -694,96 +712,199 @@ for f in files:
 print(f"{len(files)} images; probabilities vs CPU: max |diff| {worst:.2e}; masks differ in {differ} of {pixels} pixels")
 sys.exit(0 if worst <= 1e-3 else 1)
 PY
-    then
-      row "predict --device cuda" ok "$(elapsed "$t"); $(tail -1 "$out/predict_compare.log")"
-    else
-      row "predict --device cuda" FAILED "$(elapsed "$t"); see predict_cuda.log, predict_cpu.log, predict_compare.log"
-    fi
+  then
+    row "predict --device cuda" ok "$(elapsed "$t"); $(tail -1 "$out/predict_compare.log")"
+  else
+    row "predict --device cuda" FAILED "$(elapsed "$t"); $(tail -1 "$out/predict_compare.log")"
   fi
-else
-  row "train" FAILED "no unetcu binary or synth failed; see synth.log"
-fi
+}
 
-# ---- 5. benchmarks ----------------------------------------------------------------------------
-# The GPU suite (bench_cuda_ops: every op and the training step, ours vs LibTorch CUDA), then the
-# PyTorch reference step in its modes.
-if [ -x "$gpu_bench" ]; then
+# bench_cuda_ops as it stands: every op and the training step, ours vs LibTorch CUDA, the
+# memory-bound ops against equal-size device copies; then the step's timeline (CUPTI's activity
+# trace of 5 replayed steps, read by tools/step_timeline.py: how the streams overlapped, where
+# the compute stream, the critical path, waited and under which kernels).
+default_benchmarks() {
+  local t all step below copy
+  if [ ! -x "$gpu_bench" ]; then
+    row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
+    return 0
+  fi
   t=$(date +%s)
   if run bench_cuda_ops 240 "$gpu_bench" --runs 30; then
     if grep -q '^SKIPPED' "$out/bench_cuda_ops.log"; then
       row "gpu ops vs LibTorch" skipped "$(grep -m1 '^SKIPPED' "$out/bench_cuda_ops.log")"
-    else
-      all=$(grep -E '^all ' "$out/bench_cuda_ops.log" | awk '{print "ours " $2 " ms, LibTorch " $3 " ms, ratio " $4}')
-      row "gpu ops vs LibTorch" ok "$(elapsed "$t"); one step's worth of ops: ${all:-ours only}"
+      return 0
     fi
+    all=$(grep -E '^all ' "$out/bench_cuda_ops.log" | awk '{print "ours " $2 " ms, LibTorch " $3 " ms, ratio " $4}')
+    row "gpu ops vs LibTorch" ok "$(elapsed "$t"); one step's worth of ops: ${all:-ours only}"
   else
-    row "gpu ops vs LibTorch" FAILED "$(elapsed "$t"); see bench_cuda_ops.log"
+    not_ok bench_cuda_ops "gpu ops vs LibTorch" "$(elapsed "$t"); see bench_cuda_ops.log"
   fi
   step=$(grep -E '^training step:' "$out/bench_cuda_ops.log" | sed 's/^training step: //')
   [ -n "$step" ] && row "gpu train step b16 128px" "" "$step"
   below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"
-  # The step as it ran (CUPTI's timeline of 5 replayed steps): how the streams overlapped and
-  # where the compute stream, the critical path, waited (tools/step_timeline.py); its table
-  # goes into the summary. Then the same with the narrow weight gradients in two parts
-  # (opt-in): whether the compute stream's waits under them shrink.
   timeline_row step_trace step_timeline.txt "step timeline (cupti)" ""
-  timeline_row step_trace_split step_trace_split.txt "step timeline, wgrad in 2 parts" \
-    UNETCU_WGRAD_SPLIT=2
-  # The variants, newest first (each repeats cuDNN's search; a tight budget cuts the last).
-  # The step with the weight gradients' cuDNN plans asked for 112 and 96 of the card's SMs
-  # (opt-in, cuDNN's SM carveout): whether the compute stream's kernels, finding SMs free
-  # beside them, gain more than the slower weight gradients cost ("N SMs" in the log), then
-  # the timeline with 112: whether the compute stream's waits under them shrink.
-  # The step with cuBLASLt's algorithms timed per GEMM shape (opt-in): whether the GEMM
-  # convolutions then win more shapes from cuDNN ("cuBLASLt algorithm" in the log).
-  step_bench bench_cuda_ops_gemm_search "step, GEMM algorithms searched" UNETCU_GEMM_SEARCH=1
+}
+
+# The PyTorch reference step: smp when it imports, else the same network in plain torch.nn
+# (bench/reference/unet_replica.py), in the modes UNETCU_TORCH_MODES names.
+pytorch_step() {
+  local t smp_status smp model
+  if [ -z "$gpu" ] || ! python3 -c 'import torch' 2> /dev/null; then
+    row "pytorch step" skipped "no GPU, or torch not importable"
+    return 0
+  fi
+  t=$(date +%s)
+  run smp_bench 240 python3 "$root/bench/reference/train_smp.py" --bench --device cuda \
+    --modes "$torch_modes"
+  smp_status=$?
+  smp=$(sed -n 's/^\([a-z_0-9]*\): median .*, \([0-9.]*\) images\/s.*/\1 \2 img\/s/p' "$out/smp_bench.log" |
+    paste -sd, - | sed 's/,/, /g')
+  model=$(head -1 "$out/smp_bench.log" | sed -n 's/^PyTorch [^ ]* + \(.*\): training step.*/\1/p')
+  if [ $smp_status -eq 0 ]; then
+    row "pytorch step" ok "$(elapsed "$t"); ${model:-?}: ${smp:-no mode finished}; see smp_bench.log"
+  else
+    not_ok smp_bench "pytorch step" \
+      "$(elapsed "$t"); ${model:-?}: ${smp:-no mode finished}; see smp_bench.log"
+  fi
+}
+
+# Nsight Compute's duration of every kernel of 3 replayed training steps (bench_cuda_ops
+# --profile-steps opens the profiler range after the set-up), summed by family.
+step_profile() {
+  local t
+  if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
+    row "step profile (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
+    return 0
+  fi
+  t=$(date +%s)
+  if run ncu_step 150 "$ncu_bin" --profile-from-start off --metrics gpu__time_duration.sum --csv \
+       --cache-control none --clock-control none "$gpu_bench" --profile-steps 3; then
+    if python3 "$root/tools/ncu_step_summary.py" "$out/ncu_step.log" 3 > "$out/ncu_summary.txt" 2>&1; then
+      row "step profile (ncu)" ok "$(elapsed "$t"); $(head -1 "$out/ncu_summary.txt" | sed 's/^ncu: //')"
+    else
+      row "step profile (ncu)" FAILED "$(elapsed "$t"); see ncu_step.log, ncu_summary.txt"
+    fi
+  else
+    not_ok ncu_step "step profile (ncu)" "$(elapsed "$t"); see ncu_step.log"
+  fi
+}
+
+# ---- 3. what every run must bring ---------------------------------------------------------------
+# Correctness first (every kernel natively, then whole steps against the CPU), then the figures
+# each run records: training and predict, every op and the default step against LibTorch, the
+# memory-bound table, the step's timeline, PyTorch's step and Nsight Compute's profile. Sections
+# 4 and 5 come after, so a tight budget cuts them, never these.
+native_kernel_tests
+step_check_rows
+train_and_predict
+default_benchmarks
+pytorch_step
+step_profile
+
+# ---- 4. what has not yet run on a GPU -----------------------------------------------------------
+# Opt-in settings built but never measured: each checked against the CPU (those that change what
+# the step computes), then the step timed with it; the fusion probe last (the longest).
+# Knob variants of cuDNN's two best configurations timed beside them: whether a tile size or split
+# the heuristics do not offer fills the card at the deep layers ("knob variant" in the log).
+step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
+bench_runs && bench_variant bench_cuda_ops_knob_variants "step, cuDNN knob variants" \
+  UNETCU_CUDNN_KNOB_VARIANTS=64 '^train_step' serving_summary
+# The stride-1 data gradients also timed as the forward convolutions they are: whether cuDNN's
+# forward kernels serve them faster ("forward form" in the log).
+step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
+  UNETCU_CUDNN_DGRAD_AS_FORWARD=1
+bench_runs && bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
+  UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' serving_summary
+# Heuristics mode B's best configurations timed too.
+bench_runs && bench_variant bench_cuda_ops_heuristics_b "step, cuDNN heuristics B too" \
+  UNETCU_CUDNN_HEURISTICS_B=1 '^train_step' serving_summary
+# The decoder's upsampled halves copied into their concatenations instead of written there in
+# place (the plan's buffers for them back; the fusion test follows the setting): what the 8
+# copies fewer a step bring.
+step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
+bench_runs && step_bench bench_cuda_ops_concat_copies "step, concat copies" \
+  UNETCU_UPSAMPLE_IN_PLACE=0
+# 32 of the heuristics' configurations timed per shape instead of 12.
+bench_runs && step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" \
+  UNETCU_CUDNN_CANDIDATES=32
+if [ "${UNETCU_CHECK_FUSION:-1}" != 0 ] && [ -n "$gpu" ]; then
+  fusion_probe_row 100
+fi
+
+# ---- 5. measured before: again while the budget lasts -------------------------------------------
+# What earlier runs measured (bench/RESULTS.md): each opt-in setting's CPU-vs-GPU steps, then the
+# step with each default turned off and each opt-in on, newest first; the budget cuts the last.
+# The forward and backward-data as a cuBLAS GEMM and a gather wherever they apply (the deep
+# layers), not only where timed faster: the cuBLAS calls' dimensions on the real step.
+step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1
+# The GEMM convolutions everywhere they apply, with cuBLASLt's algorithms searched per shape.
+step_variant step_check_gemm_search "cpu-vs-gpu step, GEMM search" \
+  "UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1"
+# The weight gradients' cuDNN plans on 112 SMs: those that serve.
+step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" UNETCU_CUDNN_WGRAD_SMS=112
+# Every loss and head path timed per shape at the first step, the fastest kept.
+step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
+# The loss reductions in one launch each (the fused one the same bits as the default).
+step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
+step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
+step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
+  UNETCU_BN_RELU_MASK_FROM_INPUT=0
+# The other stream schedules (the default joins the weight gradients once a backward pass, on
+# three streams, with Adam in parts beside it): no stream priorities; one weight-gradient
+# stream; a join after each convolution; the serial schedule (those and Adam after the backward
+# pass); chained launches off (each hand-written kernel may otherwise start while the one
+# before it ends).
+step_variant step_check_priority "cpu-vs-gpu step, no stream priority" UNETCU_STREAM_PRIORITY=0
+step_variant step_check_one_stream "cpu-vs-gpu step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
+step_variant step_check_per_conv_join "cpu-vs-gpu step, join per convolution" UNETCU_LATE_JOIN=0
+step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
+  "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
+step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
+if bench_runs; then
+  # Each loss and head shape's fastest path kept (the row counts them).
+  bench_variant bench_cuda_ops_path_timing "step, paths timed" UNETCU_PATH_TIMING=1 \
+    '^train_step' serving_summary
+  # The step with cuDNN's convolutions only: what the direct kernels bring where they were
+  # timed faster (the "rival" notes of algorithms.txt say where).
+  step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
+  # The weight gradients' cuDNN plans asked for 112 and 96 of the card's SMs (cuDNN's SM
+  # carveout): whether the compute stream's kernels, finding SMs free beside them, gain more
+  # than the slower weight gradients cost ("N SMs" in the log), and the timeline with 112.
   bench_variant bench_cuda_ops_wgrad_112 "step, wgrad on 112 SMs" \
     UNETCU_CUDNN_WGRAD_SMS=112 '^train_step' serving_summary
   bench_variant bench_cuda_ops_wgrad_96 "step, wgrad on 96 SMs" \
     UNETCU_CUDNN_WGRAD_SMS=96 '^train_step' serving_summary
   timeline_row step_trace_wgrad_112 step_trace_wgrad_112.txt "step timeline, wgrad on 112 SMs" \
     UNETCU_CUDNN_WGRAD_SMS=112
-  # The step with knob variants of cuDNN's two best configurations timed beside them (opt-in):
-  # whether a tile size or split the heuristics do not offer fills the card at the deep
-  # layers; the log's algorithm list marks each variant that serves ("knob variant").
-  bench_variant bench_cuda_ops_knob_variants "step, cuDNN knob variants" \
-    UNETCU_CUDNN_KNOB_VARIANTS=64 '^train_step' serving_summary
-  # The step with the stride-1 data gradients also timed as the forward convolutions they are
-  # (opt-in): whether cuDNN's forward kernels serve them faster ("forward form" in the log).
-  bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
-    UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' serving_summary
-  # The step with heuristics mode B's best configurations timed too (opt-in).
-  bench_variant bench_cuda_ops_heuristics_b "step, cuDNN heuristics B too" \
-    UNETCU_CUDNN_HEURISTICS_B=1 '^train_step' serving_summary
-  # The step with 32 of the heuristics' configurations timed per shape instead of 12.
-  step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" UNETCU_CUDNN_CANDIDATES=32
-  # The step with the weight gradients of at most 32 channels (the decoder's last two blocks)
-  # in two parts over the batch (opt-in): whether the compute stream's waits under their long
-  # cuDNN kernels shrink by more than the extra calls cost.
-  step_bench bench_cuda_ops_wgrad_split "step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
-  # The step with the BatchNorm + ReLU backward reading its mask from the output (y > 0)
-  # instead of forming it from x: what the two reads of a tensor fewer a layer bring.
+  # cuBLASLt's algorithms timed per GEMM shape: whether the GEMM convolutions then win more
+  # shapes from cuDNN ("cuBLASLt algorithm" in the log).
+  step_bench bench_cuda_ops_gemm_search "step, GEMM algorithms searched" UNETCU_GEMM_SEARCH=1
+  # The loss reductions in one launch each (probes dice*.cluster, confusion_counts.cluster).
+  step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
+  # The BatchNorm + ReLU backward reading its mask from the output (y > 0) instead of forming
+  # it from x: what the two reads of a tensor fewer a layer bring.
   step_bench bench_cuda_ops_mask_from_y "step, ReLU mask from y" UNETCU_BN_RELU_MASK_FROM_INPUT=0
-  # The step with the decoder's upsampled halves copied into the concatenations instead of
-  # written there in place: what the 8 copies fewer a step bring.
-  step_bench bench_cuda_ops_concat_copies "step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
-  # The step with cuDNN's convolutions only: what the direct kernels bring where they were
-  # timed faster (the "rival" notes of algorithms.txt say where).
-  step_bench bench_cuda_ops_cudnn_only "step, cuDNN convolutions only" UNETCU_DIRECT_CONV=0
   # The step without the GEMM convolutions (the "GEMM + gather" notes of algorithms.txt say
   # where it was timed faster than cuDNN's choice).
   step_bench bench_cuda_ops_no_gemm "step, no GEMM convolutions" UNETCU_GEMM_CONV=0
-  # The step with every stream at the default priority: what putting the compute stream (the
-  # critical path) first brings.
+  # The weight gradients of at most 32 channels (the decoder's last two blocks) in two parts
+  # over the batch: whether the compute stream's waits under their long cuDNN kernels shrink
+  # by more than the extra calls cost; its timeline too.
+  step_bench bench_cuda_ops_wgrad_split "step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
+  timeline_row step_trace_split step_trace_split.txt "step timeline, wgrad in 2 parts" \
+    UNETCU_WGRAD_SPLIT=2
+  # Every stream at the default priority: what putting the compute stream (the critical path)
+  # first brings.
   step_bench bench_cuda_ops_priority "step, no stream priority" UNETCU_STREAM_PRIORITY=0
-  # The step with the graph-API engine configurations timed per shape cut to the heuristics'
-  # top 4 (12 by default): what timing more of cuDNN's ranking brings.
+  # The graph-API engine configurations timed per shape cut to the heuristics' top 4 (12 by
+  # default): what timing more of cuDNN's ranking brings.
   step_bench bench_cuda_ops_four_candidates "step, top 4 cuDNN configs" UNETCU_CUDNN_CANDIDATES=4
-  # The step under the other stream schedules, each default turned off in turn, then all
-  # (the serial schedule: one weight-gradient stream joined after each convolution, Adam after
-  # the backward pass): what each default brings, on this card.
+  # The other stream schedules, each default turned off in turn, then all (the serial
+  # schedule: one weight-gradient stream joined after each convolution, Adam after the
+  # backward pass): what each default brings, on this card.
   step_bench bench_cuda_ops_per_conv_join "step, join per convolution" UNETCU_LATE_JOIN=0
   step_bench bench_cuda_ops_late_adam "step, Adam after the backward" UNETCU_EARLY_ADAM=0
   step_bench bench_cuda_ops_one_stream "step, 1 wgrad stream" UNETCU_WGRAD_STREAMS=1
@@ -793,63 +914,14 @@ if [ -x "$gpu_bench" ]; then
   # engines bring (the per-family rows above are with them).
   bench_variant bench_cuda_ops_nograph "graph API off" UNETCU_CUDNN_GRAPH=0 \
     '^(conv[.]|train_step)' nograph_summary
-  # The loss reductions in one launch each (opt-in; probes dice*.cluster, confusion_counts.cluster).
-  step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
-  # Each loss and head shape's fastest path kept (opt-in; the row counts them).
-  bench_variant bench_cuda_ops_path_timing "step, paths timed" UNETCU_PATH_TIMING=1 \
-    '^train_step' serving_summary
   # The reductions, the copies they are held to and the step without chained launches
   # (UNETCU_PDL=0): the memory-bound table of that log against the one above says what
   # overlapping each kernel's start with the previous one's end brings.
   bench_variant bench_cuda_ops_pdl "chained launches off" UNETCU_PDL=0 \
     '^(bn[.]|bn_relu|bn_add_relu|dice|confusion|limits|train_step)' variant_summary
-else
-  row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
-fi
-# smp when it imports, else the same network in plain torch.nn (bench/reference/unet_replica.py).
-if [ -n "$gpu" ] && python3 -c 'import torch' 2> /dev/null; then
-  t=$(date +%s)
-  run smp_bench 240 python3 "$root/bench/reference/train_smp.py" --bench --device cuda \
-    --modes "$torch_modes"
-  smp_status=$?
-  smp=$(sed -n 's/^\([a-z_0-9]*\): median .*, \([0-9.]*\) images\/s.*/\1 \2 img\/s/p' "$out/smp_bench.log" |
-    paste -sd, - | sed 's/,/, /g')
-  model=$(head -1 "$out/smp_bench.log" | sed -n 's/^PyTorch [^ ]* + \(.*\): training step.*/\1/p')
-  row "pytorch step" "$([ $smp_status -eq 0 ] && echo ok || echo FAILED)" \
-    "$(elapsed "$t"); ${model:-?}: ${smp:-no mode finished}; see smp_bench.log"
-else
-  row "pytorch step" skipped "no GPU, or torch not importable"
-fi
-# ---- 6. the native kernel tests -----------------------------------------------------------------
-t=$(date +%s)
-run ctest 240 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 220 \
-  -R '^unetcu_cuda_tests$'
-summary=$(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)
-skipped=$(grep -c -E '\*\*\*Skipped|Not Run' "$out/ctest.log" || true)
-if grep -q '100% tests passed' "$out/ctest.log"; then
-  row "ctest (cuda kernels)" ok "$(elapsed "$t"); ${summary:-no summary}; $skipped skipped"
-else
-  row "ctest (cuda kernels)" FAILED "$(elapsed "$t"); ${summary:-no summary};\
- $(first_failure "$out/ctest.log"); see ctest.log"
 fi
 
-# ---- 6b. where the step's time goes --------------------------------------------------------------
-# Nsight Compute's duration of every kernel of 3 replayed training steps (bench_cuda_ops
-# --profile-steps opens the profiler range after the set-up), summed by family.
-if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
-  row "step profile (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
-else
-  t=$(date +%s)
-  if run ncu_step 150 "$ncu_bin" --profile-from-start off --metrics gpu__time_duration.sum --csv \
-       --cache-control none --clock-control none "$gpu_bench" --profile-steps 3 &&
-     python3 "$root/tools/ncu_step_summary.py" "$out/ncu_step.log" 3 > "$out/ncu_summary.txt" 2>&1; then
-    row "step profile (ncu)" ok "$(elapsed "$t"); $(head -1 "$out/ncu_summary.txt" | sed 's/^ncu: //')"
-  else
-    row "step profile (ncu)" FAILED "$(elapsed "$t"); see ncu_step.log, ncu_summary.txt"
-  fi
-fi
-
-# ---- 6c. why chosen kernels take their time (opt-in) ----------------------------------------------
+# ---- 6. why chosen kernels take their time (opt-in) ----------------------------------------------
 ncu_detail_rows
 # ---- 7. the table -----------------------------------------------------------------------------
 print_table

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """tools/device_check.sh's own logic, run here without a GPU against stand-ins: a cmake that
 builds nothing, test binaries that pass or print a failed check, a compute-sanitizer whose
-tools pass, report a race, refuse the device or hang, and no nvidia-smi. Checked: the table's
-rows (the first failed check named, a tool's first report instead of its banner, a tool out of
-time, rows the spent budget skips), UNETCU_CHECK_RACECHECK, UNETCU_CHECK_PACK (OUTDIR left as
+tools pass, report a race, refuse the device or hang, a bench_cuda_ops that prints a step and
+a timeline, and no nvidia-smi. Checked: the table's rows (the first failed check named, a
+tool's first report instead of its banner, a tool out of time, the phases the spent budget
+kept from running named in one row), the order of the full check (what every run must bring,
+then what has not yet run on a GPU, then what earlier runs measured) and that a tight budget
+cuts the last of it, not the first, UNETCU_CHECK_RACECHECK, UNETCU_CHECK_PACK (OUTDIR left as
 summary.txt and logs.tar.gz) and a check stopped by a signal (its table so far printed, its
 running phase stopped at once, nothing left running). A GPU machine runs the real thing; a
 mistake here would cost one of its runs."""
@@ -45,9 +48,29 @@ esac
 TESTS = r"""#!/bin/bash
 case "$*" in *"$MARKER"*) for _ in $(seq 300); do sleep 1; done; exit 0;; esac
 if [ "${FAIL_TESTS:-0}" = 1 ]; then echo "FAILURE"; exit 1; fi
+if [ -n "${PHASE_SECONDS:-}" ]; then sleep "$PHASE_SECONDS"; fi
 echo "[doctest] test cases:    3 |    3 passed | 0 failed | 9 skipped"
 echo "[doctest] assertions:   42 |   42 passed | 0 failed |"
 """.replace("FAILURE", FAILURE)
+
+# bench_cuda_ops: the step's line, the memory-bound table's last line, and with --trace-out a
+# CUPTI-like CSV of two steps (tools/step_timeline.py reads it).
+BENCH = r"""#!/bin/bash
+if [ -n "${PHASE_SECONDS:-}" ]; then sleep "$PHASE_SECONDS"; fi
+while [ $# -gt 0 ]; do
+  if [ "$1" = --trace-out ]; then
+    printf 'step,kind,start_ns,end_ns,name\n0,kernel,0,1000,conv_fwd\n1,kernel,2000,3000,conv_fwd\n' > "$2"
+  fi
+  shift
+done
+echo "training step: 3.70 ms, 4323 images/s"
+echo "3 of 11 families below 70% of the copy"
+"""
+
+CTEST = r"""#!/bin/sh
+if [ -n "${PHASE_SECONDS:-}" ]; then sleep "$PHASE_SECONDS"; fi
+echo '100% tests passed, 0 tests failed out of 1'
+"""
 
 
 class DeviceCheckTest(unittest.TestCase):
@@ -61,11 +84,12 @@ class DeviceCheckTest(unittest.TestCase):
         self.build = os.path.join(self.tmp, "build")
         self.out = os.path.join(self.tmp, "out")
         self.script(os.path.join(bin_dir, "cmake"), "#!/bin/sh\necho \"cmake $*\"\n")
-        self.script(os.path.join(bin_dir, "ctest"), "#!/bin/sh\necho 'No tests were found'\n")
+        self.script(os.path.join(bin_dir, "ctest"), CTEST)
         self.script(os.path.join(bin_dir, "nvidia-smi"), "#!/bin/sh\nexit 1\n")
         self.script(os.path.join(bin_dir, "compute-sanitizer"), SANITIZER)
         for path in ("tests/emu/unetcu_cuda_tests", "tests/backend/unetcu_backend_cuda_tests"):
             self.script(os.path.join(self.build, path), TESTS)
+        self.script(os.path.join(self.build, "bench", "bench_cuda_ops"), BENCH)
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
                         UNETCU_DEVICE_BUILD=self.build, MARKER=self.marker,
                         UNETCU_CHECK_PACK="1", UNETCU_CHECK_SANITIZE="*x*",
@@ -142,10 +166,54 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertIn("FAILED", race)
         self.assertIn("out of time", race)
         self.assertIn("nothing reported", race)
-        # The budget is spent: the next tools are skipped, not run, and not called failures.
-        self.assertIn("skipped  the check's time budget is spent",
-                      self.row(output, "compute-sanitizer initcheck"))
+        # The budget is spent: the next tools are not run, and not called failures.
+        cut = self.row(output, "not run")
+        self.assertIn("the budget spent before", cut)
+        self.assertIn("compute-sanitizer initcheck", cut)
+        self.assertNotIn("compute-sanitizer initcheck", output.split("not run")[0])
         self.assertEqual(self.leftovers(), [])
+
+    def labels(self, output):
+        """The table's row labels in order (the rows after its title line), each cut to the
+        26 characters of its column."""
+        table = output[output.rindex("unetcu device check ("):].splitlines()[1:]
+        labels = []
+        for line in table:
+            if not line.strip():
+                break
+            labels.append(line[:26].strip())
+        return labels
+
+    def test_the_full_check_runs_what_every_run_must_bring_first(self):
+        output, _ = self.check(UNETCU_CHECK_SANITIZE="", UNETCU_CHECK_BUDGET="120")
+        labels = self.labels(output)
+        order = ["ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
+                 "step timeline (cupti)", "pytorch step",
+                 "cpu-vs-gpu step, cuDNN knob variants", "step, cuDNN knob variants",
+                 "step, top 32 cuDNN configs", "cpu-vs-gpu step, GEMM convolutions always",
+                 "step, serial schedule", "chained launches off"]
+        for label in order:
+            self.assertIn(label[:26], labels, output)
+        positions = [labels.index(label[:26]) for label in order]
+        self.assertEqual(positions, sorted(positions), output)
+        for label in ("ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
+                      "step timeline (cupti)", "step, serial schedule"):
+            self.assertIn(" ok ", self.row(output, label + " "), output)
+        self.assertIn("4323 images/s", self.row(output, "gpu train step b16 128px"))
+        self.assertNotIn("not run", labels)
+
+    def test_a_tight_budget_cuts_the_last_of_the_check_not_the_first(self):
+        # Every test binary and benchmark takes 2 s: what must come first takes about 10 s,
+        # the whole check over 100.
+        output, _ = self.check(UNETCU_CHECK_SANITIZE="", UNETCU_CHECK_BUDGET="30",
+                               PHASE_SECONDS="2")
+        for label in ("ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
+                      "step timeline (cupti)"):
+            self.assertIn(" ok ", self.row(output, label + " "), output)
+        cut = self.row(output, "not run")
+        for label in ("step, serial schedule", "chained launches off", "graph API off"):
+            self.assertIn(label, cut)
+        self.assertNotIn("FAILED", output[output.rindex("unetcu device check ("):], output)
 
     def test_a_stopped_check_prints_its_table_and_packs_at_once(self):
         output, seconds = self.check(stop_at="sanitize_racecheck.log",
