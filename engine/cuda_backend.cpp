@@ -146,18 +146,6 @@ int side_stream_count() {
                    "weight-gradient streams");
 }
 
-// UNETCU_WGRAD_SPLIT=N (1 to 4, default 1: opt-in): the weight gradients of
-// the convolutions with at most kSplitMaxK output channels (the decoder's last two blocks, at
-// full and half resolution) run as N calls over consecutive slices of the batch, each after
-// the first accumulating. Why: on an H100 cuDNN's 3x3 32 -> 16 weight gradient at 128x128 ran
-// as one 197-us kernel holding every SM, and the compute stream (the critical path) waited
-// 170 us under it (the step's timeline, bench/RESULTS.md); between the parts, its waiting
-// blocks (at the greater priority) get the SMs. Each slice's shape gets its own algorithm.
-// Measured with N = 2 on an H100: the compute stream's waits fell by 0.10 ms a step, but its
-// own kernels ran 0.17 ms longer beside the parts, and the step was 1.2% slower; so opt-in.
-constexpr int kSplitMaxK = 32;
-constexpr int kMaxSplit = 4;
-int weight_grad_split() { return env_count("UNETCU_WGRAD_SPLIT", 1, kMaxSplit, "parts"); }
 
 // The convolutions that may replace cuDNN's where they apply (kernels/conv.h), each with its
 // variable:
@@ -255,7 +243,6 @@ class CudaBackend final : public Backend {
         tf32_(opt.tf32),
         gemm_conv_(conv_choice("UNETCU_GEMM_CONV", "GEMM convolutions")),
         side_count_(side_stream_count()),
-        split_(weight_grad_split()),
         prioritised_(stream_priority_switch().get()) {
     int device = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
@@ -365,9 +352,6 @@ class CudaBackend final : public Backend {
        << (late_join_switch().get() ? "once a backward pass" : "after each convolution")
        << ", Adam " << (early_adam_switch().get() ? "in parts beside the backward pass"
                                                   : "after it");
-    if (split_ > 1)
-      os << ", weight gradients of at most " << kSplitMaxK << " channels in " << split_
-         << " parts";
     if (prioritised_) os << ", compute stream at the greatest priority";
     // The opt-in loss path, read as the kernels read it (at each call).
     if (cuda::loss_cluster()) os << ", Dice and counts in one cluster";
@@ -639,16 +623,54 @@ class CudaBackend final : public Backend {
           grow(*lane.ws, cuda::conv2d_narrow_backward_filter_workspace_bytes(sh)), lane.stream);
       return;
     }
-    // In parts over the batch (UNETCU_WGRAD_SPLIT), in order on the same stream.
-    const int parts = sh.k <= kSplitMaxK ? std::min(split_, sh.n) : 1;
-    const int per = (sh.n + parts - 1) / parts;
-    for (int first = 0; first < sh.n; first += per) {
-      ConvShape part = sh;
-      part.n = std::min(per, sh.n - first);
-      backward_filter_part(dwt, dy + int64_t(first) * sh.p * sh.q * sh.k,
-                           x + int64_t(first) * sh.h * sh.w * sh.c, part,
-                           first == 0 ? mode : GradMode::accumulate, lane);
+    // With TF32 convolutions the tensor-core weight gradient (kernels/cuda/conv_mma.cu) where
+    // it applies, timed against cuDNN's choice like the forward's and data gradient's rivals
+    // (unless forced or off). Else the fp32 direct weight gradient only when forced
+    // (UNETCU_DIRECT_CONV=1), not timed against cuDNN: it runs on a side stream beside the
+    // critical path, where its time alone is not its cost. On an H100 it was timed faster
+    // than cuDNN's choice at both 128x128 shapes (145 against 209 us, 90 against 98), and the
+    // step ran 1.3% slower with it serving: its blocks (two per SM, 80 registers a thread, the
+    // whole kernel long) leave no room on the SMs for the compute stream's kernels
+    // (bench/RESULTS.md). The tensor-core one takes a fraction of cuDNN's time where it serves
+    // (the eighth H100 run: 72 against 99 us at 16 -> 16, 126 against 194 at 32 -> 16), so
+    // holding the SMs for less time pays where a third less did not: without the direct
+    // kernels (UNETCU_DIRECT_CONV=0) that step ran 2.3% slower.
+    const cuda::DirectKernel kind = direct_conv_ == ConvChoice::off
+                                        ? cuda::DirectKernel::none
+                                        : cuda::direct_backward_filter_kernel(sh, dy, x, tf32_);
+    const bool runs = kind == cuda::DirectKernel::tensor_cores ||
+                      (kind == cuda::DirectKernel::fp32 && direct_conv_ == ConvChoice::always);
+    const size_t direct_bytes = cuda::direct_backward_filter_workspace_bytes(kind, sh);
+#if defined(UNETCU_SIMT)
+    if (!runs) {  // the emulator never times (auto is off there)
+      host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
+                lane.stream);
+      return;
     }
+#else
+    const bool timed =
+        kind == cuda::DirectKernel::tensor_cores && direct_conv_ == ConvChoice::timed;
+    if (!runs || timed) {
+      // The rival's output is checked against cuDNN's overwriting one.
+      Rival rival;
+      if (timed)
+        rival = rival_of(cuda::direct_kernel_name(kind), direct_bytes,
+                         [kind, sh, dy, x](float* out, void* ws, cudaStream_t stream) {
+                           cuda::direct_backward_filter(kind, out, dy, x, sh,
+                                                        GradMode::overwrite, ws, stream);
+                         });
+      const size_t bytes =
+          lane.conv->prepare_backward_filter(sh, dy, x, timed ? &rival : nullptr);
+      if (!timed || !lane.conv->rival_serves_backward_filter(sh)) {
+        const Workspace ws = sized(*lane.ws, bytes);
+        lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
+        after_async("cuDNN convolution backward filter", lane.stream);
+        return;
+      }
+    }
+#endif
+    cuda::direct_backward_filter(kind, dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
+                                 lane.stream);
   }
   void conv_backward_bias(float* dbias, const float* dy, const ConvShape& sh,
                           GradMode mode) override {
@@ -972,59 +994,6 @@ class CudaBackend final : public Backend {
 #endif
   }
 
-  // One weight-gradient call of conv_backward_filter on `lane`.
-  void backward_filter_part(float* dwt, const float* dy, const float* x, const ConvShape& sh,
-                            GradMode mode, const Lane& lane) {
-    // With TF32 convolutions the tensor-core weight gradient (kernels/cuda/conv_mma.cu) where
-    // it applies, timed against cuDNN's choice like the forward's and data gradient's rivals
-    // (unless forced or off). Else the fp32 direct weight gradient only when forced
-    // (UNETCU_DIRECT_CONV=1), not timed against cuDNN: it runs on a side stream beside the
-    // critical path, where its time alone is not its cost. On an H100 it was timed faster
-    // than cuDNN's choice at both 128x128 shapes (145 against 209 us, 90 against 98), and the
-    // step ran 1.3% slower with it serving: its blocks (two per SM, 80 registers a thread, the
-    // whole kernel long) leave no room on the SMs for the compute stream's kernels
-    // (bench/RESULTS.md). The tensor-core one is expected to take a fraction of cuDNN's time
-    // (it moves the same bytes, with the products off the CUDA cores), so that holding the SMs
-    // for less time pays where a third less did not; the device check's step with
-    // UNETCU_DIRECT_CONV=0 measures it.
-    const cuda::DirectKernel kind = direct_conv_ == ConvChoice::off
-                                        ? cuda::DirectKernel::none
-                                        : cuda::direct_backward_filter_kernel(sh, dy, x, tf32_);
-    const bool runs = kind == cuda::DirectKernel::tensor_cores ||
-                      (kind == cuda::DirectKernel::fp32 && direct_conv_ == ConvChoice::always);
-    const size_t direct_bytes = cuda::direct_backward_filter_workspace_bytes(kind, sh);
-#if defined(UNETCU_SIMT)
-    if (!runs) {  // the emulator never times (auto is off there)
-      host_work(HostConv{HostConv::Kind::backward_filter, dwt, x, dy, nullptr, sh, mode},
-                lane.stream);
-      return;
-    }
-#else
-    const bool timed =
-        kind == cuda::DirectKernel::tensor_cores && direct_conv_ == ConvChoice::timed;
-    if (!runs || timed) {
-      // The rival's output is checked against cuDNN's overwriting one.
-      Rival rival;
-      if (timed)
-        rival = rival_of(cuda::direct_kernel_name(kind), direct_bytes,
-                         [kind, sh, dy, x](float* out, void* ws, cudaStream_t stream) {
-                           cuda::direct_backward_filter(kind, out, dy, x, sh,
-                                                        GradMode::overwrite, ws, stream);
-                         });
-      const size_t bytes =
-          lane.conv->prepare_backward_filter(sh, dy, x, timed ? &rival : nullptr);
-      if (!timed || !lane.conv->rival_serves_backward_filter(sh)) {
-        const Workspace ws = sized(*lane.ws, bytes);
-        lane.conv->backward_filter(dwt, dy, x, sh, mode, ws.ptr, ws.bytes);
-        after_async("cuDNN convolution backward filter", lane.stream);
-        return;
-      }
-    }
-#endif
-    cuda::direct_backward_filter(kind, dwt, dy, x, sh, mode, grow(*lane.ws, direct_bytes),
-                                 lane.stream);
-  }
-
   // The compute stream's workspace, at least `bytes` long.
   void* scratch(size_t bytes) { return grow(main_ws_, bytes); }
 
@@ -1114,7 +1083,6 @@ class CudaBackend final : public Backend {
   };
   SideStream sides_[kMaxSideStreams];
   int side_count_ = 1;
-  int split_ = 1;  // UNETCU_WGRAD_SPLIT: parts of a narrow weight gradient
   bool prioritised_ = false;  // the compute stream first (unless UNETCU_STREAM_PRIORITY=0)
   int current_side_ = 0;      // the side stream the forked weight gradients go to
   unsigned open_sides_ = 0;   // bit i: side stream i forked and not joined yet

@@ -33,12 +33,12 @@
 #   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: the
 #      CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
 #      with UNETCU_GEMM_SEARCH=1, UNETCU_CUDNN_WGRAD_SMS=112, UNETCU_PATH_TIMING=1,
-#      UNETCU_LOSS_CLUSTER=1, UNETCU_WGRAD_SPLIT=2, UNETCU_BN_RELU_MASK_FROM_INPUT=0,
+#      UNETCU_LOSS_CLUSTER=1, UNETCU_BN_RELU_MASK_FROM_INPUT=0,
 #      UNETCU_STREAM_PRIORITY=0, UNETCU_WGRAD_STREAMS=1, UNETCU_LATE_JOIN=0, the serial schedule,
 #      UNETCU_PDL=0), then the step with each (and with UNETCU_DIRECT_CONV=0,
 #      UNETCU_GEMM_CONV=0, UNETCU_CUDNN_WGRAD_SMS=96, UNETCU_CUDNN_CANDIDATES=4,
 #      UNETCU_EARLY_ADAM=0, UNETCU_CUDNN_GRAPH=0 for the convolutions too, UNETCU_PDL=0 for the
-#      reductions and copies too) and the timeline with 112 SMs and with the split; the budget
+#      reductions and copies too) and the timeline with 112 SMs; the budget
 #      cuts the last;
 #   6. with UNETCU_NCU_DETAIL=REGEX, Nsight Compute's full sections (speed of light,
 #      occupancy, launch, warp states and stall reasons, scheduler, memory workload, source
@@ -849,7 +849,6 @@ step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" UNETCU_CUD
 step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
 # The loss reductions in one launch each (the fused one the same bits as the default).
 step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
-step_variant step_check_split "cpu-vs-gpu step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
 step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
   UNETCU_BN_RELU_MASK_FROM_INPUT=0
 # The other stream schedules (the default joins the weight gradients once a backward pass, on
@@ -890,12 +889,6 @@ if bench_runs; then
   # The step without the GEMM convolutions (the "GEMM + gather" notes of algorithms.txt say
   # where it was timed faster than cuDNN's choice).
   step_bench bench_cuda_ops_no_gemm "step, no GEMM convolutions" UNETCU_GEMM_CONV=0
-  # The weight gradients of at most 32 channels (the decoder's last two blocks) in two parts
-  # over the batch: whether the compute stream's waits under their long cuDNN kernels shrink
-  # by more than the extra calls cost; its timeline too.
-  step_bench bench_cuda_ops_wgrad_split "step, wgrad in 2 parts" UNETCU_WGRAD_SPLIT=2
-  timeline_row step_trace_split step_trace_split.txt "step timeline, wgrad in 2 parts" \
-    UNETCU_WGRAD_SPLIT=2
   # Every stream at the default priority: what putting the compute stream (the critical path)
   # first brings.
   step_bench bench_cuda_ops_priority "step, no stream priority" UNETCU_STREAM_PRIORITY=0

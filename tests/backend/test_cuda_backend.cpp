@@ -577,15 +577,6 @@ TEST_CASE("UNETCU_WGRAD_STREAMS outside 1..4 is refused with its value") {
   CHECK(cuda_backend()->weight_grad_streams() == 2);
 }
 
-TEST_CASE("UNETCU_WGRAD_SPLIT outside 1..4 is refused with its value") {
-  ScopedEnv env("UNETCU_WGRAD_SPLIT");
-  check_refused(env, "UNETCU_WGRAD_SPLIT", {"0", "5", "two", "2x"}, "parts from 1 to 4");
-  env.set("3");
-  CHECK(test::contains(cuda_backend()->describe(), "channels in 3 parts"));
-  env.set("1");
-  CHECK_FALSE(test::contains(cuda_backend()->describe(), "channels in"));
-}
-
 // A setting of the convolutions that compete with cuDNN's: values other than 0, 1 and auto
 // refused, then 1 and 0 named in describe() after `described`.
 void check_conv_choice(const char* name, std::initializer_list<const char*> bad_values,
@@ -800,10 +791,6 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
                                                                                     : "off";
   const char* priority = std::getenv("UNETCU_STREAM_PRIORITY");
   const bool prioritised = priority == nullptr || std::string(priority) != "0";
-  const char* split = std::getenv("UNETCU_WGRAD_SPLIT");
-  const std::string parts = split != nullptr && std::string(split) != "1"
-                                ? std::string("channels in ") + split + " parts"
-                                : std::string();
   const char* gemm = std::getenv("UNETCU_GEMM_CONV");
   const std::string gemm_setting = gemm != nullptr && std::string(gemm) == "1" ? "always" : "off";
   MESSAGE(backend->describe());
@@ -812,10 +799,6 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   CHECK(test::contains(backend->describe(), "compute stream at the greatest priority") ==
         prioritised);
   CHECK(test::contains(backend->describe(), "joined " + joins + ", Adam " + adam));
-  if (parts.empty())
-    CHECK_FALSE(test::contains(backend->describe(), "channels in"));
-  else
-    CHECK(test::contains(backend->describe(), parts));
   // The opt-in kernel paths (on when their variable is "1") and the words that name them.
   const auto set_to_one = [](const char* variable) {
     const char* value = std::getenv(variable);
