@@ -6,7 +6,8 @@ a timeline, and no nvidia-smi. Checked: the table's rows (the first failed check
 tool's first report instead of its banner, a tool out of time, the phases the spent budget
 kept from running named in one row), the order of the full check (what every run must bring,
 then what has not yet run on a GPU, then what earlier runs measured) and that a tight budget
-cuts the last of it, not the first, UNETCU_CHECK_RACECHECK, UNETCU_CHECK_PACK (OUTDIR left as
+cuts the last of it, not the first, a quick A/B (its rounds and nothing of the full check),
+UNETCU_CHECK_RACECHECK, UNETCU_CHECK_PACK (OUTDIR left as
 summary.txt and logs.tar.gz) and a check stopped by a signal (its table so far printed, its
 running phase stopped at once, nothing left running). A GPU machine runs the real thing; a
 mistake here would cost one of its runs."""
@@ -214,6 +215,19 @@ class DeviceCheckTest(unittest.TestCase):
         for label in ("step, serial schedule", "chained launches off", "graph API off"):
             self.assertIn(label, cut)
         self.assertNotIn("FAILED", output[output.rindex("unetcu device check ("):], output)
+
+    def test_a_quick_ab_times_its_settings_and_nothing_else(self):
+        output, _ = self.check(UNETCU_CHECK_SANITIZE="", UNETCU_CHECK_AB="default;UNETCU_X=1",
+                               UNETCU_CHECK_AB_ROUNDS="2", UNETCU_CHECK_AB_VERIFY="1")
+        labels = self.labels(output)
+        self.assertEqual([label for label in labels if label.startswith("A/B")],
+                         ["A/B 1: default", "A/B 1: UNETCU_X=1", "A/B 2: default",
+                          "A/B 2: UNETCU_X=1"])
+        self.assertIn("4323 images/s", self.row(output, "A/B 2: UNETCU_X=1"))
+        self.assertIn(" ok ", self.row(output, "cpu-vs-gpu step "))
+        for label in ("ctest (cuda kernels)", "gpu ops vs LibTorch", "step, serial schedule",
+                      "not run"):
+            self.assertNotIn(label, labels)
 
     def test_a_stopped_check_prints_its_table_and_packs_at_once(self):
         output, seconds = self.check(stop_at="sanitize_racecheck.log",
