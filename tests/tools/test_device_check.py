@@ -2,7 +2,8 @@
 """tools/device_check.sh's own logic, run here without a GPU against stand-ins: a cmake that
 builds nothing, test binaries that pass or print a failed check, a compute-sanitizer whose
 tools pass, report a race, refuse the device or hang, a bench_cuda_ops that prints a step and
-a timeline, and no nvidia-smi. Checked: the table's rows (the first failed check named, a
+a timeline, an unetcu that trains and predicts, and an nvidia-smi that finds a GPU only when
+asked to. Checked: the table's rows (the first failed check named, a
 tool's first report instead of its banner, a tool out of time, the phases the spent budget
 kept from running named in one row), the order of the full check (what every run must bring,
 then what has not yet run on a GPU, then what earlier runs measured) and that a tight budget
@@ -68,6 +69,29 @@ echo "training step: 3.70 ms, 4323 images/s"
 echo "3 of 11 families below 70% of the copy"
 """
 
+# unetcu: synth (8 images), train (3 epochs of metrics, an algorithm list with a tensor-core
+# kernel serving, best weights; with FAIL_TRAIN=1 it fails unless cuDNN's graph API is off) and
+# predict (a probability file).
+UNETCU = r"""#!/bin/bash
+cmd=$1 first=${2:-}
+out=
+while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+case $cmd in
+  synth) mkdir -p "$first/images"; for i in 1 2 3; do : > "$first/images/ISIC_$i.jpg"; done;;
+  train)
+    if [ "${FAIL_TRAIN:-0}" = 1 ] && [ "${UNETCU_CUDNN_GRAPH:-1}" != 0 ]; then
+      echo "error: cuDNN refused"; exit 1
+    fi
+    mkdir -p "$out"
+    for e in 1 2 3; do
+      echo "{\"epoch\": $e, \"train_loss\": 0.5, \"images_per_sec\": 40${e}5.2, \"epoch_seconds\": 2.5}"
+    done > "$out/metrics.jsonl"
+    echo "forward 16x128x128x16 -> 16 3x3: runs graph engine 5 [tensor cores]; rival tensor-core kernel: 0.0281 ms, SERVES (cuDNN's choice 0.0464 ms)" > "$out/algorithms.txt"
+    : > "$out/best.safetensors";;
+  predict) mkdir -p "$out"; : > "$out/ISIC_1_probs.npy";;
+esac
+"""
+
 CTEST = r"""#!/bin/sh
 if [ -n "${PHASE_SECONDS:-}" ]; then sleep "$PHASE_SECONDS"; fi
 echo '100% tests passed, 0 tests failed out of 1'
@@ -86,11 +110,15 @@ class DeviceCheckTest(unittest.TestCase):
         self.out = os.path.join(self.tmp, "out")
         self.script(os.path.join(bin_dir, "cmake"), "#!/bin/sh\necho \"cmake $*\"\n")
         self.script(os.path.join(bin_dir, "ctest"), CTEST)
-        self.script(os.path.join(bin_dir, "nvidia-smi"), "#!/bin/sh\nexit 1\n")
+        # A GPU only with STAND_IN_GPU=1.
+        self.script(os.path.join(bin_dir, "nvidia-smi"),
+                    "#!/bin/sh\n[ \"${STAND_IN_GPU:-0}\" = 1 ] || exit 1\n"
+                    "echo 'NVIDIA Stand-in, 580.0'\n")
         self.script(os.path.join(bin_dir, "compute-sanitizer"), SANITIZER)
         for path in ("tests/emu/unetcu_cuda_tests", "tests/backend/unetcu_backend_cuda_tests"):
             self.script(os.path.join(self.build, path), TESTS)
         self.script(os.path.join(self.build, "bench", "bench_cuda_ops"), BENCH)
+        self.script(os.path.join(self.build, "unetcu"), UNETCU)
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
                         UNETCU_DEVICE_BUILD=self.build, MARKER=self.marker,
                         UNETCU_CHECK_PACK="1", UNETCU_CHECK_SANITIZE="*x*",
@@ -215,6 +243,33 @@ class DeviceCheckTest(unittest.TestCase):
         for label in ("step, serial schedule", "chained launches off", "graph API off"):
             self.assertIn(label, cut)
         self.assertNotIn("FAILED", output[output.rindex("unetcu device check ("):], output)
+
+    def test_training_and_predict_on_a_gpu(self):
+        output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1")
+        for mode in ("tf32", "fp32"):
+            train = self.row(output, f"train b16 128px {mode}")
+            self.assertIn(" ok ", train)
+            self.assertIn("4035 images/s (epoch 3), train loss 0.5, epoch 1 took 2.5 s", train)
+        self.assertIn("serve 1 of 1, 0 disagree: forward 16x128x128x16 -> 16 3x3 (tensor-core):"
+                      " 0.0281 vs 0.0464 ms", self.row(output, "direct convs vs cuDNN, tf32"))
+        predict = self.row(output, "predict --device cuda")
+        try:
+            import numpy  # noqa: F401  (the comparison's; CI may lack it)
+            self.assertIn("1 images; probabilities vs CPU", predict)
+        except ImportError:
+            self.assertIn("No module named 'numpy'", predict)
+        self.assertIn("skipped  bench_cudnn_fusion not built",
+                      self.row(output, "BatchNorm-fusion probe"))
+        labels = self.labels(output)
+        self.assertLess(labels.index("train b16 128px fp32"), labels.index("gpu ops vs LibTorch"))
+
+    def test_a_failed_training_is_tried_again_without_the_graph_api(self):
+        output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", FAIL_TRAIN="1")
+        self.assertIn("FAILED   ", self.row(output, "train b16 128px tf32"))
+        self.assertIn("see train-tf32.log", self.row(output, "train b16 128px tf32"))
+        self.assertIn("ok       4035 images/s (epoch 3)",
+                      self.row(output, "train tf32, graph API off"))
+        self.assertNotIn("predict --device cuda", self.labels(output))
 
     def test_a_quick_ab_times_its_settings_and_nothing_else(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", UNETCU_CHECK_AB="default;UNETCU_X=1",
