@@ -146,7 +146,6 @@ int side_stream_count() {
                    "weight-gradient streams");
 }
 
-
 // The convolutions that may replace cuDNN's where they apply (kernels/conv.h), each with its
 // variable:
 //   UNETCU_DIRECT_CONV  the hand-written direct convolutions (kernels/cuda/conv_narrow.cu) for
@@ -632,9 +631,10 @@ class CudaBackend final : public Backend {
     // step ran 1.3% slower with it serving: its blocks (two per SM, 80 registers a thread, the
     // whole kernel long) leave no room on the SMs for the compute stream's kernels
     // (bench/RESULTS.md). The tensor-core one takes a fraction of cuDNN's time where it serves
-    // (the eighth H100 run: 72 against 99 us at 16 -> 16, 126 against 194 at 32 -> 16), so
-    // holding the SMs for less time pays where a third less did not: without the direct
-    // kernels (UNETCU_DIRECT_CONV=0) that step ran 2.3% slower.
+    // (the eighth H100 run: 72 against 99 us at 16 -> 16, 126 against 194 at 32 -> 16), and
+    // the step with them and the tensor-core forward and data gradients serving ran 2.3% faster
+    // than without the direct kernels (UNETCU_DIRECT_CONV=0); the weight gradients' own share
+    // of that is unmeasured.
     const cuda::DirectKernel kind = direct_conv_ == ConvChoice::off
                                         ? cuda::DirectKernel::none
                                         : cuda::direct_backward_filter_kernel(sh, dy, x, tf32_);

@@ -10,7 +10,8 @@
 #      runs on the GPU: unetcu, the native test binaries, bench_cuda_ops and bench_cudnn_fusion
 #      (the CPU tests and benchmarks are CI's; building them here would spend the GPU's time);
 #   2c. with UNETCU_CHECK_SANITIZE=PATTERN, the native kernel tests PATTERN selects, plain and
-#      under compute-sanitizer (memcheck, racecheck, synccheck, initcheck);
+#      under compute-sanitizer (memcheck, racecheck, synccheck, initcheck): before a quick A/B,
+#      and in the full check after section 3;
 #   3. what every run must bring, first, so that a tight budget never cuts it: the native kernel
 #      tests (unetcu_cuda_tests, ctest); the CPU-vs-GPU training-step and parity checks
 #      (unetcu_backend_cuda_tests, with the memory plan's buffer guards on:
@@ -491,7 +492,8 @@ fi
 # (shared-memory hazards between a block's threads without a barrier between), synccheck
 # (barriers and warp collectives used wrongly) and initcheck (reads of device memory nothing
 # wrote). What the SIMT emulator cannot see on a GPU, checked for the kernels that have not yet
-# run on one; before an A/B (2b) or the full check. Where the machine's runtime refuses the
+# run on one; before an A/B (2b), or in the full check after what every run must bring
+# (section 3: a slow tool must not cut that). Where the machine's runtime refuses the
 # tool ("Device not supported"), its rows say skipped. Each tool has 150 s; racecheck is by far
 # the slowest (on an H100 the BatchNorm cluster tests, since removed, alone outlasted it), so
 # UNETCU_CHECK_RACECHECK=PATTERN gives it a narrower pattern of its own.
@@ -507,7 +509,9 @@ doctest_totals() {
   echo "cases ${cases:-?}, assertions ${asserts:-?}"
 }
 sanitize_pattern=${UNETCU_CHECK_SANITIZE:-}
-if [ -n "$sanitize_pattern" ]; then
+sanitizer_rows() {
+  local t tool pattern label status log first
+  [ -n "$sanitize_pattern" ] || return 0
   t=$(date +%s)
   if [ -x "$kernel_bin" ] && run kernel_tests_native 120 "$kernel_bin" -tc="$sanitize_pattern" &&
      ! grep -q '^SKIPPED' "$out/kernel_tests_native.log"; then
@@ -552,7 +556,9 @@ if [ -n "$sanitize_pattern" ]; then
         "$(elapsed "$t"), exit $status; ${first:-no report}; see sanitize_$tool.log"
     fi
   done
-fi
+}
+# Before a quick A/B (2b); in the full check after what every run must bring (section 3).
+[ -n "${UNETCU_CHECK_AB:-}" ] && sanitizer_rows
 
 # ---- 2b. a quick A/B of the step (opt-in) ----------------------------------------------------
 # UNETCU_CHECK_AB="SETTING;SETTING;...": only bench_cuda_ops' training step (ours, without
@@ -803,6 +809,8 @@ train_and_predict
 default_benchmarks
 pytorch_step
 step_profile
+# 2c's tools on the kernel tests asked for (UNETCU_CHECK_SANITIZE), when asked.
+sanitizer_rows
 
 # ---- 4. what has not yet run on a GPU -----------------------------------------------------------
 # Opt-in settings built but never measured: each checked against the CPU (those that change what

@@ -225,6 +225,12 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertIn(label[:26], labels, output)
         positions = [labels.index(label[:26]) for label in order]
         self.assertEqual(positions, sorted(positions), output)
+        # The tools asked for come after what every run must bring, before what is new.
+        output, _ = self.check(UNETCU_CHECK_BUDGET="120")
+        labels = self.labels(output)
+        self.assertLess(labels.index("step profile (ncu)"), labels.index("kernel tests *x*"))
+        self.assertLess(labels.index("compute-sanitizer initcheck"[:26]),
+                        labels.index("cpu-vs-gpu step, cuDNN knob variants"[:26]))
         for label in ("ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
                       "step timeline (cupti)", "step, serial schedule"):
             self.assertIn(" ok ", self.row(output, label + " "), output)
