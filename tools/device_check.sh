@@ -16,9 +16,9 @@
 #      tests (unetcu_cuda_tests, ctest); the CPU-vs-GPU training-step and parity checks
 #      (unetcu_backend_cuda_tests, with the memory plan's buffer guards on:
 #      UNETCU_BUFFER_GUARDS=1); training on generated data with --device cuda at batch 16,
-#      128x128 (TF32 on, then off; images/s from the last epoch, the first includes cuDNN's
-#      algorithm search and the graph captures) and `unetcu predict` from its weights on the GPU
-#      and the CPU, probabilities compared; bench_cuda_ops (every op and the training step, ours
+#      128x128, TF32 (images/s from the last epoch, the first includes cuDNN's algorithm search
+#      and the graph captures) and `unetcu predict` from its weights on the GPU and the CPU,
+#      probabilities compared; bench_cuda_ops (every op and the training step, ours
 #      vs LibTorch, the memory-bound ops against equal-size device copies) and the step's
 #      timeline (5 replayed steps under CUPTI's activity trace, bench_cuda_ops --trace-steps,
 #      read by tools/step_timeline.py: how the streams overlapped, where the compute stream
@@ -30,9 +30,10 @@
 #      against the CPU where it changes what the step computes and the step timed with it
 #      (UNETCU_CUDNN_KNOB_VARIANTS, UNETCU_CUDNN_DGRAD_AS_FORWARD=1, UNETCU_CUDNN_HEURISTICS_B=1,
 #      UNETCU_UPSAMPLE_IN_PLACE=0, UNETCU_CUDNN_CANDIDATES=32), then the BatchNorm-fusion probe
-#      (bench_cudnn_fusion; UNETCU_CHECK_FUSION=0 leaves it out);
-#   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: the
-#      CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
+#      (bench_cudnn_fusion; UNETCU_CHECK_FUSION=0 leaves it out) and Nsight Compute's full
+#      sections for the step's first two BatchNorms each way (why they stay below the copy);
+#   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: training
+#      with --no-tf32, the CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
 #      with UNETCU_GEMM_SEARCH=1, UNETCU_CUDNN_WGRAD_SMS=112, UNETCU_PATH_TIMING=1,
 #      UNETCU_LOSS_CLUSTER=1, UNETCU_BN_RELU_MASK_FROM_INPUT=0,
 #      UNETCU_STREAM_PRIORITY=0, UNETCU_WGRAD_STREAMS=1, UNETCU_LATE_JOIN=0, the serial schedule,
@@ -434,29 +435,36 @@ step_variant() {
 # words; none by default), e.g. an opt-in path's kernels. Every section replays each kernel
 # several times (about 40 passes), so only a few kernels.
 ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | tail -1)
-ncu_detail_rows() {
-  local ncu_detail=${UNETCU_NCU_DETAIL:-} t
-  [ -n "$ncu_detail" ] || return 0
+# ncu_detail NAME LABEL REGEX COUNT BASE SETTING: Nsight Compute's full sections for the first
+# COUNT kernels of one replayed step whose names (BASE: ncu's --kernel-name-base, function or
+# demangled, which holds the template arguments) match REGEX, under SETTING, into NAME.log.
+ncu_detail() {
+  local name=$1 label=$2 regex=$3 count=$4 base=$5 setting=$6 t kernels
   if [ -z "$gpu" ] || [ ! -x "$gpu_bench" ] || [ -z "$ncu_bin" ]; then
-    row "kernel details (ncu)" skipped "needs a GPU, bench_cuda_ops and ncu"
+    row "$label" skipped "needs a GPU, bench_cuda_ops and ncu"
     return 0
   fi
   t=$(date +%s)
   # shellcheck disable=SC2086  # the setting may hold several VAR=value words
-  if run ncu_detail 120 env ${UNETCU_NCU_DETAIL_SETTING:-} "$ncu_bin" --profile-from-start off \
-       -k "regex:$ncu_detail" \
-       -c "${UNETCU_NCU_DETAIL_COUNT:-12}" --section SpeedOfLight --section Occupancy \
+  if run "$name" 120 env $setting "$ncu_bin" --profile-from-start off \
+       --kernel-name-base "$base" -k "regex:$regex" \
+       -c "$count" --section SpeedOfLight --section Occupancy \
        --section LaunchStats --section WarpStateStats --section SchedulerStats \
        --section MemoryWorkloadAnalysis --section SourceCounters --cache-control none \
        --clock-control none \
        "$gpu_bench" --profile-steps 1; then
-    local kernels setting=${UNETCU_NCU_DETAIL_SETTING:-}
-    kernels=$(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' "$out/ncu_detail.log")
-    kernels="$kernels kernels matching '$ncu_detail' in ncu_detail.log"
-    row "kernel details (ncu)" ok "$(elapsed "$t"); $kernels${setting:+ (with $setting)}"
+    kernels=$(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' "$out/$name.log")
+    row "$label" ok "$(elapsed "$t"); $kernels kernels matching '$regex' in $name.log${setting:+\
+ (with $setting)}"
   else
-    not_ok ncu_detail "kernel details (ncu)" "$(elapsed "$t"); see ncu_detail.log"
+    not_ok "$name" "$label" "$(elapsed "$t"); see $name.log"
   fi
+}
+# With UNETCU_NCU_DETAIL=REGEX (section 6, and after a quick A/B).
+ncu_detail_rows() {
+  [ -n "${UNETCU_NCU_DETAIL:-}" ] || return 0
+  ncu_detail ncu_detail "kernel details (ncu)" "$UNETCU_NCU_DETAIL" \
+    "${UNETCU_NCU_DETAIL_COUNT:-12}" function "${UNETCU_NCU_DETAIL_SETTING:-}"
 }
 
 # ---- the BatchNorm-fusion probe --------------------------------------------------------------
@@ -622,9 +630,48 @@ native_kernel_tests() {
 # the direct kernels served; then `unetcu predict` from its weights on 8 images, on the GPU and
 # the CPU, probabilities compared.
 unetcu=$build/unetcu
+# Three epochs of training in MODE (tf32, or fp32: --no-tf32) on the generated data, its row;
+# when it fails, again without cuDNN's graph API (a figure still, and whether that path is the
+# cause).
+train_mode() {
+  local mode=$1 data=$out/synth-data t extra run_dir ips loss first
+  t=$(date +%s)
+  extra=()
+  [ "$mode" = fp32 ] && extra=(--no-tf32)
+  run_dir=$out/train-$mode
+  rm -rf "$run_dir"
+  if run "train-$mode" 240 "$unetcu" train "$data" --device cuda --batch-size 16 \
+       --image-size 128 --epochs 3 --val-frac 0.03 --test-frac 0.03 --out "$run_dir" \
+       "${extra[@]}"; then
+    ips=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"images_per_sec": *[0-9.e+-]*' |
+      sed 's/.*: *//')
+    loss=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"train_loss": *[0-9.e+-]*' |
+      sed 's/.*: *//')
+    # The first epoch holds cuDNN's algorithm search and the graph captures: their cost.
+    first=$(head -1 "$run_dir/metrics.jsonl" 2>/dev/null |
+      grep -o '"epoch_seconds": *[0-9.e+-]*' | sed 's/.*: *//')
+    row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}, epoch 1 took ${first:-?} s"
+  elif grep -q '^not run: ' "$out/train-$mode.log"; then
+    not_ok "train-$mode" "train b16 128px $mode" ""
+  else
+    not_ok "train-$mode" "train b16 128px $mode" "$(elapsed "$t"); see train-$mode.log"
+    # Still get a figure, and tell whether cuDNN's graph-API path is the cause.
+    t=$(date +%s)
+    rm -rf "$run_dir-nograph"
+    if run "train-$mode-nograph" 240 env UNETCU_CUDNN_GRAPH=0 "$unetcu" train "$data" \
+         --device cuda --batch-size 16 --image-size 128 --epochs 3 --val-frac 0.03 \
+         --test-frac 0.03 --out "$run_dir-nograph" "${extra[@]}"; then
+      ips=$(tail -1 "$run_dir-nograph/metrics.jsonl" 2>/dev/null |
+        grep -o '"images_per_sec": *[0-9.e+-]*' | sed 's/.*: *//')
+      row "train $mode, graph API off" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3)"
+    else
+      not_ok "train-$mode-nograph" "train $mode, graph API off" \
+        "$(elapsed "$t"); see train-$mode-nograph.log"
+    fi
+  fi
+}
 train_and_predict() {
-  local data=$out/synth-data t mode extra run_dir ips loss first algos rival tried disagree \
-    served ckpt
+  local data=$out/synth-data t algos rival tried disagree served ckpt
   if [ -z "$gpu" ]; then
     row "train" skipped "no GPU (nvidia-smi found none)"
     return 0
@@ -638,42 +685,7 @@ train_and_predict() {
     not_ok synth "train" "$(elapsed "$t"); synth failed; see synth.log"
     return 0
   fi
-  for mode in tf32 fp32; do
-    t=$(date +%s)
-    extra=()
-    [ "$mode" = fp32 ] && extra=(--no-tf32)
-    run_dir=$out/train-$mode
-    rm -rf "$run_dir"
-    if run "train-$mode" 240 "$unetcu" train "$data" --device cuda --batch-size 16 \
-         --image-size 128 --epochs 3 --val-frac 0.03 --test-frac 0.03 --out "$run_dir" \
-         "${extra[@]}"; then
-      ips=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"images_per_sec": *[0-9.e+-]*' |
-        sed 's/.*: *//')
-      loss=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"train_loss": *[0-9.e+-]*' |
-        sed 's/.*: *//')
-      # The first epoch holds cuDNN's algorithm search and the graph captures: their cost.
-      first=$(head -1 "$run_dir/metrics.jsonl" 2>/dev/null |
-        grep -o '"epoch_seconds": *[0-9.e+-]*' | sed 's/.*: *//')
-      row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}, epoch 1 took ${first:-?} s"
-    elif grep -q '^not run: ' "$out/train-$mode.log"; then
-      not_ok "train-$mode" "train b16 128px $mode" ""
-    else
-      not_ok "train-$mode" "train b16 128px $mode" "$(elapsed "$t"); see train-$mode.log"
-      # Still get a figure, and tell whether cuDNN's graph-API path is the cause.
-      t=$(date +%s)
-      rm -rf "$run_dir-nograph"
-      if run "train-$mode-nograph" 240 env UNETCU_CUDNN_GRAPH=0 "$unetcu" train "$data" \
-           --device cuda --batch-size 16 --image-size 128 --epochs 3 --val-frac 0.03 \
-           --test-frac 0.03 --out "$run_dir-nograph" "${extra[@]}"; then
-        ips=$(tail -1 "$run_dir-nograph/metrics.jsonl" 2>/dev/null |
-          grep -o '"images_per_sec": *[0-9.e+-]*' | sed 's/.*: *//')
-        row "train $mode, graph API off" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3)"
-      else
-        not_ok "train-$mode-nograph" "train $mode, graph API off" \
-          "$(elapsed "$t"); see train-$mode-nograph.log"
-      fi
-    fi
-  done
+  train_mode tf32
   # Where the direct kernels won their timing against cuDNN's choice in the TF32 run (the
   # "rival" notes of algorithms.txt; with TF32 the forward's and data gradient's direct kernel
   # is the tensor-core one where it applies): direction and shape, their time, cuDNN's, and
@@ -841,10 +853,21 @@ bench_runs && step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN config
 if [ "${UNETCU_CHECK_FUSION:-1}" != 0 ] && [ -n "$gpu" ]; then
   fusion_probe_row 100
 fi
+# Why the BatchNorms in training stay at 53-61% of the copy (the eighth run): Nsight Compute's
+# sections for the first two of the step's multi-block BatchNorms each way, three kernels each
+# (statistics sums, final, normalising pass: encoder.bn1 and layer1's first; gradient sums,
+# final, gradient pass: the decoder's last two, 262,144 rows of 16 channels), where they run in
+# the step, caches as the kernels before them left them.
+ncu_detail ncu_bn_forward "BatchNorm forward (ncu)" 'StatsSrc|StatsEpilogue|Normalize<' 6 \
+  demangled ""
+ncu_detail ncu_bn_backward "BatchNorm backward (ncu)" 'GradSrc|GradEpilogue|GradApply<' 6 \
+  demangled ""
 
 # ---- 5. measured before: again while the budget lasts -------------------------------------------
-# What earlier runs measured (bench/RESULTS.md): each opt-in setting's CPU-vs-GPU steps, then the
-# step with each default turned off and each opt-in on, newest first; the budget cuts the last.
+# What earlier runs measured (bench/RESULTS.md): training with full fp32 convolutions
+# (--no-tf32), each opt-in setting's CPU-vs-GPU steps, then the step with each default turned
+# off and each opt-in on, newest first; the budget cuts the last.
+[ -n "$gpu" ] && [ -d "$out/synth-data" ] && [ -x "$unetcu" ] && train_mode fp32
 # The forward and backward-data as a cuBLAS GEMM and a gather wherever they apply (the deep
 # layers), not only where timed faster: the cuBLAS calls' dimensions on the real step.
 step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1

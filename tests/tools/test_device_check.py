@@ -92,6 +92,19 @@ case $cmd in
 esac
 """
 
+# ncu: with --csv a kernel duration table (tools/ncu_step_summary.py reads it), else (the full
+# sections) one profiled kernel's header line; each call's arguments go to $NCU_ARGS.
+NCU = r"""#!/bin/bash
+echo "$*" >> "$NCU_ARGS"
+case " $* " in
+  *" --csv "*)
+    echo '"ID","Kernel Name","Grid Size","gpu__time_duration.sum"'
+    echo '"","","","usecond"'
+    for i in 0 1 2; do echo "\"$i\",\"map_rows_kernel\",\"(1, 8, 1)\",\"4.5\""; done;;
+  *) echo "  void unetcu::cuda::detail::map_rows_kernel<Normalize<4>>(T1) (1, 8, 1)x(256, 1, 1), Context 1";;
+esac
+"""
+
 CTEST = r"""#!/bin/sh
 if [ -n "${PHASE_SECONDS:-}" ]; then sleep "$PHASE_SECONDS"; fi
 echo '100% tests passed, 0 tests failed out of 1'
@@ -115,12 +128,14 @@ class DeviceCheckTest(unittest.TestCase):
                     "#!/bin/sh\n[ \"${STAND_IN_GPU:-0}\" = 1 ] || exit 1\n"
                     "echo 'NVIDIA Stand-in, 580.0'\n")
         self.script(os.path.join(bin_dir, "compute-sanitizer"), SANITIZER)
+        self.script(os.path.join(bin_dir, "ncu"), NCU)
         for path in ("tests/emu/unetcu_cuda_tests", "tests/backend/unetcu_backend_cuda_tests"):
             self.script(os.path.join(self.build, path), TESTS)
         self.script(os.path.join(self.build, "bench", "bench_cuda_ops"), BENCH)
         self.script(os.path.join(self.build, "unetcu"), UNETCU)
         self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
                         UNETCU_DEVICE_BUILD=self.build, MARKER=self.marker,
+                        NCU_ARGS=os.path.join(self.tmp, "ncu_args"),
                         UNETCU_CHECK_PACK="1", UNETCU_CHECK_SANITIZE="*x*",
                         UNETCU_CHECK_BUDGET="60")
 
@@ -267,7 +282,24 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertIn("skipped  bench_cudnn_fusion not built",
                       self.row(output, "BatchNorm-fusion probe"))
         labels = self.labels(output)
-        self.assertLess(labels.index("train b16 128px fp32"), labels.index("gpu ops vs LibTorch"))
+        # TF32 among what every run must bring, fp32 among what earlier runs measured.
+        self.assertLess(labels.index("train b16 128px tf32"), labels.index("gpu ops vs LibTorch"))
+        self.assertLess(labels.index("BatchNorm backward (ncu)"),
+                        labels.index("train b16 128px fp32"))
+        self.assertLess(labels.index("train b16 128px fp32"),
+                        labels.index("cpu-vs-gpu step, GEMM convolutions always"[:26]))
+        # Nsight Compute: the step's profile, then the BatchNorms' sections by their template
+        # arguments (the demangled names).
+        self.assertIn(" ok ", self.row(output, "step profile (ncu)"))
+        for label, regex in (("BatchNorm forward (ncu)", "StatsSrc|StatsEpilogue|Normalize<"),
+                             ("BatchNorm backward (ncu)", "GradSrc|GradEpilogue|GradApply<")):
+            self.assertIn("ok       ", self.row(output, label))
+            self.assertIn(f"1 kernels matching '{regex}'", self.row(output, label))
+        with open(os.path.join(self.tmp, "ncu_args")) as f:
+            calls = f.read().splitlines()
+        detail = [c for c in calls if "--kernel-name-base demangled" in c]
+        self.assertEqual(len(detail), 2, calls)
+        self.assertTrue(all(" -c 6 " in c and "--profile-steps 1" in c for c in detail), calls)
 
     def test_a_failed_training_is_tried_again_without_the_graph_api(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", FAIL_TRAIN="1")
