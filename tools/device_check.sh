@@ -812,7 +812,7 @@ step_profile() {
 
 # ---- 3. what every run must bring ---------------------------------------------------------------
 # Correctness first (every kernel natively, then whole steps against the CPU), then the figures
-# each run records: training and predict, every op and the default step against LibTorch, the
+# each run records: TF32 training and predict, every op and the default step against LibTorch, the
 # memory-bound table, the step's timeline, PyTorch's step and Nsight Compute's profile. Sections
 # 4 and 5 come after, so a tight budget cuts them, never these.
 native_kernel_tests
@@ -826,7 +826,8 @@ sanitizer_rows
 
 # ---- 4. what has not yet run on a GPU -----------------------------------------------------------
 # Opt-in settings built but never measured: each checked against the CPU (those that change what
-# the step computes), then the step timed with it; the fusion probe last (the longest).
+# the step computes), then the step timed with it; then the fusion probe and the BatchNorms'
+# Nsight Compute sections (the longest).
 # Knob variants of cuDNN's two best configurations timed beside them: whether a tile size or split
 # the heuristics do not offer fills the card at the deep layers ("knob variant" in the log).
 step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
