@@ -69,7 +69,8 @@
 # A/B too),
 # UNETCU_CHECK_SANITIZE=PATTERN (2c: the native kernel tests PATTERN matches, plain and under
 # compute-sanitizer's memcheck, racecheck, synccheck and initcheck; off by default;
-# UNETCU_CHECK_RACECHECK=PATTERN narrows racecheck's), UNETCU_CHECK_PACK=1 (OUTDIR ends as
+# UNETCU_CHECK_RACECHECK=PATTERN narrows racecheck's; UNETCU_CHECK_SANITIZE_TOOLS="racecheck"
+# runs only the tools it names), UNETCU_CHECK_PACK=1 (OUTDIR ends as
 # summary.txt and logs.tar.gz, every other log packed; also when the check is stopped).
 set -uo pipefail
 
@@ -529,7 +530,8 @@ sanitizer_rows() {
     not_ok kernel_tests_native "kernel tests $sanitize_pattern" "$(elapsed "$t");\
  $(first_failure "$out/kernel_tests_native.log"); see kernel_tests_native.log"
   fi
-  for tool in memcheck racecheck synccheck initcheck; do
+  # shellcheck disable=SC2086  # the tools are words
+  for tool in ${UNETCU_CHECK_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
     t=$(date +%s)
     if [ -z "$sanitizer_bin" ] || [ ! -x "$kernel_bin" ]; then
       row "compute-sanitizer $tool" skipped "needs compute-sanitizer and unetcu_cuda_tests"

@@ -322,6 +322,15 @@ class DeviceCheckTest(unittest.TestCase):
                       "not run"):
             self.assertNotIn(label, labels)
 
+    def test_only_the_sanitizer_tools_asked_for_run(self):
+        output, _ = self.check(UNETCU_CHECK_SANITIZE_TOOLS="racecheck initcheck")
+        labels = self.labels(output)
+        self.assertIn("kernel tests *x*", labels)
+        self.assertIn("FAILED", self.row(output, "compute-sanitizer racecheck"))
+        self.assertIn("ok", self.row(output, "compute-sanitizer initcheck"))
+        for tool in ("memcheck", "synccheck"):
+            self.assertNotIn(f"compute-sanitizer {tool}", labels)
+
     def test_a_stopped_check_prints_its_table_and_packs_at_once(self):
         output, seconds = self.check(stop_at="sanitize_racecheck.log",
                                      UNETCU_CHECK_RACECHECK="*hang*")
