@@ -673,7 +673,7 @@ train_mode() {
   fi
 }
 train_and_predict() {
-  local data=$out/synth-data t algos rival tried disagree served ckpt
+  local data=$out/synth-data t algos rival tried disagree served ckpt imgs
   if [ -z "$gpu" ]; then
     row "train" skipped "no GPU (nvidia-smi found none)"
     return 0
