@@ -731,10 +731,10 @@ struct FusedBnCase : OpCase, BnInputs {
   }
 };
 
-// A case with one of its opt-in paths on (the loss reductions in one launch), for the same
-// pair as its default form: the probes that decide whether they become the default. Path
-// timing (kernels/path_timing.h) is off while a probe runs, or it would time the probe's path
-// against the others and run the fastest.
+// A case with one of its opt-in paths on (the loss reductions in one launch, the BatchNorm
+// passes last rows first), for the same pair as its default form: the probes that decide
+// whether they become the default. Path timing (kernels/path_timing.h) is off while a probe
+// runs, or it would time the probe's path against the others and run the fastest.
 struct OptIn {
   const char* suffix;  // of the probe's family: "dice.fwd" -> "dice.fwd.cluster"
   void (*set)(bool);
@@ -742,6 +742,9 @@ struct OptIn {
 };
 // The loss reductions in one launch each, the Dice sums' through a cluster (kernels/loss.h).
 constexpr OptIn kLossCluster{".cluster", cuda::set_loss_cluster, cuda::loss_cluster};
+// The BatchNorms' second pass from the last rows to the first (kernels/batchnorm.h).
+constexpr OptIn kBnPassLastFirst{".last_first", cuda::set_batchnorm_pass_last_first,
+                                 cuda::batchnorm_pass_last_first};
 
 template <class Case>
 struct OptInCase : Case {
@@ -773,9 +776,18 @@ PairInfo probe_of(const PairInfo& p, const OptIn& opt) {
   return probe;
 }
 
+template <class Case, class Op>
+void register_probe(const PairInfo& p, const OptIn& opt, ActInfo a, Op op, uint64_t s) {
+  register_gpu_pair(probe_of(p, opt), [opt, a, op, s] {
+    return std::make_unique<OptInCase<Case>>(opt, a, op, s);
+  });
+}
+
 void register_batchnorms(const Graph& g) {
   uint64_t seed = for_each_batchnorm_pair(g, [](const PairInfo& p, ActInfo a, BnOp op, uint64_t s) {
     register_gpu_pair(p, [a, op, s] { return std::make_unique<BnCase>(a, op, s); });
+    if (op == BnOp::train_forward || op == BnOp::backward)
+      register_probe<BnCase>(p, kBnPassLastFirst, a, op, s);
   });
   // The fused forms go on from the plain ones' seeds, so the two suites' BatchNorm inputs match.
   // The fused forms at the shapes of the ReLUs and add+ReLUs they replace. Bytes a value: each
@@ -804,6 +816,7 @@ void register_batchnorms(const Graph& g) {
       const FusedOp op = o.op;
       const uint64_t s = seed += 10;
       register_gpu_pair(p, [a, op, s] { return std::make_unique<FusedBnCase>(a, op, s); });
+      register_probe<FusedBnCase>(p, kBnPassLastFirst, a, op, s);
     }
   }
 }

@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "kernels/batchnorm.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/elementwise.h"
@@ -352,8 +353,9 @@ class CudaBackend final : public Backend {
        << ", Adam " << (early_adam_switch().get() ? "in parts beside the backward pass"
                                                   : "after it");
     if (prioritised_) os << ", compute stream at the greatest priority";
-    // The opt-in loss path, read as the kernels read it (at each call).
+    // The opt-in kernel paths, read as the kernels read them (at each call).
     if (cuda::loss_cluster()) os << ", Dice and counts in one cluster";
+    if (cuda::batchnorm_pass_last_first()) os << ", BatchNorm passes last rows first";
     if (cuda::path_timing()) os << ", loss and head paths timed per shape";
     return os.str();
   }

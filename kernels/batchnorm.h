@@ -60,6 +60,15 @@ namespace cuda {
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh);
 
+// Where the training forward and the backward take three kernels (more rows than one block
+// holds: the sums' partials, their final addition, then a pass that reads the tensor again to
+// write y or dx), UNETCU_BN_PASS_LAST_FIRST=1 (or set_batchnorm_pass_last_first(true)) runs
+// that pass from the last rows to the first in one wave of blocks, so that it reads first what
+// the sums read last (the likeliest to be still in L2). Off by default until a GPU has timed
+// it; the outputs are the same bits either way (the pass is element by element).
+void set_batchnorm_pass_last_first(bool on);
+bool batchnorm_pass_last_first();
+
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var,
                              const float* x, const float* gamma, const float* beta,

@@ -29,9 +29,10 @@
 #   4. what has not yet run on a GPU: the opt-in settings built but never measured, each checked
 #      against the CPU where it changes what the step computes and the step timed with it
 #      (UNETCU_CUDNN_KNOB_VARIANTS, UNETCU_CUDNN_DGRAD_AS_FORWARD=1, UNETCU_CUDNN_HEURISTICS_B=1,
-#      UNETCU_UPSAMPLE_IN_PLACE=0, UNETCU_CUDNN_CANDIDATES=32), then the BatchNorm-fusion probe
-#      (bench_cudnn_fusion; UNETCU_CHECK_FUSION=0 leaves it out) and Nsight Compute's full
-#      sections for the step's first two BatchNorms each way (why they stay below the copy);
+#      UNETCU_UPSAMPLE_IN_PLACE=0, UNETCU_BN_PASS_LAST_FIRST=1, UNETCU_CUDNN_CANDIDATES=32),
+#      then the BatchNorm-fusion probe (bench_cudnn_fusion; UNETCU_CHECK_FUSION=0 leaves it
+#      out) and Nsight Compute's full sections for the step's first two BatchNorms each way
+#      (why they stay below the copy), then for their passes last rows first;
 #   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: training
 #      with --no-tf32, the CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
 #      with UNETCU_GEMM_SEARCH=1, UNETCU_CUDNN_WGRAD_SMS=112, UNETCU_PATH_TIMING=1,
@@ -850,6 +851,13 @@ bench_runs && bench_variant bench_cuda_ops_heuristics_b "step, cuDNN heuristics 
 step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
 bench_runs && step_bench bench_cuda_ops_concat_copies "step, concat copies" \
   UNETCU_UPSAMPLE_IN_PLACE=0
+# The BatchNorms' second passes (normalising, forming dx) from the last rows to the first, in one
+# wave: whether meeting first the rows the sums read last keeps more of the second read in L2.
+# The outputs are the same bits, so the check is the emulated one's, run natively.
+step_variant step_check_bn_last_first "cpu-vs-gpu step, BN passes last first" \
+  UNETCU_BN_PASS_LAST_FIRST=1
+bench_runs && step_bench bench_cuda_ops_bn_last_first "step, BN passes last first" \
+  UNETCU_BN_PASS_LAST_FIRST=1
 # 32 of the heuristics' configurations timed per shape instead of 12.
 bench_runs && step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" \
   UNETCU_CUDNN_CANDIDATES=32
@@ -865,6 +873,9 @@ ncu_detail ncu_bn_forward "BatchNorm forward (ncu)" 'StatsSrc|StatsEpilogue|Norm
   demangled ""
 ncu_detail ncu_bn_backward "BatchNorm backward (ncu)" 'GradSrc|GradEpilogue|GradApply<' 6 \
   demangled ""
+# The same passes last rows first: their L2 hit rates beside the two rows above.
+ncu_detail ncu_bn_last_first "BN passes last first (ncu)" 'Normalize<|GradApply<' 4 \
+  demangled UNETCU_BN_PASS_LAST_FIRST=1
 
 # ---- 5. measured before: again while the budget lasts -------------------------------------------
 # What earlier runs measured (bench/RESULTS.md): training with full fp32 convolutions

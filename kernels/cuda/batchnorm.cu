@@ -369,6 +369,7 @@ size_t partials_bytes(const BatchNormShape& sh) {
 }
 
 EnvSwitch g_relu_mask_from_input{"UNETCU_BN_RELU_MASK_FROM_INPUT", true};
+EnvSwitch g_pass_last_rows_first{"UNETCU_BN_PASS_LAST_FIRST", false};
 
 float* coefs_of(void* workspace, const BatchNormShape& sh) {
   return reinterpret_cast<float*>(static_cast<char*>(workspace) + partials_bytes(sh));
@@ -377,7 +378,8 @@ float* coefs_of(void* workspace, const BatchNormShape& sh) {
 // The sums `src` (one channel per thread) and `vector_src` (V channels per thread) with their
 // epilogue, then the pass `map` over the same rows at vector width V: one kernel,
 // reduce_then_map, when V == 4 and the rows fit one block per vector column; else reduce_rows
-// then map_rows (three kernels).
+// then map_rows (three kernels), or map_rows_last_first with UNETCU_BN_PASS_LAST_FIRST=1: the
+// pass then reads first the rows the sums read last (kernels/batchnorm.h).
 template <int V, class Src, class VectorSrc, class Epilogue, class Map>
 void reduce_then_apply(const Src& src, const VectorSrc& vector_src, const Epilogue& epilogue,
                        const Map& map, const BatchNormShape& sh, void* workspace,
@@ -391,7 +393,10 @@ void reduce_then_apply(const Src& src, const VectorSrc& vector_src, const Epilog
     }
   }
   detail::reduce_rows<2>(src, epilogue, stats_tiling(sh), partials_of(workspace), stream);
-  detail::map_rows(map, sh.rows, sh.c / V, stream);
+  if (g_pass_last_rows_first.get())
+    detail::map_rows_last_first(map, sh.rows, sh.c / V, stream);
+  else
+    detail::map_rows(map, sh.rows, sh.c / V, stream);
 }
 
 void normalize_pass(float* y, const float* x, const float* residual, const float* mean,
@@ -478,6 +483,8 @@ void backward(float* dx, float* dresidual, float* dgamma, float* dbeta, const fl
 
 void set_batchnorm_relu_mask_from_input(bool on) { g_relu_mask_from_input.set(on); }
 bool batchnorm_relu_mask_from_input() { return g_relu_mask_from_input.get(); }
+void set_batchnorm_pass_last_first(bool on) { g_pass_last_rows_first.set(on); }
+bool batchnorm_pass_last_first() { return g_pass_last_rows_first.get(); }
 
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
   return partials_bytes(sh) + detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));

@@ -177,16 +177,23 @@ inline RowTiling reduce_tiling(int64_t rows, int cols, int batches = 1) {
 // ---- map_rows --------------------------------------------------------------------------------
 
 // Op::column(col) builds the per-thread state for one column; calling it with a row index
-// processes that (row, col) element.
-template <class Op>
+// processes that (row, col) element. A thread takes the rows first, first + step, ...; with
+// LastFirst the same rows from its last one down.
+template <class Op, bool LastFirst = false>
 __global__ void __launch_bounds__(kThreads) map_rows_kernel(Op op, RowTiling t) {
   UNETCU_GRID_DEPENDENCY_SYNC();
   const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
   const int lane = int(threadIdx.x) / t.tile;
-  if (col >= t.cols) return;  // no barrier in this kernel, so leaving early is safe
+  const int64_t first = int64_t(blockIdx.y) * t.lanes + lane;
+  // No barrier in this kernel, so leaving early is safe.
+  if (col >= t.cols || first >= t.rows) return;
   const auto column = op.column(col);
   const int64_t step = int64_t(t.lanes) * gridDim.y;
-  for (int64_t r = int64_t(blockIdx.y) * t.lanes + lane; r < t.rows; r += step) column(r);
+  if constexpr (LastFirst) {
+    for (int64_t r = first + (t.rows - 1 - first) / step * step; r >= first; r -= step) column(r);
+  } else {
+    for (int64_t r = first; r < t.rows; r += step) column(r);
+  }
 }
 
 template <class Op>
@@ -195,6 +202,21 @@ inline void map_rows(const Op& op, int64_t rows, int cols, cudaStream_t stream) 
   const RowTiling t = map_tiling(rows, cols);
   UNETCU_LAUNCH_CHAINED((map_rows_kernel<Op>), dim3(t.tiles, t.row_blocks), t.tile * t.lanes, 0,
                         stream)(op, t);
+}
+
+// map_rows with the rows taken from the last to the first, by one wave of blocks (as many as
+// the device holds at once; map_rows may take two): every block then walks the same windows of
+// rows at about the same time, from the top window down. A pass over rows that a reduce_rows
+// (which walks its windows upwards, in one wave) has just read so meets first the rows read
+// last, the likeliest to be still in L2, where map_rows would start with those read first,
+// the likeliest to be gone (bench/RESULTS.md has whether it pays).
+template <class Op>
+inline void map_rows_last_first(const Op& op, int64_t rows, int cols, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return;
+  static const int wave = max_cooperative_blocks(map_rows_kernel<Op, true>, kThreads, 0);
+  const RowTiling t = row_tiling(rows, cols, 1, 1, wave > 0 ? wave : kMaxBlocks);
+  UNETCU_LAUNCH_CHAINED((map_rows_kernel<Op, true>), dim3(t.tiles, t.row_blocks),
+                        t.tile * t.lanes, 0, stream)(op, t);
 }
 
 // ---- reduce_rows -----------------------------------------------------------------------------

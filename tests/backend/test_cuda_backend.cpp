@@ -807,6 +807,7 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   for (const auto& [variable, words] :
        {std::pair<const char*, const char*>{"UNETCU_LOSS_CLUSTER",
                                             "Dice and counts in one cluster"},
+        {"UNETCU_BN_PASS_LAST_FIRST", "BatchNorm passes last rows first"},
         {"UNETCU_PATH_TIMING", "paths timed per shape"}}) {
     CAPTURE(variable);
     CHECK(test::contains(backend->describe(), words) == set_to_one(variable));

@@ -99,8 +99,10 @@ Switched relu_mask_from_input(bool on) {
 }
 
 // One shape, all three fusions, against the reference; both schedules bit-identical. Under the
-// emulator, `launches` (when >= 0) is the number of kernels each call must take.
-void check_train_forward(const BnCase& bc, int launches = -1) {
+// emulator, `launches` (when >= 0) is the number of kernels each call must take. Returns each
+// fusion's outputs.
+std::vector<Outputs> check_train_forward(const BnCase& bc, int launches = -1) {
+  std::vector<Outputs> all;
   for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
     const std::string shape = shape_name(bc);
     CAPTURE(shape);
@@ -154,7 +156,9 @@ void check_train_forward(const BnCase& bc, int launches = -1) {
     check_close(out.get<float>("save_invstd"), invstd, 0.0, 1e-6, "save_invstd");
     check_close(out.get<float>("running_mean"), rm, 1e-7, 1e-6, "running_mean");
     check_close(out.get<float>("running_var"), rv, 0.0, 1e-6, "running_var");
+    all.push_back(out);
   }
+  return all;
 }
 
 TEST_CASE("cuda batchnorm train forward (plain and fused) matches the reference") {
@@ -208,8 +212,10 @@ TEST_CASE("cuda batchnorm eval forward (plain and fused) matches the reference")
 // schedules bit-identical. Under the emulator, `launches` (when >= 0) is the number of kernels
 // each call must take. y and the statistics here are the CPU reference's, so the mask is taken
 // from y; the mask formed from x, which assumes our forward's y, has its own test below.
-void check_backward(const BnCase& bc, int launches = -1) {
+// Returns the outputs of each (fusion, mode).
+std::vector<Outputs> check_backward(const BnCase& bc, int launches = -1) {
   const Switched from_y = relu_mask_from_input(false);
+  std::vector<Outputs> all;
   {
     for (Fusion f : {Fusion::none, Fusion::relu, Fusion::add_relu}) {
       for (GradMode dx_mode : kGradModes) {
@@ -300,9 +306,11 @@ void check_backward(const BnCase& bc, int launches = -1) {
           const auto dres = out.get<float>("dresidual");
           if (res_mode == GradMode::accumulate) check_same_bits(dres, dres0, "dresidual untouched");
         }
+        all.push_back(out);
       }
     }
   }
+  return all;
 }
 
 TEST_CASE("cuda batchnorm backward (plain and fused) matches the reference in all grad modes") {
@@ -325,6 +333,68 @@ TEST_CASE("cuda batchnorm takes one kernel where a block holds the rows, three o
   check_train_forward({2, 20, 21, 3, 0}, kThree);
   check_backward({2, 20, 21, 3, 0}, kThree);
   check_train_forward({1, 8, 8, 64, 1}, kThree);
+}
+
+Switched pass_last_first(bool on) {
+  return {cuda::set_batchnorm_pass_last_first, cuda::batchnorm_pass_last_first, on};
+}
+
+// Every output of `got` bit for bit equal to the same output of `want`.
+void check_same_outputs(const std::vector<Outputs>& got, const std::vector<Outputs>& want,
+                        std::initializer_list<const char*> names) {
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    for (const char* name : names)
+      check_same_bits(got[i].get<float>(name), want[i].get<float>(name), name);
+  }
+}
+
+// The second pass last rows first (UNETCU_BN_PASS_LAST_FIRST): against the reference, both
+// schedules bit-identical and three kernels, as the default; and the default's bits, since only
+// the order of an element-by-element pass changed. Multi-block shapes, vectorised and scalar
+// (3 channels; 300 misaligned, two column tiles). Under the emulator, where a wave is 64 blocks:
+// 10,000 rows of 16 channels (4 float4 columns, 64 rows a block) give the default pass
+// ceil(10,000 / 64) = 157 blocks and this one 64, each thread 2 or 3 rows.
+TEST_CASE("cuda batchnorm passes last rows first give the default's bits") {
+#if defined(UNETCU_TEST_EMULATED)
+  const int kThree = 3;
+#else
+  const int kThree = -1;  // counted by the emulator
+#endif
+  for (const BnCase& bc : {BnCase{4, 50, 50, 16, 0}, BnCase{2, 33, 32, 64, 0},
+                           BnCase{1, 33, 33, 3, 0}, BnCase{1, 20, 30, 300, 1}}) {
+    const std::string shape = shape_name(bc);
+    CAPTURE(shape);
+    std::vector<Outputs> forward[2], backward[2];
+    for (bool last_first : {false, true}) {
+      const Switched order = pass_last_first(last_first);
+      forward[last_first] = check_train_forward(bc, last_first ? kThree : -1);
+      backward[last_first] = check_backward(bc, last_first ? kThree : -1);
+    }
+    check_same_outputs(forward[1], forward[0],
+                       {"y", "save_mean", "save_invstd", "running_mean", "running_var"});
+    check_same_outputs(backward[1], backward[0], {"dx", "dgamma", "dbeta", "dresidual"});
+  }
+#if defined(UNETCU_TEST_EMULATED)
+  // The pass in one wave: the blocks of one training forward, each way.
+  const BnCase bc{4, 50, 50, 16, 0};
+  const BnData d = make_data(bc, 116);
+  uint64_t blocks[2] = {};
+  for (bool last_first : {false, true}) {
+    const Switched order = pass_last_first(last_first);
+    DeviceBuffer<float> dx(d.x), dy(d.x.size()), dgamma(d.gamma), dbeta(d.beta);
+    DeviceBuffer<float> drm(d.running_mean), drv(d.running_var), dmean(16), dinvstd(16);
+    DeviceBuffer<unsigned char> ws(cuda::batchnorm_workspace_bytes(d.sh));
+    simt::reset_counters();
+    cuda::batchnorm_train_forward(dy.get(), dmean.get(), dinvstd.get(), drm.get(), drv.get(),
+                                  dx.get(), dgamma.get(), dbeta.get(), d.sh, kMomentum, kEps,
+                                  ws.get(), nullptr);
+    sync_device();
+    blocks[last_first] = simt::counters().blocks;
+  }
+  CHECK(blocks[0] - blocks[1] == 157 - 64);
+#endif
 }
 
 // Our BatchNorm + ReLU training forward on the host's data: y and the saved statistics, as a

@@ -1,9 +1,11 @@
 // tests/simt/simt_test_kernels.cu: small CUDA kernels that exercise the SIMT emulator: barriers,
 // warp shuffles and votes, atomics, dynamic shared memory, grid barriers, chained and cluster
-// launches, and deliberately faulty kernels.
+// launches, and deliberately faulty kernels; and the row order of common.cuh's map skeletons,
+// which no op's output shows.
 // Plain CUDA: it builds with nvcc as well as for the emulator.
 #include "tests/simt/simt_test_kernels.h"
 
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/mma.cuh"
 
@@ -411,6 +413,30 @@ __global__ void touch_with_barriers_kernel(int* out, int barriers) {
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// A map_rows op recording, for each (row, col) it visits, the visiting thread and how many
+// elements that thread had visited before.
+struct RecordVisits {
+  int* thread_of;
+  int* visit_of;
+  int cols;
+  struct Column {
+    int* thread_of;
+    int* visit_of;
+    int64_t base;  // col, then + row * cols
+    int cols;
+    int thread;
+    mutable int visits;
+    __device__ void operator()(int64_t row) const {
+      thread_of[base + row * cols] = thread;
+      visit_of[base + row * cols] = visits++;
+    }
+  };
+  __device__ Column column(int col) const {
+    const int thread = int((blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x);
+    return Column{thread_of, visit_of, col, cols, thread, 0};
+  }
+};
+
 }  // namespace
 
 void block_sum_tree(float* out, const float* in, int n, int block, cudaStream_t stream) {
@@ -605,6 +631,15 @@ void touch(int* out, int blocks, int threads, cudaStream_t stream) {
 
 void touch_with_barriers(int* out, int blocks, int threads, int barriers, cudaStream_t stream) {
   UNETCU_LAUNCH(touch_with_barriers_kernel, blocks, threads, 0, stream)(out, barriers);
+}
+
+void map_rows_visits(int* thread_of, int* visit_of, int64_t rows, int cols, bool last_first,
+                     cudaStream_t stream) {
+  const RecordVisits op{thread_of, visit_of, cols};
+  if (last_first)
+    unetcu::cuda::detail::map_rows_last_first(op, rows, cols, stream);
+  else
+    unetcu::cuda::detail::map_rows(op, rows, cols, stream);
 }
 
 }  // namespace simt_test

@@ -5,6 +5,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace simt_test {
 
 // out[b] = sum of in[b*block .. b*block+block) by a shared-memory tree (block: a power of two
@@ -132,6 +134,12 @@ void poisoned_shuffle(float* out, cudaStream_t stream);
 
 // Launches with an arbitrary configuration (for the launch checks).
 void launch_config(dim3 grid, dim3 block, size_t smem_bytes, cudaStream_t stream);
+
+// common.cuh's map_rows (or, with last_first, map_rows_last_first) over a [rows][cols] grid of
+// elements: thread_of[row * cols + col] = the global index of the thread that visited the
+// element, visit_of[...] = how many elements that thread had visited before it.
+void map_rows_visits(int* thread_of, int* visit_of, int64_t rows, int cols, bool last_first,
+                     cudaStream_t stream);
 
 // One launch of blocks x threads doing nothing but writing out[i] = i; the speed baseline.
 void touch(int* out, int blocks, int threads, cudaStream_t stream);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -808,6 +809,53 @@ TEST_CASE("simt: a lane passing a mask without itself aborts") {
   CHECK(aborted);
   CHECK(report.find("thread (5,0,0) (lane 5) called __shfl_sync") != std::string::npos);
   CHECK(report.find("does not include its own lane") != std::string::npos);
+}
+
+// Not the emulator's own rules but the row order of common.cuh's map skeletons, which no op's
+// output shows (an element-by-element pass gives the same bits in any order): every element is
+// visited once, map_rows takes a thread's rows from its first up, map_rows_last_first from its
+// last down, in one wave of blocks (the emulator's kMaxCooperativeBlocks), so that its threads
+// take several rows each here. Scalar and multi-tile columns.
+TEST_CASE("simt: map_rows walks a thread's rows up, map_rows_last_first down in one wave") {
+  for (const auto& [rows, cols] :
+       {std::pair<int64_t, int>{20000, 3}, {10000, 16}, {777, 300}}) {
+    for (bool last_first : {false, true}) {
+      CAPTURE(rows);
+      CAPTURE(cols);
+      CAPTURE(last_first);
+      const size_t n = size_t(rows) * size_t(cols);
+      DeviceArray<int> thread_of(std::vector<int>(n, -1)), visit_of(std::vector<int>(n, -1));
+      unetcu::simt::reset_counters();
+      simt_test::map_rows_visits(thread_of.get(), visit_of.get(), rows, cols, last_first,
+                                 nullptr);
+      UNETCU_CUDA_CHECK(cudaDeviceSynchronize());
+      const uint64_t blocks = unetcu::simt::counters().blocks;
+      const std::vector<int> thread = thread_of.read(), visit = visit_of.read();
+      // Each thread's visit numbers in the order of its rows (a thread keeps one column, so
+      // element order is row order).
+      std::map<int, std::vector<int>> visits_of_thread;
+      size_t unvisited = 0;
+      for (size_t e = 0; e < n; ++e) {
+        if (thread[e] < 0)
+          ++unvisited;
+        else
+          visits_of_thread[thread[e]].push_back(visit[e]);
+      }
+      CHECK(unvisited == 0);
+      size_t out_of_order = 0, several = 0;
+      for (const auto& [t, visits] : visits_of_thread) {
+        const size_t k = visits.size();
+        for (size_t i = 0; i < k; ++i)
+          out_of_order += visits[i] != int(last_first ? k - 1 - i : i);
+        several += k > 1;
+      }
+      CHECK(out_of_order == 0);
+      if (last_first) {
+        CHECK(blocks <= uint64_t(unetcu::simt::kMaxCooperativeBlocks));
+        CHECK(several > 0);
+      }
+    }
+  }
 }
 
 TEST_CASE("simt: launch configuration errors name the kernel, the limit and the call site") {

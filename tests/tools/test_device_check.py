@@ -234,6 +234,7 @@ class DeviceCheckTest(unittest.TestCase):
         order = ["ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
                  "step timeline (cupti)", "pytorch step",
                  "cpu-vs-gpu step, cuDNN knob variants", "step, cuDNN knob variants",
+                 "cpu-vs-gpu step, BN passes last first", "step, BN passes last first",
                  "step, top 32 cuDNN configs", "cpu-vs-gpu step, GEMM convolutions always",
                  "step, serial schedule", "chained launches off"]
         for label in order:
@@ -289,17 +290,21 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertLess(labels.index("train b16 128px fp32"),
                         labels.index("cpu-vs-gpu step, GEMM convolutions always"[:26]))
         # Nsight Compute: the step's profile, then the BatchNorms' sections by their template
-        # arguments (the demangled names).
+        # arguments (the demangled names), then their passes last rows first.
         self.assertIn(" ok ", self.row(output, "step profile (ncu)"))
         for label, regex in (("BatchNorm forward (ncu)", "StatsSrc|StatsEpilogue|Normalize<"),
-                             ("BatchNorm backward (ncu)", "GradSrc|GradEpilogue|GradApply<")):
+                             ("BatchNorm backward (ncu)", "GradSrc|GradEpilogue|GradApply<"),
+                             ("BN passes last first (ncu)", "Normalize<|GradApply<")):
             self.assertIn("ok       ", self.row(output, label))
             self.assertIn(f"1 kernels matching '{regex}'", self.row(output, label))
+        self.assertIn("(with UNETCU_BN_PASS_LAST_FIRST=1)",
+                      self.row(output, "BN passes last first (ncu)"))
         with open(os.path.join(self.tmp, "ncu_args")) as f:
             calls = f.read().splitlines()
         detail = [c for c in calls if "--kernel-name-base demangled" in c]
-        self.assertEqual(len(detail), 2, calls)
-        self.assertTrue(all(" -c 6 " in c and "--profile-steps 1" in c for c in detail), calls)
+        self.assertEqual(len(detail), 3, calls)
+        self.assertTrue(all(" -c 6 " in c and "--profile-steps 1" in c for c in detail[:2]), calls)
+        self.assertIn(" -c 4 ", detail[2])
 
     def test_a_failed_training_is_tried_again_without_the_graph_api(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", FAIL_TRAIN="1")
