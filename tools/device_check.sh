@@ -372,6 +372,10 @@ print_table() {
       echo
       cat "$out/ncu_summary.txt"
     fi
+    if [ -s "$out/ncu_sections.txt" ]; then
+      echo
+      cat "$out/ncu_sections.txt"
+    fi
     # Where the convolution time goes: cuDNN's choice per shape (and the runner-up timings).
     if [ -f "$out/train-tf32/algorithms.txt" ]; then
       echo
@@ -458,6 +462,13 @@ ncu_detail() {
     kernels=$(grep -c -E '^  [^ ].*\(([0-9]+, ){2}[0-9]+\)x\(' "$out/$name.log")
     row "$label" ok "$(elapsed "$t"); $kernels kernels matching '$regex' in $name.log${setting:+\
  (with $setting)}"
+    # A line a kernel for the summary (the log is hundreds of lines a kernel, and may not come
+    # back): duration, DRAM rate, hit rates, occupancy, the costliest stall.
+    {
+      echo "Nsight Compute sections, $name.log${setting:+ (with $setting)}:"
+      python3 "$root/tools/ncu_sections_summary.py" "$out/$name.log" 2>&1
+      echo
+    } >> "$out/ncu_sections.txt"
   else
     not_ok "$name" "$label" "$(elapsed "$t"); see $name.log"
   fi

@@ -93,7 +93,8 @@ esac
 """
 
 # ncu: with --csv a kernel duration table (tools/ncu_step_summary.py reads it), else (the full
-# sections) one profiled kernel's header line; each call's arguments go to $NCU_ARGS.
+# sections) one profiled kernel's header line and duration; each call's arguments go to
+# $NCU_ARGS.
 NCU = r"""#!/bin/bash
 echo "$*" >> "$NCU_ARGS"
 case " $* " in
@@ -101,7 +102,9 @@ case " $* " in
     echo '"ID","Kernel Name","Grid Size","gpu__time_duration.sum"'
     echo '"","","","usecond"'
     for i in 0 1 2; do echo "\"$i\",\"map_rows_kernel\",\"(1, 8, 1)\",\"4.5\""; done;;
-  *) echo "  void unetcu::cuda::detail::map_rows_kernel<Normalize<4>>(T1) (1, 8, 1)x(256, 1, 1), Context 1";;
+  *) echo "  void unetcu::cuda::detail::map_rows_kernel<Normalize<4>>(T1) (1, 8, 1)x(256, 1, 1), Context 1"
+     echo "    Section: GPU Speed Of Light Throughput"
+     echo "    Duration                         us         4.50";;
 esac
 """
 
@@ -299,6 +302,14 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertIn(f"1 kernels matching '{regex}'", self.row(output, label))
         self.assertIn("(with UNETCU_BN_PASS_LAST_FIRST=1)",
                       self.row(output, "BN passes last first (ncu)"))
+        # Each kernel's line in the summary (tools/ncu_sections_summary.py), under its row's.
+        with open(os.path.join(self.out, "summary.txt")) as f:
+            summary = f.read()
+        kernel = "map_rows_kernel<Normalize<4>> (1, 8, 1)x(256, 1, 1): 4.50 us\n"
+        for title in ("Nsight Compute sections, ncu_bn_forward.log:\n",
+                      "Nsight Compute sections, ncu_bn_last_first.log "
+                      "(with UNETCU_BN_PASS_LAST_FIRST=1):\n"):
+            self.assertIn(title + kernel, summary)
         with open(os.path.join(self.tmp, "ncu_args")) as f:
             calls = f.read().splitlines()
         detail = [c for c in calls if "--kernel-name-base demangled" in c]
