@@ -205,11 +205,12 @@ inline void map_rows(const Op& op, int64_t rows, int cols, cudaStream_t stream) 
 }
 
 // map_rows with the rows taken from the last to the first, by one wave of blocks (as many as
-// the device holds at once; map_rows may take two): every block then walks the same windows of
-// rows at about the same time, from the top window down. A pass over rows that a reduce_rows
-// (which walks its windows upwards, in one wave) has just read so meets first the rows read
-// last, the likeliest to be still in L2, where map_rows would start with those read first,
-// the likeliest to be gone (bench/RESULTS.md has whether it pays).
+// the device holds at once; map_rows' up to 2,048 blocks take two or three on an H100): every
+// block then walks the same windows of rows at about the same time, from the top window down.
+// A pass over rows that a reduce_rows (which walks its windows upwards, in one wave or a
+// little more) has just read so meets first the rows read last, the likeliest to be still in
+// L2, where map_rows would start with those read first, the likeliest to be gone
+// (bench/RESULTS.md has whether it pays).
 template <class Op>
 inline void map_rows_last_first(const Op& op, int64_t rows, int cols, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return;
