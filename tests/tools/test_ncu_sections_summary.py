@@ -46,11 +46,12 @@ profiled 1 training step
     Warp Cycles Per Issued Instruction     cycle        25.60
     ---------------------------------- ----------- ------------
 
-    OPT   Estimated Speedup: 48.1%
-          On average, each warp of this kernel spends 12.3 cycles being stalled waiting for a
+    OPT   Est. Speedup: 48.1%
+          On average, each warp of this workload spends 12.3 cycles being stalled waiting for a
           scoreboard dependency on a L1TEX (local, global, surface, texture) operation. Find the
           instruction producing the data being waited upon. This stall type represents about
           48.1% of the total average of 25.6 cycles between issuing two instructions.
+    ----- -----------------------------------------------------------------------------------
     INF   On average, each warp of this kernel spends 3.0 cycles being stalled waiting on a fixed
           latency execution dependency. This stall type represents about 11.7% of the total
           average of 25.6 cycles between issuing two instructions.
