@@ -884,9 +884,12 @@ ncu_detail ncu_bn_forward "BatchNorm forward (ncu)" 'StatsSrc|StatsEpilogue|Norm
   demangled ""
 ncu_detail ncu_bn_backward "BatchNorm backward (ncu)" 'GradSrc|GradEpilogue|GradApply<' 6 \
   demangled ""
-# The same passes last rows first: their L2 hit rates beside the two rows above.
-ncu_detail ncu_bn_last_first "BN passes last first (ncu)" 'Normalize<|GradApply<' 4 \
-  demangled UNETCU_BN_PASS_LAST_FIRST=1
+# The same BatchNorms' passes last rows first, each way (ncu takes the first kernels that match,
+# so forward and backward need a call each): their L2 hit rates beside the two rows above.
+ncu_detail ncu_bn_forward_last_first "BN fwd last first (ncu)" 'Normalize<' 2 demangled \
+  UNETCU_BN_PASS_LAST_FIRST=1
+ncu_detail ncu_bn_backward_last_first "BN bwd last first (ncu)" 'GradApply<' 2 demangled \
+  UNETCU_BN_PASS_LAST_FIRST=1
 
 # ---- 5. measured before: again while the budget lasts -------------------------------------------
 # What earlier runs measured (bench/RESULTS.md): training with full fp32 convolutions

@@ -297,25 +297,26 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertIn(" ok ", self.row(output, "step profile (ncu)"))
         for label, regex in (("BatchNorm forward (ncu)", "StatsSrc|StatsEpilogue|Normalize<"),
                              ("BatchNorm backward (ncu)", "GradSrc|GradEpilogue|GradApply<"),
-                             ("BN passes last first (ncu)", "Normalize<|GradApply<")):
+                             ("BN fwd last first (ncu)", "Normalize<"),
+                             ("BN bwd last first (ncu)", "GradApply<")):
             self.assertIn("ok       ", self.row(output, label))
             self.assertIn(f"1 kernels matching '{regex}'", self.row(output, label))
-        self.assertIn("(with UNETCU_BN_PASS_LAST_FIRST=1)",
-                      self.row(output, "BN passes last first (ncu)"))
+        for label in ("BN fwd last first (ncu)", "BN bwd last first (ncu)"):
+            self.assertIn("(with UNETCU_BN_PASS_LAST_FIRST=1)", self.row(output, label))
         # Each kernel's line in the summary (tools/ncu_sections_summary.py), under its row's.
         with open(os.path.join(self.out, "summary.txt")) as f:
             summary = f.read()
         kernel = "map_rows_kernel<Normalize<4>> (1, 8, 1)x(256, 1, 1): 4.50 us\n"
         for title in ("Nsight Compute sections, ncu_bn_forward.log:\n",
-                      "Nsight Compute sections, ncu_bn_last_first.log "
+                      "Nsight Compute sections, ncu_bn_backward_last_first.log "
                       "(with UNETCU_BN_PASS_LAST_FIRST=1):\n"):
             self.assertIn(title + kernel, summary)
         with open(os.path.join(self.tmp, "ncu_args")) as f:
             calls = f.read().splitlines()
         detail = [c for c in calls if "--kernel-name-base demangled" in c]
-        self.assertEqual(len(detail), 3, calls)
+        self.assertEqual(len(detail), 4, calls)
         self.assertTrue(all(" -c 6 " in c and "--profile-steps 1" in c for c in detail[:2]), calls)
-        self.assertIn(" -c 4 ", detail[2])
+        self.assertTrue(all(" -c 2 " in c for c in detail[2:]), calls)
 
     def test_a_failed_training_is_tried_again_without_the_graph_api(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", FAIL_TRAIN="1")
