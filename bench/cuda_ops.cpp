@@ -784,10 +784,9 @@ void register_probe(const PairInfo& p, const OptIn& opt, ActInfo a, Op op, uint6
 }
 
 // Whether a BatchNorm of `a`'s shape takes three kernels, the path the passes-last-first
-// setting changes: more rows than one block a float4 column holds (512; kernels/cuda/common.cuh,
-// small_tiling), or channels that do not come in fours.
+// setting changes.
 bool batchnorm_takes_three_kernels(const ActInfo& a) {
-  return int64_t(a.n) * a.h * a.w > 512 || a.c % 4 != 0;
+  return cuda::batchnorm_kernel_count(BatchNormShape{int64_t(a.n) * a.h * a.w, a.c}) == 3;
 }
 
 void register_batchnorms(const Graph& g) {

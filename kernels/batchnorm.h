@@ -68,6 +68,9 @@ size_t batchnorm_workspace_bytes(const BatchNormShape& sh);
 // it; the outputs are the same bits either way (the pass is element by element).
 void set_batchnorm_pass_last_first(bool on);
 bool batchnorm_pass_last_first();
+// The kernels a training forward or backward of `sh` takes on 16-byte-aligned buffers: 1 where
+// one block a column holds the rows, else 3 (the path the setting above changes); 0 when empty.
+int batchnorm_kernel_count(const BatchNormShape& sh);
 
 void batchnorm_train_forward(float* y, float* save_mean, float* save_invstd,
                              float* running_mean, float* running_var,

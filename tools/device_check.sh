@@ -647,23 +647,31 @@ unetcu=$build/unetcu
 # Three epochs of training in MODE (tf32, or fp32: --no-tf32) on the generated data, its row;
 # when it fails, again without cuDNN's graph API (a figure still, and whether that path is the
 # cause).
+# jsonl_number WHICH FILE KEY: KEY's number in the first (WHICH head) or last (tail) line of a
+# run folder's metrics.jsonl.
+jsonl_number() {
+  "$1" -1 "$2" 2> /dev/null | grep -o "\"$3\": *[0-9.e+-]*" | sed 's/.*: *//'
+}
+# train_run NAME RUN_DIR [VAR=value...]: three epochs on the generated data at batch 16,
+# 128x128, with train_mode's flags (its `extra`), into a fresh RUN_DIR, under the settings given.
+train_run() {
+  local name=$1 run_dir=$2
+  shift 2
+  rm -rf "$run_dir"
+  run "$name" 240 env "$@" "$unetcu" train "$out/synth-data" --device cuda --batch-size 16 \
+    --image-size 128 --epochs 3 --val-frac 0.03 --test-frac 0.03 --out "$run_dir" "${extra[@]}"
+}
 train_mode() {
-  local mode=$1 data=$out/synth-data t extra run_dir ips loss first
+  local mode=$1 t extra run_dir ips loss first
   t=$(date +%s)
   extra=()
   [ "$mode" = fp32 ] && extra=(--no-tf32)
   run_dir=$out/train-$mode
-  rm -rf "$run_dir"
-  if run "train-$mode" 240 "$unetcu" train "$data" --device cuda --batch-size 16 \
-       --image-size 128 --epochs 3 --val-frac 0.03 --test-frac 0.03 --out "$run_dir" \
-       "${extra[@]}"; then
-    ips=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"images_per_sec": *[0-9.e+-]*' |
-      sed 's/.*: *//')
-    loss=$(tail -1 "$run_dir/metrics.jsonl" 2>/dev/null | grep -o '"train_loss": *[0-9.e+-]*' |
-      sed 's/.*: *//')
+  if train_run "train-$mode" "$run_dir"; then
+    ips=$(jsonl_number tail "$run_dir/metrics.jsonl" images_per_sec)
+    loss=$(jsonl_number tail "$run_dir/metrics.jsonl" train_loss)
     # The first epoch holds cuDNN's algorithm search and the graph captures: their cost.
-    first=$(head -1 "$run_dir/metrics.jsonl" 2>/dev/null |
-      grep -o '"epoch_seconds": *[0-9.e+-]*' | sed 's/.*: *//')
+    first=$(jsonl_number head "$run_dir/metrics.jsonl" epoch_seconds)
     row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}, epoch 1 took ${first:-?} s"
   elif grep -q '^not run: ' "$out/train-$mode.log"; then
     not_ok "train-$mode" "train b16 128px $mode" ""
@@ -671,12 +679,8 @@ train_mode() {
     not_ok "train-$mode" "train b16 128px $mode" "$(elapsed "$t"); see train-$mode.log"
     # Still get a figure, and tell whether cuDNN's graph-API path is the cause.
     t=$(date +%s)
-    rm -rf "$run_dir-nograph"
-    if run "train-$mode-nograph" 240 env UNETCU_CUDNN_GRAPH=0 "$unetcu" train "$data" \
-         --device cuda --batch-size 16 --image-size 128 --epochs 3 --val-frac 0.03 \
-         --test-frac 0.03 --out "$run_dir-nograph" "${extra[@]}"; then
-      ips=$(tail -1 "$run_dir-nograph/metrics.jsonl" 2>/dev/null |
-        grep -o '"images_per_sec": *[0-9.e+-]*' | sed 's/.*: *//')
+    if train_run "train-$mode-nograph" "$run_dir-nograph" UNETCU_CUDNN_GRAPH=0; then
+      ips=$(jsonl_number tail "$run_dir-nograph/metrics.jsonl" images_per_sec)
       row "train $mode, graph API off" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3)"
     else
       not_ok "train-$mode-nograph" "train $mode, graph API off" \

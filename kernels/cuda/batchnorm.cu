@@ -486,6 +486,14 @@ bool batchnorm_relu_mask_from_input() { return g_relu_mask_from_input.get(); }
 void set_batchnorm_pass_last_first(bool on) { g_pass_last_rows_first.set(on); }
 bool batchnorm_pass_last_first() { return g_pass_last_rows_first.get(); }
 
+int batchnorm_kernel_count(const BatchNormShape& sh) {
+  if (sh.c <= 0 || sh.rows <= 0) return 0;
+  detail::SmallTiling small;  // as reduce_then_apply decides
+  const bool one = vectorizable(sh) &&
+                   detail::small_tiling(sh.rows, sh.c / 4, int(4 * sizeof(float)), &small);
+  return one ? 1 : 3;
+}
+
 size_t batchnorm_workspace_bytes(const BatchNormShape& sh) {
   return partials_bytes(sh) + detail::align256(3 * size_t(sh.c > 0 ? sh.c : 0) * sizeof(float));
 }

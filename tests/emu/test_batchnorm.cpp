@@ -333,6 +333,13 @@ TEST_CASE("cuda batchnorm takes one kernel where a block holds the rows, three o
   check_train_forward({2, 20, 21, 3, 0}, kThree);
   check_backward({2, 20, 21, 3, 0}, kThree);
   check_train_forward({1, 8, 8, 64, 1}, kThree);
+  // What the library says of the aligned shapes above (bench_cuda_ops asks it).
+  CHECK(cuda::batchnorm_kernel_count({64, 64}) == 1);
+  CHECK(cuda::batchnorm_kernel_count({33 * 33, 16}) == 3);
+  CHECK(cuda::batchnorm_kernel_count({2 * 20 * 21, 3}) == 3);
+  CHECK(cuda::batchnorm_kernel_count({512, 20}) == 1);  // the edge: 512 rows
+  CHECK(cuda::batchnorm_kernel_count({513, 20}) == 3);
+  CHECK(cuda::batchnorm_kernel_count({0, 20}) == 0);
 }
 
 Switched pass_last_first(bool on) {
