@@ -736,12 +736,10 @@ struct FusedBnCase : OpCase, BnInputs {
 // whether they become the default. Path timing (kernels/path_timing.h) is off while a probe
 // runs, or it would time the probe's path against the others and run the fastest.
 struct OptIn {
-  const char* suffix;  // of the probe's family: "dice.fwd" -> "dice.fwd.cluster"
+  const char* suffix;  // of the probe's family: "bn.fwd" -> "bn.fwd.last_first"
   void (*set)(bool);
   bool (*get)();
 };
-// The loss reductions in one launch each, the Dice sums' through a cluster (kernels/loss.h).
-constexpr OptIn kLossCluster{".cluster", cuda::set_loss_cluster, cuda::loss_cluster};
 // The BatchNorms' second pass from the last rows to the first (kernels/batchnorm.h).
 constexpr OptIn kBnPassLastFirst{".last_first", cuda::set_batchnorm_pass_last_first,
                                  cuda::batchnorm_pass_last_first};
@@ -1108,7 +1106,7 @@ struct LossCase : OpCase {
     ws = Dev<unsigned char>(op == LossOp::confusion
                                 ? cuda::confusion_counts_workspace_bytes(n, pixels)
                             : op == LossOp::dice_and_counts
-                                ? cuda::loss_and_counts_workspace_bytes(n)
+                                ? cuda::loss_and_counts_workspace_bytes(n, pixels)
                                 : cuda::dice_loss_workspace_bytes(count));
 #ifdef UNETCU_WITH_TORCH_CUDA
     const int64_t side = int64_t(std::lround(std::sqrt(double(pixels))));
@@ -1313,7 +1311,7 @@ void register_loss_and_optimizer(const Options& o) {
     if (l.op == LossOp::dice_and_counts) {
       // The fused form of the two pairs above: in the bandwidth table, not in the family
       // totals (which keep counting them apart, as in earlier runs); only where it applies.
-      if (pixels > cuda::kFusedLossMaxPixels || pixels % 4 != 0) continue;
+      if (pixels % 4 != 0) continue;
       p.in_totals = false;
       p.probe = true;
     }
@@ -1322,10 +1320,6 @@ void register_loss_and_optimizer(const Options& o) {
     const uint64_t s = seed += 10;
     register_gpu_pair(p,
                       [op, n, pixels, s] { return std::make_unique<LossCase>(op, n, pixels, s); });
-    // The same in one launch each (opt-in; kernels/loss.h): dice.fwd.cluster, ...
-    register_gpu_pair(probe_of(p, kLossCluster), [op, n, pixels, s] {
-      return std::make_unique<OptInCase<LossCase>>(kLossCluster, op, n, pixels, s);
-    });
   }
   PairInfo norm;
   norm.key = "normalize/input";

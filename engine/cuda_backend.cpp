@@ -354,9 +354,8 @@ class CudaBackend final : public Backend {
                                                   : "after it");
     if (prioritised_) os << ", compute stream at the greatest priority";
     // The opt-in kernel paths, read as the kernels read them (at each call).
-    if (cuda::loss_cluster()) os << ", Dice and counts in one cluster";
     if (cuda::batchnorm_pass_last_first()) os << ", BatchNorm passes last rows first";
-    if (cuda::path_timing()) os << ", loss and head paths timed per shape";
+    if (cuda::path_timing()) os << ", head paths timed per shape";
     return os.str();
   }
   // The convolutions' choices, then our kernels' timed paths (kernels/path_timing.h).
@@ -840,7 +839,7 @@ class CudaBackend final : public Backend {
       return;
     }
     cuda::loss_and_counts(loss, sums, counts, logits, target, n_images, pixels,
-                          scratch(cuda::loss_and_counts_workspace_bytes(n_images)), compute_);
+                          scratch(cuda::loss_and_counts_workspace_bytes(n_images, pixels)), compute_);
   }
 
   void set_adam(const AdamConfig& cfg, int64_t t) override {

@@ -73,6 +73,9 @@ UNETCU_HOST_DEVICE inline double image_dice(const ConfusionCounts& c) {
 // *_workspace_bytes, 8-byte aligned, scratch).
 namespace cuda {
 
+// Where the values are whole float4 runs (see loss_and_counts_applies), the Dice forward and
+// the counts alone run as loss_and_counts does, the Dice forward over one "image" of all the
+// values; elsewhere as reduce_rows over single values.
 size_t dice_loss_workspace_bytes(int64_t count);
 void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
                        int64_t count, void* workspace, cudaStream_t stream);
@@ -86,36 +89,18 @@ void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_
 
 // The Dice forward and the confusion counts of one batch in one pass over the logits, with the
 // outputs of dice_loss_forward and confusion_counts (the sums in another order of addition).
-// Each image is one block, so no image waits for another before its sums are final; then one
-// thread adds the images' Dice sums in image order. Where it applies (images of at most
-// kFusedLossMaxPixels pixels, a multiple of 4, 16-byte aligned logits), two launches replace
-// the four of the separate ops and the logits are read once; each of those reductions moved
-// a third of the copy bandwidth at this network's 16 x 128 x 128 (bench/RESULTS.md), bound by
-// its launches and its two grid-wide stages, not by bytes.
-constexpr int64_t kFusedLossMaxPixels = 32768;
+// Two launches where the separate ops take four, the logits read once: blocks of 512 float4s
+// of one image (8 an image at 128 x 128) write their sums, then one block adds each image's
+// parts in order and the images' Dice sums in image order. It applies where every image is
+// whole float4 runs (pixels a multiple of 4, 16-byte aligned logits, 4-byte aligned targets)
+// and there are at most 65,535 images (the launch's grid.y).
 bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
                              int64_t pixels);
 // Only where loss_and_counts_applies; workspace: loss_and_counts_workspace_bytes, 8-byte aligned.
-size_t loss_and_counts_workspace_bytes(int n_images);
+size_t loss_and_counts_workspace_bytes(int n_images, int64_t pixels);
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,
                      cudaStream_t stream);
-// The loss reductions in one launch each: loss_and_counts with the images' blocks as one
-// thread-block cluster (compute capability 9.0; above 8 images the kernel opts in to the
-// non-portable size, up to 16), whose rank 0 adds the images' Dice sums from the others'
-// shared memory after a cluster barrier, in the same order as the second kernel does (the
-// same bits); dice_loss_forward the same over the values cut into up to 16 equal blocks (other
-// bits than its two-stage reduction: another order of addition); confusion_counts one block
-// an image (no cluster: nothing to add across images). Where they do not apply (images larger
-// than kFusedLossMaxPixels or not float4 runs, more than 16 blocks for the loss, a device that
-// cannot place the cluster) the other paths run. Off by default: on an H100 the training
-// step's call took 10.4 us against 9.7 in two launches (bench/RESULTS.md, "Eighth H100 run");
-// a cluster of 16 blocks of 1024 threads also needs 16 free SMs in one GPC at once.
-// UNETCU_LOSS_CLUSTER=1 in the environment turns it on, as does set_loss_cluster.
-void set_loss_cluster(bool on);
-bool loss_cluster();
-// With path timing on (kernels/path_timing.h, opt-in), one launch and two are timed per shape
-// at its first call outside a capture and the faster is kept, whatever the setting says.
 
 // Running sums over an epoch, kept on the device; zero it (all bytes 0) at the start of an
 // epoch. Micro-imagewise IoU = iou_sum / images; micro IoU = tp / (tp + fp + fn).

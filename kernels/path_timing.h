@@ -1,8 +1,7 @@
 // kernels/path_timing.h: our CUDA kernels' alternative paths timed per shape.
 //
-// Where a hand-written op can run in more than one way (the Dice and count reductions: two
-// launches or one; the head's forward and data gradient: a thread per pixel or row sweeps),
-// which is fastest depends on the shape and the card. With path timing on, the first call of
+// Where a hand-written op can run in more than one way (the head's forward and data gradient:
+// a thread per pixel or row sweeps), which is fastest depends on the shape and the card. With path timing on, the first call of
 // each op and shape outside a CUDA graph capture runs every path that applies to it as the
 // captured training step would (a few calls captured as one graph, replayed between two
 // events: kernels/cuda/capture_timing.h, as cuDNN's candidates are timed), keeps the fastest,
@@ -14,9 +13,8 @@
 //
 // Off by default: on an H100 it kept the untimed choices everywhere but the head, whose row
 // sweeps are now the untimed choice too (bench/RESULTS.md, "Eighth H100 run"; the BatchNorm
-// alternatives it also timed then were removed). UNETCU_PATH_TIMING=1 in the environment
-// turns it on, as does set_path_timing. While it is on, the shapes it has timed ignore
-// UNETCU_LOSS_CLUSTER.
+// and loss alternatives it also timed then were removed). UNETCU_PATH_TIMING=1 in the
+// environment turns it on, as does set_path_timing.
 #pragma once
 
 #include <string>
@@ -34,8 +32,8 @@ std::string path_timing_report();
 // Forgets every choice, so that each shape is timed again at its next call (tests).
 void forget_path_choices();
 
-// Tests: the time of path `path` of `op` at `shape` ("loss_and_counts 16x16384",
-// "one_launch") in microseconds, in place of the measured one (the paths still run); null puts
+// Tests: the time of path `path` of `op` at `shape` ("conv.narrow_fwd 2x16x16x16",
+// "row_sweep") in microseconds, in place of the measured one (the paths still run); null puts
 // the events back.
 using PathCost = double (*)(const std::string& op_and_shape, const std::string& path);
 void set_path_cost_for_tests(PathCost cost);

@@ -32,11 +32,12 @@
 #      UNETCU_UPSAMPLE_IN_PLACE=0, UNETCU_BN_PASS_LAST_FIRST=1, UNETCU_CUDNN_CANDIDATES=32),
 #      then the BatchNorm-fusion probe (bench_cudnn_fusion; UNETCU_CHECK_FUSION=0 leaves it
 #      out) and Nsight Compute's full sections for the step's first two BatchNorms each way
-#      (why they stay below the copy), then for their passes last rows first;
+#      (why they stay below the copy), then for their passes last rows first, then for the
+#      Dice forward and counts;
 #   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: training
 #      with --no-tf32, the CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
 #      with UNETCU_GEMM_SEARCH=1, UNETCU_CUDNN_WGRAD_SMS=112, UNETCU_PATH_TIMING=1,
-#      UNETCU_LOSS_CLUSTER=1, UNETCU_BN_RELU_MASK_FROM_INPUT=0,
+#      UNETCU_BN_RELU_MASK_FROM_INPUT=0,
 #      UNETCU_STREAM_PRIORITY=0, UNETCU_WGRAD_STREAMS=1, UNETCU_LATE_JOIN=0, the serial schedule,
 #      UNETCU_PDL=0), then the step with each (and with UNETCU_DIRECT_CONV=0,
 #      UNETCU_GEMM_CONV=0, UNETCU_CUDNN_WGRAD_SMS=96, UNETCU_CUDNN_CANDIDATES=4,
@@ -316,10 +317,10 @@ variant_summary() {
 serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
 # With path timing on (UNETCU_PATH_TIMING=1), how many of our kernels' op shapes kept each
 # path in LOG (kernels/path_timing.h's report lines: "OP SHAPE: PATH (...)"):
-# kept_paths LOG -> "2 row_sweep, 1 two_launches", or "none timed".
+# kept_paths LOG -> "2 row_sweep", or "none timed".
 kept_paths() {
   local kept line
-  line='^(loss_and_counts|dice_loss|confusion|conv)[a-z_.]* [0-9x]+: [a-z0-9_]+'
+  line='^conv[a-z_.]* [0-9x]+: [a-z0-9_]+'
   kept=$(grep -oE "$line" "$1" | awk '{print $3}' | sort | uniq -c |
     awk '{printf "%s%s %s", sep, $1, $2; sep=", "}')
   echo "${kept:-none timed}"
@@ -894,6 +895,9 @@ ncu_detail ncu_bn_forward_last_first "BN fwd last first (ncu)" 'Normalize<' 2 de
   UNETCU_BN_PASS_LAST_FIRST=1
 ncu_detail ncu_bn_backward_last_first "BN bwd last first (ncu)" 'GradApply<' 2 demangled \
   UNETCU_BN_PASS_LAST_FIRST=1
+# The Dice forward and counts, now in parts (8 blocks an image), where one block an image held
+# 34-41% of the copy: the parts' kernel and the totals' kernel of the step's loss.
+ncu_detail ncu_loss "Dice + counts (ncu)" 'loss_parts_kernel|loss_totals_kernel' 2 function ""
 
 # ---- 5. measured before: again while the budget lasts -------------------------------------------
 # What earlier runs measured (bench/RESULTS.md): training with full fp32 convolutions
@@ -908,10 +912,8 @@ step_variant step_check_gemm_search "cpu-vs-gpu step, GEMM search" \
   "UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1"
 # The weight gradients' cuDNN plans on 112 SMs: those that serve.
 step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" UNETCU_CUDNN_WGRAD_SMS=112
-# Every loss and head path timed per shape at the first step, the fastest kept.
+# Every head path timed per shape at the first step, the fastest kept.
 step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
-# The loss reductions in one launch each (the fused one the same bits as the default).
-step_variant step_check_loss_cluster "cpu-vs-gpu step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
 step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
   UNETCU_BN_RELU_MASK_FROM_INPUT=0
 # The other stream schedules (the default joins the weight gradients once a backward pass, on
@@ -926,7 +928,7 @@ step_variant step_check_serial "cpu-vs-gpu step, serial schedule" \
   "UNETCU_LATE_JOIN=0 UNETCU_EARLY_ADAM=0 UNETCU_WGRAD_STREAMS=1"
 step_variant step_check_pdl "cpu-vs-gpu step, chained launches off" UNETCU_PDL=0
 if bench_runs; then
-  # Each loss and head shape's fastest path kept (the row counts them).
+  # Each head shape's fastest path kept (the row counts them).
   bench_variant bench_cuda_ops_path_timing "step, paths timed" UNETCU_PATH_TIMING=1 \
     '^train_step' serving_summary
   # The step with cuDNN's convolutions only: what the direct kernels bring where they were
@@ -944,8 +946,6 @@ if bench_runs; then
   # cuBLASLt's algorithms timed per GEMM shape: whether the GEMM convolutions then win more
   # shapes from cuDNN ("cuBLASLt algorithm" in the log).
   step_bench bench_cuda_ops_gemm_search "step, GEMM algorithms searched" UNETCU_GEMM_SEARCH=1
-  # The loss reductions in one launch each (probes dice*.cluster, confusion_counts.cluster).
-  step_bench bench_cuda_ops_loss_cluster "step, loss in one cluster" UNETCU_LOSS_CLUSTER=1
   # The BatchNorm + ReLU backward reading its mask from the output (y > 0) instead of forming
   # it from x: what the two reads of a tensor fewer a layer bring.
   step_bench bench_cuda_ops_mask_from_y "step, ReLU mask from y" UNETCU_BN_RELU_MASK_FROM_INPUT=0

@@ -53,8 +53,8 @@ inline std::string cuda_hint(cudaError_t error) {
       break;
     case cudaErrorInvalidClusterSize:
       hint << "a cluster launch (compute capability 9.0) that the device cannot place: at most "
-              "8 blocks a cluster, dividing grid.x, all resident at once; the opt-in paths that "
-              "use clusters (UNETCU_LOSS_CLUSTER) can be left off";
+              "8 blocks a cluster (16 with the non-portable opt-in), dividing grid.x, all "
+              "resident at once";
       break;
     case cudaErrorNoDevice:
     case cudaErrorInsufficientDriver:

@@ -5,30 +5,28 @@
 // the forward leaves the DiceSums and the loss in device memory, the backward reads the sums
 // from there, and the metrics accumulate on the device.
 //
-//   dice forward     reduce_rows (common.cuh) over the flat logits: sums of p, t and p*t in
-//                    double, stage-1 partials in the workspace, a fixed-order stage 2 whose
-//                    epilogue writes the sums and the loss. Reads 5 bytes per pixel once.
+//   sums in parts    the Dice forward and the confusion counts from one read of the logits,
+//                    where they are float4 runs (loss_and_counts, the training step's call;
+//                    also the Dice forward alone and the counts alone): blocks of 512 float4s
+//                    of one image write their six sums, then one block adds each image's
+//                    parts in order (its counts) and the images' Dice sums in image order
+//                    (the loss). Sums in double; 0/1 counts exact.
+//   dice forward,    elsewhere (unaligned, or not whole float4s): reduce_rows (common.cuh) over
+//   counts           the flat logits, or with one batch per image; stage-1 partials in the
+//                    workspace, a fixed-order stage 2 whose epilogue writes the outputs.
 //   dice backward    one streaming pass (float4 logits + 4 target bytes per step); each thread
 //                    forms the two gradient coefficients from the device sums once.
-//   confusion counts reduce_rows with one batch per image; 0/1 counts are exact in double.
-//   both at once     (loss_and_counts, the training step's call where images are small): one
-//                    block of 1024 threads per image sums the Dice terms and the counts from
-//                    one read of its logits (four float4s a thread at a time), warp
-//                    trees then a tree over the warps; one thread adds the images' Dice sums,
-//                    in a second kernel or (opt-in) in the same one, its blocks a cluster.
 #include "kernels/loss.h"
 
 #include <cmath>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/fastest_path.h"
 
 namespace unetcu::cuda {
 namespace {
 
 using detail::load_vec;
 using detail::store_vec;
-using detail::warp_tree_sum;
 using detail::Vec;
 
 // sigmoid(x) and sigmoid(-x) without cancellation: from e = exp(-|x|) <= 1, sigmoid(|x|) =
@@ -173,218 +171,174 @@ __global__ void epoch_totals_kernel(EpochTotals* totals, const float* loss,
   *totals = t;
 }
 
-// ---- the fused Dice forward and counts ----
+// ---- the Dice and count sums in parts ----
 
-// Threads of a fused block, and the float4s of its image each thread takes at most.
-constexpr int kFusedThreads = 1024;
-constexpr int kFusedVecsPerThread = int(kFusedLossMaxPixels / 4 / kFusedThreads);
-constexpr int kFusedBatch = 4;
-// The per-image sums: sigmoid, target, their product (Dice), tp, fp, fn (counts).
-constexpr int kFusedSums = 6;
+// A block sums kPartSpan float4s of one image (kPartVecs a thread, their loads issued before
+// their sums), so an image of 128 x 128 is 8 blocks and the training batch 128, about one per
+// SM of an H100. Each pixel costs an exp, a division, a float-to-double conversion and
+// several additions: as one 1024-thread block an image (16 blocks for the batch, the form
+// before this one) that arithmetic ran on 16 SMs and held the reduction at a third of the
+// copy rate (bench/RESULTS.md).
+constexpr int kPartThreads = detail::kThreads;
+constexpr int kPartVecs = 2;
+constexpr int64_t kPartSpan = int64_t(kPartThreads) * kPartVecs;
+// A part's sums: sigmoid, target, their product (Dice), tp, fp, fn (counts).
+constexpr int kPartSums = 6;
+// Launch limits: the images are grid.y, the parts grid.x (counted in an int here).
+constexpr int kMaxLossImages = 65535;
+constexpr int64_t kMaxLossParts = 0x7fffffff;
 
-// Block b sums image b: each thread its float4s j = threadIdx.x + k * kFusedThreads in order,
-// then the warps' trees, then warp 0's tree over the 32 warp totals. Thread 0 writes the
-// image's counts (unless `counts` is null) and its three Dice sums: to the workspace
-// (image_sums[b][3], unless null) for dice_from_image_sums_kernel, or, kClustered (one cluster
-// of all the images' blocks, rank b = image b), to its dynamic shared memory, where after the
-// cluster barrier thread 0 of rank 0 adds them in image order, as that kernel does (the same
-// bits), and writes the loss.
-template <bool kClustered>
-__global__ void __launch_bounds__(kFusedThreads)
-    image_sums_kernel(ConfusionCounts* counts, double* image_sums, float* loss, DiceSums* sums,
-                      const float* logits, const uint8_t* target, int64_t pixels) {
+int64_t parts_of(int64_t pixels) { return (pixels / 4 + kPartSpan - 1) / kPartSpan; }
+
+// Block (part, image) sums its float4s j = part * kPartSpan + threadIdx.x + k * kPartThreads,
+// k in order, then reduce_block's fixed tree; thread 0 writes partials[image][part][0..5].
+__global__ void __launch_bounds__(kPartThreads)
+    loss_parts_kernel(double* partials, const float* logits, const uint8_t* target,
+                      int64_t pixels) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  UNETCU_STATIC_SHARED(double, warp_totals, [kFusedSums][kFusedThreads / 32]);
-  const int64_t base = int64_t(blockIdx.x) * pixels;
+  const int64_t image = blockIdx.y;
+  const int64_t base = image * pixels;
   const int64_t vecs = pixels / 4;
-  const int tid = int(threadIdx.x);
-  double acc[kFusedSums] = {};
-  // Four float4s at a time: their loads are issued before their sums (one round trip for a
-  // 128 x 128 image), and the registers of eight would not fit the 64 a thread of a
-  // 1024-thread block has (ptxas spilled).
-  for (int k0 = 0; k0 < kFusedVecsPerThread; k0 += kFusedBatch) {
-    Vec<float, 4> x[kFusedBatch];
-    Vec<uint8_t, 4> t[kFusedBatch];
+  const int64_t first = int64_t(blockIdx.x) * kPartSpan + threadIdx.x;
+  Vec<float, 4> x[kPartVecs];
+  Vec<uint8_t, 4> t[kPartVecs];
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-    for (int k = 0; k < kFusedBatch; ++k) {
-      const int64_t j = tid + int64_t(k0 + k) * kFusedThreads;
-      if (j < vecs) {
-        x[k] = load_vec<4>(logits + base, j);
-        t[k] = load_vec<4>(target + base, j);
-      }
+  for (int k = 0; k < kPartVecs; ++k) {
+    const int64_t j = first + int64_t(k) * kPartThreads;
+    if (j < vecs) {
+      x[k] = load_vec<4>(logits + base, j);
+      t[k] = load_vec<4>(target + base, j);
     }
+  }
+  double sum_p = 0, sum_pt = 0;
+  int n_t = 0, tp = 0, fp = 0, fn = 0;  // at most kPartSpan * 4 each: exact
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-    for (int k = 0; k < kFusedBatch; ++k) {
-      if (tid + int64_t(k0 + k) * kFusedThreads >= vecs) break;
-      for (int m = 0; m < 4; ++m) {
-        const double p = double(sigmoid_pair(x[k].v[m]).p);
-        const bool truth = t[k].v[m] != 0;
-        const bool pred = predicted_positive(x[k].v[m]);
-        acc[0] += p;
-        acc[1] += truth ? 1.0 : 0.0;
-        acc[2] += truth ? p : 0.0;
-        acc[3] += (pred && truth) ? 1.0 : 0.0;
-        acc[4] += (pred && !truth) ? 1.0 : 0.0;
-        acc[5] += (!pred && truth) ? 1.0 : 0.0;
-      }
+  for (int k = 0; k < kPartVecs; ++k) {
+    if (first + int64_t(k) * kPartThreads >= vecs) break;
+    for (int m = 0; m < 4; ++m) {
+      const float v = x[k].v[m];
+      const SigmoidPair sp = sigmoid_pair(v);
+      const double p = double(sp.p);
+      const bool truth = t[k].v[m] != 0;
+      // predicted_positive(v) from the sigmoid already formed: for v >= 0, sp.p is the same
+      // expression on the same operand (exp(-|v|) = exp(-v)), so the same bits; for v < 0,
+      // 1 + exp(-v) >= 2 and the sigmoid is at most 0.5, never positive. NaN: neither.
+      const bool pred = v >= 0.0f && sp.p > 0.5f;
+      sum_p += p;
+      sum_pt += truth ? p : 0.0;
+      n_t += truth;
+      tp += pred && truth;
+      fp += pred && !truth;
+      fn += !pred && truth;
     }
   }
-  const int lane = tid % 32, warp = tid / 32;
-  for (int v = 0; v < kFusedSums; ++v) {
-    const double w = warp_tree_sum(acc[v]);
-    if (lane == 0) warp_totals[v][warp] = w;
+  double sums[kPartSums] = {sum_p, double(n_t), sum_pt, double(tp), double(fp), double(fn)};
+  detail::reduce_block<double, kPartSums>(sums);
+  if (threadIdx.x == 0) {
+    double* out = partials + (image * gridDim.x + blockIdx.x) * kPartSums;
+    for (int v = 0; v < kPartSums; ++v) out[v] = sums[v];
   }
-  __syncthreads();
-  if (warp == 0) {
-    double total[kFusedSums];
-    for (int v = 0; v < kFusedSums; ++v) total[v] = warp_tree_sum(warp_totals[v][lane]);
-    if (lane == 0) {
+}
+
+// One block: thread i takes images i, i + blockDim.x, ...: adds the image's parts in order and
+// writes its counts (unless `counts` is null) and its Dice sums (image_sums[image][3]); then
+// thread 0 adds the images' Dice sums in image order and writes the sums and the loss (unless
+// `loss` is null). A fixed order throughout: the same bits on every run.
+__global__ void __launch_bounds__(kPartThreads)
+    loss_totals_kernel(float* loss, DiceSums* sums, ConfusionCounts* counts,
+                       const double* partials, double* image_sums, int n_images, int parts,
+                       int64_t pixels) {
+  UNETCU_GRID_DEPENDENCY_SYNC();
+  for (int i = int(threadIdx.x); i < n_images; i += int(blockDim.x)) {
+    double total[kPartSums] = {};
+    const double* in = partials + int64_t(i) * parts * kPartSums;
+    for (int part = 0; part < parts; ++part)
+      for (int v = 0; v < kPartSums; ++v) total[v] += in[part * kPartSums + v];
+    if (counts) {
       ConfusionCounts c;
       c.tp = int64_t(total[3]);
       c.fp = int64_t(total[4]);
       c.fn = int64_t(total[5]);
       c.tn = pixels - c.tp - c.fp - c.fn;
-      if (counts) counts[blockIdx.x] = c;
-      if constexpr (kClustered) {
-        UNETCU_DYNAMIC_SHARED(double, image_total);  // [3]
-        for (int v = 0; v < 3; ++v) image_total[v] = total[v];
-      } else if (image_sums) {
-        for (int v = 0; v < 3; ++v) image_sums[int64_t(blockIdx.x) * 3 + v] = total[v];
-      }
+      counts[i] = c;
     }
+    for (int v = 0; v < 3; ++v) image_sums[int64_t(i) * 3 + v] = total[v];
   }
-  if constexpr (kClustered) {
-    UNETCU_CLUSTER_SYNC();
-    if (tid == 0 && UNETCU_CLUSTER_RANK() == 0) {
-      UNETCU_DYNAMIC_SHARED(double, image_total);
-      DiceSums s;
-      for (int i = 0; i < int(gridDim.x); ++i) {
-        const double* t = UNETCU_CLUSTER_SHARED(image_total, i);
-        s.sum_p += t[0];
-        s.sum_t += t[1];
-        s.intersection += t[2];
-      }
-      *sums = s;
-      *loss = float(dice_loss_from_sums(s));
-    }
-    UNETCU_CLUSTER_SYNC();  // every block's sums stay until rank 0 has read them
-  }
-}
-
-// One thread: the batch's Dice sums as the images' sums added in image order, and the loss.
-__global__ void dice_from_image_sums_kernel(float* loss, DiceSums* sums, const double* image_sums,
-                                            int n_images) {
-  UNETCU_GRID_DEPENDENCY_SYNC();
+  if (loss == nullptr) return;  // the whole block alike: no thread waits at the barrier
+  __syncthreads();  // the images' sums, written to global memory, visible to thread 0
+  if (threadIdx.x != 0) return;
   DiceSums s;
   for (int i = 0; i < n_images; ++i) {
-    s.sum_p += image_sums[3 * i];
-    s.sum_t += image_sums[3 * i + 1];
-    s.intersection += image_sums[3 * i + 2];
+    s.sum_p += image_sums[3 * int64_t(i)];
+    s.sum_t += image_sums[3 * int64_t(i) + 1];
+    s.intersection += image_sums[3 * int64_t(i) + 2];
   }
   *sums = s;
   *loss = float(dice_loss_from_sums(s));
 }
 
-EnvSwitch g_loss_cluster{"UNETCU_LOSS_CLUSTER", false};
+// The workspace of sums_in_parts: the parts' sums, then the images' Dice sums.
+size_t parts_workspace_bytes(int n_images, int64_t pixels) {
+  const size_t images = size_t(n_images > 0 ? n_images : 0);
+  return detail::align256(images * size_t(parts_of(pixels)) * kPartSums * sizeof(double)) +
+         images * 3 * sizeof(double);
+}
+
+// The Dice forward (unless `loss` is null) and the counts (unless `counts` is null) of
+// `n_images` images of `pixels` values, where loss_and_counts_applies: two launches.
+void sums_in_parts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
+                   const uint8_t* target, int n_images, int64_t pixels, void* workspace,
+                   cudaStream_t stream) {
+  const int64_t parts = parts_of(pixels);
+  double* partials = static_cast<double*>(workspace);
+  double* image_sums = reinterpret_cast<double*>(
+      static_cast<char*>(workspace) +
+      detail::align256(size_t(n_images) * size_t(parts) * kPartSums * sizeof(double)));
+  UNETCU_LAUNCH_CHAINED(loss_parts_kernel, dim3(unsigned(parts), unsigned(n_images)),
+                        kPartThreads, 0, stream)(partials, logits, target, pixels);
+  const int threads = n_images < kPartThreads ? (n_images + 31) / 32 * 32 : kPartThreads;
+  UNETCU_LAUNCH_CHAINED(loss_totals_kernel, 1, threads, 0, stream)(
+      loss, sums, counts, partials, image_sums, n_images, int(parts), pixels);
+}
 
 }  // namespace
 
 bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
                              int64_t pixels) {
-  return n_images > 0 && pixels > 0 && pixels <= kFusedLossMaxPixels && pixels % 4 == 0 &&
-         detail::all_vec4(logits, target);
+  return n_images > 0 && n_images <= kMaxLossImages && pixels > 0 && pixels % 4 == 0 &&
+         parts_of(pixels) <= kMaxLossParts && detail::all_vec4(logits, target);
 }
 
-size_t loss_and_counts_workspace_bytes(int n_images) {
-  return size_t(n_images > 0 ? n_images : 0) * 3 * sizeof(double);
+size_t loss_and_counts_workspace_bytes(int n_images, int64_t pixels) {
+  return parts_workspace_bytes(n_images, pixels);
 }
-
-void set_loss_cluster(bool on) { g_loss_cluster.set(on); }
-bool loss_cluster() { return g_loss_cluster.get(); }
-
-namespace {
-
-// The one-launch forms over `blocks` blocks of `pixels` values each: with the loss, the
-// blocks as one cluster whose rank 0 adds their Dice sums; counts alone (loss and sums null),
-// one block an image and nothing to add. False, launching nothing, where they do not apply
-// (more than 16 blocks for the loss, or a device that cannot place the cluster).
-bool one_launch_sums(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
-                     const uint8_t* target, int blocks, int64_t pixels, cudaStream_t stream) {
-  if (!loss_and_counts_applies(logits, target, blocks, pixels)) return false;
-  if (loss == nullptr) {
-    UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, blocks, kFusedThreads, 0, stream)(
-        counts, nullptr, nullptr, nullptr, logits, target, pixels);
-    return true;
-  }
-  const size_t smem = 3 * sizeof(double);
-  if (blocks > int(kMaxNonPortableClusterBlocks) ||
-      !cluster_fits(image_sums_kernel<true>, kFusedThreads, smem, unsigned(blocks)))
-    return false;
-  UNETCU_LAUNCH_CLUSTER(image_sums_kernel<true>, blocks, kFusedThreads, smem, stream, blocks)(
-      counts, nullptr, loss, sums, logits, target, pixels);
-  return true;
-}
-
-// The reductions' paths (kernels/path_timing.h names them in its report): two launches (any
-// shape), or one (one_launch_sums, where it applies). Untimed, one launch comes first when
-// set_loss_cluster is on.
-enum Path : int { kTwoLaunches, kOneLaunch, kPaths };
-constexpr const char* kPathNames[kPaths] = {"two_launches", "one_launch"};
-
-// Runs `op` over `images` x `pixels` values by the path run_fastest picks; launch(path) as
-// there. Every path writes only the op's outputs and workspace, so any call may be timed.
-template <class Launch>
-void run_loss_path(const char* op, int images, int64_t pixels, cudaStream_t stream,
-                   const Launch& launch) {
-  detail::PathOp path_op(op, kPathNames, kPaths, {images, pixels});
-  if (loss_cluster()) path_op.then(kOneLaunch);
-  path_op.then(kTwoLaunches);
-  detail::run_fastest(path_op, true, stream, launch);
-}
-
-}  // namespace
 
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,
                      cudaStream_t stream) {
-  run_loss_path("loss_and_counts", n_images, pixels, stream, [&](int path) {
-    if (path == kOneLaunch)
-      return one_launch_sums(loss, sums, counts, logits, target, n_images, pixels, stream);
-    double* image_sums = static_cast<double*>(workspace);
-    UNETCU_LAUNCH_CHAINED(image_sums_kernel<false>, n_images, kFusedThreads, 0, stream)(
-        counts, image_sums, nullptr, nullptr, logits, target, pixels);
-    UNETCU_LAUNCH_CHAINED(dice_from_image_sums_kernel, 1, 1, 0, stream)(loss, sums, image_sums,
-                                                                         n_images);
-    return true;
-  });
+  sums_in_parts(loss, sums, counts, logits, target, n_images, pixels, workspace, stream);
 }
 
+// Where the values are float4 runs, the Dice forward alone is the sums in parts over one
+// "image" of all of them; elsewhere reduce_rows, a value at a time.
 size_t dice_loss_workspace_bytes(int64_t count) {
-  return detail::reduce_tiling(count, 1).partial_count(3) * sizeof(double);
+  const size_t rows = detail::reduce_tiling(count, 1).partial_count(3) * sizeof(double);
+  const size_t parts = parts_workspace_bytes(1, count);
+  return rows > parts ? rows : parts;
 }
 
 void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
                        int64_t count, void* workspace, cudaStream_t stream) {
-  run_loss_path("dice_loss_forward", 1, count, stream, [&](int path) {
-    if (path == kOneLaunch) {
-      // The values cut into the most blocks, up to a cluster's 16, that take equal whole
-      // float4 runs a block can hold.
-      for (int blocks = int(kMaxNonPortableClusterBlocks); blocks >= 1; --blocks) {
-        if (count % (4 * blocks) != 0 || count / blocks > kFusedLossMaxPixels) continue;
-        return one_launch_sums(loss, sums, nullptr, logits, target, blocks, count / blocks,
-                               stream);
-      }
-      return false;
-    }
-    detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
-                           detail::reduce_tiling(count, 1), static_cast<double*>(workspace),
-                           stream);
-    return true;
-  });
+  if (loss_and_counts_applies(logits, target, 1, count)) {
+    sums_in_parts(loss, sums, nullptr, logits, target, 1, count, workspace, stream);
+    return;
+  }
+  detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
+                         detail::reduce_tiling(count, 1), static_cast<double*>(workspace), stream);
 }
 
 void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* target,
@@ -397,22 +351,23 @@ void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* targ
       dlogits, logits, target, sums, count, dloss, mode == GradMode::accumulate, vec4);
 }
 
+// The counts alone: the sums in parts where the images are float4 runs, else reduce_rows.
 size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels) {
-  return detail::reduce_tiling(pixels, 1, n_images).partial_count(3) * sizeof(double);
+  const size_t rows = detail::reduce_tiling(pixels, 1, n_images).partial_count(3) * sizeof(double);
+  const size_t parts = parts_workspace_bytes(n_images, pixels);
+  return rows > parts ? rows : parts;
 }
 
 void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_t* target,
                       int n_images, int64_t pixels, void* workspace, cudaStream_t stream) {
   if (n_images <= 0) return;
-  run_loss_path("confusion_counts", n_images, pixels, stream, [&](int path) {
-    if (path == kOneLaunch)
-      return one_launch_sums(nullptr, nullptr, counts, logits, target, n_images, pixels, stream);
-    detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels},
-                           ConfusionEpilogue{counts, pixels},
-                           detail::reduce_tiling(pixels, 1, n_images),
-                           static_cast<double*>(workspace), stream);
-    return true;
-  });
+  if (loss_and_counts_applies(logits, target, n_images, pixels)) {
+    sums_in_parts(nullptr, nullptr, counts, logits, target, n_images, pixels, workspace, stream);
+    return;
+  }
+  detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels}, ConfusionEpilogue{counts, pixels},
+                         detail::reduce_tiling(pixels, 1, n_images),
+                         static_cast<double*>(workspace), stream);
 }
 
 void epoch_totals_accumulate(EpochTotals* totals, const float* loss,

@@ -268,11 +268,10 @@ TEST_CASE("CUDA backend training steps match the CPU backend (UNet, batch 2, 64x
   CHECK(logit_err < 1e-2);
 
   // With path timing on (UNETCU_PATH_TIMING=1), the eager first step timed the paths of the
-  // loss and of the head, and the steps above ran the kept ones.
+  // head, and the steps above ran the kept ones.
   if (cuda::path_timing()) {
     const std::string report = cuda::path_timing_report();
     MESSAGE("paths kept:\n" << report);
-    CHECK(test::contains(report, "loss_and_counts 2x4096: "));
     CHECK(test::contains(report, "conv.narrow_fwd 2x64x64x16: "));
     CHECK(test::contains(report, "conv.narrow_bwd_data 2x64x64x16: "));
   }
@@ -805,9 +804,8 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
     return value != nullptr && std::string(value) == "1";
   };
   for (const auto& [variable, words] :
-       {std::pair<const char*, const char*>{"UNETCU_LOSS_CLUSTER",
-                                            "Dice and counts in one cluster"},
-        {"UNETCU_BN_PASS_LAST_FIRST", "BatchNorm passes last rows first"},
+       {std::pair<const char*, const char*>{"UNETCU_BN_PASS_LAST_FIRST",
+                                            "BatchNorm passes last rows first"},
         {"UNETCU_PATH_TIMING", "paths timed per shape"}}) {
     CAPTURE(variable);
     CHECK(test::contains(backend->describe(), words) == set_to_one(variable));

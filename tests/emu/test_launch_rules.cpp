@@ -137,7 +137,8 @@ TEST_CASE("kernels/cuda declares static shared memory only through UNETCU_STATIC
   const auto declared = [](const std::string& code) {
     return occurrences(code, "UNETCU_STATIC_SHARED");
   };
-  CHECK(for_each_site(declared, [](const std::string&, size_t) {}) >= 15);  // 15 when written
+  // 15 when written; 14 since the loss's sums in parts use reduce_block's (common.cuh).
+  CHECK(for_each_site(declared, [](const std::string&, size_t) {}) >= 14);
 }
 
 }  // namespace

@@ -237,15 +237,18 @@ TEST_CASE("cuda confusion counts and epoch totals match the reference") {
 
 // The fused Dice forward + counts: the counts exactly, the sums as the reference's (to its
 // sigmoid's rounding) and as the separate kernels' (the same doubles added in another order:
-// 1e-12), at images from 4 pixels to the largest it takes, with an image without positives.
+// 1e-12), at images from 4 pixels to 256 x 256, with an image without positives.
 TEST_CASE("cuda fused dice forward and counts match the reference and the separate kernels") {
   struct FusedCase {
     int n_images;
     int64_t pixels;
   };
-  for (const FusedCase& fc : {FusedCase{1, 4}, FusedCase{3, 16}, FusedCase{2, 1000},
-                              FusedCase{5, 4100}, FusedCase{16, 16384},
-                              FusedCase{2, cuda::kFusedLossMaxPixels}}) {
+  // Parts of 512 float4s: 2,048 pixels are one whole part, 2,052 a part and one float4, 4,100
+  // two parts and one float4; 16 x 16,384 is the training batch (8 parts an image), 65,536
+  // pixels an image of 256 x 256 (32 parts); 300 images, more than the totals' block has threads.
+  for (const FusedCase& fc : {FusedCase{1, 4}, FusedCase{3, 16}, FusedCase{300, 8},
+                              FusedCase{2, 1000}, FusedCase{2, 2048}, FusedCase{3, 2052},
+                              FusedCase{5, 4100}, FusedCase{16, 16384}, FusedCase{2, 65536}}) {
     CAPTURE(fc.n_images);
     CAPTURE(fc.pixels);
     const int64_t count = fc.n_images * fc.pixels;
@@ -258,20 +261,23 @@ TEST_CASE("cuda fused dice forward and counts match the reference and the separa
     std::vector<ConfusionCounts> want(size_t(fc.n_images));
     cpu::confusion_counts(want.data(), x.data(), t.data(), fc.n_images, fc.pixels);
 
+    int launches = -1;
     const Outputs out = run_deterministic([&] {
       DeviceBuffer<float> dx(x), dloss(1), dloss_sep(1);
       DeviceBuffer<uint8_t> dt(t);
       DeviceBuffer<DiceSums> dsums(1), dsums_sep(1);
       DeviceBuffer<ConfusionCounts> dcounts(size_t(fc.n_images));
-      DeviceBuffer<unsigned char> ws(cuda::loss_and_counts_workspace_bytes(fc.n_images));
+      DeviceBuffer<unsigned char> ws(cuda::loss_and_counts_workspace_bytes(fc.n_images, fc.pixels));
       DeviceBuffer<unsigned char> ws_sep(cuda::dice_loss_workspace_bytes(count));
       REQUIRE(cuda::loss_and_counts_applies(dx.get(), dt.get(), fc.n_images, fc.pixels));
       dloss.poison();
       dsums.poison();
       dcounts.poison();
       ws.poison();
-      cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(),
-                            fc.n_images, fc.pixels, ws.get(), nullptr);
+      launches = launches_of([&] {
+        cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(),
+                              fc.n_images, fc.pixels, ws.get(), nullptr);
+      });
       cuda::dice_loss_forward(dloss_sep.get(), dsums_sep.get(), dx.get(), dt.get(), count,
                               ws_sep.get(), nullptr);
       sync_device();
@@ -283,6 +289,7 @@ TEST_CASE("cuda fused dice forward and counts match the reference and the separa
       o.add("separate sums", dsums_sep);
       return o;
     });
+    if (launches >= 0) CHECK(launches == 2);
     check_counts(out.get<ConfusionCounts>("counts"), want);
     const DiceSums got_sums = out.get<DiceSums>("sums").at(0);
     check_close(sums_vector(got_sums), sums_vector(want_sums), 1e-9, 1e-6, "dice sums");
@@ -293,204 +300,62 @@ TEST_CASE("cuda fused dice forward and counts match the reference and the separa
   }
 }
 
-TEST_CASE("the fused dice forward and counts as one cluster: the two launches' bits in one") {
-  struct ClusterOn {  // on for the scope, then off again
-    ClusterOn() { cuda::set_loss_cluster(true); }
-    ~ClusterOn() { cuda::set_loss_cluster(false); }
-  };
-  struct FusedCase {
-    int n_images;
-    int64_t pixels;
-  };
-  // Clusters of 1, 5 and 8 blocks (portable), 16 (the opted-in size: the training batch); 17
-  // images keep the two launches.
-  for (const FusedCase& fc : {FusedCase{1, 4}, FusedCase{5, 4100}, FusedCase{8, 1000},
-                              FusedCase{16, 16384}, FusedCase{17, 64}}) {
-    CAPTURE(fc.n_images);
-    CAPTURE(fc.pixels);
-    const int64_t count = fc.n_images * fc.pixels;
-    const auto x = dice_logits(size_t(count), 950 + uint64_t(count));
-    const auto t = random_binary(size_t(count), 951, 0.4);
-    // Each form's loss, sums and counts; the clustered one from poisoned outputs.
-    auto run = [&](bool clustered, int* launches) {
-      return run_deterministic([&] {
-        std::unique_ptr<ClusterOn> on(clustered ? new ClusterOn : nullptr);
-        DeviceBuffer<float> dx(x), dloss(1);
-        DeviceBuffer<uint8_t> dt(t);
-        DeviceBuffer<DiceSums> dsums(1);
-        DeviceBuffer<ConfusionCounts> dcounts(size_t(fc.n_images));
-        DeviceBuffer<unsigned char> ws(cuda::loss_and_counts_workspace_bytes(fc.n_images));
-        dloss.poison();
-        dsums.poison();
-        dcounts.poison();
-        *launches = launches_of([&] {
-          cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(),
-                                fc.n_images, fc.pixels, ws.get(), nullptr);
-        });
-        Outputs o;
-        o.add("loss", dloss);
-        o.add("sums", dsums);
-        o.add("counts", dcounts);
-        return o;
-      });
-    };
-    int launches_two = 0, launches_one = 0;
-    const Outputs two = run(false, &launches_two);
-    const Outputs one = run(true, &launches_one);
-    if (launches_two >= 0) {
-      CHECK(launches_two == 2);
-      CHECK(launches_one == (fc.n_images <= 16 ? 1 : 2));
-    }
-    for (const char* name : {"loss", "sums", "counts"}) {
-      CAPTURE(name);
-      CHECK(one.get<unsigned char>(name) == two.get<unsigned char>(name));
-    }
-  }
-  CHECK_FALSE(cuda::loss_cluster());
-}
-
-TEST_CASE("cuda dice forward and counts alone in one launch each, when asked") {
-  cuda::set_loss_cluster(true);
-  // The Dice forward over up to 16 equal blocks of whole float4 runs: 64 values (16 blocks of
-  // 4), 1,000 (10 of 100), 262,144 (16 of 16,384), 524,288 (16 of 32,768, the most a block
-  // takes); 4,099 (no float4 runs) and 1,048,576 (too many for 16 blocks) keep two launches.
-  struct Flat {
-    int64_t count;
-    int launches;
-  };
-  for (const Flat& f : {Flat{64, 1}, Flat{1000, 1}, Flat{262144, 1}, Flat{524288, 1},
-                        Flat{4099, 2}, Flat{1048576, 2}}) {
-    CAPTURE(f.count);
-    const auto x = dice_logits(size_t(f.count), 960 + uint64_t(f.count));
-    const auto t = random_binary(size_t(f.count), 961, 0.3);
-    float want_loss = 0;
-    DiceSums want_sums;
-    cpu::dice_loss_forward(&want_loss, &want_sums, x.data(), t.data(), f.count);
-    int launches = -1;
-    const Outputs out = run_deterministic([&] {
-      DeviceBuffer<float> dx(x), dloss(1);
-      DeviceBuffer<uint8_t> dt(t);
-      DeviceBuffer<DiceSums> dsums(1);
-      DeviceBuffer<unsigned char> ws(cuda::dice_loss_workspace_bytes(f.count));
-      dloss.poison();
-      dsums.poison();
-      launches = launches_of([&] {
-        cuda::dice_loss_forward(dloss.get(), dsums.get(), dx.get(), dt.get(), f.count, ws.get(),
-                                nullptr);
-      });
-      Outputs o;
-      o.add("loss", dloss);
-      o.add("sums", dsums);
-      return o;
-    });
-    if (launches >= 0) CHECK(launches == f.launches);
-    const DiceSums got_sums = out.get<DiceSums>("sums").at(0);
-    check_close(sums_vector(got_sums), sums_vector(want_sums), 1e-9, 1e-6, "dice sums");
-    CHECK(got_sums.sum_t == want_sums.sum_t);
-    check_close(out.get<float>("loss"), std::vector<float>{want_loss}, 1e-6, 0.0, "dice loss");
-  }
-  // The counts alone: one block an image, no cluster (so also more than 16 images).
-  struct Images {
-    int n;
-    int64_t pixels;
-    int launches;
-  };
-  for (const Images& im : {Images{16, 4096, 1}, Images{3, 1000, 1}, Images{20, 64, 1},
-                           Images{2, 1001, 2}}) {
-    CAPTURE(im.n);
-    CAPTURE(im.pixels);
-    const int64_t count = im.n * im.pixels;
-    const auto x = dice_logits(size_t(count), 970 + uint64_t(count));
-    const auto t = random_binary(size_t(count), 971, 0.4);
-    std::vector<ConfusionCounts> want(size_t(im.n));
-    cpu::confusion_counts(want.data(), x.data(), t.data(), im.n, im.pixels);
-    int launches = -1;
-    const Outputs out = run_deterministic([&] {
-      DeviceBuffer<float> dx(x);
-      DeviceBuffer<uint8_t> dt(t);
-      DeviceBuffer<ConfusionCounts> dcounts(size_t(im.n));
-      DeviceBuffer<unsigned char> ws(cuda::confusion_counts_workspace_bytes(im.n, im.pixels));
-      dcounts.poison();
-      launches = launches_of([&] {
-        cuda::confusion_counts(dcounts.get(), dx.get(), dt.get(), im.n, im.pixels, ws.get(),
-                               nullptr);
-      });
-      Outputs o;
-      o.add("counts", dcounts);
-      return o;
-    });
-    if (launches >= 0) CHECK(launches == im.launches);
-    check_counts(out.get<ConfusionCounts>("counts"), want);
-  }
-  cuda::set_loss_cluster(false);
-}
-
-TEST_CASE("the loss reductions' paths timed per shape: the two launches' bits, then alone") {
-  // 5 images of 4,100 pixels: the fused loss and counts, the Dice forward over all 20,500
-  // values (5 blocks of 4,100 in one launch), the counts alone. Whichever path the timing
-  // keeps, the bytes are the two launches' (run untimed first), and the next call of the
-  // same shape runs the kept path alone.
+TEST_CASE("the Dice forward alone and the counts alone on float4 runs are the sums in parts") {
+  // Aligned whole float4 runs: the Dice forward alone is loss_and_counts over one "image" of
+  // all the values, the same bits; the counts alone are the reference's, as loss_and_counts'
+  // are. (Sums of float sigmoids between 0.003 and 1 are exact in double in any order; the
+  // logits here reach -90, sigmoids down to 1e-39, so that reduce_rows, the other path, which
+  // adds in another order, gives other bits.)
   const int n = 5;
   const int64_t pixels = 4100, count = n * pixels;
-  const auto x = dice_logits(size_t(count), 980);
+  const auto x = random_vector<float>(size_t(count), 980, -90.0, 30.0);
   const auto t = random_binary(size_t(count), 981, 0.4);
-  const TestStream s;
-  DeviceBuffer<float> dx(x), dloss(1);
-  DeviceBuffer<uint8_t> dt(t);
-  DeviceBuffer<DiceSums> dsums(1);
-  DeviceBuffer<ConfusionCounts> dcounts{size_t(n)};
-  DeviceBuffer<unsigned char> ws(cuda::loss_and_counts_workspace_bytes(n) +
-                                 cuda::dice_loss_workspace_bytes(count) +
-                                 cuda::confusion_counts_workspace_bytes(n, pixels));
-  // Each op's outputs as bytes, from poisoned buffers; `launches`: the kernels it took.
-  auto run = [&](int op, int* launches) {
-    dloss.poison();
-    dsums.poison();
-    dcounts.poison();
-    *launches = launches_of([&] {
-      if (op == 0)
-        cuda::loss_and_counts(dloss.get(), dsums.get(), dcounts.get(), dx.get(), dt.get(), n,
-                              pixels, ws.get(), s.stream);
-      else if (op == 1)
-        cuda::dice_loss_forward(dloss.get(), dsums.get(), dx.get(), dt.get(), count, ws.get(),
-                                s.stream);
-      else
-        cuda::confusion_counts(dcounts.get(), dx.get(), dt.get(), n, pixels, ws.get(),
-                               s.stream);
-    });
+  const Outputs out = run_deterministic([&] {
+    DeviceBuffer<float> dx(x), dloss(1), dloss_one(1), dloss_fused(1);
+    DeviceBuffer<uint8_t> dt(t);
+    DeviceBuffer<DiceSums> dsums(1), dsums_one(1), dsums_fused(1);
+    DeviceBuffer<ConfusionCounts> dcounts{size_t(n)}, dcounts_fused{size_t(n)};
+    const size_t ws_bytes = std::max({cuda::dice_loss_workspace_bytes(count),
+                                      cuda::confusion_counts_workspace_bytes(n, pixels),
+                                      cuda::loss_and_counts_workspace_bytes(1, count),
+                                      cuda::loss_and_counts_workspace_bytes(n, pixels)});
+    DeviceBuffer<unsigned char> ws(ws_bytes);
+    for (auto* b : {&dloss, &dloss_one, &dloss_fused}) b->poison();
+    for (auto* b : {&dsums, &dsums_one, &dsums_fused}) b->poison();
+    for (auto* b : {&dcounts, &dcounts_fused}) b->poison();
+    ws.poison();
+    cuda::dice_loss_forward(dloss.get(), dsums.get(), dx.get(), dt.get(), count, ws.get(),
+                            nullptr);
+    cuda::loss_and_counts(dloss_one.get(), dsums_one.get(), nullptr, dx.get(), dt.get(), 1,
+                          count, ws.get(), nullptr);
+    cuda::confusion_counts(dcounts.get(), dx.get(), dt.get(), n, pixels, ws.get(), nullptr);
+    cuda::loss_and_counts(dloss_fused.get(), dsums_fused.get(), dcounts_fused.get(), dx.get(),
+                          dt.get(), n, pixels, ws.get(), nullptr);
+    sync_device();
     Outputs o;
-    o.add("loss", dloss);
-    o.add("sums", dsums);
+    o.add("dice alone", dsums);
+    o.add("loss alone", dloss);
+    o.add("dice over one image", dsums_one);
+    o.add("loss over one image", dloss_one);
     o.add("counts", dcounts);
-    return o.items();
-  };
-  const char* const ops[] = {"loss_and_counts 5x4100", "dice_loss_forward 1x20500",
-                             "confusion_counts 5x4100"};
-  for (int op = 0; op < 3; ++op) {
-    const std::string op_name = ops[op];
-    CAPTURE(op_name);
-    int launches = 0;
-    const auto want = run(op, &launches);
-    for (const char* cheapest : {"two_launches", "one_launch"}) {
-      const std::string path = cheapest;
-      CAPTURE(path);
-      const TimedPaths timed(cheapest);
-      CHECK(run(op, &launches) == want);
-      const auto lines = TimedPaths::lines();
-      REQUIRE(lines.size() == 1);
-      CHECK(lines[0].rfind(std::string(ops[op]) + ": " + cheapest + " (", 0) == 0);
-      CHECK(run(op, &launches) == want);
-      if (launches >= 0) CHECK(launches == (std::string(cheapest) == "one_launch" ? 1 : 2));
-    }
-  }
+    o.add("fused counts", dcounts_fused);
+    return o;
+  });
+  CHECK(out.get<unsigned char>("dice alone") == out.get<unsigned char>("dice over one image"));
+  CHECK(out.get<unsigned char>("loss alone") == out.get<unsigned char>("loss over one image"));
+  std::vector<ConfusionCounts> want(static_cast<size_t>(n));
+  cpu::confusion_counts(want.data(), x.data(), t.data(), n, pixels);
+  check_counts(out.get<ConfusionCounts>("counts"), want);
+  check_counts(out.get<ConfusionCounts>("fused counts"), want);
 }
 
-TEST_CASE("the fused dice forward and counts take only images it can hold in one block") {
-  DeviceBuffer<float> dx(size_t(2 * cuda::kFusedLossMaxPixels + 8));
-  DeviceBuffer<uint8_t> dt(size_t(2 * cuda::kFusedLossMaxPixels + 8));
+TEST_CASE("the fused dice forward and counts take whole float4 runs of at most 65,535 images") {
+  DeviceBuffer<float> dx(size_t(1 << 20) + 8);
+  DeviceBuffer<uint8_t> dt(size_t(1 << 20) + 8);
   CHECK(cuda::loss_and_counts_applies(dx.get(), dt.get(), 16, 16384));
-  CHECK(cuda::loss_and_counts_applies(dx.get(), dt.get(), 1, cuda::kFusedLossMaxPixels));
-  CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get(), 1, cuda::kFusedLossMaxPixels + 4));
+  CHECK(cuda::loss_and_counts_applies(dx.get(), dt.get(), 1, int64_t(1) << 20));  // 1024 x 1024
+  CHECK(cuda::loss_and_counts_applies(dx.get(), dt.get(), 65535, 4));
+  CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get(), 65536, 4));  // grid.y
   CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get(), 2, 18));  // not a multiple of 4
   CHECK_FALSE(cuda::loss_and_counts_applies(dx.get(), dt.get(), 0, 16));
   CHECK_FALSE(cuda::loss_and_counts_applies(dx.get() + 1, dt.get(), 1, 16));  // unaligned

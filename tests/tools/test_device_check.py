@@ -303,6 +303,11 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertIn(f"1 kernels matching '{regex}'", self.row(output, label))
         for label in ("BN fwd last first (ncu)", "BN bwd last first (ncu)"):
             self.assertIn("(with UNETCU_BN_PASS_LAST_FIRST=1)", self.row(output, label))
+        # Then the loss's two kernels by their function names.
+        self.assertIn("1 kernels matching 'loss_parts_kernel|loss_totals_kernel'",
+                      self.row(output, "Dice + counts (ncu)"))
+        self.assertLess(labels.index("BN bwd last first (ncu)"),
+                        labels.index("Dice + counts (ncu)"))
         # Each kernel's line in the summary (tools/ncu_sections_summary.py), under its row's.
         with open(os.path.join(self.out, "summary.txt")) as f:
             summary = f.read()
@@ -317,6 +322,10 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertEqual(len(detail), 4, calls)
         self.assertTrue(all(" -c 6 " in c and "--profile-steps 1" in c for c in detail[:2]), calls)
         self.assertTrue(all(" -c 2 " in c for c in detail[2:]), calls)
+        loss = [c for c in calls if "regex:loss_parts_kernel|loss_totals_kernel" in c]
+        self.assertEqual(len(loss), 1, calls)
+        self.assertIn("--kernel-name-base function -k", loss[0])
+        self.assertIn(" -c 2 ", loss[0])
 
     def test_a_failed_training_is_tried_again_without_the_graph_api(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", FAIL_TRAIN="1")
