@@ -71,10 +71,15 @@ struct StatsSrc {
 template <int V, class E>
 struct PerChannel {
   static constexpr int kParts = V;
+  using Inputs = typename E::Inputs;
   E e;
-  __device__ void operator()(int batch, int col, int part, const double (&sum)[2 * V]) const {
+  __device__ Inputs load(int batch, int col, int part) const {
+    return e.load(batch, col * V + part);
+  }
+  __device__ void operator()(int batch, int col, int part, const double (&sum)[2 * V],
+                             const Inputs& in) const {
     const double pair[2] = {sum[2 * part], sum[2 * part + 1]};
-    e(batch, col * V + part, pair);
+    e(batch, col * V + part, pair, in);
   }
 };
 
@@ -102,27 +107,29 @@ struct StatsEpilogue {
   const float* gamma;
   int64_t rows;
   double momentum, eps;
-  struct Stats {
-    double mean, var, invstd;
+  // What the epilogue reads besides the sums, loaded before the reduction (common.cuh): the
+  // shift the sums were taken about (x's first row, as StatsSrc takes it), gamma and the
+  // running statistics.
+  struct Inputs {
+    float shift, gamma, running_mean, running_var;
   };
-  __device__ Stats stats(int ch, const double (&sum)[2]) const {
+  __device__ Inputs load(int, int ch) const {
+    return {x[ch], gamma[ch], running_mean[ch], running_var[ch]};
+  }
+  __device__ void operator()(int, int ch, const double (&sum)[2], const Inputs& in) const {
     const double n = double(rows);
     const double mean_shifted = sum[0] / n;
     double var = sum[1] / n - mean_shifted * mean_shifted;
     var = var > 0.0 ? var : 0.0;
-    return {double(x[ch]) + mean_shifted, var, 1.0 / sqrt(var + eps)};
-  }
-  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
-    const Stats s = stats(ch, sum);
+    const double mean = double(in.shift) + mean_shifted;
+    const double invstd = 1.0 / sqrt(var + eps);
     // PyTorch needs n > 1 in training; the guard only avoids an infinity.
-    const double n = double(rows);
     const double unbias = rows > 1 ? n / (n - 1.0) : 1.0;
-    save_mean[ch] = float(s.mean);
-    save_invstd[ch] = float(s.invstd);
-    scale[ch] = train_scale(gamma[ch], float(s.invstd));
-    running_mean[ch] = float((1.0 - momentum) * double(running_mean[ch]) + momentum * s.mean);
-    running_var[ch] =
-        float((1.0 - momentum) * double(running_var[ch]) + momentum * s.var * unbias);
+    save_mean[ch] = float(mean);
+    save_invstd[ch] = float(invstd);
+    scale[ch] = train_scale(in.gamma, float(invstd));
+    running_mean[ch] = float((1.0 - momentum) * double(in.running_mean) + momentum * mean);
+    running_var[ch] = float((1.0 - momentum) * double(in.running_var) + momentum * var * unbias);
   }
 };
 
@@ -215,17 +222,25 @@ struct GradEpilogue {
   int64_t rows;
   int c;
   bool accumulate_params;
-  __device__ void operator()(int, int ch, const double (&sum)[2]) const {
+  // What the epilogue reads besides the sums, loaded before the reduction (common.cuh).
+  struct Inputs {
+    float gamma, invstd, dgamma, dbeta;  // the last two only when accumulating
+  };
+  __device__ Inputs load(int, int ch) const {
+    return {gamma[ch], save_invstd[ch], accumulate_params ? dgamma[ch] : 0.0f,
+            accumulate_params ? dbeta[ch] : 0.0f};
+  }
+  __device__ void operator()(int, int ch, const double (&sum)[2], const Inputs& in) const {
     const double n = double(rows);
-    const double invstd = double(save_invstd[ch]);
+    const double invstd = double(in.invstd);
     const double sum_dy = sum[0];
     const double sum_dy_xhat = sum[1] * invstd;
-    const double g = double(gamma[ch]) * invstd;
+    const double g = double(in.gamma) * invstd;
     coef[ch] = float(g);
     coef[c + ch] = float(-g * invstd * sum_dy_xhat / n);
     coef[2 * c + ch] = float(-g * sum_dy / n);
-    dgamma[ch] = float(accumulate_params ? double(dgamma[ch]) + sum_dy_xhat : sum_dy_xhat);
-    dbeta[ch] = float(accumulate_params ? double(dbeta[ch]) + sum_dy : sum_dy);
+    dgamma[ch] = float(accumulate_params ? double(in.dgamma) + sum_dy_xhat : sum_dy_xhat);
+    dbeta[ch] = float(accumulate_params ? double(in.dbeta) + sum_dy : sum_dy);
   }
 };
 

@@ -298,15 +298,58 @@ struct EpilogueParts<E, std::void_t<decltype(E::kParts)>> {
   static constexpr int value = E::kParts;
 };
 
-// The parts first, first + stride, ... of the epilogue of one column.
-template <class E, int NV>
-__device__ inline void run_epilogue(const E& e, int batch, int col, int first, int stride,
-                                    const double (&totals)[NV]) {
-  if constexpr (EpilogueParts<E>::split) {
-    for (int part = first; part < EpilogueParts<E>::value; part += stride)
-      e(batch, col, part, totals);
+// An epilogue may also name what it reads besides the totals (E::Inputs: per-channel
+// parameters, running statistics, the statistics a backward reuses) and load it apart,
+// load(batch, col[, part]); it is then called as operator()(batch, col[, part], totals,
+// inputs). The skeletons load a thread's first part's inputs before the reduction, so that
+// their round trip overlaps the partials' loads and the block's trees: left in the epilogue,
+// those loads follow the block's last barrier (no load moves across one), a global-memory
+// round trip on the critical path of every BatchNorm (78 a training step).
+template <class E, class = void>
+struct EpilogueInputs {
+  static constexpr bool value = false;
+};
+template <class E>
+struct EpilogueInputs<E, std::void_t<typename E::Inputs>> {
+  static constexpr bool value = true;
+};
+struct NoInputs {};
+
+// The inputs of part `first` of the epilogue of one column (the first a thread runs), loaded
+// now; nothing where the epilogue names none or the thread runs no part.
+template <class E>
+__device__ inline auto preload_epilogue(const E& e, int batch, int col, int first) {
+  if constexpr (EpilogueInputs<E>::value) {
+    typename E::Inputs in{};
+    if constexpr (EpilogueParts<E>::split) {
+      if (first < EpilogueParts<E>::value) in = e.load(batch, col, first);
+    } else {
+      if (first == 0) in = e.load(batch, col);
+    }
+    return in;
   } else {
-    if (first == 0) e(batch, col, totals);
+    return NoInputs{};
+  }
+}
+
+// The parts first, first + stride, ... of the epilogue of one column; `first_inputs` from
+// preload_epilogue(e, batch, col, first), the later parts' inputs loaded here.
+template <class E, int NV, class In>
+__device__ inline void run_epilogue(const E& e, int batch, int col, int first, int stride,
+                                    const double (&totals)[NV], const In& first_inputs) {
+  if constexpr (EpilogueParts<E>::split) {
+    for (int part = first; part < EpilogueParts<E>::value; part += stride) {
+      if constexpr (EpilogueInputs<E>::value)
+        e(batch, col, part, totals, part == first ? first_inputs : e.load(batch, col, part));
+      else
+        e(batch, col, part, totals);
+    }
+  } else {
+    if (first != 0) return;
+    if constexpr (EpilogueInputs<E>::value)
+      e(batch, col, totals, first_inputs);
+    else
+      e(batch, col, totals);
   }
 }
 
@@ -348,12 +391,13 @@ __global__ void __launch_bounds__(kThreads) reduce_rows_final_kernel(Epilogue ep
   UNETCU_GRID_DEPENDENCY_SYNC();
   const int col = int(blockIdx.x);
   const int batch = int(blockIdx.y);
+  const auto inputs = preload_epilogue(epilogue, batch, col, int(threadIdx.x));
   double acc[NV] = {};
   for (int rb = int(threadIdx.x); rb < t.row_blocks; rb += int(blockDim.x))
     for (int v = 0; v < NV; ++v)
       acc[v] += partials[((size_t(v) * t.batches + batch) * t.cols + col) * t.row_blocks + rb];
   reduce_block<double, NV>(acc);
-  run_epilogue(epilogue, batch, col, int(threadIdx.x), int(blockDim.x), acc);
+  run_epilogue(epilogue, batch, col, int(threadIdx.x), int(blockDim.x), acc, inputs);
 }
 
 // Src::column(batch, col) builds per-thread state whose add(double (&acc)[NV], row) adds the
@@ -421,6 +465,8 @@ __global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epil
   UNETCU_GRID_DEPENDENCY_SYNC();
   const int col = int(blockIdx.x) * t.tile + int(threadIdx.x) % t.tile;
   const int lane = int(threadIdx.x) / t.tile;
+  // A thread past the last column runs no part (the part index is past every epilogue's).
+  const auto inputs = preload_epilogue(epilogue, 0, col, col < t.cols ? lane : kThreads);
   double acc[NV] = {};
   if (col < t.cols) {
     const auto column = src.column(0, col);
@@ -434,7 +480,7 @@ __global__ void __launch_bounds__(kThreads) reduce_then_map_kernel(Src src, Epil
     }
   }
   reduce_lanes<double, NV>(acc, t.tile, t.lanes);
-  if (col < t.cols) run_epilogue(epilogue, 0, col, lane, t.lanes, acc);
+  if (col < t.cols) run_epilogue(epilogue, 0, col, lane, t.lanes, acc, inputs);
   __syncthreads();
   if (col >= t.cols) return;  // the last barrier is behind us
   const auto out = map.column(col);
