@@ -256,6 +256,8 @@ __global__ void __launch_bounds__(kPartThreads)
   for (int i = int(threadIdx.x); i < n_images; i += int(blockDim.x)) {
     double total[kPartSums] = {};
     const double* in = partials + int64_t(i) * parts * kPartSums;
+    // Unrolled so that several parts' loads are in flight before their additions (in order).
+    UNETCU_UNROLL_4
     for (int part = 0; part < parts; ++part)
       for (int v = 0; v < kPartSums; ++v) total[v] += in[part * kPartSums + v];
     if (counts) {
@@ -272,6 +274,7 @@ __global__ void __launch_bounds__(kPartThreads)
   __syncthreads();  // the images' sums, written to global memory, visible to thread 0
   if (threadIdx.x != 0) return;
   DiceSums s;
+  UNETCU_UNROLL_4
   for (int i = 0; i < n_images; ++i) {
     s.sum_p += image_sums[3 * int64_t(i)];
     s.sum_t += image_sums[3 * int64_t(i) + 1];
