@@ -97,6 +97,7 @@ void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_
 bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
                              int64_t pixels);
 // Only where loss_and_counts_applies; workspace: loss_and_counts_workspace_bytes, 8-byte aligned.
+// `loss` and `sums` may be null (the counts alone), or `counts` (the Dice forward alone).
 size_t loss_and_counts_workspace_bytes(int n_images, int64_t pixels);
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
                      const uint8_t* target, int n_images, int64_t pixels, void* workspace,

@@ -284,18 +284,24 @@ __global__ void __launch_bounds__(kPartThreads)
   *loss = float(dice_loss_from_sums(s));
 }
 
-// The workspace of sums_in_parts: the parts' sums, then the images' Dice sums.
-size_t parts_workspace_bytes(int n_images, int64_t pixels) {
+}  // namespace
+
+bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
+                             int64_t pixels) {
+  return n_images > 0 && n_images <= kMaxLossImages && pixels > 0 && pixels % 4 == 0 &&
+         parts_of(pixels) <= kMaxLossParts && detail::all_vec4(logits, target);
+}
+
+// The workspace: the parts' sums, then the images' Dice sums.
+size_t loss_and_counts_workspace_bytes(int n_images, int64_t pixels) {
   const size_t images = size_t(n_images > 0 ? n_images : 0);
   return detail::align256(images * size_t(parts_of(pixels)) * kPartSums * sizeof(double)) +
          images * 3 * sizeof(double);
 }
 
-// The Dice forward (unless `loss` is null) and the counts (unless `counts` is null) of
-// `n_images` images of `pixels` values, where loss_and_counts_applies: two launches.
-void sums_in_parts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
-                   const uint8_t* target, int n_images, int64_t pixels, void* workspace,
-                   cudaStream_t stream) {
+void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
+                     const uint8_t* target, int n_images, int64_t pixels, void* workspace,
+                     cudaStream_t stream) {
   const int64_t parts = parts_of(pixels);
   double* partials = static_cast<double*>(workspace);
   double* image_sums = reinterpret_cast<double*>(
@@ -308,36 +314,18 @@ void sums_in_parts(float* loss, DiceSums* sums, ConfusionCounts* counts, const f
       loss, sums, counts, partials, image_sums, n_images, int(parts), pixels);
 }
 
-}  // namespace
-
-bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
-                             int64_t pixels) {
-  return n_images > 0 && n_images <= kMaxLossImages && pixels > 0 && pixels % 4 == 0 &&
-         parts_of(pixels) <= kMaxLossParts && detail::all_vec4(logits, target);
-}
-
-size_t loss_and_counts_workspace_bytes(int n_images, int64_t pixels) {
-  return parts_workspace_bytes(n_images, pixels);
-}
-
-void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
-                     const uint8_t* target, int n_images, int64_t pixels, void* workspace,
-                     cudaStream_t stream) {
-  sums_in_parts(loss, sums, counts, logits, target, n_images, pixels, workspace, stream);
-}
-
-// Where the values are float4 runs, the Dice forward alone is the sums in parts over one
-// "image" of all of them; elsewhere reduce_rows, a value at a time.
+// Where the values are float4 runs, the Dice forward alone is loss_and_counts over one
+// "image" of all of them, without counts; elsewhere reduce_rows, a value at a time.
 size_t dice_loss_workspace_bytes(int64_t count) {
   const size_t rows = detail::reduce_tiling(count, 1).partial_count(3) * sizeof(double);
-  const size_t parts = parts_workspace_bytes(1, count);
+  const size_t parts = loss_and_counts_workspace_bytes(1, count);
   return rows > parts ? rows : parts;
 }
 
 void dice_loss_forward(float* loss, DiceSums* sums, const float* logits, const uint8_t* target,
                        int64_t count, void* workspace, cudaStream_t stream) {
   if (loss_and_counts_applies(logits, target, 1, count)) {
-    sums_in_parts(loss, sums, nullptr, logits, target, 1, count, workspace, stream);
+    loss_and_counts(loss, sums, nullptr, logits, target, 1, count, workspace, stream);
     return;
   }
   detail::reduce_rows<3>(DiceSrc{logits, target}, DiceEpilogue{loss, sums},
@@ -354,10 +342,11 @@ void dice_loss_backward(float* dlogits, const float* logits, const uint8_t* targ
       dlogits, logits, target, sums, count, dloss, mode == GradMode::accumulate, vec4);
 }
 
-// The counts alone: the sums in parts where the images are float4 runs, else reduce_rows.
+// The counts alone: loss_and_counts without the loss where the images are float4 runs, else
+// reduce_rows.
 size_t confusion_counts_workspace_bytes(int n_images, int64_t pixels) {
   const size_t rows = detail::reduce_tiling(pixels, 1, n_images).partial_count(3) * sizeof(double);
-  const size_t parts = parts_workspace_bytes(n_images, pixels);
+  const size_t parts = loss_and_counts_workspace_bytes(n_images, pixels);
   return rows > parts ? rows : parts;
 }
 
@@ -365,7 +354,8 @@ void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_
                       int n_images, int64_t pixels, void* workspace, cudaStream_t stream) {
   if (n_images <= 0) return;
   if (loss_and_counts_applies(logits, target, n_images, pixels)) {
-    sums_in_parts(nullptr, nullptr, counts, logits, target, n_images, pixels, workspace, stream);
+    loss_and_counts(nullptr, nullptr, counts, logits, target, n_images, pixels, workspace,
+                    stream);
     return;
   }
   detail::reduce_rows<3>(ConfusionSrc{logits, target, pixels}, ConfusionEpilogue{counts, pixels},
