@@ -24,7 +24,7 @@ std::vector<float> dice_logits(size_t count, uint64_t seed) {
 std::vector<double> sums_vector(const DiceSums& s) { return {s.sum_p, s.sum_t, s.intersection}; }
 
 // Runs `issue` (which launches kernels) and synchronises: the kernels it launched under the
-// emulator; -1 on a GPU, which may refuse a cluster and take the other path.
+// emulator; -1 on a GPU, where nothing counts them.
 template <class F>
 int launches_of(F&& issue) {
 #if defined(UNETCU_TEST_EMULATED)
