@@ -838,8 +838,9 @@ class CudaBackend final : public Backend {
       Backend::loss_and_counts(loss, sums, counts, logits, target, n_images, pixels);
       return;
     }
-    cuda::loss_and_counts(loss, sums, counts, logits, target, n_images, pixels,
-                          scratch(cuda::loss_and_counts_workspace_bytes(n_images, pixels)), compute_);
+    void* workspace = scratch(cuda::loss_and_counts_workspace_bytes(n_images, pixels));
+    cuda::loss_and_counts(loss, sums, counts, logits, target, n_images, pixels, workspace,
+                          compute_);
   }
 
   void set_adam(const AdamConfig& cfg, int64_t t) override {

@@ -1,20 +1,19 @@
 // kernels/path_timing.h: our CUDA kernels' alternative paths timed per shape.
 //
-// Where a hand-written op can run in more than one way (the head's forward and data gradient:
-// a thread per pixel or row sweeps), which is fastest depends on the shape and the card. With path timing on, the first call of
-// each op and shape outside a CUDA graph capture runs every path that applies to it as the
-// captured training step would (a few calls captured as one graph, replayed between two
-// events: kernels/cuda/capture_timing.h, as cuDNN's candidates are timed), keeps the fastest,
-// and later calls of that op and shape (captured ones included) run it. The timed ops write
-// only their outputs and workspace, so the call's results are those of one call by the chosen
-// path. A call that cannot be repeated (one that accumulates into its main output, or whose
-// output overlaps an input) runs untimed by the settings below and leaves the shape to a
-// later call.
+// Where a hand-written op can run in more than one way (the head's forward and data gradient: a
+// thread per pixel or row sweeps), which is fastest depends on the shape and the card. With path
+// timing on, the first call of each op and shape outside a CUDA graph capture runs every path that
+// applies to it as the captured training step would (a few calls captured as one graph, replayed
+// between two events: kernels/cuda/capture_timing.h, as cuDNN's candidates are timed), keeps the
+// fastest, and later calls of that op and shape (captured ones included) run it. The timed ops
+// write only their outputs and workspace, so the call's results are those of one call by the chosen
+// path. A call that cannot be repeated (one that accumulates into its main output, or whose output
+// overlaps an input) runs untimed by the settings below and leaves the shape to a later call.
 //
 // Off by default: on an H100 it kept the untimed choices everywhere but the head, whose row
 // sweeps are now the untimed choice too (bench/RESULTS.md, "Eighth H100 run"; the BatchNorm
-// and loss alternatives it also timed then were removed). UNETCU_PATH_TIMING=1 in the
-// environment turns it on, as does set_path_timing.
+// and loss alternatives it also timed then, measured slower, were removed since).
+// UNETCU_PATH_TIMING=1 in the environment turns it on, as does set_path_timing.
 #pragma once
 
 #include <string>
