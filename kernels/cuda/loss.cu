@@ -8,9 +8,9 @@
 //   sums in parts    the Dice forward and the confusion counts from one read of the logits,
 //                    where they are float4 runs (loss_and_counts, the training step's call;
 //                    also the Dice forward alone and the counts alone): blocks of 512 float4s
-//                    of one image write their six sums, then one block adds each image's
-//                    parts in order (its counts) and the images' Dice sums in image order
-//                    (the loss). Sums in double; 0/1 counts exact.
+//                    of one image write their six sums, then one block, a warp an image,
+//                    adds each image's parts (its counts) and then the images' Dice sums
+//                    (the loss), each over fixed trees. Sums in double; 0/1 counts exact.
 //   dice forward,    elsewhere (unaligned, or not whole float4s): reduce_rows (common.cuh) over
 //   counts           the flat logits, or with one batch per image; stage-1 partials in the
 //                    workspace, a fixed-order stage 2 whose epilogue writes the outputs.
@@ -244,22 +244,31 @@ __global__ void __launch_bounds__(kPartThreads)
   }
 }
 
-// One block: thread i takes images i, i + blockDim.x, ...: adds the image's parts in order and
-// writes its counts (unless `counts` is null) and its Dice sums (image_sums[image][3]); then
-// thread 0 adds the images' Dice sums in image order and writes the sums and the loss (unless
-// `loss` is null). A fixed order throughout: the same bits on every run.
-__global__ void __launch_bounds__(kPartThreads)
+// One block of whole warps: warp w takes images w, w + warps, ...; its lane l adds the image's
+// parts l, l + 32, ... in order, then warp_tree_sum's fixed tree, and lane 0 writes the
+// image's counts (unless `counts` is null) and Dice sums (image_sums[image][3]). Then warp 0
+// adds the images' Dice sums the same way (lane l: images l, l + 32, ...) and writes the sums
+// and the loss (unless `loss` is null). The order depends on the image and part counts alone:
+// the same bits on every run. A thread an image, adding its parts one after another, was a
+// chain of dependent loads: 5.6 us for the training batch (16 images of 8 parts), 35.7 us for
+// the Dice forward alone (one image of 128 parts; bench/RESULTS.md, ninth H100 run).
+constexpr int kTotalsThreads = 512;  // 16 warps: a warp an image of the training batch
+__global__ void __launch_bounds__(kTotalsThreads)
     loss_totals_kernel(float* loss, DiceSums* sums, ConfusionCounts* counts,
                        const double* partials, double* image_sums, int n_images, int parts,
                        int64_t pixels) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  for (int i = int(threadIdx.x); i < n_images; i += int(blockDim.x)) {
+  const int lane = int(threadIdx.x) % 32, warp = int(threadIdx.x) / 32;
+  const int warps = int(blockDim.x) / 32;
+  for (int i = warp; i < n_images; i += warps) {  // the whole warp alike: shuffles below
     double total[kPartSums] = {};
     const double* in = partials + int64_t(i) * parts * kPartSums;
     // Unrolled so that several parts' loads are in flight before their additions (in order).
     UNETCU_UNROLL_4
-    for (int part = 0; part < parts; ++part)
-      for (int v = 0; v < kPartSums; ++v) total[v] += in[part * kPartSums + v];
+    for (int part = lane; part < parts; part += 32)
+      for (int v = 0; v < kPartSums; ++v) total[v] += in[int64_t(part) * kPartSums + v];
+    for (int v = 0; v < kPartSums; ++v) total[v] = detail::warp_tree_sum(total[v]);
+    if (lane != 0) continue;
     if (counts) {
       ConfusionCounts c;
       c.tp = int64_t(total[3]);
@@ -271,17 +280,20 @@ __global__ void __launch_bounds__(kPartThreads)
     for (int v = 0; v < 3; ++v) image_sums[int64_t(i) * 3 + v] = total[v];
   }
   if (loss == nullptr) return;  // the whole block alike: no thread waits at the barrier
-  __syncthreads();  // the images' sums, written to global memory, visible to thread 0
-  if (threadIdx.x != 0) return;
-  DiceSums s;
+  __syncthreads();  // the images' sums, written to global memory, visible to warp 0
+  if (warp != 0) return;
+  double s[3] = {};
   UNETCU_UNROLL_4
-  for (int i = 0; i < n_images; ++i) {
-    s.sum_p += image_sums[3 * int64_t(i)];
-    s.sum_t += image_sums[3 * int64_t(i) + 1];
-    s.intersection += image_sums[3 * int64_t(i) + 2];
-  }
-  *sums = s;
-  *loss = float(dice_loss_from_sums(s));
+  for (int i = lane; i < n_images; i += 32)
+    for (int v = 0; v < 3; ++v) s[v] += image_sums[3 * int64_t(i) + v];
+  for (int v = 0; v < 3; ++v) s[v] = detail::warp_tree_sum(s[v]);
+  if (lane != 0) return;
+  DiceSums d;
+  d.sum_p = s[0];
+  d.sum_t = s[1];
+  d.intersection = s[2];
+  *sums = d;
+  *loss = float(dice_loss_from_sums(d));
 }
 
 }  // namespace
@@ -309,7 +321,7 @@ void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const
       detail::align256(size_t(n_images) * size_t(parts) * kPartSums * sizeof(double)));
   UNETCU_LAUNCH_CHAINED(loss_parts_kernel, dim3(unsigned(parts), unsigned(n_images)),
                         kPartThreads, 0, stream)(partials, logits, target, pixels);
-  const int threads = n_images < kPartThreads ? (n_images + 31) / 32 * 32 : kPartThreads;
+  const int threads = n_images < kTotalsThreads / 32 ? n_images * 32 : kTotalsThreads;
   UNETCU_LAUNCH_CHAINED(loss_totals_kernel, 1, threads, 0, stream)(
       loss, sums, counts, partials, image_sums, n_images, int(parts), pixels);
 }

@@ -245,10 +245,12 @@ TEST_CASE("cuda fused dice forward and counts match the reference and the separa
   };
   // Parts of 512 float4s: 2,048 pixels are one whole part, 2,052 a part and one float4, 4,100
   // two parts and one float4; 16 x 16,384 is the training batch (8 parts an image), 65,536
-  // pixels an image of 256 x 256 (32 parts); 300 images, more than the totals' block has threads.
-  for (const FusedCase& fc : {FusedCase{1, 4}, FusedCase{3, 16}, FusedCase{300, 8},
-                              FusedCase{2, 1000}, FusedCase{2, 2048}, FusedCase{3, 2052},
-                              FusedCase{5, 4100}, FusedCase{16, 16384}, FusedCase{2, 65536}}) {
+  // pixels an image of 256 x 256 (32 parts, a part a lane of the totals' warps), 143,364 71
+  // parts (two or three a lane); 300 images, more than the totals' block has warps.
+  for (const FusedCase& fc :
+       {FusedCase{1, 4}, FusedCase{3, 16}, FusedCase{300, 8}, FusedCase{2, 1000},
+        FusedCase{2, 2048}, FusedCase{3, 2052}, FusedCase{5, 4100}, FusedCase{16, 16384},
+        FusedCase{2, 65536}, FusedCase{1, 143364}}) {
     CAPTURE(fc.n_images);
     CAPTURE(fc.pixels);
     const int64_t count = fc.n_images * fc.pixels;
