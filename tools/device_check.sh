@@ -73,7 +73,8 @@
 # compute-sanitizer's memcheck, racecheck, synccheck and initcheck; off by default;
 # UNETCU_CHECK_RACECHECK=PATTERN narrows racecheck's; UNETCU_CHECK_SANITIZE_TOOLS="racecheck"
 # runs only the tools it names), UNETCU_CHECK_PACK=1 (OUTDIR ends as
-# summary.txt and logs.tar.gz, every other log packed; also when the check is stopped).
+# summary.txt and logs.tar.gz, every other log packed, weights and generated data left out,
+# long logs cut; also when the check is stopped).
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -168,17 +169,52 @@ first_failure() {
 # With UNETCU_CHECK_PACK=1 OUTDIR ends holding summary.txt and logs.tar.gz (every other log
 # packed in it): for a caller that takes back only a few files, where one per phase would leave
 # most of them behind. A check stopped by TERM or INT (an outer timeout) prints its table so far
-# and packs too.
+# and packs too. The archive holds what a reader needs and stays small and quick to make: files
+# up to pack_whole bytes whole; longer text (logs, tables) as its first and last pack_cut bytes;
+# the generated data (synth-data/) and other large files (the training runs' weights and
+# checkpoints, ~100 MB each) left out, named in pack_left_out.txt. Packing them all once took
+# longer than the caller's limit left (the check stopped mid-pack, nothing packed) and made an
+# archive too large to come back (bench/RESULTS.md, ninth H100 run).
+pack_whole=$((4 << 20))
+pack_cut=$((1 << 20))
 pack_logs() {
   [ "${UNETCU_CHECK_PACK:-0}" = 1 ] || return 0
-  local tmp
-  tmp=$(mktemp "${TMPDIR:-/tmp}/unetcu-logs.XXXXXX") || return 0
-  if tar czf "$tmp" -C "$out" --exclude=./summary.txt --exclude=./logs.tar.gz .; then
+  # Quick now, and not to be cut: a TERM to the process group (an outer timeout) is ignored
+  # here and by tar, which inherits that.
+  trap '' TERM INT
+  local stage tmp f rel size kept=0 cut=0 left=0
+  stage=$(mktemp -d "${TMPDIR:-/tmp}/unetcu-pack.XXXXXX") || return 0
+  tmp=$stage.tar.gz
+  while IFS= read -r -d '' f; do
+    rel=${f#"$out"/}
+    size=$(stat -c %s "$f")
+    if [[ $rel == synth-data/* ]]; then
+      left=$((left + 1))
+      echo "$rel $size (generated data)" >> "$stage/pack_left_out.txt"
+    elif [ "$size" -le "$pack_whole" ]; then
+      kept=$((kept + 1))
+      mkdir -p "$(dirname "$stage/$rel")" && cp "$f" "$stage/$rel"
+    elif [[ $rel =~ \.(log|txt|csv|json|jsonl)$ ]]; then
+      cut=$((cut + 1))
+      mkdir -p "$(dirname "$stage/$rel")"
+      { head -c "$pack_cut" "$f"
+        printf '\n[... %s bytes of %s cut by the pack ...]\n' "$((size - 2 * pack_cut))" "$size"
+        tail -c "$pack_cut" "$f"; } > "$stage/$rel"
+    else
+      left=$((left + 1))
+      echo "$rel $size" >> "$stage/pack_left_out.txt"
+    fi
+  done < <(find "$out" -type f ! -path "$out/summary.txt" ! -path "$out/logs.tar.gz" -print0)
+  if tar czf "$tmp" -C "$stage" .; then
     find "$out" -mindepth 1 -maxdepth 1 ! -name summary.txt ! -name logs.tar.gz -exec rm -rf {} +
     chmod 644 "$tmp" && mv "$tmp" "$out/logs.tar.gz"
-  else
-    rm -f "$tmp"
+    [ -f "$out/summary.txt" ] &&
+      echo "logs.tar.gz: $kept files whole, $cut cut to their first and last" \
+        "$((pack_cut >> 20)) MiB, $left left out (pack_left_out.txt)," \
+        "$(stat -c %s "$out/logs.tar.gz") bytes" \
+        >> "$out/summary.txt"
   fi
+  rm -rf "$stage" "$tmp"
 }
 running=
 on_stop() {

@@ -87,7 +87,14 @@ case $cmd in
       echo "{\"epoch\": $e, \"train_loss\": 0.5, \"images_per_sec\": 40${e}5.2, \"epoch_seconds\": 2.5}"
     done > "$out/metrics.jsonl"
     echo "forward 16x128x128x16 -> 16 3x3: runs graph engine 5 [tensor cores]; rival tensor-core kernel: 0.0281 ms, SERVES (cuDNN's choice 0.0464 ms)" > "$out/algorithms.txt"
-    : > "$out/best.safetensors";;
+    if [ "${BIG_OUTPUT:-0}" = 1 ]; then  # weights as large as the pack leaves out, a long log
+      head -c 5242880 /dev/zero > "$out/best.safetensors"
+      echo "first line of the training log"
+      yes "epoch 1/3 [=====>    ] 40 images/s" | head -c 6291456
+      echo "last line of the training log"
+    else
+      : > "$out/best.safetensors"
+    fi;;
   predict) mkdir -p "$out"; : > "$out/ISIC_1_probs.npy";;
 esac
 """
@@ -356,6 +363,28 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertIn("ok", self.row(output, "compute-sanitizer initcheck"))
         for tool in ("memcheck", "synccheck"):
             self.assertNotIn(f"compute-sanitizer {tool}", labels)
+
+    def test_the_pack_leaves_out_weights_and_data_and_cuts_long_logs(self):
+        self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", BIG_OUTPUT="1")
+        listed, packed = self.packed()
+        self.assertEqual(listed, ["logs.tar.gz", "summary.txt"])
+        self.assertIn("train-tf32/metrics.jsonl", packed)
+        self.assertNotIn("train-tf32/best.safetensors", packed)
+        with tarfile.open(os.path.join(self.out, "logs.tar.gz")) as tar:
+            files = {os.path.normpath(m.name): m for m in tar.getmembers() if m.isfile()}
+            left = tar.extractfile(files["pack_left_out.txt"]).read().decode()
+            log = tar.extractfile(files["train-tf32.log"]).read()
+        self.assertIn("synth-data/images/ISIC_1.jpg 0 (generated data)", left)
+        self.assertIn("train-tf32/best.safetensors 5242880", left)
+        self.assertFalse([n for n in files if n.startswith("synth-data")])
+        self.assertTrue(log.startswith(b"first line of the training log"))
+        self.assertTrue(log.endswith(b"last line of the training log\n"))
+        size = 31 + 6291456 + 30  # the stand-in's first line, its progress, its last line
+        self.assertIn(f"[... {size - 2097152} bytes of {size} cut by the pack ...]".encode(), log)
+        self.assertLess(len(log), 2 * 1048576 + 100)
+        with open(os.path.join(self.out, "summary.txt")) as f:
+            self.assertRegex(f.read(), r"logs.tar.gz: \d+ files whole, [1-9]\d* cut to their"
+                             r" first and last 1 MiB, [1-9]\d* left out")
 
     def test_a_stopped_check_prints_its_table_and_packs_at_once(self):
         output, seconds = self.check(stop_at="sanitize_racecheck.log",
