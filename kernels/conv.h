@@ -182,13 +182,18 @@ bool conv2d_mma_backward_data_applies(const ConvShape& sh, const float* dy, cons
 void conv2d_mma_backward_data(float* dx, const float* dy, const float* wt, const ConvShape& sh,
                               GradMode mode, cudaStream_t stream);
 // dwt (+)= correlation of x with dy over the batch, for the forward's shapes above: the
-// products of each block's pixels (at most conv2d_mma_backward_filter_pixels(sh) of them) added
-// on the tensor cores in float, the blocks' sums in double through `workspace`
+// products of each block's pixels (at most conv2d_mma_backward_filter_pixels(sh) of them a
+// launch) added on the tensor cores in float, the blocks' sums in double through `workspace`
 // (conv2d_mma_backward_filter_workspace_bytes(sh), scratch) in a fixed order, rounded to float
-// once.
+// once. In conv2d_mma_backward_filter_waves(sh) launches (UNETCU_MMA_WGRAD_WAVES, default 1,
+// or set_conv2d_mma_filter_waves; 1 to 16, anything else refused), each a share of every
+// block's pixels, so that a stream of higher priority gets SMs between them
+// (kernels/cuda/conv_mma.cu).
 bool conv2d_mma_backward_filter_applies(const ConvShape& sh, const float* dy, const float* x);
 size_t conv2d_mma_backward_filter_workspace_bytes(const ConvShape& sh);
 int64_t conv2d_mma_backward_filter_pixels(const ConvShape& sh);
+int conv2d_mma_backward_filter_waves(const ConvShape& sh);
+void set_conv2d_mma_filter_waves(int waves);
 void conv2d_mma_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                                 GradMode mode, void* workspace, cudaStream_t stream);
 

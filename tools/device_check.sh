@@ -28,14 +28,16 @@
 #      summed by family: tools/ncu_step_summary.py);
 #   4. what has not yet run on a GPU: the opt-in settings built but never measured, each checked
 #      against the CPU where it changes what the step computes and the step timed with it
-#      (UNETCU_CUDNN_KNOB_VARIANTS, UNETCU_CUDNN_DGRAD_AS_FORWARD=1, UNETCU_CUDNN_HEURISTICS_B=1,
-#      UNETCU_UPSAMPLE_IN_PLACE=0, UNETCU_BN_PASS_LAST_FIRST=1, UNETCU_CUDNN_CANDIDATES=32),
-#      then the BatchNorm-fusion probe (bench_cudnn_fusion; UNETCU_CHECK_FUSION=0 leaves it
-#      out) and Nsight Compute's full sections for the step's first two BatchNorms each way
-#      (why they stay below the copy), then for their passes last rows first, then for the
-#      Dice forward and counts;
+#      (UNETCU_MMA_WGRAD_WAVES=4, with its timeline; UNETCU_CUDNN_KNOB_VARIANTS,
+#      UNETCU_CUDNN_HEURISTICS_B=1), then the BatchNorm-fusion probe (bench_cudnn_fusion;
+#      UNETCU_CHECK_FUSION=0 leaves it out) and Nsight Compute's full sections for the step's
+#      first two BatchNorms each way (why they stay below the copy), then for their passes last
+#      rows first, then for the Dice forward and counts;
 #   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: training
-#      with --no-tf32, the CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
+#      with --no-tf32, the settings the ninth run timed once (the CPU-vs-GPU steps with cuDNN's
+#      knob variants, UNETCU_CUDNN_DGRAD_AS_FORWARD=1, UNETCU_UPSAMPLE_IN_PLACE=0 and
+#      UNETCU_BN_PASS_LAST_FIRST=1, the step with those three and UNETCU_CUDNN_CANDIDATES=32),
+#      the CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
 #      with UNETCU_GEMM_SEARCH=1, UNETCU_CUDNN_WGRAD_SMS=112, UNETCU_PATH_TIMING=1,
 #      UNETCU_BN_RELU_MASK_FROM_INPUT=0,
 #      UNETCU_STREAM_PRIORITY=0, UNETCU_WGRAD_STREAMS=1, UNETCU_LATE_JOIN=0, the serial schedule,
@@ -883,36 +885,24 @@ sanitizer_rows
 # Opt-in settings built but never measured: each checked against the CPU (those that change what
 # the step computes), then the step timed with it; then the fusion probe and the BatchNorms'
 # Nsight Compute sections (the longest).
+# The tensor-core weight gradients in 4 waves (launches) instead of one: whether the compute
+# stream, whose two longest gaps (118 and 78 us a step in the ninth run) fell under these
+# kernels holding every SM on a weight-gradient stream, now gets SMs between the waves; the
+# timeline shows the gaps.
+step_variant step_check_mma_waves "cpu-vs-gpu step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4
+if bench_runs; then
+  step_bench bench_cuda_ops_mma_waves "step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4
+  timeline_row step_trace_mma_waves step_trace_mma_waves.txt "step timeline, 4-wave wgrad" \
+    UNETCU_MMA_WGRAD_WAVES=4
+fi
 # Knob variants of cuDNN's two best configurations timed beside them: whether a tile size or split
-# the heuristics do not offer fills the card at the deep layers ("knob variant" in the log).
-step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
+# the heuristics do not offer fills the card at the deep layers ("knob variant" in the log). (Its
+# CPU-vs-GPU step passed in the ninth run; the step's time did not fit that run's budget.)
 bench_runs && bench_variant bench_cuda_ops_knob_variants "step, cuDNN knob variants" \
   UNETCU_CUDNN_KNOB_VARIANTS=64 '^train_step' serving_summary
-# The stride-1 data gradients also timed as the forward convolutions they are: whether cuDNN's
-# forward kernels serve them faster ("forward form" in the log).
-step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
-  UNETCU_CUDNN_DGRAD_AS_FORWARD=1
-bench_runs && bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
-  UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' serving_summary
 # Heuristics mode B's best configurations timed too.
 bench_runs && bench_variant bench_cuda_ops_heuristics_b "step, cuDNN heuristics B too" \
   UNETCU_CUDNN_HEURISTICS_B=1 '^train_step' serving_summary
-# The decoder's upsampled halves copied into their concatenations instead of written there in
-# place (the plan's buffers for them back; the fusion test follows the setting): what the 8
-# copies fewer a step bring.
-step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
-bench_runs && step_bench bench_cuda_ops_concat_copies "step, concat copies" \
-  UNETCU_UPSAMPLE_IN_PLACE=0
-# The BatchNorms' second passes (normalising, forming dx) from the last rows to the first, in one
-# wave: whether meeting first the rows the sums read last keeps more of the second read in L2.
-# The outputs are the same bits, so the check is the emulated one's, run natively.
-step_variant step_check_bn_last_first "cpu-vs-gpu step, BN passes last first" \
-  UNETCU_BN_PASS_LAST_FIRST=1
-bench_runs && step_bench bench_cuda_ops_bn_last_first "step, BN passes last first" \
-  UNETCU_BN_PASS_LAST_FIRST=1
-# 32 of the heuristics' configurations timed per shape instead of 12.
-bench_runs && step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" \
-  UNETCU_CUDNN_CANDIDATES=32
 if [ "${UNETCU_CHECK_FUSION:-1}" != 0 ] && [ -n "$gpu" ]; then
   fusion_probe_row 100
 fi
@@ -940,6 +930,25 @@ ncu_detail ncu_loss "Dice + counts (ncu)" 'loss_parts_kernel|loss_totals_kernel'
 # (--no-tf32), each opt-in setting's CPU-vs-GPU steps, then the step with each default turned
 # off and each opt-in on, newest first; the budget cuts the last.
 [ -n "$gpu" ] && [ -d "$out/synth-data" ] && [ -x "$unetcu" ] && train_mode fp32
+# The settings the ninth run timed once each (each 1.4-2.2% slower than the default, one round):
+# cuDNN's knob variants (the CPU-vs-GPU step), the stride-1 data gradients also timed as the
+# forward convolutions they are ("forward form" in the log), the decoder's upsampled halves
+# copied into their concatenations instead of written there in place, the BatchNorms' second
+# passes from the last rows to the first (the same bits: the check is the emulated one's, run
+# natively), and 32 of the heuristics' configurations timed per shape instead of 12.
+step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
+step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
+  UNETCU_CUDNN_DGRAD_AS_FORWARD=1
+step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
+step_variant step_check_bn_last_first "cpu-vs-gpu step, BN passes last first" \
+  UNETCU_BN_PASS_LAST_FIRST=1
+if bench_runs; then
+  bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
+    UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' serving_summary
+  step_bench bench_cuda_ops_concat_copies "step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
+  step_bench bench_cuda_ops_bn_last_first "step, BN passes last first" UNETCU_BN_PASS_LAST_FIRST=1
+  step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" UNETCU_CUDNN_CANDIDATES=32
+fi
 # The forward and backward-data as a cuBLAS GEMM and a gather wherever they apply (the deep
 # layers), not only where timed faster: the cuBLAS calls' dimensions on the real step.
 step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_GEMM_CONV=1

@@ -31,7 +31,12 @@
 // convolutions run in TF32.
 #include "kernels/conv.h"
 
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/env.h"
 #include "kernels/cuda/filter_gradient.cuh"
 #include "kernels/cuda/mma.cuh"
 
@@ -318,6 +323,15 @@ bool mma_stem_shape(const ConvShape& sh) {
 // either array, at a pixel stride of 8 mod 32 floats. Each warp adds its products in
 // pixel order in float; the blocks' partials (double) are added in a fixed order by stage 2
 // (filter_gradient.cuh): the result does not depend on scheduling.
+//
+// In waves (UNETCU_MMA_WGRAD_WAVES=N, default 1, or set_conv2d_mma_filter_waves): stage 1 as
+// N launches, wave w taking the w-th Nth of each block's segments and adding its float sum to
+// the block's partial (double, in wave order). Why: the step runs this kernel on a
+// weight-gradient stream, and its one wave of blocks (two an SM, ~100 us each at 128x128)
+// holds every SM until it ends, so the compute stream's next kernel, whose blocks need an SM
+// of their own (cuDNN's), waits for it: its two longest gaps, 118 and 78 us a step, fell
+// under these kernels (bench/RESULTS.md, ninth H100 run). Between plain (unchained) launches
+// the SMs drain, and the compute stream's waiting blocks, at a higher priority, go first.
 constexpr int kSegment = 64;         // output pixels a segment has at most
 constexpr int kFilterThreads = 9 * 32;
 constexpr int kFilterBlocks = 264;   // stage-1 blocks at most (two an H100 SM)
@@ -329,7 +343,22 @@ struct MmaFilterTiling {
   int seg_len = 1, segs_per_row = 1;  // a row of q pixels: segs_per_row segments of seg_len
   int64_t segments = 1, segs_per_block = 1;
   int blocks = 1;                     // along x
+  int64_t segs_per_wave = 1;          // of a block's segments, a launch's (the last: the rest)
+  int waves = 1;                      // launches of stage 1
 };
+
+// UNETCU_MMA_WGRAD_WAVES, read once (1 to kMaxWaves; anything else refused); 0: not read yet.
+constexpr int kMaxWaves = 16;
+std::atomic<int> g_filter_waves{0};
+int filter_waves() {
+  int waves = g_filter_waves.load(std::memory_order_relaxed);
+  if (waves == 0) {
+    waves = env_int_or_throw<std::invalid_argument>("UNETCU_MMA_WGRAD_WAVES", 1, 1, kMaxWaves,
+                                                    "a count of launches from 1 to 16");
+    g_filter_waves.store(waves, std::memory_order_relaxed);
+  }
+  return waves;
+}
 
 // From the shape alone, so that the summation order is fixed.
 MmaFilterTiling mma_filter_tiling(const ConvShape& sh) {
@@ -344,13 +373,17 @@ MmaFilterTiling mma_filter_tiling(const ConvShape& sh) {
   const detail::SegmentSplit split = detail::split_segments(ft.segments, cap, kMinSegmentsPerBlock);
   ft.segs_per_block = split.per_block;
   ft.blocks = split.blocks;
+  const int64_t waves = filter_waves();
+  ft.segs_per_wave = (ft.segs_per_block + waves - 1) / waves;
+  ft.waves = int((ft.segs_per_block + ft.segs_per_wave - 1) / ft.segs_per_wave);
   return ft;
 }
 
 template <int Cout, int Chunk>
 __global__ void __launch_bounds__(kFilterThreads)
     mma_filter_partial_kernel(double* partials, const float* __restrict__ dy,
-                              const float* __restrict__ x, ConvShape sh, MmaFilterTiling ft) {
+                              const float* __restrict__ x, ConvShape sh, MmaFilterTiling ft,
+                              int wave) {
   UNETCU_GRID_DEPENDENCY_SYNC();
   constexpr int kDyStride = Cout + 8, kXStride = Chunk + 8;  // floats a staged pixel
   constexpr int kXCols = kSegment + 2;
@@ -368,9 +401,10 @@ __global__ void __launch_bounds__(kFilterThreads)
     for (int j = 0; j < kNTiles; ++j)
       for (int i = 0; i < 4; ++i) acc[m][j][i] = 0.0f;
 
-  const int64_t first = int64_t(blockIdx.x) * ft.segs_per_block;
-  const int64_t last = first + ft.segs_per_block < ft.segments ? first + ft.segs_per_block
-                                                               : ft.segments;
+  const int64_t block_first = int64_t(blockIdx.x) * ft.segs_per_block;
+  const int64_t first = block_first + int64_t(wave) * ft.segs_per_wave;
+  int64_t last = wave + 1 < ft.waves ? first + ft.segs_per_wave : block_first + ft.segs_per_block;
+  if (last > ft.segments) last = ft.segments;
   for (int64_t seg = first; seg < last; ++seg) {
     const int64_t row = seg / ft.segs_per_row;  // (image, output row)
     const int img = int(row / sh.p), oy = int(row % sh.p);
@@ -430,16 +464,22 @@ __global__ void __launch_bounds__(kFilterThreads)
       UNETCU_UNROLL_ALL
       for (int i = 0; i < 4; ++i) {
         const int o = m * 16 + g + (i >> 1) * 8, ch = c0 + j * 8 + 2 * t + (i & 1);
-        partials[((int64_t(o) * 9 + tap) * sh.c + ch) * gridDim.x + blockIdx.x] = acc[m][j][i];
+        double& partial = partials[((int64_t(o) * 9 + tap) * sh.c + ch) * gridDim.x + blockIdx.x];
+        partial = wave == 0 ? double(acc[m][j][i]) : partial + double(acc[m][j][i]);
       }
 }
 
 template <int Cout, int Chunk>
 void launch_mma_filter(double* partials, const float* dy, const float* x, const ConvShape& sh,
                        const MmaFilterTiling& ft, cudaStream_t stream) {
-  UNETCU_LAUNCH_CHAINED((mma_filter_partial_kernel<Cout, Chunk>),
-                        dim3(unsigned(ft.blocks), unsigned(ft.chunks)), kFilterThreads, 0,
-                        stream)(partials, dy, x, sh, ft);
+  const dim3 grid(unsigned(ft.blocks), unsigned(ft.chunks));
+  UNETCU_LAUNCH_CHAINED((mma_filter_partial_kernel<Cout, Chunk>), grid, kFilterThreads, 0,
+                        stream)(partials, dy, x, sh, ft, 0);
+  // Later waves unchained: a chained launch's blocks may be placed while the wave before still
+  // runs, and would hold the SMs that the wave's end is to free.
+  for (int wave = 1; wave < ft.waves; ++wave)
+    UNETCU_LAUNCH_UNCHAINED((mma_filter_partial_kernel<Cout, Chunk>), grid, kFilterThreads, 0,
+                            stream)(partials, dy, x, sh, ft, wave);
 }
 
 }  // namespace
@@ -480,7 +520,16 @@ size_t conv2d_mma_backward_filter_workspace_bytes(const ConvShape& sh) {
 
 int64_t conv2d_mma_backward_filter_pixels(const ConvShape& sh) {
   const MmaFilterTiling ft = mma_filter_tiling(sh);
-  return ft.segs_per_block * ft.seg_len;
+  return ft.segs_per_wave * ft.seg_len;
+}
+
+int conv2d_mma_backward_filter_waves(const ConvShape& sh) { return mma_filter_tiling(sh).waves; }
+
+void set_conv2d_mma_filter_waves(int waves) {
+  if (waves < 1 || waves > kMaxWaves)
+    throw std::invalid_argument("tensor-core weight gradient: " + std::to_string(waves) +
+                                " waves (1 to 16)");
+  g_filter_waves.store(waves, std::memory_order_relaxed);
 }
 
 void conv2d_mma_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,

@@ -35,7 +35,8 @@
 //     built for an older architecture). Emulator: launches run one after another, so the sync waits for nothing,
 //     but a thread of a chained launch that finishes without it aborts with a report. That the
 //     sync is each kernel's first statement, and every launch in kernels/cuda chained (or
-//     cooperative), tests/emu/test_launch_rules.cpp checks in the sources.
+//     cooperative, or UNETCU_LAUNCH_UNCHAINED on purpose, below), tests/emu/test_launch_rules.cpp
+//     checks in the sources.
 //
 //   UNETCU_LAUNCH_CLUSTER(kernel, blocks, 256, smem_bytes, stream, cluster)(args...);
 //   UNETCU_CLUSTER_SYNC();                // inside that kernel, reached by every thread
@@ -464,3 +465,10 @@ inline bool cluster_fits(Kernel kernel, unsigned, size_t, unsigned cluster) {
 #else
 #error "kernels/cuda/launch.h launches kernels: compile with nvcc, or as an emulated library"
 #endif
+
+// A launch deliberately not chained (see the top of this file): its blocks are placed only
+// once the previous kernel of its stream has ended, so the SMs that kernel held drain first,
+// and waiting blocks of a stream of higher priority take them.
+#define UNETCU_LAUNCH_UNCHAINED(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem,          \
+                                unetcu_stream)                                                 \
+  UNETCU_LAUNCH(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)

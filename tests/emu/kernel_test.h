@@ -208,6 +208,22 @@ class TimedPaths {
 
 inline void sync_device() { UNETCU_CUDA_CHECK(cudaDeviceSynchronize()); }
 
+// Runs `issue` (which launches kernels) and synchronises: the kernels it launched under the
+// emulator; -1 on a GPU, where nothing counts them.
+template <class F>
+int launches_of(F&& issue) {
+#if defined(UNETCU_TEST_EMULATED)
+  simt::reset_counters();
+#endif
+  issue();
+  sync_device();
+#if defined(UNETCU_TEST_EMULATED)
+  return int(simt::counters().launches);
+#else
+  return -1;
+#endif
+}
+
 // Bit-for-bit equality (NaN equal to the same NaN), for ops whose CUDA kernel performs the
 // reference's float operations in the reference's order.
 template <typename T>

@@ -13,7 +13,9 @@
 // The weight gradient likewise adds each block's pixels 8 at a time in float (L = pixels / 8,
 // on a GPU 2 * pixels), then the blocks' sums in double, rounded to float once.
 #include <cstdint>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "conv_check.h"
 #include "kernel_test.h"
@@ -146,6 +148,59 @@ TEST_CASE("cuda tensor-core conv backward-filter is within its bound in both gra
         tf32_nearest);
   }
   CHECK(cases.size() == 8);
+}
+
+// In waves (UNETCU_MMA_WGRAD_WAVES): each launch takes a share of every block's segments (rows
+// of 64 + 6 pixels here) and adds its float sum to the block's partial, wave 0 overwriting the
+// (poisoned) workspace. 3 x 7 x 70 x 16: 42 segments over 11 blocks of 4, the last of 2, so
+// 2 waves of 2 segments leave the last block's second wave empty (3 asked gives the same), 4
+// of one its last two. 2 x 70 x 70 x 128: 280 segments over 56 blocks of 5 (the grid capped
+// at 66 for 4 chunks of 32 channels), so the last wave is shorter: 3 + 2, or 2 + 2 + 1. Within
+// the bound of the shorter float runs, a launch a wave more.
+TEST_CASE("cuda tensor-core conv backward-filter in waves is within its bound, a launch a wave") {
+  struct Waves {
+    int asked, taken, segments;  // a wave's segments (the last's at most)
+  };
+  struct WaveCase {
+    ConvShape sh;
+    std::vector<Waves> waves;
+  };
+  const WaveCase cases[] = {
+      {ConvShape::make(3, 7, 70, 16, 16, 3, 3, 1, 1), {{2, 2, 2}, {3, 2, 2}, {4, 4, 1}}},
+      {ConvShape::make(2, 70, 70, 128, 16, 3, 3, 1, 1), {{2, 2, 3}, {4, 3, 2}}}};
+  for (const WaveCase& c : cases) {
+    const ConvShape& sh = c.sh;
+    CAPTURE(shape_name(sh));
+    cuda::set_conv2d_mma_filter_waves(1);
+    CHECK(cuda::conv2d_mma_backward_filter_waves(sh) == 1);
+    const auto launches = [&] {
+      DeviceBuffer<float> dy(size_t(sh.y_size())), x(size_t(sh.x_size()));
+      DeviceBuffer<float> dw(size_t(sh.w_size()));
+      DeviceBuffer<unsigned char> ws(cuda::conv2d_mma_backward_filter_workspace_bytes(sh));
+      return launches_of([&] {
+        cuda::conv2d_mma_backward_filter(dw.get(), dy.get(), x.get(), sh, GradMode::overwrite,
+                                         ws.get(), nullptr);
+      });
+    };
+    const int one_wave_launches = launches();
+    for (const Waves& w : c.waves) {
+      CAPTURE(w.asked);
+      cuda::set_conv2d_mma_filter_waves(w.asked);
+      CHECK(cuda::conv2d_mma_backward_filter_waves(sh) == w.taken);
+      CHECK(cuda::conv2d_mma_backward_filter_pixels(sh) == 64 * w.segments);
+      if (one_wave_launches >= 0) CHECK(launches() == one_wave_launches + w.taken - 1);
+      check_filter_kernel(
+          sh, 0, mma_filter_terms(cuda::conv2d_mma_backward_filter_pixels(sh)),
+          cuda::conv2d_mma_backward_filter_workspace_bytes(sh), "tensor-core dwt in waves",
+          [&](float* dw, const float* dy, const float* x, GradMode mode, void* ws) {
+            cuda::conv2d_mma_backward_filter(dw, dy, x, sh, mode, ws, nullptr);
+          },
+          tf32_nearest);
+    }
+  }
+  cuda::set_conv2d_mma_filter_waves(1);
+  CHECK_THROWS_AS(cuda::set_conv2d_mma_filter_waves(0), std::invalid_argument);
+  CHECK_THROWS_AS(cuda::set_conv2d_mma_filter_waves(17), std::invalid_argument);
 }
 
 // The stem (3 -> 64 or 32, 7x7, stride 2, padding 3): 19 products of 8 of its 147 terms (152

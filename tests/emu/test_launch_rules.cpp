@@ -4,7 +4,9 @@
 // UNETCU_GRID_DEPENDENCY_SYNC() may touch memory. The emulator runs kernels one after another
 // and only sees a thread that never reaches the sync; it cannot see a load placed before it.
 // Hence: the sync is the first statement of every kernel, and every launch there is chained
-// (or cooperative, which the sync also serves, or in clusters, which are chained too).
+// (or cooperative, which the sync also serves, or in clusters, which are chained too), or
+// unchained by name (UNETCU_LAUNCH_UNCHAINED: where a chained launch's early blocks would hold
+// SMs that are to drain), never a plain UNETCU_LAUNCH that may have been meant chained.
 // A second rule keeps the emulator's checks of shared memory in force: static shared arrays are
 // declared through UNETCU_STATIC_SHARED, whose emulated arrays start as poison in every block
 // and have redzones; a plain `__shared__` array is a thread_local there, which keeps the
@@ -110,7 +112,7 @@ TEST_CASE("every kernel in kernels/cuda waits for the previous kernel before any
   CHECK(kernels >= 10);  // the scan found the kernels (10 when this test was written)
 }
 
-TEST_CASE("every launch in kernels/cuda is chained, cooperative or in clusters") {
+TEST_CASE("every launch in kernels/cuda is chained, cooperative, clustered or named unchained") {
   const auto launches_in = [](const std::string& code) {
     std::vector<size_t> out;  // UNETCU_LAUNCH... followed by '(': a call
     for (size_t at : occurrences(code, "UNETCU_LAUNCH")) {
@@ -122,7 +124,7 @@ TEST_CASE("every launch in kernels/cuda is chained, cooperative or in clusters")
   const int launches = for_each_site(launches_in, [](const std::string& code, size_t at) {
     const std::string macro = identifier_at(code, at);
     CHECK_MESSAGE((macro == "UNETCU_LAUNCH_CHAINED" || macro == "UNETCU_LAUNCH_COOPERATIVE" ||
-                   macro == "UNETCU_LAUNCH_CLUSTER"),
+                   macro == "UNETCU_LAUNCH_CLUSTER" || macro == "UNETCU_LAUNCH_UNCHAINED"),
                   macro << " launches a kernel unchained");
   });
   CHECK(launches >= 13);  // 13 when this test was written

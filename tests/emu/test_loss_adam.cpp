@@ -23,22 +23,6 @@ std::vector<float> dice_logits(size_t count, uint64_t seed) {
 
 std::vector<double> sums_vector(const DiceSums& s) { return {s.sum_p, s.sum_t, s.intersection}; }
 
-// Runs `issue` (which launches kernels) and synchronises: the kernels it launched under the
-// emulator; -1 on a GPU, where nothing counts them.
-template <class F>
-int launches_of(F&& issue) {
-#if defined(UNETCU_TEST_EMULATED)
-  simt::reset_counters();
-#endif
-  issue();
-  sync_device();
-#if defined(UNETCU_TEST_EMULATED)
-  return int(simt::counters().launches);
-#else
-  return -1;
-#endif
-}
-
 // Counts are exact: every image's four, as the reference's.
 void check_counts(const std::vector<ConfusionCounts>& got,
                   const std::vector<ConfusionCounts>& want) {

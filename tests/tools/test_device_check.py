@@ -243,7 +243,9 @@ class DeviceCheckTest(unittest.TestCase):
         labels = self.labels(output)
         order = ["ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
                  "step timeline (cupti)", "pytorch step",
-                 "cpu-vs-gpu step, cuDNN knob variants", "step, cuDNN knob variants",
+                 "cpu-vs-gpu step, 4-wave wgrad", "step, 4-wave wgrad",
+                 "step timeline, 4-wave wgrad", "step, cuDNN knob variants",
+                 "cpu-vs-gpu step, cuDNN knob variants",
                  "cpu-vs-gpu step, BN passes last first", "step, BN passes last first",
                  "step, top 32 cuDNN configs", "cpu-vs-gpu step, GEMM convolutions always",
                  "step, serial schedule", "chained launches off"]
@@ -256,7 +258,7 @@ class DeviceCheckTest(unittest.TestCase):
         labels = self.labels(output)
         self.assertLess(labels.index("step profile (ncu)"), labels.index("kernel tests *x*"))
         self.assertLess(labels.index("compute-sanitizer initcheck"[:26]),
-                        labels.index("cpu-vs-gpu step, cuDNN knob variants"[:26]))
+                        labels.index("cpu-vs-gpu step, 4-wave wgrad"[:26]))
         for label in ("ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
                       "step timeline (cupti)", "step, serial schedule"):
             self.assertIn(" ok ", self.row(output, label + " "), output)
