@@ -68,7 +68,8 @@
 # UNETCU_CHECK_AB_VERIFY=1 the CPU-vs-GPU steps first (and under each setting of
 # UNETCU_CHECK_AB_VERIFY_SETTINGS="SETTING;..."), with UNETCU_CHECK_AB_OPS=REGEX the
 # bench_cuda_ops pairs REGEX matches, each checked against the CPU reference, before the
-# rounds; off by default),
+# rounds, with UNETCU_CHECK_AB_TIMELINE=1 each setting's step timeline after them; off by
+# default),
 # UNETCU_CHECK_FUSION (=0: no BatchNorm-fusion probe in section 4; =1: the probe before a quick
 # A/B too),
 # UNETCU_CHECK_SANITIZE=PATTERN (2c: the native kernel tests PATTERN matches, plain and under
@@ -630,8 +631,9 @@ sanitizer_rows() {
 # UNETCU_CHECK_AB_OPS=REGEX, the bench_cuda_ops pairs it matches, each checked against the
 # CPU reference before it is timed, into bench_cuda_ops.log, whose tables the table shows: for
 # an opt-in kernel path with probe pairs, e.g. '^(bn[.]|bn_relu|bn_add_relu|limits)' for the
-# BatchNorms and the copies they are held to). For a change or an opt-in setting measured in a
-# few minutes of GPU time; taking the settings in turn spreads the card's drift over them.
+# BatchNorms and the copies they are held to; with UNETCU_CHECK_AB_TIMELINE=1, the step's
+# timeline under each setting after the rounds). For a change or an opt-in setting measured in
+# a few minutes of GPU time; taking the settings in turn spreads the card's drift over them.
 if [ -n "${UNETCU_CHECK_AB:-}" ]; then
   if [ "${UNETCU_CHECK_AB_VERIFY:-0}" = 1 ]; then
     step_check_rows
@@ -653,6 +655,16 @@ if [ -n "${UNETCU_CHECK_AB:-}" ]; then
         '^train_step.*/ours/' serving_summary
     done
   done
+  # With UNETCU_CHECK_AB_TIMELINE=1, the step's timeline under each setting (section 3's
+  # timeline: where the compute stream waited, and under which kernels), ~10 s each.
+  if [ "${UNETCU_CHECK_AB_TIMELINE:-0}" = 1 ] && bench_runs; then
+    for i in "${!ab_settings[@]}"; do
+      setting=${ab_settings[$i]}
+      [ "$setting" = default ] && setting=""
+      timeline_row "step_trace_ab_$i" "step_trace_ab_$i.txt" "timeline: ${ab_settings[$i]}" \
+        "$setting"
+    done
+  fi
   ncu_detail_rows
   print_table
   exit 0

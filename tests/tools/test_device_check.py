@@ -346,13 +346,20 @@ class DeviceCheckTest(unittest.TestCase):
 
     def test_a_quick_ab_times_its_settings_and_nothing_else(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", UNETCU_CHECK_AB="default;UNETCU_X=1",
-                               UNETCU_CHECK_AB_ROUNDS="2", UNETCU_CHECK_AB_VERIFY="1")
+                               UNETCU_CHECK_AB_ROUNDS="2", UNETCU_CHECK_AB_VERIFY="1",
+                               UNETCU_CHECK_AB_TIMELINE="1")
         labels = self.labels(output)
         self.assertEqual([label for label in labels if label.startswith("A/B")],
                          ["A/B 1: default", "A/B 1: UNETCU_X=1", "A/B 2: default",
                           "A/B 2: UNETCU_X=1"])
         self.assertIn("4323 images/s", self.row(output, "A/B 2: UNETCU_X=1"))
         self.assertIn(" ok ", self.row(output, "cpu-vs-gpu step "))
+        # The timelines after the rounds, a setting each.
+        self.assertEqual([label for label in labels if label.startswith("timeline:")],
+                         ["timeline: default", "timeline: UNETCU_X=1"])
+        self.assertGreater(labels.index("timeline: default"), labels.index("A/B 2: UNETCU_X=1"))
+        for label in ("timeline: default", "timeline: UNETCU_X=1"):
+            self.assertIn("compute gaps, other lanes only", self.row(output, label))
         for label in ("ctest (cuda kernels)", "gpu ops vs LibTorch", "step, serial schedule",
                       "not run"):
             self.assertNotIn(label, labels)
