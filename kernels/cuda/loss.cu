@@ -296,6 +296,12 @@ __global__ void __launch_bounds__(kTotalsThreads)
   *loss = float(dice_loss_from_sums(d));
 }
 
+// The bytes of the parts' sums at the workspace's start, rounded up to 256 (the images' Dice
+// sums follow).
+size_t part_sums_bytes(int n_images, int64_t parts) {
+  return detail::align256(size_t(n_images) * size_t(parts) * kPartSums * sizeof(double));
+}
+
 }  // namespace
 
 bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_images,
@@ -304,11 +310,10 @@ bool loss_and_counts_applies(const float* logits, const uint8_t* target, int n_i
          parts_of(pixels) <= kMaxLossParts && detail::all_vec4(logits, target);
 }
 
-// The workspace: the parts' sums, then the images' Dice sums.
+// The workspace: the parts' sums (part_sums_bytes), then the images' Dice sums.
 size_t loss_and_counts_workspace_bytes(int n_images, int64_t pixels) {
-  const size_t images = size_t(n_images > 0 ? n_images : 0);
-  return detail::align256(images * size_t(parts_of(pixels)) * kPartSums * sizeof(double)) +
-         images * 3 * sizeof(double);
+  const int images = n_images > 0 ? n_images : 0;
+  return part_sums_bytes(images, parts_of(pixels)) + size_t(images) * 3 * sizeof(double);
 }
 
 void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const float* logits,
@@ -316,9 +321,8 @@ void loss_and_counts(float* loss, DiceSums* sums, ConfusionCounts* counts, const
                      cudaStream_t stream) {
   const int64_t parts = parts_of(pixels);
   double* partials = static_cast<double*>(workspace);
-  double* image_sums = reinterpret_cast<double*>(
-      static_cast<char*>(workspace) +
-      detail::align256(size_t(n_images) * size_t(parts) * kPartSums * sizeof(double)));
+  double* image_sums = reinterpret_cast<double*>(static_cast<char*>(workspace) +
+                                                 part_sums_bytes(n_images, parts));
   UNETCU_LAUNCH_CHAINED(loss_parts_kernel, dim3(unsigned(parts), unsigned(n_images)),
                         kPartThreads, 0, stream)(partials, logits, target, pixels);
   const int threads = n_images < kTotalsThreads / 32 ? n_images * 32 : kTotalsThreads;
