@@ -20,7 +20,9 @@
 // (UNETCU_WGRAD_STREAMS=N, default 3), beside each other; events fork and join them, also
 // inside a graph capture, where they become parallel branches. The parts of the Adam update
 // whose gradients are final run on a stream of their own (UNETCU_EARLY_ADAM=0: after the
-// backward pass), forked and joined the same way (fork_optimizer). The per-step
+// backward pass), forked and joined the same way (fork_optimizer). Those streams are side
+// streams to kernels/cuda/launch.h: their kernels go unchained (UNETCU_SIDE_PDL=1: chained, as
+// the compute stream's are), so none is placed early to wait on an SM. The per-step
 // batch upload (upload_batch) runs on a copy stream, from the loader's page-locked batch
 // buffers or else through pinned, double-buffered host staging; the compute stream waits for
 // it through an event, and the copy stream first waits for the compute work
@@ -263,6 +265,11 @@ class CudaBackend final : public Backend {
         UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
     }
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&optimizer_, cudaStreamNonBlocking));
+    // The weight gradients' and Adam's kernels are launched unchained (unless UNETCU_SIDE_PDL=1):
+    // early-placed blocks of theirs would hold SMs the compute stream's next kernel waits for
+    // (kernels/cuda/launch.h, side streams).
+    for (int i = 0; i < side_count_; ++i) set_side_stream(sides_[i].stream, true);
+    set_side_stream(optimizer_, true);
     for (cudaEvent_t* e : {&optimizer_fork_, &optimizer_join_})
       UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
     UNETCU_CUDA_CHECK(cudaEventCreateWithFlags(&compute_mark_, cudaEventDisableTiming));
@@ -336,8 +343,10 @@ class CudaBackend final : public Backend {
     for (int i = 0; i < side_count_; ++i) {
       for (cudaEvent_t e : {sides_[i].fork, sides_[i].join, sides_[i].optimizer_wait})
         (void)cudaEventDestroy(e);
+      set_side_stream(sides_[i].stream, false);
       (void)cudaStreamDestroy(sides_[i].stream);
     }
+    set_side_stream(optimizer_, false);
     (void)cudaStreamDestroy(optimizer_);
     (void)cudaStreamDestroy(copy_);
     (void)cudaStreamDestroy(compute_);
@@ -353,6 +362,7 @@ class CudaBackend final : public Backend {
        << ", Adam " << (early_adam_switch().get() ? "in parts beside the backward pass"
                                                   : "after it");
     if (prioritised_) os << ", compute stream at the greatest priority";
+    if (side_stream_chaining_switch().get()) os << ", side-stream launches chained";
     // The opt-in kernel paths, read as the kernels read them (at each call).
     if (cuda::batchnorm_pass_last_first()) os << ", BatchNorm passes last rows first";
     if (cuda::path_timing()) os << ", head paths timed per shape";

@@ -26,7 +26,9 @@
 #      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
 #      Nsight Compute's profile of 3 replayed steps, when ncu is there (each kernel's duration,
 #      summed by family: tools/ncu_step_summary.py);
-#   4. what has not yet run on a GPU: the opt-in settings built but never measured, each checked
+#   4. what has not yet run on a GPU: the side streams' launches chained as before
+#      (UNETCU_SIDE_PDL=1: the step and its timeline, against the new default's), then the
+#      opt-in settings built but never measured, each checked
 #      against the CPU where it changes what the step computes and the step timed with it
 #      (UNETCU_MMA_WGRAD_WAVES=4, with its timeline; UNETCU_CUDNN_KNOB_VARIANTS,
 #      UNETCU_CUDNN_HEURISTICS_B=1), then the BatchNorm-fusion probe (bench_cudnn_fusion;
@@ -897,6 +899,17 @@ sanitizer_rows
 # Opt-in settings built but never measured: each checked against the CPU (those that change what
 # the step computes), then the step timed with it; then the fusion probe and the BatchNorms'
 # Nsight Compute sections (the longest).
+# The weight gradients' and Adam's streams with chained launches again (UNETCU_SIDE_PDL=1), as up
+# to the ninth run: the default now launches their kernels unchained, so that no block of theirs
+# is placed early to wait, holding an SM, behind a long kernel of its stream (the ninth run's
+# compute stream waited 168 us a step under a 6-us final reduction placed so). The step and its
+# timeline, against section 3's (the default's); no CPU-vs-GPU step: the same kernels, only
+# ordered more strictly.
+if bench_runs; then
+  step_bench bench_cuda_ops_side_pdl "step, side streams chained" UNETCU_SIDE_PDL=1
+  timeline_row step_trace_side_pdl step_trace_side_pdl.txt "step timeline, side chained" \
+    UNETCU_SIDE_PDL=1
+fi
 # The tensor-core weight gradients in 4 waves (launches) instead of one: whether the compute
 # stream, whose two longest gaps (118 and 78 us a step in the ninth run) fell under these
 # kernels holding every SM on a weight-gradient stream, now gets SMs between the waves; the

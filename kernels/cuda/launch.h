@@ -29,11 +29,14 @@
 //     UNETCU_GRID_DEPENDENCY_SYNC waits until the previous kernel has finished and its writes
 //     are visible, then lets the next chained kernel start launching: nothing before it may
 //     touch global memory. nvcc: cudaLaunchKernelEx with programmatic stream serialisation when
-//     unetcu::chained_launches() is on (the default; UNETCU_PDL=0 turns it off) and the kernel
-//     was built for compute capability 9.0 or later, else an ordinary launch; the sync is
+//     unetcu::launch_chains_on(stream) (the default, except on a side stream:
+//     kernels/cuda/chaining.h; UNETCU_PDL=0 turns it off) and the kernel was built for
+//     compute capability 9.0 or later, else an ordinary launch; the sync is
 //     cudaGridDependencySynchronize then cudaTriggerProgrammaticLaunchCompletion (nothing when
-//     built for an older architecture). Emulator: launches run one after another, so the sync waits for nothing,
-//     but a thread of a chained launch that finishes without it aborts with a report. That the
+//     built for an older architecture).
+//     Emulator: launches run one after another, so the sync waits for nothing, but a thread of a
+//     chained launch that finishes without it aborts with a report, and simt::counters() counts
+//     the launches a GPU would issue chained (overlapping_launches). That the
 //     sync is each kernel's first statement, and every launch in kernels/cuda chained (or
 //     cooperative, or UNETCU_LAUNCH_UNCHAINED on purpose, below), tests/emu/test_launch_rules.cpp
 //     checks in the sources.
@@ -93,6 +96,7 @@
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/env.h"
+#include "kernels/cuda/chaining.h"
 
 namespace unetcu {
 
@@ -101,17 +105,6 @@ inline bool sync_every_launch() {
   static EnvSwitch on{"UNETCU_SYNC", false};
   return on.get();
 }
-
-// Whether UNETCU_LAUNCH_CHAINED launches overlap the previous kernel of their stream on a GPU
-// that can (programmatic dependent launch). On unless UNETCU_PDL=0 or set_chained_launches:
-// the training step ran 3-4% faster with it on an H200 (bench/RESULTS.md). Read when a launch
-// is issued, so a graph captured with it on replays chained.
-inline EnvSwitch& chained_launch_switch() {
-  static EnvSwitch on{"UNETCU_PDL", true};
-  return on;
-}
-inline bool chained_launches() { return chained_launch_switch().get(); }
-inline void set_chained_launches(bool on) { chained_launch_switch().set(on); }
 
 // One launch statement: the configuration (evaluated once), and the check run after the launch.
 // UNETCU_LAUNCH is a one-pass for statement around the launch expression so that the check can
@@ -259,7 +252,8 @@ inline bool kernel_waits_for_dependencies(const void* kernel) {
 template <typename... Params>
 AttributedLaunch<Params...> chained_launch(void (*kernel)(Params...), const LaunchSite& site) {
   cudaLaunchAttribute attribute = {};
-  if (chained_launches() && kernel_waits_for_dependencies(reinterpret_cast<const void*>(kernel))) {
+  if (launch_chains_on(site.stream) &&
+      kernel_waits_for_dependencies(reinterpret_cast<const void*>(kernel))) {
     attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute.val.programmaticStreamSerializationAllowed = 1;
   }
@@ -419,7 +413,8 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
   UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
   ::unetcu::simt::launcher(unetcu_kernel, unetcu_launch_.grid, unetcu_launch_.block,             \
                            unetcu_launch_.shared_bytes, unetcu_launch_.stream, #unetcu_kernel,   \
-                           __FILE__, __LINE__, false, true)
+                           __FILE__, __LINE__, false, true, 0,                                   \
+                           ::unetcu::launch_chains_on(unetcu_launch_.stream))
 
 #define UNETCU_GRID_DEPENDENCY_SYNC() ::unetcu::simt::detail::dependency_sync()
 
@@ -428,7 +423,8 @@ inline int max_cooperative_blocks(Kernel kernel, int threads, size_t smem_bytes)
   UNETCU_LAUNCH_SITE_(unetcu_kernel, unetcu_grid, unetcu_block, unetcu_smem, unetcu_stream)    \
   ::unetcu::simt::launcher(unetcu_kernel, unetcu_launch_.grid, unetcu_launch_.block,             \
                            unetcu_launch_.shared_bytes, unetcu_launch_.stream, #unetcu_kernel,   \
-                           __FILE__, __LINE__, false, true, unsigned(unetcu_cluster))
+                           __FILE__, __LINE__, false, true, unsigned(unetcu_cluster),            \
+                           ::unetcu::launch_chains_on(unetcu_launch_.stream))
 
 #define UNETCU_CLUSTER_SYNC() ::unetcu::simt::detail::sync_cluster(__FILE__, __LINE__)
 #define UNETCU_CLUSTER_RANK() ::unetcu::simt::detail::cluster_rank(__FILE__, __LINE__)

@@ -75,8 +75,8 @@ std::atomic<int> g_schedule{-1};  // -1: not read from the environment yet
 std::atomic<int> g_workers{0};    // 0: not read from the environment yet
 
 struct GlobalCounters {
-  std::atomic<uint64_t> launches{0}, blocks{0}, threads{0}, barriers{0}, warp_collectives{0},
-      poisoned_reads{0};
+  std::atomic<uint64_t> launches{0}, overlapping_launches{0}, blocks{0}, threads{0}, barriers{0},
+      warp_collectives{0}, poisoned_reads{0};
 };
 GlobalCounters g_counters;
 
@@ -1179,6 +1179,7 @@ void run_grid(const KernelCall& call) {
     std::abort();
   }
   g_counters.launches.fetch_add(1, std::memory_order_relaxed);
+  if (call.overlapping) g_counters.overlapping_launches.fetch_add(1, std::memory_order_relaxed);
   const uint64_t count = uint64_t{call.grid.x} * call.grid.y * call.grid.z;
   const bool reverse = schedule() == Schedule::reverse;
   if (call.cooperative || call.cluster != 0) {
@@ -1259,6 +1260,7 @@ Counters counters() {
   const detail::GlobalCounters& c = detail::g_counters;
   Counters out;
   out.launches = c.launches.load();
+  out.overlapping_launches = c.overlapping_launches.load();
   out.blocks = c.blocks.load();
   out.threads = c.threads.load();
   out.barriers = c.barriers.load();
@@ -1270,6 +1272,7 @@ Counters counters() {
 void reset_counters() {
   detail::GlobalCounters& c = detail::g_counters;
   c.launches = 0;
+  c.overlapping_launches = 0;
   c.blocks = 0;
   c.threads = 0;
   c.barriers = 0;

@@ -59,6 +59,7 @@ cudaError_t set_stream_order(cudaStream_t stream, StreamOrder order);
 // Totals since the last reset_counters(), summed over all workers.
 struct Counters {
   uint64_t launches = 0;          // kernel launches executed (a graph replay counts its kernels)
+  uint64_t overlapping_launches = 0;  // of them, those a GPU would let overlap the kernel before
   uint64_t blocks = 0;
   uint64_t threads = 0;
   uint64_t barriers = 0;          // completed __syncthreads, one per block per barrier
@@ -91,6 +92,11 @@ struct KernelCall {
   // blocks along x form a cluster whose blocks run at once, each on its own OS thread, wait for
   // each other at UNETCU_CLUSTER_SYNC and read each other's dynamic shared memory. 0: not one.
   unsigned cluster = 0;
+  // A chained launch that a GPU would issue with programmatic stream serialisation (its blocks
+  // placed while the kernel before it in its stream still runs): not under UNETCU_PDL=0, nor on
+  // a side stream (kernels/cuda/launch.h). The emulator runs it as any other and only counts it
+  // (Counters::overlapping_launches), for the tests of which launches overlap.
+  bool overlapping = false;
 };
 
 // The most blocks a cooperative launch may have under the emulator (one OS thread each); a

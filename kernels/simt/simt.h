@@ -310,11 +310,12 @@ class Launcher {
 
   Launcher(Kernel kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
            const char* name, const char* file, int line, bool cooperative = false,
-           bool chained = false, unsigned cluster = 0)
+           bool chained = false, unsigned cluster = 0, bool overlapping = false)
       : kernel_(kernel), stream_(stream) {
     call_.cooperative = cooperative;
     call_.chained = chained;
     call_.cluster = cluster;
+    call_.overlapping = overlapping;
     call_.kernel = reinterpret_cast<const void*>(kernel);
     call_.grid = grid;
     call_.block = block;
@@ -353,9 +354,10 @@ template <typename... Params>
 Launcher<Params...> launcher(void (*kernel)(Params...), dim3 grid, dim3 block,
                              size_t shared_bytes, cudaStream_t stream, const char* name,
                              const char* file, int line, bool cooperative = false,
-                             bool chained = false, unsigned cluster = 0) {
+                             bool chained = false, unsigned cluster = 0,
+                             bool overlapping = false) {
   return Launcher<Params...>(kernel, grid, block, shared_bytes, stream, name, file, line,
-                             cooperative, chained, cluster);
+                             cooperative, chained, cluster, overlapping);
 }
 
 }  // namespace simt

@@ -19,12 +19,14 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <iterator>
 #include <map>
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "engine/cpu_backend.h"
 #include "engine/cuda_backend.h"
@@ -757,6 +759,75 @@ TEST_CASE("out of device memory: the error says how much was asked and what to d
 #endif
 
 #if defined(UNETCU_TEST_EMULATED)
+// The weight-gradient and Adam streams are side streams (kernels/cuda/chaining.h): a weight
+// gradient or an Adam update issued there launches unchained (unless UNETCU_SIDE_PDL=1), the
+// same calls on the compute stream chained (unless UNETCU_PDL=0). The emulator counts the
+// launches a GPU would chain. The head's weight gradient (16 -> 1, 3x3) runs our kernels.
+TEST_CASE("the CUDA backend launches unchained on its weight-gradient and Adam streams") {
+  auto backend = cuda_backend();
+  const auto set_to = [](const char* variable, const char* value) {
+    const char* v = std::getenv(variable);
+    return v != nullptr && std::string(v) == value;
+  };
+  const bool pdl = !set_to("UNETCU_PDL", "0"), side_pdl = set_to("UNETCU_SIDE_PDL", "1");
+  MESSAGE("UNETCU_PDL " << std::string(pdl ? "on" : "off") << ", UNETCU_SIDE_PDL "
+                        << std::string(side_pdl ? "on" : "off"));
+  const ConvShape sh = ConvShape::make(2, 8, 8, 16, 1, 3, 3, 1, 1);
+  const int64_t count = 1000;
+  std::vector<void*> owned;
+  const auto device = [&](const std::vector<float>& host) {
+    void* p = backend->alloc(host.size() * sizeof(float));
+    backend->upload(p, host.data(), host.size() * sizeof(float));
+    owned.push_back(p);
+    return static_cast<float*>(p);
+  };
+  float* x = device(test::random_vector<float>(size_t(sh.x_size()), 31));
+  float* dy = device(test::random_vector<float>(size_t(sh.y_size()), 32));
+  float* dw = device(std::vector<float>(size_t(sh.w_size())));
+  float* param = device(test::random_vector<float>(size_t(count), 33));
+  float* m = device(std::vector<float>(size_t(count)));
+  float* v = device(std::vector<float>(size_t(count)));
+  float* grad = device(test::random_vector<float>(size_t(count), 34));
+  struct Launches {
+    uint64_t all = 0, chained = 0;
+  };
+  const auto launches = [&](const std::function<void()>& issue) {
+    backend->synchronize();
+    simt::reset_counters();
+    issue();
+    backend->synchronize();
+    return Launches{simt::counters().launches, simt::counters().overlapping_launches};
+  };
+  const auto wgrad = [&] { backend->conv_backward_filter(dw, dy, x, sh, GradMode::overwrite); };
+  const auto adam = [&] { backend->adam_update(param, m, v, grad, count); };
+  backend->adam_advance();
+
+  const Launches wgrad_compute = launches(wgrad);
+  const Launches wgrad_side = launches([&] {
+    backend->fork_weight_grads();
+    wgrad();
+    backend->join_weight_grads();
+  });
+  const Launches adam_compute = launches(adam);
+  const Launches adam_side = launches([&] {
+    backend->fork_optimizer();
+    adam();
+    backend->join_optimizer();
+  });
+  for (const auto& [what, on_compute, on_side] :
+       {std::tuple<std::string, Launches, Launches>{"weight gradient", wgrad_compute, wgrad_side},
+        {"Adam update", adam_compute, adam_side}}) {
+    CAPTURE(what);
+    REQUIRE(on_compute.all > 0);
+    CHECK(on_side.all == on_compute.all);
+    CHECK(on_compute.chained == (pdl ? on_compute.all : 0));
+    CHECK(on_side.chained == (pdl && side_pdl ? on_side.all : 0));
+  }
+  for (void* p : owned) backend->release(p);
+}
+#endif
+
+#if defined(UNETCU_TEST_EMULATED)
 // ctest runs these tests again with UNETCU_SIMT_STREAMS=late and =early
 // (tests/backend/CMakeLists.txt), with the defaults (late join, early Adam, three
 // weight-gradient streams) and with UNETCU_LATE_JOIN=0, UNETCU_EARLY_ADAM=0 or
@@ -806,7 +877,8 @@ TEST_CASE("the stream order and the weight-gradient join follow the environment"
   for (const auto& [variable, words] :
        {std::pair<const char*, const char*>{"UNETCU_BN_PASS_LAST_FIRST",
                                             "BatchNorm passes last rows first"},
-        {"UNETCU_PATH_TIMING", "paths timed per shape"}}) {
+        {"UNETCU_PATH_TIMING", "paths timed per shape"},
+        {"UNETCU_SIDE_PDL", "side-stream launches chained"}}) {
     CAPTURE(variable);
     CHECK(test::contains(backend->describe(), words) == set_to_one(variable));
   }

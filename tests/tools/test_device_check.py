@@ -243,6 +243,7 @@ class DeviceCheckTest(unittest.TestCase):
         labels = self.labels(output)
         order = ["ctest (cuda kernels)", "cpu-vs-gpu step", "gpu ops vs LibTorch",
                  "step timeline (cupti)", "pytorch step",
+                 "step, side streams chained", "step timeline, side chained",
                  "cpu-vs-gpu step, 4-wave wgrad", "step, 4-wave wgrad",
                  "step timeline, 4-wave wgrad", "step, cuDNN knob variants",
                  "cpu-vs-gpu step, cuDNN knob variants",
