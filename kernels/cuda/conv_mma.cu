@@ -317,8 +317,9 @@ bool mma_stem_shape(const ConvShape& sh) {
 //
 // A block has one warp per tap (9 x 32 threads) and takes a run of segments (at most 64
 // consecutive output pixels of one image row) and one chunk of input channels (grid y): it
-// stages a segment's dy and the three input rows its taps read (zeros in the padding), then
-// each warp walks the segment 8 pixels at a time, (Cout / 16) x (chunk / 8) products a step.
+// stages a segment's dy and the three input rows its taps read (zeros in the padding; the
+// next segment's loads in flight meanwhile, FilterStaging), then each warp walks the segment
+// 8 pixels at a time, (Cout / 16) x (chunk / 8) products a step.
 // Fragment reads fall on 32 distinct banks: a lane reads pixel t or t + 4 and channel g of
 // either array, at a pixel stride of 8 mod 32 floats. Each warp adds its products in
 // pixel order in float; the blocks' partials (double) are added in a fixed order by stage 2
@@ -379,14 +380,92 @@ MmaFilterTiling mma_filter_tiling(const ConvShape& sh) {
   return ft;
 }
 
+// Segment `seg` of the tiling: output row `row` (image img, row oy), pixels ox0 .. ox0 + len - 1.
+struct FilterSegment {
+  int64_t row;
+  int img, oy, ox0, len;
+};
+__device__ inline FilterSegment filter_segment(int64_t seg, const ConvShape& sh,
+                                               const MmaFilterTiling& ft) {
+  FilterSegment sg;
+  sg.row = seg / ft.segs_per_row;
+  sg.img = int(sg.row / sh.p);
+  sg.oy = int(sg.row % sh.p);
+  sg.ox0 = int(seg % ft.segs_per_row) * ft.seg_len;
+  sg.len = sh.q - sg.ox0 < ft.seg_len ? sh.q - sg.ox0 : ft.seg_len;
+  return sg;
+}
+
+// A thread's share of one segment's staging, held in registers from its loads to its stores:
+// the segment's dy (zeros past its end) and the three input rows its taps read, columns
+// ox0 - 1 .. ox0 + 64 (zeros outside the image), float4 e of each at thread e % threads.
+// Loaded for the next segment while the block's warps multiply this one, so a segment costs
+// about one round trip of loads or its products, whichever is longer. (Loaded and stored one
+// float4 at a time, as before, a thread's loads (up to 8 a segment) could each wait for the
+// one before: the ninth H100 run timed 107 us for 32 -> 16 at 128x128, two blocks an SM of
+// 16 segments each, 6.7 us a segment of 29 KB.)
 template <int Cout, int Chunk>
-__global__ void __launch_bounds__(kFilterThreads)
+struct FilterStaging {
+  static constexpr int kDyStride = Cout + 8, kXStride = Chunk + 8;  // floats a staged pixel
+  static constexpr int kXCols = kSegment + 2;
+  static constexpr int kDyVecs = kSegment * (Cout / 4), kXVecs = 3 * kXCols * (Chunk / 4);
+  static constexpr int kDyEach = (kDyVecs + kFilterThreads - 1) / kFilterThreads;
+  static constexpr int kXEach = (kXVecs + kFilterThreads - 1) / kFilterThreads;
+  detail::Vec<float, 4> dy_v[kDyEach], x_v[kXEach];
+
+  __device__ void load(const float* __restrict__ dy, const float* __restrict__ x,
+                       const ConvShape& sh, const FilterSegment& sg, int c0) {
+    UNETCU_UNROLL_ALL
+    for (int k = 0; k < kDyEach; ++k) {
+      const int e = int(threadIdx.x) + k * kFilterThreads;
+      const int px = e / (Cout / 4), v = e % (Cout / 4);
+      dy_v[k] = detail::Vec<float, 4>{};
+      if (e < kDyVecs && px < sg.len)
+        dy_v[k] = detail::load_vec<4>(dy, ((sg.row * sh.q + sg.ox0 + px) * Cout) / 4 + v);
+    }
+    UNETCU_UNROLL_ALL
+    for (int k = 0; k < kXEach; ++k) {
+      const int e = int(threadIdx.x) + k * kFilterThreads;
+      const int v = e % (Chunk / 4), col = e / (Chunk / 4) % kXCols, rr = e / (Chunk / 4 * kXCols);
+      const int iy = sg.oy - 1 + rr, ix = sg.ox0 - 1 + col;
+      x_v[k] = detail::Vec<float, 4>{};
+      if (e < kXVecs && iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w && col < sg.len + 2)
+        x_v[k] = detail::load_vec<4>(
+            x, (((int64_t(sg.img) * sh.h + iy) * sh.w + ix) * sh.c + c0) / 4 + v);
+    }
+  }
+  // Rounded to TF32 into the block's staging arrays.
+  __device__ void store(float* dys, float* xs) const {
+    UNETCU_UNROLL_ALL
+    for (int k = 0; k < kDyEach; ++k) {
+      const int e = int(threadIdx.x) + k * kFilterThreads;
+      const int px = e / (Cout / 4), v = e % (Cout / 4);
+      if (e < kDyVecs)
+        for (int m = 0; m < 4; ++m)
+          dys[px * kDyStride + v * 4 + m] = detail::tf32_round(dy_v[k].v[m]);
+    }
+    UNETCU_UNROLL_ALL
+    for (int k = 0; k < kXEach; ++k) {
+      const int e = int(threadIdx.x) + k * kFilterThreads;
+      const int v = e % (Chunk / 4), col = e / (Chunk / 4) % kXCols, rr = e / (Chunk / 4 * kXCols);
+      if (e < kXVecs)
+        for (int m = 0; m < 4; ++m)
+          xs[(rr * kXCols + col) * kXStride + v * 4 + m] = detail::tf32_round(x_v[k].v[m]);
+    }
+  }
+};
+
+// Two blocks an SM (kFilterBlocks), so registers to spare for the staging: ptxas (sm_90) 96,
+// 94, 90 and 68 for <32, 32>, <32, 16>, <16, 32> and <16, 16>, no spills (65,536 an SM).
+template <int Cout, int Chunk>
+__global__ void __launch_bounds__(kFilterThreads, 2)
     mma_filter_partial_kernel(double* partials, const float* __restrict__ dy,
                               const float* __restrict__ x, ConvShape sh, MmaFilterTiling ft,
                               int wave) {
   UNETCU_GRID_DEPENDENCY_SYNC();
-  constexpr int kDyStride = Cout + 8, kXStride = Chunk + 8;  // floats a staged pixel
-  constexpr int kXCols = kSegment + 2;
+  using Staging = FilterStaging<Cout, Chunk>;
+  constexpr int kDyStride = Staging::kDyStride, kXStride = Staging::kXStride;
+  constexpr int kXCols = Staging::kXCols;
   constexpr int kMTiles = Cout / 16, kNTiles = Chunk / 8;
   UNETCU_STATIC_SHARED(float, dys, [kSegment * kDyStride]);
   UNETCU_STATIC_SHARED(float, xs, [3 * kXCols * kXStride]);
@@ -405,32 +484,15 @@ __global__ void __launch_bounds__(kFilterThreads)
   const int64_t first = block_first + int64_t(wave) * ft.segs_per_wave;
   int64_t last = wave + 1 < ft.waves ? first + ft.segs_per_wave : block_first + ft.segs_per_block;
   if (last > ft.segments) last = ft.segments;
+  Staging staging;
+  if (first < last) staging.load(dy, x, sh, filter_segment(first, sh, ft), c0);
   for (int64_t seg = first; seg < last; ++seg) {
-    const int64_t row = seg / ft.segs_per_row;  // (image, output row)
-    const int img = int(row / sh.p), oy = int(row % sh.p);
-    const int ox0 = int(seg % ft.segs_per_row) * ft.seg_len;
-    const int len = sh.q - ox0 < ft.seg_len ? sh.q - ox0 : ft.seg_len;
+    const int len = filter_segment(seg, sh, ft).len;
     __syncthreads();  // the previous segment's reads are done
-    // dy of the segment's pixels (zeros past its end), rounded to TF32.
-    for (int e = int(threadIdx.x); e < kSegment * (Cout / 4); e += kFilterThreads) {
-      const int px = e / (Cout / 4), v = e % (Cout / 4);
-      detail::Vec<float, 4> val{};
-      if (px < len)
-        val = detail::load_vec<4>(dy, ((row * sh.q + ox0 + px) * Cout) / 4 + v);
-      for (int m = 0; m < 4; ++m) dys[px * kDyStride + v * 4 + m] = detail::tf32_round(val.v[m]);
-    }
-    // The three input rows the taps read, columns ox0 - 1 .. ox0 + 64 (zeros outside the image).
-    for (int e = int(threadIdx.x); e < 3 * kXCols * (Chunk / 4); e += kFilterThreads) {
-      const int v = e % (Chunk / 4), col = e / (Chunk / 4) % kXCols, rr = e / (Chunk / 4 * kXCols);
-      const int iy = oy - 1 + rr, ix = ox0 - 1 + col;
-      detail::Vec<float, 4> val{};
-      if (iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w && col < len + 2)
-        val = detail::load_vec<4>(
-            x, (((int64_t(img) * sh.h + iy) * sh.w + ix) * sh.c + c0) / 4 + v);
-      for (int m = 0; m < 4; ++m)
-        xs[(rr * kXCols + col) * kXStride + v * 4 + m] = detail::tf32_round(val.v[m]);
-    }
+    staging.store(dys, xs);
     __syncthreads();
+    // The next segment's loads, in flight while this one's products run.
+    if (seg + 1 < last) staging.load(dy, x, sh, filter_segment(seg + 1, sh, ft), c0);
 
     // Pixel j of the segment reads input column ox0 + j + s - 1: staged column j + s.
     const float* x_row = xs + (r * kXCols + s) * kXStride;
