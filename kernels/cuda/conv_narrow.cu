@@ -147,13 +147,19 @@ struct NarrowBackwardData {
   }
 };
 
-// Stage 1 of backward-filter. A thread owns V channels (one float4 when c % 4 == 0) of every
-// tap and walks output pixels: per pixel one dy and one x vector per tap, r*s*V double
-// multiply-adds, all into registers. Block b sums output pixels [b * chunk, (b + 1) * chunk),
-// its `lanes` threads of a channel group taking every lanes-th pixel; the lanes' sums then go
-// through reduce_lanes tap by tap, and partials[tap * c + channel][b] gets the block's total.
-// (The first version gave each thread one filter element and one x load per pixel, index
-// arithmetic and all: 101-107 us on the H200 for this 17.8 MB, bound by instructions.)
+// Stage 1 of backward-filter. A thread owns V channels (one float4 when c % 4 == 0) of
+// kFilterTaps taps (grid y: taps y * kFilterTaps onwards) and walks output pixels: per pixel one
+// dy and one x vector per tap, kFilterTaps * V double multiply-adds, all into registers. Block
+// (b, y) sums output pixels [b * chunk, (b + 1) * chunk), its `lanes` threads of a channel group
+// taking every lanes-th pixel; the lanes' sums then go through reduce_lanes tap by tap, and
+// partials[tap * c + channel][b] gets the block's total. (The first version gave each thread one
+// filter element and one x load per pixel, index arithmetic and all: 101-107 us on the H200
+// for this 17.8 MB, bound by instructions. The next took all nine taps a thread: 124 registers
+// and its sums in a 288-byte stack frame, since the tap-by-tap reduction indexed them at run
+// time: 56 us on the H100, two blocks an SM, on a weight-gradient stream.) Each element's sum
+// is the same as with all taps a thread (the same pixels in the same order, the same tree).
+constexpr int kFilterTaps = 3;
+
 template <int V>
 __global__ void __launch_bounds__(detail::kThreads)
     narrow_filter_partial_kernel(double* partials, const float* dy, const float* x, ConvShape sh,
@@ -163,15 +169,17 @@ __global__ void __launch_bounds__(detail::kThreads)
   const int64_t first = int64_t(blockIdx.x) * ft.chunk;
   const int64_t last = first + ft.chunk < pixels ? first + ft.chunk : pixels;
   const int groups = sh.c / V, taps = sh.r * sh.s;
+  const int t0 = int(blockIdx.y) * kFilterTaps;  // the block's first tap
   const int lane = int(threadIdx.x) / ft.tile;
-  int tap_dr[kMaxTaps], tap_ds[kMaxTaps];
-  for (int t = 0; t < kMaxTaps; ++t) {
-    tap_dr[t] = t < taps ? t / sh.s - sh.pad : 0;
-    tap_ds[t] = t < taps ? t % sh.s - sh.pad : 0;
+  int tap_dr[kFilterTaps], tap_ds[kFilterTaps];
+  for (int i = 0; i < kFilterTaps; ++i) {
+    const int t = t0 + i;
+    tap_dr[i] = t < taps ? t / sh.s - sh.pad : 0;
+    tap_ds[i] = t < taps ? t % sh.s - sh.pad : 0;
   }
   for (int g0 = 0; g0 < groups; g0 += ft.tile) {
     const int g = g0 + int(threadIdx.x) % ft.tile;
-    double acc[kMaxTaps][V] = {};
+    double acc[kFilterTaps][V] = {};
     if (g < groups) {
       for (int64_t row = first + lane; row < last; row += ft.lanes) {
         const PixelIndex o = split_pixel(row, sh.p, sh.q);
@@ -180,23 +188,28 @@ __global__ void __launch_bounds__(detail::kThreads)
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-        for (int t = 0; t < kMaxTaps; ++t) {
-          const int iy = o.y + tap_dr[t], ix = o.x + tap_ds[t];
-          if (t < taps && iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w) {
+        for (int i = 0; i < kFilterTaps; ++i) {
+          const int iy = o.y + tap_dr[i], ix = o.x + tap_ds[i];
+          if (t0 + i < taps && iy >= 0 && iy < sh.h && ix >= 0 && ix < sh.w) {
             const auto v = load_vec<V>(x, ((image + iy) * sh.w + ix) * groups + g);
-            for (int k = 0; k < V; ++k) acc[t][k] += d * double(v.v[k]);
+            for (int k = 0; k < V; ++k) acc[i][k] += d * double(v.v[k]);
           }
         }
       }
     }
-    // `taps` is the same for the whole block, so every thread meets every barrier.
-    for (int t = 0; t < taps; ++t) {
+    // Unrolled, so acc stays in registers; t0 + i < taps is the same for the whole block, so
+    // every thread meets every barrier.
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int i = 0; i < kFilterTaps; ++i) {
+      if (t0 + i >= taps) break;
       double sums[V];
-      for (int k = 0; k < V; ++k) sums[k] = acc[t][k];
+      for (int k = 0; k < V; ++k) sums[k] = acc[i][k];
       detail::reduce_lanes<double, V>(sums, ft.tile, ft.lanes);
       if (lane == 0 && g < groups)
         for (int k = 0; k < V; ++k)
-          partials[(int64_t(t) * sh.c + g * V + k) * gridDim.x + blockIdx.x] = sums[k];
+          partials[(int64_t(t0 + i) * sh.c + g * V + k) * gridDim.x + blockIdx.x] = sums[k];
     }
   }
 }
@@ -722,11 +735,12 @@ void conv2d_narrow_backward_filter(float* dwt, const float* dy, const float* x,
   double* partials = static_cast<double*>(workspace);
   const bool vec = filter_vec4(sh, x);
   const FilterTiling ft = filter_tiling(sh, vec ? 4 : 1);
+  const dim3 grid(unsigned(ft.blocks), unsigned((sh.r * sh.s + kFilterTaps - 1) / kFilterTaps));
   if (vec) {
-    UNETCU_LAUNCH_CHAINED(narrow_filter_partial_kernel<4>, ft.blocks, ft.tile * ft.lanes, 0,
+    UNETCU_LAUNCH_CHAINED(narrow_filter_partial_kernel<4>, grid, ft.tile * ft.lanes, 0,
                           stream)(partials, dy, x, sh, ft);
   } else {
-    UNETCU_LAUNCH_CHAINED(narrow_filter_partial_kernel<1>, ft.blocks, ft.tile * ft.lanes, 0,
+    UNETCU_LAUNCH_CHAINED(narrow_filter_partial_kernel<1>, grid, ft.tile * ft.lanes, 0,
                           stream)(partials, dy, x, sh, ft);
   }
   finish_filter_gradient(dwt, partials, sh, ft.blocks, mode, stream);
