@@ -21,7 +21,7 @@
 // inside a graph capture, where they become parallel branches. The parts of the Adam update
 // whose gradients are final run on a stream of their own (UNETCU_EARLY_ADAM=0: after the
 // backward pass), forked and joined the same way (fork_optimizer). Those streams are side
-// streams to kernels/cuda/launch.h: their kernels go unchained (UNETCU_SIDE_PDL=1: chained, as
+// streams to kernels/cuda/chaining.h: their kernels go unchained (UNETCU_SIDE_PDL=1: chained, as
 // the compute stream's are), so none is placed early to wait on an SM. The per-step
 // batch upload (upload_batch) runs on a copy stream, from the loader's page-locked batch
 // buffers or else through pinned, double-buffered host staging; the compute stream waits for
@@ -267,7 +267,7 @@ class CudaBackend final : public Backend {
     UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&optimizer_, cudaStreamNonBlocking));
     // The weight gradients' and Adam's kernels are launched unchained (unless UNETCU_SIDE_PDL=1):
     // early-placed blocks of theirs would hold SMs the compute stream's next kernel waits for
-    // (kernels/cuda/launch.h, side streams).
+    // (kernels/cuda/chaining.h).
     for (int i = 0; i < side_count_; ++i) set_side_stream(sides_[i].stream, true);
     set_side_stream(optimizer_, true);
     for (cudaEvent_t* e : {&optimizer_fork_, &optimizer_join_})

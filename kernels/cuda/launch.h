@@ -94,9 +94,9 @@
 #include <cooperative_groups.h>
 #endif
 
+#include "kernels/cuda/chaining.h"
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/env.h"
-#include "kernels/cuda/chaining.h"
 
 namespace unetcu {
 
