@@ -515,6 +515,7 @@ constexpr int kSweepMaxC = 64;
 constexpr int kSweepWarps = 8;   // a block's warps, each on its own strip and row chunk
 constexpr int kSweepCols = 30;   // columns a warp writes
 constexpr int kSweepRows = 8;    // rows a warp walks
+constexpr int kSweepLoads = 4;   // a lane's channel-group loads in flight at once (forward)
 
 bool sweep_applies(const ConvShape& sh, const float* big, const float* wt) {
   return sh.k == 1 && sh.r == 3 && sh.s == 3 && sh.pad == 1 && sh.stride == 1 && sh.c % 4 == 0 &&
@@ -575,11 +576,21 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
     float z[9] = {};
     if (wp.inside && iy >= 0 && iy < sh.h) {
       const int64_t at = ((int64_t(wp.n) * sh.h + iy) * sh.w + wp.col) * wp.groups;
-      for (int g = 0; g < wp.groups; ++g) {
-        const Vec<float, 4> xv = load_vec<4>(x, at + g);
-        for (int t = 0; t < 9; ++t) {
-          const Vec<float, 4> wv = filter[t * wp.groups + g];
-          for (int k = 0; k < 4; ++k) z[t] = fmaf(xv.v[k], wv.v[k], z[t]);
+      // kSweepLoads channel groups' loads issued together, then their products in group
+      // order: one group's load at a time, each waited for, left a row's loads a chain of
+      // round trips (the head, 16 channels: four).
+      for (int g0 = 0; g0 < wp.groups; g0 += kSweepLoads) {
+        Vec<float, 4> xv[kSweepLoads];
+        UNETCU_UNROLL_ALL
+        for (int j = 0; j < kSweepLoads; ++j)
+          xv[j] = g0 + j < wp.groups ? load_vec<4>(x, at + g0 + j) : Vec<float, 4>{};
+        UNETCU_UNROLL_ALL
+        for (int j = 0; j < kSweepLoads; ++j) {
+          if (g0 + j >= wp.groups) break;
+          for (int t = 0; t < 9; ++t) {
+            const Vec<float, 4> wv = filter[t * wp.groups + g0 + j];
+            for (int k = 0; k < 4; ++k) z[t] = fmaf(xv[j].v[k], wv.v[k], z[t]);
+          }
         }
       }
     }
@@ -616,23 +627,28 @@ __global__ void __launch_bounds__(kSweepWarps * 32)
   // window[0..2]: dy rows iy + 1, iy, iy - 1 (filter rows 0, 1, 2 of dx row iy), each as the
   // values right of, at and left of this column (taps 0, 1, 2).
   float window[3][3] = {};
-  auto dy_row = [&](int oy, float (&taps)[3]) {
-    const float d = wp.inside && oy >= 0 && oy < sh.h ? dy[(int64_t(wp.n) * sh.h + oy) * sh.w +
-                                                        wp.col]
-                                                  : 0.0f;
+  auto dy_at = [&](int oy) {
+    return wp.inside && oy >= 0 && oy < sh.h ? dy[(int64_t(wp.n) * sh.h + oy) * sh.w + wp.col]
+                                             : 0.0f;
+  };
+  auto spread = [&](float d, float (&taps)[3]) {
     taps[0] = __shfl_down_sync(0xffffffffu, d, 1);  // column + 1
     taps[1] = d;
     taps[2] = __shfl_up_sync(0xffffffffu, d, 1);    // column - 1
   };
-  dy_row(wp.row0, window[0]);       // dy row iy for the first iy = row0: filter row 1
-  dy_row(wp.row0 - 1, window[1]);   // filter row 2
+  spread(dy_at(wp.row0), window[0]);      // dy row iy for the first iy = row0: filter row 1
+  spread(dy_at(wp.row0 - 1), window[1]);  // filter row 2
+  float next = dy_at(wp.row0 + 1);
   for (int iy = wp.row0; iy < wp.row0 + wp.rows; ++iy) {
-    // Shift the rows down a filter row and load dy row iy + 1 as filter row 0.
+    // Shift the rows down a filter row; dy row iy + 1 (loaded a row ago) is filter row 0.
     for (int t = 0; t < 3; ++t) {
       window[2][t] = window[1][t];
       window[1][t] = window[0][t];
     }
-    dy_row(iy + 1, window[0]);
+    spread(next, window[0]);
+    // The next row's load, in flight during this row's products and stores (loaded where it
+    // is used, each row's load was a round trip the warp waited for).
+    next = dy_at(iy + 2);
     if (!wp.writes) continue;
     const int64_t at = ((int64_t(wp.n) * sh.h + iy) * sh.w + wp.col) * wp.groups;
     for (int g = 0; g < wp.groups; ++g) {
