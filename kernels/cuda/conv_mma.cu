@@ -456,7 +456,7 @@ struct FilterStaging {
 };
 
 // Two blocks an SM (kFilterBlocks), so registers to spare for the staging: ptxas (sm_90) 96,
-// 94, 90 and 68 for <32, 32>, <32, 16>, <16, 32> and <16, 16>, no spills (65,536 an SM).
+// 95, 92 and 70 for <32, 32>, <32, 16>, <16, 32> and <16, 16>, no spills (65,536 an SM).
 template <int Cout, int Chunk>
 __global__ void __launch_bounds__(kFilterThreads, 2)
     mma_filter_partial_kernel(double* partials, const float* __restrict__ dy,
@@ -485,14 +485,21 @@ __global__ void __launch_bounds__(kFilterThreads, 2)
   int64_t last = wave + 1 < ft.waves ? first + ft.segs_per_wave : block_first + ft.segs_per_block;
   if (last > ft.segments) last = ft.segments;
   Staging staging;
-  if (first < last) staging.load(dy, x, sh, filter_segment(first, sh, ft), c0);
+  FilterSegment next{};  // the segment whose loads are in flight (its place worked out once)
+  if (first < last) {
+    next = filter_segment(first, sh, ft);
+    staging.load(dy, x, sh, next, c0);
+  }
   for (int64_t seg = first; seg < last; ++seg) {
-    const int len = filter_segment(seg, sh, ft).len;
+    const int len = next.len;
     __syncthreads();  // the previous segment's reads are done
     staging.store(dys, xs);
     __syncthreads();
     // The next segment's loads, in flight while this one's products run.
-    if (seg + 1 < last) staging.load(dy, x, sh, filter_segment(seg + 1, sh, ft), c0);
+    if (seg + 1 < last) {
+      next = filter_segment(seg + 1, sh, ft);
+      staging.load(dy, x, sh, next, c0);
+    }
 
     // Pixel j of the segment reads input column ox0 + j + s - 1: staged column j + s.
     const float* x_row = xs + (r * kXCols + s) * kXStride;
@@ -590,7 +597,7 @@ int conv2d_mma_backward_filter_waves(const ConvShape& sh) { return mma_filter_ti
 void set_conv2d_mma_filter_waves(int waves) {
   if (waves < 1 || waves > kMaxWaves)
     throw std::invalid_argument("tensor-core weight gradient: " + std::to_string(waves) +
-                                " waves (1 to 16)");
+                                " waves (1 to " + std::to_string(kMaxWaves) + ")");
   g_filter_waves.store(waves, std::memory_order_relaxed);
 }
 
