@@ -315,11 +315,18 @@ inline void register_pair(PairInfo info, Factory make, Timer timer, bool with_to
   }
 }
 
+// The GPU timer's counters (bench_cuda_ops): the host's median time to issue one run (ms), and
+// 1 where the op was timed unheld because holding its stream failed (its issue waited for it).
+constexpr const char* kIssueCounter = "issue_ms";
+constexpr const char* kUnheldCounter = "unheld";
+
 // Console output as usual, and each run's time per iteration (ms) by name: the median when
-// repetitions are aggregated, the run itself otherwise.
+// repetitions are aggregated, the run itself otherwise; with the GPU timer's counters.
 class RecordingReporter : public benchmark::ConsoleReporter {
  public:
   std::map<std::string, double> ms;
+  std::map<std::string, double> issue_ms;
+  std::map<std::string, bool> unheld;
 
   // Colours only on a terminal: logs stay plain text.
   RecordingReporter() : ConsoleReporter(isatty(fileno(stdout)) ? OO_ColorTabular : OO_Tabular) {}
@@ -331,8 +338,13 @@ class RecordingReporter : public benchmark::ConsoleReporter {
                            : r.time_unit == benchmark::kMicrosecond ? 1e-3
                            : r.time_unit == benchmark::kNanosecond  ? 1e-6
                                                                     : 1e3;
-      if (r.run_type == Run::RT_Iteration || r.aggregate_name == "median")
-        ms[r.run_name.function_name] = r.GetAdjustedRealTime() * to_ms;
+      if (r.run_type != Run::RT_Iteration && r.aggregate_name != "median") continue;
+      const std::string& name = r.run_name.function_name;
+      ms[name] = r.GetAdjustedRealTime() * to_ms;
+      if (auto c = r.counters.find(kIssueCounter); c != r.counters.end())
+        issue_ms[name] = c->second.value;
+      if (auto c = r.counters.find(kUnheldCounter); c != r.counters.end())
+        unheld[name] = c->second.value != 0;
     }
     ConsoleReporter::ReportRuns(runs);
   }

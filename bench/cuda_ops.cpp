@@ -3,7 +3,7 @@
 // beside the LibTorch CUDA call that computes the same thing, and the whole training step, ours
 // (ModelSession on the CUDA backend, CUDA graphs) beside the same network in LibTorch.
 //
-//   bench_cuda_ops [--batch N] [--size S] [--runs R] [--no-tf32] [benchmark flags...]
+//   bench_cuda_ops [--batch N] [--size S] [--runs R] [--no-tf32] [--no-hold] [benchmark flags...]
 //   bench_cuda_ops --profile-steps K [--batch N] [--size S] [--no-tf32]
 //   bench_cuda_ops --trace-steps K --trace-out FILE [--batch N] [--size S] [--no-tf32]
 //
@@ -20,8 +20,12 @@
 // Timing: each benchmark is one Google Benchmark iteration whose time is the median of R runs
 // (default 30), each timed with CUDA events on one stream after a write of twice the L2 cache
 // size to a scratch buffer, so every run starts with a cold L2 (no run reads the previous
-// run's output from the cache). The training step is timed on the host around a synchronised
-// step, median of R/3 steps; it is far larger than L2.
+// run's output from the cache). The stream is held while the host issues each run
+// (bench/stream_hold.h), so the time is the GPU's alone, not the host's where it issues an op
+// more slowly than the flush runs; the host's issue times are printed where they exceed the GPU
+// times. --no-hold times as before the hold (issue and flush overlapped, the rest in the
+// interval). The training step is timed on the host around a synchronised step, median of R/3
+// steps; it is far larger than L2.
 //
 // Checking: before a pair is timed, our GPU output is compared with kernels/cpu, the reference
 // the test suite ties to LibTorch (so the same check works without LibTorch):
@@ -59,6 +63,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/stream_hold.h"
 #if defined(UNETCU_WITH_CUPTI)
 #include "bench/kernel_trace.h"
 #endif
@@ -105,6 +110,7 @@ constexpr float kMomentum = 0.1f, kBnEps = 1e-5f;
 cudaStream_t g_stream = nullptr;
 int g_runs = 30;
 bool g_tf32 = true;
+bool g_hold = true;  // --no-hold: the host's issue inside the timed interval, as before
 std::unique_ptr<cudnn::ConvRunner> g_conv;
 std::unique_ptr<cudnn::GemmRunner> g_gemm;  // the GEMM convolutions' (UNETCU_GEMM_CONV)
 
@@ -159,10 +165,20 @@ torch::Tensor cuda_flat(const std::vector<float>& v) { return to_flat(v).to(torc
 // ---- timing -------------------------------------------------------------------------------
 
 // Median of g_runs event-timed runs on g_stream, each after flushing L2 by writing a buffer
-// twice its size (the write evicts whatever the previous run left there).
+// twice its size (the write evicts whatever the previous run left there). Unless --no-hold, the
+// stream is held (bench/stream_hold.h) while the host issues the flush, the events and the run,
+// so the interval is the GPU's alone: unheld, an op whose issue takes the host longer than the
+// flush takes the GPU timed the host's issue instead of its kernels. The host's issue time of
+// each run is kept too (median), for the table of where the two differ.
 class GpuTimer {
  public:
-  GpuTimer() {
+  struct Timing {
+    double ms = 0;        // GPU time of one run, median
+    double issue_ms = 0;  // the host's time to issue one run, median
+    bool expired = false;  // the hold gave up (the issue waited for the stream): timed unheld
+  };
+
+  GpuTimer() : hold_(kHoldLimit) {
     int device = 0, l2 = 0;
     UNETCU_CUDA_CHECK(cudaGetDevice(&device));
     UNETCU_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
@@ -175,33 +191,63 @@ class GpuTimer {
     cudaEventDestroy(start_);
     cudaEventDestroy(stop_);
   }
-  double median_ms(const std::function<void()>& run) {
+  Timing time(const std::function<void()>& run) {
     run();  // warm-up: lazy initialisation, first-touch
-    std::vector<double> ms;
+    bool hold = g_hold;
+    std::vector<double> ms, issue;
     for (int i = 0; i < g_runs; ++i) {
+      if (hold) hold_.hold(g_stream);
       UNETCU_CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xff, flush_bytes_, g_stream));
       UNETCU_CUDA_CHECK(cudaEventRecord(start_, g_stream));
+      const auto t0 = std::chrono::steady_clock::now();
       run();
+      issue.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+              .count());
       UNETCU_CUDA_CHECK(cudaEventRecord(stop_, g_stream));
+      if (hold) hold_.release();
       UNETCU_CUDA_CHECK(cudaEventSynchronize(stop_));
+      if (hold && hold_.expired()) {
+        // The issue waited for the stream (or took longer than the limit): this op is timed
+        // unheld, from the start.
+        hold = false;
+        ms.clear();
+        issue.clear();
+        i = -1;
+        continue;
+      }
       float t = 0;
       UNETCU_CUDA_CHECK(cudaEventElapsedTime(&t, start_, stop_));
       ms.push_back(t);
     }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    return ms[ms.size() / 2];
+    return Timing{median(ms), median(issue), g_hold && !hold};
   }
   size_t flush_bytes() const { return flush_bytes_; }
 
  private:
+  // Longer than any op's issue (LibTorch's Adam issues a thousand kernels or so), short enough
+  // that an op whose issue synchronises costs one wait.
+  static constexpr std::chrono::milliseconds kHoldLimit{1000};
+
+  static double median(std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  }
+
   size_t flush_bytes_ = 0;
   Dev<unsigned char> flush_;
   cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  StreamHold hold_;
 };
 std::unique_ptr<GpuTimer> g_timer;
 
 void time_on_gpu(benchmark::State& state, const std::function<void()>& run) {
-  for (auto _ : state) state.SetIterationTime(g_timer->median_ms(run) * 1e-3);
+  for (auto _ : state) {
+    const GpuTimer::Timing t = g_timer->time(run);
+    state.SetIterationTime(t.ms * 1e-3);
+    state.counters[kIssueCounter] = t.issue_ms;
+    state.counters[kUnheldCounter] = t.expired ? 1 : 0;
+  }
 }
 
 // The whole step runs on streams of its own, and in training the host does not wait between
@@ -1437,6 +1483,41 @@ void print_bandwidth(const RecordingReporter& rep) {
   std::printf("%d of %d families below 70%% of the copy\n", below, compared);
 }
 
+// Where the host took longer to issue a run than the GPU took to run it (the ops an eager caller
+// waits on the host for; the training step replays a CUDA graph and does not), and the ops timed
+// unheld because the hold ran out (their issue waited for the stream, or took over its limit).
+void print_issue_times(const RecordingReporter& rep) {
+  int timed = 0, slower = 0, unheld = 0;
+  std::vector<std::string> lines;
+  for (const PairInfo& p : pairs()) {
+    for (const char* side : {"ours", "libtorch"}) {
+      const std::string name = p.key + "/" + side;
+      auto t = rep.ms.find(name), i = rep.issue_ms.find(name);
+      if (t == rep.ms.end() || i == rep.issue_ms.end()) continue;
+      ++timed;
+      auto u = rep.unheld.find(name);
+      const bool held = u == rep.unheld.end() || !u->second;
+      unheld += !held;
+      if (i->second <= t->second && held) continue;
+      slower += i->second > t->second;
+      char line[160];
+      std::snprintf(line, sizeof line, "%-60s %10.4f %10.4f %8.1f %s", name.c_str(), t->second,
+                    i->second, t->second > 0 ? i->second / t->second : 0.0,
+                    held ? "" : "  unheld: the hold ran out");
+      lines.push_back(line);
+    }
+  }
+  if (timed == 0) return;
+  std::printf("\nthe host's time to issue one run against its GPU time, where the issue took "
+              "longer (medians; %s)\n",
+              g_hold ? "the GPU times above exclude it" : "unheld: the GPU times above include "
+                                                          "what the flush did not cover");
+  std::printf("%-60s %10s %10s %8s\n", "op / side", "GPU ms", "issue ms", "issue/GPU");
+  for (const std::string& l : lines) std::printf("%s\n", l.c_str());
+  std::printf("%d of %d timed runs issued more slowly than they ran; %d timed unheld\n", slower,
+              timed, unheld);
+}
+
 // ---- the whole training step --------------------------------------------------------------
 
 struct StepCase : OpCase {
@@ -1593,6 +1674,8 @@ int main(int argc, char** argv) {
       g_runs = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--no-tf32"))
       g_tf32 = false;
+    else if (!std::strcmp(argv[i], "--no-hold"))
+      g_hold = false;
     else
       argv[kept++] = argv[i];
   }
@@ -1622,10 +1705,12 @@ int main(int argc, char** argv) {
     g_gemm = std::make_unique<cudnn::GemmRunner>(g_tf32);
   std::printf(
       "GPU ops: %s, %s, %s; batch %d, %dx%d, fp32%s; median of %d runs, L2 flushed (%zu MiB "
-      "written before each); peers: %s\n",
+      "written before each), %s; peers: %s\n",
       prop.name, cudnn::version().c_str(), cudnn::cublas_version().c_str(), o.batch, o.size,
-      o.size,
-      g_tf32 ? " (convolutions TF32)" : "", g_runs, g_timer->flush_bytes() >> 20, kPeers);
+      o.size, g_tf32 ? " (convolutions TF32)" : "", g_runs, g_timer->flush_bytes() >> 20,
+      g_hold ? "the stream held while the host issues each run"
+             : "the stream not held (--no-hold)",
+      kPeers);
 #ifdef UNETCU_WITH_TORCH_CUDA
   at::globalContext().setAllowTF32CuDNN(g_tf32);
   c10::cuda::CUDAStreamGuard torch_stream(c10::cuda::getStreamFromExternal(g_stream, 0));
@@ -1656,6 +1741,7 @@ int main(int argc, char** argv) {
       reporter,
       "ours vs LibTorch on the GPU, per op (ratio = time ours / time LibTorch; < 1: ours faster)");
   print_bandwidth(reporter);
+  print_issue_times(reporter);
   std::printf("\ncuDNN algorithms chosen for the convolution pairs above (the training step's "
               "own choices are printed by its check)\n%s",
               g_conv->report().c_str());

@@ -401,6 +401,8 @@ print_table() {
       sed -n '/^per family/,/^all /p' "$out/bench_cuda_ops.log"
       echo
       sed -n '/^memory-bound ops/,/families below/p' "$out/bench_cuda_ops.log"
+      echo
+      sed -n '/^the host.s time to issue one run/,/timed unheld$/p' "$out/bench_cuda_ops.log"
     fi
     if [ -s "$out/fusion_probe.log" ]; then
       echo
