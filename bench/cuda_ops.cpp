@@ -200,7 +200,12 @@ class GpuTimer {
       UNETCU_CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xff, flush_bytes_, g_stream));
       UNETCU_CUDA_CHECK(cudaEventRecord(start_, g_stream));
       const auto t0 = std::chrono::steady_clock::now();
-      run();
+      try {
+        run();
+      } catch (...) {
+        if (hold) hold_.release();  // the stream runs on; the op is skipped with the error
+        throw;
+      }
       issue.push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
               .count());
