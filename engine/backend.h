@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "engine/error.h"
 #include "kernels/adam.h"
@@ -265,6 +266,22 @@ class Backend {
   virtual int end_capture() { unsupported("end_capture"); }
   virtual void abort_capture() {}
   virtual void launch_graph(int id) { unsupported("launch_graph"); }
+  // Frees graph `id` (launching it after is an error); its slot is not reused.
+  virtual void release_graph(int /*id*/) {}
+
+  // The training step's schedule, for ModelSession's step tuning. Other ways this backend can
+  // issue a step (which streams chain their launches, when Adam runs, ...), each one change
+  // from its schedule as first asked, among the settings the environment left unset: their
+  // names, the same list on every call. Empty: nothing to choose.
+  virtual std::vector<std::string> schedule_variants() { return {}; }
+  // Issues from now on as variant `index` of schedule_variants(), or as first asked (-1). The
+  // settings are the process's: every backend of the process issues so.
+  virtual void use_schedule_variant(int /*index*/) {}
+  // Whether timing this backend's work on the host measures the device (not so under the
+  // SIMT emulator, whose kernels run on the CPU): tuning by time is then worth doing.
+  virtual bool timings_measure_device() const { return false; }
+  // A device -> device copy, in order with the step's work.
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
 
  protected:
   [[noreturn]] void unsupported(const char* what) const {

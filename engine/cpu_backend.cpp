@@ -32,6 +32,7 @@ class CpuBackend final : public Backend {
   void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void copy(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void synchronize() override {}
 
   void normalize_input(float* x, const uint8_t* img, int64_t pixels,

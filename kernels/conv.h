@@ -194,6 +194,7 @@ size_t conv2d_mma_backward_filter_workspace_bytes(const ConvShape& sh);
 int64_t conv2d_mma_backward_filter_pixels(const ConvShape& sh);
 int conv2d_mma_backward_filter_waves(const ConvShape& sh);
 void set_conv2d_mma_filter_waves(int waves);
+int conv2d_mma_filter_waves_setting();  // the process's setting (shapes may take fewer)
 void conv2d_mma_backward_filter(float* dwt, const float* dy, const float* x, const ConvShape& sh,
                                 GradMode mode, void* workspace, cudaStream_t stream);
 

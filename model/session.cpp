@@ -1,9 +1,14 @@
 // model/session.cpp: ModelSession (see session.h).
 #include "model/session.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "engine/error.h"
 
@@ -279,8 +284,12 @@ void ModelSession::submit_train_step(const uint8_t* images, const uint8_t* masks
       std::cerr << "warning: capturing the training step (batch " << n
                 << ") as a CUDA graph failed, it runs eagerly: " << e.what() << "\n";
     }
-    if (captured) be_.launch_graph(pb.graph);
-    else issue_train_step(pb, n);
+    if (captured) {
+      if (!tuned_ && step_tuning_wanted()) pb.graph = tune_step(pb, n, pb.graph);
+      be_.launch_graph(pb.graph);
+    } else {
+      issue_train_step(pb, n);
+    }
   } else {
     issue_train_step(pb, n);
   }
@@ -291,6 +300,130 @@ void ModelSession::submit_train_step(const uint8_t* images, const uint8_t* masks
   be_.record_marker(slot.marker);
   slot.n = n;
   ++in_flight_;
+}
+
+bool ModelSession::step_tuning_wanted() const {
+  if (tune_ >= 0) return tune_ == 1;
+  const char* setting = std::getenv("UNETCU_TUNE_STEP");
+  if (setting != nullptr && setting[0] == '0') return false;
+  return be_.timings_measure_device();
+}
+
+// The mean time of one replay of `graph` over `replays` launched back to back (as training
+// issues its steps), after one untimed.
+double ModelSession::time_replays(int graph, int replays) {
+  be_.launch_graph(graph);
+  be_.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < replays; ++i) be_.launch_graph(graph);
+  be_.synchronize();
+  const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - t0;
+  return took.count() / replays;
+}
+
+// Step tuning (see session.h): `captured` is this batch's step as issued so far, its inputs
+// uploaded. Returns the graph to keep.
+int ModelSession::tune_step(PerBatch& pb, int n, int captured) {
+  tuned_ = true;
+  const std::vector<std::string> names = be_.schedule_variants();
+  if (names.empty()) return captured;
+
+  // What a replay changes besides the buffers every step overwrites (gradients, activations,
+  // results): the parameters, Adam's moments, the running statistics, and Adam's step on the
+  // device, which set_adam puts back.
+  const size_t pbytes = size_t(spec_.param_count) * sizeof(float);
+  struct Saved {
+    float* live;
+    size_t bytes;
+    void* copy = nullptr;
+  } saved[] = {{params_, pbytes},
+               {exp_avg_, pbytes},
+               {exp_avg_sq_, pbytes},
+               {running_, size_t(spec_.running_count) * sizeof(float)}};
+  auto release_saved = [&] {
+    for (Saved& a : saved) {
+      be_.release(a.copy);
+      a.copy = nullptr;
+    }
+  };
+  try {
+    for (Saved& a : saved) {
+      a.copy = be_.alloc(a.bytes);
+      be_.copy(a.copy, a.live, a.bytes);
+    }
+  } catch (const std::exception& e) {
+    release_saved();
+    tune_report_ = std::string("step tuning skipped: ") + e.what();
+    return captured;
+  }
+
+  std::vector<int> graphs{captured}, variant{-1};
+  std::string notes;
+  auto put_back = [&] {
+    be_.use_schedule_variant(-1);
+    for (Saved& a : saved) be_.copy(a.live, a.copy, a.bytes);
+    be_.synchronize();
+    release_saved();
+    be_.set_adam(adam_, adam_step_);
+  };
+  std::vector<double> median;
+  try {
+    for (size_t v = 0; v < names.size(); ++v) {
+      be_.use_schedule_variant(int(v));
+      be_.begin_capture();
+      try {
+        issue_train_step(pb, n);
+        graphs.push_back(be_.end_capture());
+        variant.push_back(int(v));
+      } catch (const std::exception& e) {
+        be_.abort_capture();
+        notes += "; " + names[v] + " not captured (" + e.what() + ")";
+      }
+    }
+    be_.use_schedule_variant(-1);
+    // Rounds of every graph in turn, so a drift of the clocks falls on all alike.
+    std::vector<std::vector<double>> ms(graphs.size());
+    for (int r = 0; r < tune_rounds_; ++r)
+      for (size_t g = 0; g < graphs.size(); ++g)
+        ms[g].push_back(time_replays(graphs[g], tune_replays_));
+    median.assign(graphs.size(), 0.0);
+    for (size_t g = 0; g < graphs.size(); ++g) {
+      std::vector<double>& t = ms[g];
+      std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
+      median[g] = t[t.size() / 2];
+    }
+  } catch (...) {
+    for (size_t g = 1; g < graphs.size(); ++g) be_.release_graph(graphs[g]);
+    put_back();
+    throw;
+  }
+
+  size_t kept = 0;
+  if (tune_pick_ >= -1) {
+    for (size_t g = 0; g < graphs.size(); ++g)
+      if (variant[g] == tune_pick_) kept = g;
+  } else {
+    for (size_t g = 1; g < graphs.size(); ++g)
+      if (median[g] < median[kept]) kept = g;
+    if (median[kept] > median[0] * (1.0 - kTuneMargin)) kept = 0;
+  }
+  for (size_t g = 0; g < graphs.size(); ++g)
+    if (g != kept) be_.release_graph(graphs[g]);
+  put_back();
+  be_.use_schedule_variant(variant[kept]);
+
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(3) << "step tuning at batch " << n << " (median of "
+     << tune_rounds_ << " x " << tune_replays_ << " replays): as first issued " << median[0]
+     << " ms";
+  for (size_t g = 1; g < graphs.size(); ++g)
+    os << "; " << names[size_t(variant[g])] << " " << median[g] << " ms ("
+       << std::showpos << std::setprecision(1) << 100.0 * (median[g] / median[0] - 1.0)
+       << std::noshowpos << std::setprecision(3) << "%)";
+  os << notes << "; kept: " << (kept == 0 ? "as first issued" : names[size_t(variant[kept])]);
+  if (tune_pick_ >= -1) os << " (chosen by a test, not by the times)";
+  tune_report_ = os.str();
+  return graphs[kept];
 }
 
 StepResult ModelSession::eval_step(const uint8_t* images, const uint8_t* masks, int n) {

@@ -17,12 +17,23 @@
 // oldest, whose results are kept until asked for. train_step is submit + wait, with nothing
 // else pending. A backend serves
 // one session at a time: it holds the Adam state this session sets.
+//
+// Step tuning: where the backend offers other schedules for a step (Backend::
+// schedule_variants: which streams chain their launches, when Adam runs, ...) and its timings
+// measure the device, the first captured step is also captured as each variant, every graph
+// is timed on that batch (rounds of replays in turn, the median of each), the fastest kept if
+// it beats the default by more than kTuneMargin, the others released, and the parameters,
+// Adam's moments and step and the running statistics put back as they were before the timing
+// replays: training then goes on as if they had not run, on the kept schedule. The best
+// schedule depends on the card, so it is chosen where the training runs, in well under a
+// second. UNETCU_TUNE_STEP=0 (or set_step_tuning(false)) keeps the default schedule.
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/backend.h"
@@ -69,6 +80,19 @@ class ModelSession {
   void set_cuda_graphs(bool on) { use_graphs_ = on; }
   // Training steps captured as CUDA graphs so far (one per batch size); for tests and logs.
   int captured_graphs() const;
+  // Step tuning (see the file comment): on or off whatever the environment and the backend say.
+  void set_step_tuning(bool on) { tune_ = on ? 1 : 0; }
+  // What the step tuning timed and kept; empty until it ran, or where it did not.
+  const std::string& step_tuning_report() const { return tune_report_; }
+  // Tests: each variant timed over `rounds` of `replays` replays, and the variant kept given by
+  // `pick` (an index of Backend::schedule_variants, -1 the default) instead of by the times.
+  void set_step_tuning_for_tests(int replays, int rounds, int pick) {
+    tune_replays_ = replays;
+    tune_rounds_ = rounds;
+    tune_pick_ = pick;
+  }
+  // A variant is kept only if its median step is shorter than the default's by this share.
+  static constexpr double kTuneMargin = 0.01;
 
   // images: n*h*w*3 uint8 RGB; masks: n*h*w uint8 0/1 (host memory, reusable on return).
   StepResult train_step(const uint8_t* images, const uint8_t* masks, int n);
@@ -99,6 +123,9 @@ class ModelSession {
   void upload_inputs(PerBatch& pb, const uint8_t* images, const uint8_t* masks, int n,
                      bool pinned = false);
   void issue_train_step(PerBatch& pb, int n);
+  bool step_tuning_wanted() const;
+  int tune_step(PerBatch& pb, int n, int captured);
+  double time_replays(int graph, int replays);
   void issue_eval_step(PerBatch& pb, int n);
   StepResult read_results(PerBatch& pb, int n);
   // Pinned host copies of in-flight steps' results, used as a ring.
@@ -122,6 +149,11 @@ class ModelSession {
   int64_t adam_step_ = 0;     // mirrors the backend's counter (both advance once per step)
   bool adam_dirty_ = true;    // adam_ or adam_step_ changed since the backend was told
   bool use_graphs_ = true;
+  int tune_ = -1;             // step tuning: -1 as the environment and backend say, 0 off, 1 on
+  bool tuned_ = false;        // it ran (once a session, at its first capture)
+  int tune_replays_ = 10, tune_rounds_ = 3;
+  int tune_pick_ = -2;        // -2: by the times
+  std::string tune_report_;
   std::vector<int64_t> num_batches_tracked_;
   float *params_ = nullptr, *grads_ = nullptr, *exp_avg_ = nullptr, *exp_avg_sq_ = nullptr,
         *running_ = nullptr;

@@ -594,6 +594,8 @@ int64_t conv2d_mma_backward_filter_pixels(const ConvShape& sh) {
 
 int conv2d_mma_backward_filter_waves(const ConvShape& sh) { return mma_filter_tiling(sh).waves; }
 
+int conv2d_mma_filter_waves_setting() { return filter_waves(); }
+
 void set_conv2d_mma_filter_waves(int waves) {
   if (waves < 1 || waves > kMaxWaves)
     throw std::invalid_argument("tensor-core weight gradient: " + std::to_string(waves) +

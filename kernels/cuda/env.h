@@ -23,6 +23,12 @@ class EnvSwitch {
     return on != 0;
   }
   void set(bool on) { value_.store(on ? 1 : 0, std::memory_order_relaxed); }
+  // Whether the environment sets it ("0..." or "1..."): the user's choice, which the training
+  // step's schedule tuning leaves alone.
+  bool pinned() const {
+    const char* value = std::getenv(name_);
+    return value != nullptr && (value[0] == '0' || value[0] == '1');
+  }
 
  private:
   const char* name_;

@@ -342,6 +342,75 @@ TEST_CASE("CUDA graphs per batch size, with a learning-rate change, equal eager 
   CHECK(opt_g.step == int64_t(std::size(sizes)));
 }
 
+// Step tuning (model/session.h): the first captured step is captured again as each of the
+// backend's schedule variants, every graph replayed for its time, the kept one launched, and
+// the state the replays changed (parameters, Adam's moments and device step, running
+// statistics) put back. The kept variant is chosen here by the test (the emulator's times mean
+// nothing): the tuned session must then train bit for bit as one that, untuned, switches to
+// that variant after its first step, and the variant must be in effect. 32x32 keeps it cheap.
+TEST_CASE("step tuning replays each schedule variant and leaves the training as it was") {
+  static Backend* const backend = cuda_backend().release();  // see cuda_run
+  const std::vector<std::string> names = backend->schedule_variants();
+  // The environment of this run pins none of the switches (ctest's entries with settings run
+  // other cases): chaining on the side streams, chained launches and early Adam, at least.
+  REQUIRE(names.size() >= 3);
+  CHECK(backend->schedule_variants() == names);  // the same list on every call
+  const auto at = std::find(names.begin(), names.end(), "Adam after the backward pass");
+  REQUIRE(at != names.end());
+  const int adam_after = int(at - names.begin());
+  const int h = 32, w = 32, n = 2, steps = 3;
+  auto run = [&](bool tune, int variant) {
+    ModelSession session(*backend, h, w);
+    session.set_state(initial_state(unet_spec(), kInitSeed));
+    session.set_step_tuning(tune);
+    if (tune) session.set_step_tuning_for_tests(1, 1, variant);
+    std::vector<float> losses;
+    for (int i = 0; i < steps; ++i) {
+      if (!tune && i == 1) backend->use_schedule_variant(variant);
+      std::vector<uint8_t> images(size_t(n) * h * w * 3), masks(size_t(n) * h * w);
+      auto rnd = test::random_vector<double>(images.size(), 300 + i, 0, 255.99);
+      for (size_t k = 0; k < images.size(); ++k) images[k] = uint8_t(rnd[k]);
+      for (size_t k = 0; k < masks.size(); ++k) masks[k] = (k / 5 + i) % 3 == 0;
+      losses.push_back(session.train_step(images.data(), masks.data(), n).loss);
+    }
+    const std::string described = backend->describe();
+    backend->use_schedule_variant(-1);
+    return std::make_tuple(losses, session.state(), session.optimizer(),
+                           session.step_tuning_report(), described, session.captured_graphs());
+  };
+  for (int variant : {adam_after, -1}) {
+    CAPTURE(variant);
+    const auto [loss_t, state_t, opt_t, report, described_t, graphs_t] = run(true, variant);
+    const auto [loss_r, state_r, opt_r, report_r, described_r, graphs_r] = run(false, variant);
+    MESSAGE(report);
+    CHECK(report_r.empty());
+    CHECK(graphs_t == 1);  // one graph kept for the batch size
+    CHECK(graphs_r == 1);
+    CHECK(test::contains(report, "as first issued "));
+    for (const std::string& name : names) CHECK(test::contains(report, "; " + name + " "));
+    CHECK(test::contains(report, "kept: " + (variant < 0 ? std::string("as first issued")
+                                                         : names[size_t(variant)])));
+    CHECK(described_t == described_r);
+    CHECK(test::contains(described_t,
+                         variant < 0 ? "Adam in parts beside the backward pass" : "Adam after it"));
+    CHECK(same_bytes(loss_t, loss_r));
+    CHECK(same_bytes(state_t.params, state_r.params));
+    CHECK(same_bytes(state_t.running, state_r.running));
+    CHECK(state_t.num_batches_tracked == state_r.num_batches_tracked);
+    CHECK(same_bytes(opt_t.exp_avg, opt_r.exp_avg));
+    CHECK(same_bytes(opt_t.exp_avg_sq, opt_r.exp_avg_sq));
+    CHECK(opt_t.step == steps);
+    CHECK(opt_r.step == steps);
+  }
+  // Off by default where the backend's times do not measure a device (the emulator); on a GPU
+  // the test runner turns it off (tests/emu/gpu_main.cpp).
+  ModelSession plain(*backend, h, w);
+  std::vector<uint8_t> images(size_t(n) * h * w * 3, 7), masks(size_t(n) * h * w, 1);
+  for (int i = 0; i < 2; ++i) plain.train_step(images.data(), masks.data(), n);
+  CHECK(plain.captured_graphs() == 1);
+  CHECK(plain.step_tuning_report().empty());
+}
+
 // Which BatchNorms the executor fuses on the CUDA backend: every BatchNorm + ReLU (the stem, the
 // first of each of the 16 BasicBlocks, the 10 of the decoder) and the BatchNorm adjacent to each
 // block's add_relu (bn2, or the downsample's in the 3 blocks that have one); 3 stay alone. And

@@ -249,8 +249,12 @@ int cmd_train(int argc, char** argv) {
     progress.finish(summary);
     // The cuDNN algorithm of every convolution, chosen during the first step: where a GPU run's
     // time goes is then visible without a profiler. Empty on the CPU.
+    // And the step schedule the session kept, timed on this card (ModelSession's step tuning).
     if (epoch == start_epoch) {
-      const std::string choices = backend->choices();
+      const std::string tuning = session.step_tuning_report();
+      if (!tuning.empty()) std::fprintf(stderr, "%s\n", tuning.c_str());
+      const std::string choices =
+          backend->choices() + (tuning.empty() ? std::string() : tuning + "\n");
       if (!choices.empty()) write_file_atomic(state_path(out, "algorithms.txt"), choices);
     }
 
