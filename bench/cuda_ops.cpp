@@ -111,6 +111,7 @@ cudaStream_t g_stream = nullptr;
 int g_runs = 30;
 bool g_tf32 = true;
 bool g_hold = true;  // --no-hold: the host's issue inside the timed interval, as before
+std::string g_step_tuning;  // the training step's tuning report (ModelSession)
 std::unique_ptr<cudnn::ConvRunner> g_conv;
 std::unique_ptr<cudnn::GemmRunner> g_gemm;  // the GEMM convolutions' (UNETCU_GEMM_CONV)
 
@@ -1568,6 +1569,10 @@ struct StepCase : OpCase {
              .to(torch::kCUDA, torch::kFloat32);
 #endif
   }
+  // What the session's step tuning kept (printed after the table; the case is gone by then).
+  ~StepCase() override {
+    if (session) g_step_tuning = session->step_tuning_report();
+  }
   // As the trainer does: submit, and take whatever results have arrived without waiting.
   void ours() override {
     session->submit_train_step(images.data(), masks.data(), batch);
@@ -1757,6 +1762,7 @@ int main(int argc, char** argv) {
   if (reporter.ms.count(key + "/libtorch"))
     std::printf(", LibTorch %.1f images/s", o.batch / (reporter.ms[key + "/libtorch"] * 1e-3));
   std::printf("\n");
+  if (!g_step_tuning.empty()) std::printf("%s\n", g_step_tuning.c_str());
   // cuDNN's handle and the device buffers go before the CUDA runtime shuts down at exit.
   g_conv.reset();
   g_gemm.reset();

@@ -306,12 +306,16 @@ fi
 
 gpu_bench=$build/bench/bench_cuda_ops
 # bench_cuda_ops again with an environment SETTING (VAR=value words) for the pairs FILTER selects,
-# into NAME.log; the row LABEL says what SUMMARY (a function of the log) finds.
+# into NAME.log; the row LABEL says what SUMMARY (a function of the log) finds. Here, in the
+# timelines and in Nsight Compute's sections the step is not tuned (UNETCU_TUNE_STEP=0, unless
+# SETTING says otherwise), so that each measures the schedule its settings name; the default
+# run's "step tuning" row says what the tuning timed and kept.
 bench_variant() {
   local name=$1 label=$2 setting=$3 filter=$4 summary=$5 t
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if run "$name" 120 env $setting "$gpu_bench" --runs 30 --benchmark_filter="$filter" &&
+  if run "$name" 120 env UNETCU_TUNE_STEP=0 $setting "$gpu_bench" --runs 30 \
+       --benchmark_filter="$filter" &&
      ! grep -q '^SKIPPED' "$out/$name.log"; then
     row "$label" ok "$(elapsed "$t"); $("$summary" "$out/$name.log")"
   elif grep -q '^SKIPPED' "$out/$name.log"; then
@@ -331,7 +335,8 @@ timeline_row() {
   local name=$1 text=$out/$2 label=$3 setting=$4 t figures
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
-  if ! run "$name" 90 env $setting "$gpu_bench" --trace-steps 5 --trace-out "$out/$name.csv"; then
+  if ! run "$name" 90 env UNETCU_TUNE_STEP=0 $setting "$gpu_bench" --trace-steps 5 \
+       --trace-out "$out/$name.csv"; then
     not_ok "$name" "$label" "$(elapsed "$t"); see $name.log"
   elif python3 "$root/tools/step_timeline.py" "$out/$name.csv" > "$text" 2>&1; then
     figures=$(grep -E '^(span|busy|compute busy|compute gaps, GPU idle|compute gaps, other lanes only|tail after compute|from compute start) ' \
@@ -496,7 +501,7 @@ ncu_detail() {
   fi
   t=$(date +%s)
   # shellcheck disable=SC2086  # the setting may hold several VAR=value words
-  if run "$name" 120 env $setting "$ncu_bin" --profile-from-start off \
+  if run "$name" 120 env UNETCU_TUNE_STEP=0 $setting "$ncu_bin" --profile-from-start off \
        --kernel-name-base "$base" -k "regex:$regex" \
        -c "$count" --section SpeedOfLight --section Occupancy \
        --section LaunchStats --section WarpStateStats --section SchedulerStats \
@@ -815,7 +820,7 @@ PY
 # trace of 5 replayed steps, read by tools/step_timeline.py: how the streams overlapped, where
 # the compute stream, the critical path, waited and under which kernels).
 default_benchmarks() {
-  local t all step below copy
+  local t all step below copy tuning
   if [ ! -x "$gpu_bench" ]; then
     row "gpu ops vs LibTorch" skipped "bench_cuda_ops not built"
     return 0
@@ -833,6 +838,8 @@ default_benchmarks() {
   fi
   step=$(grep -E '^training step:' "$out/bench_cuda_ops.log" | sed 's/^training step: //')
   [ -n "$step" ] && row "gpu train step b16 128px" "" "$step"
+  tuning=$(grep -m1 -E '^step tuning' "$out/bench_cuda_ops.log" | sed 's/^step tuning //')
+  [ -n "$tuning" ] && row "step tuning" "" "$tuning"
   below=$(grep -E 'families below 70% of the copy' "$out/bench_cuda_ops.log")
   copy=$(grep -o '256 MiB copy: [0-9.]* GB/s' "$out/bench_cuda_ops.log" | grep -o '[0-9.]* GB/s')
   [ -n "$copy" ] && row "memory-bound vs copy" "" "256 MiB copy $copy; $below"

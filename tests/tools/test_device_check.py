@@ -55,8 +55,9 @@ echo "[doctest] test cases:    3 |    3 passed | 0 failed | 9 skipped"
 echo "[doctest] assertions:   42 |   42 passed | 0 failed |"
 """.replace("FAILURE", FAILURE)
 
-# bench_cuda_ops: the step's line, the memory-bound table's last line, and with --trace-out a
-# CUPTI-like CSV of two steps (tools/step_timeline.py reads it).
+# bench_cuda_ops: the step's line (and, unless UNETCU_TUNE_STEP=0, the step tuning's), the
+# memory-bound table's last line, and with --trace-out a CUPTI-like CSV of two steps
+# (tools/step_timeline.py reads it).
 BENCH = r"""#!/bin/bash
 if [ -n "${PHASE_SECONDS:-}" ]; then sleep "$PHASE_SECONDS"; fi
 while [ $# -gt 0 ]; do
@@ -65,7 +66,12 @@ while [ $# -gt 0 ]; do
   fi
   shift
 done
-echo "training step: 3.70 ms, 4323 images/s"
+if [ "${UNETCU_TUNE_STEP:-}" = 0 ]; then
+  echo "training step: 3.70 ms, 4323 images/s (untuned)"
+else
+  echo "training step: 3.70 ms, 4323 images/s"
+  echo "step tuning at batch 16 (median of 3 x 10 replays): as first issued 3.700 ms; side streams chained 3.650 ms (-1.4%); kept: side streams chained"
+fi
 echo "3 of 11 families below 70% of the copy"
 """
 
@@ -295,6 +301,9 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertIn("No module named 'numpy'", predict)
         self.assertIn("skipped  bench_cudnn_fusion not built",
                       self.row(output, "BatchNorm-fusion probe"))
+        # The default step tuned as training tunes it, its report in a row of its own.
+        self.assertNotIn("untuned", self.row(output, "gpu train step b16 128px"))
+        self.assertIn("kept: side streams chained", self.row(output, "step tuning"))
         labels = self.labels(output)
         # TF32 among what every run must bring, fp32 among what earlier runs measured.
         self.assertLess(labels.index("train b16 128px tf32"), labels.index("gpu ops vs LibTorch"))
@@ -354,6 +363,9 @@ class DeviceCheckTest(unittest.TestCase):
                          ["A/B 1: default", "A/B 1: UNETCU_X=1", "A/B 2: default",
                           "A/B 2: UNETCU_X=1"])
         self.assertIn("4323 images/s", self.row(output, "A/B 2: UNETCU_X=1"))
+        # Each setting measured as it names it: the step untuned.
+        for label in ("A/B 1: default", "A/B 2: UNETCU_X=1"):
+            self.assertIn("(untuned)", self.row(output, label))
         self.assertIn(" ok ", self.row(output, "cpu-vs-gpu step "))
         # The timelines after the rounds, a setting each.
         self.assertEqual([label for label in labels if label.startswith("timeline:")],
