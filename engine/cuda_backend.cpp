@@ -923,6 +923,7 @@ class CudaBackend final : public Backend {
     if (!capturing_) return;
     capturing_ = false;
     open_sides_ = 0;  // a step that failed between fork and join
+    optimizer_open_ = false;  // or between fork_optimizer and join_optimizer
     cudaGraph_t graph = nullptr;
     if (cudaStreamEndCapture(compute_, &graph) == cudaSuccess && graph != nullptr)
       (void)cudaGraphDestroy(graph);

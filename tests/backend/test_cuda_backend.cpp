@@ -604,6 +604,22 @@ TEST_CASE("the CUDA backend's weight-gradient joins follow a fork") {
   backend->synchronize();
 }
 
+// A capture that fails half way (a step throwing between its forks and joins, as a schedule
+// variant's capture may in the step tuning) leaves no stream forked: the next step's joins
+// and Adam's stream start from nothing.
+TEST_CASE("an aborted capture leaves no stream forked") {
+  auto backend = cuda_backend();
+  backend->begin_capture();
+  backend->fork_weight_grads();
+  backend->fork_optimizer();
+  backend->abort_capture();
+  CHECK(test::contains(test::error_of([&] { backend->join_optimizer(); }),
+                       "join_optimizer without fork_optimizer"));
+  CHECK(test::contains(test::error_of([&] { backend->join_weight_grads(); }),
+                       "without fork_weight_grads"));
+  backend->synchronize();
+}
+
 // Sets an environment variable for one scope and puts the caller's setting back.
 class ScopedEnv {
  public:
