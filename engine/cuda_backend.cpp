@@ -1011,20 +1011,17 @@ class CudaBackend final : public Backend {
   // late join (+9.6%) and the stream priority, fixed when the backend's streams are made.
   void list_variants() {
     variants_listed_ = true;
-    auto flip_switch = [&](EnvSwitch& sw, const char* on_name, const char* off_name,
-                           void (*set)(bool)) {
+    // The switches are process-wide statics: the variants may keep references to them.
+    auto flip_switch = [&](EnvSwitch& sw, const char* on_name, const char* off_name) {
       if (sw.pinned()) return;
       const bool was = sw.get();
-      variants_.push_back({was ? off_name : on_name, [was, set](bool flip) {
-                             set(flip ? !was : was);
-                           }});
+      variants_.push_back({was ? off_name : on_name,
+                           [&sw, was](bool flip) { sw.set(flip ? !was : was); }});
     };
-    flip_switch(side_stream_chaining_switch(), "side streams chained", "side streams unchained",
-                [](bool on) { set_side_stream_chaining(on); });
-    flip_switch(chained_launch_switch(), "chained launches", "chained launches off",
-                [](bool on) { set_chained_launches(on); });
+    flip_switch(side_stream_chaining_switch(), "side streams chained", "side streams unchained");
+    flip_switch(chained_launch_switch(), "chained launches", "chained launches off");
     flip_switch(early_adam_switch(), "Adam beside the backward pass",
-                "Adam after the backward pass", [](bool on) { early_adam_switch().set(on); });
+                "Adam after the backward pass");
     // The waves matter only where the tensor-core weight gradient runs (TF32, direct kernels
     // allowed).
     if (tf32_ && direct_conv_ != ConvChoice::off &&
