@@ -843,19 +843,20 @@ struct ConvRunner::Impl {
       note(os.str());
       return nullptr;
     }
-    // Both outputs start from the same values (what `beta` scales), then each adds its result.
-    UNETCU_CUDA_CHECK(cudaMemsetAsync(out, 0x3e, out_bytes, stream));
-    UNETCU_CUDA_CHECK(cudaMemsetAsync(ref, 0x3e, out_bytes, stream));
-    const cudnnStatus_t ran_ref =
-        run_once(plan, d, plan.choice.algo, a, b, ref, ws.ptr, ws.bytes, beta);
-    const cudnnStatus_t ran = execute_graph(*best, d, a, b, out, ws.ptr);
-    UNETCU_CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (ran_ref != CUDNN_STATUS_SUCCESS || ran != CUDNN_STATUS_SUCCESS) {
-      (void)cudaGetLastError();
+    const Checked checked = check_candidate(
+        beta, out, ref, out_bytes, stream,
+        [&](float scale, void* dst) {
+          return run_once(plan, d, plan.choice.algo, a, b, dst, ws.ptr, ws.bytes, scale) ==
+                 CUDNN_STATUS_SUCCESS;
+        },
+        [&](void* dst) {
+          return execute_graph(*best, d, a, b, dst, ws.ptr) == CUDNN_STATUS_SUCCESS;
+        });
+    if (!checked.ran) {
       note("graph engine could not be checked against the descriptor API");
       return nullptr;
     }
-    const Agreement agreed = compare_outputs(out, ref, out_bytes);
+    const Agreement& agreed = checked.agreement;
     if (!agreed.agree) {
       std::ostringstream os;
       os << "graph engine " << best->engine << knob_suffix(*best)
@@ -901,20 +902,20 @@ struct ConvRunner::Impl {
       note(os.str());
       return;
     }
-    UNETCU_CUDA_CHECK(cudaMemsetAsync(out, 0x3e, out_bytes, stream));
-    UNETCU_CUDA_CHECK(cudaMemsetAsync(ref.ptr, 0x3e, out_bytes, stream));
-    const cudnnStatus_t ran_ref =
-        g ? execute_graph(*g, d, a, b, ref.ptr, ws.ptr)
-          : run_once(plan, d, plan.choice.algo, a, b, ref.ptr, ws.ptr, ws.bytes);
-    const cudnnStatus_t ran = run_rival(out);
-    UNETCU_CUDA_CHECK(cudaStreamSynchronize(stream));
-    if (ran_ref != CUDNN_STATUS_SUCCESS || ran != CUDNN_STATUS_SUCCESS) {
-      (void)cudaGetLastError();
+    const Checked checked = check_candidate(
+        0.0f, out, ref.ptr, out_bytes, stream,
+        [&](float, void* dst) {
+          return (g ? execute_graph(*g, d, a, b, dst, ws.ptr)
+                    : run_once(plan, d, plan.choice.algo, a, b, dst, ws.ptr, ws.bytes)) ==
+                 CUDNN_STATUS_SUCCESS;
+        },
+        [&](void* dst) { return run_rival(dst) == CUDNN_STATUS_SUCCESS; });
+    if (!checked.ran) {
       os << plan.rival_ms << " ms, could not be checked against cuDNN: not used";
       note(os.str());
       return;
     }
-    const Agreement agreed = compare_outputs(out, ref.ptr, out_bytes);
+    const Agreement& agreed = checked.agreement;
     if (!agreed.agree) {
       os << plan.rival_ms << " ms, DISAGREES with cuDNN (max |error| " << agreed.worst
          << ", rms " << agreed.rms << "): not used";

@@ -243,14 +243,14 @@ struct GemmRunner::Impl {
   }
 
   // The chosen cuBLASLt algorithm's product against cublasGemmEx's on the same inputs (C is
-  // overwritten; the caller's call comes after), as a rival convolution is checked against
-  // cuDNN's. Every shape searched gets it: a step's buffers can differ in alignment from the
-  // ones a rival was checked on, which makes a search of its own.
+  // overwritten; the caller's call comes after), checked as a rival convolution is against
+  // cuDNN's (check_candidate). Every shape searched gets it: a step's buffers can differ in
+  // alignment from the ones a rival was checked on, which makes a search of its own.
   bool agrees_with_gemm_ex(const ShapeChoice& ch, const float* a, const float* b, float* c,
                            cudaStream_t stream) const {
     if (ch.dims.m <= 0 || ch.dims.n <= 0) return true;  // an empty product: nothing differs
-    // C's extent: n columns ldc apart, the last one m long (rows past m are neither
-    // written nor, being the same memory in both copies, a difference).
+    // C's extent: n columns ldc apart, the last one m long (rows past m are written by
+    // neither product: poisoned alike in both copies, no difference).
     const size_t bytes =
         (size_t(ch.dims.ldc) * size_t(ch.dims.n - 1) + size_t(ch.dims.m)) * sizeof(float);
     float* ref = nullptr;
@@ -258,14 +258,23 @@ struct GemmRunner::Impl {
       (void)cudaGetLastError();
       return false;  // no room for the check: keep cublasGemmEx
     }
-    bool ok = lt_matmul(ch, ch.algo, a, b, c, stream) == CUBLAS_STATUS_SUCCESS &&
-              cudaMemcpyAsync(ref, c, bytes, cudaMemcpyDeviceToDevice, stream) == cudaSuccess &&
-              gemm_ex(ch.dims, a, b, c) == CUBLAS_STATUS_SUCCESS &&
-              cudaStreamSynchronize(stream) == cudaSuccess;
-    ok = ok && compare_outputs(ref, c, bytes).agree;
+    Checked checked;
+    try {
+      checked = check_candidate(
+          0.0f, c, ref, bytes, stream,
+          [&](float, void* dst) {
+            return gemm_ex(ch.dims, a, b, static_cast<float*>(dst)) == CUBLAS_STATUS_SUCCESS;
+          },
+          [&](void* dst) {
+            return lt_matmul(ch, ch.algo, a, b, static_cast<float*>(dst), stream) ==
+                   CUBLAS_STATUS_SUCCESS;
+          });
+    } catch (const CudaError&) {
+      checked.ran = false;
+    }
     (void)cudaFree(ref);
     (void)cudaGetLastError();
-    return ok;
+    return checked.ran && checked.agreement.agree;
   }
 };
 
