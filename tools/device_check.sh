@@ -37,8 +37,8 @@
 #      rows first, then for the Dice forward and counts;
 #   5. what earlier runs measured (bench/RESULTS.md), again while the budget lasts: training
 #      with --no-tf32, the settings the ninth run timed once (the CPU-vs-GPU steps with cuDNN's
-#      knob variants, UNETCU_CUDNN_DGRAD_AS_FORWARD=1, UNETCU_UPSAMPLE_IN_PLACE=0 and
-#      UNETCU_BN_PASS_LAST_FIRST=1, the step with those three and UNETCU_CUDNN_CANDIDATES=32),
+#      knob variants, UNETCU_UPSAMPLE_IN_PLACE=0 and UNETCU_BN_PASS_LAST_FIRST=1, the step
+#      with those two and UNETCU_CUDNN_CANDIDATES=32),
 #      the CPU-vs-GPU steps under each other opt-in setting and schedule (UNETCU_GEMM_CONV=1,
 #      with UNETCU_GEMM_SEARCH=1, UNETCU_CUDNN_WGRAD_SMS=112, UNETCU_PATH_TIMING=1,
 #      UNETCU_BN_RELU_MASK_FROM_INPUT=0,
@@ -359,7 +359,7 @@ variant_summary() {
   echo "$(step_summary "$1"); memory-bound: ${below:-no table}"
 }
 # How many of the step's convolutions a graph-API plan marked MARK serves in LOG:
-# serving MARK LOG ("knob variant", "forward form").
+# serving MARK LOG ("knob variant", "heuristics B").
 serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
 # With path timing on (UNETCU_PATH_TIMING=1), how many of our kernels' op shapes kept each
 # path in LOG (kernels/path_timing.h's report lines: "OP SHAPE: PATH (...)"):
@@ -374,8 +374,8 @@ kept_paths() {
 # The step, and how many plans of each opt-in kind serve in it.
 serving_summary() {
   echo "$(step_summary "$1"); serving: $(serving "knob variant" "$1") knob variants," \
-    "$(serving "forward form" "$1") forward forms, $(serving "heuristics B" "$1") of mode B," \
-    "$(serving " SMs" "$1") carved out; paths kept: $(kept_paths "$1")"
+    "$(serving "heuristics B" "$1") of mode B, $(serving " SMs" "$1") carved out;" \
+    "paths kept: $(kept_paths "$1")"
 }
 # Pairs that were skipped because they disagreed with the reference or failed, and the
 # memory-bound families below target, of an ops run.
@@ -964,21 +964,16 @@ ncu_detail ncu_loss "Dice + counts (ncu)" 'loss_parts_kernel|loss_totals_kernel'
 # (--no-tf32), each opt-in setting's CPU-vs-GPU steps, then the step with each default turned
 # off and each opt-in on, newest first; the budget cuts the last.
 [ -n "$gpu" ] && [ -d "$out/synth-data" ] && [ -x "$unetcu" ] && train_mode fp32
-# The settings the ninth run timed once each (each 1.4-2.2% slower than the default, one round):
-# cuDNN's knob variants (the CPU-vs-GPU step), the stride-1 data gradients also timed as the
-# forward convolutions they are ("forward form" in the log), the decoder's upsampled halves
-# copied into their concatenations instead of written there in place, the BatchNorms' second
-# passes from the last rows to the first (the same bits: the check is the emulated one's, run
-# natively), and 32 of the heuristics' configurations timed per shape instead of 12.
+# The settings the ninth run timed once each (each 1.6-2.2% slower than the default, one round):
+# cuDNN's knob variants (the CPU-vs-GPU step), the decoder's upsampled halves copied into their
+# concatenations instead of written there in place, the BatchNorms' second passes from the last
+# rows to the first (the same bits: the check is the emulated one's, run natively), and 32 of
+# the heuristics' configurations timed per shape instead of 12.
 step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
-step_variant step_check_dgrad_fwd "cpu-vs-gpu step, dgrad as forward" \
-  UNETCU_CUDNN_DGRAD_AS_FORWARD=1
 step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
 step_variant step_check_bn_last_first "cpu-vs-gpu step, BN passes last first" \
   UNETCU_BN_PASS_LAST_FIRST=1
 if bench_runs; then
-  bench_variant bench_cuda_ops_dgrad_as_forward "step, dgrad as forward" \
-    UNETCU_CUDNN_DGRAD_AS_FORWARD=1 '^train_step' serving_summary
   step_bench bench_cuda_ops_concat_copies "step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
   step_bench bench_cuda_ops_bn_last_first "step, BN passes last first" UNETCU_BN_PASS_LAST_FIRST=1
   step_bench bench_cuda_ops_32_candidates "step, top 32 cuDNN configs" UNETCU_CUDNN_CANDIDATES=32

@@ -253,26 +253,6 @@ int knob_variant_limit() {
                  "shape, from 0 to " + std::to_string(kMaxKnobVariants));
 }
 
-// A data gradient as its forward convolution (UNETCU_CUDNN_DGRAD_AS_FORWARD=1, off by default):
-// at stride 1 with "same" padding (2 * pad = r - 1 = s - 1), dx is dy convolved with the
-// filter turned 180 degrees and its channel axes swapped, a forward convolution of k input
-// and c output channels at the same spatial size. Its graph-API plans are timed beside the
-// data-gradient ones and serve as any candidate does. Why: on an H100 cuDNN's best data
-// gradient of these shapes took 1.05-1.45x its best forward of the same GEMM (about 0.10 ms a
-// step; bench/RESULTS.md), so its forward kernels may serve the data gradient better. The
-// turn is the convolution mode (a true convolution flips the filter) and the swap a strided
-// view of the filter's memory, so no copy of the weights is made.
-bool dgrad_as_forward_applies(const ConvShape& sh) {
-  return sh.stride == 1 && sh.r == sh.s && sh.r % 2 == 1 && 2 * sh.pad == sh.r - 1 &&
-         sh.p == sh.h && sh.q == sh.w;
-}
-
-bool dgrad_as_forward_setting() {
-  return env_int("UNETCU_CUDNN_DGRAD_AS_FORWARD", 0, 0, 1,
-                 "0 or 1 (1: data gradients also timed as the forward convolutions they are)") ==
-         1;
-}
-
 // The weight gradients on part of the card (UNETCU_CUDNN_WGRAD_SMS=N, 0 or unset: off): their
 // graph-API configurations come from heuristics asked for N SMs (cuDNN's SM carveout, Hopper
 // and later), so that the compute stream's kernels find SMs free beside them. Why: the weight
@@ -304,7 +284,6 @@ struct GraphPlan {
   // refers to them; empty for a configuration of the heuristics.
   std::shared_ptr<Desc> engine_desc;
   std::vector<Desc> choice_descs;
-  bool forward_form = false;  // a data gradient run as its forward convolution (build_graph)
   bool heuristics_b = false;  // offered by heuristics mode B, not mode A (graph_candidates)
   int sm_target = 0;          // asked of the heuristics for a carved-out plan; 0: all SMs
   int timed = 0;        // how many configurations were timed for the choice, this one included
@@ -316,13 +295,12 @@ struct GraphPlan {
   mutable std::map<Pointers, std::unique_ptr<Desc>> packs;
 };
 
-// " [TILE_SIZE=3 ...]" for a report, or nothing; a knob variant (add_knob_variants), a data
-// gradient's forward form (build_graph) and a configuration of heuristics mode B say so.
+// " [TILE_SIZE=3 ...]" for a report, or nothing; a knob variant (add_knob_variants) and a
+// configuration of heuristics mode B say so.
 std::string knob_suffix(const GraphPlan& g) {
   std::string text = g.knobs;
   const std::string marks[] = {
-      g.engine_desc ? "knob variant" : "", g.forward_form ? "forward form" : "",
-      g.heuristics_b ? "heuristics B" : "",
+      g.engine_desc ? "knob variant" : "", g.heuristics_b ? "heuristics B" : "",
       g.sm_target > 0 ? std::to_string(g.sm_target) + " SMs" : ""};
   for (const std::string& mark : marks)
     if (!mark.empty()) text += (text.empty() ? "" : ", ") + mark;
@@ -550,28 +528,15 @@ struct ConvRunner::Impl {
   }
 
   // The finalized operation graph of one direction with output scale `beta`, NHWC tensors as
-  // the descriptor API's (filters KRSC, which is the same strides with k for n). With
-  // `forward_form`, a data gradient as the forward convolution it is (see
-  // dgrad_as_forward_applies): dy (id 3) convolved, filter flipped, with the filter's memory
-  // read as c outputs of k inputs, into dx (id 1); the ids keep their meaning, so a plan of
-  // either form runs on a data gradient's pointers.
+  // the descriptor API's (filters KRSC, which is the same strides with k for n).
   std::shared_ptr<std::vector<Desc>> build_graph(const ConvShape& sh, Dir d, float beta,
-                                                 Steps& st, bool forward_form = false) const {
+                                                 Steps& st) const {
     GraphBuilder gb;
-    const bool as_forward = forward_form && d == Dir::backward_data;
     cudnnBackendDescriptor_t x = gb.tensor(1, sh.n, sh.c, sh.h, sh.w);
-    // KRSC read as (out c, in k, r, s): element [c][k][r][s] is W[k][r][s][c].
-    cudnnBackendDescriptor_t w =
-        as_forward ? gb.tensor(2, sh.c, sh.k, sh.r, sh.s,
-                               {1, int64_t(sh.r) * sh.s * sh.c, int64_t(sh.s) * sh.c, sh.c})
-                   : gb.tensor(2, sh.k, sh.c, sh.r, sh.s);
+    cudnnBackendDescriptor_t w = gb.tensor(2, sh.k, sh.c, sh.r, sh.s);
     cudnnBackendDescriptor_t y = gb.tensor(3, sh.n, sh.k, sh.p, sh.q);
-    // A true convolution flips the filter, as a data gradient's forward form needs.
-    cudnnBackendDescriptor_t conv =
-        gb.convolution(sh, as_forward ? CUDNN_CONVOLUTION : CUDNN_CROSS_CORRELATION);
-    // The forward form convolves dy into dx: its x is tensor 3, its y tensor 1.
-    cudnnBackendDescriptor_t op = gb.convolution_op(
-        as_forward ? Dir::forward : d, as_forward ? y : x, w, as_forward ? x : y, conv, beta);
+    cudnnBackendDescriptor_t conv = gb.convolution(sh);
+    cudnnBackendDescriptor_t op = gb.convolution_op(d, x, w, y, conv, beta);
     gb.graph(handle, {op});
     st = gb.steps();
     return gb.kept();
@@ -605,13 +570,12 @@ struct ConvRunner::Impl {
 
   // Finalized execution plans for the heuristics' best usable engines (at most
   // options.graph_candidates, each needing at most `ws_limit` bytes), best first; then, when
-  // options.knob_variants asks, that many knob variants of the first kKnobBases of them. Of a
-  // data gradient's forward form with `forward_form` (build_graph).
+  // options.knob_variants asks, that many knob variants of the first kKnobBases of them.
   std::vector<GraphPlan> graph_candidates(const ConvShape& sh, Dir d, float beta, size_t ws_limit,
-                                          std::string* why, bool forward_form = false) const {
+                                          std::string* why) const {
     std::vector<GraphPlan> out;
     Steps st;
-    std::shared_ptr<std::vector<Desc>> graph = build_graph(sh, d, beta, st, forward_form);
+    std::shared_ptr<std::vector<Desc>> graph = build_graph(sh, d, beta, st);
     if (!st.ok()) {
       *why = "graph API: " + st.failed;
       return out;
@@ -655,7 +619,6 @@ struct ConvRunner::Impl {
         g.engine = notes.index;
         g.tensor_core = notes.tensor_core;
         g.graph = graph;
-        g.forward_form = forward_form;
         g.heuristics_b = mode == CUDNN_HEUR_MODE_B;
         g.sm_target = sms;
         g.config = std::make_unique<Desc>(std::move(configs[i]));
@@ -724,7 +687,6 @@ struct ConvRunner::Impl {
     for (size_t b = 0; b < bases && added < options.knob_variants; ++b) {
       // By value: the pushes below may move the plans (their descriptors stay where they are).
       const std::shared_ptr<std::vector<Desc>> graph = (*plans)[b].graph;
-      const bool forward_form = (*plans)[b].forward_form;
       const bool heuristics_b = (*plans)[b].heuristics_b;
       const cudnnBackendDescriptor_t base_config = (*plans)[b].config->get();
       const int64_t index = (*plans)[b].engine;
@@ -759,7 +721,6 @@ struct ConvRunner::Impl {
           settings[int(knob.type)] = value;
           GraphPlan g;
           g.graph = graph;
-          g.forward_form = forward_form;
           g.heuristics_b = heuristics_b;
           g.sm_target = sms;
           g.engine = index;
@@ -810,12 +771,6 @@ struct ConvRunner::Impl {
                                           size_t out_bytes, const Scratch& ws) {
     std::string why;
     std::vector<GraphPlan> cands = graph_candidates(sh, d, beta, ws.bytes, &why);
-    if (d == Dir::backward_data && options.dgrad_as_forward && dgrad_as_forward_applies(sh)) {
-      std::string why_forward;
-      std::vector<GraphPlan> more =
-          graph_candidates(sh, d, beta, ws.bytes, &why_forward, /*forward_form=*/true);
-      for (GraphPlan& g : more) cands.push_back(std::move(g));
-    }
     std::unique_ptr<GraphPlan> best;
     for (GraphPlan& g : cands) {
       g.time_ms = time_runs([&] { return execute_graph(g, d, a, b, out, ws.ptr); });
@@ -1097,8 +1052,6 @@ ConvRunner::ConvRunner(cudaStream_t stream, const ConvOptions& options)
   else if (impl_->options.graph_candidates < 0)
     throw CudnnError("ConvOptions::graph_candidates must not be negative (a bug in the caller)");
   if (impl_->options.knob_variants < 0) impl_->options.knob_variants = knob_variant_limit();
-  if (impl_->options.dgrad_as_forward < 0)
-    impl_->options.dgrad_as_forward = dgrad_as_forward_setting() ? 1 : 0;
   if (impl_->options.heuristics_b < 0)
     impl_->options.heuristics_b =
         env_int("UNETCU_CUDNN_HEURISTICS_B", 0, 0, 1,
@@ -1175,7 +1128,6 @@ std::string ConvRunner::settings() const {
   if (!graph_api_enabled()) os << "graph API off";
   else os << o.graph_candidates << " graph-API configurations a shape";
   if (o.knob_variants > 0) os << ", " << o.knob_variants << " knob variants";
-  if (o.dgrad_as_forward > 0) os << ", data gradients also as forwards";
   if (o.heuristics_b > 0) os << ", heuristics mode B too";
   if (o.wgrad_sm_target > 0 && o.wgrad_sm_target < impl_->device_sms)
     os << ", weight gradients on " << o.wgrad_sm_target << " of " << impl_->device_sms << " SMs";

@@ -67,10 +67,6 @@ struct ConvOptions {
   // one knob changed); -1: UNETCU_CUDNN_KNOB_VARIANTS, else none (a value outside 0..256 there
   // throws, naming it).
   int knob_variants = -1;
-  // Data gradients at stride 1 with same padding also tried as the forward convolution they
-  // are (1) or not (0); -1: UNETCU_CUDNN_DGRAD_AS_FORWARD, else 0 (a value other than 0 or 1
-  // there throws, naming it).
-  int dgrad_as_forward = -1;
   // Heuristics mode B's best configurations (as many again) timed too, those mode A did not
   // offer (1) or not (0); -1: UNETCU_CUDNN_HEURISTICS_B, else 0.
   int heuristics_b = -1;

@@ -106,10 +106,10 @@ std::vector<int64_t> build_variant(GraphBuilder& gb, cudnnHandle_t handle, const
   const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
   std::vector<cudnnBackendDescriptor_t> ops;
   auto x_shaped = [&](int64_t id, bool is_virtual = false) {
-    return gb.tensor(id, sh.n, sh.c, sh.h, sh.w, {}, is_virtual);
+    return gb.tensor(id, sh.n, sh.c, sh.h, sh.w, is_virtual);
   };
   auto y_shaped = [&](int64_t id, bool is_virtual = false) {
-    return gb.tensor(id, sh.n, sh.k, sh.p, sh.q, {}, is_virtual);
+    return gb.tensor(id, sh.n, sh.k, sh.p, sh.q, is_virtual);
   };
   auto channels = [&](int64_t id, int64_t c) { return gb.tensor(id, 1, c, 1, 1); };
   auto pointwise = [&](cudnnPointwiseMode_t mode, cudnnBackendDescriptor_t a,
@@ -155,7 +155,7 @@ std::vector<int64_t> build_variant(GraphBuilder& gb, cudnnHandle_t handle, const
   auto convolution = [&](cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t w,
                          cudnnBackendDescriptor_t y) {
     ops.push_back(gb.convolution_op(v.backward ? Dir::backward_data : Dir::forward, x, w, y,
-                                    gb.convolution(sh, CUDNN_CROSS_CORRELATION), 0.0f));
+                                    gb.convolution(sh), 0.0f));
   };
 
   std::vector<int64_t> uids = {kX, kW, kY};

@@ -7,7 +7,6 @@
 #include <cudnn.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -157,17 +156,16 @@ class GraphBuilder {
   void finalize(cudnnBackendDescriptor_t desc, const char* what) {
     if (st_.ok()) st_(cudnnBackendFinalize(desc), what);
   }
-  // A float32 tensor of dims (n, c, h, w) in that order, strides NHWC unless given; a virtual
-  // one lives only inside a fused kernel (no pointer in the variant pack).
+  // A float32 tensor of dims (n, c, h, w) in that order, strides NHWC; a virtual one lives
+  // only inside a fused kernel (no pointer in the variant pack).
   cudnnBackendDescriptor_t tensor(int64_t id, int64_t n, int64_t c, int64_t h, int64_t w,
-                                  std::array<int64_t, 4> strides = {}, bool is_virtual = false) {
+                                  bool is_virtual = false) {
     cudnnBackendDescriptor_t t = make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
     const cudnnDataType_t type = CUDNN_DATA_FLOAT;
-    const int64_t dims[4] = {n, c, h, w};
-    if (strides[0] == 0) strides = {h * w * c, 1, w * c, c};
+    const int64_t dims[4] = {n, c, h, w}, strides[4] = {h * w * c, 1, w * c, c};
     set(t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type, "tensor data type");
     set(t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, "tensor dimensions");
-    set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides.data(), "tensor strides");
+    set(t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides, "tensor strides");
     set(t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &id, "tensor id");
     set(t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &kGraphAlignment,
         "tensor alignment");
@@ -176,11 +174,12 @@ class GraphBuilder {
     finalize(t, "tensor finalize");
     return t;
   }
-  // sh's convolution (padding, stride, no dilation), float32 arithmetic; CUDNN_CONVOLUTION
-  // flips the filter, CUDNN_CROSS_CORRELATION (what the network means by a convolution) not.
-  cudnnBackendDescriptor_t convolution(const ConvShape& sh, cudnnConvolutionMode_t mode) {
+  // sh's convolution (padding, stride, no dilation), float32 arithmetic, as cross-correlation
+  // (what the network means by a convolution: the filter not flipped).
+  cudnnBackendDescriptor_t convolution(const ConvShape& sh) {
     cudnnBackendDescriptor_t conv = make(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
     const cudnnDataType_t type = CUDNN_DATA_FLOAT;
+    const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
     const int64_t spatial = 2, pad[2] = {sh.pad, sh.pad}, dilation[2] = {1, 1},
                   stride[2] = {sh.stride, sh.stride};
     set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial, "spatial dims");

@@ -774,11 +774,6 @@ void check_opt_in(const char* name, std::initializer_list<const char*> bad_value
   CHECK_FALSE(described(name, "0", off_text));
 }
 
-TEST_CASE("UNETCU_CUDNN_DGRAD_AS_FORWARD other than 0 or 1 is refused with its value") {
-  check_opt_in("UNETCU_CUDNN_DGRAD_AS_FORWARD", {"2", "-1", "yes", "1x"}, "0 or 1", {"0", "1"},
-               "1", "data gradients also as forwards", "as forwards");
-}
-
 TEST_CASE("UNETCU_CUDNN_HEURISTICS_B other than 0 or 1 is refused with its value") {
   check_opt_in("UNETCU_CUDNN_HEURISTICS_B", {"2", "b", "-1"}, "0 or 1", {"0", "1"}, "1",
                "heuristics mode B too", "mode B");
