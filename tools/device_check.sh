@@ -466,12 +466,17 @@ step_check_rows() {
   fi
 }
 
+# How many shapes and directions in LOG a graph-API plan marked MARK serves, each once (the
+# test binary may print its algorithm report more than once).
+serving_shapes() { grep "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | sort -u | wc -l; }
 # The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
 # as row LABEL; only when the plain steps ran on a GPU. They check schedules and kernels, not
 # cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time);
-# with the buffer guards, as the plain steps.
+# with the buffer guards, as the plain steps. With MARK and NOUN (the mark of the setting's
+# plans in the algorithm report, what to call one), the row also says at how many shapes (and
+# directions) such a plan served: where none did, the steps checked none of them.
 step_variant() {
-  local name=$1 label=$2 setting=$3 t grads
+  local name=$1 label=$2 setting=$3 mark=${4:-} noun=${5:-} t grads served=
   [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
@@ -479,7 +484,8 @@ step_variant() {
        "$step_bin" -s '-tce=*PyTorch*smp*'; then
     grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
       awk '{printf "%s%s", sep, $NF; sep=", "}')
-    row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
+    [ -z "$mark" ] || served="; shapes $noun serves: $(serving_shapes "$mark" "$out/$name.log")"
+    row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}$served"
   else
     not_ok "$name" "$label" "$(elapsed "$t"); $(first_failure "$out/$name.log"); see $name.log"
   fi
@@ -969,7 +975,8 @@ ncu_detail ncu_loss "Dice + counts (ncu)" 'loss_parts_kernel|loss_totals_kernel'
 # concatenations instead of written there in place, the BatchNorms' second passes from the last
 # rows to the first (the same bits: the check is the emulated one's, run natively), and 32 of
 # the heuristics' configurations timed per shape instead of 12.
-step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" UNETCU_CUDNN_KNOB_VARIANTS=16
+step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" \
+  UNETCU_CUDNN_KNOB_VARIANTS=16 "knob variant" "a knob variant"
 step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
 step_variant step_check_bn_last_first "cpu-vs-gpu step, BN passes last first" \
   UNETCU_BN_PASS_LAST_FIRST=1
@@ -985,7 +992,8 @@ step_variant step_check_gemm "cpu-vs-gpu step, GEMM convolutions always" UNETCU_
 step_variant step_check_gemm_search "cpu-vs-gpu step, GEMM search" \
   "UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1"
 # The weight gradients' cuDNN plans on 112 SMs: those that serve.
-step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" UNETCU_CUDNN_WGRAD_SMS=112
+step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" \
+  UNETCU_CUDNN_WGRAD_SMS=112 " SMs" "a carved-out plan"
 # Every head path timed per shape at the first step, the fastest kept.
 step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
 step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \

@@ -44,13 +44,20 @@ case $tool in
 esac
 """
 
-# A native test binary: passes, or (FAIL_TESTS=1) prints a failed check; with the marker
-# argument it stands for a test process a sanitizer left behind, and stays (as itself, so that
+# A native test binary: passes, or (FAIL_TESTS=1) prints a failed check; with
+# UNETCU_CUDNN_KNOB_VARIANTS set, it prints (twice) an algorithm report where a knob variant
+# serves one shape; with the marker argument it stands for a test process a sanitizer left behind, and stays (as itself, so that
 # its command line still names it).
 TESTS = r"""#!/bin/bash
 case "$*" in *"$MARKER"*) for _ in $(seq 300); do sleep 1; done; exit 0;; esac
 if [ "${FAIL_TESTS:-0}" = 1 ]; then echo "FAILURE"; exit 1; fi
 if [ -n "${PHASE_SECONDS:-}" ]; then sleep "$PHASE_SECONDS"; fi
+if [ -n "${UNETCU_CUDNN_KNOB_VARIANTS:-}" ]; then  # the algorithm report, printed twice
+  for _ in 1 2; do
+    echo "bwd-data n2 8x8x256 -> 8x8x256: ALGO_1; overwriting runs graph engine 71 [TILE=2, knob variant] (tensor cores) 0.01 ms; accumulating runs graph engine 71 [knob variant] 0.01 ms"
+    echo "fwd n2 8x8x256 -> 8x8x256: ALGO_1; overwriting runs graph engine 67 (tensor cores) 0.01 ms"
+  done
+fi
 echo "[doctest] test cases:    3 |    3 passed | 0 failed | 9 skipped"
 echo "[doctest] assertions:   42 |   42 passed | 0 failed |"
 """.replace("FAILURE", FAILURE)
@@ -271,6 +278,11 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertIn(" ok ", self.row(output, label + " "), output)
         self.assertIn("4323 images/s", self.row(output, "gpu train step b16 128px"))
         self.assertNotIn("not run", labels)
+        # The opt-in plans' checks say at how many shapes such a plan served (each shape once).
+        self.assertIn("shapes a knob variant serves: 1",
+                      self.row(output, "cpu-vs-gpu step, cuDNN knob variants"))
+        self.assertIn("shapes a carved-out plan serves: 0",
+                      self.row(output, "cpu-vs-gpu step, wgrad on 112 SMs"[:26]))
 
     def test_a_tight_budget_cuts_the_last_of_the_check_not_the_first(self):
         # Every test binary and benchmark takes 2 s: what must come first takes about 10 s,
