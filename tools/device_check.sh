@@ -466,17 +466,21 @@ step_check_rows() {
   fi
 }
 
-# How many shapes and directions in LOG a graph-API plan marked MARK serves, each once (the
-# test binary may print its algorithm report more than once).
-serving_shapes() { grep "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | sort -u | wc -l; }
+# How many lines of LOG's algorithm report (a shape and direction each) match the extended
+# regex SERVES, each line once (the test binary may print its report more than once).
+serving_shapes() { grep -E "$1" "$2" | sort -u | wc -l; }
+# A graph-API plan marked MARK serving, and a rival kernel serving a weight gradient, as
+# serving_shapes patterns.
+marked_plan() { echo "runs graph engine [0-9]+ \[[^]]*$1[^]]*\]"; }
+wgrad_rival='^bwd-filter .*rival [^;]*SERVES'
 # The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
 # as row LABEL; only when the plain steps ran on a GPU. They check schedules and kernels, not
 # cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time);
-# with the buffer guards, as the plain steps. With MARK and NOUN (the mark of the setting's
-# plans in the algorithm report, what to call one), the row also says at how many shapes (and
-# directions) such a plan served: where none did, the steps checked none of them.
+# with the buffer guards, as the plain steps. With SERVES and NOUN (a serving_shapes pattern
+# for what the setting changes, what to call it), the row also says at how many shapes (and
+# directions) it served: where it served at none, the steps checked nothing of it.
 step_variant() {
-  local name=$1 label=$2 setting=$3 mark=${4:-} noun=${5:-} t grads served=
+  local name=$1 label=$2 setting=$3 serves=${4:-} noun=${5:-} t grads served=
   [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
@@ -484,7 +488,8 @@ step_variant() {
        "$step_bin" -s '-tce=*PyTorch*smp*'; then
     grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
       awk '{printf "%s%s", sep, $NF; sep=", "}')
-    [ -z "$mark" ] || served="; shapes $noun serves: $(serving_shapes "$mark" "$out/$name.log")"
+    [ -z "$serves" ] ||
+      served="; shapes $noun serves: $(serving_shapes "$serves" "$out/$name.log")"
     row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}$served"
   else
     not_ok "$name" "$label" "$(elapsed "$t"); $(first_failure "$out/$name.log"); see $name.log"
@@ -929,7 +934,8 @@ fi
 # stream, whose two longest gaps (118 and 78 us a step in the ninth run) fell under these
 # kernels holding every SM on a weight-gradient stream, now gets SMs between the waves; the
 # timeline shows the gaps.
-step_variant step_check_mma_waves "cpu-vs-gpu step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4
+step_variant step_check_mma_waves "cpu-vs-gpu step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4 \
+  "$wgrad_rival" "our weight gradient"
 if bench_runs; then
   step_bench bench_cuda_ops_mma_waves "step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4
   timeline_row step_trace_mma_waves step_trace_mma_waves.txt "step timeline, 4-wave wgrad" \
@@ -976,7 +982,7 @@ ncu_detail ncu_loss "Dice + counts (ncu)" 'loss_parts_kernel|loss_totals_kernel'
 # rows to the first (the same bits: the check is the emulated one's, run natively), and 32 of
 # the heuristics' configurations timed per shape instead of 12.
 step_variant step_check_knobs "cpu-vs-gpu step, cuDNN knob variants" \
-  UNETCU_CUDNN_KNOB_VARIANTS=16 "knob variant" "a knob variant"
+  UNETCU_CUDNN_KNOB_VARIANTS=16 "$(marked_plan "knob variant")" "a knob variant"
 step_variant step_check_concat_copies "cpu-vs-gpu step, concat copies" UNETCU_UPSAMPLE_IN_PLACE=0
 step_variant step_check_bn_last_first "cpu-vs-gpu step, BN passes last first" \
   UNETCU_BN_PASS_LAST_FIRST=1
@@ -993,7 +999,7 @@ step_variant step_check_gemm_search "cpu-vs-gpu step, GEMM search" \
   "UNETCU_GEMM_CONV=1 UNETCU_GEMM_SEARCH=1"
 # The weight gradients' cuDNN plans on 112 SMs: those that serve.
 step_variant step_check_wgrad_sms "cpu-vs-gpu step, wgrad on 112 SMs" \
-  UNETCU_CUDNN_WGRAD_SMS=112 " SMs" "a carved-out plan"
+  UNETCU_CUDNN_WGRAD_SMS=112 "$(marked_plan " SMs")" "a carved-out plan"
 # Every head path timed per shape at the first step, the fastest kept.
 step_variant step_check_path_timing "cpu-vs-gpu step, paths timed" UNETCU_PATH_TIMING=1
 step_variant step_check_mask_from_y "cpu-vs-gpu step, ReLU mask from y" \
