@@ -438,8 +438,15 @@ print_table() {
 # the gradient errors; when they fail, the same without cuDNN's graph API, to tell whether it
 # is that path (section 3, and 2b with UNETCU_CHECK_AB_VERIFY=1).
 step_bin=$build/tests/backend/unetcu_backend_cuda_tests
+# "gradient rel L2 per step: E1, E2, E3", read from the steps' LOG.
+step_grads() {
+  local grads
+  grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$1" |
+    awk '{printf "%s%s", sep, $NF; sep=", "}')
+  echo "gradient rel L2 per step: ${grads:-?}"
+}
 step_check_rows() {
-  local t grads
+  local t served
   t=$(date +%s)
   # With the memory plan's buffer guards (checked when a test reads the state or gradients):
   # a kernel, ours or a library's, that writes past its output fails the check natively too.
@@ -447,9 +454,11 @@ step_check_rows() {
     if grep -q '^SKIPPED' "$out/step_check.log"; then
       row "cpu-vs-gpu step" skipped "$(head -1 "$out/step_check.log")"
     else
-      grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/step_check.log" |
-        awk '{printf "%s%s", sep, $NF; sep=", "}')
-      row "cpu-vs-gpu step" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}"
+      # Whether the steps ran our convolution kernels at all: they serve only where timed
+      # faster than cuDNN, at these small shapes perhaps nowhere.
+      served=$(serving_shapes "$any_rival" "$out/step_check.log")
+      row "cpu-vs-gpu step" ok \
+        "$(elapsed "$t"); $(step_grads "$out/step_check.log"); shapes our kernels serve: $served"
     fi
   else
     not_ok step_check "cpu-vs-gpu step" \
@@ -469,10 +478,10 @@ step_check_rows() {
 # How many lines of LOG's algorithm report (a shape and direction each) match the extended
 # regex SERVES, each line once (the test binary may print its report more than once).
 serving_shapes() { grep -E "$1" "$2" | sort -u | wc -l; }
-# A graph-API plan marked MARK serving, and a rival kernel serving a weight gradient, as
-# serving_shapes patterns.
+# A graph-API plan marked MARK serving, and one of our kernels serving (a rival of cuDNN's
+# choice), as serving_shapes patterns.
 marked_plan() { echo "runs graph engine [0-9]+ \[[^]]*$1[^]]*\]"; }
-wgrad_rival='^bwd-filter .*rival [^;]*SERVES'
+any_rival='rival [^;]*SERVES'
 # The same steps (parity aside) again with an environment SETTING (VAR=value words), into NAME.log,
 # as row LABEL; only when the plain steps ran on a GPU. They check schedules and kernels, not
 # cuDNN's choice, so they time only its top 4 graph-API configurations (less start-up time);
@@ -480,17 +489,15 @@ wgrad_rival='^bwd-filter .*rival [^;]*SERVES'
 # for what the setting changes, what to call it), the row also says at how many shapes (and
 # directions) it served: where it served at none, the steps checked nothing of it.
 step_variant() {
-  local name=$1 label=$2 setting=$3 serves=${4:-} noun=${5:-} t grads served=
+  local name=$1 label=$2 setting=$3 serves=${4:-} noun=${5:-} t served=
   [ -x "$step_bin" ] && ! grep -q '^SKIPPED' "$out/step_check.log" || return 0
   t=$(date +%s)
   # shellcheck disable=SC2086  # SETTING may hold several VAR=value words
   if run "$name" 120 env UNETCU_CUDNN_CANDIDATES=4 UNETCU_BUFFER_GUARDS=1 $setting \
        "$step_bin" -s '-tce=*PyTorch*smp*'; then
-    grads=$(grep -o 'step [0-9] gradients: relative L2 [0-9.e+-]*' "$out/$name.log" |
-      awk '{printf "%s%s", sep, $NF; sep=", "}')
     [ -z "$serves" ] ||
       served="; shapes $noun serves: $(serving_shapes "$serves" "$out/$name.log")"
-    row "$label" ok "$(elapsed "$t"); gradient rel L2 per step: ${grads:-?}$served"
+    row "$label" ok "$(elapsed "$t"); $(step_grads "$out/$name.log")$served"
   else
     not_ok "$name" "$label" "$(elapsed "$t"); $(first_failure "$out/$name.log"); see $name.log"
   fi
@@ -933,9 +940,10 @@ fi
 # The tensor-core weight gradients in 4 waves (launches) instead of one: whether the compute
 # stream, whose two longest gaps (118 and 78 us a step in the ninth run) fell under these
 # kernels holding every SM on a weight-gradient stream, now gets SMs between the waves; the
-# timeline shows the gaps.
-step_variant step_check_mma_waves "cpu-vs-gpu step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4 \
-  "$wgrad_rival" "our weight gradient"
+# timeline shows the gaps. The CPU-vs-GPU steps run fp32 convolutions, where the tensor-core
+# kernels do not run: what of the waves they check is the binary's TF32 case of forced direct
+# convolutions (one small shape, exact sums); the native kernel tests check them whole.
+step_variant step_check_mma_waves "cpu-vs-gpu step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4
 if bench_runs; then
   step_bench bench_cuda_ops_mma_waves "step, 4-wave wgrad" UNETCU_MMA_WGRAD_WAVES=4
   timeline_row step_trace_mma_waves step_trace_mma_waves.txt "step timeline, 4-wave wgrad" \
