@@ -86,9 +86,10 @@ echo "3 of 11 families below 70% of the copy"
 
 # unetcu: synth (8 images), train (3 epochs of metrics, an algorithm list with a tensor-core
 # kernel serving, best weights; with FAIL_TRAIN=1 it fails unless cuDNN's graph API is off) and
-# predict (a probability file).
+# predict (a .npy of four probabilities: 0.49 on the CPU, 0.490001 on the GPU with --no-tf32,
+# 0.51 with TF32, or 0.9 with FAIL_PREDICT_TF32=1).
 UNETCU = r"""#!/bin/bash
-cmd=$1 first=${2:-}
+cmd=$1 first=${2:-} args=" $* "
 out=
 while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
 case $cmd in
@@ -110,7 +111,19 @@ case $cmd in
     else
       : > "$out/best.safetensors"
     fi;;
-  predict) mkdir -p "$out"; : > "$out/ISIC_1_probs.npy";;
+  predict)
+    value=0.49
+    case $args in
+      *" --device cuda "*" --no-tf32 "*) value=0.490001;;
+      *" --device cuda "*) value=0.51; [ "${FAIL_PREDICT_TF32:-0}" = 1 ] && value=0.9;;
+    esac
+    mkdir -p "$out"
+    python3 -c 'import struct, sys
+header = "{\"descr\": \"<f4\", \"fortran_order\": False, \"shape\": (2, 2), }"
+header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+    f.write(struct.pack("<4f", *[float(sys.argv[2])] * 4))' "$out/ISIC_1_probs.npy" "$value";;
 esac
 """
 
@@ -310,12 +323,14 @@ class DeviceCheckTest(unittest.TestCase):
             self.assertIn("4035 images/s (epoch 3), train loss 0.5, epoch 1 took 2.5 s", train)
         self.assertIn("serve 1 of 1, 0 disagree: forward 16x128x128x16 -> 16 3x3 (tensor-core):"
                       " 0.0281 vs 0.0464 ms", self.row(output, "direct convs vs cuDNN, tf32"))
-        predict = self.row(output, "predict --device cuda")
-        try:
-            import numpy  # noqa: F401  (the comparison's; CI may lack it)
-            self.assertIn("1 images; probabilities vs CPU", predict)
-        except ImportError:
-            self.assertIn("No module named 'numpy'", predict)
+        # Inference against the CPU with fp32 and with TF32 convolutions, each to its bound.
+        predict = self.row(output, "predict --device cuda ")
+        self.assertIn(" ok ", predict)
+        self.assertIn("1 images; probabilities vs CPU: max |diff| 9.83e-07 (bound 0.001); "
+                      "masks differ in 0 of 4 pixels", predict)
+        predict = self.row(output, "predict --device cuda, tf32")
+        self.assertIn(" ok ", predict)
+        self.assertIn("max |diff| 2.00e-02 (bound 0.1); masks differ in 4 of 4 pixels", predict)
         self.assertIn("skipped  bench_cudnn_fusion not built",
                       self.row(output, "BatchNorm-fusion probe"))
         # The default step tuned as training tunes it, its report in a row of its own.
@@ -362,6 +377,14 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertEqual(len(loss), 1, calls)
         self.assertIn("--kernel-name-base function -k", loss[0])
         self.assertIn(" -c 2 ", loss[0])
+
+    def test_inference_past_its_bound_fails_its_row(self):
+        output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1",
+                               FAIL_PREDICT_TF32="1", UNETCU_CHECK_BUDGET="20")
+        self.assertIn(" ok ", self.row(output, "predict --device cuda "))
+        predict = self.row(output, "predict --device cuda, tf32")
+        self.assertIn("FAILED", predict)
+        self.assertIn("max |diff| 4.10e-01 (bound 0.1)", predict)
 
     def test_a_failed_training_is_tried_again_without_the_graph_api(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", FAIL_TRAIN="1")
