@@ -18,12 +18,13 @@
 #      UNETCU_BUFFER_GUARDS=1); training on generated data with --device cuda at batch 16,
 #      128x128, TF32 (images/s from the last epoch, the first includes cuDNN's algorithm search
 #      and the graph captures) and `unetcu predict` from its weights on the CPU and on the GPU
-#      with fp32 and with TF32 convolutions, probabilities compared; bench_cuda_ops (every op and the training step, ours
-#      vs LibTorch, the memory-bound ops against equal-size device copies) and the step's
-#      timeline (5 replayed steps under CUPTI's activity trace, bench_cuda_ops --trace-steps,
-#      read by tools/step_timeline.py: how the streams overlapped, where the compute stream
-#      waited and under which kernels); the PyTorch reference step
-#      (bench/reference/train_smp.py: smp when it imports, else its plain torch.nn replica);
+#      with fp32 and with TF32 convolutions, probabilities compared; bench_cuda_ops (every op
+#      and the training step, ours vs LibTorch, the memory-bound ops against equal-size device
+#      copies) and the step's timeline (5 replayed steps under CUPTI's activity trace,
+#      bench_cuda_ops --trace-steps, read by tools/step_timeline.py: how the streams
+#      overlapped, where the compute stream waited and under which kernels); the PyTorch
+#      reference step (bench/reference/train_smp.py: smp when it imports, else its plain
+#      torch.nn replica);
 #      Nsight Compute's profile of 3 replayed steps, when ncu is there (each kernel's duration,
 #      summed by family: tools/ncu_step_summary.py);
 #   4. what has not yet run on a GPU: the side streams' launches chained as before
