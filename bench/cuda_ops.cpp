@@ -342,13 +342,13 @@ struct ConvCase : OpCase {
     const bool allowed = setting == nullptr || std::string(setting) != "0";
     const bool forced = setting != nullptr && std::string(setting) == "1";
     cudnn::ConvRunner::Rival rival;
-    rival.run = [this](float* o, void* w, cudaStream_t) { direct_ours(o, w); };
+    rival.run = [this](float* o, void* w, cudaStream_t, GradMode m) { direct_ours(o, w, m); };
     // Where no direct kernel applies to a forward or backward-data, the GEMM and gather.
     auto offer_gemm = [&](bool direct_applies) {
       if (direct_applies || !g_gemm || !cuda::conv2d_gemm_applies(sh)) return false;
       rival.name = "GEMM + gather";
       rival.workspace_bytes = conv2d_col_bytes(sh);
-      rival.run = [this](float* o, void* w, cudaStream_t) { gemm_ours(o, w); };
+      rival.run = [this](float* o, void* w, cudaStream_t, GradMode m) { gemm_ours(o, w, m); };
       return true;
     };
     bool applies = false, gemm_applies = false;
@@ -389,29 +389,29 @@ struct ConvCase : OpCase {
   }
   // The GEMM and gather of this direction (forward or backward-data) into `o` (overwriting),
   // the column matrix in `workspace`, on g_stream, the runner's.
-  void gemm_ours(float* o, void* workspace) {
+  void gemm_ours(float* o, void* workspace, GradMode mode = GradMode::overwrite) {
     float* col = static_cast<float*>(workspace);
     if (dir == ConvDir::forward) {
       cuda::conv2d_im2col(col, dx_in.get(), sh, g_stream);
       g_gemm->run(conv2d_forward_gemm_dims(sh), dwt.get(), col, o, g_stream);
     } else {
       g_gemm->run(conv2d_backward_data_gemm_dims(sh), dwt.get(), ddy.get(), col, g_stream);
-      cuda::conv2d_col2im(o, col, sh, GradMode::overwrite, g_stream);
+      cuda::conv2d_col2im(o, col, sh, mode, g_stream);
     }
   }
-  // The direct kernel of this direction into `o` (overwriting), on g_stream, the runner's.
-  void direct_ours(float* o, void* workspace) {
+  // The direct kernel of this direction into `o` (overwriting, or for a gradient as `mode`
+  // says), on g_stream, the runner's.
+  void direct_ours(float* o, void* workspace, GradMode mode = GradMode::overwrite) {
     switch (dir) {
       case ConvDir::forward:
         cuda::direct_forward(kernel, o, dx_in.get(), dwt.get(), sh, g_stream);
         break;
       case ConvDir::backward_data:
-        cuda::direct_backward_data(kernel, o, ddy.get(), dwt.get(), sh, GradMode::overwrite,
-                                   g_stream);
+        cuda::direct_backward_data(kernel, o, ddy.get(), dwt.get(), sh, mode, g_stream);
         break;
       case ConvDir::backward_filter:
-        cuda::direct_backward_filter(kernel, o, ddy.get(), dx_in.get(), sh, GradMode::overwrite,
-                                     workspace, g_stream);
+        cuda::direct_backward_filter(kernel, o, ddy.get(), dx_in.get(), sh, mode, workspace,
+                                     g_stream);
         break;
     }
   }

@@ -526,12 +526,13 @@ class CudaBackend final : public Backend {
       Rival rival;
       if (direct)
         rival = rival_of(cuda::direct_kernel_name(kind), 0,
-                         [kind, x, wt, sh](float* out, void*, cudaStream_t stream) {
+                         [kind, x, wt, sh](float* out, void*, cudaStream_t stream, GradMode) {
                            cuda::direct_forward(kind, out, x, wt, sh, stream);
                          });
       if (gemm)
         rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
-                         [this, x, wt, sh](float* out, void* ws, cudaStream_t stream) {
+                         [this, x, wt, sh](float* out, void* ws, cudaStream_t stream,
+                                           GradMode) {
                            gemm_forward(out, x, wt, sh, static_cast<float*>(ws), stream);
                          });
       const size_t bytes =
@@ -581,15 +582,16 @@ class CudaBackend final : public Backend {
       Rival rival;
       if (direct)
         rival = rival_of(cuda::direct_kernel_name(kind), 0,
-                         [kind, dy, wt, sh](float* out, void*, cudaStream_t stream) {
-                           cuda::direct_backward_data(kind, out, dy, wt, sh, GradMode::overwrite,
-                                                      stream);
+                         [kind, dy, wt, sh](float* out, void*, cudaStream_t stream,
+                                            GradMode m) {
+                           cuda::direct_backward_data(kind, out, dy, wt, sh, m, stream);
                          });
       if (gemm)
         rival = rival_of("GEMM + gather", conv2d_col_bytes(sh),
-                         [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream) {
-                           gemm_backward_data(out, dy, wt, sh, GradMode::overwrite,
-                                              static_cast<float*>(ws), stream);
+                         [this, dy, wt, sh](float* out, void* ws, cudaStream_t stream,
+                                            GradMode m) {
+                           gemm_backward_data(out, dy, wt, sh, m, static_cast<float*>(ws),
+                                              stream);
                          });
       const size_t bytes = conv_->prepare_backward_data(
           sh, dy, wt, choice != ConvChoice::off ? &rival : nullptr);
@@ -663,13 +665,13 @@ class CudaBackend final : public Backend {
     const bool timed =
         kind == cuda::DirectKernel::tensor_cores && direct_conv_ == ConvChoice::timed;
     if (!runs || timed) {
-      // The rival's output is checked against cuDNN's overwriting one.
+      // The rival's output is checked against cuDNN's, overwriting and accumulating.
       Rival rival;
       if (timed)
         rival = rival_of(cuda::direct_kernel_name(kind), direct_bytes,
-                         [kind, sh, dy, x](float* out, void* ws, cudaStream_t stream) {
-                           cuda::direct_backward_filter(kind, out, dy, x, sh,
-                                                        GradMode::overwrite, ws, stream);
+                         [kind, sh, dy, x](float* out, void* ws, cudaStream_t stream,
+                                           GradMode m) {
+                           cuda::direct_backward_filter(kind, out, dy, x, sh, m, ws, stream);
                          });
       const size_t bytes =
           lane.conv->prepare_backward_filter(sh, dy, x, timed ? &rival : nullptr);
@@ -1142,10 +1144,10 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<HostWork>> captured_work_;
 #else
   using Rival = cudnn::ConvRunner::Rival;
-  // A kernel of ours as a rival of cuDNN's choice: run(out, workspace, stream), "direct
+  // A kernel of ours as a rival of cuDNN's choice: run(out, workspace, stream, mode), "direct
   // kernel" or "GEMM + gather" (whose workspace is the column matrix, conv2d_col_bytes).
   static Rival rival_of(const char* name, size_t workspace_bytes,
-                        std::function<void(float*, void*, cudaStream_t)> run) {
+                        std::function<void(float*, void*, cudaStream_t, GradMode)> run) {
     Rival r;
     r.name = name;
     r.workspace_bytes = workspace_bytes;

@@ -824,8 +824,9 @@ struct ConvRunner::Impl {
   }
 
   // The rival (ConvRunner::Rival) against the overwriting choice: timed the same way into the
-  // search's output buffer; where faster, both run once more from the same poisoned start and
-  // must agree. Sets plan.rival_*.
+  // search's output buffer; where faster, both run once more and must agree (check_candidate),
+  // overwriting, and for a gradient accumulating too (the way the caller runs it then). Sets
+  // plan.rival_*.
   void choose_rival(Plan& plan, Dir d, const ConvRunner::Rival& rival, const float* a,
                     const float* b, void* out, size_t out_bytes, const Scratch& ws) {
     auto note = [&](const std::string& text) { plan.rival_note = rival.name + ": " + text; };
@@ -835,9 +836,9 @@ struct ConvRunner::Impl {
       return;
     }
     // A launch error inside a capture must not leave the stream capturing: it fails the run.
-    auto run_rival = [&](void* dst) {
+    auto run_rival = [&](void* dst, GradMode mode = GradMode::overwrite) {
       try {
-        rival.run(static_cast<float*>(dst), rival_ws.ptr, stream);
+        rival.run(static_cast<float*>(dst), rival_ws.ptr, stream, mode);
       } catch (const std::exception&) {
         return CUDNN_STATUS_EXECUTION_FAILED;
       }
@@ -857,25 +858,34 @@ struct ConvRunner::Impl {
       note(os.str());
       return;
     }
-    const Checked checked = check_candidate(
-        0.0f, out, ref.ptr, out_bytes, stream,
-        [&](float, void* dst) {
-          return (g ? execute_graph(*g, d, a, b, dst, ws.ptr)
-                    : run_once(plan, d, plan.choice.algo, a, b, dst, ws.ptr, ws.bytes)) ==
-                 CUDNN_STATUS_SUCCESS;
-        },
-        [&](void* dst) { return run_rival(dst) == CUDNN_STATUS_SUCCESS; });
-    if (!checked.ran) {
-      os << plan.rival_ms << " ms, could not be checked against cuDNN: not used";
-      note(os.str());
-      return;
-    }
-    const Agreement& agreed = checked.agreement;
-    if (!agreed.agree) {
-      os << plan.rival_ms << " ms, DISAGREES with cuDNN (max |error| " << agreed.worst
-         << ", rms " << agreed.rms << "): not used";
-      note(os.str());
-      return;
+    // Overwriting against the serving plan; accumulating (gradients) against the descriptor
+    // API, which takes either scale.
+    for (const float beta : {0.0f, 1.0f}) {
+      if (beta != 0.0f && d == Dir::forward) break;
+      const GradMode mode = beta == 0.0f ? GradMode::overwrite : GradMode::accumulate;
+      const Checked checked = check_candidate(
+          beta, out, ref.ptr, out_bytes, stream,
+          [&](float scale, void* dst) {
+            return (g && scale == 0.0f
+                        ? execute_graph(*g, d, a, b, dst, ws.ptr)
+                        : run_once(plan, d, plan.choice.algo, a, b, dst, ws.ptr, ws.bytes,
+                                   scale)) == CUDNN_STATUS_SUCCESS;
+          },
+          [&](void* dst) { return run_rival(dst, mode) == CUDNN_STATUS_SUCCESS; });
+      const char* how = beta == 0.0f ? "" : " accumulating";
+      if (!checked.ran) {
+        os << plan.rival_ms << " ms, could not be checked against cuDNN" << how
+           << ": not used";
+        note(os.str());
+        return;
+      }
+      const Agreement& agreed = checked.agreement;
+      if (!agreed.agree) {
+        os << plan.rival_ms << " ms, DISAGREES with cuDNN" << how << " (max |error| "
+           << agreed.worst << ", rms " << agreed.rms << "): not used";
+        note(os.str());
+        return;
+      }
     }
     os << plan.rival_ms << " ms, SERVES (cuDNN's choice " << cudnn_ms << " ms)";
     note(os.str());

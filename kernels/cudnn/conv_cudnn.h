@@ -94,12 +94,14 @@ class ConvRunner {
   void set_stream(cudaStream_t stream);
 
   // A kernel of the caller's for one direction of a shape, competing with cuDNN's choice:
-  // run(out, workspace, stream) writes the direction's result over `out` on `stream`, with a
-  // workspace of workspace_bytes. It must keep the inputs it was made for.
+  // run(out, workspace, stream, mode) writes the direction's result over `out` (overwrite) or
+  // adds it there (accumulate, asked of the gradients only) on `stream`, with a workspace of
+  // workspace_bytes. It must keep the inputs it was made for. Timed overwriting; checked
+  // against cuDNN both ways it will run.
   struct Rival {
     std::string name;
     size_t workspace_bytes = 0;
-    std::function<void(float* out, void* workspace, cudaStream_t stream)> run;
+    std::function<void(float* out, void* workspace, cudaStream_t stream, GradMode mode)> run;
   };
 
   // The workspace bytes the call with these arguments needs; the first call for a shape chooses
