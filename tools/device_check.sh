@@ -361,7 +361,7 @@ variant_summary() {
 }
 # How many of the step's convolutions a graph-API plan marked MARK serves in LOG:
 # serving MARK LOG ("knob variant", "heuristics B").
-serving() { grep -o "runs graph engine [0-9]* \[[^]]*$1[^]]*\]" "$2" | wc -l; }
+serving() { grep -oE "$(marked_plan "$1")" "$2" | wc -l; }
 # With path timing on (UNETCU_PATH_TIMING=1), how many of our kernels' op shapes kept each
 # path in LOG (kernels/path_timing.h's report lines: "OP SHAPE: PATH (...)"):
 # kept_paths LOG -> "2 row_sweep", or "none timed".

@@ -13,7 +13,7 @@
 namespace unetcu {
 
 // Whether UNETCU_LAUNCH_CHAINED launches overlap the previous kernel of their stream on a GPU
-// that can (programmatic dependent launch). On unless UNETCU_PDL=0 or set_chained_launches:
+// that can (programmatic dependent launch). On unless UNETCU_PDL=0 or the switch is set off:
 // the training step ran 3-4% faster with it on an H200 (bench/RESULTS.md). Read when a launch
 // is issued, so a graph captured with it on replays chained.
 inline EnvSwitch& chained_launch_switch() {
@@ -21,7 +21,6 @@ inline EnvSwitch& chained_launch_switch() {
   return on;
 }
 inline bool chained_launches() { return chained_launch_switch().get(); }
-inline void set_chained_launches(bool on) { chained_launch_switch().set(on); }
 
 // Side streams: streams (the CUDA backend's weight-gradient and Adam streams) on which
 // UNETCU_LAUNCH_CHAINED launches go unchained unless UNETCU_SIDE_PDL=1. A chained kernel's blocks
@@ -36,7 +35,6 @@ inline EnvSwitch& side_stream_chaining_switch() {
   static EnvSwitch on{"UNETCU_SIDE_PDL", false};
   return on;
 }
-inline void set_side_stream_chaining(bool on) { side_stream_chaining_switch().set(on); }
 
 // The side streams marked so far (a backend marks its own: a few each), under a lock: a launch
 // asks on every call, a cost only while issuing (a captured graph replays without asking).

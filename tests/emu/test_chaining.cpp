@@ -14,7 +14,7 @@ namespace {
 // Restores the process-wide switches a case changes, whatever it asserted.
 struct SwitchesBack {
   bool side_chaining = side_stream_chaining_switch().get();
-  ~SwitchesBack() { set_side_stream_chaining(side_chaining); }
+  ~SwitchesBack() { side_stream_chaining_switch().set(side_chaining); }
 };
 
 cudaStream_t fake_stream(int i) {
@@ -44,7 +44,7 @@ TEST_CASE("side streams are marked, marked once, and unmarked") {
 #if defined(UNETCU_TEST_EMULATED)
 TEST_CASE("chained launches on a side stream go unchained unless UNETCU_SIDE_PDL=1") {
   SwitchesBack back;
-  set_side_stream_chaining(false);
+  side_stream_chaining_switch().set(false);
   cudaStream_t compute = nullptr, side = nullptr;
   UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
   UNETCU_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
@@ -62,9 +62,9 @@ TEST_CASE("chained launches on a side stream go unchained unless UNETCU_SIDE_PDL
   set_side_stream(side, true);
   CHECK(overlapping(compute) == (chained_launches() ? 1 : 0));
   CHECK(overlapping(side) == 0);
-  set_side_stream_chaining(true);
+  side_stream_chaining_switch().set(true);
   CHECK(overlapping(side) == (chained_launches() ? 1 : 0));
-  set_side_stream_chaining(false);
+  side_stream_chaining_switch().set(false);
   set_side_stream(side, false);
   CHECK(overlapping(side) == (chained_launches() ? 1 : 0));
   UNETCU_CUDA_CHECK(cudaStreamDestroy(side));
