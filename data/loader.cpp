@@ -210,6 +210,10 @@ Loader::Loader(const Dataset& data, std::vector<int> indices, const LoaderOption
     : data_(data),
       it_(data, std::move(indices), opt.batch_size, opt.seed, opt.shuffle, opt.epoch),
       opt_(opt) {
+  if (opt.first_batch < 0 || opt.first_batch > it_.num_batches())
+    fail("the batch loader cannot start at batch ", opt.first_batch, ": the epoch has ",
+         it_.num_batches(), " batches");
+  claim_ = cursor_ = first_ = opt.first_batch;
   if (opt.workers < 1) fail("the batch loader needs at least 1 worker, got ", opt.workers);
   if (opt.ring < 1) fail("the batch loader needs at least 1 buffer, got ", opt.ring);
   if (!opt_.allocator.alloc || !opt_.allocator.free) opt_.allocator = aligned_host_allocator();
@@ -290,23 +294,28 @@ int Loader::assemble(int b, uint8_t* images, uint8_t* masks) const {
   return count;
 }
 
-void Loader::rewind(int epoch) {
+void Loader::rewind(int epoch, int first_batch) {
   it_.set_epoch(epoch);
   for (Slot& s : slots_) {
     s.state = SlotState::kFree;
     s.batch = -1;
   }
-  claim_ = cursor_ = 0;
+  claim_ = cursor_ = first_ = first_batch;
   ++generation_;
 }
 
-void Loader::start_epoch(int epoch) {
+void Loader::start_epoch(int epoch, int first_batch) {
   {
     std::unique_lock<std::mutex> lk(mu_);
-    if (epoch == it_.epoch() && cursor_ == 0) return;      // already preparing exactly this
+    // Every epoch has the same number of batches.
+    if (first_batch < 0 || first_batch > it_.num_batches())
+      fail("the batch loader cannot start at batch ", first_batch, ": the epoch has ",
+           it_.num_batches(), " batches");
+    // Already preparing exactly this, nothing handed out since.
+    if (epoch == it_.epoch() && first_batch == first_ && cursor_ == first_) return;
     claim_ = it_.num_batches();                            // no new claims ...
     ready_cv_.wait(lk, [this] { return filling_ == 0; });  // ... and none in flight
-    rewind(epoch);
+    rewind(epoch, first_batch);
   }
   work_cv_.notify_all();
 }

@@ -53,6 +53,7 @@ struct LoaderOptions {
   int workers = 2;          // threads assembling batches, >= 1
   int ring = 4;             // host buffers (batches prepared ahead plus those held), >= 1
   int epoch = 0;            // the epoch the workers begin with
+  int first_batch = 0;      // ... and its batch they begin at (an interrupted epoch resumed)
   HostAllocator allocator;  // left empty: aligned_host_allocator()
 };
 
@@ -74,9 +75,11 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  // Switches to `epoch` and rewinds to its first batch; batches held from before are void.
-  // Calling it with the current epoch before any next() keeps what is already prepared.
-  void start_epoch(int epoch);
+  // Switches to `epoch` and rewinds to its batch `first_batch` (0 to num_batches(); a resumed
+  // epoch skips the batches it had done, which are the same batches whatever the start);
+  // batches held from before are void. Calling it with the current epoch and the first batch
+  // of the last rewind before any next() keeps what is already prepared.
+  void start_epoch(int epoch, int first_batch = 0);
   int epoch() const { return it_.epoch(); }
   int num_batches() const { return it_.num_batches(); }
   int batch_size() const { return it_.batch_size(); }
@@ -100,7 +103,7 @@ class Loader {
 
   void work();
   int assemble(int b, uint8_t* images, uint8_t* masks) const;
-  void rewind(int epoch);  // with mu_ held and no slot filling
+  void rewind(int epoch, int first_batch);  // with mu_ held and no slot filling
 
   const Dataset& data_;
   BatchIterator it_;  // the epoch's order; fill() is used when not augmenting
@@ -112,6 +115,7 @@ class Loader {
   std::condition_variable ready_cv_;  // consumer: a batch is ready, or no slot is filling
   int claim_ = 0;                     // next batch a worker takes
   int cursor_ = 0;                    // next batch next() hands out
+  int first_ = 0;                     // the batch the last rewind started at
   int filling_ = 0;                   // slots being filled
   uint64_t generation_ = 0;           // counts rewinds, so release() can skip batches of before
   bool stop_ = false;

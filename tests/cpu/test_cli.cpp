@@ -1,6 +1,7 @@
 // tests/cpu/test_cli.cpp: the unetcu tool end to end: synth -> train -> eval on the CPU, the
-// run folder's contents, reproducibility of metrics.jsonl, resume, init determinism, and the
-// clear errors for bad input (non-zero exit, the file named, nothing half-written).
+// run folder's contents, reproducibility of metrics.jsonl, resume (also from a Ctrl-C in the
+// middle of an epoch), init determinism, and the clear errors for bad input (non-zero exit,
+// the file named, nothing half-written).
 #include <doctest/doctest.h>
 
 #include <sys/wait.h>
@@ -8,6 +9,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -106,7 +108,8 @@ TEST_CASE("train on generated data: loss falls, IoU beats trivial predictors, ru
   CHECK(ev.at("n_images").as_int64() == int64_t(split.val.size()));
 }
 
-TEST_CASE("same seed, same metrics whatever the loader's worker count; resume continues exactly") {
+TEST_CASE("same seed, same metrics whatever the loader's worker count; resume continues exactly, "
+          "also after a stop in the middle of an epoch") {
   TempDir t("determinism");
   REQUIRE(run_tool("synth " + t.str("data") + " --count 24 --seed 5").status == 0);
   const std::string common = "train " + t.str("data") + " --device cpu --image-size 32 --batch-size 4 "
@@ -141,6 +144,48 @@ TEST_CASE("same seed, same metrics whatever the loader's worker count; resume co
   REQUIRE(c.status == 0);
   CHECK(metrics_without_timing(t.str("c/metrics.jsonl")) == ma);
   CHECK(read_file(t.str("c/last.safetensors")) == read_file(t.str("a/last.safetensors")));
+
+  // Stopped as by Ctrl-C (the hook raises SIGINT once this many steps are done): in the middle
+  // of epoch 1 (2 of its 5 batches), then resumed and stopped again in epoch 2 (its batch 2),
+  // then resumed to the end: the same metrics and the same final checkpoint.
+  auto run_stopping = [&](const std::string& args, int after_steps) {
+    setenv("UNETCU_TEST_INTERRUPT_AFTER_STEPS", std::to_string(after_steps).c_str(), 1);
+    RunResult r = run_tool(args);
+    unsetenv("UNETCU_TEST_INTERRUPT_AFTER_STEPS");
+    return r;
+  };
+  RunResult s1 = run_stopping(common + "--epochs 2 --out " + t.str("s"), 2);
+  INFO(s1.output);
+  CHECK(s1.status == 130);
+  CHECK(s1.output.find("epoch 1/2: stopped after batch 2 of 5; saved " + t.str("s")) !=
+        std::string::npos);
+  CHECK(s1.output.find("to continue: unetcu " + common + "--epochs 2 --out " + t.str("s") +
+                       " --resume") != std::string::npos);
+  CHECK_FALSE(fs::exists(t.path / "s" / "best.safetensors"));  // no epoch was finished
+  CHECK(read_file(t.str("s/metrics.jsonl")).empty());
+  // The batches left follow from the batch size: another one is refused.
+  RunResult wrong = run_tool(common + "--epochs 2 --batch-size 2 --resume --out " + t.str("s"));
+  CHECK(wrong.status != 0);
+  CHECK(wrong.output.find(t.str("s/last.safetensors") + " stopped in the middle of epoch 1; "
+                          "resume with its --batch-size 4 (given: 2)") != std::string::npos);
+  RunResult s2 = run_stopping(common + "--epochs 2 --resume --out " + t.str("s"), 5);
+  INFO(s2.output);
+  CHECK(s2.status == 130);
+  CHECK(s2.output.find("resume: " + t.str("s/last.safetensors") + " in epoch 1 after batch 2") !=
+        std::string::npos);
+  CHECK(s2.output.find("epoch 2/2: stopped after batch 2 of 5") != std::string::npos);
+  RunResult s3 = run_tool(common + "--epochs 2 --resume --out " + t.str("s"));
+  INFO(s3.output);
+  REQUIRE(s3.status == 0);
+  CHECK(metrics_without_timing(t.str("s/metrics.jsonl")) == ma);
+  CHECK(read_file(t.str("s/last.safetensors")) == read_file(t.str("a/last.safetensors")));
+  // Stopped after an epoch's last step: the epoch ends (validation, checkpoints) first.
+  RunResult e1 = run_stopping(common + "--epochs 2 --out " + t.str("e"), 5);
+  CHECK(e1.status == 130);
+  CHECK(e1.output.find("stopped after epoch 1; saved " + t.str("e")) != std::string::npos);
+  CHECK(read_jsonl(t.str("e/metrics.jsonl")).size() == 1);
+  REQUIRE(run_tool(common + "--epochs 2 --resume --out " + t.str("e")).status == 0);
+  CHECK(read_file(t.str("e/last.safetensors")) == read_file(t.str("a/last.safetensors")));
 }
 
 TEST_CASE("init: the same seed gives the same bytes") {

@@ -1,7 +1,8 @@
 // tests/cpu/test_loader.cpp: the prefetching loader: batches independent of worker count and
 // ring size, BatchIterator's bytes without augmentation, augmentation identical for image and
 // mask with all 8 symmetries, seeded per epoch, clean shutdown mid-epoch, held-slot misuse
-// reported rather than deadlocking, and the host allocator used for every buffer.
+// reported rather than deadlocking, the host allocator used for every buffer, and an epoch
+// started part way through (a resumed run).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -342,4 +343,54 @@ TEST_CASE("Loader: every buffer comes from the given allocator and goes back to 
   CHECK_THROWS_AS(Loader(ds, {0, 9}, opt), Error);  // index outside the data
   opt.workers = 0;
   CHECK_THROWS_AS(Loader(ds, {0}, opt), Error);
+}
+
+TEST_CASE("Loader: an epoch started at batch k gives the batches k.. of the whole epoch") {
+  // What an interrupted training run relies on when it resumes in the middle of an epoch.
+  const Dataset ds = coordinate_dataset(23);  // 6 batches of 4, the last of 3
+  for (const bool augment : {false, true}) {
+    for (const int workers : {1, 3}) {
+      INFO("augment " << augment << ", workers " << workers);
+      LoaderOptions opt;
+      opt.batch_size = 4;
+      opt.seed = 7;
+      opt.augment = augment;
+      opt.workers = workers;
+      opt.ring = 3;
+      auto batches = [&](Loader& loader) {
+        std::vector<std::vector<uint8_t>> out;
+        while (LoaderBatch b = loader.next()) {
+          std::vector<uint8_t> bytes(b.images, b.images + size_t(b.n) * ds.image_bytes());
+          bytes.insert(bytes.end(), b.masks, b.masks + size_t(b.n) * ds.mask_bytes());
+          bytes.push_back(uint8_t(b.index));
+          out.push_back(std::move(bytes));
+          loader.release(b);
+        }
+        return out;
+      };
+      opt.epoch = 2;
+      Loader whole(ds, all_indices(23), opt);
+      const std::vector<std::vector<uint8_t>> all = batches(whole);
+      REQUIRE(all.size() == 6);
+      for (const int k : {1, 4, 6}) {
+        const std::vector<std::vector<uint8_t>> tail(all.begin() + k, all.end());
+        opt.first_batch = k;  // from the start
+        Loader started(ds, all_indices(23), opt);
+        CHECK(batches(started) == tail);
+        opt.first_batch = 0;  // and by start_epoch, from another epoch and position
+        Loader moved(ds, all_indices(23), opt);
+        moved.start_epoch(0, 5);
+        CHECK(moved.next().index == 5);
+        moved.start_epoch(2, k);
+        CHECK(batches(moved) == tail);
+      }
+    }
+  }
+  LoaderOptions opt;
+  opt.batch_size = 4;
+  opt.first_batch = 7;
+  CHECK_THROWS_WITH_AS(Loader(ds, all_indices(23), opt), doctest::Contains("batch 7"), Error);
+  opt.first_batch = 0;
+  Loader loader(ds, all_indices(23), opt);
+  CHECK_THROWS_WITH_AS(loader.start_epoch(1, -1), doctest::Contains("6 batches"), Error);
 }

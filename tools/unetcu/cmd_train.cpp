@@ -5,15 +5,19 @@
 // without waiting for the device (BatchNorm in train mode), validation (eval mode), one line
 // appended to metrics.jsonl, last.safetensors (with Adam state and the training position, for
 // --resume) and best.safetensors (best val_iou, weights only);
-// at the end the best weights are evaluated on the test split into test.json.
+// at the end the best weights are evaluated on the test split into test.json. Ctrl-C (or
+// SIGTERM) stops at the next step boundary and saves last.safetensors there, in the middle of
+// an epoch if need be; --resume goes on from that batch as if never stopped.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "data/loader.h"
 #include "data/split.h"
@@ -25,6 +29,7 @@
 #include "model/checkpoint.h"
 #include "tools/unetcu/args.h"
 #include "tools/unetcu/commands.h"
+#include "tools/unetcu/interrupt.h"
 #include "tools/unetcu/progress.h"
 
 namespace fs = std::filesystem;
@@ -61,6 +66,31 @@ void append_line(const std::string& path, const std::string& line) {
 
 std::string state_path(const std::string& dir, const char* file) { return (fs::path(dir) / file).string(); }
 
+// The command line that continues this run: the one given, with --resume.
+std::string resume_command(int argc, char** argv) {
+  std::string cmd = "unetcu";
+  bool has_resume = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    has_resume = has_resume || arg == "--resume";
+    const bool plain = arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                             "0123456789-_./=:+,") == std::string::npos;
+    cmd += " " + (plain && !arg.empty() ? arg : "'" + arg + "'");
+  }
+  return has_resume ? cmd : cmd + " --resume";
+}
+
+// Where an interrupted epoch stood: kept in last.safetensors' metadata, so that --resume goes
+// on from its next batch with the epoch's sums as they were (metrics.jsonl then reads as if the
+// run had never stopped).
+struct EpochSoFar {
+  int batch = 0;        // batches done
+  long images = 0;      // training images seen
+  double loss_sum = 0;  // of the batches' losses
+  double iou_sum = 0;   // of the images' IoUs
+  double seconds = 0;   // training time
+};
+
 }  // namespace
 
 int cmd_train(int argc, char** argv) {
@@ -80,7 +110,7 @@ int cmd_train(int argc, char** argv) {
   a.option("encoder-weights", "", "torchvision ResNet-34 state_dict (safetensors) for the encoder");
   a.flag("augment", "random flips and quarter turns of the training images (and masks)");
   a.option("workers", "2", "threads assembling training batches");
-  a.flag("resume", "continue the run in --out from its last.safetensors");
+  a.flag("resume", "continue the run in --out from its last.safetensors (also after Ctrl-C)");
   a.flag("no-tf32", "CUDA: full fp32 convolutions (no TF32 tensor cores)");
   add_data_options(a);
   if (!a.parse(argc, argv, 2)) return 0;
@@ -140,6 +170,7 @@ int cmd_train(int argc, char** argv) {
   ModelSession session(*backend, image_size, image_size, adam);
   const ModelSpec& spec = session.spec();
   int start_epoch = 0;
+  EpochSoFar resumed;  // of epoch start_epoch + 1
   double best_iou = -1;
   int best_epoch = 0;
   if (a.flag_set("resume")) {
@@ -151,7 +182,29 @@ int cmd_train(int argc, char** argv) {
     start_epoch = std::stoi(ck.metadata_value("epoch", "0"));
     best_iou = std::stod(ck.metadata_value("best_val_iou", "-1"));
     best_epoch = std::stoi(ck.metadata_value("best_epoch", "0"));
-    std::fprintf(stderr, "resume: %s after epoch %d\n", last_path.c_str(), start_epoch);
+    resumed.batch = std::stoi(ck.metadata_value("batch", "0"));
+    if (resumed.batch > 0) {
+      // The batches of an epoch follow from the seed and the batch size: with others, the
+      // batches still to do would not be the ones the epoch had left.
+      const std::pair<const char*, uint64_t> kept[] = {{"seed", seed},
+                                                       {"batch-size", uint64_t(batch_size)}};
+      for (const auto& [option, now] : kept) {
+        std::string key = option;
+        std::replace(key.begin(), key.end(), '-', '_');
+        const std::string then = ck.metadata_value(key, "");
+        if (then != std::to_string(now))
+          fail("--resume: ", last_path, " stopped in the middle of epoch ", start_epoch + 1,
+               "; resume with its --", option, " ", then, " (given: ", now, ")");
+      }
+      resumed.images = std::stol(ck.metadata_value("epoch_images", "0"));
+      resumed.loss_sum = std::stod(ck.metadata_value("epoch_loss_sum", "0"));
+      resumed.iou_sum = std::stod(ck.metadata_value("epoch_iou_sum", "0"));
+      resumed.seconds = std::stod(ck.metadata_value("epoch_seconds", "0"));
+      std::fprintf(stderr, "resume: %s in epoch %d after batch %d\n", last_path.c_str(),
+                   start_epoch + 1, resumed.batch);
+    } else {
+      std::fprintf(stderr, "resume: %s after epoch %d\n", last_path.c_str(), start_epoch);
+    }
   } else {
     if (a.str("weights").empty()) {
       HostModelState init = initial_state(spec, seed);
@@ -192,18 +245,47 @@ int cmd_train(int argc, char** argv) {
   lopt.workers = workers;
   lopt.ring = ModelSession::kResultsInFlight + workers + 1;
   lopt.epoch = start_epoch;
+  lopt.first_batch = resumed.batch;
   Backend* const be = backend.get();
   lopt.allocator = {[be](size_t bytes) { return be->alloc_host(bytes); },
                     [be](void* p) { be->release_host(p); }};
   data::Loader loader(ds, split.train, lopt);
+  if (resumed.batch > loader.num_batches())
+    fail("--resume: ", last_path, " stopped after batch ", resumed.batch, " of an epoch of ",
+         loader.num_batches(), " batches");
+  // The run's metadata in last.safetensors; `so_far` where it stops inside an epoch.
+  auto save_last = [&](const HostModelState& state, int epochs_done, const EpochSoFar* so_far) {
+    HostOptimizerState opt = session.optimizer();
+    Metadata meta = {
+        {"epoch", std::to_string(epochs_done)}, {"step", std::to_string(opt.step)},
+        {"seed", std::to_string(seed)}, {"image_size", std::to_string(image_size)},
+        {"best_val_iou", json::format_double(best_iou)},
+        {"best_epoch", std::to_string(best_epoch)}};
+    if (so_far != nullptr) {
+      meta.insert(meta.end(), {{"batch", std::to_string(so_far->batch)},
+                               {"batch_size", std::to_string(batch_size)},
+                               {"epoch_images", std::to_string(so_far->images)},
+                               {"epoch_loss_sum", json::format_double(so_far->loss_sum)},
+                               {"epoch_iou_sum", json::format_double(so_far->iou_sum)},
+                               {"epoch_seconds", json::format_double(so_far->seconds)}});
+    }
+    save_checkpoint(last_path, spec, state, &opt, meta);
+  };
+  const std::string resume_with = resume_command(argc, argv);
+  // Ctrl-C while training saves before it stops (interrupt.h); before and after, it quits.
+  std::optional<StopRequests> stop;
+  stop.emplace();
+  long steps_run = 0;  // by this process, for the test hook
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
-    loader.start_epoch(epoch);
+    const EpochSoFar before = epoch == start_epoch ? resumed : EpochSoFar{};
+    loader.start_epoch(epoch, before.batch);
     auto t0 = std::chrono::steady_clock::now();
     const int n_batches = loader.num_batches();
     Progress progress("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs), n_batches);
-    double loss_sum = 0, iou_sum = 0;
-    long seen = 0;
-    int done = 0;  // steps whose results have come back
+    progress.resume_from(before.batch, before.images);
+    double loss_sum = before.loss_sum, iou_sum = before.iou_sum;
+    long seen = before.images;
+    int done = before.batch;  // steps whose results have come back
     std::deque<data::LoaderBatch> held;  // batches of the steps still in flight, in order
     // Results arrive asynchronously (a step or two behind on a GPU), in order.
     auto collect = [&](bool wait) {
@@ -219,17 +301,33 @@ int cmd_train(int argc, char** argv) {
         for (const auto& c : r.counts) iou_sum += image_iou(c);
         seen += long(r.counts.size());
         progress.update(done, seen, loss_sum / done, iou_sum / double(seen));
+        StopRequests::test_hook(++steps_run);
       }
     };
-    while (data::LoaderBatch b = loader.next()) {
+    while (!StopRequests::requested()) {
+      const data::LoaderBatch b = loader.next();
+      if (!b) break;
       session.submit_train_step(b.images, b.masks, b.n, true);
       held.push_back(b);
       collect(false);
     }
     collect(true);
-    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double train_seconds =
+        before.seconds +
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (done < n_batches) {  // stopped by a signal: save where the epoch stands
+      const EpochSoFar so_far{done, seen, loss_sum, iou_sum, train_seconds};
+      save_last(session.state(), epoch, &so_far);
+      progress.finish("epoch " + std::to_string(epoch + 1) + "/" + std::to_string(epochs) +
+                      ": stopped after batch " + std::to_string(done) + " of " +
+                      std::to_string(n_batches) + "; saved " + last_path);
+      std::fprintf(stderr, "to continue: %s\n", resume_with.c_str());
+      return 128 + StopRequests::signal_number();
+    }
     EvalResult val = evaluate(session, ds, split.val, batch_size, "  validate");
-    const double epoch_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double epoch_seconds =
+        before.seconds +
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     json::Object m;
     m.emplace_back("epoch", epoch + 1);
@@ -266,13 +364,15 @@ int cmd_train(int argc, char** argv) {
                       {{"epoch", std::to_string(epoch + 1)}, {"val_iou", json::format_double(val.iou)},
                        {"seed", std::to_string(seed)}, {"image_size", std::to_string(image_size)}});
     }
-    HostOptimizerState opt = session.optimizer();
-    save_checkpoint(last_path, spec, state, &opt,
-                    {{"epoch", std::to_string(epoch + 1)}, {"step", std::to_string(opt.step)},
-                     {"seed", std::to_string(seed)}, {"image_size", std::to_string(image_size)},
-                     {"best_val_iou", json::format_double(best_iou)},
-                     {"best_epoch", std::to_string(best_epoch)}});
+    save_last(state, epoch + 1, nullptr);
+    if (StopRequests::requested()) {  // during the validation or the saving
+      std::fprintf(stderr, "stopped after epoch %d; saved %s\nto continue: %s\n", epoch + 1,
+                   last_path.c_str(), resume_with.c_str());
+      return 128 + StopRequests::signal_number();
+    }
   }
+
+  stop.reset();
 
   // Final test with the best weights.
   EvalResult test;

@@ -21,8 +21,9 @@ Progress::Progress(std::string label, int total)
 
 std::string Progress::line(int done, long images, double loss, double iou) const {
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  double rate = elapsed > 0 ? images / elapsed : 0;
-  double eta = done > 0 ? elapsed * (total_ - done) / done : 0;
+  const int steps = done - first_done_;
+  double rate = elapsed > 0 ? double(images - first_images_) / elapsed : 0;
+  double eta = steps > 0 ? elapsed * (total_ - done) / steps : 0;
   const int width = 24;
   int filled = total_ > 0 ? done * width / total_ : width;
   std::string bar(size_t(filled), '#');
@@ -32,6 +33,11 @@ std::string Progress::line(int done, long images, double loss, double iou) const
                 label_.c_str(), bar.c_str(), done, total_, loss, iou, rate,
                 format_duration(eta).c_str());
   return buf;
+}
+
+void Progress::resume_from(int done, long images) {
+  first_done_ = done;
+  first_images_ = images;
 }
 
 void Progress::update(int done, long images, double loss, double iou) {

@@ -13,6 +13,9 @@ class Progress {
   Progress(std::string label, int total);
   // done: steps finished so far; images: images processed so far.
   void update(int done, long images, double loss, double iou);
+  // The loop resumes with `done` steps and `images` images already behind it (a resumed
+  // epoch): the rate and the ETA count only what this process does.
+  void resume_from(int done, long images);
   void finish(const std::string& summary);
 
  private:
@@ -21,6 +24,8 @@ class Progress {
   int total_;
   bool tty_;
   int last_plain_ = -1;
+  int first_done_ = 0;
+  long first_images_ = 0;
   std::chrono::steady_clock::time_point start_;
 };
 
