@@ -66,6 +66,16 @@ TEST_CASE("train on generated data: loss falls, IoU beats trivial predictors, ru
 
   auto metrics = read_jsonl(t.str("run/metrics.jsonl"));
   REQUIRE(metrics.size() == 5);
+  // Each epoch's summary says what the run has left, but the last one's.
+  auto summary = [&](int epoch) {
+    const size_t at = r.output.find("epoch " + std::to_string(epoch) + "/5: train loss");
+    return at == std::string::npos ? std::string()
+                                   : r.output.substr(at, r.output.find('\n', at) - at);
+  };
+  for (int e = 1; e <= 4; ++e) CHECK_MESSAGE(summary(e).find("; about ") != std::string::npos, e);
+  CHECK(summary(4).find(" to go") != std::string::npos);
+  CHECK(summary(5).find("train loss") != std::string::npos);
+  CHECK(summary(5).find("to go") == std::string::npos);
   for (const char* k : {"epoch", "train_loss", "train_iou", "val_loss", "val_iou", "images_per_sec"})
     CHECK_MESSAGE(metrics[0].find(k) != nullptr, k);
   const double first_loss = metrics.front().at("train_loss").as_double();

@@ -276,6 +276,8 @@ int cmd_train(int argc, char** argv) {
   std::optional<StopRequests> stop;
   stop.emplace();
   long steps_run = 0;  // by this process, for the test hook
+  int epochs_timed = 0;  // by this process, and their seconds
+  double seconds_timed = 0;
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
     const EpochSoFar before = epoch == start_epoch ? resumed : EpochSoFar{};
     loader.start_epoch(epoch, before.batch);
@@ -344,7 +346,16 @@ int cmd_train(int argc, char** argv) {
                   "epoch %d/%d: train loss %.4f iou %.4f | val loss %.4f iou %.4f dice %.4f | %.1f img/s (%s)",
                   epoch + 1, epochs, loss_sum / n_batches, iou_sum / double(seen), val.loss,
                   val.iou, val.dice, double(seen) / train_seconds, format_duration(epoch_seconds).c_str());
-    progress.finish(summary);
+    // What the whole run has left, at the mean pace of its epochs so far (a CPU run of the
+    // recipe takes hours: the epoch's own ETA says too little).
+    epochs_timed += 1;
+    seconds_timed += epoch_seconds;
+    const std::string to_go =
+        epoch + 1 < epochs
+            ? "; about " + format_duration(seconds_timed / epochs_timed * (epochs - epoch - 1)) +
+                  " to go"
+            : "";
+    progress.finish(summary + to_go);
     // The cuDNN algorithm of every convolution, chosen during the first step: where a GPU run's
     // time goes is then visible without a profiler. Empty on the CPU.
     // And the step schedule the session kept, timed on this card (ModelSession's step tuning).
