@@ -32,7 +32,9 @@ StopRequests::StopRequests() {
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   // SA_RESETHAND: the default action is back for the next signal, so a second Ctrl-C quits.
-  sa.sa_flags = SA_RESETHAND;
+  // SA_RESTART: a system call the signal interrupts (a checkpoint's write, a wait for a batch)
+  // goes on rather than failing with EINTR.
+  sa.sa_flags = SA_RESETHAND | SA_RESTART;
   for (int i = 0; i < 2; ++i) sigaction(kSignals[i], &sa, &g_previous[i]);
 }
 
