@@ -169,8 +169,8 @@ TEST_CASE("same seed, same metrics whatever the loader's worker count; resume co
   CHECK(s1.status == 130);
   CHECK(s1.output.find("epoch 1/2: stopped after batch 2 of 5; saved " + t.str("s")) !=
         std::string::npos);
-  CHECK(s1.output.find("to continue: unetcu " + common + "--epochs 2 --out " + t.str("s") +
-                       " --resume") != std::string::npos);
+  CHECK(s1.output.find("to continue: " + std::string(UNETCU_TEST_BIN_DIR) + "/unetcu " + common +
+                       "--epochs 2 --out " + t.str("s") + " --resume") != std::string::npos);
   CHECK_FALSE(fs::exists(t.path / "s" / "best.safetensors"));  // no epoch was finished
   CHECK(read_file(t.str("s/metrics.jsonl")).empty());
   // The batches left follow from the batch size: another one is refused.

@@ -66,16 +66,19 @@ void append_line(const std::string& path, const std::string& line) {
 
 std::string state_path(const std::string& dir, const char* file) { return (fs::path(dir) / file).string(); }
 
-// The command line that continues this run: the one given, with --resume.
+// The command line that continues this run, to paste into the same shell: the one given (the
+// program as it was called), with --resume.
 std::string resume_command(int argc, char** argv) {
-  std::string cmd = "unetcu";
+  std::string cmd;
   bool has_resume = false;
-  for (int i = 1; i < argc; ++i) {
+  for (int i = 0; i < argc; ++i) {
     const std::string arg = argv[i];
     has_resume = has_resume || arg == "--resume";
     const bool plain = arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                              "0123456789-_./=:+,") == std::string::npos;
-    cmd += " " + (plain && !arg.empty() ? arg : "'" + arg + "'");
+    std::string quoted = "'";  // for the shell: a ' inside as '\''
+    for (const char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    cmd += (i ? " " : "") + (plain && !arg.empty() ? arg : quoted + "'");
   }
   return has_resume ? cmd : cmd + " --resume";
 }
