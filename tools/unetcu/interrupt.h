@@ -1,8 +1,8 @@
 // tools/unetcu/interrupt.h: Ctrl-C (SIGINT) and SIGTERM during training. While a StopRequests
 // lives, the first such signal only asks the training loop to stop at the next step boundary,
-// so that it can save where it is (a CPU epoch of HAM10000 is half an hour: killing the
-// process would lose it); the handler is reset by that signal, so a second one ends the
-// process at once, as without it.
+// so that it can save where it is (an epoch of HAM10000 takes some 25 minutes on a 2-core
+// CPU: killing the process would lose it); the handler is reset by that signal, so a second
+// one ends the process at once, as without it.
 #pragma once
 
 namespace unetcu::cli {
