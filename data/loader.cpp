@@ -210,9 +210,7 @@ Loader::Loader(const Dataset& data, std::vector<int> indices, const LoaderOption
     : data_(data),
       it_(data, std::move(indices), opt.batch_size, opt.seed, opt.shuffle, opt.epoch),
       opt_(opt) {
-  if (opt.first_batch < 0 || opt.first_batch > it_.num_batches())
-    fail("the batch loader cannot start at batch ", opt.first_batch, ": the epoch has ",
-         it_.num_batches(), " batches");
+  check_first_batch(opt.first_batch);
   claim_ = cursor_ = first_ = opt.first_batch;
   if (opt.workers < 1) fail("the batch loader needs at least 1 worker, got ", opt.workers);
   if (opt.ring < 1) fail("the batch loader needs at least 1 buffer, got ", opt.ring);
@@ -294,6 +292,12 @@ int Loader::assemble(int b, uint8_t* images, uint8_t* masks) const {
   return count;
 }
 
+void Loader::check_first_batch(int first_batch) const {
+  if (first_batch < 0 || first_batch > it_.num_batches())
+    fail("the batch loader cannot start at batch ", first_batch, ": the epoch has ",
+         it_.num_batches(), " batches");
+}
+
 void Loader::rewind(int epoch, int first_batch) {
   it_.set_epoch(epoch);
   for (Slot& s : slots_) {
@@ -307,10 +311,7 @@ void Loader::rewind(int epoch, int first_batch) {
 void Loader::start_epoch(int epoch, int first_batch) {
   {
     std::unique_lock<std::mutex> lk(mu_);
-    // Every epoch has the same number of batches.
-    if (first_batch < 0 || first_batch > it_.num_batches())
-      fail("the batch loader cannot start at batch ", first_batch, ": the epoch has ",
-           it_.num_batches(), " batches");
+    check_first_batch(first_batch);  // every epoch has the same number of batches
     // Already preparing exactly this, nothing handed out since.
     if (epoch == it_.epoch() && first_batch == first_ && cursor_ == first_) return;
     claim_ = it_.num_batches();                            // no new claims ...

@@ -103,7 +103,8 @@ class Loader {
 
   void work();
   int assemble(int b, uint8_t* images, uint8_t* masks) const;
-  void rewind(int epoch, int first_batch);  // with mu_ held and no slot filling
+  void check_first_batch(int first_batch) const;  // 0 to num_batches(), else throws
+  void rewind(int epoch, int first_batch);        // with mu_ held and no slot filling
 
   const Dataset& data_;
   BatchIterator it_;  // the epoch's order; fill() is used when not augmenting

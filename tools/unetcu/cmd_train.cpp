@@ -10,7 +10,6 @@
 // an epoch if need be; --resume goes on from that batch as if never stopped.
 #include <sys/stat.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -189,15 +188,17 @@ int cmd_train(int argc, char** argv) {
     if (resumed.batch > 0) {
       // The batches of an epoch follow from the seed and the batch size: with others, the
       // batches still to do would not be the ones the epoch had left.
-      const std::pair<const char*, uint64_t> kept[] = {{"seed", seed},
-                                                       {"batch-size", uint64_t(batch_size)}};
-      for (const auto& [option, now] : kept) {
-        std::string key = option;
-        std::replace(key.begin(), key.end(), '-', '_');
-        const std::string then = ck.metadata_value(key, "");
-        if (then != std::to_string(now))
+      struct Kept {
+        const char* option;  // and its metadata key
+        const char* key;
+        uint64_t now;
+      };
+      for (const Kept& k : {Kept{"seed", "seed", seed},
+                            Kept{"batch-size", "batch_size", uint64_t(batch_size)}}) {
+        const std::string then = ck.metadata_value(k.key, "");
+        if (then != std::to_string(k.now))
           fail("--resume: ", last_path, " stopped in the middle of epoch ", start_epoch + 1,
-               "; resume with its --", option, " ", then, " (given: ", now, ")");
+               "; resume with its --", k.option, " ", then, " (given: ", k.now, ")");
       }
       resumed.images = std::stol(ck.metadata_value("epoch_images", "0"));
       resumed.loss_sum = std::stod(ck.metadata_value("epoch_loss_sum", "0"));
