@@ -23,6 +23,11 @@ std::vector<float> resize_probs(const float* in, int in_w, int in_h, int out_w, 
 // border is not outlined along it.
 std::vector<uint8_t> outline(const std::vector<uint8_t>& mask, int w, int h, int radius);
 
+// The colours of every outline the tool draws over an image (predict --overlay, the run
+// report's gallery): the predicted lesion's in yellow, the true one's in cyan.
+inline constexpr uint8_t kPredictedOutlineRgb[3] = {255, 230, 0};
+inline constexpr uint8_t kTrueOutlineRgb[3] = {0, 200, 255};
+
 // Sets the pixels where `where` is nonzero to `rgb` in an h x w x 3 image.
 void paint(std::vector<uint8_t>& image, const std::vector<uint8_t>& where, const uint8_t rgb[3]);
 

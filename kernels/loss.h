@@ -7,6 +7,7 @@
 // targets are uint8 0/1 of the same count as the logits (one channel).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/common.h"
@@ -32,6 +33,14 @@ UNETCU_HOST_DEVICE inline double dice_loss_from_sums(const DiceSums& s) {
 struct ConfusionCounts {
   int64_t tp = 0, fp = 0, fn = 0, tn = 0;
 };
+
+// The predicted mask the counts are taken from: smp's example's logits.sigmoid() > 0.5 in
+// float32, a strict comparison, with the sigmoid formed as PyTorch forms it. Logits in
+// (0, ~1.2e-7) round to exactly 0.5 and count as negative, so this is not x > 0. Every
+// backend's counts and every mask drawn from logits (the run report's) use this one test.
+UNETCU_HOST_DEVICE inline bool predicted_positive(float x) {
+  return 1.0f / (1.0f + expf(-x)) > 0.5f;
+}
 
 namespace cpu {
 

@@ -34,6 +34,13 @@ inline RunResult run_tool(const std::string& args, const std::string& cwd = "") 
   return r;
 }
 
+// How many times `what` occurs in `text` (overlaps counted).
+inline int count_of(const std::string& text, const std::string& what) {
+  int n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
 struct TempDir {
   std::filesystem::path path;
   explicit TempDir(const std::string& name)

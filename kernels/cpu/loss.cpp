@@ -220,10 +220,7 @@ void confusion_counts(ConfusionCounts* counts, const float* logits, const uint8_
     // Integer sums: the reduction order cannot change the result.
 #pragma omp parallel for schedule(static) reduction(+ : tp, fp, fn)
     for (int64_t i = 0; i < pixels; ++i) {
-      // The smp example's mask: logits.sigmoid() > 0.5 in float32, a strict comparison, with
-      // sigmoid formed as PyTorch forms it. Logits in (0, ~1.2e-7) round to exactly 0.5 and
-      // count as negative, so this is not the same as x > 0.
-      const bool pred = 1.0f / (1.0f + std::exp(-x[i])) > 0.5f;
+      const bool pred = predicted_positive(x[i]);  // kernels/loss.h
       const bool truth = t[i] != 0;
       tp += pred && truth;
       fp += pred && !truth;

@@ -111,11 +111,6 @@ __global__ void __launch_bounds__(detail::kThreads)
   });
 }
 
-// The smp example's mask, logits.sigmoid() > 0.5 in float32 with a strict comparison and the
-// sigmoid formed as PyTorch forms it: logits in (0, ~1.2e-7) round to exactly 0.5 and count as
-// negative, so this is not x > 0.
-__device__ inline bool predicted_positive(float x) { return 1.0f / (1.0f + expf(-x)) > 0.5f; }
-
 struct ConfusionSrc {
   const float* logits;
   const uint8_t* target;

@@ -107,15 +107,42 @@ TEST_CASE("train on generated data: loss falls, IoU beats trivial predictors, ru
   CHECK(test.at("n_images").as_int64() == int64_t(split.test.size()));
   CHECK(test.at("test_iou").as_double() >= 0.0);
 
+  // report.html: the test's result, the epochs' rows, and every test image (fewer than the
+  // gallery's 12) with its own share of lesion, found from its mask here.
+  const std::string page = read_file(t.str("run/report.html"));
+  char line[96];
+  std::snprintf(line, sizeof line, "test IoU <b>%.4f</b>", test.at("test_iou").as_double());
+  CHECK(page.find(line) != std::string::npos);
+  CHECK(page.find("5 of 5 epochs") != std::string::npos);
+  CHECK(test::count_of(page, "<img") == int(split.test.size()));
+  for (const int i : split.test) {
+    int64_t lesion = 0;
+    for (size_t p = 0; p < ds.mask_bytes(); ++p) lesion += ds.mask(i)[p];
+    std::snprintf(line, sizeof line, "lesion: true %.1f%%",
+                  100.0 * double(lesion) / double(ds.mask_bytes()));
+    const size_t at = page.find("<b>" + ds.stems[size_t(i)] + "</b>");
+    REQUIRE_MESSAGE(at != std::string::npos, ds.stems[size_t(i)]);
+    CHECK(page.substr(at, page.find("</figcaption>", at) - at).find(line) != std::string::npos);
+  }
+
   // eval prints one JSON object on stdout; on the validation split it reproduces the best
-  // epoch's val_iou from best.safetensors.
+  // epoch's val_iou from best.safetensors. Its page (--report, into a folder it makes) shows
+  // the 6 worst and the 6 best of the 19 images.
   RunResult e = run_tool("eval " + t.str("data") + " --weights " + t.str("run/best.safetensors") +
-                         " --split val --val-frac 0.2 --test-frac 0.05 --device cpu 2>/dev/null");
+                         " --split val --val-frac 0.2 --test-frac 0.05 --device cpu --report " +
+                         t.str("pages/val.html") + " 2>/dev/null");
   INFO(e.output);
   REQUIRE(e.status == 0);
-  json::Value ev = json::parse(e.output.substr(e.output.find('{')));
+  const size_t brace = e.output.find('{');
+  json::Value ev = json::parse(e.output.substr(brace, e.output.find('\n', brace) - brace));
   CHECK(ev.at("iou").as_double() == doctest::Approx(best_val).epsilon(1e-12));
   CHECK(ev.at("n_images").as_int64() == int64_t(split.val.size()));
+  const std::string val_page = read_file(t.str("pages/val.html"));
+  std::snprintf(line, sizeof line, "validation IoU <b>%.4f</b>", ev.at("iou").as_double());
+  CHECK(val_page.find(line) != std::string::npos);
+  CHECK(val_page.find("The 6 with the lowest IoU") != std::string::npos);
+  CHECK(val_page.find("The 6 with the highest IoU") != std::string::npos);
+  CHECK(test::count_of(val_page, "<img") == 12);
 }
 
 TEST_CASE("same seed, same metrics whatever the loader's worker count; resume continues exactly, "
@@ -173,6 +200,7 @@ TEST_CASE("same seed, same metrics whatever the loader's worker count; resume co
                        "--epochs 2 --out " + t.str("s") + " --resume") != std::string::npos);
   CHECK_FALSE(fs::exists(t.path / "s" / "best.safetensors"));  // no epoch was finished
   CHECK(read_file(t.str("s/metrics.jsonl")).empty());
+  CHECK_FALSE(fs::exists(t.path / "s" / "report.html"));  // written when an epoch ends
   // The batches left follow from the batch size: another one is refused.
   RunResult wrong = run_tool(common + "--epochs 2 --batch-size 2 --resume --out " + t.str("s"));
   CHECK(wrong.status != 0);
@@ -184,11 +212,17 @@ TEST_CASE("same seed, same metrics whatever the loader's worker count; resume co
   CHECK(s2.output.find("resume: " + t.str("s/last.safetensors") + " in epoch 1 after batch 2") !=
         std::string::npos);
   CHECK(s2.output.find("epoch 2/2: stopped after batch 2 of 5") != std::string::npos);
+  const std::string page1 = read_file(t.str("s/report.html"));  // of epoch 1, before the test
+  CHECK(page1.find("1 of 2 epochs") != std::string::npos);
+  CHECK(page1.find("has not run yet") != std::string::npos);
   RunResult s3 = run_tool(common + "--epochs 2 --resume --out " + t.str("s"));
   INFO(s3.output);
   REQUIRE(s3.status == 0);
   CHECK(metrics_without_timing(t.str("s/metrics.jsonl")) == ma);
   CHECK(read_file(t.str("s/last.safetensors")) == read_file(t.str("a/last.safetensors")));
+  const std::string page2 = read_file(t.str("s/report.html"));  // the runs' epochs, the test
+  CHECK(page2.find("2 of 2 epochs") != std::string::npos);
+  CHECK(page2.find("test IoU <b>") != std::string::npos);
   // Stopped after an epoch's last step: the epoch ends (validation, checkpoints) first.
   RunResult e1 = run_stopping(common + "--epochs 2 --out " + t.str("e"), 5);
   CHECK(e1.status == 130);

@@ -153,7 +153,6 @@ int cmd_predict(int argc, char** argv) {
   fs::create_directories(out);
   const size_t pixels = size_t(size) * size;
   const int n_batches = int((inputs.size() + size_t(batch_size) - 1) / size_t(batch_size));
-  const uint8_t yellow[3] = {255, 230, 0}, cyan[3] = {0, 200, 255};
   for (int b = 0; b < n_batches; ++b) {
     const size_t first = size_t(b) * size_t(batch_size);
     const int n = int(std::min(inputs.size() - first, size_t(batch_size)));
@@ -207,12 +206,14 @@ int cmd_predict(int argc, char** argv) {
         if (!in.mask_path.empty()) {
           const data::Image truth = data::read_image(in.mask_path, 1);
           if (truth.width == img.width && truth.height == img.height)
-            data::paint(view, data::outline(binary_mask(truth), img.width, img.height, radius), cyan);
+            data::paint(view, data::outline(binary_mask(truth), img.width, img.height, radius),
+                        data::kTrueOutlineRgb);
           else
             std::fprintf(stderr, "warning: %s is %dx%d but its image is %dx%d; no true outline drawn\n",
                          in.mask_path.c_str(), truth.width, truth.height, img.width, img.height);
         }
-        data::paint(view, data::outline(mask, img.width, img.height, radius), yellow);
+        data::paint(view, data::outline(mask, img.width, img.height, radius),
+                    data::kPredictedOutlineRgb);
         write(out, in.stem + "_overlay.png", data::encode_png(img.width, img.height, 3, view.data()));
       }
     }

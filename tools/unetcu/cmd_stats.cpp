@@ -16,6 +16,7 @@
 #include "engine/fileio.h"
 #include "engine/json.h"
 #include "tools/unetcu/args.h"
+#include "tools/unetcu/charts.h"
 #include "tools/unetcu/commands.h"
 
 namespace fs = std::filesystem;
@@ -128,61 +129,6 @@ std::string stats_json(const data::DatasetStats& st, const data::Pairing& pairs,
     per_image.emplace_back(st.stems[i], st.lesion_fraction[i]);
   o.emplace_back("lesion_fraction_per_image", per_image);
   return json::dump_pretty(o) + "\n";
-}
-
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else out += c;
-  }
-  return out;
-}
-
-// A vertical bar chart as a standalone SVG: one bar per label, count axis from 0 with about five
-// round ticks, the count written above each bar.
-std::string bar_chart_svg(const std::string& title, const std::string& x_title,
-                          const std::vector<std::string>& labels, const std::vector<int>& counts) {
-  const int width = 760, height = 420, left = 60, right = 20, top = 40, bottom = 80;
-  const double plot_w = width - left - right, plot_h = height - top - bottom;
-  const int peak = std::max(1, counts.empty() ? 1 : *std::max_element(counts.begin(), counts.end()));
-  int step = 1;  // 1, 2, 5, 10, 20, 50, ... so that there are at most 5 ticks
-  for (int mult = 0; peak / step > 5; ++mult) step = (mult % 3 == 1 ? step * 5 / 2 : step * 2);
-  const double y_max = double((peak + step - 1) / step * step);
-  auto y_of = [&](double v) { return top + plot_h * (1.0 - v / y_max); };
-
-  std::ostringstream os;
-  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-     << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-     << "<text x=\"" << width / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">"
-     << xml_escape(title) << "</text>\n";
-  for (int v = 0; v <= int(y_max); v += step) {
-    const double y = y_of(v);
-    os << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << y << "\" y2=\""
-       << y << "\" stroke=\"#ddd\"/>\n"
-       << "<text x=\"" << left - 6 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">" << v
-       << "</text>\n";
-  }
-  const double slot = labels.empty() ? plot_w : plot_w / double(labels.size());
-  for (size_t k = 0; k < labels.size(); ++k) {
-    const double x = left + slot * double(k), y = y_of(counts[k]);
-    os << "<rect x=\"" << x + slot * 0.1 << "\" y=\"" << y << "\" width=\"" << slot * 0.8
-       << "\" height=\"" << top + plot_h - y << "\" fill=\"#4a78a8\"/>\n"
-       << "<text x=\"" << x + slot / 2 << "\" y=\"" << y - 3 << "\" text-anchor=\"middle\" "
-       << "font-size=\"10\">" << counts[k] << "</text>\n"
-       << "<text transform=\"translate(" << x + slot / 2 << "," << top + plot_h + 10
-       << ") rotate(45)\" font-size=\"10\">" << xml_escape(labels[k]) << "</text>\n";
-  }
-  os << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << top + plot_h
-     << "\" y2=\"" << top + plot_h << "\" stroke=\"black\"/>\n"
-     << "<text x=\"" << width / 2 << "\" y=\"" << height - 8 << "\" text-anchor=\"middle\">"
-     << xml_escape(x_title) << "</text>\n"
-     << "<text transform=\"translate(16," << top + plot_h / 2
-     << ") rotate(-90)\" text-anchor=\"middle\">images</text>\n</svg>\n";
-  return os.str();
 }
 
 }  // namespace

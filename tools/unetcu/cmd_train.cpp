@@ -5,9 +5,13 @@
 // without waiting for the device (BatchNorm in train mode), validation (eval mode), one line
 // appended to metrics.jsonl, last.safetensors (with Adam state and the training position, for
 // --resume) and best.safetensors (best val_iou, weights only);
-// at the end the best weights are evaluated on the test split into test.json. Ctrl-C (or
-// SIGTERM) stops at the next step boundary and saves last.safetensors there, in the middle of
-// an epoch if need be; --resume goes on from that batch as if never stopped.
+// at the end the best weights are evaluated on the test split into test.json; report.html
+// (report.h) is rewritten after every epoch and at the end. Ctrl-C (or SIGTERM) stops at the
+// next step boundary and saves last.safetensors there, in the middle of an epoch if need be;
+// --resume goes on from that batch as if never stopped.
+//
+// eval: one pass in eval mode over a split (or all images), JSON on stdout; --report FILE
+// writes the same page as a run's, for those images.
 #include <sys/stat.h>
 
 #include <chrono>
@@ -16,6 +20,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 
 #include "data/loader.h"
@@ -30,6 +35,7 @@
 #include "tools/unetcu/commands.h"
 #include "tools/unetcu/interrupt.h"
 #include "tools/unetcu/progress.h"
+#include "tools/unetcu/report.h"
 
 namespace fs = std::filesystem;
 
@@ -103,7 +109,8 @@ int cmd_train(int argc, char** argv) {
   a.option("lr", "1e-4", "Adam learning rate");
   a.option("device", "auto", "auto, cpu or cuda");
   a.option("seed", "0", "seed for initialisation, split and shuffling");
-  a.option("out", "runs/train", "run folder (config.json, metrics.jsonl, checkpoints, test.json)");
+  a.option("out", "runs/train",
+           "run folder (config.json, metrics.jsonl, report.html, checkpoints, test.json)");
   a.option("limit", "0", "use only the first N image/mask pairs (0: all)");
   a.option("val-frac", "0.025", "fraction of images for validation");
   a.option("test-frac", "0.025", "fraction of images for the final test");
@@ -238,6 +245,32 @@ int cmd_train(int argc, char** argv) {
   cfg.emplace_back("n_val", int64_t(split.val.size()));
   cfg.emplace_back("n_test", int64_t(split.test.size()));
   write_file_atomic(state_path(out, "config.json"), json::dump_pretty(cfg) + "\n");
+
+  // report.html: rewritten after every epoch (the curves so far) and at the end (the test and
+  // its gallery); `add` puts in what only the end has. A page that cannot be made costs the
+  // run a warning, never its training.
+  const std::string report_path = state_path(out, "report.html");
+  auto write_report = [&](const std::function<void(ReportData&)>& add) -> bool {
+    try {
+      ReportData r;
+      r.title = "unetcu run " + out;
+      r.summary = "ResNet34-UNet (smp Unet(\"resnet34\"), 1 class), batch Dice loss, Adam; data " +
+                  data_dir + "; " + std::to_string(split.train.size()) + " train, " +
+                  std::to_string(split.val.size()) + " validation, " +
+                  std::to_string(split.test.size()) + " test images at " +
+                  std::to_string(image_size) + "x" + std::to_string(image_size) + "; " +
+                  backend->describe();
+      r.config = cfg;
+      r.epochs = read_metrics(metrics_path);
+      r.epochs_planned = epochs;
+      if (add) add(r);
+      write_file_atomic(report_path, render_report(r));
+      return true;
+    } catch (const Error& e) {
+      std::fprintf(stderr, "warning: %s not written: %s\n", report_path.c_str(), e.what());
+      return false;
+    }
+  };
 
   // Worker threads assemble the batches into page-locked buffers (on CUDA) that the device
   // copies straight from; a batch's buffer goes back to the loader when its step's results
@@ -380,6 +413,7 @@ int cmd_train(int argc, char** argv) {
                        {"seed", std::to_string(seed)}, {"image_size", std::to_string(image_size)}});
     }
     save_last(state, epoch + 1, nullptr);
+    write_report(nullptr);
     if (StopRequests::requested()) {  // during the validation or the saving
       std::fprintf(stderr, "stopped after epoch %d; saved %s\nto continue: %s\n", epoch + 1,
                    last_path.c_str(), resume_with.c_str());
@@ -391,9 +425,11 @@ int cmd_train(int argc, char** argv) {
 
   // Final test with the best weights.
   EvalResult test;
-  if (fs::exists(best_path)) {
+  std::vector<ConfusionCounts> test_counts;  // per image, in split.test's order
+  const bool tested = fs::exists(best_path);
+  if (tested) {
     session.set_state(load_checkpoint(best_path, spec).model);
-    test = evaluate(session, ds, split.test, batch_size, "  test");
+    test = evaluate(session, ds, split.test, batch_size, "  test", &test_counts);
   }
   json::Object t;
   t.emplace_back("test_iou", test.iou);
@@ -405,6 +441,15 @@ int cmd_train(int argc, char** argv) {
   write_file_atomic(state_path(out, "test.json"), json::dump_pretty(t) + "\n");
   std::fprintf(stderr, "test: iou %.4f  dice %.4f  on %d images (best epoch %d); run folder %s\n",
                test.iou, test.dice, test.n_images, best_epoch, out.c_str());
+  // The report's gallery: the test images with the lowest and the highest IoU, predicted
+  // again with the best weights.
+  const bool reported = write_report([&](ReportData& r) {
+    if (!tested) return;
+    r.result = test;
+    r.best_epoch = best_epoch;
+    add_evaluated_images(r, session, ds, split.test, test_counts, batch_size);
+  });
+  if (reported) std::fprintf(stderr, "report: %s\n", report_path.c_str());
   return 0;
 }
 
@@ -420,6 +465,8 @@ int cmd_eval(int argc, char** argv) {
   a.option("test-frac", "0.025", "test fraction used at training");
   a.option("limit", "0", "use only the first N pairs (as at training)");
   a.option("device", "auto", "auto, cpu or cuda");
+  a.option("report", "", "also write this HTML page: the images' IoU histogram and a gallery of "
+                         "the 6 worst and 6 best, outlined");
   add_data_options(a);
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.positional().size() != 1) fail("unetcu eval: expected one DATA folder");
@@ -449,13 +496,40 @@ int cmd_eval(int argc, char** argv) {
   }
   ModelSession session(*backend, image_size, image_size);
   session.set_state(ck.model);
-  EvalResult r = evaluate(session, ds, indices, int(a.integer("batch-size", 1, 4096)), "eval");
+  const int batch_size = int(a.integer("batch-size", 1, 4096));
+  std::vector<ConfusionCounts> counts;  // per image, in the order of `indices`
+  EvalResult r = evaluate(session, ds, indices, batch_size, "eval", &counts);
   json::Object o;
   o.emplace_back("iou", r.iou);
   o.emplace_back("dice", r.dice);
   o.emplace_back("loss", r.loss);
   o.emplace_back("n_images", r.n_images);
   std::printf("%s\n", json::dump(json::Value(o)).c_str());
+  std::fflush(stdout);
+
+  const std::string report_path = a.str("report");
+  if (!report_path.empty()) {
+    ReportData page;
+    page.title = "unetcu eval " + a.str("weights");
+    page.part = which == "test" ? "test" : which == "val" ? "validation" : "";
+    page.summary = "ResNet34-UNet (smp Unet(\"resnet34\"), 1 class); data " +
+                   a.positional()[0] + "; " + std::to_string(r.n_images) + " " +
+                   (page.part.empty() ? "" : page.part + " ") + "images at " +
+                   std::to_string(image_size) + "x" + std::to_string(image_size) + "; " +
+                   backend->describe();
+    page.config.emplace_back("command", "eval");
+    page.config.emplace_back("data", a.positional()[0]);
+    for (const auto& [k, v] : a.values()) page.config.emplace_back(k, v);
+    page.config.emplace_back("image_size_used", image_size);
+    page.config.emplace_back("seed_used", int64_t(seed));
+    page.config.emplace_back("git_commit", git_commit());
+    page.result = r;
+    add_evaluated_images(page, session, ds, indices, counts, batch_size);
+    const fs::path parent = fs::path(report_path).parent_path();
+    if (!parent.empty()) fs::create_directories(parent);
+    write_file_atomic(report_path, render_report(page));
+    std::fprintf(stderr, "report: %s\n", report_path.c_str());
+  }
   return 0;
 }
 

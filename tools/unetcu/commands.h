@@ -26,8 +26,10 @@ struct EvalResult {
   double dice = 0;  // mean over images of 2tp/(2tp+fp+fn), empty/empty = 1
   int n_images = 0;
 };
+// per_image, when given, receives each image's counts in the order of `indices`.
 EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::vector<int>& indices,
-                    int batch_size, const std::string& label);
+                    int batch_size, const std::string& label,
+                    std::vector<ConfusionCounts>* per_image = nullptr);
 
 // Where the data is and what to do with bad files: --images, --masks, --mask-suffix (every
 // command that reads a dataset) and --skip-bad, --fix-inverted-masks, --cache-dir, --no-cache

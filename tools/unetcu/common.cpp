@@ -119,8 +119,10 @@ data::Split make_split(const std::string& method, const data::Dataset& ds, uint6
 }
 
 EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::vector<int>& indices,
-                    int batch_size, const std::string& label) {
+                    int batch_size, const std::string& label,
+                    std::vector<ConfusionCounts>* per_image) {
   EvalResult r;
+  if (per_image != nullptr) per_image->clear();
   if (indices.empty()) return r;
   data::BatchIterator it(ds, indices, batch_size, 0, false);
   std::vector<uint8_t> images(size_t(batch_size) * ds.image_bytes()), masks(size_t(batch_size) * ds.mask_bytes());
@@ -131,6 +133,7 @@ EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::v
     StepResult s = session.eval_step(images.data(), masks.data(), n);
     loss_sum += s.loss;
     for (const auto& c : s.counts) { iou_sum += image_iou(c); dice_sum += image_dice(c); }
+    if (per_image != nullptr) per_image->insert(per_image->end(), s.counts.begin(), s.counts.end());
     r.n_images += n;
     progress.update(b + 1, r.n_images, loss_sum / (b + 1), iou_sum / r.n_images);
   }
