@@ -290,9 +290,36 @@ TEST_CASE("bad input: clear errors naming the file, non-zero exit, nothing half-
     CHECK_FALSE(fs::exists(t.path / "runs"));
   }
   expect_error("eval " + t.str("d") + " --weights " + t.str("missing.safetensors"), "missing.safetensors");
+  // A report whose folder cannot be made fails before anything is loaded or evaluated.
+  expect_error("eval " + t.str("d") + " --weights " + t.str("missing.safetensors") + " --report " +
+                   t.str("d/images/ISIC_0000000.jpg/page.html"),
+               "--report: cannot create the folder " + t.str("d/images/ISIC_0000000.jpg"));
   // None of the failures above left a checkpoint behind.
   CHECK_FALSE(fs::exists(t.path / "run" / "last.safetensors"));
   CHECK_FALSE(fs::exists(t.path / "run" / "best.safetensors"));
+}
+
+TEST_CASE("cli: eval --report gives each image's diagnosis from the metadata, and the IoU by "
+          "diagnosis") {
+  TempDir t("eval_report");
+  REQUIRE(run_tool("synth " + t.str("d") + " --count 5 --width 40 --height 32").status == 0);
+  write_file_atomic(t.str("d/HAM10000_metadata.csv"),
+                    "lesion_id,image_id,dx\nHAM_1,ISIC_0000000,nv\nHAM_1,ISIC_0000001,nv\n"
+                    "HAM_2,ISIC_0000002,mel\nHAM_3,ISIC_0000003,bcc\nHAM_4,ISIC_0000004,nv\n");
+  REQUIRE(run_tool("init --seed 1 --out " + t.str("w.safetensors")).status == 0);
+  const RunResult r = run_tool("eval " + t.str("d") + " --weights " + t.str("w.safetensors") +
+                               " --split all --image-size 32 --device cpu --no-cache --report " +
+                               t.str("page.html"));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const std::string page = read_file(t.str("page.html"));
+  CHECK(page.find("All 5 images, the lowest IoU first") != std::string::npos);
+  CHECK(page.find("<b>ISIC_0000002</b> (mel)<br>") != std::string::npos);
+  CHECK(page.find("<b>ISIC_0000004</b> (nv)<br>") != std::string::npos);
+  for (const char* row : {"<td class=\"key\">bcc</td><td>1</td>",
+                          "<td class=\"key\">mel</td><td>1</td>",
+                          "<td class=\"key\">nv</td><td>3</td>"})
+    CHECK_MESSAGE(page.find(row) != std::string::npos, row);
 }
 
 TEST_CASE("cli: stats prints the table and writes stats.json and the SVG plots") {

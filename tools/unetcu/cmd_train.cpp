@@ -254,8 +254,8 @@ int cmd_train(int argc, char** argv) {
     try {
       ReportData r;
       r.title = "unetcu run " + out;
-      r.summary = "ResNet34-UNet (smp Unet(\"resnet34\"), 1 class), batch Dice loss, Adam; data " +
-                  data_dir + "; " + std::to_string(split.train.size()) + " train, " +
+      r.summary = "trained with the batch Dice loss and Adam; data " + data_dir + "; " +
+                  std::to_string(split.train.size()) + " train, " +
                   std::to_string(split.val.size()) + " validation, " +
                   std::to_string(split.test.size()) + " test images at " +
                   std::to_string(image_size) + "x" + std::to_string(image_size) + "; " +
@@ -474,6 +474,16 @@ int cmd_eval(int argc, char** argv) {
   const std::string which = a.str("split");
   if (which != "test" && which != "val" && which != "all")
     fail("--split must be test, val or all, got '", which, "'");
+  // The report's folder is made before the pass over the images, so that a path that cannot
+  // be written fails at once rather than after minutes of evaluating.
+  const std::string report_path = a.str("report");
+  if (!report_path.empty()) {
+    const fs::path parent = fs::path(report_path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) fs::create_directories(parent, ec);
+    if (ec) fail("--report: cannot create the folder ", parent.string(), ": ", ec.message());
+    if (fs::is_directory(report_path)) fail("--report: ", report_path, " is a folder");
+  }
 
   const ModelSpec& spec = unet_spec();
   LoadedCheckpoint ck = load_checkpoint(a.str("weights"), spec);
@@ -507,13 +517,11 @@ int cmd_eval(int argc, char** argv) {
   std::printf("%s\n", json::dump(json::Value(o)).c_str());
   std::fflush(stdout);
 
-  const std::string report_path = a.str("report");
   if (!report_path.empty()) {
     ReportData page;
     page.title = "unetcu eval " + a.str("weights");
     page.part = which == "test" ? "test" : which == "val" ? "validation" : "";
-    page.summary = "ResNet34-UNet (smp Unet(\"resnet34\"), 1 class); data " +
-                   a.positional()[0] + "; " + std::to_string(r.n_images) + " " +
+    page.summary = "data " + a.positional()[0] + "; " + std::to_string(r.n_images) + " " +
                    (page.part.empty() ? "" : page.part + " ") + "images at " +
                    std::to_string(image_size) + "x" + std::to_string(image_size) + "; " +
                    backend->describe();
@@ -525,8 +533,6 @@ int cmd_eval(int argc, char** argv) {
     page.config.emplace_back("git_commit", git_commit());
     page.result = r;
     add_evaluated_images(page, session, ds, indices, counts, batch_size);
-    const fs::path parent = fs::path(report_path).parent_path();
-    if (!parent.empty()) fs::create_directories(parent);
     write_file_atomic(report_path, render_report(page));
     std::fprintf(stderr, "report: %s\n", report_path.c_str());
   }

@@ -205,8 +205,8 @@ std::string render_report(const ReportData& r) {
   std::ostringstream os;
   os << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>"
      << xml_escape(r.title) << "</title>\n<style>\n" << kStyle << "</style>\n</head>\n<body>\n"
-     << "<h1>" << xml_escape(r.title) << "</h1>\n<p class=\"sub\">" << xml_escape(r.summary)
-     << "</p>\n";
+     << "<h1>" << xml_escape(r.title) << "</h1>\n<p class=\"sub\">ResNet34-UNet (smp "
+     << "Unet(&quot;resnet34&quot;), 1 class); " << xml_escape(r.summary) << "</p>\n";
 
   // The best epoch by validation IoU, as the run kept it (the first of equals).
   int best_row = -1;

@@ -34,7 +34,7 @@ struct GalleryImage {
 
 struct ReportData {
   std::string title;                 // the page's heading ("unetcu run runs/train")
-  std::string summary;               // one line under it: model, data, images, device
+  std::string summary;               // one line under it, after the model: data, images, device
   json::Object config;               // the settings table (config.json's members)
   // Training: metrics.jsonl's objects in order, and the epochs asked for (0: not a training
   // run; no curves, no epochs).
