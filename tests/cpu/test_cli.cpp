@@ -293,7 +293,14 @@ TEST_CASE("bad input: clear errors naming the file, non-zero exit, nothing half-
   // A report whose folder cannot be made fails before anything is loaded or evaluated.
   expect_error("eval " + t.str("d") + " --weights " + t.str("missing.safetensors") + " --report " +
                    t.str("d/images/ISIC_0000000.jpg/page.html"),
-               "--report: cannot create the folder " + t.str("d/images/ISIC_0000000.jpg"));
+               "cannot create --report's folder " + t.str("d/images/ISIC_0000000.jpg"));
+  // So does a run folder that cannot be made, before the images are decoded.
+  const RunResult no_folder = run_tool("train " + t.str("d") + " --device cpu --out " +
+                                       t.str("d/images/ISIC_0000000.jpg/run"));
+  CHECK(no_folder.status == 1);
+  CHECK(no_folder.output.find("unetcu: error: cannot create the run folder " +
+                              t.str("d/images/ISIC_0000000.jpg/run")) != std::string::npos);
+  CHECK(no_folder.output.find("decoding") == std::string::npos);
   // None of the failures above left a checkpoint behind.
   CHECK_FALSE(fs::exists(t.path / "run" / "last.safetensors"));
   CHECK_FALSE(fs::exists(t.path / "run" / "best.safetensors"));

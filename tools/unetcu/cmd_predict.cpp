@@ -128,6 +128,7 @@ int cmd_predict(int argc, char** argv) {
   const int batch_size = int(a.integer("batch-size", 1, 4096));
 
   const std::vector<Input> inputs = list_inputs(a.positional());
+  make_folder(a.str("out"), "the output folder");
   const ModelSpec& spec = unet_spec();
   LoadedCheckpoint ck = load_checkpoint(a.str("weights"), spec);
   int size = 0;
@@ -150,7 +151,6 @@ int cmd_predict(int argc, char** argv) {
   session.set_state(ck.model);
 
   const fs::path out(a.str("out"));
-  fs::create_directories(out);
   const size_t pixels = size_t(size) * size;
   const int n_batches = int((inputs.size() + size_t(batch_size) - 1) / size_t(batch_size));
   for (int b = 0; b < n_batches; ++b) {

@@ -141,6 +141,8 @@ int cmd_stats(int argc, char** argv) {
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.positional().size() != 1) fail("unetcu stats: expected one DATA folder");
   const std::string dir = a.positional()[0];
+  const std::string out = a.str("out");
+  if (!out.empty()) make_folder(out, "the output folder");  // before reading every image
 
   const data::Pairing pairs = find_folder_pairs(dir, source_options(a), true);
   data::StatsOptions opt;
@@ -148,11 +150,7 @@ int cmd_stats(int argc, char** argv) {
   const data::DatasetStats st = data::compute_stats(pairs.samples, opt);
   std::fputs(table(st, pairs.unpaired.size()).c_str(), stdout);
 
-  const std::string out = a.str("out");
   if (out.empty()) return 0;
-  std::error_code ec;
-  fs::create_directories(out, ec);
-  if (ec) fail("cannot create ", out, ": ", ec.message());
   write_file_atomic((fs::path(out) / "stats.json").string(), stats_json(st, pairs, dir));
   std::vector<std::string> bin_labels;
   for (int k = 0; k < opt.bins; ++k) bin_labels.push_back(bin_label(k, opt.bins));

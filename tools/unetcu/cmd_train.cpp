@@ -152,6 +152,7 @@ int cmd_train(int argc, char** argv) {
     std::fprintf(stderr, "cuda: the first step of each batch size times cuDNN's algorithms and "
                          "unetcu's own kernels for every convolution and captures the step as a "
                          "CUDA graph (seconds)\n");
+  make_folder(out, "the run folder");
 
   const std::string data_dir = demo ? ensure_demo_data() : a.positional()[0];
   data::Dataset ds = load_folder(data_dir, image_size, limit, data_options(a));
@@ -163,7 +164,6 @@ int cmd_train(int argc, char** argv) {
       split_recorded ? data::split_from_json(read_file(split_path), split_path, ds.stems)
                      : make_split(a.str("split"), ds, seed, val_frac, test_frac);
   const std::string split_made = split_recorded ? "as recorded in " + split_path : a.str("split");
-  fs::create_directories(out);
   if (!split_recorded)
     write_file_atomic(split_path, data::split_to_json(split, ds.stems,
                                                       {a.str("split"), seed, val_frac, test_frac}));
@@ -478,10 +478,8 @@ int cmd_eval(int argc, char** argv) {
   // be written fails at once rather than after minutes of evaluating.
   const std::string report_path = a.str("report");
   if (!report_path.empty()) {
-    const fs::path parent = fs::path(report_path).parent_path();
-    std::error_code ec;
-    if (!parent.empty()) fs::create_directories(parent, ec);
-    if (ec) fail("--report: cannot create the folder ", parent.string(), ": ", ec.message());
+    const std::string parent = fs::path(report_path).parent_path().string();
+    if (!parent.empty()) make_folder(parent, "--report's folder");
     if (fs::is_directory(report_path)) fail("--report: ", report_path, " is a folder");
   }
 

@@ -58,6 +58,10 @@ data::Dataset load_folder(const std::string& dir, int size, int limit, const Dat
 data::Split make_split(const std::string& method, const data::Dataset& ds, uint64_t seed,
                        double val_frac, double test_frac);
 
+// Makes folder `dir` (and its parents) or fails with one line naming it: "cannot create
+// <what> <dir>: <reason>". Commands make their output folders before the long work.
+void make_folder(const std::string& dir, const std::string& what);
+
 // The source revision this binary was built from ("unknown" outside a git checkout).
 const char* git_commit();
 

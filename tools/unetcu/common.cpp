@@ -1,6 +1,7 @@
 // tools/unetcu/common.cpp: helpers shared by the subcommands (evaluation, loading a folder).
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 
 #include "data/batch.h"
 #include "data/cache.h"
@@ -16,6 +17,13 @@ const char* git_commit() {
 #else
   return "unknown";
 #endif
+}
+
+void make_folder(const std::string& dir, const std::string& what) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail("cannot create ", what, " ", dir, ": ", ec.message());
+  if (!std::filesystem::is_directory(dir)) fail("cannot create ", what, " ", dir, ": not a folder");
 }
 
 void add_source_options(Args& a) {
