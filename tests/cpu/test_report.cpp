@@ -144,6 +144,29 @@ TEST_CASE("report: a line chart puts higher values higher and later epochs furth
   CHECK(one.find("inf") == std::string::npos);
 }
 
+TEST_CASE("report: a scatter chart places each point by both values, clamped to the ranges") {
+  const std::string svg = scatter_chart_svg(
+      "t", "x", "y", {{0, 0, "origin"}, {50, 0.5, "a<b"}, {100, 1, "corner"}, {150, -1, "out"}},
+      0, 100, 0, 1);
+  const std::regex dot("<circle cx=\"([-0-9.e]+)\" cy=\"([-0-9.e]+)\"");
+  std::vector<std::pair<double, double>> at;
+  for (std::sregex_iterator it(svg.begin(), svg.end(), dot), end; it != end; ++it)
+    at.emplace_back(std::stod((*it)[1].str()), std::stod((*it)[2].str()));
+  REQUIRE(at.size() == 4);
+  CHECK(at[0].first < at[1].first);
+  CHECK(at[1].first < at[2].first);
+  CHECK(at[0].second > at[1].second);
+  CHECK(at[1].second > at[2].second);
+  // The middle point is in the middle; the one outside sits on the edges (x 100, y 0).
+  CHECK(at[1].first == doctest::Approx((at[0].first + at[2].first) / 2));
+  CHECK(at[1].second == doctest::Approx((at[0].second + at[2].second) / 2));
+  CHECK(at[3].first == doctest::Approx(at[2].first));
+  CHECK(at[3].second == doctest::Approx(at[0].second));
+  CHECK(svg.find("<title>a&lt;b</title>") != std::string::npos);
+  for (const char* tick : {">0</text>", ">50</text>", ">100</text>", ">0.0</text>", ">1.0</text>"})
+    CHECK_MESSAGE(svg.find(tick) != std::string::npos, tick);
+}
+
 TEST_CASE("report: the page before the test and after it") {
   ReportData r;
   r.title = "unetcu run runs/a<b";
@@ -176,6 +199,8 @@ TEST_CASE("report: the page before the test and after it") {
   r.result = result;
   r.best_epoch = 2;
   r.ious = {0.05, 0.55, 0.95, 1.0};
+  r.lesion_shares = {0.25, 0.5, 0.1, 0.0};
+  r.names = {"ISIC_a", "ISIC_b", "ISIC_c", "ISIC_d"};
   const uint8_t pixels[2 * 2 * 3] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
   const std::string png = data::encode_png(2, 2, 3, pixels);
   r.worst = {{"ISIC_<1>", "mel", ConfusionCounts{1, 1, 0, 2}, png},
@@ -186,6 +211,9 @@ TEST_CASE("report: the page before the test and after it") {
   CHECK(page.find("test IoU <b>0.7123</b>") != std::string::npos);
   CHECK(page.find("the weights of epoch 2") != std::string::npos);
   CHECK(page.find("IoU per image (4 test images)") != std::string::npos);
+  CHECK(page.find("IoU against the lesion's size") != std::string::npos);
+  CHECK(page.find("<title>ISIC_a: lesion 25.0%, IoU 0.050</title>") != std::string::npos);
+  CHECK(page.find("<title>ISIC_d: lesion 0.0%, IoU 1.000</title>") != std::string::npos);
   CHECK(page.find("All 2 test images") != std::string::npos);
   CHECK(page.find("<b>ISIC_&lt;1&gt;</b> (mel)<br>") != std::string::npos);
   CHECK(page.find("<b>ISIC_2</b><br>") != std::string::npos);

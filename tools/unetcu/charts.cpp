@@ -82,10 +82,60 @@ std::string bar_chart_svg(const std::string& title, const std::string& x_title,
   return os.str();
 }
 
+namespace {
+
+// The frame the line and scatter charts share: a white sheet with the title over the plot,
+// horizontal grid lines with their labels, ticks under the x axis, the axis and its title.
+struct Frame {
+  int width, height, left, right, top, bottom;
+  double plot_w() const { return width - left - right; }
+  double plot_h() const { return height - top - bottom; }
+};
+
+void open_svg(std::ostringstream& os, const Frame& f, const std::string& title) {
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << f.width << "\" height=\""
+     << f.height << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
+     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+     << "<text x=\"" << f.left + f.plot_w() / 2 << "\" y=\"24\" text-anchor=\"middle\" "
+     << "font-size=\"15\">" << xml_escape(title) << "</text>\n";
+}
+
+int decimals_of(double step) { return std::max(0, int(std::ceil(-std::log10(step) - 1e-9))); }
+
+// Ticks at lo, lo + step, ... up to hi; `at` maps a value to its pixel.
+template <class Map>
+void y_grid(std::ostringstream& os, const Frame& f, double lo, double hi, double step, Map at) {
+  for (int k = 0; lo + k * step <= hi + 1e-9 * step; ++k) {
+    const double v = lo + k * step, y = at(v);
+    os << "<line x1=\"" << f.left << "\" x2=\"" << f.left + f.plot_w() << "\" y1=\"" << y
+       << "\" y2=\"" << y << "\" stroke=\"#ddd\"/>\n"
+       << "<text x=\"" << f.left - 6 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">"
+       << fixed(v, decimals_of(step)) << "</text>\n";
+  }
+}
+
+template <class Map>
+void x_axis(std::ostringstream& os, const Frame& f, double lo, double hi, double step, Map at,
+            const std::string& x_title) {
+  const double base = f.top + f.plot_h();
+  for (int k = 0; lo + k * step <= hi + 1e-9 * step; ++k) {
+    const double v = lo + k * step, px = at(v);
+    os << "<line x1=\"" << px << "\" x2=\"" << px << "\" y1=\"" << base << "\" y2=\""
+       << base + 4 << "\" stroke=\"black\"/>\n"
+       << "<text x=\"" << px << "\" y=\"" << base + 17 << "\" text-anchor=\"middle\">"
+       << fixed(v, decimals_of(step)) << "</text>\n";
+  }
+  os << "<line x1=\"" << f.left << "\" x2=\"" << f.left + f.plot_w() << "\" y1=\"" << base
+     << "\" y2=\"" << base << "\" stroke=\"black\"/>\n"
+     << "<text x=\"" << f.left + f.plot_w() / 2 << "\" y=\"" << f.height - 8
+     << "\" text-anchor=\"middle\">" << xml_escape(x_title) << "</text>\n";
+}
+
+}  // namespace
+
 std::string line_chart_svg(const std::string& title, const std::string& x_title,
                            const std::vector<double>& x, const std::vector<ChartSeries>& series) {
-  const int width = 760, height = 340, left = 60, right = 150, top = 40, bottom = 50;
-  const double plot_w = width - left - right, plot_h = height - top - bottom;
+  const Frame f{760, 340, 60, 150, 40, 50};
 
   // The y range: every finite value, widened to round ticks; a flat line gets some room.
   double lo = INFINITY, hi = -INFINITY;
@@ -103,44 +153,22 @@ std::string line_chart_svg(const std::string& title, const std::string& x_title,
   }
   const double y_step = round_step(hi - lo, 5);
   const double y_lo = std::floor(lo / y_step + 1e-9) * y_step;
-  const int y_ticks = int(std::ceil((hi - y_lo) / y_step - 1e-9));
-  const double y_hi = y_lo + y_ticks * y_step;
-  const int decimals = std::max(0, int(std::ceil(-std::log10(y_step) - 1e-9)));
-  auto y_of = [&](double v) { return top + plot_h * (y_hi - v) / (y_hi - y_lo); };
+  const double y_hi = y_lo + std::ceil((hi - y_lo) / y_step - 1e-9) * y_step;
+  auto y_of = [&](double v) { return f.top + f.plot_h() * (y_hi - v) / (y_hi - y_lo); };
 
-  // The x range: first to last value; one point sits in the middle.
+  // The x range: first to last value; one point sits in the middle. Integer ticks (epochs).
   double x_lo = x.empty() ? 0 : x.front(), x_hi = x.empty() ? 1 : x.back();
   if (x_hi - x_lo < 1e-12) {
     x_lo -= 1;
     x_hi += 1;
   }
-  auto x_of = [&](double v) { return left + plot_w * (v - x_lo) / (x_hi - x_lo); };
+  auto x_of = [&](double v) { return f.left + f.plot_w() * (v - x_lo) / (x_hi - x_lo); };
   const double x_step = std::max(1.0, std::ceil(round_step(x_hi - x_lo, 10)));
 
   std::ostringstream os;
-  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-     << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-     << "<text x=\"" << left + plot_w / 2 << "\" y=\"24\" text-anchor=\"middle\" "
-     << "font-size=\"15\">" << xml_escape(title) << "</text>\n";
-  for (int k = 0; k <= y_ticks; ++k) {
-    const double v = y_lo + k * y_step, y = y_of(v);
-    os << "<line x1=\"" << left << "\" x2=\"" << left + plot_w << "\" y1=\"" << y << "\" y2=\""
-       << y << "\" stroke=\"#ddd\"/>\n"
-       << "<text x=\"" << left - 6 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\">"
-       << fixed(v, decimals) << "</text>\n";
-  }
-  for (double v = std::ceil(x_lo / x_step) * x_step; v <= x_hi + 1e-9; v += x_step) {
-    const double px = x_of(v);
-    os << "<line x1=\"" << px << "\" x2=\"" << px << "\" y1=\"" << top + plot_h << "\" y2=\""
-       << top + plot_h + 4 << "\" stroke=\"black\"/>\n"
-       << "<text x=\"" << px << "\" y=\"" << top + plot_h + 17 << "\" text-anchor=\"middle\">"
-       << fixed(v, 0) << "</text>\n";
-  }
-  os << "<line x1=\"" << left << "\" x2=\"" << left + plot_w << "\" y1=\"" << top + plot_h
-     << "\" y2=\"" << top + plot_h << "\" stroke=\"black\"/>\n"
-     << "<text x=\"" << left + plot_w / 2 << "\" y=\"" << height - 8
-     << "\" text-anchor=\"middle\">" << xml_escape(x_title) << "</text>\n";
+  open_svg(os, f, title);
+  y_grid(os, f, y_lo, y_hi, y_step, y_of);
+  x_axis(os, f, std::ceil(x_lo / x_step) * x_step, x_hi, x_step, x_of, x_title);
   for (size_t k = 0; k < series.size(); ++k) {
     const ChartSeries& s = series[k];
     const std::string name = xml_escape(s.name), color = xml_escape(s.color);
@@ -157,12 +185,35 @@ std::string line_chart_svg(const std::string& title, const std::string& x_title,
     os << "<polyline class=\"series\" data-name=\"" << name << "\" fill=\"none\" stroke=\""
        << color << "\" stroke-width=\"2\" points=\"" << points.str() << "\"/>\n"
        << dots.str();
-    const double ly = top + 10 + 20.0 * double(k);
-    os << "<line x1=\"" << left + plot_w + 15 << "\" x2=\"" << left + plot_w + 35 << "\" y1=\""
-       << ly << "\" y2=\"" << ly << "\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n"
-       << "<text x=\"" << left + plot_w + 40 << "\" y=\"" << ly + 4 << "\">" << name
-       << "</text>\n";
+    const double lx = f.left + f.plot_w(), ly = f.top + 10 + 20.0 * double(k);
+    os << "<line x1=\"" << lx + 15 << "\" x2=\"" << lx + 35 << "\" y1=\"" << ly << "\" y2=\""
+       << ly << "\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n"
+       << "<text x=\"" << lx + 40 << "\" y=\"" << ly + 4 << "\">" << name << "</text>\n";
   }
+  os << "</svg>\n";
+  return os.str();
+}
+
+std::string scatter_chart_svg(const std::string& title, const std::string& x_title,
+                              const std::string& y_title, const std::vector<ChartPoint>& points,
+                              double x_lo, double x_hi, double y_lo, double y_hi) {
+  const Frame f{760, 420, 60, 20, 40, 50};
+  auto x_of = [&](double v) {
+    return f.left + f.plot_w() * (std::clamp(v, x_lo, x_hi) - x_lo) / (x_hi - x_lo);
+  };
+  auto y_of = [&](double v) {
+    return f.top + f.plot_h() * (y_hi - std::clamp(v, y_lo, y_hi)) / (y_hi - y_lo);
+  };
+  std::ostringstream os;
+  open_svg(os, f, title);
+  y_grid(os, f, y_lo, y_hi, round_step(y_hi - y_lo, 5), y_of);
+  x_axis(os, f, x_lo, x_hi, round_step(x_hi - x_lo, 10), x_of, x_title);
+  os << "<text transform=\"translate(16," << f.top + f.plot_h() / 2
+     << ") rotate(-90)\" text-anchor=\"middle\">" << xml_escape(y_title) << "</text>\n";
+  for (const ChartPoint& p : points)
+    os << "<circle cx=\"" << x_of(p.x) << "\" cy=\"" << y_of(p.y)
+       << "\" r=\"3.5\" fill=\"#4a78a8\" fill-opacity=\"0.45\"><title>" << xml_escape(p.label)
+       << "</title></circle>\n";
   os << "</svg>\n";
   return os.str();
 }

@@ -30,4 +30,16 @@ struct ChartSeries {
 std::string line_chart_svg(const std::string& title, const std::string& x_title,
                            const std::vector<double>& x, const std::vector<ChartSeries>& series);
 
+// A point of a scatter chart; `label` is its tooltip.
+struct ChartPoint {
+  double x = 0, y = 0;
+  std::string label;
+};
+
+// A scatter chart over fixed ranges [x_lo, x_hi] x [y_lo, y_hi] (values outside are drawn at
+// the edge), round ticks on both axes, one translucent dot per point so that crowds show.
+std::string scatter_chart_svg(const std::string& title, const std::string& x_title,
+                              const std::string& y_title, const std::vector<ChartPoint>& points,
+                              double x_lo, double x_hi, double y_lo, double y_hi);
+
 }  // namespace unetcu::cli

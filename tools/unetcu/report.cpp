@@ -92,6 +92,20 @@ std::string by_diagnosis(const std::vector<double>& ious, const std::vector<std:
   return os.str();
 }
 
+// Each image's IoU against its lesion's share of the image: small lesions are where a
+// segmentation model tends to fail, and this shows whether this one does.
+std::string by_size(const ReportData& r) {
+  if (r.lesion_shares.size() != r.ious.size()) return "";
+  std::vector<ChartPoint> points;
+  for (size_t i = 0; i < r.ious.size(); ++i) {
+    const std::string name = i < r.names.size() ? r.names[i] + ": " : std::string();
+    points.push_back({100.0 * r.lesion_shares[i], r.ious[i],
+                      name + "lesion " + percent(r.lesion_shares[i]) + ", IoU " + fixed(r.ious[i], 3)});
+  }
+  return scatter_chart_svg("IoU against the lesion's size", "true lesion, % of the image", "IoU",
+                           points, 0, 100, 0, 1);
+}
+
 }  // namespace
 
 std::string base64(std::string_view bytes) {
@@ -179,10 +193,16 @@ void add_evaluated_images(ReportData& r, ModelSession& session, const data::Data
                           const std::vector<ConfusionCounts>& counts, int batch_size) {
   r.ious.clear();
   r.dxs.clear();
+  r.lesion_shares.clear();
+  r.names.clear();
   for (size_t k = 0; k < counts.size(); ++k) {
-    r.ious.push_back(image_iou(counts[k]));
+    const ConfusionCounts& c = counts[k];
+    r.ious.push_back(image_iou(c));
     const size_t index = size_t(indices[k]);
     r.dxs.push_back(index < ds.dxs.size() ? ds.dxs[index] : std::string());
+    const double pixels = double(c.tp + c.fp + c.fn + c.tn);
+    r.lesion_shares.push_back(pixels > 0 ? double(c.tp + c.fn) / pixels : 0.0);
+    r.names.push_back(ds.stems[index]);
   }
   // A dozen images predicted again: a fraction of the pass's time.
   const GalleryPick pick = pick_gallery(r.ious, 6);
@@ -285,6 +305,7 @@ std::string render_report(const ReportData& r) {
     os << "<h2>" << xml_escape(heading) << "</h2>\n"
        << bar_chart_svg("IoU per image (" + std::to_string(r.ious.size()) + " " + images_of + ")",
                         "IoU", labels, counts)
+       << by_size(r)
        << by_diagnosis(r.ious, r.dxs)
        << "<p class=\"note\">Each image at the size the network was given it: the true lesion "
           "outlined in cyan, the predicted one in yellow.</p>\n";

@@ -3,8 +3,8 @@
 // or archived with the run:
 //   - the test result with the best weights, once the run has ended, and the run's settings;
 //   - the loss and the IoU/Dice curves over the epochs, and the epochs' table;
-//   - the test images' per-image IoU as a histogram and, where the metadata gives diagnoses,
-//     by diagnosis; and a gallery of the worst and the best of them: each image at the
+//   - the test images' per-image IoU as a histogram, against the lesion's size and, where the
+//     metadata gives diagnoses, by diagnosis; and a gallery of the worst and the best of them: each image at the
 //     training size, as the network saw it, with the true lesion outlined in cyan and the
 //     predicted one in yellow (the colours of predict --overlay).
 // `unetcu train` writes it after every epoch (curves only) and once more at the end;
@@ -46,6 +46,8 @@ struct ReportData {
   int best_epoch = 0;                // training: the epoch whose weights were evaluated
   std::vector<double> ious;          // every evaluated image's IoU (the histogram)
   std::vector<std::string> dxs;      // their diagnoses ("" unknown; empty: none known)
+  std::vector<double> lesion_shares; // their true lesion's share of the image (0..1; or empty)
+  std::vector<std::string> names;    // their stems (the scatter's tooltips)
   std::vector<GalleryImage> worst;   // lowest IoU first
   std::vector<GalleryImage> best;    // highest IoU first
 };
@@ -73,7 +75,7 @@ std::vector<GalleryImage> gallery_images(ModelSession& session, const data::Data
                                          const std::vector<ConfusionCounts>& counts,
                                          int batch_size);
 
-// Fills r.ious, r.dxs and the gallery (6 a side) from a pass over `ds`'s images `indices`
+// Fills r.ious, r.dxs, r.lesion_shares, r.names and the gallery (6 a side) from a pass over `ds`'s images `indices`
 // that gave each the counts `counts` (evaluate(..., per_image)).
 void add_evaluated_images(ReportData& r, ModelSession& session, const data::Dataset& ds,
                      const std::vector<int>& indices, const std::vector<ConfusionCounts>& counts,
