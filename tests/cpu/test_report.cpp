@@ -308,41 +308,53 @@ TEST_CASE("report: the gallery draws each image's true and predicted outlines fr
     model.params[size_t(bias->offset)] -= logits[logits.size() / 2];
     session.set_state(model);
   }
-  // Images 2 and 0, in batches of one: the order and the batching differ from the dataset's.
+  // Images 2 and 0: the order differs from the dataset's. In batches of one, and in one batch
+  // of 4 filled up with copies of the last image (the plan the evaluation used).
   const std::vector<int> indices = {2, 0};
   const std::vector<ConfusionCounts> counts = {{1, 2, 3, 4}, {5, 6, 7, 8}};
-  const std::vector<GalleryImage> g = gallery_images(session, ds, indices, counts, 1);
-  REQUIRE(g.size() == 2);
-  for (size_t j = 0; j < g.size(); ++j) {
-    const int index = indices[j];
-    CAPTURE(index);
-    CHECK(g[j].stem == ds.stems[size_t(index)]);
-    CHECK(g[j].counts.tp == counts[j].tp);
-    CHECK(g[j].counts.tn == counts[j].tn);
-    const data::Image img = data::decode_image(reinterpret_cast<const uint8_t*>(g[j].png.data()),
-                                               g[j].png.size(), g[j].stem, 3);
-    REQUIRE(img.width == size);
-    REQUIRE(img.height == size);
-    // The session's own prediction of this image (a batch of one, as above).
-    const std::vector<float> logits = session.predict(ds.image(index), 1);
-    std::vector<uint8_t> predicted(logits.size());
-    const std::vector<uint8_t> truth(ds.mask(index), ds.mask(index) + logits.size());
-    for (size_t k = 0; k < logits.size(); ++k) predicted[k] = predicted_positive(logits[k]);
-    const auto predicted_edge = data::outline(predicted, size, size, 1);
-    const auto true_edge = data::outline(truth, size, size, 1);
-    int n_predicted_edge = 0, n_true_edge = 0, n_plain = 0;
-    for (size_t k = 0; k < predicted.size(); ++k) {
-      const uint8_t* got = &img.pixels[3 * k];
-      const uint8_t* want = predicted_edge[k]   ? data::kPredictedOutlineRgb
-                            : true_edge[k]      ? data::kTrueOutlineRgb
+  std::vector<uint8_t> padded;
+  for (const int index : {2, 0, 0, 0})
+    padded.insert(padded.end(), ds.image(index), ds.image(index) + ds.image_bytes());
+  const std::vector<float> padded_logits = session.predict(padded.data(), 4);
+  for (const int batch_size : {1, 4}) {
+    CAPTURE(batch_size);
+    const std::vector<GalleryImage> g = gallery_images(session, ds, indices, counts, batch_size);
+    REQUIRE(g.size() == 2);
+    for (size_t j = 0; j < g.size(); ++j) {
+      const int index = indices[j];
+      CAPTURE(index);
+      CHECK(g[j].stem == ds.stems[size_t(index)]);
+      CHECK(g[j].counts.tp == counts[j].tp);
+      CHECK(g[j].counts.tn == counts[j].tn);
+      const data::Image img = data::decode_image(
+          reinterpret_cast<const uint8_t*>(g[j].png.data()), g[j].png.size(), g[j].stem, 3);
+      REQUIRE(img.width == size);
+      REQUIRE(img.height == size);
+      // The session's own prediction of this image, in a batch of the same size.
+      const size_t pixels = ds.mask_bytes();
+      const std::vector<float> logits =
+          batch_size == 1 ? session.predict(ds.image(index), 1)
+                          : std::vector<float>(padded_logits.begin() + ptrdiff_t(j * pixels),
+                                               padded_logits.begin() + ptrdiff_t((j + 1) * pixels));
+      std::vector<uint8_t> predicted(pixels);
+      const std::vector<uint8_t> truth(ds.mask(index), ds.mask(index) + pixels);
+      for (size_t k = 0; k < pixels; ++k) predicted[k] = predicted_positive(logits[k]);
+      const auto predicted_edge = data::outline(predicted, size, size, 1);
+      const auto true_edge = data::outline(truth, size, size, 1);
+      int n_predicted_edge = 0, n_true_edge = 0, n_plain = 0;
+      for (size_t k = 0; k < pixels; ++k) {
+        const uint8_t* got = &img.pixels[3 * k];
+        const uint8_t* want = predicted_edge[k] ? data::kPredictedOutlineRgb
+                              : true_edge[k]    ? data::kTrueOutlineRgb
                                                 : ds.image(index) + 3 * k;
-      n_predicted_edge += predicted_edge[k];
-      n_true_edge += true_edge[k] && !predicted_edge[k];
-      n_plain += !predicted_edge[k] && !true_edge[k];
-      CHECK_MESSAGE(std::equal(got, got + 3, want), "pixel ", k);
+        n_predicted_edge += predicted_edge[k];
+        n_true_edge += true_edge[k] && !predicted_edge[k];
+        n_plain += !predicted_edge[k] && !true_edge[k];
+        CHECK_MESSAGE(std::equal(got, got + 3, want), "pixel ", k);
+      }
+      CHECK(n_predicted_edge > 0);
+      CHECK(n_true_edge > 0);
+      CHECK(n_plain > 0);
     }
-    CHECK(n_predicted_edge > 0);
-    CHECK(n_true_edge > 0);
-    CHECK(n_plain > 0);
   }
 }

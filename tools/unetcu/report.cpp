@@ -164,14 +164,19 @@ std::vector<GalleryImage> gallery_images(ModelSession& session, const data::Data
   const size_t pixels = ds.mask_bytes();
   const int radius = std::max(1, size / 256);  // as predict --overlay
   std::vector<GalleryImage> out;
-  std::vector<uint8_t> batch;
+  // Whole batches of batch_size, the rest filled with copies of the last image: the session
+  // already has the plan of that size (the pass over the images used it), and on a GPU a new
+  // batch size would cost a new plan and its convolutions' algorithm timing. In eval mode
+  // every image's logits are its own, whatever shares its batch.
+  std::vector<uint8_t> batch(size_t(batch_size) * ds.image_bytes());
   for (size_t first = 0; first < indices.size(); first += size_t(batch_size)) {
     const int n = int(std::min(indices.size() - first, size_t(batch_size)));
-    batch.resize(size_t(n) * ds.image_bytes());
-    for (int i = 0; i < n; ++i)
-      std::copy(ds.image(indices[first + i]), ds.image(indices[first + i]) + ds.image_bytes(),
+    for (int i = 0; i < batch_size; ++i) {
+      const uint8_t* image = ds.image(indices[first + size_t(std::min(i, n - 1))]);
+      std::copy(image, image + ds.image_bytes(),
                 batch.begin() + ptrdiff_t(size_t(i) * ds.image_bytes()));
-    const std::vector<float> logits = session.predict(batch.data(), n);
+    }
+    const std::vector<float> logits = session.predict(batch.data(), batch_size);
     for (int i = 0; i < n; ++i) {
       const int index = indices[first + size_t(i)];
       std::vector<uint8_t> predicted(pixels), truth(ds.mask(index), ds.mask(index) + pixels);
