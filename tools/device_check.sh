@@ -752,6 +752,13 @@ train_mode() {
     # The first epoch holds cuDNN's algorithm search and the graph captures: their cost.
     first=$(jsonl_number head "$run_dir/metrics.jsonl" epoch_seconds)
     row "train b16 128px $mode" ok "$(printf '%.0f' "${ips:-0}") images/s (epoch 3), train loss ${loss:-?}, epoch 1 took ${first:-?} s"
+    # The run's page: its gallery is predicted again on the card after the test. A page that
+    # could not be made costs the run only a warning, so the check looks for it.
+    if [ -f "$run_dir/report.html" ]; then
+      row "train report.html $mode" ok "$(grep -o '<img ' "$run_dir/report.html" | wc -l) test images in its gallery"
+    else
+      row "train report.html $mode" FAILED "$(grep -m1 'report.html not written' "$out/train-$mode.log" || echo "none written; see train-$mode.log")"
+    fi
   elif grep -q '^not run: ' "$out/train-$mode.log"; then
     not_ok "train-$mode" "train b16 128px $mode" ""
   else

@@ -85,7 +85,8 @@ echo "3 of 11 families below 70% of the copy"
 """
 
 # unetcu: synth (8 images), train (3 epochs of metrics, an algorithm list with a tensor-core
-# kernel serving, best weights; with FAIL_TRAIN=1 it fails unless cuDNN's graph API is off) and
+# kernel serving, best weights, a report.html with two gallery images or with FAIL_REPORT=1 the
+# warning instead; with FAIL_TRAIN=1 it fails unless cuDNN's graph API is off) and
 # predict (a .npy of four probabilities: 0.49 on the CPU, 0.490001 on the GPU with --no-tf32,
 # 0.51 with TF32, or 0.9 with FAIL_PREDICT_TF32=1).
 UNETCU = r"""#!/bin/bash
@@ -103,6 +104,11 @@ case $cmd in
       echo "{\"epoch\": $e, \"train_loss\": 0.5, \"images_per_sec\": 40${e}5.2, \"epoch_seconds\": 2.5}"
     done > "$out/metrics.jsonl"
     echo "forward 16x128x128x16 -> 16 3x3: runs graph engine 5 [tensor cores]; rival tensor-core kernel: 0.0281 ms, SERVES (cuDNN's choice 0.0464 ms)" > "$out/algorithms.txt"
+    if [ "${FAIL_REPORT:-0}" = 1 ]; then
+      echo "warning: $out/report.html not written: cannot encode a 128x128 PNG"
+    else
+      echo '<figure><img alt="a" src=""></figure><figure><img alt="b" src=""></figure>' > "$out/report.html"
+    fi
     if [ "${BIG_OUTPUT:-0}" = 1 ]; then  # weights as large as the pack leaves out, a long log
       head -c 5242880 /dev/zero > "$out/best.safetensors"
       echo "first line of the training log"
@@ -321,6 +327,8 @@ class DeviceCheckTest(unittest.TestCase):
             train = self.row(output, f"train b16 128px {mode}")
             self.assertIn(" ok ", train)
             self.assertIn("4035 images/s (epoch 3), train loss 0.5, epoch 1 took 2.5 s", train)
+            self.assertIn(" ok ", self.row(output, f"train report.html {mode}"))
+            self.assertIn("2 test images in its gallery", self.row(output, f"train report.html {mode}"))
         self.assertIn("serve 1 of 1, 0 disagree: forward 16x128x128x16 -> 16 3x3 (tensor-core):"
                       " 0.0281 vs 0.0464 ms", self.row(output, "direct convs vs cuDNN, tf32"))
         # Inference against the CPU with fp32 and with TF32 convolutions, each to its bound.
@@ -379,12 +387,17 @@ class DeviceCheckTest(unittest.TestCase):
         self.assertIn(" -c 2 ", loss[0])
 
     def test_inference_past_its_bound_fails_its_row(self):
+        # And a run that could not write its page (training itself went on) fails that row.
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1",
-                               FAIL_PREDICT_TF32="1", UNETCU_CHECK_BUDGET="20")
+                               FAIL_PREDICT_TF32="1", FAIL_REPORT="1", UNETCU_CHECK_BUDGET="20")
         self.assertIn(" ok ", self.row(output, "predict --device cuda "))
         predict = self.row(output, "predict --device cuda, tf32")
         self.assertIn("FAILED", predict)
         self.assertIn("max |diff| 4.10e-01 (bound 0.1)", predict)
+        self.assertIn(" ok ", self.row(output, "train b16 128px tf32"))
+        report = self.row(output, "train report.html tf32")
+        self.assertIn("FAILED", report)
+        self.assertIn("report.html not written: cannot encode a 128x128 PNG", report)
 
     def test_a_failed_training_is_tried_again_without_the_graph_api(self):
         output, _ = self.check(UNETCU_CHECK_SANITIZE="", STAND_IN_GPU="1", FAIL_TRAIN="1")
