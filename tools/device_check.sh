@@ -755,9 +755,12 @@ train_mode() {
     # The run's page: its gallery is predicted again on the card after the test. A page that
     # could not be made costs the run only a warning, so the check looks for it.
     if [ -f "$run_dir/report.html" ]; then
-      row "train report.html $mode" ok "$(grep -o '<img ' "$run_dir/report.html" | wc -l) test images in its gallery"
+      row "train report.html $mode" ok \
+        "$(grep -o '<img ' "$run_dir/report.html" | wc -l) test images in its gallery"
     else
-      row "train report.html $mode" FAILED "$(grep -m1 'report.html not written' "$out/train-$mode.log" || echo "none written; see train-$mode.log")"
+      row "train report.html $mode" FAILED \
+        "$(grep -m1 'report.html not written' "$out/train-$mode.log" ||
+          echo "none written; see train-$mode.log")"
     fi
   elif grep -q '^not run: ' "$out/train-$mode.log"; then
     not_ok "train-$mode" "train b16 128px $mode" ""

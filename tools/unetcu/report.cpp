@@ -72,7 +72,7 @@ void gallery_html(std::ostringstream& os, const std::vector<GalleryImage>& image
   os << "</div>\n";
 }
 
-// The test's IoU by diagnosis (HAM10000's akiec, bcc, bkl, df, mel, nv, vasc): which kinds
+// The images' IoU by diagnosis (HAM10000's akiec, bcc, bkl, df, mel, nv, vasc): which kinds
 // of lesion the model segments worse. Nothing where no image's diagnosis is known.
 std::string by_diagnosis(const std::vector<double>& ious, const std::vector<std::string>& dxs) {
   if (std::all_of(dxs.begin(), dxs.end(), [](const std::string& d) { return d.empty(); }))
@@ -100,7 +100,8 @@ std::string by_size(const ReportData& r) {
   for (size_t i = 0; i < r.ious.size(); ++i) {
     const std::string name = i < r.names.size() ? r.names[i] + ": " : std::string();
     points.push_back({100.0 * r.lesion_shares[i], r.ious[i],
-                      name + "lesion " + percent(r.lesion_shares[i]) + ", IoU " + fixed(r.ious[i], 3)});
+                      name + "lesion " + percent(r.lesion_shares[i]) + ", IoU " +
+                          fixed(r.ious[i], 3)});
   }
   return scatter_chart_svg("IoU against the lesion's size", "true lesion, % of the image", "IoU",
                            points, 0, 100, 0, 1);
@@ -128,10 +129,10 @@ std::vector<json::Value> read_metrics(const std::string& path) {
   std::vector<json::Value> out;
   std::istringstream in(read_file(path));
   std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
+  for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json::Value v = json::parse(line, path + " line " + std::to_string(number));
-    if (!v.is_object()) fail(path, " line ", number, ": expected a JSON object per line");
+    json::Value v = json::parse(line, path + " line " + std::to_string(line_no));
+    if (!v.is_object()) fail(path, " line ", line_no, ": expected a JSON object per line");
     out.push_back(std::move(v));
   }
   return out;

@@ -4,9 +4,9 @@
 //   - the test result with the best weights, once the run has ended, and the run's settings;
 //   - the loss and the IoU/Dice curves over the epochs, and the epochs' table;
 //   - the test images' per-image IoU as a histogram, against the lesion's size and, where the
-//     metadata gives diagnoses, by diagnosis; and a gallery of the worst and the best of them: each image at the
-//     training size, as the network saw it, with the true lesion outlined in cyan and the
-//     predicted one in yellow (the colours of predict --overlay).
+//     metadata gives diagnoses, by diagnosis; and a gallery of the worst and the best of
+//     them: each image at the training size, as the network saw it, with the true lesion
+//     outlined in cyan and the predicted one in yellow (the colours of predict --overlay).
 // `unetcu train` writes it after every epoch (curves only) and once more at the end;
 // `unetcu eval --report FILE` writes the same page for the images it evaluated (no curves).
 #pragma once
@@ -75,11 +75,11 @@ std::vector<GalleryImage> gallery_images(ModelSession& session, const data::Data
                                          const std::vector<ConfusionCounts>& counts,
                                          int batch_size);
 
-// Fills r.ious, r.dxs, r.lesion_shares, r.names and the gallery (6 a side) from a pass over `ds`'s images `indices`
-// that gave each the counts `counts` (evaluate(..., per_image)).
+// Fills r.ious, r.dxs, r.lesion_shares, r.names and the gallery (6 a side) from a pass over
+// `ds`'s images `indices` that gave each the counts `counts` (evaluate(..., per_image)).
 void add_evaluated_images(ReportData& r, ModelSession& session, const data::Dataset& ds,
-                     const std::vector<int>& indices, const std::vector<ConfusionCounts>& counts,
-                     int batch_size);
+                          const std::vector<int>& indices,
+                          const std::vector<ConfusionCounts>& counts, int batch_size);
 
 // RFC 4648 base64 with padding (the page's data: URIs).
 std::string base64(std::string_view bytes);
