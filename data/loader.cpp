@@ -206,6 +206,12 @@ void dihedral_copy(uint8_t* out, const uint8_t* in, int size, int channels, int 
   }
 }
 
+void dihedral_add_back(float* acc, const float* seen, int size, int transform) {
+  for (int y = 0; y < size; ++y)
+    for (int x = 0; x < size; ++x)
+      acc[source_pixel(transform, y, x, size)] += seen[int64_t(y) * size + x];
+}
+
 Loader::Loader(const Dataset& data, std::vector<int> indices, const LoaderOptions& opt)
     : data_(data),
       it_(data, std::move(indices), opt.batch_size, opt.seed, opt.shuffle, opt.epoch),

@@ -138,4 +138,10 @@ int augment_transform(uint64_t seed, int epoch, int position);
 // >= 4, then turned clockwise by (transform & 3) quarter turns.
 void dihedral_copy(uint8_t* out, const uint8_t* in, int size, int channels, int transform);
 
+// The way back, for one channel of floats: acc[p] += seen[q] for every pixel q of a
+// `transform`ed image and the pixel p of the original it came from (dihedral_copy's map), so
+// that a map predicted on a transformed image adds onto the original's pixels (test-time
+// augmentation).
+void dihedral_add_back(float* acc, const float* seen, int size, int transform);
+
 }  // namespace unetcu::data

@@ -37,10 +37,11 @@ struct ConfusionCounts {
 // The predicted mask the counts are taken from: smp's example's logits.sigmoid() > 0.5 in
 // float32, a strict comparison, with the sigmoid formed as PyTorch forms it. Logits in
 // (0, ~1.2e-7) round to exactly 0.5 and count as negative, so this is not x > 0. Every
-// backend's counts and every mask drawn from logits (the run report's) use this one test.
-UNETCU_HOST_DEVICE inline bool predicted_positive(float x) {
-  return 1.0f / (1.0f + expf(-x)) > 0.5f;
-}
+// backend's counts use this one test, and every probability the tool computes on the host
+// (predict's, the run report's masks, test-time augmentation's) is mask_sigmoid, so that its
+// p > 0.5 is this mask.
+UNETCU_HOST_DEVICE inline float mask_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+UNETCU_HOST_DEVICE inline bool predicted_positive(float x) { return mask_sigmoid(x) > 0.5f; }
 
 namespace cpu {
 

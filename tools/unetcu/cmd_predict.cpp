@@ -120,6 +120,7 @@ int cmd_predict(int argc, char** argv) {
   a.flag("probs", "write <stem>_probs.npy: float32 probabilities at the input size");
   a.flag("save-inputs", "write <stem>_input.npy (and _target.npy): the uint8 input fed");
   a.flag("no-tf32", "CUDA: full fp32 convolutions (no TF32 tensor cores)");
+  a.flag("tta", "test-time augmentation: the mean over the 8 flips and quarter turns (8x the time)");
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.str("weights").empty()) fail("unetcu predict: --weights CKPT is required");
   if (a.str("out").empty()) fail("unetcu predict: --out DIR is required");
@@ -176,13 +177,14 @@ int cmd_predict(int argc, char** argv) {
                            img.width, img.height, 3);
       }
     }
-    const std::vector<float> logits = session.predict(batch.data(), n);
+    const std::vector<float> batch_probs =
+        predict_probabilities(session, batch.data(), n, a.flag_set("tta"));
 
     for (int i = 0; i < n; ++i) {
       const Input& in = inputs[first + size_t(i)];
       const data::Image& img = originals[size_t(i)];
-      std::vector<float> probs(pixels);
-      for (size_t k = 0; k < pixels; ++k) probs[k] = 1.0f / (1.0f + std::exp(-logits[size_t(i) * pixels + k]));
+      const std::vector<float> probs(batch_probs.begin() + ptrdiff_t(size_t(i) * pixels),
+                                     batch_probs.begin() + ptrdiff_t(size_t(i + 1) * pixels));
       const std::vector<float> full = data::resize_probs(probs.data(), size, size, img.width, img.height);
       std::vector<uint8_t> mask(full.size());
       for (size_t k = 0; k < full.size(); ++k) mask[k] = full[k] > threshold;

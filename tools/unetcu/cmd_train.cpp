@@ -467,6 +467,7 @@ int cmd_eval(int argc, char** argv) {
   a.option("device", "auto", "auto, cpu or cuda");
   a.option("report", "", "also write this HTML page: the images' IoU histogram and a gallery of "
                          "the 6 worst and 6 best, outlined");
+  a.flag("tta", "test-time augmentation: the mean over the 8 flips and quarter turns (8x the time)");
   add_data_options(a);
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.positional().size() != 1) fail("unetcu eval: expected one DATA folder");
@@ -506,7 +507,11 @@ int cmd_eval(int argc, char** argv) {
   session.set_state(ck.model);
   const int batch_size = int(a.integer("batch-size", 1, 4096));
   std::vector<ConfusionCounts> counts;  // per image, in the order of `indices`
-  EvalResult r = evaluate(session, ds, indices, batch_size, "eval", &counts);
+  const bool tta = a.flag_set("tta");
+  if (tta)
+    std::fprintf(stderr, "eval: test-time augmentation: each image predicted in its 8 flips and "
+                         "quarter turns, the probabilities averaged\n");
+  EvalResult r = evaluate(session, ds, indices, batch_size, "eval", &counts, tta);
   json::Object o;
   o.emplace_back("iou", r.iou);
   o.emplace_back("dice", r.dice);
@@ -521,7 +526,8 @@ int cmd_eval(int argc, char** argv) {
     page.part = which == "test" ? "test" : which == "val" ? "validation" : "";
     page.summary = "data " + a.positional()[0] + "; " + std::to_string(r.n_images) + " " +
                    (page.part.empty() ? "" : page.part + " ") + "images at " +
-                   std::to_string(image_size) + "x" + std::to_string(image_size) + "; " +
+                   std::to_string(image_size) + "x" + std::to_string(image_size) +
+                   (tta ? ", each the mean of its 8 flips and quarter turns" : "") + "; " +
                    backend->describe();
     page.config.emplace_back("command", "eval");
     page.config.emplace_back("data", a.positional()[0]);
@@ -530,7 +536,7 @@ int cmd_eval(int argc, char** argv) {
     page.config.emplace_back("seed_used", int64_t(seed));
     page.config.emplace_back("git_commit", git_commit());
     page.result = r;
-    add_evaluated_images(page, session, ds, indices, counts, batch_size);
+    add_evaluated_images(page, session, ds, indices, counts, batch_size, tta);
     write_file_atomic(report_path, render_report(page));
     std::fprintf(stderr, "report: %s\n", report_path.c_str());
   }

@@ -26,10 +26,26 @@ struct EvalResult {
   double dice = 0;  // mean over images of 2tp/(2tp+fp+fn), empty/empty = 1
   int n_images = 0;
 };
-// per_image, when given, receives each image's counts in the order of `indices`.
+// per_image, when given, receives each image's counts in the order of `indices`. With tta,
+// each image's prediction is predict_probabilities' mean over the 8 symmetries of the square,
+// and the loss and counts are taken from it on the host (StepResult::from_probabilities).
 EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::vector<int>& indices,
                     int batch_size, const std::string& label,
-                    std::vector<ConfusionCounts>* per_image = nullptr);
+                    std::vector<ConfusionCounts>* per_image = nullptr, bool tta = false);
+
+// Sigmoid probabilities (n x h x w floats) of n images (n x h x w x 3 uint8) with BatchNorm in
+// eval mode: sigmoid(logit) formed as the metrics form it (kernels/loss.h), so p > 0.5 is
+// their mask. With tta (test-time augmentation), the mean of the probabilities predicted for
+// each of the 8 symmetries of the square of the images (those --augment trains with), each
+// turned back onto the original's pixels: 8 forward passes.
+std::vector<float> predict_probabilities(ModelSession& session, const uint8_t* images, int n,
+                                         bool tta);
+
+// The batch Dice loss and the per-image counts of n images' probabilities against their 0/1
+// masks, on the host (p > 0.5 a lesion pixel): what eval_step gives for the network's own
+// probabilities, for probabilities it did not make (tta's means).
+StepResult metrics_from_probabilities(const float* probs, const uint8_t* masks, int n,
+                                      int64_t pixels);
 
 // Where the data is and what to do with bad files: --images, --masks, --mask-suffix (every
 // command that reads a dataset) and --skip-bad, --fix-inverted-masks, --cache-dir, --no-cache

@@ -1,10 +1,12 @@
 // tools/unetcu/common.cpp: helpers shared by the subcommands (evaluation, loading a folder).
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
 #include "data/batch.h"
 #include "data/cache.h"
+#include "data/loader.h"
 #include "tools/unetcu/args.h"
 #include "tools/unetcu/commands.h"
 #include "tools/unetcu/progress.h"
@@ -126,9 +128,58 @@ data::Split make_split(const std::string& method, const data::Dataset& ds, uint6
   fail("--split must be random or lesion, got '", method, "'");
 }
 
+std::vector<float> predict_probabilities(ModelSession& session, const uint8_t* images, int n,
+                                         bool tta) {
+  const int size = session.image_h();
+  const size_t pixels = size_t(size) * size, image_bytes = pixels * 3;
+  if (!tta) {
+    std::vector<float> p = session.predict(images, n);
+    for (float& v : p) v = mask_sigmoid(v);
+    return p;
+  }
+  if (session.image_w() != size) fail("test-time augmentation needs square images");
+  std::vector<float> sum(size_t(n) * pixels, 0.0f), seen(pixels);
+  std::vector<uint8_t> turned(size_t(n) * image_bytes);
+  for (int t = 0; t < 8; ++t) {
+    for (int i = 0; i < n; ++i)
+      data::dihedral_copy(turned.data() + size_t(i) * image_bytes, images + size_t(i) * image_bytes,
+                          size, 3, t);
+    const std::vector<float> logits = session.predict(turned.data(), n);
+    for (int i = 0; i < n; ++i) {
+      for (size_t k = 0; k < pixels; ++k) seen[k] = mask_sigmoid(logits[size_t(i) * pixels + k]);
+      data::dihedral_add_back(sum.data() + size_t(i) * pixels, seen.data(), size, t);
+    }
+  }
+  for (float& v : sum) v /= 8.0f;
+  return sum;
+}
+
+StepResult metrics_from_probabilities(const float* probs, const uint8_t* masks, int n,
+                                      int64_t pixels) {
+  StepResult r;
+  DiceSums sums;
+  for (int i = 0; i < n; ++i) {
+    ConfusionCounts c;
+    for (int64_t k = 0; k < pixels; ++k) {
+      const float p = probs[int64_t(i) * pixels + k];
+      const bool truth = masks[int64_t(i) * pixels + k] != 0, pred = p > 0.5f;
+      c.tp += pred && truth;
+      c.fp += pred && !truth;
+      c.fn += !pred && truth;
+      sums.sum_p += p;
+      sums.sum_t += truth;
+      sums.intersection += truth ? p : 0.0f;
+    }
+    c.tn = pixels - c.tp - c.fp - c.fn;
+    r.counts.push_back(c);
+  }
+  r.loss = float(dice_loss_from_sums(sums));
+  return r;
+}
+
 EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::vector<int>& indices,
                     int batch_size, const std::string& label,
-                    std::vector<ConfusionCounts>* per_image) {
+                    std::vector<ConfusionCounts>* per_image, bool tta) {
   EvalResult r;
   if (per_image != nullptr) per_image->clear();
   if (indices.empty()) return r;
@@ -138,7 +189,13 @@ EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::v
   double loss_sum = 0, iou_sum = 0, dice_sum = 0;
   for (int b = 0; b < it.num_batches(); ++b) {
     int n = it.fill(b, images.data(), masks.data());
-    StepResult s = session.eval_step(images.data(), masks.data(), n);
+    StepResult s;
+    if (tta) {
+      const std::vector<float> p = predict_probabilities(session, images.data(), n, true);
+      s = metrics_from_probabilities(p.data(), masks.data(), n, int64_t(ds.mask_bytes()));
+    } else {
+      s = session.eval_step(images.data(), masks.data(), n);
+    }
     loss_sum += s.loss;
     for (const auto& c : s.counts) { iou_sum += image_iou(c); dice_sum += image_dice(c); }
     if (per_image != nullptr) per_image->insert(per_image->end(), s.counts.begin(), s.counts.end());

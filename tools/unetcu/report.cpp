@@ -160,7 +160,7 @@ GalleryPick pick_gallery(const std::vector<double>& ious, int per_side) {
 std::vector<GalleryImage> gallery_images(ModelSession& session, const data::Dataset& ds,
                                          const std::vector<int>& indices,
                                          const std::vector<ConfusionCounts>& counts,
-                                         int batch_size) {
+                                         int batch_size, bool tta) {
   const int size = ds.size;
   const size_t pixels = ds.mask_bytes();
   const int radius = std::max(1, size / 256);  // as predict --overlay
@@ -177,12 +177,12 @@ std::vector<GalleryImage> gallery_images(ModelSession& session, const data::Data
       std::copy(image, image + ds.image_bytes(),
                 batch.begin() + ptrdiff_t(size_t(i) * ds.image_bytes()));
     }
-    const std::vector<float> logits = session.predict(batch.data(), batch_size);
+    const std::vector<float> probs = predict_probabilities(session, batch.data(), batch_size, tta);
     for (int i = 0; i < n; ++i) {
       const int index = indices[first + size_t(i)];
       std::vector<uint8_t> predicted(pixels), truth(ds.mask(index), ds.mask(index) + pixels);
       for (size_t k = 0; k < pixels; ++k)
-        predicted[k] = predicted_positive(logits[size_t(i) * pixels + k]);
+        predicted[k] = probs[size_t(i) * pixels + k] > 0.5f;
       std::vector<uint8_t> view(ds.image(index), ds.image(index) + ds.image_bytes());
       data::paint(view, data::outline(truth, size, size, radius), data::kTrueOutlineRgb);
       data::paint(view, data::outline(predicted, size, size, radius), data::kPredictedOutlineRgb);
@@ -196,7 +196,7 @@ std::vector<GalleryImage> gallery_images(ModelSession& session, const data::Data
 
 void add_evaluated_images(ReportData& r, ModelSession& session, const data::Dataset& ds,
                           const std::vector<int>& indices,
-                          const std::vector<ConfusionCounts>& counts, int batch_size) {
+                          const std::vector<ConfusionCounts>& counts, int batch_size, bool tta) {
   r.ious.clear();
   r.dxs.clear();
   r.lesion_shares.clear();
@@ -219,7 +219,7 @@ void add_evaluated_images(ReportData& r, ModelSession& session, const data::Data
       chosen.push_back(indices[size_t(p)]);
       chosen_counts.push_back(counts[size_t(p)]);
     }
-    return gallery_images(session, ds, chosen, chosen_counts, batch_size);
+    return gallery_images(session, ds, chosen, chosen_counts, batch_size, tta);
   };
   r.worst = images(pick.worst);
   r.best = images(pick.best);

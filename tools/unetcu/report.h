@@ -68,18 +68,20 @@ struct GalleryPick {
 GalleryPick pick_gallery(const std::vector<double>& ious, int per_side);
 
 // The gallery's images: `ds`'s images `indices` (dataset positions, each with the counts the
-// test gave it) predicted in eval mode with the session's weights, the predicted mask taken as
-// the counts take it (predicted_positive, kernels/loss.h), both outlines drawn.
+// test gave it) predicted in eval mode with the session's weights (predict_probabilities, with
+// or without tta as the counts were), the predicted mask taken as the counts take it
+// (p > 0.5), both outlines drawn.
 std::vector<GalleryImage> gallery_images(ModelSession& session, const data::Dataset& ds,
                                          const std::vector<int>& indices,
                                          const std::vector<ConfusionCounts>& counts,
-                                         int batch_size);
+                                         int batch_size, bool tta = false);
 
 // Fills r.ious, r.dxs, r.lesion_shares, r.names and the gallery (6 a side) from a pass over
-// `ds`'s images `indices` that gave each the counts `counts` (evaluate(..., per_image)).
+// `ds`'s images `indices` that gave each the counts `counts` (evaluate(..., per_image, tta)).
 void add_evaluated_images(ReportData& r, ModelSession& session, const data::Dataset& ds,
                           const std::vector<int>& indices,
-                          const std::vector<ConfusionCounts>& counts, int batch_size);
+                          const std::vector<ConfusionCounts>& counts, int batch_size,
+                          bool tta = false);
 
 // RFC 4648 base64 with padding (the page's data: URIs).
 std::string base64(std::string_view bytes);
