@@ -120,7 +120,7 @@ int cmd_predict(int argc, char** argv) {
   a.flag("probs", "write <stem>_probs.npy: float32 probabilities at the input size");
   a.flag("save-inputs", "write <stem>_input.npy (and _target.npy): the uint8 input fed");
   a.flag("no-tf32", "CUDA: full fp32 convolutions (no TF32 tensor cores)");
-  a.flag("tta", "test-time augmentation: the mean over the 8 flips and quarter turns (8x the time)");
+  add_tta_flag(a);
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.str("weights").empty()) fail("unetcu predict: --weights CKPT is required");
   if (a.str("out").empty()) fail("unetcu predict: --out DIR is required");

@@ -467,7 +467,7 @@ int cmd_eval(int argc, char** argv) {
   a.option("device", "auto", "auto, cpu or cuda");
   a.option("report", "", "also write this HTML page: the images' IoU histogram and a gallery of "
                          "the 6 worst and 6 best, outlined");
-  a.flag("tta", "test-time augmentation: the mean over the 8 flips and quarter turns (8x the time)");
+  add_tta_flag(a);
   add_data_options(a);
   if (!a.parse(argc, argv, 2)) return 0;
   if (a.positional().size() != 1) fail("unetcu eval: expected one DATA folder");

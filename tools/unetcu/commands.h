@@ -40,6 +40,7 @@ EvalResult evaluate(ModelSession& session, const data::Dataset& ds, const std::v
 // turned back onto the original's pixels: 8 forward passes.
 std::vector<float> predict_probabilities(ModelSession& session, const uint8_t* images, int n,
                                          bool tta);
+void add_tta_flag(Args& a);  // --tta, for the commands that offer it (eval, predict)
 
 // The batch Dice loss and the per-image counts of n images' probabilities against their 0/1
 // masks, on the host (p > 0.5 a lesion pixel): what eval_step gives for the network's own

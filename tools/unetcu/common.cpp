@@ -1,4 +1,5 @@
-// tools/unetcu/common.cpp: helpers shared by the subcommands (evaluation, loading a folder).
+// tools/unetcu/common.cpp: helpers shared by the subcommands (evaluation, probabilities,
+// loading a folder).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -26,6 +27,11 @@ void make_folder(const std::string& dir, const std::string& what) {
   std::filesystem::create_directories(dir, ec);
   if (ec) fail("cannot create ", what, " ", dir, ": ", ec.message());
   if (!std::filesystem::is_directory(dir)) fail("cannot create ", what, " ", dir, ": not a folder");
+}
+
+void add_tta_flag(Args& a) {
+  a.flag("tta", "test-time augmentation: the mean over the 8 flips and quarter turns "
+                "(8x the time)");
 }
 
 void add_source_options(Args& a) {
