@@ -171,7 +171,8 @@ TEST_CASE("report: the page before the test and after it") {
   ReportData r;
   r.title = "unetcu run runs/a<b";
   r.summary = "data data/HAM & co";
-  r.config = {{"data", "data/HAM & co"}, {"n_train", 100}, {"image_size_used", 128}};
+  r.config = {{"data", "data/HAM & co"}, {"n_train", 100}, {"epochs", "20"},
+              {"image_size_used", 128}, {"epochs_used", 5}};
   r.epochs = {epoch_line(1, 0.61), epoch_line(2, 0.74), epoch_line(3, 0.70)};
   r.epochs_planned = 5;
 
@@ -182,6 +183,12 @@ TEST_CASE("report: the page before the test and after it") {
   CHECK(page.find("<h1>unetcu run runs/a&lt;b</h1>") != std::string::npos);
   CHECK(page.find("1 class); data data/HAM &amp; co</p>") != std::string::npos);
   CHECK(page.find("<td class=\"val\">data/HAM &amp; co</td>") != std::string::npos);
+  // An option the run used otherwise shows the value used, once; a used value without its
+  // option shows as it is.
+  CHECK(page.find("<td class=\"key\">epochs</td><td class=\"val\">5</td>") != std::string::npos);
+  CHECK(page.find("epochs_used") == std::string::npos);
+  CHECK(page.find("<td class=\"key\">image_size_used</td><td class=\"val\">128</td>") !=
+        std::string::npos);
   CHECK(page.find("runs/a<b") == std::string::npos);
   CHECK(count_of(page, "<svg") == 2);        // the curves
   CHECK(count_of(page, "<tr><td>") == 2);    // the epochs' rows but the best one...

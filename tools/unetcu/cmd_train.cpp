@@ -238,6 +238,7 @@ int cmd_train(int argc, char** argv) {
   for (const auto& [k, v] : a.values()) cfg.emplace_back(k, v);
   cfg.emplace_back("epochs_used", epochs);
   cfg.emplace_back("image_size_used", image_size);
+  cfg.emplace_back("out_used", out);
   cfg.emplace_back("device_used", backend->describe());
   cfg.emplace_back("git_commit", git_commit());
   cfg.emplace_back("n_images", ds.n);

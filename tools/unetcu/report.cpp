@@ -327,10 +327,29 @@ std::string render_report(const ReportData& r) {
     }
   }
 
+  // The settings as the run used them: config.json keeps each option as given (or its
+  // default) and, where the tool decided otherwise (the demo's epochs, size and folder, the
+  // device "auto" chose, the checkpoint's seed), what it used under a key of its own; the page
+  // shows the option with the value used.
+  static const std::map<std::string, std::string> kUsed = {
+      {"epochs", "epochs_used"}, {"image-size", "image_size_used"}, {"out", "out_used"},
+      {"device", "device_used"}, {"seed", "seed_used"}};
+  auto find = [&](const std::string& key) -> const json::Value* {
+    for (const auto& [k, v] : r.config)
+      if (k == key) return &v;
+    return nullptr;
+  };
   os << "<h2>Settings</h2>\n<table>\n";
-  for (const auto& [key, value] : r.config)
+  for (const auto& [key, value] : r.config) {
+    const auto used = kUsed.find(key);
+    const json::Value* shown = used == kUsed.end() ? &value : find(used->second);
+    const bool in_options_row = std::any_of(kUsed.begin(), kUsed.end(), [&](const auto& u) {
+      return u.second == key && find(u.first) != nullptr;
+    });
+    if (in_options_row) continue;
     os << "<tr><td class=\"key\">" << xml_escape(key) << "</td><td class=\"val\">"
-       << xml_escape(plain(value)) << "</td></tr>\n";
+       << xml_escape(plain(shown != nullptr ? *shown : value)) << "</td></tr>\n";
+  }
   os << "</table>\n</body>\n</html>\n";
   return os.str();
 }
