@@ -19,13 +19,18 @@ double round_step(double span, int parts) {
   return 10 * power;
 }
 
+}  // namespace
+
 std::string fixed(double v, int decimals) {
+  if (!std::isfinite(v)) return "-";
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
   return buf;
 }
 
-}  // namespace
+std::string percent(double fraction, int decimals) {
+  return std::isfinite(fraction) ? fixed(100.0 * fraction, decimals) + "%" : "-";
+}
 
 std::string xml_escape(const std::string& s) {
   std::string out;

@@ -11,6 +11,11 @@ namespace unetcu::cli {
 // Text made safe for XML and HTML content and attribute values (< > & ").
 std::string xml_escape(const std::string& s);
 
+// Numbers as the tool's pages and tables print them: `decimals` after the point ("0.7123"),
+// a fraction as a percentage ("23.1%"); "-" for NaN and infinities (a value not there).
+std::string fixed(double v, int decimals);
+std::string percent(double fraction, int decimals = 1);
+
 // A vertical bar chart: one bar per label, count axis from 0 with about five round ticks, the
 // count written above each bar.
 std::string bar_chart_svg(const std::string& title, const std::string& x_title,

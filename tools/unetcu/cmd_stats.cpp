@@ -24,12 +24,6 @@ namespace fs = std::filesystem;
 namespace unetcu::cli {
 namespace {
 
-std::string percent(double fraction, int decimals = 1) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.*f%%", decimals, 100.0 * fraction);
-  return buf;
-}
-
 std::string bin_label(int k, int bins) {
   return percent(double(k) / bins, 0) + "-" + percent(double(k + 1) / bins, 0);
 }

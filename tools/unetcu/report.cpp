@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "engine/fileio.h"
 #include "tools/unetcu/charts.h"
+#include "tools/unetcu/progress.h"
 
 namespace unetcu::cli {
 namespace {
@@ -22,24 +23,15 @@ double number(const json::Value& o, std::string_view key) {
   return v != nullptr && v->is_number() ? v->as_double() : NAN;
 }
 
-std::string fixed(double v, int decimals) {
-  if (!std::isfinite(v)) return "-";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-  return buf;
+// The share of an image's pixels that `of` counts (0 for an image of no pixels).
+double share(int64_t of, const ConfusionCounts& c) {
+  const int64_t pixels = c.tp + c.fp + c.fn + c.tn;
+  return pixels > 0 ? double(of) / double(pixels) : 0.0;
 }
 
-std::string percent(double fraction) { return fixed(100.0 * fraction, 1) + "%"; }
-
+// An epoch's time as the progress lines print it; "-" where metrics.jsonl has none.
 std::string duration(double seconds) {
-  if (!std::isfinite(seconds)) return "-";
-  const long s = std::lround(seconds);
-  char buf[32];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
-  return buf;
+  return std::isfinite(seconds) ? format_duration(seconds) : "-";
 }
 
 // A config value as a person reads it: strings without their quotes.
@@ -60,13 +52,12 @@ void gallery_html(std::ostringstream& os, const std::vector<GalleryImage>& image
   os << "<div class=\"gallery\">\n";
   for (const GalleryImage& g : images) {
     const ConfusionCounts& c = g.counts;
-    const double total = double(c.tp + c.fp + c.fn + c.tn);
     os << "<figure><img alt=\"" << xml_escape(g.stem) << "\" src=\"data:image/png;base64,"
        << base64(g.png) << "\"><figcaption><b>" << xml_escape(g.stem) << "</b>"
        << (g.dx.empty() ? std::string() : " (" + xml_escape(g.dx) + ")") << "<br>IoU "
        << fixed(image_iou(c), 3) << " &middot; Dice " << fixed(image_dice(c), 3)
-       << "<br>lesion: true " << percent(total > 0 ? double(c.tp + c.fn) / total : 0)
-       << ", predicted " << percent(total > 0 ? double(c.tp + c.fp) / total : 0)
+       << "<br>lesion: true " << percent(share(c.tp + c.fn, c)) << ", predicted "
+       << percent(share(c.tp + c.fp, c))
        << "</figcaption></figure>\n";
   }
   os << "</div>\n";
@@ -206,8 +197,7 @@ void add_evaluated_images(ReportData& r, ModelSession& session, const data::Data
     r.ious.push_back(image_iou(c));
     const size_t index = size_t(indices[k]);
     r.dxs.push_back(index < ds.dxs.size() ? ds.dxs[index] : std::string());
-    const double pixels = double(c.tp + c.fp + c.fn + c.tn);
-    r.lesion_shares.push_back(pixels > 0 ? double(c.tp + c.fn) / pixels : 0.0);
+    r.lesion_shares.push_back(share(c.tp + c.fn, c));
     r.names.push_back(ds.stems[index]);
   }
   // A dozen images predicted again: a fraction of the pass's time.
@@ -334,17 +324,13 @@ std::string render_report(const ReportData& r) {
   static const std::map<std::string, std::string> kUsed = {
       {"epochs", "epochs_used"}, {"image-size", "image_size_used"}, {"out", "out_used"},
       {"device", "device_used"}, {"seed", "seed_used"}};
-  auto find = [&](const std::string& key) -> const json::Value* {
-    for (const auto& [k, v] : r.config)
-      if (k == key) return &v;
-    return nullptr;
-  };
+  const json::Value config(r.config);
   os << "<h2>Settings</h2>\n<table>\n";
   for (const auto& [key, value] : r.config) {
     const auto used = kUsed.find(key);
-    const json::Value* shown = used == kUsed.end() ? &value : find(used->second);
+    const json::Value* shown = used == kUsed.end() ? &value : config.find(used->second);
     const bool in_options_row = std::any_of(kUsed.begin(), kUsed.end(), [&](const auto& u) {
-      return u.second == key && find(u.first) != nullptr;
+      return u.second == key && config.find(u.first) != nullptr;
     });
     if (in_options_row) continue;
     os << "<tr><td class=\"key\">" << xml_escape(key) << "</td><td class=\"val\">"
